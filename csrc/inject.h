@@ -1,0 +1,44 @@
+// Cross-stream multiplicative injection: out = x * relu(gate).
+// Backward in one pass: dx = dout * relu(gate), dgate = dout * x where gate > 0 (0 elsewhere, as torch.relu).
+// The functions are templated so that the CPU kernel's SIMD path (at::vec::Vectorized) and its scalar tail, and the
+// CUDA kernel, all evaluate the same expressions.
+#pragma once
+
+#include "common.h"
+
+namespace mmh_ext {
+namespace inject {
+
+template <typename T>
+MMH_HD T relu(T g) {
+  return mmh_max(g, T(0));
+}
+
+template <typename T>
+MMH_HD T forward(T x, T gate) {
+  return x * relu(gate);
+}
+
+template <typename T>
+MMH_HD void backward(T dout, T x, T gate, T& dx, T& dgate) {
+  dx = dout * relu(gate);
+  dgate = gate > T(0) ? dout * x : T(0);
+}
+
+}  // namespace inject
+}  // namespace mmh_ext
+
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+namespace mmh_ext {
+namespace inject {
+
+// Validation + layout: x and gate must match in shape, dtype and device. When both have the same dense,
+// non-overlapping strides (contiguous, channels_last, ...) the kernels run over the storage as a flat array and the
+// outputs keep those strides; otherwise both are made contiguous.
+std::tuple<at::Tensor, at::Tensor> prepare(const at::Tensor& x, const at::Tensor& gate);
+
+}  // namespace inject
+}  // namespace mmh_ext

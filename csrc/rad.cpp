@@ -1,0 +1,122 @@
+// RAD: validation and the device-independent part (GEMMs via ATen); the kernels come from cpu/ or cuda/.
+#include "rad.h"
+
+#include "checks.h"
+
+#include <c10/util/Exception.h>
+
+namespace mmh_ext {
+namespace rad {
+
+namespace {
+
+at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+void check_feat(const at::Tensor& f, const char* name) {
+  TORCH_CHECK_VALUE(f.dim() == 4, name, " must be 4-D (B, C, H, W), got shape ", f.sizes());
+  TORCH_CHECK_VALUE(f.size(0) > 0, name, " has an empty batch (B = 0)");
+  TORCH_CHECK_VALUE(f.size(1) > 0 && f.size(2) > 0 && f.size(3) > 0, name, " has an empty dimension: ", f.sizes());
+}
+
+void check_fc(const at::Tensor& w, const at::Tensor& b, const at::Tensor& feat, const char* wname, const char* bname,
+              const char* fname) {
+  TORCH_CHECK_VALUE(w.dim() == 2, wname, " must be 2-D (K, C), got shape ", w.sizes());
+  TORCH_CHECK_VALUE(w.size(1) == feat.size(1), wname, " has ", w.size(1), " input features but ", fname, " has ",
+                    feat.size(1), " channels");
+  TORCH_CHECK_VALUE(b.dim() == 1 && b.size(0) == w.size(0), bname, " must have shape (", w.size(0), ",), got ",
+                    b.sizes());
+}
+
+}  // namespace
+
+Pyramid make_pyramid(int64_t grid, at::IntArrayRef levels) {
+  TORCH_CHECK_VALUE(grid >= 1, "grid must be >= 1, got ", grid);
+  TORCH_CHECK_VALUE(!levels.empty(), "levels must not be empty");
+  TORCH_CHECK_VALUE(static_cast<int64_t>(levels.size()) <= kMaxLevels, "levels: at most ", kMaxLevels,
+                    " levels are supported, got ", levels.size());
+  Pyramid p{};
+  p.grid = grid;
+  p.num_levels = static_cast<int64_t>(levels.size());
+  p.num_regions = 0;
+  for (size_t i = 0; i < levels.size(); ++i) {
+    TORCH_CHECK_VALUE(levels[i] >= 1 && levels[i] <= grid, "levels[", i, "] = ", levels[i],
+                      " must be between 1 and grid = ", grid);
+    p.levels[i] = levels[i];
+    p.num_regions += levels[i] * levels[i];
+  }
+  return p;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
+    const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& wt,
+    const at::Tensor& bt, int64_t grid, at::IntArrayRef levels, double temperature, const Kernels& k) {
+  check_same_float({{&fs, "student_feat"}, {&ft, "teacher_feat"}, {&ws, "student_fc_weight"},
+                    {&bs, "student_fc_bias"}, {&wt, "teacher_fc_weight"}, {&bt, "teacher_fc_bias"}});
+  check_feat(fs, "student_feat");
+  check_feat(ft, "teacher_feat");
+  TORCH_CHECK_VALUE(fs.size(0) == ft.size(0), "student_feat has batch size ", fs.size(0), " but teacher_feat has ",
+                    ft.size(0));
+  check_fc(ws, bs, fs, "student_fc_weight", "student_fc_bias", "student_feat");
+  check_fc(wt, bt, ft, "teacher_fc_weight", "teacher_fc_bias", "teacher_feat");
+  TORCH_CHECK_VALUE(ws.size(0) == wt.size(0), "student_fc_weight has ", ws.size(0), " classes but teacher_fc_weight has ",
+                    wt.size(0));
+  TORCH_CHECK_VALUE(ws.size(0) >= 2, "the classifiers need at least 2 classes, got ", ws.size(0));
+  TORCH_CHECK_VALUE(temperature > 0 && std::isfinite(temperature), "temperature must be a positive finite number, got ",
+                    temperature);
+  const Pyramid p = make_pyramid(grid, levels);
+
+  const int64_t B = fs.size(0), K = ws.size(0), G2 = grid * grid;
+  const auto acc = acc_dtype(fs.scalar_type());
+  auto opts = fs.options().dtype(acc);
+  at::Tensor gs = at::empty({B, G2, fs.size(1)}, opts);
+  at::Tensor gt = at::empty({B, G2, ft.size(1)}, opts);
+  k.pool(fs, grid, gs);
+  k.pool(ft, grid, gt);
+  // Per-cell logits without bias: one GEMM per network.
+  at::Tensor cs = at::mm(gs.view({B * G2, fs.size(1)}), ws.to(acc).t()).view({B, G2, K});
+  at::Tensor ct = at::mm(gt.view({B * G2, ft.size(1)}), wt.to(acc).t()).view({B, G2, K});
+  at::Tensor loss = at::empty({B, p.num_regions}, opts);
+  at::Tensor ls = at::empty({B, p.num_regions, K}, opts);
+  at::Tensor lt = at::empty({B, p.num_regions, K}, opts);
+  k.forward(cs, ct, bs.to(acc).contiguous(), bt.to(acc).contiguous(), p, temperature, loss, ls, lt);
+  return {loss, gs, gt, ls, lt};
+}
+
+std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& gs, const at::Tensor& gt,
+                                 const at::Tensor& ls, const at::Tensor& lt, const at::Tensor& ws,
+                                 const at::Tensor& wt, at::IntArrayRef student_hw, at::IntArrayRef teacher_hw,
+                                 int64_t grid, at::IntArrayRef levels, double temperature, bool need_student,
+                                 bool need_teacher, const Kernels& k) {
+  const Pyramid p = make_pyramid(grid, levels);
+  TORCH_CHECK_VALUE(student_hw.size() == 2 && teacher_hw.size() == 2, "student_hw and teacher_hw must have 2 entries");
+  const int64_t B = gs.size(0), G2 = grid * grid, K = ws.size(0);
+  TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == B && grad.size(1) == p.num_regions, "grad must have shape (", B,
+                    ", ", p.num_regions, "), got ", grad.sizes());
+  const auto acc = gs.scalar_type();
+  at::Tensor g = grad.to(acc).contiguous();
+  at::Tensor dzs, dzt;
+  if (need_student) dzs = at::empty({B, p.num_regions, K}, gs.options());
+  if (need_teacher) dzt = at::empty({B, p.num_regions, K}, gs.options());
+  k.backward(g, ls, lt, temperature, dzs, dzt);
+
+  auto side = [&](const at::Tensor& dz, const at::Tensor& pooled, const at::Tensor& w, at::IntArrayRef hw) {
+    const int64_t C = pooled.size(2);
+    at::Tensor dcells = at::empty({B, G2, K}, pooled.options());
+    k.cells(dz, p, dcells);
+    at::Tensor dc2 = dcells.view({B * G2, K});
+    at::Tensor dw = at::mm(dc2.t(), pooled.view({B * G2, C})).to(w.scalar_type());
+    at::Tensor db = dz.sum(at::IntArrayRef{0, 1}).to(w.scalar_type());
+    at::Tensor dg = at::mm(dc2, w.to(acc)).view({B, G2, C});
+    at::Tensor df = at::empty({B, C, hw[0], hw[1]}, pooled.options().dtype(w.scalar_type()));
+    k.unpool(dg, grid, df);
+    return std::make_tuple(df, dw, db);
+  };
+  at::Tensor none = at::empty({0}, gs.options().dtype(ws.scalar_type()));
+  std::vector<at::Tensor> out(6, none);
+  if (need_student) std::tie(out[0], out[1], out[2]) = side(dzs, gs, ws, student_hw);
+  if (need_teacher) std::tie(out[3], out[4], out[5]) = side(dzt, gt, wt, teacher_hw);
+  return out;
+}
+
+}  // namespace rad
+}  // namespace mmh_ext

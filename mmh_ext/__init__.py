@@ -1,0 +1,30 @@
+"""mmh_ext: the C++/CUDA operator core of mmh, as PyTorch operators.
+
+Functional API (all differentiable, all traceable by ``torch.compile(fullgraph=True)``):
+
+* :func:`rad_loss` — region-aware distillation: fused spatial-pyramid region logits + KL;
+* :func:`cosine_discrepancy`, :func:`dad_loss` — discrepancy-aware distillation;
+* :func:`cross_stream_inject` — cross-stream multiplicative residual injection ``x * relu(gate)``.
+
+Modules in :mod:`mmh_ext.nn`; pure-PyTorch references with the same signatures in :mod:`mmh_ext.reference`; build
+information with ``python -m mmh_ext.info``. The raw operators are ``torch.ops.mmh_ext.*``.
+"""
+from ._build import MmhExtBuildError, load as _load
+
+BUILD_INFO = _load()
+
+from . import nn, reference  # noqa: E402
+from .ops import cosine_discrepancy, cross_stream_inject, dad_loss, rad_loss, rad_num_regions  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = [
+    "BUILD_INFO",
+    "MmhExtBuildError",
+    "cosine_discrepancy",
+    "cross_stream_inject",
+    "dad_loss",
+    "nn",
+    "rad_loss",
+    "rad_num_regions",
+    "reference",
+]

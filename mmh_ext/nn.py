@@ -1,0 +1,102 @@
+"""nn.Modules over the mmh_ext operators."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from . import ops
+
+__all__ = ["CrossStreamInjection", "DiscrepancyAwareDistillation", "RegionAwareDistillation"]
+
+_Classifier = nn.Linear | tuple[torch.Tensor, torch.Tensor]
+
+
+def _fc(fc: _Classifier, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(fc, nn.Linear):
+        if fc.bias is None:
+            raise ValueError(f"{name} must have a bias (nn.Linear(..., bias=True))")
+        return fc.weight, fc.bias
+    if isinstance(fc, (tuple, list)) and len(fc) == 2:
+        return fc[0], fc[1]
+    raise TypeError(f"{name} must be an nn.Linear or a (weight, bias) pair, got {type(fc).__name__}")
+
+
+class RegionAwareDistillation(nn.Module):
+    """Region-aware distillation (MMH paper, sec. III-B) with its information-weighting layer.
+
+    The N per-region losses (batch means, :func:`mmh_ext.rad_loss` with ``reduction="region"``) r are aggregated by
+
+    * ``"attention"``: bias-free ``q, k`` in R^{N x N} (882 parameters for N = 21),
+      ``A[i, j] = softmax_j((k r)_i * (q r)_j)``, loss ``= sum_ij A[i, j] r_j / N``;
+    * ``"self"``: parameter-free ``A[i, j] = softmax_j(r_i * r_j)``, same sum;
+    * ``"none"``: the mean of r.
+
+    The weighting layer trains jointly with the student (put this module's parameters in the student's optimizer).
+    Vanilla KD is the special case ``grid=1, levels=(1,), weighting="none"``.
+    """
+
+    def __init__(self, grid: int = 4, levels: Sequence[int] = (4, 2, 1), temperature: float = 2.0,
+                 weighting: str = "attention") -> None:
+        super().__init__()
+        if weighting not in ("attention", "self", "none"):
+            raise ValueError(f"weighting must be 'attention', 'self' or 'none', got {weighting!r}")
+        self.grid, self.levels, self.temperature, self.weighting = int(grid), tuple(int(s) for s in levels), \
+            float(temperature), weighting
+        n = ops.rad_num_regions(self.levels)
+        if any(not 1 <= s <= self.grid for s in self.levels):
+            raise ValueError(f"levels {self.levels} must lie between 1 and grid = {self.grid}")
+        self.num_regions = n
+        if weighting == "attention":
+            self.q = nn.Linear(n, n, bias=False)
+            self.k = nn.Linear(n, n, bias=False)
+
+    def region_losses(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor, student_fc: _Classifier,
+                      teacher_fc: _Classifier) -> torch.Tensor:
+        """The (N,) batch-mean region losses r."""
+        ws, bs = _fc(student_fc, "student_fc")
+        wt, bt = _fc(teacher_fc, "teacher_fc")
+        return ops.rad_loss(student_feat, teacher_feat, ws, bs, wt, bt, grid=self.grid, levels=self.levels,
+                            temperature=self.temperature, reduction="region")
+
+    def weigh(self, r: torch.Tensor) -> torch.Tensor:
+        """Aggregate the region losses r (N,) into the scalar loss."""
+        if self.weighting == "none":
+            return r.mean()
+        if self.weighting == "attention":
+            scores = torch.outer(self.k(r), self.q(r))
+        else:
+            scores = torch.outer(r, r)
+        return (torch.softmax(scores, dim=1) @ r).sum() / r.numel()
+
+    def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor, student_fc: _Classifier,
+                teacher_fc: _Classifier) -> torch.Tensor:
+        return self.weigh(self.region_losses(student_feat, teacher_feat, student_fc, teacher_fc))
+
+    def extra_repr(self) -> str:
+        return (f"grid={self.grid}, levels={self.levels}, temperature={self.temperature}, "
+                f"weighting={self.weighting!r}, num_regions={self.num_regions}")
+
+
+class DiscrepancyAwareDistillation(nn.Module):
+    """Discrepancy-aware distillation (MMH paper, sec. III-C): :func:`mmh_ext.dad_loss` as a module."""
+
+    def __init__(self, form: str = "paper", eps: float = ops.DEFAULT_EPS) -> None:
+        super().__init__()
+        if form not in ("paper", "sp"):
+            raise ValueError(f"form must be 'paper' or 'sp', got {form!r}")
+        self.form, self.eps = form, float(eps)
+
+    def forward(self, student_feats, teacher_feats) -> torch.Tensor:
+        return ops.dad_loss(student_feats, teacher_feats, form=self.form, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"form={self.form!r}"
+
+
+class CrossStreamInjection(nn.Module):
+    """``x * relu(gate)``: the multiplicative cross-stream connection of multiple-stream networks."""
+
+    def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        return ops.cross_stream_inject(x, gate)
