@@ -13,5 +13,15 @@ std::tuple<at::Tensor, at::Tensor> prepare(const at::Tensor& x, const at::Tensor
   return {x.contiguous(), gate.contiguous()};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> prepare_backward(const at::Tensor& grad_in, const at::Tensor& x_in,
+                                                                const at::Tensor& gate_in) {
+  at::Tensor x, gate;
+  std::tie(x, gate) = prepare(x_in, gate_in);
+  TORCH_CHECK_VALUE(grad_in.sizes() == x.sizes(), "grad has shape ", grad_in.sizes(), " but x has shape ", x.sizes());
+  at::Tensor grad = grad_in.to(x.scalar_type());
+  if (grad.strides() != x.strides()) return {grad.contiguous(), x.contiguous(), gate.contiguous()};
+  return {grad, x, gate};
+}
+
 }  // namespace inject
 }  // namespace mmh_ext

@@ -1,5 +1,6 @@
 // Cross-stream multiplicative injection: out = x * relu(gate).
-// Backward in one pass: dx = dout * relu(gate), dgate = dout * x where gate > 0 (0 elsewhere, as torch.relu).
+// Backward in one pass: dx = dout * relu(gate), dgate = 0 where gate <= 0, dout * x elsewhere (NaN gates pass the
+// gradient, exactly as torch.relu's threshold_backward).
 // The functions are templated so that the CPU kernel's SIMD path (at::vec::Vectorized) and its scalar tail, and the
 // CUDA kernel, all evaluate the same expressions.
 #pragma once
@@ -22,7 +23,7 @@ MMH_HD T forward(T x, T gate) {
 template <typename T>
 MMH_HD void backward(T dout, T x, T gate, T& dx, T& dgate) {
   dx = dout * relu(gate);
-  dgate = gate > T(0) ? dout * x : T(0);
+  dgate = gate <= T(0) ? T(0) : dout * x;
 }
 
 }  // namespace inject
@@ -39,6 +40,10 @@ namespace inject {
 // non-overlapping strides (contiguous, channels_last, ...) the kernels run over the storage as a flat array and the
 // outputs keep those strides; otherwise both are made contiguous.
 std::tuple<at::Tensor, at::Tensor> prepare(const at::Tensor& x, const at::Tensor& gate);
+
+// The same for the backward: (grad, x, gate), all three with one common dense layout.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> prepare_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                                const at::Tensor& gate);
 
 }  // namespace inject
 }  // namespace mmh_ext

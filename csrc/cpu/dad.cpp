@@ -1,5 +1,7 @@
 // DAD CPU kernels: one row of the B x B math per task, via the shared MMH_HD functions of dad.h.
 #include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <torch/library.h>
 
 #include "../dad.h"
@@ -15,7 +17,7 @@ void matrix_cpu(const at::Tensor& G, int64_t form, double eps, at::Tensor& M, at
     scalar_t *m = M.mutable_data_ptr<scalar_t>(), *n = norm.mutable_data_ptr<scalar_t>();
     const scalar_t e = static_cast<scalar_t>(eps);
     for (int64_t i = 0; i < B; ++i) n[i] = row_norm(g, B, i, form, e);
-    at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B, std::max<int64_t>(1, 8192 / B), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) matrix_row(g, n, B, i, form, m + i * B);
     });
   });
@@ -29,7 +31,7 @@ void gram_grad_cpu(const at::Tensor& dM, const at::Tensor& M, const at::Tensor& 
                    *n = norm.const_data_ptr<scalar_t>();
     scalar_t* o = dG.mutable_data_ptr<scalar_t>();
     const scalar_t e = static_cast<scalar_t>(eps);
-    at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B, std::max<int64_t>(1, 8192 / B), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) gram_grad_row(d, m, n, B, i, form, e, o + i * B);
     });
   });

@@ -40,11 +40,8 @@ at::Tensor forward_cpu(const at::Tensor& x_in, const at::Tensor& gate_in) {
 
 std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in,
                                                 const at::Tensor& gate_in) {
-  at::Tensor x, gate;
-  std::tie(x, gate) = prepare(x_in, gate_in);
-  TORCH_CHECK_VALUE(grad_in.sizes() == x.sizes(), "grad has shape ", grad_in.sizes(), " but x has shape ", x.sizes());
-  at::Tensor grad = grad_in.to(x.scalar_type());
-  if (grad.strides() != x.strides()) grad = grad.contiguous(), x = x.contiguous(), gate = gate.contiguous();
+  at::Tensor grad, x, gate;
+  std::tie(grad, x, gate) = prepare_backward(grad_in, x_in, gate_in);
   at::Tensor dx = at::empty_like(x), dgate = at::empty_like(x);
   const int64_t n = x.numel();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "inject_backward_cpu", [&] {
@@ -58,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_in, const
       for (; i + V::size() <= end; i += V::size()) {
         const V d = V::loadu(dp + i), xv = V::loadu(xp + i), g = V::loadu(gp + i);
         (d * relu_vec(g)).store(dxp + i);
-        V::blendv(zero, d * xv, g > zero).store(dgp + i);
+        V::blendv(d * xv, zero, g <= zero).store(dgp + i);
       }
       for (; i < end; ++i) inject::backward(dp[i], xp[i], gp[i], dxp[i], dgp[i]);
     });

@@ -1,5 +1,7 @@
 // RAD CPU kernels: thin loops over the shared MMH_HD math of rad.h.
 #include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <torch/library.h>
 
 #include "../rad.h"
@@ -7,6 +9,9 @@
 namespace mmh_ext {
 namespace rad {
 namespace {
+
+// Items per task so that one task holds ~16k scalar operations: tiny problems run inline, without waking threads.
+int64_t grain(int64_t work_per_item) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, work_per_item)); }
 
 void pool_cpu(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
   const int64_t B = feat.size(0), C = feat.size(1), H = feat.size(2), W = feat.size(3), G2 = grid * grid;
@@ -16,13 +21,13 @@ void pool_cpu(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
     acc* o = out.mutable_data_ptr<acc>();
     const int64_t sb = feat.stride(0), sc = feat.stride(1), sh = feat.stride(2), sw = feat.stride(3);
     if (sc == 1) {  // channels_last: channels innermost, contiguous reads
-      at::parallel_for(0, B * G2, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, B * G2, grain(C * H * W / G2 + C), [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i)
           for (int64_t c = 0; c < C; ++c)
             o[i * C + c] = pool_cell(f, sb, sc, sh, sw, H, W, grid, i / G2, c, i % G2);
       });
     } else {  // one plane at a time
-      at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, B * C, grain(H * W + G2), [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
           const int64_t b = i / C, c = i % C;
           for (int64_t cell = 0; cell < G2; ++cell)
@@ -43,7 +48,7 @@ void forward_cpu(const at::Tensor& cs, const at::Tensor& ct, const at::Tensor& b
     const scalar_t *b_s = bs.const_data_ptr<scalar_t>(), *b_t = bt.const_data_ptr<scalar_t>();
     scalar_t *l = loss.mutable_data_ptr<scalar_t>(), *os = ls.mutable_data_ptr<scalar_t>(),
              *ot = lt.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, B * N, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B * N, grain(2 * K * (G2 + 4)), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / N, n = i % N;
         const Rect r = region_rect(p, n);
@@ -64,7 +69,7 @@ void backward_cpu(const at::Tensor& grad, const at::Tensor& ls, const at::Tensor
     scalar_t* ds = dzs.defined() ? dzs.mutable_data_ptr<scalar_t>() : nullptr;
     scalar_t* dt = dzt.defined() ? dzt.mutable_data_ptr<scalar_t>() : nullptr;
     const scalar_t temp = static_cast<scalar_t>(temperature);
-    at::parallel_for(0, BN, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, BN, grain(4 * K), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
         region_kl_backward(s + i * K, t + i * K, K, g[i], temp, ds ? ds + i * K : nullptr, dt ? dt + i * K : nullptr);
     });
@@ -76,7 +81,7 @@ void cells_cpu(const at::Tensor& dz, const Pyramid& p, at::Tensor& dcells) {
   AT_DISPATCH_FLOATING_TYPES(dz.scalar_type(), "rad_cells_cpu", [&] {
     const scalar_t* d = dz.const_data_ptr<scalar_t>();
     scalar_t* o = dcells.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, B * G2, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B * G2, grain(K * N), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) cell_grad(d + (i / G2) * N * K, p, K, i % G2, o + i * K);
     });
   });
@@ -88,7 +93,7 @@ void unpool_cpu(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
     using acc = acc_t<scalar_t>;
     const acc* g = dg.const_data_ptr<acc>();
     scalar_t* o = dfeat.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B * C, grain(4 * H * W), [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / C, c = i % C;
         scalar_t* plane = o + i * H * W;

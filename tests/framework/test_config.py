@@ -1,0 +1,107 @@
+"""Config: YAML + _base_ inheritance, key=value overrides with type coercion, errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmh.config import (DEFAULTS, apply_overrides, config_hash, find_config, load_config, parse_value, save_config,
+                        stage_train_config)
+
+
+def test_parse_value_types():
+    assert parse_value("3") == 3 and isinstance(parse_value("3"), int)
+    assert parse_value("2e-3") == pytest.approx(2e-3)  # YAML 1.1 would keep this a string
+    assert parse_value("[4, 2, 1]") == [4, 2, 1]
+    assert parse_value("null") is None
+    assert parse_value("true") is True
+    assert parse_value("adamw") == "adamw"
+
+
+def test_overrides_coerce_to_existing_type():
+    cfg = apply_overrides(DEFAULTS, ["train.lr=1", "train.steps=50", "loss.rad.levels=[2, 1]", "seed=7",
+                                     "train.optimizer=sgd", "loss.rad.temperature=3"])
+    assert cfg["train"]["lr"] == 1.0 and isinstance(cfg["train"]["lr"], float)
+    assert cfg["train"]["steps"] == 50 and cfg["seed"] == 7
+    assert cfg["loss"]["rad"]["levels"] == [2, 1]
+    assert isinstance(cfg["loss"]["rad"]["temperature"], float)
+    assert DEFAULTS["train"]["lr"] == 2e-3  # the defaults are not modified
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("train.lrr=1", "train.lrr"),
+    ("train.steps=abc", "train.steps"),
+    ("train.steps=2.5", "train.steps"),
+    ("train.nesterov=3", "train.nesterov"),
+    ("seed", "key=value"),
+    ("=3", "empty key"),
+    ("train=3", "train"),
+])
+def test_bad_overrides_name_the_key(bad, match):
+    with pytest.raises((KeyError, ValueError), match=match):
+        load_config(None, [bad])
+
+
+def test_plus_adds_keys_and_free_form_sections():
+    cfg = load_config(None, ["+extra.note=hi", "dataset.kwargs.size=64", "stages.teacher.steps=5",
+                             "dataset.split_kwargs.train.size=32"])
+    assert cfg["extra"]["note"] == "hi"
+    assert cfg["dataset"]["kwargs"]["size"] == 64
+    assert cfg["dataset"]["split_kwargs"]["train"]["size"] == 32
+    assert stage_train_config(cfg, "teacher")["steps"] == 5
+    assert stage_train_config(cfg, "student")["steps"] == DEFAULTS["train"]["steps"]
+
+
+def test_stage_overrides_are_checked():
+    cfg = load_config(None, ["stages.teacher.stepz=5"])
+    with pytest.raises(KeyError, match="stepz"):
+        stage_train_config(cfg, "teacher")
+
+
+def test_base_inheritance_and_file_errors(tmp_path: Path):
+    (tmp_path / "base.yaml").write_text("train:\n  lr: 5e-4\n  steps: 10\nmethod: teacher\n")
+    (tmp_path / "child.yaml").write_text("_base_: base.yaml\nmethod: rad\ntrain:\n  steps: 20\n")
+    cfg = load_config(tmp_path / "child.yaml", ["train.batch_size=8"])
+    assert cfg["method"] == "rad" and cfg["train"]["lr"] == pytest.approx(5e-4)
+    assert cfg["train"]["steps"] == 20 and cfg["train"]["batch_size"] == 8
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "typo.yaml").write_text("trian:\n  lr: 1\n")
+    with pytest.raises(KeyError, match="trian"):
+        load_config(tmp_path / "typo.yaml")
+    (tmp_path / "broken.yaml").write_text("train: [unclosed\n")
+    with pytest.raises(ValueError, match="broken.yaml"):
+        load_config(tmp_path / "broken.yaml")
+    (tmp_path / "cycle.yaml").write_text("_base_: cycle.yaml\n")
+    with pytest.raises(ValueError, match="cycle"):
+        load_config(tmp_path / "cycle.yaml")
+
+
+def test_validation_errors():
+    with pytest.raises(ValueError, match="batch_size"):
+        load_config(None, ["train.batch_size=0"])
+    with pytest.raises(ValueError, match="train.steps"):
+        load_config(None, ["train.steps=null"])
+    with pytest.raises(ValueError, match="modalities.student"):
+        load_config(None, ["modalities.student=[]"])
+
+
+def test_save_roundtrip_and_hash(tmp_path: Path):
+    cfg = load_config(None, ["train.steps=11"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    assert config_hash(cfg) == config_hash(yaml.safe_load((tmp_path / "config.yaml").read_text()))
+    assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_shipped_configs_resolve():
+    for name in ("synthetic_motion/teacher", "synthetic_motion/rad", "synthetic_motion/dad",
+                 "synthetic_motion/rad_dad", "synthetic_antispoof/baseline"):
+        cfg = load_config(find_config(name))
+        assert cfg["method"] == name.split("/")[1]
+    with pytest.raises(FileNotFoundError, match="no_such"):
+        find_config("synthetic_motion/no_such")

@@ -1,0 +1,70 @@
+"""Video backbones and the identity-initialised temporal convolution."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from models_testutil import check_contract, make_batch
+
+from mmh.models import TemporalConv, build_model, derive_student
+
+
+def test_temporal_conv_is_exactly_the_identity_at_init():
+    tc = TemporalConv(6)
+    w = tc.conv.weight
+    assert torch.equal(w[:, :, 1, 0, 0], torch.eye(6))
+    assert torch.count_nonzero(w[:, :, 0]) == 0 and torch.count_nonzero(w[:, :, 2]) == 0
+    assert torch.count_nonzero(tc.conv.bias) == 0
+    x = torch.randn(2 * 5, 6, 3, 3)
+    assert torch.equal(tc(x, 5), x)
+
+
+def test_temporal_conv_mixes_neighbouring_frames_only():
+    tc = TemporalConv(1)
+    with torch.no_grad():
+        tc.conv.weight.copy_(torch.tensor([1.0, 0.0, 0.0]).view(1, 1, 3, 1, 1))  # output t sees frame t-1
+    x = torch.arange(4.0).view(4, 1, 1, 1)  # one clip of 4 frames
+    assert tc(x, 4).flatten().tolist() == [0.0, 0.0, 1.0, 2.0]  # zero padding, no leak across clips
+    with pytest.raises(ValueError, match="num_frames"):
+        tc(torch.randn(5, 1, 1, 1), 4)
+    with pytest.raises(ValueError, match="odd"):
+        TemporalConv(3, kernel_size=2)
+
+
+def test_resnet50_temporal_contract_and_identity():
+    m = build_model("resnet50_temporal", modalities=["rgb"], num_classes=3, seed=0).eval()
+    x = make_batch(["rgb"], batch=2, frames=2)
+    logits, feats = check_contract(m, x, rows_per_sample=2)
+    assert feats["time_pool"].shape == (2, 2048, 1, 1)
+    torch.testing.assert_close(m.forward_frames(x).mean(1), logits, rtol=1e-5, atol=1e-5)
+    # at init the temporal convs are the identity: the same backbone without them gives the same output
+    plain = build_model("resnet50_temporal", modalities=["rgb"], num_classes=3, seed=0, temporal=False).eval()
+    missing, unexpected = plain.load_state_dict(m.state_dict(), strict=False)
+    assert not missing and all(k.startswith("backbone.temporal.") for k in unexpected)
+    assert torch.equal(plain(x), logits)
+
+
+def test_resnet_temporal_uses_time_after_training_the_temporal_conv():
+    m = build_model("resnet50_temporal", modalities=["rgb"], num_classes=3, arch="resnet18", seed=0).eval()
+    x = make_batch(["rgb"], batch=1, frames=3)
+    swapped = {"rgb": x["rgb"][:, [1, 0, 2]]}
+    # identity temporal convs + mean over frames: frame order does not matter
+    torch.testing.assert_close(m(x), m(swapped), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        m.backbone.temporal["layer1"].conv.weight[:, :, 0] += 0.05
+    assert not torch.allclose(m(x), m(swapped), atol=1e-5)
+
+
+def test_r2plus1d_contract_layouts_and_student():
+    m = build_model("r2plus1d_18", modalities=["rgb", "depth"], num_classes=4, seed=0).eval()
+    assert m.stem[0].in_channels == 4
+    x = make_batch(["rgb", "depth"], batch=2, frames=4, size=16)
+    logits, feats = check_contract(m, x)
+    assert feats["layer4"].ndim == 5
+    m2 = build_model("r2plus1d_18", modalities=["rgb", "depth"], num_classes=4, seed=0, layout="BCTHW").eval()
+    xt = {k: v.transpose(1, 2) for k, v in x.items() if k != "label"}
+    torch.testing.assert_close(m2(xt), logits)
+    s = derive_student(m, ["rgb"])
+    assert s.stem[0].in_channels == 3
+    with pytest.raises(ValueError, match="'rgb' has 4 channels"):
+        m2({"rgb": x["rgb"], "depth": x["depth"].transpose(1, 2)})

@@ -1,0 +1,69 @@
+"""Build metadata, the info command, and the error when the compiled library is missing or stale."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import mmh_ext
+from mmh_ext import _build
+
+
+def test_build_info_matches_installed_torch():
+    assert mmh_ext.BUILD_INFO["torch_version"] == torch.__version__
+    assert mmh_ext.BUILD_INFO["cpu_kernels"] == "1"
+    assert mmh_ext.BUILD_INFO["cuda_kernels"] in ("0", "1")
+
+
+def test_info_command():
+    out = subprocess.run([sys.executable, "-m", "mmh_ext.info"], capture_output=True, text=True, check=True).stdout
+    assert "CPU kernels: yes" in out and "rad_forward" in out and torch.__version__ in out
+
+
+def test_cuda_kernels_are_registered_when_built():
+    has_cuda = mmh_ext.BUILD_INFO["cuda_kernels"] == "1"
+    for op in ("rad_forward", "rad_backward", "dad_forward", "dad_backward", "cosine_discrepancy_forward",
+               "cosine_discrepancy_backward", "cross_stream_inject", "cross_stream_inject_backward"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"mmh_ext::{op}", "CPU")
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"mmh_ext::{op}", "CUDA") == has_cuda, op
+
+
+def test_missing_library_gives_one_clear_error(monkeypatch):
+    def missing(name):
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    monkeypatch.setattr(_build.importlib, "import_module", missing)
+    with pytest.raises(_build.MmhExtBuildError, match="not built") as e:
+        _build.load()
+    assert "pip install --no-build-isolation -e ." in str(e.value)
+
+
+def test_library_for_another_torch_gives_one_clear_error(monkeypatch):
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    with pytest.raises(_build.MmhExtBuildError, match="built for torch .* but torch 0.0.1 is installed"):
+        _build.load()
+
+
+def test_unloadable_library_gives_one_clear_error(monkeypatch):
+    def broken(name):
+        raise ImportError("undefined symbol: _ZN3c10...")
+
+    monkeypatch.setattr(_build.importlib, "import_module", broken)
+    with pytest.raises(_build.MmhExtBuildError, match="another torch"):
+        _build.load()
+
+
+def test_import_without_library_in_a_fresh_interpreter(tmp_path):
+    """A copy of the Python package without the compiled file: `import mmh_ext` raises MmhExtBuildError."""
+    import shutil
+    from pathlib import Path
+
+    src = Path(mmh_ext.__file__).parent
+    dst = tmp_path / "mmh_ext"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            # an editable install maps mmh_ext to the checkout through a meta-path finder: take it out
+            "sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
+            "try:\n    import mmh_ext\nexcept ImportError as e:\n    print(type(e).__name__); print(e)\n") % str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path).stdout
+    assert out.startswith("MmhExtBuildError") and "pip install" in out

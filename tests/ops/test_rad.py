@@ -1,0 +1,217 @@
+"""RAD operator: against the pure-PyTorch reference, gradients, opcheck, torch.compile, bad input."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mmh_ext
+from mmh_ext import reference as R
+from mmh_ext.nn import RegionAwareDistillation
+
+from .conftest import TOL
+
+# (B, Cs, Hs, Ws, Ct, Ht, Wt, K, grid, levels)
+SHAPES = [
+    (4, 8, 7, 7, 6, 4, 4, 5, 4, (4, 2, 1)),
+    (1, 3, 5, 9, 2, 8, 3, 2, 4, (4, 2, 1)),  # batch 1, odd sizes, 2 classes
+    (64, 512, 4, 4, 512, 7, 7, 60, 4, (4, 2, 1)),  # the benchmark shape
+    (3, 1024, 3, 3, 16, 2, 2, 120, 3, (3, 2, 1)),  # H < grid (upsampling bins), K = 120
+    (5, 17, 11, 13, 9, 13, 11, 7, 5, (5, 3, 2, 1)),  # grid and levels that do not divide
+    (2, 4, 6, 6, 4, 6, 6, 3, 1, (1,)),  # one global region = vanilla KD
+    (6, 5, 9, 9, 7, 9, 9, 4, 6, (4,)),  # a single level smaller than the grid
+]
+
+
+def _inputs(shape, dtype, requires_grad=False):
+    b, cs, hs, ws_, ct, ht, wt_, k, _, _ = shape
+    mk = lambda *s: torch.randn(*s, dtype=dtype, requires_grad=requires_grad)  # noqa: E731
+    return mk(b, cs, hs, ws_), mk(b, ct, ht, wt_), mk(k, cs), mk(k), mk(k, ct), mk(k)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("reduction", ["none", "region", "mean"])
+def test_matches_reference(shape, dtype, reduction):
+    grid, levels = shape[8], shape[9]
+    args = _inputs(shape, dtype)
+    got = mmh_ext.rad_loss(*args, grid=grid, levels=levels, temperature=3.0, reduction=reduction)
+    want = R.rad_loss(*args, grid=grid, levels=levels, temperature=3.0, reduction=reduction)
+    assert got.dtype == dtype and got.shape == want.shape
+    torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+def test_reference_is_the_definition():
+    """The reference itself against a literal per-region loop (independent of adaptive pooling internals)."""
+    b, c, k, grid = 2, 3, 4, 4
+    fs, ft, ws, bs, wt, bt = _inputs((b, c, 8, 8, c, 4, 4, k, grid, (4, 2, 1)), torch.float64)
+    loss = R.rad_region_losses(fs, ft, ws, bs, wt, bt, grid=4, levels=(4, 2, 1), temperature=2.0)
+    gs, gt = F.avg_pool2d(fs, 2), ft  # 8x8 -> 4x4 exactly; the teacher is already 4x4
+    n = 0
+    for s in (4, 2, 1):
+        step = grid // s
+        for iy in range(s):
+            for ix in range(s):
+                cell = lambda g: g[:, :, iy * step:(iy + 1) * step, ix * step:(ix + 1) * step].mean((2, 3))  # noqa
+                zs, zt = (cell(gs) @ ws.t() + bs) / 2, (cell(gt) @ wt.t() + bt) / 2
+                kl = F.kl_div(F.log_softmax(zs, 1), F.log_softmax(zt, 1), log_target=True, reduction="none").sum(1)
+                torch.testing.assert_close(loss[:, n], 4 * kl)
+                n += 1
+    assert n == loss.shape[1] == 21
+
+
+GRADCHECK_SHAPES = [  # small, so finite differences stay cheap; cover odd sizes, upsampling bins, uneven levels
+    (2, 3, 5, 7, 2, 4, 4, 3, 4, (4, 2, 1)),
+    (1, 2, 3, 2, 3, 6, 5, 2, 4, (4, 2, 1)),
+    (2, 2, 7, 6, 2, 5, 5, 3, 5, (5, 3, 2, 1)),
+    (2, 2, 6, 6, 2, 6, 6, 3, 6, (4,)),
+]
+
+
+@pytest.mark.parametrize("shape", GRADCHECK_SHAPES)
+def test_gradcheck_all_inputs(shape):
+    args = _inputs(shape, torch.float64, requires_grad=True)
+    fn = lambda *a: mmh_ext.rad_loss(*a, grid=shape[8], levels=shape[9], reduction="none")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, args)
+
+
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[2], SHAPES[3]])
+def test_float32_gradients_against_float64_reference(shape):
+    """float32 gradients of the kernels vs the float64 reference, within float32 rounding of the gradient's scale."""
+    args64 = _inputs(shape, torch.float64, requires_grad=True)
+    args32 = [a.detach().float().requires_grad_(True) for a in args64]
+    kw = dict(grid=shape[8], levels=shape[9], reduction="none")
+    w = torch.rand(shape[0], sum(s * s for s in shape[9]), dtype=torch.float64)
+    got = torch.autograd.grad((mmh_ext.rad_loss(*args32, **kw) * w.float()).sum(), args32)
+    want = torch.autograd.grad((R.rad_loss(*args64, **kw) * w).sum(), args64)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
+
+
+def test_teacher_gets_no_gradient_unless_asked():
+    fs, ft, ws, bs, wt, bt = _inputs(SHAPES[0], torch.float64)
+    for t in (fs, ws, bs):
+        t.requires_grad_(True)
+    mmh_ext.rad_loss(fs, ft, ws, bs, wt, bt).backward()
+    assert fs.grad is not None and ws.grad is not None and bs.grad is not None
+    assert ft.grad is None and wt.grad is None and bt.grad is None
+    assert fs.grad.abs().sum() > 0
+
+
+def test_layouts_channels_last_and_noncontiguous():
+    fs, ft, ws, bs, wt, bt = _inputs(SHAPES[4], torch.float64)
+    kw = dict(grid=5, levels=(5, 3, 2, 1), reduction="none")
+    want = R.rad_loss(fs, ft, ws, bs, wt, bt, **kw)
+    variants = [
+        (fs.to(memory_format=torch.channels_last), ft.to(memory_format=torch.channels_last)),
+        (fs.transpose(2, 3).contiguous().transpose(2, 3), ft),
+        (torch.stack([fs, fs], 2)[:, :, 0], ft.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)),
+    ]
+    for a, b in variants:
+        assert not (a.is_contiguous() and b.is_contiguous())
+        torch.testing.assert_close(mmh_ext.rad_loss(a, b, ws, bs, wt, bt, **kw), want, **TOL[torch.float64])
+    a = fs.to(memory_format=torch.channels_last).requires_grad_(True)
+    mmh_ext.rad_loss(a, ft, ws, bs, wt, bt, grid=5, levels=(5, 3, 2, 1)).backward()
+    b = fs.clone().requires_grad_(True)
+    R.rad_loss(b, ft, ws, bs, wt, bt, grid=5, levels=(5, 3, 2, 1)).backward()
+    torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_opcheck():
+    for shape in (SHAPES[0], SHAPES[4]):
+        args = _inputs(shape, torch.float64, requires_grad=True)
+        torch.library.opcheck(torch.ops.mmh_ext.rad_forward.default, (*args, shape[8], list(shape[9]), 2.0))
+    args = _inputs(SHAPES[0], torch.float32)
+    torch.library.opcheck(torch.ops.mmh_ext.rad_forward.default, (*args, 4, [4, 2, 1], 2.0))
+
+
+def test_torch_compile_fullgraph():
+    args = _inputs(SHAPES[0], torch.float32, requires_grad=True)
+    fn = torch.compile(lambda *a: mmh_ext.rad_loss(*a, reduction="mean"), fullgraph=True, backend="aot_eager")
+    got = fn(*args)
+    got.backward()
+    grads = [a.grad.clone() for a in args]
+    for a in args:
+        a.grad = None
+    want = R.rad_loss(*args)
+    want.backward()
+    torch.testing.assert_close(got, want, **TOL[torch.float32])
+    for g, a in zip(grads, args):
+        torch.testing.assert_close(g, a.grad, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("weighting", ["attention", "self", "none"])
+def test_region_aware_distillation_module(weighting):
+    torch.manual_seed(1)
+    fs, ft, ws, bs, wt, bt = _inputs(SHAPES[0], torch.float64)
+    fs.requires_grad_(True)
+    m = RegionAwareDistillation(weighting=weighting).double()
+    student_fc = torch.nn.Linear(8, 5).double()
+    teacher_fc = (wt, bt)
+    loss = m(fs, ft, student_fc, teacher_fc)
+    r = R.rad_loss(fs, ft, student_fc.weight, student_fc.bias, wt, bt, reduction="region")
+    want = R.rad_weighting(r, weighting, q=getattr(m, "q", None) and m.q.weight, k=getattr(m, "k", None) and m.k.weight)
+    torch.testing.assert_close(loss, want)
+    loss.backward()
+    assert fs.grad.abs().sum() > 0 and student_fc.weight.grad.abs().sum() > 0
+    n_params = sum(p.numel() for p in m.parameters())
+    assert n_params == (882 if weighting == "attention" else 0)
+    if weighting == "attention":
+        assert m.q.weight.grad is not None and m.q.weight.grad.abs().sum() > 0
+
+
+def test_vanilla_kd_is_one_global_region():
+    fs, ft, ws, bs, wt, bt = _inputs(SHAPES[0], torch.float64)
+    got = mmh_ext.rad_loss(fs, ft, ws, bs, wt, bt, grid=1, levels=(1,), temperature=4.0)
+    zs, zt = fs.mean((2, 3)) @ ws.t() + bs, ft.mean((2, 3)) @ wt.t() + bt
+    kd = F.kl_div(F.log_softmax(zs / 4, 1), F.softmax(zt / 4, 1), reduction="batchmean") * 16
+    torch.testing.assert_close(got, kd)
+
+
+def _bad(**over):
+    fs, ft, ws, bs, wt, bt = _inputs(SHAPES[0], torch.float32)
+    args = dict(student_feat=fs, teacher_feat=ft, student_fc_weight=ws, student_fc_bias=bs, teacher_fc_weight=wt,
+                teacher_fc_bias=bt)
+    kw = {k: over.pop(k) for k in list(over) if k in ("grid", "levels", "temperature", "reduction")}
+    args.update(over)
+    return lambda: mmh_ext.rad_loss(*args.values(), **kw)
+
+
+@pytest.mark.parametrize("over,exc,word", [
+    (dict(teacher_feat=torch.randn(3, 6, 4, 4)), ValueError, "batch size"),
+    (dict(student_feat=torch.randn(4, 8, 7)), ValueError, "student_feat"),
+    (dict(student_fc_weight=torch.randn(5, 9)), ValueError, "student_fc_weight"),
+    (dict(teacher_fc_bias=torch.randn(4)), ValueError, "teacher_fc_bias"),
+    (dict(teacher_fc_weight=torch.randn(3, 6), teacher_fc_bias=torch.randn(3)), ValueError, "classes"),
+    (dict(student_feat=torch.randn(0, 8, 7, 7), teacher_feat=torch.randn(0, 6, 4, 4)), ValueError, "empty"),
+    (dict(levels=(4, 5)), ValueError, "levels[1]"),
+    (dict(levels=()), ValueError, "levels"),
+    (dict(grid=0), ValueError, "grid"),
+    (dict(temperature=0.0), ValueError, "temperature"),
+    (dict(temperature=-1.0), ValueError, "temperature"),
+    (dict(reduction="sum"), ValueError, "reduction"),
+    (dict(student_feat=torch.randint(0, 3, (4, 8, 7, 7))), TypeError, "student_feat"),
+    (dict(teacher_feat=torch.randn(4, 6, 4, 4, dtype=torch.float64)), TypeError, "teacher_feat"),
+    (dict(teacher_feat=torch.randn(4, 6, 4, 4, device="meta")), ValueError, "teacher_feat"),
+    (dict(student_fc_weight=torch.randn(1, 8), student_fc_bias=torch.randn(1), teacher_fc_weight=torch.randn(1, 6),
+          teacher_fc_bias=torch.randn(1)), ValueError, "2 classes"),
+])
+def test_bad_input_names_the_argument(over, exc, word):
+    with pytest.raises(exc, match=__import__("re").escape(word)):
+        _bad(**over)()
+
+
+def test_raw_op_checks_too():
+    """The C++ op validates on its own (users may call torch.ops.mmh_ext.* directly)."""
+    fs, ft, ws, bs, wt, bt = _inputs(SHAPES[0], torch.float32)
+    with pytest.raises(ValueError, match="levels"):
+        torch.ops.mmh_ext.rad_forward(fs, ft, ws, bs, wt, bt, 4, [8], 2.0)
+    with pytest.raises(ValueError, match="student_fc_weight"):
+        torch.ops.mmh_ext.rad_forward(fs, ft, wt, bs, wt, bt, 4, [4], 2.0)
+    with pytest.raises(TypeError, match="teacher_fc_bias"):
+        torch.ops.mmh_ext.rad_forward(fs, ft, ws, bs, wt, bt.double(), 4, [4], 2.0)
+
+
+def test_nan_propagates_not_hidden():
+    fs, ft, ws, bs, wt, bt = _inputs(SHAPES[0], torch.float32)
+    fs[0, 0, 0, 0] = float("nan")
+    out = mmh_ext.rad_loss(fs, ft, ws, bs, wt, bt, reduction="none")
+    assert torch.isnan(out[0]).any() and torch.isfinite(out[1:]).all()
