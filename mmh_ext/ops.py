@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch._prims_common import is_non_overlapping_and_dense_or_false as is_non_overlapping_and_dense
 
 __all__ = ["cosine_discrepancy", "cross_stream_inject", "dad_loss", "rad_loss", "rad_num_regions"]
 
@@ -20,6 +21,9 @@ def _check_tensor(t, name: str) -> None:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if not t.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    if t.device.type == "cpu" and t.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} has dtype {t.dtype}: the CPU kernels support float32 and float64 "
+                        "(float16/bfloat16 run on CUDA)")
 
 
 def _check_same(tensors: Sequence[tuple[torch.Tensor, str]]) -> None:
@@ -305,14 +309,14 @@ def _inject_fake(x, gate):
     _check_same([(x, "x"), (gate, "gate")])
     if x.shape != gate.shape:
         raise ValueError(f"x has shape {tuple(x.shape)} but gate has shape {tuple(gate.shape)}")
-    if x.stride() == gate.stride() and x.is_non_overlapping_and_dense():
+    if x.stride() == gate.stride() and is_non_overlapping_and_dense(x):
         return torch.empty_like(x)
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("mmh_ext::cross_stream_inject_backward")
 def _inject_backward_fake(grad, x, gate):
-    same = x.stride() == gate.stride() and x.is_non_overlapping_and_dense() and grad.stride() == x.stride()
+    same = x.stride() == gate.stride() and is_non_overlapping_and_dense(x) and grad.stride() == x.stride()
     fmt = torch.preserve_format if same else torch.contiguous_format
     return torch.empty_like(x, memory_format=fmt), torch.empty_like(x, memory_format=fmt)
 
