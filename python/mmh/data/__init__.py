@@ -1,0 +1,25 @@
+"""mmh.data: paired multimodal datasets, transforms and reproducible loaders.
+
+Items are dicts: one float32 tensor per modality (``"rgb"``, ``"depth"``, ``"ir"``, ``"flow"``, or other
+names such as the six UCI views), ``"label"`` (int64 scalar) and ``"frame_index"`` (int64, (T,)) for clips.
+Images are (C, H, W), clips (T, C, H, W). Build any dataset by name with :func:`build_dataset`; importing
+this package registers every built-in dataset.
+"""
+
+from . import real, synthetic, transforms
+from .loader import make_loader, seed_worker
+from .real import FileListDataset, FileSample
+from .registry import build_dataset, list_datasets, register_dataset
+from .synthetic import (
+    SyntheticAntiSpoof,
+    SyntheticDataset,
+    SyntheticMotion,
+    SyntheticShapes,
+)
+from .uci import UCIMultiFeature
+
+__all__ = [
+    "FileListDataset", "FileSample", "SyntheticAntiSpoof", "SyntheticDataset", "SyntheticMotion",
+    "SyntheticShapes", "UCIMultiFeature", "build_dataset", "list_datasets", "make_loader", "real",
+    "register_dataset", "seed_worker", "synthetic", "transforms",
+]
