@@ -1,0 +1,26 @@
+"""The model zoo of mmh.
+
+``build_model(name, *, modalities, num_classes, in_channels=None, seed=None, **kwargs)`` builds a registered model;
+every model maps ``{modality: tensor}`` to logits (B, K), reads only its own ``modalities`` and exposes
+``modalities``, ``config``, ``feature_paths`` and ``classifier`` (see ``ZooModel``). ``derive_student`` rebuilds a
+teacher without some modalities' branches; ``FeatureExtractor`` records intermediate features by forward hooks.
+"""
+
+from . import multiplier, resnet, small, video  # noqa: F401  (register the models)
+from .admd import FrameDiscriminator
+from .base import ZooModel
+from .blocks import AveragedLinear, BottleneckHead, SEBlock, TemporalConv
+from .fusion import JointNet, LateFusionNet
+from .multiplier import MultiplierNet
+from .resnet import GatedBasicBlock, GatedBottleneck, ResNetStream
+from .video import TimeMean
+from .hooks import FeatureExtractor, get_module
+from .inputs import DEFAULT_CHANNELS, InputSpec
+from .registry import build_model, derive_student, list_models, register_model
+
+__all__ = [
+    "AveragedLinear", "BottleneckHead", "DEFAULT_CHANNELS", "FeatureExtractor", "FrameDiscriminator",
+    "GatedBasicBlock", "GatedBottleneck", "InputSpec", "JointNet", "LateFusionNet", "MultiplierNet", "ResNetStream",
+    "SEBlock", "TemporalConv", "TimeMean", "ZooModel", "build_model", "derive_student", "get_module", "list_models",
+    "register_model",
+]
