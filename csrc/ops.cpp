@@ -1,6 +1,8 @@
 // Operator schemas of the mmh_ext namespace, and the build information compiled into the library.
 #include <torch/library.h>
 
+#include "mode.h"
+
 #include <string>
 
 #ifndef MMH_EXT_TORCH_VERSION
@@ -44,6 +46,14 @@ std::string build_info() {
   return s;
 }
 
+// "fast" | "device" (see mode.h); returns the previous mode.
+std::string set_cpu_kernel_mode(c10::string_view mode) {
+  TORCH_CHECK_VALUE(mode == "fast" || mode == "device", "mode must be \"fast\" or \"device\", got \"",
+                    std::string(mode), "\"");
+  const bool before = emulate_device_kernels().exchange(mode == "device");
+  return before ? "device" : "fast";
+}
+
 }  // namespace
 
 TORCH_LIBRARY(mmh_ext, m) {
@@ -67,6 +77,7 @@ TORCH_LIBRARY(mmh_ext, m) {
   m.def("cross_stream_inject(Tensor x, Tensor gate) -> Tensor");
   m.def("cross_stream_inject_backward(Tensor grad, Tensor x, Tensor gate) -> (Tensor grad_x, Tensor grad_gate)");
   m.def("build_info() -> str", &build_info);
+  m.def("_set_cpu_kernel_mode(str mode) -> str", &set_cpu_kernel_mode);
 }
 
 }  // namespace mmh_ext

@@ -146,6 +146,51 @@ MMH_HD void cell_grad(const acc* dz_b, const Pyramid& p, int64_t K, int64_t cell
   }
 }
 
+// ---- one work item of each kernel, by flat index: the whole body of the CUDA kernels (one thread per item) and of
+// the CPU kernels in device-emulation mode (see mode.h). ----
+
+// i = (b * grid^2 + cell) * C + c  ->  pooled[b, cell, c]
+template <typename scalar_t>
+MMH_HD void pool_item(int64_t i, const scalar_t* f, int64_t sb, int64_t sc, int64_t sh, int64_t sw, int64_t H,
+                      int64_t W, int64_t C, int64_t grid, acc_t<scalar_t>* out) {
+  const int64_t G2 = grid * grid;
+  const int64_t c = i % C, cell = (i / C) % G2, b = i / (C * G2);
+  out[i] = pool_cell(f, sb, sc, sh, sw, H, W, grid, b, c, cell);
+}
+
+// i = b * N + n  ->  log-softmax rows of both networks and the loss of (b, n)
+template <typename acc>
+MMH_HD void forward_item(int64_t i, const acc* cs, const acc* ct, const acc* bs, const acc* bt, const Pyramid& p,
+                         int64_t K, acc inv_t, acc t2, acc* loss, acc* ls, acc* lt) {
+  const int64_t G2 = p.grid * p.grid;
+  const int64_t b = i / p.num_regions, n = i % p.num_regions;
+  const Rect r = region_rect(p, n);
+  region_log_softmax(cs + b * G2 * K, bs, K, p.grid, r, inv_t, ls + i * K);
+  region_log_softmax(ct + b * G2 * K, bt, K, p.grid, r, inv_t, lt + i * K);
+  loss[i] = kl_from_logp(ls + i * K, lt + i * K, K, t2);
+}
+
+// i = b * N + n  ->  d region logits of (b, n)
+template <typename acc>
+MMH_HD void backward_item(int64_t i, const acc* g, const acc* ls, const acc* lt, int64_t K, acc t, acc* ds, acc* dt) {
+  region_kl_backward(ls + i * K, lt + i * K, K, g[i], t, ds ? ds + i * K : nullptr, dt ? dt + i * K : nullptr);
+}
+
+// i = b * grid^2 + cell  ->  d cell logits of (b, cell)
+template <typename acc>
+MMH_HD void cells_item(int64_t i, const acc* dz, const Pyramid& p, int64_t K, acc* out) {
+  const int64_t G2 = p.grid * p.grid;
+  cell_grad(dz + (i / G2) * p.num_regions * K, p, K, i % G2, out + i * K);
+}
+
+// i = ((b * C + c) * H + y) * W + x  ->  d feat, NCHW contiguous
+template <typename scalar_t>
+MMH_HD void unpool_item(int64_t i, const acc_t<scalar_t>* dg, int64_t C, int64_t H, int64_t W, int64_t grid,
+                        scalar_t* out) {
+  const int64_t x = i % W, y = (i / W) % H, c = (i / (W * H)) % C, b = i / (W * H * C);
+  out[i] = static_cast<scalar_t>(unpool_pixel(dg, C, H, W, grid, b, c, y, x));
+}
+
 }  // namespace rad
 }  // namespace mmh_ext
 

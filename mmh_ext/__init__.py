@@ -14,13 +14,14 @@ from ._build import MmhExtBuildError, load as _load
 BUILD_INFO = _load()
 
 from . import nn, reference  # noqa: E402
-from .ops import cosine_discrepancy, cross_stream_inject, dad_loss, rad_loss, rad_num_regions  # noqa: E402
+from .ops import cosine_discrepancy, cpu_kernel_mode, cross_stream_inject, dad_loss, rad_loss, rad_num_regions  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
     "BUILD_INFO",
     "MmhExtBuildError",
     "cosine_discrepancy",
+    "cpu_kernel_mode",
     "cross_stream_inject",
     "dad_loss",
     "nn",

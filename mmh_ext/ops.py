@@ -1,15 +1,31 @@
 """Functional API over the compiled operators, their fake (meta) implementations and their autograd formulas."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
 from torch._prims_common import is_non_overlapping_and_dense_or_false as is_non_overlapping_and_dense
 
-__all__ = ["cosine_discrepancy", "cross_stream_inject", "dad_loss", "rad_loss", "rad_num_regions"]
+__all__ = ["cosine_discrepancy", "cpu_kernel_mode", "cross_stream_inject", "dad_loss", "rad_loss", "rad_num_regions"]
 
 _ops = torch.ops.mmh_ext
 DEFAULT_EPS = 1e-8
+
+
+@contextlib.contextmanager
+def cpu_kernel_mode(mode: str):
+    """Select the CPU kernels inside the block: ``"fast"`` (default) or ``"device"``.
+
+    ``"device"`` runs, over the same flat index space, the ``__host__ __device__`` per-item functions that are the
+    whole bodies of the CUDA kernels — a CPU emulation of the CUDA launch, used by the tests to check the CUDA
+    kernels' math without a GPU. Results are the same up to floating-point summation order. Process-wide.
+    """
+    previous = _ops._set_cpu_kernel_mode(mode)
+    try:
+        yield
+    finally:
+        _ops._set_cpu_kernel_mode(previous)
 
 
 def _acc(dtype: torch.dtype) -> torch.dtype:

@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "../inject.h"
+#include "../mode.h"
 
 namespace mmh_ext {
 namespace inject {
@@ -28,9 +29,10 @@ at::Tensor forward_cpu(const at::Tensor& x_in, const at::Tensor& gate_in) {
     using V = Vectorized<scalar_t>;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *gp = gate.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    const bool device = emulate_device_kernels();  // the CUDA kernel's per-element path: no SIMD
     at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
       int64_t i = begin;
-      for (; i + V::size() <= end; i += V::size())
+      for (; !device && i + V::size() <= end; i += V::size())
         (V::loadu(xp + i) * relu_vec(V::loadu(gp + i))).store(op + i);
       for (; i < end; ++i) op[i] = inject::forward(xp[i], gp[i]);
     });
@@ -50,9 +52,10 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_in, const
                    *gp = gate.const_data_ptr<scalar_t>();
     scalar_t *dxp = dx.mutable_data_ptr<scalar_t>(), *dgp = dgate.mutable_data_ptr<scalar_t>();
     const V zero(scalar_t(0));
+    const bool device = emulate_device_kernels();
     at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
       int64_t i = begin;
-      for (; i + V::size() <= end; i += V::size()) {
+      for (; !device && i + V::size() <= end; i += V::size()) {
         const V d = V::loadu(dp + i), xv = V::loadu(xp + i), g = V::loadu(gp + i);
         (d * relu_vec(g)).store(dxp + i);
         V::blendv(d * xv, zero, g <= zero).store(dgp + i);

@@ -1,9 +1,13 @@
-// RAD CPU kernels: thin loops over the shared MMH_HD math of rad.h.
+// RAD CPU kernels. Two modes (mode.h): "fast" — separable per-plane pooling and unpooling, the per-item functions
+// elsewhere — and "device" — every kernel runs the MMH_HD per-item functions of rad.h over the same flat index space
+// as the CUDA kernels.
 #include <ATen/Parallel.h>
-
-#include <algorithm>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <vector>
+
+#include "../mode.h"
 #include "../rad.h"
 
 namespace mmh_ext {
@@ -13,6 +17,22 @@ namespace {
 // Items per task so that one task holds ~16k scalar operations: tiny problems run inline, without waking threads.
 int64_t grain(int64_t work_per_item) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, work_per_item)); }
 
+// Run `item(i)` for i in [0, total), in parallel.
+template <typename F>
+void for_items(int64_t total, int64_t work_per_item, const F& item) {
+  at::parallel_for(0, total, grain(work_per_item), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) item(i);
+  });
+}
+
+// Bins of adaptive pooling along one axis: [start, end) of each of the `out` bins over `in`.
+struct Bins {
+  std::vector<int64_t> start, end;
+  Bins(int64_t out, int64_t in) : start(out), end(out) {
+    for (int64_t i = 0; i < out; ++i) start[i] = adaptive_start(i, out, in), end[i] = adaptive_end(i, out, in);
+  }
+};
+
 void pool_cpu(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
   const int64_t B = feat.size(0), C = feat.size(1), H = feat.size(2), W = feat.size(3), G2 = grid * grid;
   AT_DISPATCH_FLOATING_TYPES(feat.scalar_type(), "rad_pool_cpu", [&] {
@@ -20,27 +40,40 @@ void pool_cpu(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
     const scalar_t* f = feat.const_data_ptr<scalar_t>();
     acc* o = out.mutable_data_ptr<acc>();
     const int64_t sb = feat.stride(0), sc = feat.stride(1), sh = feat.stride(2), sw = feat.stride(3);
-    if (sc == 1) {  // channels_last: channels innermost, contiguous reads
-      at::parallel_for(0, B * G2, grain(C * H * W / G2 + C), [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i)
-          for (int64_t c = 0; c < C; ++c)
-            o[i * C + c] = pool_cell(f, sb, sc, sh, sw, H, W, grid, i / G2, c, i % G2);
-      });
-    } else {  // one plane at a time
-      at::parallel_for(0, B * C, grain(H * W + G2), [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          const int64_t b = i / C, c = i % C;
-          for (int64_t cell = 0; cell < G2; ++cell)
-            o[(b * G2 + cell) * C + c] = pool_cell(f, sb, sc, sh, sw, H, W, grid, b, c, cell);
-        }
-      });
+    if (emulate_device_kernels() || sw != 1 || sh != W) {  // the CUDA kernel's items (also: channels_last, strided)
+      for_items(B * G2 * C, H * W / G2 + 1, [&](int64_t i) { pool_item(i, f, sb, sc, sh, sw, H, W, C, grid, o); });
+      return;
     }
+    // Rows of each plane contiguous: separable sums, bins precomputed once.
+    const Bins by(grid, H), bx(grid, W);
+    at::parallel_for(0, B * C, grain(H * W + G2), [&](int64_t begin, int64_t end) {
+      std::vector<acc> colsum(H * grid);
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = i / C, c = i % C;
+        const scalar_t* plane = f + b * sb + c * sc;
+        for (int64_t y = 0; y < H; ++y) {
+          const scalar_t* row = plane + y * W;
+          for (int64_t j = 0; j < grid; ++j) {
+            acc s = acc(0);
+            for (int64_t x = bx.start[j]; x < bx.end[j]; ++x) s += static_cast<acc>(row[x]);
+            colsum[y * grid + j] = s;
+          }
+        }
+        for (int64_t iy = 0; iy < grid; ++iy)
+          for (int64_t j = 0; j < grid; ++j) {
+            acc s = acc(0);
+            for (int64_t y = by.start[iy]; y < by.end[iy]; ++y) s += colsum[y * grid + j];
+            const int64_t area = (by.end[iy] - by.start[iy]) * (bx.end[j] - bx.start[j]);
+            o[(b * G2 + iy * grid + j) * C + c] = s / static_cast<acc>(area);
+          }
+      }
+    });
   });
 }
 
 void forward_cpu(const at::Tensor& cs, const at::Tensor& ct, const at::Tensor& bs, const at::Tensor& bt,
                  const Pyramid& p, double temperature, at::Tensor& loss, at::Tensor& ls, at::Tensor& lt) {
-  const int64_t B = cs.size(0), G2 = cs.size(1), K = cs.size(2), N = p.num_regions;
+  const int64_t K = cs.size(2);
   AT_DISPATCH_FLOATING_TYPES(cs.scalar_type(), "rad_forward_cpu", [&] {
     const scalar_t inv_t = scalar_t(1) / static_cast<scalar_t>(temperature);
     const scalar_t t2 = static_cast<scalar_t>(temperature * temperature);
@@ -48,58 +81,66 @@ void forward_cpu(const at::Tensor& cs, const at::Tensor& ct, const at::Tensor& b
     const scalar_t *b_s = bs.const_data_ptr<scalar_t>(), *b_t = bt.const_data_ptr<scalar_t>();
     scalar_t *l = loss.mutable_data_ptr<scalar_t>(), *os = ls.mutable_data_ptr<scalar_t>(),
              *ot = lt.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, B * N, grain(2 * K * (G2 + 4)), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t b = i / N, n = i % N;
-        const Rect r = region_rect(p, n);
-        region_log_softmax(s + b * G2 * K, b_s, K, p.grid, r, inv_t, os + i * K);
-        region_log_softmax(t + b * G2 * K, b_t, K, p.grid, r, inv_t, ot + i * K);
-        l[i] = kl_from_logp(os + i * K, ot + i * K, K, t2);
-      }
-    });
+    for_items(loss.numel(), 2 * K * (p.grid * p.grid + 4),
+              [&](int64_t i) { forward_item(i, s, t, b_s, b_t, p, K, inv_t, t2, l, os, ot); });
   });
 }
 
 void backward_cpu(const at::Tensor& grad, const at::Tensor& ls, const at::Tensor& lt, double temperature,
                   at::Tensor& dzs, at::Tensor& dzt) {
-  const int64_t BN = ls.size(0) * ls.size(1), K = ls.size(2);
+  const int64_t K = ls.size(2);
   AT_DISPATCH_FLOATING_TYPES(ls.scalar_type(), "rad_backward_cpu", [&] {
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
     const scalar_t *s = ls.const_data_ptr<scalar_t>(), *t = lt.const_data_ptr<scalar_t>();
     scalar_t* ds = dzs.defined() ? dzs.mutable_data_ptr<scalar_t>() : nullptr;
     scalar_t* dt = dzt.defined() ? dzt.mutable_data_ptr<scalar_t>() : nullptr;
     const scalar_t temp = static_cast<scalar_t>(temperature);
-    at::parallel_for(0, BN, grain(4 * K), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i)
-        region_kl_backward(s + i * K, t + i * K, K, g[i], temp, ds ? ds + i * K : nullptr, dt ? dt + i * K : nullptr);
-    });
+    for_items(ls.size(0) * ls.size(1), 4 * K, [&](int64_t i) { backward_item(i, g, s, t, K, temp, ds, dt); });
   });
 }
 
 void cells_cpu(const at::Tensor& dz, const Pyramid& p, at::Tensor& dcells) {
-  const int64_t B = dz.size(0), N = dz.size(1), K = dz.size(2), G2 = p.grid * p.grid;
+  const int64_t B = dz.size(0), K = dz.size(2);
   AT_DISPATCH_FLOATING_TYPES(dz.scalar_type(), "rad_cells_cpu", [&] {
     const scalar_t* d = dz.const_data_ptr<scalar_t>();
     scalar_t* o = dcells.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, B * G2, grain(K * N), [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) cell_grad(d + (i / G2) * N * K, p, K, i % G2, o + i * K);
-    });
+    for_items(B * p.grid * p.grid, K * p.num_regions, [&](int64_t i) { cells_item(i, d, p, K, o); });
   });
 }
 
 void unpool_cpu(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
-  const int64_t B = dfeat.size(0), C = dfeat.size(1), H = dfeat.size(2), W = dfeat.size(3);
+  const int64_t B = dfeat.size(0), C = dfeat.size(1), H = dfeat.size(2), W = dfeat.size(3), G2 = grid * grid;
   AT_DISPATCH_FLOATING_TYPES(dfeat.scalar_type(), "rad_unpool_cpu", [&] {
     using acc = acc_t<scalar_t>;
     const acc* g = dg.const_data_ptr<acc>();
     scalar_t* o = dfeat.mutable_data_ptr<scalar_t>();
+    if (emulate_device_kernels()) {
+      for_items(dfeat.numel(), 8, [&](int64_t i) { unpool_item(i, g, C, H, W, grid, o); });
+      return;
+    }
+    // Separable: spread each grid row's values (divided by the cell areas) over x, then sum the covering grid rows.
+    const Bins by(grid, H), bx(grid, W);
     at::parallel_for(0, B * C, grain(4 * H * W), [&](int64_t begin, int64_t end) {
+      std::vector<acc> spread(grid * W);
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / C, c = i % C;
+        std::fill(spread.begin(), spread.end(), acc(0));
+        for (int64_t iy = 0; iy < grid; ++iy)
+          for (int64_t ix = 0; ix < grid; ++ix) {
+            const int64_t area = (by.end[iy] - by.start[iy]) * (bx.end[ix] - bx.start[ix]);
+            const acc v = g[(b * G2 + iy * grid + ix) * C + c] / static_cast<acc>(area);
+            for (int64_t x = bx.start[ix]; x < bx.end[ix]; ++x) spread[iy * W + x] += v;
+          }
         scalar_t* plane = o + i * H * W;
-        for (int64_t y = 0; y < H; ++y)
-          for (int64_t x = 0; x < W; ++x)
-            plane[y * W + x] = static_cast<scalar_t>(unpool_pixel(g, C, H, W, grid, b, c, y, x));
+        for (int64_t y = 0; y < H; ++y) {
+          // grid rows covering y: [floor(y*grid/H), min(grid-1, ((y+1)*grid-1)/H)]
+          const int64_t iy0 = (y * grid) / H, iy1 = std::min(grid - 1, ((y + 1) * grid - 1) / H);
+          for (int64_t x = 0; x < W; ++x) {
+            acc s = acc(0);
+            for (int64_t iy = iy0; iy <= iy1; ++iy) s += spread[iy * W + x];
+            plane[y * W + x] = static_cast<scalar_t>(s);
+          }
+        }
       }
     });
   });

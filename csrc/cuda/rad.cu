@@ -15,46 +15,31 @@ using cuda::kThreads;
 template <typename scalar_t>
 __global__ void pool_kernel(const scalar_t* f, int64_t sb, int64_t sc, int64_t sh, int64_t sw, int64_t H, int64_t W,
                             int64_t C, int64_t grid, int64_t total, acc_t<scalar_t>* out) {
-  const int64_t G2 = grid * grid;
-  MMH_GRID_STRIDE(i, total) {  // i = (b * G2 + cell) * C + c: consecutive threads read consecutive channels (NHWC)
-    const int64_t c = i % C, cell = (i / C) % G2, b = i / (C * G2);
-    out[i] = pool_cell(f, sb, sc, sh, sw, H, W, grid, b, c, cell);
-  }
+  // consecutive threads take consecutive channels: coalesced reads for channels_last input
+  MMH_GRID_STRIDE(i, total) { pool_item(i, f, sb, sc, sh, sw, H, W, C, grid, out); }
 }
 
 template <typename acc>
-__global__ void forward_kernel(const acc* cs, const acc* ct, const acc* bs, const acc* bt, Pyramid p, int64_t G2,
-                               int64_t K, acc inv_t, acc t2, int64_t total, acc* loss, acc* ls, acc* lt) {
-  MMH_GRID_STRIDE(i, total) {
-    const int64_t b = i / p.num_regions, n = i % p.num_regions;
-    const Rect r = region_rect(p, n);
-    region_log_softmax(cs + b * G2 * K, bs, K, p.grid, r, inv_t, ls + i * K);
-    region_log_softmax(ct + b * G2 * K, bt, K, p.grid, r, inv_t, lt + i * K);
-    loss[i] = kl_from_logp(ls + i * K, lt + i * K, K, t2);
-  }
+__global__ void forward_kernel(const acc* cs, const acc* ct, const acc* bs, const acc* bt, Pyramid p, int64_t K,
+                               acc inv_t, acc t2, int64_t total, acc* loss, acc* ls, acc* lt) {
+  MMH_GRID_STRIDE(i, total) { forward_item(i, cs, ct, bs, bt, p, K, inv_t, t2, loss, ls, lt); }
 }
 
 template <typename acc>
 __global__ void backward_kernel(const acc* g, const acc* ls, const acc* lt, int64_t K, acc t, int64_t total, acc* ds,
                                 acc* dt) {
-  MMH_GRID_STRIDE(i, total) {
-    region_kl_backward(ls + i * K, lt + i * K, K, g[i], t, ds ? ds + i * K : nullptr, dt ? dt + i * K : nullptr);
-  }
+  MMH_GRID_STRIDE(i, total) { backward_item(i, g, ls, lt, K, t, ds, dt); }
 }
 
 template <typename acc>
 __global__ void cells_kernel(const acc* dz, Pyramid p, int64_t K, int64_t total, acc* out) {
-  const int64_t G2 = p.grid * p.grid;
-  MMH_GRID_STRIDE(i, total) { cell_grad(dz + (i / G2) * p.num_regions * K, p, K, i % G2, out + i * K); }
+  MMH_GRID_STRIDE(i, total) { cells_item(i, dz, p, K, out); }
 }
 
 template <typename scalar_t>
 __global__ void unpool_kernel(const acc_t<scalar_t>* dg, int64_t C, int64_t H, int64_t W, int64_t grid, int64_t total,
                               scalar_t* out) {
-  MMH_GRID_STRIDE(i, total) {  // NCHW
-    const int64_t x = i % W, y = (i / W) % H, c = (i / (W * H)) % C, b = i / (W * H * C);
-    out[i] = static_cast<scalar_t>(unpool_pixel(dg, C, H, W, grid, b, c, y, x));
-  }
+  MMH_GRID_STRIDE(i, total) { unpool_item(i, dg, C, H, W, grid, out); }
 }
 
 void pool_cuda(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
@@ -69,11 +54,11 @@ void pool_cuda(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
 
 void forward_cuda(const at::Tensor& cs, const at::Tensor& ct, const at::Tensor& bs, const at::Tensor& bt,
                   const Pyramid& p, double temperature, at::Tensor& loss, at::Tensor& ls, at::Tensor& lt) {
-  const int64_t total = loss.numel(), G2 = cs.size(1), K = cs.size(2);
+  const int64_t total = loss.numel(), K = cs.size(2);
   AT_DISPATCH_FLOATING_TYPES(cs.scalar_type(), "rad_forward_cuda", [&] {
     forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         cs.const_data_ptr<scalar_t>(), ct.const_data_ptr<scalar_t>(), bs.const_data_ptr<scalar_t>(),
-        bt.const_data_ptr<scalar_t>(), p, G2, K, scalar_t(1) / static_cast<scalar_t>(temperature),
+        bt.const_data_ptr<scalar_t>(), p, K, scalar_t(1) / static_cast<scalar_t>(temperature),
         static_cast<scalar_t>(temperature * temperature), total, loss.mutable_data_ptr<scalar_t>(),
         ls.mutable_data_ptr<scalar_t>(), lt.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -67,3 +67,26 @@ def test_import_without_library_in_a_fresh_interpreter(tmp_path):
             "try:\n    import mmh_ext\nexcept ImportError as e:\n    print(type(e).__name__); print(e)\n") % str(tmp_path)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path).stdout
     assert out.startswith("MmhExtBuildError") and "pip install" in out
+
+
+def test_cpu_kernel_mode_switches_and_restores():
+    assert torch.ops.mmh_ext._set_cpu_kernel_mode("fast") == "fast"
+    with mmh_ext.cpu_kernel_mode("device"):
+        assert torch.ops.mmh_ext._set_cpu_kernel_mode("device") == "device"
+    assert torch.ops.mmh_ext._set_cpu_kernel_mode("fast") == "fast"
+    with pytest.raises(ValueError, match="mode"):
+        torch.ops.mmh_ext._set_cpu_kernel_mode("gpu")
+
+
+def test_device_emulation_matches_fast_kernels_bitwise_where_order_is_the_same():
+    """The two modes run different code (SIMD vs per-element; separable vs per-pixel pooling) — and agree."""
+    x, g = torch.randn(3, 5, 7, 9, dtype=torch.float64), torch.randn(3, 5, 7, 9, dtype=torch.float64)
+    fast = mmh_ext.cross_stream_inject(x, g)
+    with mmh_ext.cpu_kernel_mode("device"):
+        dev = mmh_ext.cross_stream_inject(x, g)
+    assert torch.equal(fast, dev)
+    args = [torch.randn(*s, dtype=torch.float64) for s in ((2, 3, 9, 7), (2, 4, 5, 5), (6, 3), (6,), (6, 4), (6,))]
+    fast = mmh_ext.rad_loss(*args, grid=4, reduction="none")
+    with mmh_ext.cpu_kernel_mode("device"):
+        dev = mmh_ext.rad_loss(*args, grid=4, reduction="none")
+    torch.testing.assert_close(fast, dev, rtol=1e-12, atol=1e-12)

@@ -23,7 +23,7 @@ def test_cosine_discrepancy_matches_reference(b, rest, dtype):
 @pytest.mark.parametrize("b,rest_s,rest_t", [(4, (8,), (6,)), (16, (32, 3, 3), (64, 2, 2)), (64, (256, 7, 7), (256, 7, 7)),
                                               (3, (1,), (1,))])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_dad_loss_matches_reference(form, b, rest_s, rest_t, dtype):
+def test_dad_loss_matches_reference(form, b, rest_s, rest_t, dtype, kernel_mode):
     hs, ht = torch.randn(b, *rest_s, dtype=dtype), torch.randn(b, *rest_t, dtype=dtype)
     got = mmh_ext.dad_loss(hs, ht, form=form)
     torch.testing.assert_close(got, R.dad_loss(hs, ht, form=form), **TOL[dtype])
@@ -39,7 +39,7 @@ def test_layer_pairs_are_summed(form):
 
 
 @pytest.mark.parametrize("form", ["paper", "sp"])
-def test_gradcheck(form):
+def test_gradcheck(form, kernel_mode):
     hs = torch.randn(6, 3, 2, dtype=torch.float64, requires_grad=True)
     ht = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b: mmh_ext.dad_loss(a, b, form=form), (hs, ht))

@@ -11,7 +11,7 @@ SHAPES = [(2, 3, 4, 5), (8, 5, 256, 14, 14), (1,), (3, 7), (0, 4, 2, 2), (2, 64,
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_matches_reference_forward_and_backward(shape, dtype):
+def test_matches_reference_forward_and_backward(shape, dtype, kernel_mode):
     x = torch.randn(*shape, dtype=dtype, requires_grad=True)
     g = torch.randn(*shape, dtype=dtype, requires_grad=True)
     out = mmh_ext.cross_stream_inject(x, g)
@@ -22,7 +22,7 @@ def test_matches_reference_forward_and_backward(shape, dtype):
                                atol=0)
 
 
-def test_special_values_match_torch_relu():
+def test_special_values_match_torch_relu(kernel_mode):
     x = torch.tensor([1.0, 2.0, float("nan"), 3.0, -1.0, float("inf")] * 5, requires_grad=True)
     g = torch.tensor([0.0, -0.0, 1.0, float("nan"), float("inf"), 2.0] * 5, requires_grad=True)
     out = mmh_ext.cross_stream_inject(x, g)
@@ -33,7 +33,7 @@ def test_special_values_match_torch_relu():
         torch.testing.assert_close(a, b, equal_nan=True)
 
 
-def test_gradcheck():
+def test_gradcheck(kernel_mode):
     x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
     g = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(mmh_ext.cross_stream_inject, (x, g))
@@ -42,7 +42,7 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(CrossStreamInjection(), (x5, g5))
 
 
-def test_layouts_are_kept():
+def test_layouts_are_kept(kernel_mode):
     x = torch.randn(2, 8, 5, 5).to(memory_format=torch.channels_last).requires_grad_(True)
     g = torch.randn(2, 8, 5, 5).to(memory_format=torch.channels_last).requires_grad_(True)
     out = mmh_ext.cross_stream_inject(x, g)

@@ -30,7 +30,7 @@ def _inputs(shape, dtype, requires_grad=False):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("reduction", ["none", "region", "mean"])
-def test_matches_reference(shape, dtype, reduction):
+def test_matches_reference(shape, dtype, reduction, kernel_mode):
     grid, levels = shape[8], shape[9]
     args = _inputs(shape, dtype)
     got = mmh_ext.rad_loss(*args, grid=grid, levels=levels, temperature=3.0, reduction=reduction)
@@ -67,14 +67,14 @@ GRADCHECK_SHAPES = [  # small, so finite differences stay cheap; cover odd sizes
 
 
 @pytest.mark.parametrize("shape", GRADCHECK_SHAPES)
-def test_gradcheck_all_inputs(shape):
+def test_gradcheck_all_inputs(shape, kernel_mode):
     args = _inputs(shape, torch.float64, requires_grad=True)
     fn = lambda *a: mmh_ext.rad_loss(*a, grid=shape[8], levels=shape[9], reduction="none")  # noqa: E731
     assert torch.autograd.gradcheck(fn, args)
 
 
 @pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[2], SHAPES[3]])
-def test_float32_gradients_against_float64_reference(shape):
+def test_float32_gradients_against_float64_reference(shape, kernel_mode):
     """float32 gradients of the kernels vs the float64 reference, within float32 rounding of the gradient's scale."""
     args64 = _inputs(shape, torch.float64, requires_grad=True)
     args32 = [a.detach().float().requires_grad_(True) for a in args64]
@@ -96,7 +96,7 @@ def test_teacher_gets_no_gradient_unless_asked():
     assert fs.grad.abs().sum() > 0
 
 
-def test_layouts_channels_last_and_noncontiguous():
+def test_layouts_channels_last_and_noncontiguous(kernel_mode):
     fs, ft, ws, bs, wt, bt = _inputs(SHAPES[4], torch.float64)
     kw = dict(grid=5, levels=(5, 3, 2, 1), reduction="none")
     want = R.rad_loss(fs, ft, ws, bs, wt, bt, **kw)
