@@ -8,9 +8,18 @@ bash scripts/setup.sh
 
 echo "== C++ library (CMake, LibTorch) + ctest"
 prefix=$($PY -c 'import torch; print(torch.utils.cmake_prefix_path)')
-cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release \
-  -DCUDA_TOOLKIT_ROOT_DIR="${CUDA_HOME:-/usr/local/cuda}" -DCAFFE2_USE_CUDNN=OFF > build/cmake.log 2>&1 \
-  || { cat build/cmake.log; exit 1; }
+cuda_args=()
+if $PY -c 'import sys, torch; sys.exit(0 if torch.version.cuda else 1)'; then
+  # A CUDA build of LibTorch wants a CUDA toolkit even for CPU code: point it at the toolkit, skip GPU detection
+  # (no GPU here) and take libnvrtc from the nvidia wheels when the toolkit lacks it.
+  export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-8.0;9.0}
+  nvrtc=$($PY -c 'import glob, os, nvidia; print(next(iter(sorted(glob.glob(os.path.join(nvidia.__path__[0], "*", "lib", "libnvrtc.so.*")))), ""))' 2>/dev/null || true)
+  cuda_args=(-DCUDA_TOOLKIT_ROOT_DIR="${CUDA_HOME:-/usr/local/cuda}" -DCAFFE2_USE_CUDNN=OFF)
+  [ -n "$nvrtc" ] && cuda_args+=(-DCUDA_nvrtc_LIBRARY="$nvrtc")
+fi
+mkdir -p build
+cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release "${cuda_args[@]}" \
+  > build/cmake.log 2>&1 || { cat build/cmake.log; exit 1; }
 cmake --build build/cmake -j "$(nproc)" > build/cmake-build.log 2>&1 || { tail -50 build/cmake-build.log; exit 1; }
 ctest --test-dir build/cmake --output-on-failure
 
