@@ -39,7 +39,7 @@ def _extensions():
 
     sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
     opt = ["-O0", "-g"] if _flag("MMH_EXT_DEBUG") else ["-O3"]
-    cxx = opt + ["-fopenmp", "-Wall", "-Wno-sign-compare", "-Wno-unused-function"]
+    cxx = opt + ["-fopenmp", "-fno-trapping-math", "-Wall", "-Wno-sign-compare", "-Wno-unused-function"]
     defines = [("MMH_EXT_TORCH_VERSION", f'"{torch.__version__}"')]
     kwargs = dict(extra_link_args=["-fopenmp"], py_limited_api=True)
     if not with_cuda:

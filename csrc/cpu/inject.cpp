@@ -1,40 +1,38 @@
-// Injection CPU kernels: SIMD main loop + scalar tail, both through the shared expressions of inject.h.
+// Injection CPU kernels: plain loops over the shared expressions of inject.h (the CUDA kernels' math), which GCC
+// vectorises at -O3. (at::vec::Vectorized without a CPU_CAPABILITY build falls back to a generic emulation that was
+// several times slower here, so it is not used.)
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
 #include "../inject.h"
-#include "../mode.h"
 
 namespace mmh_ext {
 namespace inject {
 namespace {
 
-using at::vec::Vectorized;
+constexpr int64_t kGrain = 32768;
 
-// SIMD relu: at::vec::maximum propagates NaN, like the scalar mmh_max.
 template <typename scalar_t>
-Vectorized<scalar_t> relu_vec(const Vectorized<scalar_t>& g) {
-  return at::vec::maximum(g, Vectorized<scalar_t>(scalar_t(0)));
+void forward_range(const scalar_t* __restrict__ x, const scalar_t* __restrict__ g, scalar_t* __restrict__ out,
+                   int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = inject::forward(x[i], g[i]);
 }
 
-constexpr int64_t kGrain = 32768;
+template <typename scalar_t>
+void backward_range(const scalar_t* __restrict__ d, const scalar_t* __restrict__ x, const scalar_t* __restrict__ g,
+                    scalar_t* __restrict__ dx, scalar_t* __restrict__ dg, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) inject::backward(d[i], x[i], g[i], dx[i], dg[i]);
+}
 
 at::Tensor forward_cpu(const at::Tensor& x_in, const at::Tensor& gate_in) {
   at::Tensor x, gate;
   std::tie(x, gate) = prepare(x_in, gate_in);
   at::Tensor out = at::empty_like(x);
-  const int64_t n = x.numel();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "inject_forward_cpu", [&] {
-    using V = Vectorized<scalar_t>;
     const scalar_t *xp = x.const_data_ptr<scalar_t>(), *gp = gate.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    const bool device = emulate_device_kernels();  // the CUDA kernel's per-element path: no SIMD
-    at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-      int64_t i = begin;
-      for (; !device && i + V::size() <= end; i += V::size())
-        (V::loadu(xp + i) * relu_vec(V::loadu(gp + i))).store(op + i);
-      for (; i < end; ++i) op[i] = inject::forward(xp[i], gp[i]);
+    at::parallel_for(0, x.numel(), kGrain, [&](int64_t begin, int64_t end) {
+      forward_range(xp + begin, gp + begin, op + begin, end - begin);
     });
   });
   return out;
@@ -45,22 +43,12 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_in, const
   at::Tensor grad, x, gate;
   std::tie(grad, x, gate) = prepare_backward(grad_in, x_in, gate_in);
   at::Tensor dx = at::empty_like(x), dgate = at::empty_like(x);
-  const int64_t n = x.numel();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "inject_backward_cpu", [&] {
-    using V = Vectorized<scalar_t>;
     const scalar_t *dp = grad.const_data_ptr<scalar_t>(), *xp = x.const_data_ptr<scalar_t>(),
                    *gp = gate.const_data_ptr<scalar_t>();
     scalar_t *dxp = dx.mutable_data_ptr<scalar_t>(), *dgp = dgate.mutable_data_ptr<scalar_t>();
-    const V zero(scalar_t(0));
-    const bool device = emulate_device_kernels();
-    at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-      int64_t i = begin;
-      for (; !device && i + V::size() <= end; i += V::size()) {
-        const V d = V::loadu(dp + i), xv = V::loadu(xp + i), g = V::loadu(gp + i);
-        (d * relu_vec(g)).store(dxp + i);
-        V::blendv(d * xv, zero, g <= zero).store(dgp + i);
-      }
-      for (; i < end; ++i) inject::backward(dp[i], xp[i], gp[i], dxp[i], dgp[i]);
+    at::parallel_for(0, x.numel(), kGrain, [&](int64_t begin, int64_t end) {
+      backward_range(dp + begin, xp + begin, gp + begin, dxp + begin, dgp + begin, end - begin);
     });
   });
   return {dx, dgate};
