@@ -119,6 +119,7 @@ def _rad_setup(ctx, inputs, output):
     fs, ft, ws, bs, wt, bt, grid, levels, temperature = inputs
     loss, gs, gt, ls, lt = output
     ctx.mark_non_differentiable(gs, gt, ls, lt)
+    ctx.set_materialize_grads(False)  # the auxiliary outputs get no gradient: do not fill zeros for them
     ctx.save_for_backward(gs, gt, ls, lt, ws, wt)
     ctx.hw = (list(fs.shape[2:]), list(ft.shape[2:]))
     ctx.args = (grid, list(levels), temperature)
@@ -216,6 +217,7 @@ def _cos_setup(ctx, inputs, output):
     feat, eps = inputs
     d, norm = output
     ctx.mark_non_differentiable(norm)
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(feat, d, norm)
     ctx.eps = eps
 
@@ -261,6 +263,7 @@ def _dad_setup(ctx, inputs, output):
     hs, ht, form, eps = inputs
     loss, ms, mt, ns, nt = output
     ctx.mark_non_differentiable(ms, mt, ns, nt)
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(hs, ht, ms, mt, ns, nt, loss)
     ctx.args = (form, eps)
 

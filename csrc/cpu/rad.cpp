@@ -1,6 +1,6 @@
-// RAD CPU kernels. Two modes (mode.h): "fast" — separable per-plane pooling and unpooling, the per-item functions
-// elsewhere — and "device" — every kernel runs the MMH_HD per-item functions of rad.h over the same flat index space
-// as the CUDA kernels.
+// RAD CPU kernels. Two modes (mode.h): "fast" — the grid pooling and its adjoint as GEMMs with the pooling matrix,
+// the per-item functions elsewhere — and "device" — every kernel runs the MMH_HD per-item functions of rad.h over the
+// same flat index space as the CUDA kernels.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -33,41 +33,42 @@ struct Bins {
   }
 };
 
+// The adaptive-pooling matrix P (H*W, grid*grid): P[pixel, cell] = 1 / area(cell) where the pixel lies in the cell.
+at::Tensor pooling_matrix(int64_t H, int64_t W, int64_t grid, const at::TensorOptions& opts) {
+  const Bins by(grid, H), bx(grid, W);
+  at::Tensor P = at::zeros({H * W, grid * grid}, opts.dtype(at::kDouble));
+  double* p = P.mutable_data_ptr<double>();
+  for (int64_t iy = 0; iy < grid; ++iy)
+    for (int64_t ix = 0; ix < grid; ++ix) {
+      const double inv = 1.0 / static_cast<double>((by.end[iy] - by.start[iy]) * (bx.end[ix] - bx.start[ix]));
+      for (int64_t y = by.start[iy]; y < by.end[iy]; ++y)
+        for (int64_t x = bx.start[ix]; x < bx.end[ix]; ++x) p[(y * W + x) * grid * grid + iy * grid + ix] = inv;
+    }
+  return P.to(opts.dtype());
+}
+
 void pool_cpu(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
   const int64_t B = feat.size(0), C = feat.size(1), H = feat.size(2), W = feat.size(3), G2 = grid * grid;
+  if (!emulate_device_kernels()) {
+    // Fast path: pooling is linear, so it is one GEMM with the pooling matrix (BLAS does the reduction).
+    const at::Tensor P = pooling_matrix(H, W, grid, out.options());
+    const at::Tensor f = feat.to(out.scalar_type());
+    if (f.is_contiguous()) {  // (B*C, HW) @ (HW, G2) -> (B, C, G2) -> (B, G2, C)
+      out.copy_(at::mm(f.view({B * C, H * W}), P).view({B, C, G2}).transpose(1, 2));
+      return;
+    }
+    if (f.is_contiguous(at::MemoryFormat::ChannelsLast)) {  // per sample (G2, HW) @ (HW, C)
+      out.copy_(at::matmul(P.t(), f.permute({0, 2, 3, 1}).reshape({B, H * W, C})));
+      return;
+    }
+  }
+  // The CUDA kernel's items (device emulation, and any other strides).
   AT_DISPATCH_FLOATING_TYPES(feat.scalar_type(), "rad_pool_cpu", [&] {
     using acc = acc_t<scalar_t>;
     const scalar_t* f = feat.const_data_ptr<scalar_t>();
     acc* o = out.mutable_data_ptr<acc>();
     const int64_t sb = feat.stride(0), sc = feat.stride(1), sh = feat.stride(2), sw = feat.stride(3);
-    if (emulate_device_kernels() || sw != 1 || sh != W) {  // the CUDA kernel's items (also: channels_last, strided)
-      for_items(B * G2 * C, H * W / G2 + 1, [&](int64_t i) { pool_item(i, f, sb, sc, sh, sw, H, W, C, grid, o); });
-      return;
-    }
-    // Rows of each plane contiguous: separable sums, bins precomputed once.
-    const Bins by(grid, H), bx(grid, W);
-    at::parallel_for(0, B * C, grain(H * W + G2), [&](int64_t begin, int64_t end) {
-      std::vector<acc> colsum(H * grid);
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t b = i / C, c = i % C;
-        const scalar_t* plane = f + b * sb + c * sc;
-        for (int64_t y = 0; y < H; ++y) {
-          const scalar_t* row = plane + y * W;
-          for (int64_t j = 0; j < grid; ++j) {
-            acc s = acc(0);
-            for (int64_t x = bx.start[j]; x < bx.end[j]; ++x) s += static_cast<acc>(row[x]);
-            colsum[y * grid + j] = s;
-          }
-        }
-        for (int64_t iy = 0; iy < grid; ++iy)
-          for (int64_t j = 0; j < grid; ++j) {
-            acc s = acc(0);
-            for (int64_t y = by.start[iy]; y < by.end[iy]; ++y) s += colsum[y * grid + j];
-            const int64_t area = (by.end[iy] - by.start[iy]) * (bx.end[j] - bx.start[j]);
-            o[(b * G2 + iy * grid + j) * C + c] = s / static_cast<acc>(area);
-          }
-      }
-    });
+    for_items(B * G2 * C, H * W / G2 + 1, [&](int64_t i) { pool_item(i, f, sb, sc, sh, sw, H, W, C, grid, o); });
   });
 }
 
@@ -110,39 +111,17 @@ void cells_cpu(const at::Tensor& dz, const Pyramid& p, at::Tensor& dcells) {
 
 void unpool_cpu(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
   const int64_t B = dfeat.size(0), C = dfeat.size(1), H = dfeat.size(2), W = dfeat.size(3), G2 = grid * grid;
+  if (!emulate_device_kernels()) {  // (B*C, G2) @ (G2, HW): the adjoint of the pooling GEMM
+    const at::Tensor P = pooling_matrix(H, W, grid, dg.options());
+    at::Tensor d = at::mm(dg.transpose(1, 2).reshape({B * C, G2}), P.t());
+    dfeat.copy_(d.view({B, C, H, W}));
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(dfeat.scalar_type(), "rad_unpool_cpu", [&] {
     using acc = acc_t<scalar_t>;
     const acc* g = dg.const_data_ptr<acc>();
     scalar_t* o = dfeat.mutable_data_ptr<scalar_t>();
-    if (emulate_device_kernels()) {
-      for_items(dfeat.numel(), 8, [&](int64_t i) { unpool_item(i, g, C, H, W, grid, o); });
-      return;
-    }
-    // Separable: spread each grid row's values (divided by the cell areas) over x, then sum the covering grid rows.
-    const Bins by(grid, H), bx(grid, W);
-    at::parallel_for(0, B * C, grain(4 * H * W), [&](int64_t begin, int64_t end) {
-      std::vector<acc> spread(grid * W);
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t b = i / C, c = i % C;
-        std::fill(spread.begin(), spread.end(), acc(0));
-        for (int64_t iy = 0; iy < grid; ++iy)
-          for (int64_t ix = 0; ix < grid; ++ix) {
-            const int64_t area = (by.end[iy] - by.start[iy]) * (bx.end[ix] - bx.start[ix]);
-            const acc v = g[(b * G2 + iy * grid + ix) * C + c] / static_cast<acc>(area);
-            for (int64_t x = bx.start[ix]; x < bx.end[ix]; ++x) spread[iy * W + x] += v;
-          }
-        scalar_t* plane = o + i * H * W;
-        for (int64_t y = 0; y < H; ++y) {
-          // grid rows covering y: [floor(y*grid/H), min(grid-1, ((y+1)*grid-1)/H)]
-          const int64_t iy0 = (y * grid) / H, iy1 = std::min(grid - 1, ((y + 1) * grid - 1) / H);
-          for (int64_t x = 0; x < W; ++x) {
-            acc s = acc(0);
-            for (int64_t iy = iy0; iy <= iy1; ++iy) s += spread[iy * W + x];
-            plane[y * W + x] = static_cast<scalar_t>(s);
-          }
-        }
-      }
-    });
+    for_items(dfeat.numel(), 8, [&](int64_t i) { unpool_item(i, g, C, H, W, grid, o); });
   });
 }
 
