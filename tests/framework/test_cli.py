@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from mmh.cli import main
 
 pytest.importorskip("mmh_ext")

@@ -6,9 +6,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from mmh.config import (DEFAULTS, apply_overrides, config_hash, find_config, load_config, parse_value, save_config,
-                        stage_train_config)
+from mmh.config import (
+    DEFAULTS,
+    apply_overrides,
+    config_hash,
+    find_config,
+    load_config,
+    parse_value,
+    save_config,
+    stage_train_config,
+)
 
 
 def test_parse_value_types():

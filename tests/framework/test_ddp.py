@@ -36,7 +36,6 @@ def _setup_path() -> None:
 
 def _dad_stage(gather: bool):
     from _tiny import TinyNet
-
     from mmh.methods import DADDistiller
 
     torch.manual_seed(0)
@@ -62,12 +61,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        from _tiny import TinySet
+        from _tiny import TinyNet, TinySet
         from mmh.methods import Supervised
         from mmh.train import Trainer
-        from _tiny import TinyNet
+        from torch.nn.parallel import DistributedDataParallel as DDP
 
         result = {}
         full = _batch()
@@ -93,7 +90,6 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 def test_ddp_two_processes_match_one(tmp_path: Path):
     _setup_path()
     from _tiny import TinyNet, TinySet
-
     from mmh.methods import Supervised
     from mmh.train import Trainer
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from mmh.evaluation import accuracy, compute_metrics, ensemble_metrics, pad_error_rates
 
 

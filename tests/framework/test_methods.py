@@ -7,7 +7,6 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-
 from mmh.config import load_config
 from mmh.methods import StageContext, get_method, kd_loss, list_methods, method_stages
 from mmh.models import FeatureExtractor

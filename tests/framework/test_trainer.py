@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _tiny import TinyNet, TinySet
 from mmh.config import DEFAULTS, merge
 from mmh.methods import Supervised

@@ -79,7 +79,7 @@ def test_cpu_kernel_mode_switches_and_restores():
 
 
 def test_device_emulation_matches_fast_kernels_bitwise_where_order_is_the_same():
-    """The two modes run different code (SIMD vs per-element; separable vs per-pixel pooling) — and agree."""
+    """The two modes run different code for RAD (pooling GEMMs vs per-item kernels) — and agree."""
     x, g = torch.randn(3, 5, 7, 9, dtype=torch.float64), torch.randn(3, 5, 7, 9, dtype=torch.float64)
     fast = mmh_ext.cross_stream_inject(x, g)
     with mmh_ext.cpu_kernel_mode("device"):
