@@ -1,0 +1,190 @@
+"""The ``mmh`` command line.
+
+::
+
+    mmh train CONFIG [key=value ...] [--run-dir DIR] [--stop-after-steps N]
+    mmh train --resume RUN_DIR [key=value ...]
+    mmh eval RUN_DIR [--split test] [--stage NAME]
+    mmh report RUN_DIR [RUN_DIR ...] --out DIR
+    mmh benchmark mmh [--quick] [--seeds N] [--out DIR] [--workers W]
+    mmh list [methods|models|datasets|configs]
+
+CONFIG is a YAML path or ``<dataset>/<method>`` under ``configs/`` (e.g. ``synthetic_motion/rad``).
+Run under ``torchrun --nproc_per_node N -m mmh.cli train ...`` for DDP (rank 0 writes the run directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mmh``."""
+    p = argparse.ArgumentParser(prog="mmh", description="privileged-modality learning: train with every modality, "
+                                                         "deploy with the ones you have")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one method from a config; writes a run directory")
+    t.add_argument("args", nargs="*", metavar="CONFIG [key=value ...]",
+                   help="config path or <dataset>/<method>, then overrides such as train.steps=100")
+    t.add_argument("--run-dir", type=Path, default=None, help="run directory (default: output.root/<auto name>)")
+    t.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue a killed run in RUN_DIR (its config.yaml is used unless CONFIG is given)")
+    t.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
+                   help="stop the current stage after N steps, as if killed (resume later with --resume)")
+
+    e = sub.add_parser("eval", help="evaluate a run's final network (or a stage's) on a split")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("--split", default=None, help="dataset split (default: the config's dataset.eval_split)")
+    e.add_argument("--stage", default=None, help="stage name (default: the last stage)")
+
+    r = sub.add_parser("report", help="markdown table + PNG plots from run directories")
+    r.add_argument("run_dirs", nargs="+", type=Path)
+    r.add_argument("--out", type=Path, required=True)
+
+    b = sub.add_parser("benchmark", help="run a benchmark; 'mmh' is the main job")
+    b.add_argument("name", choices=["mmh"])
+    b.add_argument("--quick", action="store_true", help="short smoke version (< 2 min)")
+    b.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; 1 with --quick)")
+    b.add_argument("--out", type=Path, default=Path("runs/benchmark_mmh"))
+    b.add_argument("--workers", type=int, default=2, help="parallel processes (one thread each)")
+    b.add_argument("--steps", type=int, default=None, help="override the number of training steps")
+    b.add_argument("--no-antispoof", action="store_true", help="skip the ACER column (synthetic_antispoof)")
+    b.add_argument("overrides", nargs="*", metavar="key=value", help="extra config overrides for every run")
+
+    ls = sub.add_parser("list", help="list registered methods, models, datasets or shipped configs")
+    ls.add_argument("what", choices=["methods", "models", "datasets", "configs"], nargs="?", default="methods")
+    return p
+
+
+def _split_train_args(args: list[str], resume: Path | None) -> tuple[Path | None, list[str]]:
+    from .config import find_config
+
+    config = None
+    overrides = []
+    for a in args:
+        if "=" in a:
+            overrides.append(a)
+        elif config is None:
+            config = find_config(a)
+        else:
+            raise SystemExit(f"mmh train: unexpected argument {a!r} (overrides look like key=value)")
+    if config is None:
+        if resume is None:
+            raise SystemExit("mmh train: give a CONFIG (or --resume RUN_DIR)")
+        config = resume / "config.yaml"
+        if not config.is_file():
+            raise SystemExit(f"mmh train: {resume} is not a run directory (no config.yaml)")
+    return config, overrides
+
+
+def _cmd_train(ns: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train.runner import run_experiment
+    from .utils.distributed import is_main_process
+
+    config, overrides = _split_train_args(ns.args, ns.resume)
+    cfg = load_config(config, overrides)
+    run_dir = ns.resume or ns.run_dir
+    res = run_experiment(cfg, run_dir=run_dir, resume=ns.resume is not None, stop_after_steps=ns.stop_after_steps)
+    if is_main_process():
+        print(json.dumps({"run_dir": res["run_dir"], "status": res["status"], "final": res.get("final")}, indent=2))
+    return 0
+
+
+def _cmd_eval(ns: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train.checkpoint import load_model
+    from .train.runner import evaluate_model, load_results, load_split
+    from .train.trainer import resolve_device
+    from .utils.io import write_json
+
+    res = load_results(ns.run_dir)
+    cfg = load_config(ns.run_dir / "config.yaml")
+    stage = ns.stage or list(res["stages"])[-1]
+    if stage not in res["stages"]:
+        raise SystemExit(f"mmh eval: run has no stage {stage!r} (stages: {list(res['stages'])})")
+    path = ns.run_dir / "stages" / stage / "model.pt"
+    if not path.is_file():
+        src = res["stages"][stage].get("source", "")
+        path = Path(src.split(":", 1)[1]) / "model.pt" if src.startswith("cache:") else path
+    model = load_model(path)
+    split = ns.split or cfg["dataset"]["eval_split"]
+    device = resolve_device(cfg.get("device", "auto"))
+    metrics = evaluate_model(model, load_split(cfg, split), list(cfg["eval"]["metrics"]),
+                             int(cfg["eval"]["batch_size"]), device)
+    write_json({"stage": stage, "split": split, "metrics": metrics}, ns.run_dir / f"eval_{stage}_{split}.json")
+    print(json.dumps({"stage": stage, "split": split, "metrics": metrics}, indent=2))
+    return 0
+
+
+def _cmd_report(ns: argparse.Namespace) -> int:
+    from .report import make_report
+
+    paths = make_report(ns.run_dirs, ns.out)
+    print((paths["report"]).read_text())
+    return 0
+
+
+def _cmd_benchmark(ns: argparse.Namespace) -> int:
+    from .benchmarks import benchmark_mmh
+
+    seeds = ns.seeds if ns.seeds is not None else (1 if ns.quick else 3)
+    benchmark_mmh(quick=ns.quick, seeds=seeds, out=ns.out, workers=ns.workers, steps=ns.steps,
+                  antispoof=not ns.no_antispoof, extra_overrides=ns.overrides)
+    return 0
+
+
+def _cmd_list(ns: argparse.Namespace) -> int:
+    if ns.what == "methods":
+        from .methods import list_methods
+
+        for name, desc in list_methods(with_descriptions=True).items():  # type: ignore[union-attr]
+            print(f"{name:14s} {desc}")
+    elif ns.what == "models":
+        from .models import list_models
+
+        print("\n".join(list_models()))
+    elif ns.what == "datasets":
+        from .data import list_datasets
+
+        print("\n".join(list_datasets()))
+    else:
+        from .config import config_dir
+
+        root = config_dir()
+        print("\n".join(str(p.relative_to(root).with_suffix("")) for p in sorted(root.glob("*/*.yaml"))
+                        if not p.parent.name.startswith("_")))
+    return 0
+
+
+_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "report": _cmd_report, "benchmark": _cmd_benchmark,
+             "list": _cmd_list}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mmh`` console script; returns the exit code."""
+    parser = build_parser()
+    ns, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may come after options
+        target = {"train": "args", "benchmark": "overrides"}.get(ns.command)
+        if target is None or any("=" not in e or e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        getattr(ns, target).extend(extra)
+    try:
+        return _COMMANDS[ns.command](ns)
+    except (FileNotFoundError, KeyError, ValueError, TypeError) as exc:
+        if os.environ.get("MMH_DEBUG"):
+            raise
+        print(f"mmh {ns.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""Configuration: YAML files (with ``_base_`` inheritance) over code defaults, ``key=value`` overrides.
+
+A config is a plain nested ``dict``. Resolution order (later wins)::
+
+    DEFAULTS  <-  _base_ files (recursively, relative to the including file)  <-  the YAML file  <-  overrides
+
+Overrides are ``dotted.key=value`` strings; the value is parsed as YAML (``3`` -> int, ``2e-3`` -> float,
+``[4, 2, 1]`` -> list, ``null`` -> None, ``true`` -> bool) and coerced to the type of the value it replaces
+(an int into a float field becomes a float; a string into an int field is a ValueError naming the key). Keys that
+do not exist are an error (typo protection) unless written ``+new.key=value``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "DEFAULTS", "load_config", "apply_overrides", "parse_value", "merge", "get_path", "set_path", "save_config",
+    "config_hash", "stage_train_config", "config_dir", "find_config",
+]
+
+#: The defaults every config starts from. Every key a config may set appears here (``+key=value`` adds others).
+DEFAULTS: dict[str, Any] = {
+    "method": "baseline",
+    "seed": 0,
+    "device": "auto",  # "cpu", "cuda", "cuda:1" or "auto" (cuda when available)
+    "threads": 0,  # torch.set_num_threads when > 0
+    "dataset": {
+        "name": "synthetic_motion",
+        "kwargs": {},  # passed to build_dataset for every split
+        "split_kwargs": {},  # per split, merged over kwargs: {train: {size: 500}}
+        "train_split": "train",
+        "val_split": None,  # used to pick the "best" checkpoint; None: best = last
+        "eval_split": "test",  # the split the final metrics are computed on
+        "cache": True,  # materialise each split in memory once (procedural datasets are pure functions of i)
+    },
+    "model": {"name": "small_joint", "kwargs": {}},
+    "modalities": {"teacher": ["rgb", "depth"], "student": ["rgb"]},
+    "train": {
+        "optimizer": "adam",  # sgd | adam | adamw
+        "lr": 2.0e-3,
+        "momentum": 0.9,
+        "nesterov": False,
+        "betas": [0.9, 0.999],
+        "weight_decay": 1.0e-4,
+        "batch_size": 64,
+        "steps": 400,  # total optimisation steps; if null, ``epochs`` decides
+        "epochs": None,
+        "schedule": "onecycle",  # constant | step | cosine | onecycle
+        "warmup_steps": 0,  # linear warm-up (constant/step/cosine); onecycle has its own ramp (pct_start)
+        "warmup_start_factor": 0.1,
+        "milestones": [],  # step schedule: steps at which lr *= gamma
+        "gamma": 0.1,
+        "min_lr_factor": 0.0,  # cosine floor, as a fraction of lr
+        "pct_start": 0.3,  # onecycle
+        "grad_clip": None,  # max global grad norm
+        "amp": "auto",  # auto (on when the device is CUDA) | true | false
+        "num_workers": 0,
+        "drop_last": True,
+        "eval_every": 0,  # epochs between validation passes (0: only at the end)
+        "checkpoint_every": 0,  # steps between "latest" checkpoints (0: at each epoch end)
+        "log_every": 10,  # steps between progress-bar updates
+        "tensorboard": False,
+        "progress": True,
+    },
+    "stages": {},  # per-stage overrides of ``train`` (e.g. stages.teacher.steps=200) and ``checkpoint: PATH``
+    "loss": {
+        "ce": 1.0,
+        "rad": {"alpha": 0.4, "grid": 4, "levels": [4, 2, 1], "temperature": 2.0, "weighting": "attention"},
+        "dad": {"beta": 1.0, "form": "paper", "layers": None, "teacher_layers": None, "gather": True},
+        "kd": {"weight": 1.0, "temperature": 4.0},
+        "mars": {"weight": 1.0, "layers": None},
+        "mers": {"finetune": "classifier"},
+    },
+    "eval": {"batch_size": 256, "metrics": ["accuracy"]},
+    "output": {"root": "runs", "name": None, "cache": None},  # cache None: <root>/cache; "" disables it
+}
+
+_FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value as YAML, also accepting ``2e-3`` (which YAML 1.1 would keep as a string)."""
+    if not isinstance(text, str):
+        raise TypeError(f"override value must be a str, got {type(text).__name__}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ValueError(f"cannot parse override value {text!r}: {exc}") from exc
+    return _fix_floats(value)
+
+
+def _fix_floats(value: Any) -> Any:
+    if isinstance(value, str) and _FLOAT_RE.match(value):
+        return float(value)
+    if isinstance(value, list):
+        return [_fix_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _fix_floats(v) for k, v in value.items()}
+    return value
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge (``update`` wins; dicts merge, everything else is replaced). Inputs are not modified."""
+    out = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def get_path(cfg: Mapping[str, Any], dotted: str, default: Any = KeyError) -> Any:
+    """``cfg["a"]["b"]`` for ``"a.b"``; KeyError naming the key (or ``default`` when given)."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            if default is KeyError:
+                raise KeyError(f"config has no key {dotted!r}")
+            return default
+        node = node[part]
+    return node
+
+
+def set_path(cfg: dict[str, Any], dotted: str, value: Any, *, create: bool = False) -> None:
+    """Set ``cfg["a"]["b"] = value`` for ``"a.b"``; unknown keys raise KeyError unless ``create``."""
+    parts = dotted.split(".")
+    if not all(parts):
+        raise KeyError(f"malformed config key {dotted!r}")
+    node = cfg
+    for i, part in enumerate(parts[:-1]):
+        if part not in node or node[part] is None:
+            if not create and part not in node:
+                raise KeyError(_unknown(cfg, ".".join(parts[: i + 1])))
+            node[part] = {}
+        if not isinstance(node[part], dict):
+            raise KeyError(f"config key {'.'.join(parts[: i + 1])!r} is a {type(node[part]).__name__}, "
+                           f"not a section, so {dotted!r} cannot be set")
+        node = node[part]
+    if parts[-1] not in node and not create:
+        raise KeyError(_unknown(cfg, dotted))
+    node[parts[-1]] = value
+
+
+def _unknown(cfg: Mapping[str, Any], dotted: str) -> str:
+    keys = sorted(_flat_keys(cfg))
+    head = dotted.rsplit(".", 1)[-1]
+    near = [k for k in keys if k.endswith(head) or k.startswith(dotted.split(".")[0])][:8]
+    return f"unknown config key {dotted!r} (use +{dotted}=VALUE to add a new key); similar keys: {near}"
+
+
+def _flat_keys(cfg: Mapping[str, Any], prefix: str = "") -> Iterable[str]:
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        yield key
+        if isinstance(v, Mapping):
+            yield from _flat_keys(v, key + ".")
+
+
+def _coerce(key: str, old: Any, new: Any) -> Any:
+    """Coerce an override to the type of the value it replaces (ValueError naming ``key`` if impossible)."""
+    if old is None or new is None:
+        return new
+    if isinstance(old, bool):
+        if not isinstance(new, bool):
+            raise ValueError(f"config key {key!r} expects a bool (true/false), got {new!r}")
+        return new
+    if isinstance(old, (int, float)):
+        if isinstance(new, bool) or not isinstance(new, (int, float)):
+            raise ValueError(f"config key {key!r} expects a number, got {new!r}")
+        if isinstance(old, float):
+            return float(new)
+        if isinstance(new, float):
+            if not new.is_integer():
+                raise ValueError(f"config key {key!r} expects an int, got {new!r}")
+            return int(new)
+        return new
+    if isinstance(old, str) and not isinstance(new, str):
+        if isinstance(new, (int, float)) and not isinstance(new, bool):
+            return str(new)
+        raise ValueError(f"config key {key!r} expects a string, got {new!r}")
+    if isinstance(old, list) and not isinstance(new, list):
+        return [new]
+    if isinstance(old, dict) and not isinstance(new, dict):
+        raise ValueError(f"config key {key!r} is a section; give a mapping ({{a: 1}}) or set its sub-keys")
+    return new
+
+
+def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``cfg`` with ``key=value`` overrides applied (see the module docstring)."""
+    out = copy.deepcopy(dict(cfg))
+    for item in overrides:
+        if not isinstance(item, str) or "=" not in item:
+            raise ValueError(f"override must look like key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        create = key.startswith("+")
+        key = key.lstrip("+")
+        if not key:
+            raise ValueError(f"override {item!r} has an empty key")
+        value = parse_value(text)
+        exists = get_path(out, key, default=_MISSING) is not _MISSING
+        if not (exists or create or _in_free_form(key)):
+            raise KeyError(_unknown(out, key))
+        old = get_path(out, key, default=None)
+        set_path(out, key, _coerce(key, old, value), create=True)
+    return out
+
+
+_MISSING = object()
+
+#: Sections whose sub-keys are not fixed by DEFAULTS (dataset/model kwargs, per-stage overrides, modality roles).
+_FREE_FORM = ("stages", "dataset.kwargs", "dataset.split_kwargs", "model.kwargs", "modalities")
+
+
+def _in_free_form(dotted: str) -> bool:
+    return any(dotted.startswith(p + ".") for p in _FREE_FORM)
+
+
+def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ValueError(f"config inheritance cycle: {' -> '.join(str(p) for p in seen + (path,))}")
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
+    data = _fix_floats(data)
+    bases = data.pop("_base_", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list):
+        raise ValueError(f"_base_ in {path} must be a path or a list of paths")
+    resolved: dict[str, Any] = {}
+    for base in bases:
+        resolved = merge(resolved, _load_yaml(path.parent / base, seen + (path,)))
+    return merge(resolved, data)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Resolve a config: :data:`DEFAULTS` <- YAML file (with ``_base_``) <- ``overrides``.
+
+    Keys in the file that are not in the defaults are an error naming the key and the file (typo protection);
+    ``stages`` and ``*.kwargs`` sections are free-form.
+    """
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        data = _load_yaml(Path(path))
+        _check_known(DEFAULTS, data, "", str(path))
+        cfg = merge(cfg, data)
+    cfg = apply_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
+def _check_known(defaults: Mapping[str, Any], data: Mapping[str, Any], prefix: str, source: str) -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in defaults:
+            raise KeyError(f"{source}: unknown config key {dotted!r}")
+        if dotted in _FREE_FORM or any(dotted.startswith(p + ".") for p in _FREE_FORM):
+            continue
+        if isinstance(value, Mapping) and isinstance(defaults[key], Mapping):
+            _check_known(defaults[key], value, dotted + ".", source)
+
+
+def validate(cfg: Mapping[str, Any]) -> None:
+    """Check the fields every run needs; ValueError/TypeError naming the key."""
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"config key 'seed' must be a non-negative int, got {seed!r}")
+    if not isinstance(cfg.get("method"), str):
+        raise TypeError(f"config key 'method' must be a string, got {cfg.get('method')!r}")
+    tr = cfg["train"]
+    for key in ("lr", "weight_decay"):
+        if not isinstance(tr[key], (int, float)) or tr[key] < 0:
+            raise ValueError(f"config key 'train.{key}' must be a non-negative number, got {tr[key]!r}")
+    if not isinstance(tr["batch_size"], int) or tr["batch_size"] < 1:
+        raise ValueError(f"config key 'train.batch_size' must be a positive int, got {tr['batch_size']!r}")
+    if tr["steps"] is None and tr["epochs"] is None:
+        raise ValueError("config: set one of 'train.steps' or 'train.epochs'")
+    for role, mods in cfg["modalities"].items():
+        if not isinstance(mods, list) or not mods or not all(isinstance(m, str) for m in mods):
+            raise ValueError(f"config key 'modalities.{role}' must be a non-empty list of names, got {mods!r}")
+
+
+def stage_train_config(cfg: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """The ``train`` section with ``stages.<stage>`` overrides merged in (``checkpoint`` is removed)."""
+    over = dict(cfg.get("stages", {}).get(stage) or {})
+    over.pop("checkpoint", None)
+    unknown = [k for k in over if k not in cfg["train"]]
+    if unknown:
+        raise KeyError(f"config key 'stages.{stage}' has unknown training keys {unknown}")
+    out = merge(cfg["train"], over)
+    for key, value in over.items():
+        out[key] = _coerce(f"stages.{stage}.{key}", cfg["train"][key], value)
+    return out
+
+
+def save_config(cfg: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML (what the run actually used)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
+
+
+def config_hash(obj: Any, length: int = 12) -> str:
+    """A short stable hash of a JSON-serialisable object (key order does not matter)."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:length]
+
+
+def config_dir() -> Path:
+    """The folder of the shipped configs: ``$MMH_CONFIG_DIR`` or ``<repository>/configs``."""
+    env = os.environ.get("MMH_CONFIG_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+
+
+def find_config(name: str | os.PathLike) -> Path:
+    """A config path: an existing file, or ``<dataset>/<method>`` under :func:`config_dir` (``.yaml`` optional)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    for cand in (config_dir() / p, config_dir() / f"{p}.yaml"):
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError(f"config {str(name)!r} not found (neither a file nor under {config_dir()})")

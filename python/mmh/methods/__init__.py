@@ -1,0 +1,26 @@
+"""Methods: recipes of stages (see :mod:`mmh.methods.base`), in a registry.
+
+Built in: ``teacher``, ``baseline``, ``kd``, ``rad``, ``rad_noweight``, ``rad_global``, ``dad``, ``rad_dad``,
+``mars``, ``mers``. Register your own with :func:`register_method`::
+
+    @register_method("my_kd")
+    def my_kd(cfg):
+        return [teacher_stage(), Stage("student", "student/my_kd", build_fn, inputs=("teacher",))]
+"""
+
+from . import dad, ensemble, feature_matching, kd, rad, supervised  # noqa: F401  (registration)
+from .base import Distiller, Stage, StageContext, StageModule, Supervised, freeze
+from .dad import DADDistiller
+from .ensemble import EnsembleStage, LogitEnsemble, ensemble_stage
+from .feature_matching import FeatureMSEDistiller
+from .kd import KDDistiller, kd_loss
+from .rad import RAD_VARIANTS, RADDistiller
+from .registry import get_method, list_methods, method_stages, register_method
+from .supervised import baseline_stage, teacher_stage
+
+__all__ = [
+    "DADDistiller", "Distiller", "EnsembleStage", "FeatureMSEDistiller", "KDDistiller", "LogitEnsemble",
+    "RADDistiller", "RAD_VARIANTS", "Stage", "StageContext", "StageModule", "Supervised", "baseline_stage",
+    "ensemble_stage", "freeze", "get_method", "kd_loss", "list_methods", "method_stages", "register_method",
+    "teacher_stage",
+]

@@ -1,0 +1,250 @@
+"""What a method is: a recipe of :class:`Stage` s, each building a :class:`StageModule` that one trainer trains.
+
+* :class:`StageModule` (like mdistiller's Distiller): ``forward(batch) -> (logits, {"loss_ce": ..., ...})`` with every
+  loss term already weighted (the trainer sums them), ``deployable()`` — the network handed to the next stage and
+  evaluated — and frozen sub-networks (kept in eval mode, no gradients, not checkpointed).
+* :class:`Stage`: name, kind, which earlier stages' networks it receives, which ``stages.<section>`` of the config
+  holds its training overrides, which config entries its result depends on (for caching), and its builder.
+* :class:`StageContext`: what a builder gets — the config, the dataset facts (classes, channels, frames) and the
+  trained networks of its input stages.
+
+Methods know nothing of the trainer: they build modules and compute losses.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..models import build_model, derive_student
+
+__all__ = [
+    "StageModule", "Supervised", "Distiller", "Stage", "StageContext", "freeze", "Batch", "LossDict",
+    "cross_entropy_term",
+]
+
+Batch = Mapping[str, Tensor]
+LossDict = dict[str, Tensor]
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Turn off gradients of every parameter of ``module`` and put it in eval mode (returns it)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+def cross_entropy_term(logits: Tensor, batch: Batch, weight: float) -> Tensor:
+    """``weight * CE(logits, batch["label"])``; KeyError/ValueError naming the problem."""
+    if "label" not in batch:
+        raise KeyError("batch has no 'label' key (needed by the cross-entropy loss)")
+    labels = batch["label"]
+    if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
+        raise ValueError(f"batch['label'] must be (B,) with B = {logits.shape[0]}, got {tuple(labels.shape)}")
+    return float(weight) * F.cross_entropy(logits, labels)
+
+
+class StageModule(nn.Module):
+    """One stage's unit of training. Subclasses implement :meth:`forward` and set :attr:`frozen`.
+
+    ``frozen``: names of sub-modules that are frozen (no gradients, always in eval mode even when the stage is in
+    train mode, excluded from checkpoints since they come from an earlier stage).
+    """
+
+    frozen: tuple[str, ...] = ()
+
+    def forward(self, batch: Batch) -> tuple[Tensor, LossDict]:  # pragma: no cover - abstract
+        """Training forward: (logits of the trained network, weighted loss terms)."""
+        raise NotImplementedError
+
+    def deployable(self) -> nn.Module:  # pragma: no cover - abstract
+        """The network this stage produces (evaluated, and handed to later stages)."""
+        raise NotImplementedError
+
+    def predict(self, batch: Batch) -> Tensor:
+        """Evaluation logits of :meth:`deployable`."""
+        return self.deployable()(batch)
+
+    def train(self, mode: bool = True) -> StageModule:
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self, name).eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimiser updates (those with ``requires_grad``)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """The state dict without the frozen sub-modules."""
+        prefixes = tuple(f"{name}." for name in self.frozen)
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(prefixes)}
+
+    def load_trainable_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Inverse of :meth:`trainable_state_dict` (RuntimeError naming any missing or unexpected key)."""
+        prefixes = tuple(f"{name}." for name in self.frozen)
+        result = self.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith(prefixes)]
+        if missing or result.unexpected_keys:
+            raise RuntimeError(f"stage state mismatch: missing {missing}, unexpected {result.unexpected_keys}")
+
+
+class Supervised(StageModule):
+    """Cross-entropy training of one network (the multimodal teacher, the single-modality baseline, fine-tuning).
+
+    ``train_only``: if given, only parameters whose names start with one of these prefixes are trained (e.g.
+    ``("classifier",)`` to fine-tune the classifier alone); sub-modules without trainable parameters stay in eval
+    mode, so their batch-norm statistics remain those of the received network.
+    """
+
+    def __init__(self, model: nn.Module, ce_weight: float = 1.0, train_only: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.ce_weight = float(ce_weight)
+        self.train_only = tuple(train_only) if train_only else None
+        if self.train_only:
+            names = [n for n, _ in model.named_parameters()]
+            if not any(n.startswith(self.train_only) for n in names):
+                raise ValueError(f"train_only prefixes {self.train_only} match no parameter of the model")
+            for n, p in model.named_parameters():
+                p.requires_grad_(n.startswith(self.train_only))
+
+    def train(self, mode: bool = True) -> Supervised:
+        super().train(mode)
+        if self.train_only and mode:
+            for module in self.model.modules():
+                if not any(p.requires_grad for p in module.parameters()):
+                    module.eval()
+        return self
+
+    def forward(self, batch: Batch) -> tuple[Tensor, LossDict]:
+        logits = self.model(batch)
+        return logits, {"loss_ce": cross_entropy_term(logits, batch, self.ce_weight)}
+
+    def deployable(self) -> nn.Module:
+        return self.model
+
+
+class Distiller(StageModule):
+    """A student trained with a frozen teacher: the student's CE plus :meth:`distill_losses`.
+
+    The teacher runs under ``torch.no_grad`` in eval mode; subclasses set ``s_paths`` / ``t_paths`` (dotted module
+    paths of student and teacher whose outputs the loss needs, paired in order), taken with
+    :class:`mmh.models.FeatureExtractor`.
+    """
+
+    frozen = ("teacher",)
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, ce_weight: float = 1.0) -> None:
+        super().__init__()
+        self.student = student
+        self.teacher = freeze(teacher)
+        self.ce_weight = float(ce_weight)
+        self.s_paths: list[str] = []
+        self.t_paths: list[str] = []
+
+    def student_paths(self) -> list[str]:
+        """Dotted module paths of the student whose outputs the loss needs."""
+        return self.s_paths
+
+    def teacher_paths(self) -> list[str]:
+        """Dotted module paths of the teacher whose outputs the loss needs (paired with :meth:`student_paths`)."""
+        return self.t_paths
+
+    def distill_losses(self, student_logits: Tensor, teacher_logits: Tensor, student_feats: Mapping[str, Tensor],
+                       teacher_feats: Mapping[str, Tensor], batch: Batch) -> LossDict:  # pragma: no cover
+        """The weighted distillation terms."""
+        raise NotImplementedError
+
+    def forward(self, batch: Batch) -> tuple[Tensor, LossDict]:
+        from ..models import FeatureExtractor  # local: keeps the import graph of this module light
+
+        with torch.no_grad(), FeatureExtractor(self.teacher, self.teacher_paths(), detach=True) as t_feats:
+            t_logits = self.teacher(batch)
+        with FeatureExtractor(self.student, self.student_paths()) as s_feats:
+            s_logits = self.student(batch)
+        losses = {"loss_ce": cross_entropy_term(s_logits, batch, self.ce_weight)} if self.ce_weight else {}
+        losses.update(self.distill_losses(s_logits, t_logits, s_feats, t_feats, batch))
+        return s_logits, losses
+
+    def deployable(self) -> nn.Module:
+        return self.student
+
+
+@dataclass
+class StageContext:
+    """What a stage builder receives.
+
+    ``cfg``: the resolved config; ``num_classes``; ``in_channels`` per modality; ``model_kwargs``: data-derived
+    model kwargs (e.g. ``num_frames`` for clips) merged under ``cfg["model"]["kwargs"]``; ``inputs``: the trained
+    networks of the stage's input stages, by stage name (the builder may modify them: they are copies).
+    """
+
+    cfg: dict[str, Any]
+    num_classes: int
+    in_channels: dict[str, int]
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, nn.Module] = field(default_factory=dict)
+
+    def modalities(self, role: str) -> list[str]:
+        """The modality list of ``role`` ("teacher", "student", ...) from ``cfg["modalities"]``."""
+        mods = self.cfg["modalities"].get(role)
+        if not mods:
+            raise KeyError(f"config has no modalities for role {role!r} (set modalities.{role})")
+        return list(mods)
+
+    def build_model(self, role: str) -> nn.Module:
+        """A fresh ``cfg.model`` network reading the modalities of ``role``, weights drawn from ``cfg.seed``."""
+        mods = self.modalities(role)
+        kwargs = {**self.model_kwargs, **self.cfg["model"].get("kwargs", {})}
+        return build_model(self.cfg["model"]["name"], modalities=mods, num_classes=self.num_classes,
+                           in_channels={m: self.in_channels[m] for m in mods if m in self.in_channels} or None,
+                           seed=int(self.cfg["seed"]), **kwargs)
+
+    def build_student(self, teacher_role: str = "teacher", student_role: str = "student") -> nn.Module:
+        """The student architecture: the ``teacher_role`` network without the missing modalities' branches.
+
+        Built from a template (not from a trained teacher), so a baseline and a distilled student of the same seed
+        start from the same weights.
+        """
+        return derive_student(self.build_model(teacher_role), self.modalities(student_role))
+
+    def input(self, name: str) -> nn.Module:
+        """The trained network of input stage ``name`` (KeyError naming it if the recipe did not declare it)."""
+        if name not in self.inputs:
+            raise KeyError(f"stage input {name!r} is not available (have {sorted(self.inputs)})")
+        return self.inputs[name]
+
+    def loss_cfg(self, name: str) -> dict[str, Any]:
+        """A copy of ``cfg["loss"][name]``."""
+        return copy.deepcopy(self.cfg["loss"][name])
+
+
+StageBuilder = Callable[[StageContext], StageModule]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a method's recipe.
+
+    ``name``: unique in the recipe; later stages refer to it in ``inputs``. ``kind``: what the stage computes (e.g.
+    ``"teacher"``, ``"student/rad"``); together with ``depends_on`` (dotted config keys its result depends on beyond
+    the common ones: seed, dataset, model, modalities, its training settings) and its inputs' keys it forms the cache
+    key, so a trained teacher is reused by every method. ``section``: the ``stages.<section>`` entry of the config
+    with its training overrides (and an optional ``checkpoint`` path to load instead of training). ``trains``:
+    False for stages that only assemble their inputs (ensembles).
+    """
+
+    name: str
+    kind: str
+    build: StageBuilder
+    inputs: tuple[str, ...] = ()
+    section: str = "student"
+    depends_on: tuple[str, ...] = ()
+    trains: bool = True

@@ -1,0 +1,58 @@
+"""The method registry: a method is a named recipe ``recipe(cfg) -> list[Stage]``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .base import Stage
+
+__all__ = ["register_method", "get_method", "list_methods", "method_stages", "Recipe"]
+
+Recipe = Callable[[Mapping[str, Any]], list[Stage]]
+_METHODS: dict[str, tuple[Recipe, str]] = {}
+
+
+def register_method(name: str, description: str = "") -> Callable[[Recipe], Recipe]:
+    """Register ``recipe(cfg) -> list[Stage]`` under ``name`` (ValueError on a duplicate name)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"method name must be a non-empty string, got {name!r}")
+
+    def deco(recipe: Recipe) -> Recipe:
+        if name in _METHODS and _METHODS[name][0] is not recipe:
+            raise ValueError(f"a method named {name!r} is already registered")
+        _METHODS[name] = (recipe, description or (recipe.__doc__ or "").strip().split("\n")[0])
+        return recipe
+
+    return deco
+
+
+def get_method(name: str) -> Recipe:
+    """The recipe registered as ``name`` (KeyError listing the known methods)."""
+    if name not in _METHODS:
+        raise KeyError(f"unknown method {name!r}; registered methods: {list_methods()}")
+    return _METHODS[name][0]
+
+
+def list_methods(with_descriptions: bool = False) -> list[str] | dict[str, str]:
+    """Registered method names (sorted), or ``{name: one-line description}``."""
+    if with_descriptions:
+        return {k: _METHODS[k][1] for k in sorted(_METHODS)}
+    return sorted(_METHODS)
+
+
+def method_stages(cfg: Mapping[str, Any]) -> list[Stage]:
+    """The stages of ``cfg["method"]``, checked: unique names, inputs refer to earlier stages."""
+    stages = get_method(cfg["method"])(cfg)
+    seen: set[str] = set()
+    for st in stages:
+        if st.name in seen:
+            raise ValueError(f"method {cfg['method']!r} has two stages named {st.name!r}")
+        missing = [i for i in st.inputs if i not in seen]
+        if missing:
+            raise ValueError(f"stage {st.name!r} of method {cfg['method']!r} takes inputs {missing} that no earlier "
+                             f"stage produces")
+        seen.add(st.name)
+    if not stages:
+        raise ValueError(f"method {cfg['method']!r} has no stages")
+    return stages

@@ -1,0 +1,284 @@
+"""The one trainer: any :class:`mmh.methods.StageModule`, step-based, resumable, DDP-ready.
+
+The trainer knows nothing of methods: it calls ``stage(batch) -> (logits, {name: weighted loss})``, sums the terms,
+steps the optimizer over ``stage.trainable_parameters()`` and the per-step scheduler, and writes, in ``out_dir``:
+
+* ``latest.pt`` (every ``checkpoint_every`` steps, at each epoch end and when stopped) and ``best.pt`` (best
+  validation metric; without validation, the last epoch);
+* ``metrics.csv`` (one row per epoch: mean loss terms, train accuracy, lr, validation metrics, wall time);
+* ``tb/`` TensorBoard scalars when ``tensorboard`` is on.
+
+``fit(resume=True)`` restores ``latest.pt`` (weights, optimizer, scheduler, scaler, RNG states, position inside the
+epoch, running sums) and continues exactly where the killed run stopped: the final weights are those of an
+uninterrupted run (bit-identical on the same machine with ``num_workers=0``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..methods.base import StageModule
+from ..utils.distributed import DistInfo, dist_info
+from ..utils.seed import get_rng_state, set_rng_state
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import EpochBatchSampler, batch_loader, to_device
+from .optim import build_optimizer, build_scheduler
+
+__all__ = ["Trainer", "TrainResult", "resolve_device"]
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> cuda when available else cpu; otherwise ``torch.device(spec)`` (ValueError if unusable)."""
+    if isinstance(spec, torch.device):
+        return spec
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} requested but CUDA is not available")
+    return dev
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns."""
+
+    step: int
+    total_steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    stopped: bool = False  # True when ``stop_after_steps`` interrupted the run before total_steps
+    steps_run: int = 0  # steps done by this call of fit
+
+    @property
+    def finished(self) -> bool:
+        """True when all steps were done."""
+        return self.step >= self.total_steps
+
+
+class Trainer:
+    """Train ``stage`` on ``train_set`` with the ``train`` config section ``tcfg``.
+
+    Args:
+        stage: the stage module (its trainable parameters are optimised).
+        train_set: dataset of dict items (see :mod:`mmh.data`).
+        tcfg: the resolved ``train`` section (see :data:`mmh.config.DEFAULTS`).
+        out_dir: folder for checkpoints, metrics.csv and TensorBoard (written on rank 0 only).
+        seed: drives the batch order (with the epoch) — the global RNGs are seeded by the caller.
+        device: torch device.
+        val_fn: optional ``val_fn(deployable) -> {metric: value}`` called every ``eval_every`` epochs and at the end.
+        val_metric: key of ``val_fn``'s result that selects ``best.pt`` (higher is better).
+        config: the full config, stored in checkpoints.
+    """
+
+    def __init__(self, stage: StageModule, train_set: Dataset, tcfg: Mapping[str, Any], *, out_dir: str | Path,
+                 seed: int = 0, device: torch.device | str = "cpu",
+                 val_fn: Callable[[nn.Module], dict[str, float]] | None = None, val_metric: str = "accuracy",
+                 config: Mapping[str, Any] | None = None) -> None:
+        if not isinstance(stage, StageModule):
+            raise TypeError(f"stage must be a StageModule, got {type(stage).__name__}")
+        self.stage, self.train_set, self.tcfg = stage, train_set, dict(tcfg)
+        self.out_dir, self.seed = Path(out_dir), int(seed)
+        self.device = resolve_device(device)
+        self.val_fn, self.val_metric, self.config = val_fn, val_metric, dict(config or {})
+        self.dist: DistInfo = dist_info()
+        self.stage.to(self.device)
+        n = len(train_set)  # type: ignore[arg-type]
+        bs = int(self.tcfg["batch_size"])
+        self.steps_per_epoch = EpochBatchSampler.batches_per_epoch(n, bs, self.dist.world_size,
+                                                                   bool(self.tcfg["drop_last"]))
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"train.batch_size {bs} x {self.dist.world_size} rank(s) exceeds the {n} training "
+                             f"samples with drop_last: no complete batch; lower batch_size or set drop_last=false")
+        if self.tcfg.get("steps") is not None:
+            self.total_steps = int(self.tcfg["steps"])
+        elif self.tcfg.get("epochs") is not None:
+            self.total_steps = int(self.tcfg["epochs"]) * self.steps_per_epoch
+        else:
+            raise ValueError("train config needs 'steps' or 'epochs'")
+        if self.total_steps < 1:
+            raise ValueError(f"train.steps / train.epochs give {self.total_steps} steps; need at least 1")
+        self.optimizer = build_optimizer(stage.trainable_parameters(), self.tcfg)
+        self.scheduler = build_scheduler(self.optimizer, self.tcfg, self.total_steps)
+        amp = self.tcfg.get("amp", "auto")
+        if amp not in ("auto", True, False):
+            raise ValueError(f"train.amp must be 'auto', true or false, got {amp!r}")
+        self.amp = (self.device.type == "cuda") if amp == "auto" else bool(amp) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        self.model: nn.Module = stage
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(
+                stage, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] = {}
+        self._sums: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume."""
+        return {"stage": self.stage.trainable_state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
+                "epoch": self.step // self.steps_per_epoch, "sums": dict(self._sums), "history": list(self.history),
+                "best": dict(self.best), "rng": get_rng_state(), "train_config": self.tcfg, "config": self.config}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (the total step count must match)."""
+        self.stage.load_trainable_state_dict(state["stage"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self._sums = int(state["step"]), dict(state["sums"])
+        self.history, self.best = list(state["history"]), dict(state["best"])
+        set_rng_state(state["rng"])
+
+    def _save(self, name: str) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.state_dict(), self.out_dir / name)
+
+    # ------------------------------------------------------------------------------------------------ loop
+    def _train_step(self, batch: dict[str, Any]) -> None:
+        batch = to_device(batch, self.device)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            logits, losses = self.model(batch)
+        if not losses:
+            raise RuntimeError(f"{type(self.stage).__name__} returned no loss terms")
+        loss = sum(losses.values())
+        if not torch.isfinite(loss.detach()):
+            terms = {k: float(v.detach()) for k, v in losses.items()}
+            raise FloatingPointError(f"non-finite loss at step {self.step}: {terms}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        clip = self.tcfg.get("grad_clip")
+        if clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.stage.trainable_parameters(), float(clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        s = self._sums
+        s["n"] = s.get("n", 0.0) + 1
+        s["loss"] = s.get("loss", 0.0) + float(loss.detach())
+        for k, v in losses.items():
+            s[k] = s.get(k, 0.0) + float(v.detach())
+        if "label" in batch:
+            s["correct"] = s.get("correct", 0.0) + float((logits.argmax(1) == batch["label"]).sum())
+            s["seen"] = s.get("seen", 0.0) + float(batch["label"].numel())
+
+    def _end_epoch(self, epoch: int, t0: float) -> None:
+        s, self._sums = self._sums, {}
+        n = max(s.pop("n", 1.0), 1.0)
+        row: dict[str, float] = {"epoch": epoch + 1, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"]}
+        correct, seen = s.pop("correct", None), s.pop("seen", None)
+        row.update({k: v / n for k, v in s.items()})
+        if seen:
+            row["train_accuracy"] = correct / seen
+        every = int(self.tcfg.get("eval_every") or 0)
+        last = self.step >= self.total_steps
+        if self.val_fn is not None and (last or (every and (epoch + 1) % every == 0)):
+            row.update({f"val_{k}": float(v) for k, v in self.val_fn(self.stage.deployable()).items()})
+        row["time_s"] = time.perf_counter() - t0 + (self.history[-1]["time_s"] if self.history else 0.0)
+        self.history.append(row)
+        key = f"val_{self.val_metric}"
+        improved = key in row and (not self.best or row[key] > self.best["value"])
+        if improved:
+            self.best = {"metric": key, "value": row[key], "step": self.step, "epoch": epoch + 1}
+        elif self.val_fn is None and last:
+            self.best = {"metric": "last", "value": None, "step": self.step, "epoch": epoch + 1}
+        self._write_csv()
+        self._log_tb(row)
+        self._save("latest.pt")
+        if improved or (self.val_fn is None and last):
+            self._save("best.pt")
+
+    def _write_csv(self) -> None:
+        if not self.dist.is_main or not self.history:
+            return
+        fields: list[str] = []
+        for row in self.history:
+            fields += [k for k in row if k not in fields]
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / "metrics.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.history)
+
+    def _log_tb(self, row: Mapping[str, float]) -> None:
+        if not (self.dist.is_main and self.tcfg.get("tensorboard")):
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(self.out_dir / "tb")) as writer:
+            for k, v in row.items():
+                if k not in ("epoch", "step") and isinstance(v, (int, float)) and math.isfinite(v):
+                    writer.add_scalar(k, v, int(row["step"]))
+
+    def fit(self, *, resume: bool = False, stop_after_steps: int | None = None) -> TrainResult:
+        """Train to ``total_steps``; ``resume`` continues from ``out_dir/latest.pt`` when it exists.
+
+        ``stop_after_steps``: stop after that many steps of this call (saving ``latest.pt``), as a killed run would;
+        a later ``fit(resume=True)`` finishes the run.
+        """
+        if stop_after_steps is not None and stop_after_steps < 1:
+            raise ValueError(f"stop_after_steps must be >= 1, got {stop_after_steps}")
+        if resume and (self.out_dir / "latest.pt").is_file():
+            self.load_state_dict(load_checkpoint(self.out_dir / "latest.pt"))
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.stage.train()
+        t0 = time.perf_counter()
+        done_here = 0
+        bar = self._progress()
+        try:
+            while self.step < self.total_steps:
+                epoch, start = divmod(self.step, self.steps_per_epoch)
+                sampler = EpochBatchSampler(
+                    len(self.train_set), int(self.tcfg["batch_size"]), seed=self.seed, epoch=epoch,  # type: ignore
+                    shuffle=True, drop_last=bool(self.tcfg["drop_last"]), start_batch=start,
+                    rank=self.dist.rank, world_size=self.dist.world_size)
+                loader = batch_loader(self.train_set, sampler, num_workers=int(self.tcfg["num_workers"]),
+                                      seed=self.seed * 100003 + epoch)
+                for batch in loader:
+                    self._train_step(batch)
+                    done_here += 1
+                    if bar is not None:
+                        bar.update(1)
+                        if self.step % max(1, int(self.tcfg.get("log_every") or 1)) == 0:
+                            bar.set_postfix(loss=f"{self._sums.get('loss', 0.0) / max(self._sums.get('n', 1), 1):.4f}")
+                    if self.step >= self.total_steps or self.step % self.steps_per_epoch == 0:
+                        break
+                    every = int(self.tcfg.get("checkpoint_every") or 0)
+                    if every and self.step % every == 0:
+                        self._save("latest.pt")
+                    if stop_after_steps is not None and done_here >= stop_after_steps:
+                        self._save("latest.pt")
+                        return TrainResult(self.step, self.total_steps, self.history, self.best, True, done_here)
+                self._end_epoch(epoch, t0)
+                t0 = time.perf_counter()
+                if stop_after_steps is not None and done_here >= stop_after_steps and self.step < self.total_steps:
+                    return TrainResult(self.step, self.total_steps, self.history, self.best, True, done_here)
+        finally:
+            if bar is not None:
+                bar.close()
+        return TrainResult(self.step, self.total_steps, self.history, self.best, False, done_here)
+
+    def _progress(self) -> Any:
+        if not (self.dist.is_main and self.tcfg.get("progress")) or self.step >= self.total_steps:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.total_steps, initial=self.step, desc=self.out_dir.name, leave=False,
+                    dynamic_ncols=True)

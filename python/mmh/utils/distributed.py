@@ -1,0 +1,101 @@
+"""Distributed helpers: rank information, process-group setup under ``torchrun``, gather with gradient."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistInfo", "dist_info", "is_main_process", "init_distributed_from_env", "all_gather_with_grad"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: ``rank`` of ``world_size`` (``local_rank`` on its node)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        """True when more than one process takes part."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0 (the process that logs and writes checkpoints)."""
+        return self.rank == 0
+
+
+def dist_info() -> DistInfo:
+    """The current process group's rank and size (rank 0 of 1 when not initialised)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return DistInfo()
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of an initialised process group."""
+    return dist_info().is_main
+
+
+def init_distributed_from_env(backend: str | None = None) -> DistInfo:
+    """Initialise the default process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment).
+
+    ``backend`` defaults to nccl when CUDA is available and gloo otherwise. Without torchrun variables this is a
+    no-op returning rank 0 of 1.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or (dist.is_available() and dist.is_initialized()):
+        return dist_info()
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not available in this build")
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group(backend=backend)
+    info = dist_info()
+    if torch.cuda.is_available():
+        torch.cuda.set_device(info.local_rank)
+    return info
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums the incoming gradients over ranks and returns this rank's slice.
+
+    Every rank computes the same global loss from the gathered tensor, so the gradient of that loss with respect to
+    this rank's local tensor is the sum over ranks of the gradients arriving at this rank's slot. After DDP averages
+    parameter gradients over the ``W`` ranks, the result equals the single-process gradient on the whole batch.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        world, rank = dist.get_world_size(), dist.get_rank()
+        sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world)]
+        dist.all_gather(sizes, torch.tensor([x.shape[0]], dtype=torch.long, device=x.device))
+        sizes_int = [int(s.item()) for s in sizes]
+        if len(set(sizes_int)) != 1:
+            raise ValueError(f"all_gather_with_grad needs the same batch size on every rank, got {sizes_int}")
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rank, ctx.n = rank, x.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (B, ...) from every rank along dim 0, in rank order, keeping the graph to the local part.
+
+    Identity when not distributed. Every rank must pass the same batch size (ValueError otherwise).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"all_gather_with_grad expects a tensor, got {type(x).__name__}")
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return _GatherWithGrad.apply(x)
