@@ -48,11 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dirs", nargs="+", type=Path)
     r.add_argument("--out", type=Path, required=True)
 
-    b = sub.add_parser("benchmark", help="run a benchmark; 'mmh' is the main job")
-    b.add_argument("name", choices=["mmh"])
-    b.add_argument("--quick", action="store_true", help="short smoke version (< 2 min)")
-    b.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; 1 with --quick)")
-    b.add_argument("--out", type=Path, default=Path("runs/benchmark_mmh"))
+    b = sub.add_parser("benchmark", help="run a benchmark: 'mmh' is the main job, 'thesis' the thesis methods")
+    b.add_argument("name", choices=["mmh", "thesis"])
+    b.add_argument("--quick", action="store_true", help="short smoke version (mmh < 2 min, thesis < 3 min)")
+    b.add_argument("--seeds", type=int, default=None,
+                   help="number of seeds (default: mmh 3, thesis 2; 1 with --quick)")
+    b.add_argument("--out", type=Path, default=None, help="output directory (default runs/benchmark_<name>)")
     b.add_argument("--workers", type=int, default=2, help="parallel processes (one thread each)")
     b.add_argument("--steps", type=int, default=None, help="override the number of training steps")
     b.add_argument("--no-antispoof", action="store_true", help="skip the ACER column (synthetic_antispoof)")
@@ -133,10 +134,18 @@ def _cmd_report(ns: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(ns: argparse.Namespace) -> int:
+    out = ns.out if ns.out is not None else Path(f"runs/benchmark_{ns.name}")
+    if ns.name == "thesis":
+        from .benchmarks_thesis import run_thesis_benchmark
+
+        seeds = ns.seeds if ns.seeds is not None else (1 if ns.quick else 2)
+        run_thesis_benchmark(quick=ns.quick, seeds=seeds, out=out, workers=ns.workers, steps=ns.steps,
+                             extra_overrides=ns.overrides)
+        return 0
     from .benchmarks import benchmark_mmh
 
     seeds = ns.seeds if ns.seeds is not None else (1 if ns.quick else 3)
-    benchmark_mmh(quick=ns.quick, seeds=seeds, out=ns.out, workers=ns.workers, steps=ns.steps,
+    benchmark_mmh(quick=ns.quick, seeds=seeds, out=out, workers=ns.workers, steps=ns.steps,
                   antispoof=not ns.no_antispoof, extra_overrides=ns.overrides)
     return 0
 
@@ -178,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         getattr(ns, target).extend(extra)
     try:
+        if ns.command in ("train", "eval"):
+            from . import methods  # noqa: F401  (registers every method and its loss.* config defaults first)
         return _COMMANDS[ns.command](ns)
     except (FileNotFoundError, KeyError, ValueError, TypeError) as exc:
         if os.environ.get("MMH_DEBUG"):

@@ -1,7 +1,8 @@
 """Methods: recipes of stages (see :mod:`mmh.methods.base`), in a registry.
 
 Built in: ``teacher``, ``baseline``, ``kd``, ``rad``, ``rad_noweight``, ``rad_global``, ``dad``, ``rad_dad``,
-``mars``, ``mers``. Register your own with :func:`register_method`::
+``mars``, ``mers``, and the thesis methods of :mod:`mmh.methods.thesis` (``multistream``, ``hoffman``, ``moddrop``,
+``admd``, ``admd_naive``, ``dmcl``, ``mcl_independent``, ``smcl``, ``cmcl``, ``mcl_random``). Register your own with :func:`register_method`::
 
     @register_method("my_kd")
     def my_kd(cfg):
@@ -24,3 +25,5 @@ __all__ = [
     "ensemble_stage", "freeze", "get_method", "kd_loss", "list_methods", "method_stages", "register_method",
     "teacher_stage",
 ]
+
+from . import thesis  # noqa: E402,F401  (registers the thesis methods and their loss.* config defaults)

@@ -1,0 +1,263 @@
+"""``mmh benchmark thesis``: the thesis methods on the built-in ``synthetic_motion`` task.
+
+Every run goes through the ordinary runner (configs ``configs/thesis/<method>.yaml``) in worker processes of one
+thread, phase by phase so that shared stages (step 1 / step 2 of the multiplier nets, the ADMD streams) are
+trained once per seed and then taken from the cache. Afterwards the saved models are evaluated for the thesis's
+tables: accuracy after each of the four steps (and the ablations); the MCL comparison (per modality, Σ, Φ);
+ADMD vs its baselines; the noisy-depth sweep (two-stream vs hallucination) and ADMD's switch signal.
+
+Writes ``OUT/results.json`` (``methods``: one entry per method ``{"accuracy": [per seed], "mean", "std"}``, the
+MCL entries with ``"sum"`` and ``"oracle"``; plus ``steps``, ``mcl``, ``noise_sweep``, ``switch_signal``,
+``settings``, ``wall_time_s``), ``OUT/results.md`` and ``OUT/noise_sweep.png``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .report import mean_std
+from .utils.io import write_json
+
+__all__ = ["run_thesis_benchmark", "THESIS_PHASES", "MCL_METHODS", "STEP_VARIANTS"]
+
+MCL_METHODS: tuple[str, ...] = ("mcl_independent", "smcl", "cmcl", "dmcl", "mcl_random")
+STEP_VARIANTS: tuple[str, ...] = ("multistream", "multistream_noconn", "multistream_gd_only",
+                                  "multistream_hall_only", "multistream_inverted")
+#: Phases: the runs of a phase run in parallel; later phases reuse the cached stages of earlier ones.
+THESIS_PHASES: tuple[tuple[str, ...], ...] = (
+    ("multistream", "admd", "dmcl", "mcl_independent"),
+    ("multistream_noconn", "multistream_gd_only", "multistream_hall_only", "multistream_inverted", "hoffman",
+     "moddrop", "admd_naive", "smcl", "cmcl", "mcl_random"),
+)
+QUICK_OVERRIDES: tuple[str, ...] = ("train.steps=30", "dataset.split_kwargs={train: {size: 128}, test: {size: 120}}")
+
+Job = tuple[str, int, tuple[str, ...], str]  # method (config name), seed, overrides, run dir
+
+
+def _run_job(job: Job) -> dict[str, Any]:
+    """Worker: one run of the ordinary runner, one thread, quiet."""
+    torch.set_num_threads(1)
+    from . import methods  # noqa: F401
+    from .config import find_config, load_config
+    from .methods import thesis  # noqa: F401  (registers the thesis methods and their config defaults)
+    from .train.runner import run_experiment
+
+    method, seed, overrides, run_dir = job
+    cfg = load_config(find_config(f"thesis/{method}"), [f"seed={seed}", *overrides])
+    t0 = time.perf_counter()
+    res = run_experiment(cfg, run_dir=run_dir, log=lambda _m: None)
+    res["wall_s"] = time.perf_counter() - t0
+    return res
+
+
+def _map(jobs: list[Job], workers: int) -> list[dict[str, Any]]:
+    if workers <= 1 or len(jobs) <= 1:
+        return [_run_job(j) for j in jobs]
+    with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+        return pool.map(_run_job, jobs, chunksize=1)
+
+
+def _entry(values: Sequence[float], **extra: Sequence[float]) -> dict[str, Any]:
+    mean, std = mean_std(values)
+    out: dict[str, Any] = {"accuracy": [float(v) for v in values], "mean": mean, "std": std}
+    for k, v in extra.items():
+        out[k] = [float(x) for x in v]
+        out[f"{k}_mean"] = mean_std(v)[0]
+    return out
+
+
+def _fmt(vals: Sequence[float]) -> str:
+    m, s = mean_std(vals)
+    return f"{100 * m:.1f} ± {100 * s:.1f}"
+
+
+def _analyse(results: dict[tuple[str, int], dict[str, Any]], seeds: int, eval_set: Any, eval_set_mcl: Any
+             ) -> dict[str, Any]:
+    """Evaluate the saved models for the thesis tables."""
+    from .evaluation_thesis import SIGMA2_GRID, mcl_metrics, noise_sweep, noisy_batches, stream_logits
+    from .evaluation import accuracy
+    from .methods.thesis import discriminator_from_state, fake_probability
+    from .train.checkpoint import load_checkpoint, load_model
+    from .train.data import eval_batches
+
+    def model(method: str, seed: int, stage: str) -> torch.nn.Module:
+        res = results[(method, seed)]
+        src = res["stages"][stage].get("source", "")
+        folder = Path(src.split(":", 1)[1]) if src.startswith("cache:") else Path(res["run_dir"]) / "stages" / stage
+        return load_model(folder / "model.pt")
+
+    def stage_acc(method: str, seed: int, stage: str) -> float:
+        return float(results[(method, seed)]["stages"][stage]["metrics"]["accuracy"])
+
+    out: dict[str, Any] = {"steps": {}, "mcl": {}, "noise_sweep": {}, "switch_signal": {}, "admd": {}}
+    # accuracy after each step (+ per-stream accuracy of the step-1 and step-2 nets)
+    for variant in STEP_VARIANTS:
+        rows: dict[str, list[float]] = {}
+        for s in range(seeds):
+            for st in ("step1", "step2"):
+                per, labels = stream_logits(model(variant, s, st), eval_batches(eval_set, 256))
+                for stream, z in per.items():
+                    rows.setdefault(f"{st} {stream} stream", []).append(accuracy(z, labels))
+                rows.setdefault(f"{st} two-stream (RGB+D)", []).append(stage_acc(variant, s, st))
+            rows.setdefault("step3 RGB+hall (RGB input)", []).append(stage_acc(variant, s, "step3"))
+            rows.setdefault("step4 RGB+hall fine-tuned (RGB input)", []).append(stage_acc(variant, s, "step4"))
+        out["steps"][variant] = rows
+    # MCL comparison
+    for method in MCL_METHODS:
+        rows = {}
+        for s in range(seeds):
+            for k, v in mcl_metrics(model(method, s, "mcl"), eval_set_mcl).items():
+                rows.setdefault(k.replace("accuracy/", ""), []).append(v)
+        out["mcl"][method] = rows
+    # noise sweep: two-stream (step 2) and ModDrop with noisy depth, hallucination (step 4, no depth)
+    sweep: dict[str, dict[str, list[float]]] = {"two-stream (step 2)": {}, "ModDrop": {}, "ADMD streams (RGB+D)": {}}
+    for s in range(seeds):
+        for label, (method, stage) in {"two-stream (step 2)": ("multistream", "step2"),
+                                       "ModDrop": ("moddrop", "moddrop"),
+                                       "ADMD streams (RGB+D)": ("admd", "streams")}.items():
+            for k, v in noise_sweep(model(method, s, stage), eval_set, seed=s).items():
+                sweep[label].setdefault(k, []).append(v)
+    hall = [stage_acc("multistream", s, "step4") for s in range(seeds)]
+    admd = [stage_acc("admd", s, "fusion") for s in range(seeds)]
+    sweep["hallucination (step 4, RGB only)"] = {str(k): hall for k in SIGMA2_GRID}
+    sweep["ADMD (RGB + hallucination)"] = {str(k): admd for k in SIGMA2_GRID}
+    out["noise_sweep"] = sweep
+    # ADMD: hallucination alone and the switch signal of each adversarial variant
+    for method in ("admd", "admd_naive"):
+        sig: dict[str, list[float]] = {}
+        hall_only = []
+        for s in range(seeds):
+            run = Path(results[(method, s)]["run_dir"])
+            streams = model(method, s, "streams")
+            hall_net = model(method, s, "hallucination")
+            hall_only.append(stage_acc(method, s, "hallucination"))
+            state = load_checkpoint(run / "stages" / "hallucination" / "latest.pt")["stage"]
+            disc = discriminator_from_state(state, hall_net.streams["hall"].bottleneck.out_channels)
+            for s2 in SIGMA2_GRID:
+                sig.setdefault(str(s2), []).append(
+                    fake_probability(streams, disc, noisy_batches(eval_set, 256, "depth", s2, seed=s)))
+        out["switch_signal"][method] = sig
+        out["admd"][method] = {"hallucination alone": hall_only,
+                               "RGB + hallucination": [stage_acc(method, s, "fusion") for s in range(seeds)]}
+    out["admd"]["streams"] = {}
+    for s in range(seeds):
+        per, labels = stream_logits(model("admd", s, "streams"), eval_batches(eval_set, 256))
+        for stream, z in per.items():
+            out["admd"]["streams"].setdefault(f"{stream} stream", []).append(accuracy(z, labels))
+        out["admd"]["streams"].setdefault("RGB+D two-stream", []).append(stage_acc("admd", s, "streams"))
+    return out
+
+
+def _tables(methods: dict[str, Any], a: dict[str, Any]) -> str:
+    lines = ["### Modality distillation with multiplier networks (ch. 3): accuracy after each step (%)", ""]
+    variants = list(a["steps"])
+    lines += ["| row | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    for row in a["steps"][variants[0]]:
+        lines.append(f"| {row} | " + " | ".join(_fmt(a["steps"][v][row]) for v in variants) + " |")
+    lines += ["", "| baseline | accuracy (RGB input at test) |", "|---|---|",
+              f"| Hoffman et al. (end to end, no connections) | {_fmt(methods['hoffman']['accuracy'])} |",
+              f"| ModDrop, RGB + blank depth | {_fmt(methods['moddrop']['accuracy'])} |",
+              f"| ModDrop, RGB + depth | {_fmt(methods['moddrop']['with_depth'])} |", ""]
+    lines += ["### MCL comparison (ch. 5, RGB / depth / flow networks): accuracy (%)", ""]
+    cols = [c for c in a["mcl"][MCL_METHODS[0]] if c not in ("sum", "oracle")] + ["sum", "oracle"]
+    lines += ["| method | " + " | ".join("Σ" if c == "sum" else "Φ" if c == "oracle" else c for c in cols) + " |",
+              "|---|" + "---|" * len(cols)]
+    for m in MCL_METHODS:
+        lines.append(f"| {m} | " + " | ".join(_fmt(a["mcl"][m][c]) for c in cols) + " |")
+    lines += ["", "### ADMD (ch. 4) vs its baselines: accuracy (%)", "", "| model | test input | accuracy |",
+              "|---|---|---|"]
+    for k, v in a["admd"]["streams"].items():
+        lines.append(f"| ADMD step 1, {k} | {'RGB+D' if 'two' in k else k.split()[0]} | {_fmt(v)} |")
+    for m in ("admd", "admd_naive"):
+        for k, v in a["admd"][m].items():
+            lines.append(f"| {m}: {k} | RGB | {_fmt(v)} |")
+    lines.append(f"| ModDrop (RGB + blank depth) | RGB | {_fmt(methods['moddrop']['accuracy'])} |")
+    lines.append(f"| Hoffman et al. | RGB | {_fmt(methods['hoffman']['accuracy'])} |")
+    grid = list(next(iter(a["noise_sweep"].values())))
+    lines += ["", "### Noisy depth at test time (speckle σ²): accuracy (%) and ADMD's switch signal p(fake)", "",
+              "| model | " + " | ".join(grid) + " |", "|---|" + "---|" * len(grid)]
+    for label, curve in a["noise_sweep"].items():
+        lines.append(f"| {label} | " + " | ".join(_fmt(curve[g]) for g in grid) + " |")
+    for m, curve in a["switch_signal"].items():
+        lines.append(f"| p(fake), {m} D | " + " | ".join(f"{mean_std(curve[g])[0]:.3f}" for g in grid) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_thesis_benchmark(quick: bool = False, seeds: int = 2, out: str | Path | None = None, *, workers: int = 2,
+                         steps: int | None = None, extra_overrides: Sequence[str] = (),
+                         log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the thesis comparison; write ``out/results.json`` (default ``runs/benchmark_thesis``) and return it.
+
+    ``quick``: 30 steps on 128 training clips (a smoke run of the whole pipeline). ``seeds``: seeds 0..seeds-1.
+    ``workers``: parallel processes. ``steps``: override the training steps of every stage.
+    """
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    t_start = time.perf_counter()
+    out = Path(out) if out is not None else Path("runs/benchmark_thesis")
+    out.mkdir(parents=True, exist_ok=True)
+    # a fresh stage cache: ADMD's discriminator (for the switch signal) lives in the stage checkpoint of a run that
+    # trained it, which a cache hit would skip
+    shutil.rmtree(out / "cache", ignore_errors=True)
+    over = ["train.progress=false", f"output.cache={out / 'cache'}", *(QUICK_OVERRIDES if quick else ()),
+            *([f"train.steps={steps}"] if steps is not None else []), *extra_overrides]
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    for phase in THESIS_PHASES:
+        jobs: list[Job] = [(m, s, tuple(over), str(out / "runs" / f"{m}-s{s}")) for m in phase for s in range(seeds)]
+        t0 = time.perf_counter()
+        for job, res in zip(jobs, _map(jobs, workers), strict=True):
+            results[(job[0], job[1])] = res
+        log(f"phase {'+'.join(phase)}: {len(jobs)} runs in {time.perf_counter() - t0:.1f}s")
+
+    torch.set_num_threads(max(1, workers))
+    from . import methods  # noqa: F401
+    from .config import find_config, load_config
+    from .methods import thesis  # noqa: F401
+    from .train.runner import load_split
+
+    cfg = load_config(find_config("thesis/multistream"), over)
+    cfg_mcl = load_config(find_config("thesis/dmcl"), over)
+    eval_set = load_split(cfg, cfg["dataset"]["eval_split"])
+    eval_set_mcl = load_split(cfg_mcl, cfg_mcl["dataset"]["eval_split"])
+    t0 = time.perf_counter()
+    a = _analyse(results, seeds, eval_set, eval_set_mcl)
+    log(f"evaluation in {time.perf_counter() - t0:.1f}s")
+
+    def final(m: str) -> list[float]:
+        return [float(results[(m, s)]["final"]["accuracy"]) for s in range(seeds)]
+
+    methods_out: dict[str, Any] = {}
+    for m in STEP_VARIANTS + ("hoffman", "admd", "admd_naive"):
+        methods_out[m] = _entry(final(m))
+    for m in MCL_METHODS:
+        methods_out[m] = _entry(a["mcl"][m]["sum"], sum=a["mcl"][m]["sum"], oracle=a["mcl"][m]["oracle"])
+    blank = a["noise_sweep"]["ModDrop"]["void"]
+    methods_out["moddrop"] = {**_entry(blank), "with_depth": final("moddrop")}
+    for label, m in (("two_stream", "multistream"),):
+        methods_out[f"{label}_step2"] = _entry([float(results[(m, s)]["stages"]["step2"]["metrics"]["accuracy"])
+                                                 for s in range(seeds)])
+    from .evaluation_thesis import plot_noise_sweep
+
+    curves = {k: {g: mean_std(v)[0] for g, v in c.items()} for k, c in a["noise_sweep"].items()}
+    plot_noise_sweep(curves, out / "noise_sweep.png")
+    plot_noise_sweep({f"p(fake), {m}": {g: mean_std(v)[0] for g, v in c.items()}
+                      for m, c in a["switch_signal"].items()}, out / "switch_signal.png",
+                     title="ADMD switch signal on noisy depth", ylabel="mean p(fake)")
+    table = _tables(methods_out, a)
+    payload = {"methods": methods_out, **a,
+               "settings": {"quick": quick, "seeds": seeds, "workers": workers, "overrides": over},
+               "wall_time_s": round(time.perf_counter() - t_start, 1)}
+    write_json(payload, out / "results.json")
+    (out / "results.md").write_text(table)
+    log(table)
+    log(f"wall time {payload['wall_time_s']:.1f}s; results in {out / 'results.json'}")
+    return payload

@@ -1,0 +1,208 @@
+"""Pieces shared by the thesis methods: method settings, stream surgery, distillation losses, per-stream CE.
+
+* :func:`method_cfg` — a method's settings: code defaults (:data:`LOSS_DEFAULTS`) under ``cfg["loss"][name]``.
+* :func:`copy_stream` — initialise one stream of a multi-stream net from another's (the hallucination stream from
+  the depth stream); a first convolution with a different number of input channels is *inflated*: the source
+  kernel of each input plane is spread evenly over the corresponding target planes (time folded into channels
+  keeps its frame order), so a constant input gives the same response.
+* :func:`soft_cross_entropy`, :func:`generalized_distillation` (Lopez-Paz et al.; thesis Eq. 3.5/5.3),
+  :func:`hallucination_loss` (thesis Eq. 3.3) — every reduction and the T² choice explicit.
+* :class:`StreamsCE` — every stream of a late-fusion net trained with its own CE (thesis ch. 3 step 1: the
+  streams alone; with no cross-stream connection the sum of CEs gives each stream exactly its own gradient).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...models import build_model
+from ..base import Batch, LossDict, StageContext, StageModule, cross_entropy_term
+
+__all__ = [
+    "LOSS_DEFAULTS", "method_cfg", "register_loss_defaults", "copy_stream", "soft_cross_entropy",
+    "generalized_distillation", "hallucination_loss", "StreamsCE", "stream_names", "freeze_parts",
+    "HALL_REDUCTIONS", "build_net",
+]
+
+#: Default settings of the thesis methods, by ``loss.<name>`` section (a config overrides any of them).
+LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mcl": {"temperature": 2.0, "kd_weight": 1.0, "winner_ce": 1.0, "loser_ce": 1.0, "beta": 0.75},
+    "multistream": {"alpha": 0.5, "lam": 0.5, "temperature": 10.0, "t_squared": False, "student_temperature": True,
+                    "hall_layers": ["layer4"], "hall_reduction": "mean", "hall_scale": 1.0, "gd_on": "fused",
+                    "connections": True, "direction": "depth_to_rgb", "step2_loss": "fused"},
+    "hoffman": {"gamma": 1.0, "hall_layers": ["layer4"], "hall_reduction": "mean"},
+    "moddrop": {"p_drop": 0.5, "modality": "depth"},
+    "admd": {"frame_conditioning": True, "hidden": [128, 64], "d_weight": 1.0, "h_weight": 1.0, "h_ce": 0.0,
+             "naive": False},
+}
+
+
+def register_loss_defaults(defaults: dict[str, Any]) -> None:
+    """Add :data:`LOSS_DEFAULTS` to ``defaults["loss"]`` (the config DEFAULTS) without overwriting entries, so
+    YAML files may set ``loss.mcl``, ``loss.multistream``, ... (unknown keys stay an error)."""
+    for name, value in LOSS_DEFAULTS.items():
+        defaults["loss"].setdefault(name, copy.deepcopy(value))
+
+
+def method_cfg(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``LOSS_DEFAULTS[name]`` updated with ``cfg["loss"][name]``; KeyError naming an unknown setting."""
+    given = dict((cfg.get("loss") or {}).get(name) or {})
+    unknown = [k for k in given if k not in LOSS_DEFAULTS[name]]
+    if unknown:
+        raise KeyError(f"config section loss.{name} has unknown keys {unknown}; known: {sorted(LOSS_DEFAULTS[name])}")
+    return {**copy.deepcopy(LOSS_DEFAULTS[name]), **given}
+
+
+def build_net(ctx: StageContext, role: str, **overrides: Any) -> nn.Module:
+    """``cfg.model`` on ``modalities.<role>``, weights from ``cfg.seed``; ``overrides`` replace model kwargs."""
+    mods = ctx.modalities(role)
+    kwargs = {**ctx.model_kwargs, **ctx.cfg["model"].get("kwargs", {}), **overrides}
+    return build_model(ctx.cfg["model"]["name"], modalities=mods, num_classes=ctx.num_classes,
+                       in_channels={m: ctx.in_channels[m] for m in mods if m in ctx.in_channels} or None,
+                       seed=int(ctx.cfg["seed"]), **kwargs)
+
+
+def stream_names(model: nn.Module) -> list[str]:
+    """Stream names of a late-fusion net (TypeError if ``model`` has no ``streams``)."""
+    streams = getattr(model, "streams", None)
+    if not isinstance(streams, nn.ModuleDict):
+        raise TypeError(f"{type(model).__name__} is not a multi-stream network (no 'streams' ModuleDict)")
+    return list(streams)
+
+
+def _first_conv_inflate(src: Tensor, dst_shape: torch.Size) -> Tensor:
+    """Spread a conv kernel over more input planes: (O, Cs, k, k) -> (O, Cd, k, k), Cd a multiple r of Cs; target
+    plane j takes source plane ``j // r`` divided by r. With time folded into channels (plane t*C + c) this maps
+    frame t of a 1-channel source onto the C planes of frame t of the target."""
+    cs, cd = src.shape[1], dst_shape[1]
+    if src.shape[0] != dst_shape[0] or src.shape[2:] != dst_shape[2:] or cd % cs:
+        raise ValueError(f"cannot inflate a kernel of shape {tuple(src.shape)} to {tuple(dst_shape)}")
+    r = cd // cs
+    return src.repeat_interleave(r, dim=1) / r
+
+
+@torch.no_grad()
+def copy_stream(dst: nn.Module, dst_stream: str, src: nn.Module, src_stream: str, *, head: bool = True) -> None:
+    """Copy stream ``src_stream`` of ``src`` (and its head if ``head``) into stream ``dst_stream`` of ``dst``.
+
+    Tensors of equal shape are copied; a 4-D weight whose input-channel count differs by an integer factor (the
+    first conv when the input modality changes, e.g. depth 1 channel -> RGB 3 channels, per frame) is inflated
+    (see the module docstring). Anything else that differs is a ValueError naming the parameter.
+    """
+    pairs = [(dst.streams[dst_stream], src.streams[src_stream])]
+    if head:
+        pairs.append((dst.heads[dst_stream], src.heads[src_stream]))
+    for d_mod, s_mod in pairs:
+        s_state = s_mod.state_dict()
+        d_state = d_mod.state_dict()
+        if s_state.keys() != d_state.keys():
+            raise ValueError(f"streams {src_stream!r} and {dst_stream!r} have different layers: "
+                             f"{sorted(set(s_state) ^ set(d_state))[:5]}")
+        new = {}
+        for k, v in s_state.items():
+            want = d_state[k].shape
+            if v.shape == want:
+                new[k] = v.clone()
+            elif v.dim() == 4 and v.shape[0] == want[0] and v.shape[2:] == want[2:]:
+                new[k] = _first_conv_inflate(v, want)
+            else:
+                raise ValueError(f"cannot copy {src_stream}.{k} {tuple(v.shape)} into {dst_stream}.{k} "
+                                 f"{tuple(want)}")
+        d_mod.load_state_dict(new)
+
+
+def soft_cross_entropy(student_logits: Tensor, target_logits: Tensor, temperature: float, *,
+                       student_temperature: bool = True) -> Tensor:
+    """Batch mean of ``-sum_k softmax(t/T)_k log softmax(s/T')_k`` with ``T' = T`` if ``student_temperature`` else 1.
+
+    The target is detached (the teacher receives no gradient from this loss)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if student_logits.shape != target_logits.shape or student_logits.dim() != 2:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and target logits "
+                         f"{tuple(target_logits.shape)} must be equal (B, K) shapes")
+    t_s = temperature if student_temperature else 1.0
+    p_t = F.softmax(target_logits.detach() / temperature, dim=1)
+    return -(p_t * F.log_softmax(student_logits / t_s, dim=1)).sum(1).mean()
+
+
+def generalized_distillation(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, *, lam: float,
+                             temperature: float, t_squared: bool = False, student_temperature: bool = True
+                             ) -> dict[str, Tensor]:
+    """Generalized distillation, thesis Eq. 3.5: ``(1-λ) CE(y, s) + λ [T²] CE(softmax(t/T), softmax(s/T'))``.
+
+    Returns the two weighted terms ``{"hard": ..., "soft": ...}`` (batch means). ``t_squared`` multiplies the soft
+    term by T² (Hinton's gradient-scale correction; the thesis's reference code did not); ``student_temperature``
+    softens the student at T too (reference code) or leaves it at 1.
+    """
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam (λ) must lie in [0, 1], got {lam}")
+    soft = soft_cross_entropy(student_logits, teacher_logits, temperature, student_temperature=student_temperature)
+    if t_squared:
+        soft = soft * temperature**2
+    return {"hard": (1.0 - lam) * F.cross_entropy(student_logits, labels), "soft": lam * soft}
+
+
+#: Reductions of :func:`hallucination_loss` over (B, C, H, W) squared differences.
+HALL_REDUCTIONS = ("mean", "sample_sum", "sum")
+
+
+def hallucination_loss(student_map: Tensor, teacher_map: Tensor, reduction: str = "mean") -> Tensor:
+    """``‖σ(A_t) − σ(A_s)‖²`` (thesis Eq. 3.3) with the teacher map detached.
+
+    ``reduction``: ``"mean"`` over every element; ``"sample_sum"``: sum per sample, mean over the batch;
+    ``"sum"``: sum over everything (the reference code, which then scaled it by 0.01).
+    """
+    if student_map.shape != teacher_map.shape:
+        raise ValueError(f"hallucination loss: student map {tuple(student_map.shape)} and teacher map "
+                         f"{tuple(teacher_map.shape)} differ in shape")
+    if reduction not in HALL_REDUCTIONS:
+        raise ValueError(f"hall_reduction must be one of {HALL_REDUCTIONS}, got {reduction!r}")
+    sq = (torch.sigmoid(student_map) - torch.sigmoid(teacher_map.detach())).pow(2)
+    if reduction == "mean":
+        return sq.mean()
+    if reduction == "sum":
+        return sq.sum()
+    return sq.flatten(1).sum(1).mean()
+
+
+def freeze_parts(model: nn.Module, prefixes: tuple[str, ...]) -> list[nn.Module]:
+    """Turn off gradients of the sub-modules of ``model`` named by ``prefixes`` (dotted paths); return them (the
+    caller keeps them in eval mode). KeyError naming a path that does not exist."""
+    mods = dict(model.named_modules())
+    out = []
+    for p in prefixes:
+        if p not in mods:
+            raise KeyError(f"{type(model).__name__} has no sub-module {p!r}")
+        for prm in mods[p].parameters():
+            prm.requires_grad_(False)
+        out.append(mods[p])
+    return out
+
+
+class StreamsCE(StageModule):
+    """Each stream of a late-fusion net trained with its own CE (``loss_ce/<stream>`` terms, weight ``ce``).
+
+    ``fused`` > 0 adds that weight times the CE of the averaged logits. Deployable: the net.
+    """
+
+    def __init__(self, model: nn.Module, ce: float = 1.0, fused: float = 0.0) -> None:
+        super().__init__()
+        stream_names(model)
+        self.model, self.ce, self.fused = model, float(ce), float(fused)
+
+    def forward(self, batch: Batch) -> tuple[Tensor, LossDict]:
+        logits, per = self.model.forward_all(batch)
+        losses = {f"loss_ce/{s}": cross_entropy_term(z, batch, self.ce) for s, z in per.items()}
+        if self.fused:
+            losses["loss_ce/fused"] = cross_entropy_term(logits, batch, self.fused)
+        return logits, losses
+
+    def deployable(self) -> nn.Module:
+        return self.model

@@ -1,0 +1,110 @@
+"""ADMD: target layout and label flipping, 1:1 updates without gradient leaks, the switch signal."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmh.methods.thesis import ADMDStage, admd_targets, discriminator_from_state, fake_probability
+from mmh.methods.thesis.common import copy_stream
+from mmh.models import FrameDiscriminator, build_model
+
+
+def _nets(naive: bool = False, frames: int = 3):
+    depth = build_model("small_framewise", modalities=("rgb", "depth"), num_classes=3, width=4, shared_width=4,
+                        bottleneck=6, num_frames=frames, seed=0)
+    hall = build_model("small_framewise", modalities=("rgb",), num_classes=3, width=4, shared_width=4,
+                       bottleneck=6, num_frames=frames, streams={"hall": "rgb"}, seed=1)
+    copy_stream(hall, "hall", depth, "depth")
+    torch.manual_seed(0)
+    disc = FrameDiscriminator(6, 1 if naive else 3, frames, (8,))
+    return depth, hall, disc
+
+
+def _batch(b: int = 4, t: int = 3):
+    g = torch.Generator().manual_seed(0)
+    return {"rgb": torch.rand(b, t, 3, 32, 32, generator=g), "depth": torch.rand(b, t, 1, 32, 32, generator=g),
+            "label": torch.tensor([0, 1, 2, 1])[:b], "frame_index": torch.arange(t).repeat(b, 1)}
+
+
+def test_target_layout_and_label_flipping():
+    y = torch.tensor([0, 2, 1])
+    real, fake, h = admd_targets(y, 3, naive=False)
+    assert real.tolist() == [0, 2, 1]  # real depth features -> their class
+    assert fake.tolist() == [3, 3, 3]  # hallucinated -> the extra "fake" class C
+    assert h.tolist() == [0, 2, 1]  # H wants its features assigned to the true class (flipped from "fake")
+    real, fake, h = admd_targets(y, 3, naive=True)
+    assert real.tolist() == [0, 0, 0] and fake.tolist() == [1, 1, 1] and h.tolist() == [0, 0, 0]
+    assert FrameDiscriminator(4, 3, 2, (5,)).fake_index == 3
+
+
+def test_losses_by_hand_and_no_gradient_leak():
+    depth, hall, disc = _nets()
+    stage = ADMDStage(hall, depth, disc)
+    stage.train()
+    batch = _batch()
+    _, losses = stage(batch)
+    # hand computation of both losses from the features
+    with torch.no_grad():
+        rpath, fpath = "streams.depth.bottleneck", "streams.hall.bottleneck"
+        from mmh.models import FeatureExtractor
+        with FeatureExtractor(depth, [rpath]) as rf:
+            depth(batch)
+        with FeatureExtractor(hall, [fpath]) as ff:
+            hall(batch)
+        fi = batch["frame_index"].reshape(-1)
+        y = batch["label"].repeat_interleave(3)
+        ce = torch.nn.functional.cross_entropy
+        d_want = ce(disc(rf[rpath].flatten(1), fi), y) + ce(disc(ff[fpath].flatten(1), fi), torch.full_like(y, 3))
+        h_want = ce(disc(ff[fpath].flatten(1), fi), y)
+    assert losses["loss_d"].item() == pytest.approx(d_want.item(), rel=1e-5)
+    assert losses["loss_h"].item() == pytest.approx(h_want.item(), rel=1e-5)
+    h_params = list(hall.parameters())
+    d_params = list(disc.parameters())
+    g_d = torch.autograd.grad(losses["loss_d"], h_params + d_params, allow_unused=True, retain_graph=True)
+    g_h = torch.autograd.grad(losses["loss_h"], h_params + d_params, allow_unused=True)
+    n = len(h_params)
+    assert all(g is None or g.abs().sum() == 0 for g in g_d[:n])  # D's loss does not move H
+    assert any(g is not None and g.abs().sum() > 0 for g in g_d[n:])
+    assert all(g is None or g.abs().sum() == 0 for g in g_h[n:])  # H's loss does not move D
+    assert any(g is not None and g.abs().sum() > 0 for g in g_h[:n])
+    assert all(not p.requires_grad for p in depth.parameters()) and not depth.training
+
+
+def test_naive_and_frame_index_errors():
+    depth, hall, disc = _nets(naive=True)
+    _, losses = ADMDStage(hall, depth, disc, naive=True)(_batch())
+    assert set(losses) == {"loss_d", "loss_h"}
+    depth, hall, disc = _nets()
+    stage = ADMDStage(hall, depth, disc)
+    bad = _batch()
+    del bad["frame_index"]
+    with pytest.raises(KeyError, match="frame_index"):
+        stage(bad)
+    with pytest.raises(ValueError, match="frame_conditioning"):
+        ADMDStage(hall, depth, disc, frame_conditioning=False)
+
+
+def test_switch_signal_and_discriminator_roundtrip():
+    depth, hall, disc = _nets()
+    stage = ADMDStage(hall, depth, disc)
+    d2 = discriminator_from_state(stage.state_dict(), 6)
+    assert (d2.num_classes, d2.num_frames) == (3, 3)
+    assert all(torch.equal(a, b) for a, b in zip(disc.state_dict().values(), d2.state_dict().values(), strict=True))
+    p = fake_probability(depth, d2, [_batch(), _batch(2)])
+    assert 0.0 < p < 1.0
+    with pytest.raises(KeyError):
+        discriminator_from_state({}, 6)
+
+
+def test_framewise_concat_sees_frame_order_mean_does_not():
+    batch = _batch()
+    rev = {**batch, "rgb": batch["rgb"].flip(1), "depth": batch["depth"].flip(1)}
+    cat = build_model("small_framewise", modalities=("rgb", "depth"), num_classes=3, width=4, shared_width=4,
+                      bottleneck=6, num_frames=3, seed=0).eval()
+    mean = build_model("small_framewise", modalities=("rgb", "depth"), num_classes=3, width=4, shared_width=4,
+                       bottleneck=6, num_frames=3, temporal="mean", seed=0).eval()
+    assert not torch.allclose(cat(batch), cat(rev), atol=1e-5)
+    assert torch.allclose(mean(batch), mean(rev), atol=1e-5)
+    with pytest.raises(ValueError, match="temporal"):
+        build_model("small_framewise", modalities=("rgb",), num_classes=3, temporal="max")

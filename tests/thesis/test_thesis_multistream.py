@@ -1,0 +1,139 @@
+"""Modality distillation with multiplier networks: losses by hand, where the injection goes, step 3 set-up."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mmh.methods.base import StageContext
+from mmh.methods.thesis import HallucinationStage, copy_stream, generalized_distillation, hallucination_loss
+from mmh.methods.thesis.multistream import _build_step3
+from mmh.models import GatedBasicBlock, build_model
+
+pytest.importorskip("mmh_ext")
+
+
+def _net(**kw):
+    return build_model("small_multiplier", modalities=("rgb", "depth"), num_classes=3, num_frames=2, width=4,
+                       seed=0, **kw)
+
+
+def _clip_batch(b: int = 4) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {"rgb": torch.rand(b, 2, 3, 32, 32, generator=g), "depth": torch.rand(b, 2, 1, 32, 32, generator=g),
+            "label": torch.arange(b) % 3}
+
+
+def test_hallucination_loss_by_hand_and_reductions():
+    s = torch.tensor([[[[0.0, 1.0]]], [[[2.0, -1.0]]]])  # (2, 1, 1, 2)
+    t = torch.zeros_like(s)
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    sq = [(sig(v) - 0.5) ** 2 for v in (0.0, 1.0, 2.0, -1.0)]
+    assert hallucination_loss(s, t, "mean").item() == pytest.approx(sum(sq) / 4, rel=1e-6)
+    assert hallucination_loss(s, t, "sum").item() == pytest.approx(sum(sq), rel=1e-6)
+    assert hallucination_loss(s, t, "sample_sum").item() == pytest.approx(sum(sq) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="hall_reduction"):
+        hallucination_loss(s, t, "max")
+    with pytest.raises(ValueError, match="shape"):
+        hallucination_loss(s, t[:1], "mean")
+
+
+def test_generalized_distillation_by_hand():
+    zs, zt, y = torch.tensor([[1.0, 0.0, -1.0]]), torch.tensor([[0.0, 2.0, 0.0]]), torch.tensor([2])
+    lam, t = 0.25, 4.0
+
+    def sm(z, temp):
+        e = [math.exp(v / temp) for v in z]
+        return [v / sum(e) for v in e]
+
+    hard = -math.log(sm([1.0, 0.0, -1.0], 1.0)[2])
+    pt, ps = sm([0.0, 2.0, 0.0], t), sm([1.0, 0.0, -1.0], t)
+    soft = -sum(a * math.log(b) for a, b in zip(pt, ps, strict=True))
+    gd = generalized_distillation(zs, zt, y, lam=lam, temperature=t)
+    assert gd["hard"].item() == pytest.approx((1 - lam) * hard, rel=1e-6)
+    assert gd["soft"].item() == pytest.approx(lam * soft, rel=1e-6)
+    gd2 = generalized_distillation(zs, zt, y, lam=lam, temperature=t, t_squared=True)
+    assert gd2["soft"].item() == pytest.approx(lam * soft * t * t, rel=1e-6)
+    ps1 = sm([1.0, 0.0, -1.0], 1.0)  # student at T = 1 (student_temperature=False)
+    gd3 = generalized_distillation(zs, zt, y, lam=lam, temperature=t, student_temperature=False)
+    assert gd3["soft"].item() == pytest.approx(lam * -sum(a * math.log(b) for a, b in zip(pt, ps1, strict=True)))
+    with pytest.raises(ValueError, match="lam"):
+        generalized_distillation(zs, zt, y, lam=1.5, temperature=t)
+
+
+def test_injection_goes_into_the_residual_branch_only():
+    torch.manual_seed(0)
+    unit = GatedBasicBlock(4, 4).eval()
+    x = torch.rand(2, 4, 6, 6)
+    # a gate of zeros (relu -> 0) removes the branch's input: the output is relu(F(0) + x), the skip keeps x
+    out = unit(x, torch.full_like(x, -1.0))
+    branch0 = unit.bn2(unit.conv2(unit.relu(unit.bn1(unit.conv1(torch.zeros_like(x))))))
+    assert torch.allclose(out, torch.relu(branch0 + x), atol=1e-6)
+    # a gate of ones is the plain unit
+    assert torch.allclose(unit(x, torch.ones_like(x)), unit(x), atol=1e-6)
+
+
+def test_gradients_reach_both_streams_through_the_connections():
+    net = _net(connections=True)
+    batch = _clip_batch()
+    _, per = net.forward_all(batch)
+    per["rgb"].sum().backward()  # the RGB head's output alone: depth is reached only through the connections
+    assert net.streams["depth"].layer1[0].conv1.weight.grad.abs().sum() > 0
+    assert net.streams["rgb"].layer1[0].conv1.weight.grad.abs().sum() > 0
+    plain = _net(connections=False)
+    _, per = plain.forward_all(batch)
+    per["rgb"].sum().backward()
+    assert plain.streams["depth"].layer1[0].conv1.weight.grad is None
+
+
+def test_copy_stream_inflates_the_first_conv():
+    teacher = _net()
+    student = build_model("small_multiplier", modalities=("rgb",), num_classes=3, num_frames=2, width=4, seed=1,
+                          streams={"rgb": "rgb", "hall": "rgb"}, gate_from="hall", gate_into="rgb")
+    copy_stream(student, "hall", teacher, "depth")
+    w_t = teacher.streams["depth"].stem.conv[0].weight  # (4, 2 frames x 1, 3, 3)
+    w_s = student.streams["hall"].stem.conv[0].weight  # (4, 2 frames x 3, 3, 3)
+    assert w_s.shape[1] == 3 * w_t.shape[1]
+    assert torch.allclose(w_s.reshape(4, 2, 3, 3, 3).sum(2), w_t, atol=1e-6)  # grey RGB frame == depth frame
+    assert torch.equal(student.streams["hall"].layer4[1].conv2.weight, teacher.streams["depth"].layer4[1].conv2.weight)
+    assert torch.equal(student.heads["hall"].weight, teacher.heads["depth"].weight)
+    with pytest.raises(ValueError):
+        copy_stream(student, "hall", build_model("small_multiplier", modalities=("rgb", "depth"), num_classes=3,
+                                                 num_frames=2, width=8, seed=0), "depth")
+
+
+def _ctx(step2, **loss):
+    cfg = {"seed": 0, "model": {"name": "small_multiplier", "kwargs": {"width": 4}},
+           "modalities": {"teacher": ["rgb", "depth"], "student": ["rgb"]}, "loss": {"multistream": loss}}
+    return StageContext(cfg, 3, {"rgb": 3, "depth": 1}, {"num_frames": 2}, {"step2": step2})
+
+
+def test_step3_init_from_step2_depth_frozen_teacher_in_eval():
+    step2 = _net(connections=True)
+    with torch.no_grad():
+        for p in step2.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # "trained": differs from a fresh build
+    stage = _build_step3(_ctx(step2, alpha=0.5, hall_reduction="sample_sum"))
+    assert isinstance(stage, HallucinationStage)
+    s, t = stage.student, stage.teacher
+    assert torch.equal(s.streams["hall"].layer2[1].conv1.weight, t.streams["depth"].layer2[1].conv1.weight)
+    assert torch.equal(s.streams["rgb"].layer2[1].conv1.weight, t.streams["rgb"].layer2[1].conv1.weight)
+    stage.train()
+    assert not t.training and not s.streams["rgb"].training and s.streams["hall"].training
+    batch = _clip_batch()
+    before = {k: v.clone() for k, v in t.state_dict().items()}
+    logits, losses = stage(batch)
+    assert set(losses) == {"loss_gd_hard", "loss_gd_soft", "loss_hall"} and logits.shape == (4, 3)
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in t.parameters())
+    assert all(p.grad is None for p in s.streams["rgb"].parameters())
+    assert s.streams["hall"].layer1[0].conv1.weight.grad.abs().sum() > 0
+    assert all(torch.equal(before[k], v) for k, v in t.state_dict().items())  # BN statistics untouched (eval)
+    assert stage.trainable_parameters() and all(p.requires_grad for p in stage.trainable_parameters())
+    # alpha = 1: only the hallucination loss; alpha = 0: only generalized distillation
+    assert set(_build_step3(_ctx(step2, alpha=1.0))(batch)[1]) == {"loss_hall"}
+    assert set(_build_step3(_ctx(step2, alpha=0.0))(batch)[1]) == {"loss_gd_hard", "loss_gd_soft"}
+    with pytest.raises(KeyError, match="unknown keys"):
+        _build_step3(_ctx(step2, alhpa=0.3))
