@@ -8,7 +8,7 @@ import numpy as np
 
 from . import render as R
 
-__all__ = ["Materials", "Surfaces", "random_light", "shade", "wall_and_clutter"]
+__all__ = ["Materials", "Surfaces", "random_light", "shade", "texture", "wall_and_clutter"]
 
 _F32 = np.float32
 
@@ -40,8 +40,13 @@ class Materials:
         """RGB albedo ``(..., P, 3)`` of the visible surface; albedos are ``(3,)`` or per pixel ``(P, 3)``."""
         if all(a.ndim == 1 for a in self.albedo):
             return np.stack(self.albedo)[idx]
-        table = np.stack([np.broadcast_to(a, (idx.shape[-1], 3)) for a in self.albedo])
-        return table[idx, np.arange(idx.shape[-1])]
+        # uniform albedos by a table look-up, then the per-pixel ones where their surface is visible
+        rows = [a if a.ndim == 1 else np.zeros(3, dtype=a.dtype) for a in self.albedo]
+        out = np.stack(rows)[idx]
+        for k, a in enumerate(self.albedo):
+            if a.ndim > 1:
+                np.copyto(out, a, where=(idx == k)[..., None])
+        return out
 
 
 @dataclass
@@ -108,15 +113,17 @@ def shade(
     dropout: float = 0.02,
     depth_range: tuple[float, float] = (0.0, R.Z_FAR),
     ir_ref: float = 2.5,
+    tex: np.ndarray | None = None,
 ) -> np.ndarray:
     """Render one modality channels-last: rgb (..., P, 3), depth/ir (..., P, 1).
 
     rgb: ``light`` is a direction, or a position when ``point_light`` (diffuse falls off with distance).
+    ``tex``: the value of :func:`texture` for these inputs, to share it between modalities.
     """
-    freq, contrast, rho = materials.arrays()
     if modality == "depth":
         return R.kinect_depth(t, n, d, rng, depth_noise, dropout, *depth_range)[..., None]
-    tex = 1.0 + contrast[idx] * R.checker(q, freq[idx])
+    if tex is None:
+        tex = texture(idx, q, materials)
     if modality == "rgb":
         if light is None:
             raise ValueError("shade: the rgb modality needs a light direction")
@@ -124,16 +131,25 @@ def shade(
         points = np.where(np.isfinite(t), t, 0.0)[..., None] * d if point_light else None
         img = R.lambert_rgb(materials.albedo_at(idx) * tex[..., None], n, light, ambient, g[..., None], points)
         img = img + rng.standard_normal(img.shape, dtype=_F32) * noise
-        return np.clip(img, 0.0, 1.0).astype(_F32)
+        return np.clip(img, 0.0, 1.0).astype(_F32, copy=False)
     if modality == "ir":
+        rho = np.asarray(materials.ir, dtype=_F32)
         img = R.active_ir(rho[idx] * (0.85 + 0.15 * tex), n, d, t, ref_dist=ir_ref)
         img = img + rng.standard_normal(img.shape, dtype=_F32) * noise
-        return np.clip(img, 0.0, 1.0).astype(_F32)[..., None]
+        return np.clip(img, 0.0, 1.0).astype(_F32, copy=False)[..., None]
     raise ValueError(f"shade: unknown modality {modality!r}")
+
+
+def texture(idx: np.ndarray, q: np.ndarray, materials: Materials) -> np.ndarray:
+    """Checker texture factor ``1 + contrast * checker`` of the visible surface, ``(..., P)``."""
+    freq = np.asarray(materials.freq, dtype=_F32)
+    contrast = np.asarray(materials.contrast, dtype=_F32)
+    return 1.0 + contrast[idx] * R.checker(q, freq[idx])
 
 
 def to_chw(img: np.ndarray, resolution: int) -> np.ndarray:
     """Channels-last ``(..., P, C)`` → ``(..., C, H, W)``."""
     lead = img.shape[:-2]
     out = img.reshape(lead + (resolution, resolution, img.shape[-1]))
-    return np.moveaxis(out, -1, -3)
+    k = len(lead)
+    return out.transpose(*range(k), k + 2, k, k + 1)  # = np.moveaxis(out, -1, -3)
