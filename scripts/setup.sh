@@ -28,5 +28,20 @@ else
   unset MMH_EXT_FORCE_CUDA
   echo "== mmh setup: building mmh_ext with CPU kernels only (no nvcc or no CUDA build of torch)"
 fi
-MAX_JOBS=${MAX_JOBS:-$(nproc)} $PY -m pip install -q --no-build-isolation -e .
+# Rebuild only when the operator sources, the build script or the build variant changed since the last build here
+# (a fresh clone always builds).
+stamp=build/mmh_ext.stamp
+want=$( (cat setup.py pyproject.toml $(find csrc -type f | sort); echo "cuda=${MMH_EXT_FORCE_CUDA:-0} nocuda=${MMH_EXT_NO_CUDA:-0}"; \
+         $PY -c 'import torch; print(torch.__version__)') | sha256sum | cut -d' ' -f1)
+installed_here() {  # mmh and mmh_ext import (outside the checkout's cwd) from this checkout, and the build loads
+  (cd / && $PY -c 'import os, sys, mmh, mmh_ext
+root = os.path.realpath(sys.argv[1]) + os.sep
+sys.exit(0 if all(os.path.realpath(m.__file__).startswith(root) for m in (mmh, mmh_ext)) else 1)' "$OLDPWD") 2>/dev/null
+}
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && installed_here; then
+  echo "== mmh setup: mmh_ext is up to date (build/mmh_ext.stamp)"
+else
+  MAX_JOBS=${MAX_JOBS:-$(nproc)} $PY -m pip install -q --no-build-isolation -e .
+  mkdir -p build && echo "$want" > "$stamp"
+fi
 $PY -m mmh_ext.info
