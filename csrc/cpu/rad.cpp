@@ -51,8 +51,12 @@ void pool_cpu(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
   const int64_t B = feat.size(0), C = feat.size(1), H = feat.size(2), W = feat.size(3), G2 = grid * grid;
   if (!emulate_device_kernels()) {
     // Fast path: pooling is linear, so it is one GEMM with the pooling matrix (BLAS does the reduction).
-    const at::Tensor P = pooling_matrix(H, W, grid, out.options());
     const at::Tensor f = feat.to(out.scalar_type());
+    if (H == grid && W == grid) {  // the pooling is the identity: only the layout changes
+      out.copy_(f.reshape({B, C, G2}).transpose(1, 2));
+      return;
+    }
+    const at::Tensor P = pooling_matrix(H, W, grid, out.options());
     if (f.is_contiguous()) {  // (B*C, HW) @ (HW, G2) -> (B, C, G2) -> (B, G2, C)
       out.copy_(at::mm(f.view({B * C, H * W}), P).view({B, C, G2}).transpose(1, 2));
       return;
@@ -111,6 +115,10 @@ void cells_cpu(const at::Tensor& dz, const Pyramid& p, at::Tensor& dcells) {
 
 void unpool_cpu(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
   const int64_t B = dfeat.size(0), C = dfeat.size(1), H = dfeat.size(2), W = dfeat.size(3), G2 = grid * grid;
+  if (!emulate_device_kernels() && H == grid && W == grid) {  // adjoint of the identity pooling: a transpose
+    dfeat.copy_(dg.transpose(1, 2).reshape({B, C, H, W}));
+    return;
+  }
   if (!emulate_device_kernels()) {  // (B*C, G2) @ (G2, HW): the adjoint of the pooling GEMM
     const at::Tensor P = pooling_matrix(H, W, grid, dg.options());
     at::Tensor d = at::mm(dg.transpose(1, 2).reshape({B * C, G2}), P.t());
