@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 from torch.utils.data import Dataset
 
+from ..utils.registry import check_name, register_unique
+
 __all__ = ["SPLITS", "build_dataset", "list_datasets", "register_dataset"]
 
 #: Split names understood by every built-in dataset.
@@ -27,14 +29,10 @@ def register_dataset(name: str) -> Callable[[F], F]:
     The registered callable is invoked as ``factory(split=split, **kwargs)``.
     Registering the same name twice raises ``ValueError`` (no silent override).
     """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"register_dataset: name must be a non-empty str, got {name!r}")
+    check_name("dataset", name)
 
     def decorator(factory: F) -> F:
-        if name in _REGISTRY and _REGISTRY[name] is not factory:
-            raise ValueError(f"register_dataset: a dataset named {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
+        return register_unique(_REGISTRY, "dataset", name, factory, factory)
 
     return decorator
 

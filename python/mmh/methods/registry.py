@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..utils.registry import check_name, register_unique
 from .base import Stage
 
 __all__ = ["register_method", "get_method", "list_methods", "method_stages", "Recipe"]
@@ -15,14 +16,11 @@ _METHODS: dict[str, tuple[Recipe, str]] = {}
 
 def register_method(name: str, description: str = "") -> Callable[[Recipe], Recipe]:
     """Register ``recipe(cfg) -> list[Stage]`` under ``name`` (ValueError on a duplicate name)."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"method name must be a non-empty string, got {name!r}")
+    check_name("method", name)
 
     def deco(recipe: Recipe) -> Recipe:
-        if name in _METHODS and _METHODS[name][0] is not recipe:
-            raise ValueError(f"a method named {name!r} is already registered")
-        _METHODS[name] = (recipe, description or (recipe.__doc__ or "").strip().split("\n")[0])
-        return recipe
+        summary = description or (recipe.__doc__ or "").strip().split("\n")[0]
+        return register_unique(_METHODS, "method", name, (recipe, summary), recipe)
 
     return deco
 

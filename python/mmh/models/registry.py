@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..utils.registry import check_name, register_unique
 from .inputs import resolve_modalities
 
 ModelBuilder = Callable[..., nn.Module]
@@ -27,13 +28,10 @@ def register_model(name: str, *, student_rule: StudentRule | None = None) -> Cal
     the rest of the config when ``derive_student`` removes branches (e.g. turn off connections from a removed
     stream); by default only ``modalities``, ``in_channels`` and ``streams`` are filtered.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"model name must be a non-empty string, got {name!r}")
+    check_name("model", name)
 
     def deco(builder: ModelBuilder) -> ModelBuilder:
-        if name in _MODELS and _MODELS[name] is not builder:
-            raise ValueError(f"a model named {name!r} is already registered")
-        _MODELS[name] = builder
+        register_unique(_MODELS, "model", name, builder, builder)
         if student_rule is not None:
             _STUDENT_RULES[name] = student_rule
         return builder
