@@ -69,9 +69,10 @@ for _ in range(30):
     opt.step()
 teacher.eval().requires_grad_(False)
 
-# 2) the student: CE + alpha * RAD + beta * DAD. The RAD weighting layer trains with the student.
+# 2) the student: CE + alpha * RAD + beta * DAD. RAD averages its 21 region losses (weighting="none", the default;
+#    weighting="attention" is the paper's trained layer, whose parameters would go into the optimizer too).
 student = Student()
-rad = RegionAwareDistillation(grid=4, levels=(4, 2, 1), temperature=2.0, weighting="attention")
+rad = RegionAwareDistillation(grid=4, levels=(4, 2, 1), temperature=2.0)
 opt = torch.optim.Adam([*student.parameters(), *rad.parameters()], lr=1e-2)
 alpha, beta = 0.4, 1.0
 for step in range(30):

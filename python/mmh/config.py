@@ -75,7 +75,7 @@ DEFAULTS: dict[str, Any] = {
     "stages": {},  # per-stage overrides of ``train`` (e.g. stages.teacher.steps=200) and ``checkpoint: PATH``
     "loss": {
         "ce": 1.0,
-        "rad": {"alpha": 0.4, "grid": 4, "levels": [4, 2, 1], "temperature": 2.0, "weighting": "attention"},
+        "rad": {"alpha": 0.4, "grid": 4, "levels": [4, 2, 1], "temperature": 2.0, "weighting": "none"},
         "dad": {"beta": 1.0, "form": "paper", "layers": None, "teacher_layers": None, "gather": True},
         "kd": {"weight": 1.0, "temperature": 4.0},
         "mars": {"weight": 1.0, "layers": None},

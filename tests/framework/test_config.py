@@ -106,9 +106,19 @@ def test_save_roundtrip_and_hash(tmp_path: Path):
 
 
 def test_shipped_configs_resolve():
-    for name in ("synthetic_motion/teacher", "synthetic_motion/rad", "synthetic_motion/dad",
-                 "synthetic_motion/rad_dad", "synthetic_antispoof/baseline"):
+    from mmh.config import config_dir
+    from mmh.methods import list_methods, method_stages
+
+    names = sorted(str(p.relative_to(config_dir()).with_suffix("")) for p in config_dir().rglob("*.yaml")
+                   if "_base" not in p.parts)
+    # one file per (dataset, method) for every built-in dataset of the MMH family
+    for ds in ("synthetic_motion", "synthetic_antispoof", "synthetic_shapes", "uci_mfeat"):
+        assert {f"{ds}/{m}" for m in ("teacher", "baseline", "rad", "dad", "rad_dad")} <= set(names), ds
+    for name in names:
         cfg = load_config(find_config(name))
-        assert cfg["method"] == name.split("/")[1]
+        assert cfg["method"] in list_methods(), name
+        assert method_stages(cfg), name
+        if not name.startswith("thesis/"):
+            assert cfg["method"] == name.split("/")[1], name
     with pytest.raises(FileNotFoundError, match="no_such"):
         find_config("synthetic_motion/no_such")

@@ -53,7 +53,8 @@ def _features(net, batch, paths):
 
 
 def test_registry_has_the_methods():
-    for name in ("teacher", "baseline", "kd", "rad", "rad_noweight", "rad_global", "dad", "rad_dad", "mars", "mers"):
+    for name in ("teacher", "baseline", "kd", "rad", "rad_attention", "rad_self", "rad_noweight", "rad_global", "dad",
+                 "rad_dad", "mars", "mers"):
         assert name in list_methods()
     with pytest.raises(KeyError, match="nope"):
         get_method("nope")
@@ -86,8 +87,9 @@ def test_rad_global_equals_kd(batch, teacher):
     assert torch.allclose(losses["loss_rad"], hand, atol=1e-5)
 
 
-def test_rad_matches_reference_and_trains_student(batch, teacher):
-    stage, _ = _student_stage("rad", teacher, "loss.rad.alpha=0.4")
+@pytest.mark.parametrize("method, overrides", [("rad_attention", ()), ("rad", ("loss.rad.weighting=attention",))])
+def test_rad_matches_reference_and_trains_student(batch, teacher, method, overrides):
+    stage, _ = _student_stage(method, teacher, "loss.rad.alpha=0.4", *overrides)
     assert sum(p.numel() for p in stage.rad.parameters()) == 2 * 21 * 21  # q, k: the paper's 882
     student = stage.student
     _, losses = stage(batch)
@@ -107,6 +109,23 @@ def test_rad_matches_reference_and_trains_student(batch, teacher):
     assert first.grad is not None and first.grad.abs().sum() > 0
     assert stage.rad.q.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in stage.teacher.parameters())
+    # the region weights of the step are reported (not as a loss term)
+    diag = stage.diagnostics()
+    w = stage.rad.region_weights(r.float()).detach()
+    assert diag["rad_w_max"] == pytest.approx(float(w.max()), abs=1e-5)
+    assert diag["rad_w_last"] == pytest.approx(float(w[-1]), abs=1e-5)
+    assert 1.0 <= diag["rad_w_eff"] <= 21.0
+
+
+@pytest.mark.parametrize("method, weighting", [("rad", "none"), ("rad", "self"), ("rad_self", "self"),
+                                               ("rad_noweight", "none")])
+def test_rad_weighting_follows_config_or_variant(teacher, method, weighting):
+    stage, cfg = _student_stage(method, teacher)
+    assert cfg["loss"]["rad"]["weighting"] == "none"  # the library default (see the README)
+    if method == "rad" and weighting != "none":
+        stage, _ = _student_stage(method, teacher, f"loss.rad.weighting={weighting}")
+    assert stage.rad.weighting == weighting
+    assert sum(p.numel() for p in stage.rad.parameters()) == 0
 
 
 def test_rad_noweight_is_region_mean(batch, teacher):

@@ -67,6 +67,11 @@ class StageModule(nn.Module):
         """The network this stage produces (evaluated, and handed to later stages)."""
         raise NotImplementedError
 
+    def diagnostics(self) -> dict[str, float]:
+        """Numbers about the last training step that are not loss terms (e.g. RAD's region weights); the trainer
+        averages them per epoch into ``metrics.csv``. Default: none."""
+        return {}
+
     def predict(self, batch: Batch) -> Tensor:
         """Evaluation logits of :meth:`deployable`."""
         return self.deployable()(batch)

@@ -174,6 +174,8 @@ class Trainer:
         s["loss"] = s.get("loss", 0.0) + float(loss.detach())
         for k, v in losses.items():
             s[k] = s.get(k, 0.0) + float(v.detach())
+        for k, v in self.stage.diagnostics().items():
+            s[k] = s.get(k, 0.0) + float(v)
         if "label" in batch:
             s["correct"] = s.get("correct", 0.0) + float((logits.argmax(1) == batch["label"]).sum())
             s["seen"] = s.get("seen", 0.0) + float(batch["label"].numel())
