@@ -67,6 +67,7 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 0,
         "drop_last": True,
         "eval_every": 0,  # epochs between validation passes (0: only at the end)
+        "deploy": "last",  # last | best: the stage's network is its final state, or best.pt's (needs dataset.val_split)
         "checkpoint_every": 0,  # steps between "latest" checkpoints (0: at each epoch end)
         "log_every": 10,  # steps between progress-bar updates
         "tensorboard": False,

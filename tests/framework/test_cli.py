@@ -111,7 +111,7 @@ def test_module_entry_point():
 @pytest.mark.parametrize("config, overrides", [
     ("synthetic_shapes/rad_dad", ["dataset.split_kwargs={train: {size: 48}, val: {size: 20}, test: {size: 30}}",
                                   "model.kwargs={width: 8, shared_width: 8}"]),
-    ("uci_mfeat/rad", ["model.kwargs={hidden: 16, width: 16}"]),
+    ("uci_mfeat/rad", ["model.kwargs={hidden: 16, width: 16}", "train.deploy=best"]),
     ("uci_mfeat/dad", ["model.kwargs={hidden: 16, width: 16}"]),
 ])
 def test_other_dataset_configs_train(tmp_path: Path, config: str, overrides: list[str]):
@@ -125,3 +125,9 @@ def test_other_dataset_configs_train(tmp_path: Path, config: str, overrides: lis
     # these configs name a val split: it is evaluated at the end of every training stage (and selects best.pt)
     header = (run / "stages" / "teacher" / "metrics.csv").read_text().splitlines()[0]
     assert "val_accuracy" in header.split(",")
+    if "train.deploy=best" in overrides:  # every trained stage deployed its best.pt
+        for name in ("teacher", "student"):
+            assert res["stages"][name]["deployed"]["checkpoint"] == "best.pt"
+            assert res["stages"][name]["deployed"]["metric"] == "val_accuracy"
+    else:
+        assert "deployed" not in res["stages"]["teacher"]

@@ -93,6 +93,39 @@ def test_checkpoint_contents_and_metrics(tmp_path: Path):
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])  # it learns
 
 
+def test_deploy_best_restores_the_validated_state(tmp_path: Path):
+    """train.deploy=best: after fit, the stage holds the weights of the epoch with the best val metric."""
+    ds = TinySet(40)
+    scores = iter([0.2, 0.9, 0.4, 0.1])  # epoch 2 is best
+    snapshots = []
+
+    def val_fn(net):
+        snapshots.append({k: v.clone() for k, v in net.state_dict().items()})
+        return {"accuracy": next(scores)}
+
+    seed_everything(0)
+    stage = _stage(0)
+    t = Trainer(stage, ds, _tcfg(steps=20, eval_every=1, deploy="best"), out_dir=tmp_path, seed=0, val_fn=val_fn)
+    with pytest.raises(RuntimeError, match="not finished"):
+        t.restore_best()
+    t.fit()
+    assert len(snapshots) == 4
+    last = {k: v.clone() for k, v in stage.deployable().state_dict().items()}
+    best = t.restore_best()
+    assert best["step"] == 10 and best["epoch"] == 2 and best["value"] == pytest.approx(0.9)
+    now = stage.deployable().state_dict()
+    assert all(torch.equal(now[k], snapshots[1][k]) for k in now)  # the state validated at epoch 2
+    assert any(not torch.equal(now[k], last[k]) for k in now)  # ... which is not the last one
+
+
+def test_deploy_errors(tmp_path: Path):
+    ds = TinySet(40)
+    with pytest.raises(ValueError, match="train.deploy must be"):
+        Trainer(_stage(0), ds, _tcfg(deploy="final"), out_dir=tmp_path)
+    with pytest.raises(ValueError, match="val_split"):
+        Trainer(_stage(0), ds, _tcfg(deploy="best"), out_dir=tmp_path)
+
+
 def test_schedules():
     p = [torch.nn.Parameter(torch.zeros(1))]
     lrs = {}

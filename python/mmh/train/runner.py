@@ -218,6 +218,9 @@ def run_experiment(cfg: Mapping[str, Any], *, run_dir: str | Path | None = None,
                         write_json(results, run_dir / "results.json")
                     log(f"[{cfg['method']}] stage {stage.name}: stopped at step {step}/{trainer.total_steps}")
                     return results
+                if tcfg.get("deploy", "last") == "best":
+                    _barrier()  # best.pt is written by rank 0
+                    record["deployed"] = {"checkpoint": "best.pt", **trainer.restore_best()}
             model, record["source"] = module.deployable(), "trained"
             if info.is_main:
                 save_model(model, stage_dir / "model.pt")

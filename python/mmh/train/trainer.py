@@ -110,6 +110,11 @@ class Trainer:
             raise ValueError(f"train.steps / train.epochs give {self.total_steps} steps; need at least 1")
         self.optimizer = build_optimizer(stage.trainable_parameters(), self.tcfg)
         self.scheduler = build_scheduler(self.optimizer, self.tcfg, self.total_steps)
+        deploy = self.tcfg.get("deploy", "last")
+        if deploy not in ("last", "best"):
+            raise ValueError(f"train.deploy must be 'last' or 'best', got {deploy!r}")
+        if deploy == "best" and val_fn is None:
+            raise ValueError("train.deploy=best needs a validation split (dataset.val_split) to pick best.pt")
         amp = self.tcfg.get("amp", "auto")
         if amp not in ("auto", True, False):
             raise ValueError(f"train.amp must be 'auto', true or false, got {amp!r}")
@@ -143,6 +148,18 @@ class Trainer:
         self.step, self._sums = int(state["step"]), dict(state["sums"])
         self.history, self.best = list(state["history"]), dict(state["best"])
         set_rng_state(state["rng"])
+
+    def restore_best(self) -> dict[str, Any]:
+        """Load the trainable state of ``best.pt`` (the highest validation metric) into the stage; returns
+        :attr:`best` (metric, value, step, epoch). For ``train.deploy=best``, after :meth:`fit` finished."""
+        if self.step < self.total_steps:
+            raise RuntimeError(f"restore_best: training is not finished (step {self.step}/{self.total_steps})")
+        path = self.out_dir / "best.pt"
+        if self.val_fn is None or self.best.get("value") is None or not path.is_file():
+            raise FileNotFoundError(f"restore_best: no validated best checkpoint at {path} (needs a val_fn)")
+        state = load_checkpoint(path)
+        self.stage.load_trainable_state_dict(state["stage"])
+        return dict(self.best)
 
     def _save(self, name: str) -> None:
         if self.dist.is_main:
