@@ -39,7 +39,7 @@ def test_multistream_train_kill_resume(tmp_path: Path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), stage
 
 
-@pytest.mark.parametrize("method", ["dmcl", "admd"])
+@pytest.mark.parametrize("method", ["dmcl", "admd", "hoffman", "moddrop"])
 def test_other_methods_from_the_cli(tmp_path: Path, method: str):
     run = tmp_path / method
     assert main(["train", str(ROOT / f"configs/thesis/{method}.yaml"), *TINY, "output.cache=''",

@@ -137,3 +137,31 @@ def test_step3_init_from_step2_depth_frozen_teacher_in_eval():
     assert set(_build_step3(_ctx(step2, alpha=0.0))(batch)[1]) == {"loss_gd_hard", "loss_gd_soft"}
     with pytest.raises(KeyError, match="unknown keys"):
         _build_step3(_ctx(step2, alhpa=0.3))
+
+
+def test_hoffman_stage_uses_only_the_depth_stream_and_its_losses_by_hand():
+    import torch.nn.functional as F
+    from mmh.methods.thesis.multistream import _build_hoffman
+
+    step1 = _net()
+    with torch.no_grad():
+        for p in step1.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    ctx = _ctx(None)
+    ctx = StageContext({**ctx.cfg, "loss": {"multistream": {}, "hoffman": {"gamma": 0.5}}}, 3, {"rgb": 3, "depth": 1},
+                       {"num_frames": 2}, {"step1": step1})
+    stage = _build_hoffman(ctx)
+    d = stage.depth_net
+    assert set(d.streams) == {"depth"}  # no RGB stream computed and thrown away
+    assert all(torch.equal(v, step1.streams["depth"].state_dict()[k]) for k, v in d.streams["depth"].state_dict().items())
+    stage.eval()  # BN on running statistics: the hand computation below sees the same numbers
+    batch = _clip_batch()
+    _, losses = stage(batch)
+    y = batch["label"]
+    want_depth = F.cross_entropy(step1.eval().forward_all(batch)[1]["depth"], y)
+    torch.testing.assert_close(losses["loss_ce/depth"], want_depth)
+    s_fused, s_per = stage.student.forward_all(batch)
+    torch.testing.assert_close(losses["loss_ce/fused"], F.cross_entropy(s_fused, y))
+    torch.testing.assert_close(losses["loss_ce/rgb"], F.cross_entropy(s_per["rgb"], y))
+    assert losses["loss_hall"].item() > 0 and set(losses) == {"loss_ce/rgb", "loss_ce/hall", "loss_ce/fused",
+                                                              "loss_ce/depth", "loss_hall"}

@@ -78,9 +78,10 @@ class MultiplierNet(LateFusionNet):
         """Each stream's last map (B, C, H, W), with the cross-stream connections applied on the way."""
         xs, t = self._stream_inputs(inputs)
         xs = {s: self.streams[s].stem(x) for s, x in xs.items()}
-        for name in self.streams[self.gate_into].layer_names:
+        first = next(iter(xs))  # every stream has the same stages (a derived net may lack gate_into's stream)
+        for name in self.streams[first].layer_names:
             stage = {s: getattr(self.streams[s], name) for s in xs}
-            for u in range(len(stage[self.gate_into])):
+            for u in range(len(stage[first])):
                 gated = name in self.connected_stages and u == self.unit
                 xs = {s: stage[s][u](x, xs[self.gate_from]) if gated and s == self.gate_into else stage[s][u](x)
                       for s, x in xs.items()}

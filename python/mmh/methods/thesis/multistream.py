@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...models import FeatureExtractor
+from ...models import FeatureExtractor, derive_student
 from ..base import Batch, LossDict, Stage, StageContext, StageModule, Supervised, cross_entropy_term, freeze
 from ..registry import register_method
 from .common import (
@@ -256,7 +256,9 @@ def _build_hoffman(ctx: StageContext) -> HoffmanStage:
     student = _student(ctx, {**c, "connections": False})
     copy_stream(student, "rgb", step1, "rgb")
     copy_stream(student, "hall", step1, "depth")
-    return HoffmanStage(student, step1, gamma=h["gamma"], hall_layers=tuple(h["hall_layers"]),
+    depth_net = derive_student(step1, ["depth"])  # only the stream that is used, with step 1's weights
+    copy_stream(depth_net, "depth", step1, "depth")
+    return HoffmanStage(student, depth_net, gamma=h["gamma"], hall_layers=tuple(h["hall_layers"]),
                         hall_reduction=h["hall_reduction"])
 
 
