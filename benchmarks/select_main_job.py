@@ -17,13 +17,13 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 
-from mmh.benchmarks import _run_job
+from mmh.benchmarks import run_job
+from mmh.report import mean_std
 
 #: (row name, method, extra overrides)
 ROWS = [("teacher", "teacher", ()), ("baseline", "baseline", ()), ("kd", "kd", ()), ("dad", "dad", ()),
@@ -61,7 +61,7 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     with ctx.Pool(a.workers) as pool:
         for ph in jobs:
-            for (_, (name, st, _seed)), res in zip(ph, pool.map(_run_job, [j for j, _ in ph], chunksize=1)):
+            for (_, (name, st, _seed)), res in zip(ph, pool.map(run_job, [j for j, _ in ph], chunksize=1)):
                 acc.setdefault((name, st), []).append(res["final"][a.metric])
     print(f"{a.dataset}: val {a.metric} ({a.val_size} samples), mean ± std over {a.seeds} seeds, by training steps")
     print("| method | " + " | ".join(str(s) for s in steps) + " |")
@@ -71,7 +71,7 @@ def main() -> None:
         cells = []
         for st in steps:
             v = acc[(name, st)]
-            m, sd = statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
+            m, sd = mean_std(v)
             table.setdefault(name, {})[st] = {"accuracy": v, "mean": m, "std": sd}
             cells.append(f"{m:.3f} ± {sd:.3f}")
         print(f"| {name} | " + " | ".join(cells) + " |")

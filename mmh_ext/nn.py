@@ -95,7 +95,7 @@ class RegionAwareDistillation(nn.Module):
         w = self.last_weights
         if w is None:
             return {}
-        w = w.double().clamp_min(0)
+        w = w.double()
         p = w / w.sum()
         ent = -(p * p.clamp_min(1e-300).log()).sum()
         eff = min(max(float(ent.exp()), 1.0), float(w.numel()))  # rounding of float32 weights

@@ -30,7 +30,7 @@ from .config import find_config, load_config
 from .report import mean_std
 from .utils.io import write_json
 
-__all__ = ["benchmark_mmh", "MMH_METHODS", "ANTISPOOF_METHODS", "format_table", "Job"]
+__all__ = ["benchmark_mmh", "MMH_METHODS", "ANTISPOOF_METHODS", "format_table", "Job", "run_job"]
 
 #: Methods of the main job on synthetic_motion, and of the ACER column on synthetic_antispoof.
 MMH_METHODS: tuple[str, ...] = ("teacher", "baseline", "rad", "dad", "rad_dad", "kd", "rad_attention", "rad_self")
@@ -45,10 +45,13 @@ _PHASES: tuple[tuple[str, ...], ...] = (("teacher", "baseline"), ("rad", "dad", 
 Job = tuple[str, str, int, tuple[str, ...], str]  # dataset, method, seed, overrides, run dir
 
 
-def _run_job(job: Job) -> dict[str, Any]:
-    """Worker: one run of the ordinary runner, one thread, quiet."""
+def run_job(job: Job) -> dict[str, Any]:
+    """Worker of every benchmark: one run of the ordinary runner on ``configs/<dataset>/<method>.yaml`` (``dataset``
+    ``"thesis"`` for the thesis configs), one thread, quiet; the result has ``wall_s`` added."""
     import torch
 
+    from . import methods  # noqa: F401  (registers the methods)
+    from .methods import thesis  # noqa: F401  (registers the thesis methods and their config defaults)
     from .train.runner import run_experiment
 
     torch.set_num_threads(1)
@@ -84,8 +87,8 @@ def format_table(methods: dict[str, Any], antispoof: dict[str, Any] | None) -> s
 
 def _map(jobs: list[Job], pool: Any) -> list[dict[str, Any]]:
     if pool is None:
-        return [_run_job(j) for j in jobs]
-    return pool.map(_run_job, jobs, chunksize=1)
+        return [run_job(j) for j in jobs]
+    return pool.map(run_job, jobs, chunksize=1)
 
 
 def benchmark_mmh(*, quick: bool = False, seeds: int = 3, out: str | Path = "runs/benchmark_mmh",

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .benchmarks import run_job
 from .report import mean_std
 from .utils.io import write_json
 
@@ -41,27 +42,12 @@ QUICK_OVERRIDES: tuple[str, ...] = ("train.steps=30", "dataset.split_kwargs={tra
 Job = tuple[str, int, tuple[str, ...], str]  # method (config name), seed, overrides, run dir
 
 
-def _run_job(job: Job) -> dict[str, Any]:
-    """Worker: one run of the ordinary runner, one thread, quiet."""
-    torch.set_num_threads(1)
-    from . import methods  # noqa: F401
-    from .config import find_config, load_config
-    from .methods import thesis  # noqa: F401  (registers the thesis methods and their config defaults)
-    from .train.runner import run_experiment
-
-    method, seed, overrides, run_dir = job
-    cfg = load_config(find_config(f"thesis/{method}"), [f"seed={seed}", *overrides])
-    t0 = time.perf_counter()
-    res = run_experiment(cfg, run_dir=run_dir, log=lambda _m: None)
-    res["wall_s"] = time.perf_counter() - t0
-    return res
-
-
 def _map(jobs: list[Job], workers: int) -> list[dict[str, Any]]:
-    if workers <= 1 or len(jobs) <= 1:
-        return [_run_job(j) for j in jobs]
-    with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-        return pool.map(_run_job, jobs, chunksize=1)
+    runs = [("thesis", *j) for j in jobs]  # configs/thesis/<method>.yaml
+    if workers <= 1 or len(runs) <= 1:
+        return [run_job(j) for j in runs]
+    with mp.get_context("spawn").Pool(min(workers, len(runs))) as pool:
+        return pool.map(run_job, runs, chunksize=1)
 
 
 def _entry(values: Sequence[float], **extra: Sequence[float]) -> dict[str, Any]:

@@ -87,7 +87,7 @@ def test_degenerate_batches_are_finite(form):
     h = torch.randn(4, 3, requires_grad=True)
     loss = mmh_ext.dad_loss(h, h.detach().clone(), form=form)
     loss.backward()
-    assert torch.isfinite(h.grad).all()
+    assert torch.equal(h.grad, torch.zeros_like(h))
 
 
 def test_opcheck():

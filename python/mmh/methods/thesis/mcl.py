@@ -20,6 +20,7 @@ Each term is summed over networks and averaged over the batch: ``(1/B) Σ_i Σ_m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -42,7 +43,7 @@ METHOD_OF_MODE = {"independent": "mcl_independent", "smcl": "smcl", "cmcl": "cmc
 def _kl_uniform(logits: Tensor) -> Tensor:
     """KL(U ‖ softmax(logits)) over the last dim: ``mean_k(-log p_k) - log K``."""
     k = logits.shape[-1]
-    return -F.log_softmax(logits, dim=-1).mean(-1) - torch.log(torch.tensor(float(k), device=logits.device))
+    return -F.log_softmax(logits, dim=-1).mean(-1) - math.log(k)
 
 
 def mcl_loss(logits: Tensor, labels: Tensor, mode: str, *, temperature: float = 2.0, kd_weight: float = 1.0,
