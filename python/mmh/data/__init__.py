@@ -8,6 +8,8 @@ this package registers every built-in dataset.
 
 from . import real, synthetic, transforms
 from .loader import make_loader, seed_worker
+from .manifest import Manifest
+from .paired_folder import PairedFolder
 from .real import FileListDataset, FileSample
 from .registry import build_dataset, list_datasets, register_dataset
 from .synthetic import (
@@ -19,7 +21,7 @@ from .synthetic import (
 from .uci import UCIMultiFeature
 
 __all__ = [
-    "FileListDataset", "FileSample", "SyntheticAntiSpoof", "SyntheticDataset", "SyntheticMotion",
-    "SyntheticShapes", "UCIMultiFeature", "build_dataset", "list_datasets", "make_loader", "real",
+    "FileListDataset", "FileSample", "Manifest", "PairedFolder", "SyntheticAntiSpoof", "SyntheticDataset",
+    "SyntheticMotion", "SyntheticShapes", "UCIMultiFeature", "build_dataset", "list_datasets", "make_loader", "real",
     "register_dataset", "seed_worker", "synthetic", "transforms",
 ]

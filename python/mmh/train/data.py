@@ -63,9 +63,11 @@ def materialize(dataset: Dataset) -> CachedDataset:
             stacked[k] = torch.stack([torch.as_tensor(it[k]) for it in items])
         except (RuntimeError, KeyError) as exc:
             raise ValueError(f"items of {type(dataset).__name__} differ in key {k!r}; cannot cache: {exc}") from exc
-    return CachedDataset(stacked, modalities=tuple(getattr(dataset, "modalities", ())),
-                         num_classes=int(getattr(dataset, "num_classes")),
-                         class_names=list(getattr(dataset, "class_names", [])))
+    cached = CachedDataset(stacked, modalities=tuple(getattr(dataset, "modalities", ())),
+                           num_classes=int(getattr(dataset, "num_classes")),
+                           class_names=list(getattr(dataset, "class_names", [])))
+    cached.normalization = getattr(dataset, "normalization", None)  # statistics the items were normalised with
+    return cached
 
 
 class EpochBatchSampler(Sampler[list[int]]):

@@ -42,7 +42,7 @@ from .data import dataset_facts, eval_batches, materialize
 from .trainer import Trainer, resolve_device
 
 __all__ = ["run_experiment", "load_split", "load_results", "stage_key", "evaluate_model", "default_run_dir",
-           "CACHE_VERSION"]
+           "dataset_record", "CACHE_VERSION"]
 
 #: Bump when a change makes cached artifacts stale.
 CACHE_VERSION = 1
@@ -84,6 +84,16 @@ def dataset_fingerprint(dataset: Dataset) -> str:
                 h.update(k.encode())
                 h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:12]
+
+
+def dataset_record(cfg: Mapping[str, Any], dataset: Dataset, facts: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's ``dataset.json``: name, class names, modalities, per-item input shapes and the per-modality
+    normalisation the dataset applied (``{m: {"mean": [..], "std": [..]}}``, or None when it applies none)."""
+    item = dataset[0]
+    return {"name": cfg["dataset"]["name"], "class_names": list(getattr(dataset, "class_names", []) or []),
+            "num_classes": facts["num_classes"], "modalities": list(facts["modalities"]),
+            "input_shapes": {m: list(item[m].shape) for m in facts["modalities"]},
+            "num_frames": facts["num_frames"], "normalization": getattr(dataset, "normalization", None)}
 
 
 def stage_key(stage: Stage, cfg: Mapping[str, Any], input_keys: Mapping[str, str], data_fingerprint: str = "") -> str:
@@ -168,6 +178,8 @@ def run_experiment(cfg: Mapping[str, Any], *, run_dir: str | Path | None = None,
     val_set = load_split(cfg, cfg["dataset"]["val_split"]) if cfg["dataset"].get("val_split") else None
     facts = dataset_facts(train_set)
     fingerprint = dataset_fingerprint(train_set)
+    if info.is_main:  # what a deployment needs to feed the networks: class names, input shapes, normalisation
+        write_json(dataset_record(cfg, train_set, facts), run_dir / "dataset.json")
     model_kwargs = {"num_frames": facts["num_frames"]} if facts["num_frames"] else {}
     metrics = list(cfg["eval"]["metrics"])
     bs_eval = int(cfg["eval"]["batch_size"])
