@@ -14,8 +14,25 @@ import os
 import sys
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+class BuildPyWithConfigs(build_py):
+    """build_py that also ships the repository's ``configs/**/*.yaml`` as package data in ``mmh/configs/`` (same
+    layout, so relative ``_base_`` paths keep working). Wheels and non-editable installs get them there; an editable
+    install reads the checkout's ``configs/`` directly (``mmh.config.config_dir``)."""
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        src_root = os.path.join(ROOT, "configs")
+        for src in sorted(glob.glob(os.path.join(src_root, "**", "*.yaml"), recursive=True)):
+            dst = os.path.join(self.build_lib, "mmh", "configs", os.path.relpath(src, src_root))
+            self.mkpath(os.path.dirname(dst))
+            self.copy_file(src, dst)
 
 
 def _flag(name: str) -> bool:
@@ -81,7 +98,7 @@ def main():
         packages=find_packages("python") + ["mmh_ext"],
         package_dir={"": "python", "mmh_ext": "mmh_ext"},
         ext_modules=_extensions(),
-        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True), "build_py": BuildPyWithConfigs},
         options={"bdist_wheel": {"py_limited_api": "cp39"}},
     )
 

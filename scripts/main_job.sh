@@ -3,5 +3,6 @@
 #   bash scripts/main_job.sh [--quick] [--seeds N] [--out DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/env.sh   # the environment setup.sh installs into (active virtualenv/conda environment, else .venv)
 bash scripts/setup.sh
-exec mmh benchmark mmh "$@"
+exec "$PY" -m mmh.cli benchmark mmh "$@"

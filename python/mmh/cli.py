@@ -9,7 +9,8 @@
     mmh benchmark mmh [--quick] [--seeds N] [--out DIR] [--workers W]
     mmh list [methods|models|datasets|configs]
 
-CONFIG is a YAML path or ``<dataset>/<method>`` under ``configs/`` (e.g. ``synthetic_motion/rad``).
+CONFIG is a YAML path or a shipped config ``<dataset>/<method>`` (e.g. ``synthetic_motion/rad``; ``mmh list configs``;
+they live in ``mmh/configs`` of an installed package, or the checkout's ``configs/``; ``$MMH_CONFIG_DIR`` overrides).
 Run under ``torchrun --nproc_per_node N -m mmh.cli train ...`` for DDP (rank 0 writes the run directory).
 """
 
@@ -20,6 +21,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+from ._optional import MissingExtraError
 
 __all__ = ["main", "build_parser"]
 
@@ -168,8 +171,8 @@ def _cmd_list(ns: argparse.Namespace) -> int:
         from .config import config_dir
 
         root = config_dir()
-        print("\n".join(str(p.relative_to(root).with_suffix("")) for p in sorted(root.glob("*/*.yaml"))
-                        if not p.parent.name.startswith("_")))
+        names = (p.relative_to(root).with_suffix("") for p in root.rglob("*.yaml"))  # _base folders: not configs
+        print("\n".join(sorted(n.as_posix() for n in names if not any(part.startswith("_") for part in n.parts))))
     return 0
 
 
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command in ("train", "eval"):
             from . import methods  # noqa: F401  (registers every method and its loss.* config defaults first)
         return _COMMANDS[ns.command](ns)
-    except (FileNotFoundError, KeyError, ValueError, TypeError) as exc:
+    except (FileNotFoundError, KeyError, ValueError, TypeError, MissingExtraError) as exc:
         if os.environ.get("MMH_DEBUG"):
             raise
         print(f"mmh {ns.command}: error: {exc}", file=sys.stderr)

@@ -2,7 +2,10 @@
 
 A config is a plain nested ``dict``. Resolution order (later wins)::
 
-    DEFAULTS  <-  _base_ files (recursively, relative to the including file)  <-  the YAML file  <-  overrides
+    DEFAULTS  <-  _base_ files (recursively)  <-  the YAML file  <-  overrides
+
+A ``_base_`` entry (a string or a list) is a path relative to the including file or, when no such file exists, the
+name of a shipped config (``_base_: synthetic_motion/rad``, ``.yaml`` optional; see :func:`config_dir`).
 
 Overrides are ``dotted.key=value`` strings; the value is parsed as YAML (``3`` -> int, ``2e-3`` -> float,
 ``[4, 2, 1]`` -> list, ``null`` -> None, ``true`` -> bool) and coerced to the type of the value it replaces
@@ -18,6 +21,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -247,8 +251,22 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ValueError(f"_base_ in {path} must be a path or a list of paths")
     resolved: dict[str, Any] = {}
     for base in bases:
-        resolved = merge(resolved, _load_yaml(path.parent / base, seen + (path,)))
+        resolved = merge(resolved, _load_yaml(_base_path(path, base), seen + (path,)))
     return merge(resolved, data)
+
+
+def _base_path(including: Path, base: Any) -> Path:
+    """A ``_base_`` entry of ``including``: a path relative to that file, else the name of a shipped config."""
+    if not isinstance(base, str) or not base.strip():
+        raise ValueError(f"_base_ in {including} must be a path or a shipped config name, got {base!r}")
+    rel = including.parent / base
+    if rel.is_file():
+        return rel
+    try:
+        return find_config(base, files=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {including}: _base_ {base!r} not found: neither {rel} nor a shipped "
+                                f"config under {config_dir()}") from None
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
@@ -257,6 +275,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
     Keys in the file that are not in the defaults are an error naming the key and the file (typo protection);
     ``stages`` and ``*.kwargs`` sections are free-form.
     """
+    _load_builtin_defaults()
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         data = _load_yaml(Path(path))
@@ -265,6 +284,12 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
     cfg = apply_overrides(cfg, overrides)
     validate(cfg)
     return cfg
+
+
+def _load_builtin_defaults() -> None:
+    """Import the built-in methods, which add their ``loss.*`` sections (the thesis methods') to :data:`DEFAULTS`,
+    so every shipped config loads in a fresh process whatever was imported before (a no-op once imported)."""
+    from . import methods  # noqa: F401
 
 
 def _check_known(defaults: Mapping[str, Any], data: Mapping[str, Any], prefix: str, source: str) -> None:
@@ -325,17 +350,26 @@ def config_hash(obj: Any, length: int = 12) -> str:
 
 
 def config_dir() -> Path:
-    """The folder of the shipped configs: ``$MMH_CONFIG_DIR`` or ``<repository>/configs``."""
+    """The folder of the shipped configs: ``$MMH_CONFIG_DIR`` when set; else ``mmh/configs`` inside the installed
+    package (wheels and ``pip install .``: setup.py copies the repository's ``configs/`` there); else the
+    checkout's ``configs/`` (editable installs)."""
     env = os.environ.get("MMH_CONFIG_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+    if env:
+        return Path(env)
+    packaged = Path(str(resources.files("mmh") / "configs"))
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "configs"
 
 
-def find_config(name: str | os.PathLike) -> Path:
-    """A config path: an existing file, or ``<dataset>/<method>`` under :func:`config_dir` (``.yaml`` optional)."""
+def find_config(name: str | os.PathLike, *, files: bool = True) -> Path:
+    """A config path: an existing file (unless ``files=False``), or a shipped config ``<dataset>/<method>`` under
+    :func:`config_dir` (``.yaml`` optional)."""
     p = Path(name)
-    if p.is_file():
+    if files and p.is_file():
         return p
-    for cand in (config_dir() / p, config_dir() / f"{p}.yaml"):
+    root = config_dir()
+    for cand in (root / p, root / f"{p}.yaml"):
         if cand.is_file():
             return cand
-    raise FileNotFoundError(f"config {str(name)!r} not found (neither a file nor under {config_dir()})")
+    raise FileNotFoundError(f"config {str(name)!r} not found (neither a file nor under {root})")

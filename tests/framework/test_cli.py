@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from mmh.cli import main
+from mmh.train.checkpoint import safe_load
 
 pytest.importorskip("mmh_ext")
 
@@ -19,7 +20,7 @@ TINY = ["dataset.split_kwargs={train: {size: 48}, test: {size: 30}}", "train.bat
 
 
 def _state(run: Path, stage: str) -> dict[str, torch.Tensor]:
-    return torch.load(run / "stages" / stage / "model.pt", weights_only=False)["state_dict"]
+    return safe_load(run / "stages" / stage / "model.pt", "model artifact")["state_dict"]
 
 
 def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mmh.cli import main
+from mmh.train.checkpoint import safe_load
 
 from .conftest import TINY
 
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _state(run: Path, stage: str) -> dict[str, torch.Tensor]:
-    return torch.load(run / "stages" / stage / "model.pt", weights_only=False)["state_dict"]
+    return safe_load(run / "stages" / stage / "model.pt", "model artifact")["state_dict"]
 
 
 def test_multistream_train_kill_resume(tmp_path: Path):

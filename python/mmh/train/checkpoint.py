@@ -3,16 +3,31 @@
 * A **checkpoint** (``latest.pt``, ``best.pt`` in a stage folder) holds the trainable state of the stage module,
   optimizer, scheduler, grad scaler, step/epoch, the running epoch sums, the metrics history, the RNG states and the
   config — everything :class:`mmh.train.Trainer` needs to continue a killed run exactly.
-* An **artifact** (``model.pt``) holds one network: ``{"config": model.config, "state_dict": ...}``, rebuilt by
-  :func:`mmh.models.build_model` (or, for a :class:`mmh.methods.LogitEnsemble`, member by member).
+* An **artifact** (``model.pt``, also the stage cache's ``<kind>-<hash>/model.pt``) holds one network:
+  ``{"config": model.config, "state_dict": ...}``, rebuilt by :func:`mmh.models.build_model` (or, for a
+  :class:`mmh.methods.LogitEnsemble`, ``{"ensemble": {name: artifact}}``, member by member).
+
+Both are ``torch.save`` zip archives holding only tensors and plain containers (dict, list, tuple, str, int, float,
+bool, None): the RNG states are stored as tensors (:func:`encode_rng_state`), never as pickled numpy / Python
+objects. They are read by :func:`safe_load` with ``torch.load(weights_only=True)`` and no extra allowed globals, so
+a shared run folder or cache cannot run code: a file that asks to import anything (a planted ``__reduce__``
+payload, a numpy array, any class) is refused with :class:`UnsafeFileError` naming the file, before anything of it
+is built. Malformed files (truncated, another format, missing keys, weights of another model) raise ``ValueError``
+naming the file and what is wrong.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import random
+import re
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,7 +35,51 @@ from ..methods.ensemble import LogitEnsemble
 from ..models import build_model
 from ..utils.io import atomic_torch_save
 
-__all__ = ["save_checkpoint", "load_checkpoint", "save_model", "load_model", "model_payload", "model_from_payload"]
+__all__ = ["save_checkpoint", "load_checkpoint", "save_model", "load_model", "model_payload", "model_from_payload",
+           "safe_load", "UnsafeFileError", "encode_rng_state", "decode_rng_state", "CHECKPOINT_KEYS"]
+
+#: Keys every trainer checkpoint holds (checked by :func:`load_checkpoint`).
+CHECKPOINT_KEYS: tuple[str, ...] = ("stage", "optimizer", "scheduler", "scaler", "step", "sums", "history", "best",
+                                    "rng")
+
+
+class UnsafeFileError(ValueError):
+    """A checkpoint / artifact holds pickled objects other than tensors and plain containers; it was not loaded."""
+
+
+def _refusal_reason(exc: BaseException) -> str:
+    """The line of torch's weights-only error that says what the file asked for (e.g. ``GLOBAL posix.system``)."""
+    text = str(exc)
+    m = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", text)
+    if m:
+        return f"it asks to import {m.group(1)}"
+    for line in text.splitlines():
+        if "Unsupported" in line or "unsupported" in line:
+            return line.strip()
+    return "it holds pickled objects that are not tensors or plain containers"
+
+
+def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """Read a ``torch.save`` file on CPU without running code from it.
+
+    ``torch.load(weights_only=True)``: only tensors, numbers, strings, None and dict / list / tuple containers are
+    rebuilt. Raises FileNotFoundError, :class:`UnsafeFileError` (the file asks for anything else: refused, nothing
+    of it runs) or ValueError (truncated, empty, not a ``torch.save`` archive), each naming ``path`` and ``what``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} not found: {p}")
+    if not zipfile.is_zipfile(p):  # torch.save writes a zip archive; a raw pickle is never handed to any unpickler
+        raise ValueError(f"corrupt {what} {p}: not a torch.save archive (truncated, empty or another format, "
+                         f"e.g. a raw pickle, which is never loaded)")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeFileError(f"refused to load {what} {p}: {_refusal_reason(exc)}; run folders and checkpoints "
+                              f"may hold only tensors and plain containers, and loading never runs code from a "
+                              f"file") from None
+    except Exception as exc:  # noqa: BLE001 - any other failure means a damaged archive
+        raise ValueError(f"corrupt or unreadable {what} {p}: {type(exc).__name__}: {exc}") from None
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
@@ -29,19 +88,86 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint on CPU; FileNotFoundError / ValueError naming the file."""
+    """Read a trainer checkpoint (``latest.pt`` / ``best.pt``) safely (:func:`safe_load`); FileNotFoundError,
+    :class:`UnsafeFileError` or ValueError naming the file and what is wrong (not a dict, missing keys, a ``stage``
+    entry that is not a ``{name: tensor}`` dict)."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise ValueError(f"corrupt or unreadable checkpoint {p}: {exc}") from exc
+    state = safe_load(p, "checkpoint")
     if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {p} does not hold a dict")
+        raise ValueError(f"checkpoint {p} holds a {type(state).__name__}, not a dict of training state")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"checkpoint {p} lacks {missing} (has {sorted(map(str, state))}): not a trainer checkpoint")
+    _check_tensor_dict(state["stage"], f"checkpoint {p}: 'stage'")
+    if isinstance(state["step"], bool) or not isinstance(state["step"], int) or state["step"] < 0:
+        raise ValueError(f"checkpoint {p}: 'step' must be a non-negative int, got {state['step']!r}")
+    for key, kind in (("optimizer", dict), ("scheduler", dict), ("scaler", dict), ("sums", dict), ("best", dict),
+                      ("history", list), ("rng", dict)):
+        if not isinstance(state[key], kind):
+            raise ValueError(f"checkpoint {p}: {key!r} must be a {kind.__name__}, got {type(state[key]).__name__}")
     return state
 
 
+def _check_tensor_dict(obj: Any, where: str) -> None:
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where} must be a dict of tensors, got {type(obj).__name__}")
+    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"{where} must map names to tensors; bad entries: {bad[:5]}")
+
+
+# ---------------------------------------------------------------------------------------------------- RNG states
+def encode_rng_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`mmh.utils.seed.get_rng_state` output as tensors and plain values (loadable with weights_only)."""
+    out: dict[str, Any] = {}
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        out["python"] = {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
+                         "gauss_next": gauss}
+    if "numpy" in state:
+        kind, key, pos, has_gauss, cached = state["numpy"]
+        out["numpy"] = {"kind": str(kind), "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
+                        "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    if "torch" in state:
+        out["torch"] = state["torch"]
+    if "cuda" in state:
+        out["cuda"] = list(state["cuda"])
+    return out
+
+
+def decode_rng_state(enc: Mapping[str, Any], source: str = "<rng state>") -> dict[str, Any]:
+    """Inverse of :func:`encode_rng_state` (ValueError naming ``source`` if an entry is malformed)."""
+    out: dict[str, Any] = {}
+    try:
+        if "python" in enc:
+            py = enc["python"]
+            internal = tuple(int(v) for v in py["state"].tolist())
+            gauss = py["gauss_next"]
+            out["python"] = (int(py["version"]), internal, None if gauss is None else float(gauss))
+            random.Random().setstate(out["python"])  # validate before touching the global generator
+        if "numpy" in enc:
+            nps = enc["numpy"]
+            key = nps["key"]
+            if not isinstance(key, torch.Tensor) or key.shape != (624,):
+                raise ValueError(f"numpy key must be a tensor of 624 words, got {getattr(key, 'shape', key)!r}")
+            out["numpy"] = (str(nps["kind"]), key.numpy().astype(np.uint32), int(nps["pos"]), int(nps["has_gauss"]),
+                            float(nps["cached_gaussian"]))
+            np.random.RandomState().set_state(out["numpy"])
+        if "torch" in enc:
+            t = enc["torch"]
+            if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8:
+                raise ValueError(f"torch state must be a uint8 tensor, got {type(t).__name__}")
+            out["torch"] = t
+        if "cuda" in enc:
+            if not all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in enc["cuda"]):
+                raise ValueError("cuda states must be uint8 tensors")
+            out["cuda"] = list(enc["cuda"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{source}: malformed RNG state: {type(exc).__name__}: {exc}") from None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- artifacts
 def model_payload(model: nn.Module) -> dict[str, Any]:
     """``{"config", "state_dict"}`` of a network built by ``build_model`` (or a LogitEnsemble of such)."""
     if isinstance(model, LogitEnsemble):
@@ -53,16 +179,48 @@ def model_payload(model: nn.Module) -> dict[str, Any]:
     return {"config": dict(config), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
-def model_from_payload(payload: dict[str, Any], source: str = "<payload>") -> nn.Module:
-    """Inverse of :func:`model_payload`."""
+def model_from_payload(payload: Any, source: str = "<payload>") -> nn.Module:
+    """Inverse of :func:`model_payload`; ValueError naming ``source`` and what is wrong (not a dict, missing
+    ``config`` / ``state_dict``, an unknown model or bad config, weights that do not fit the model)."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"model artifact {source} holds a {type(payload).__name__}, not a dict "
+                         f"{{'config', 'state_dict'}}")
     if "ensemble" in payload:
-        return LogitEnsemble({k: model_from_payload(v, source) for k, v in payload["ensemble"].items()})
-    if "config" not in payload or "state_dict" not in payload:
-        raise ValueError(f"model artifact {source} lacks 'config' or 'state_dict'")
-    cfg = dict(payload["config"])
+        members = payload["ensemble"]
+        if not isinstance(members, dict) or not members:
+            raise ValueError(f"model artifact {source}: 'ensemble' must be a non-empty dict of member artifacts")
+        return LogitEnsemble({str(k): model_from_payload(v, f"{source} (ensemble member {k!r})")
+                              for k, v in members.items()})
+    missing = [k for k in ("config", "state_dict") if k not in payload]
+    if missing:
+        raise ValueError(f"model artifact {source} lacks {missing} (has {sorted(map(str, payload))})")
+    cfg = payload["config"]
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("name"), str):
+        raise ValueError(f"model artifact {source}: 'config' must be a dict with a model 'name', got {cfg!r:.200}")
+    _check_tensor_dict(payload["state_dict"], f"model artifact {source}: 'state_dict'")
+    cfg = dict(cfg)
     name = cfg.pop("name")
-    model = build_model(name, **cfg)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model = build_model(name, **cfg)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"model artifact {source}: cannot build model {name!r} from its config: {exc}") from None
+    given: dict[str, torch.Tensor] = payload["state_dict"]
+    expected = model.state_dict()
+    problems = []
+    lost = [k for k in expected if k not in given]
+    extra = [k for k in given if k not in expected]
+    if lost:
+        problems.append(f"missing weights {lost[:5]}{' ...' if len(lost) > 5 else ''} ({len(lost)} in all)")
+    if extra:
+        problems.append(f"unexpected weights {extra[:5]}{' ...' if len(extra) > 5 else ''} ({len(extra)} in all)")
+    shapes = [f"{k}: {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in given and given[k].shape != v.shape]
+    if shapes:
+        problems.append(f"wrong shapes (file vs model) {shapes[:5]}{' ...' if len(shapes) > 5 else ''}")
+    if problems:
+        raise ValueError(f"model artifact {source}: its weights do not fit the model its config describes "
+                         f"({name}): {'; '.join(problems)}")
+    model.load_state_dict(given)
     return model
 
 
@@ -72,5 +230,6 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> None:
 
 
 def load_model(path: str | os.PathLike) -> nn.Module:
-    """Rebuild the network saved by :func:`save_model` (FileNotFoundError / ValueError naming the file)."""
-    return model_from_payload(load_checkpoint(path), str(path))
+    """Rebuild the network saved by :func:`save_model` without running code from the file (:func:`safe_load`);
+    FileNotFoundError, :class:`UnsafeFileError` or ValueError naming the file and what is wrong."""
+    return model_from_payload(safe_load(path, "model artifact"), str(path))

@@ -273,4 +273,14 @@ def load_results(run_dir: str | Path) -> dict[str, Any]:
     p = Path(run_dir) / "results.json"
     if not p.is_file():
         raise FileNotFoundError(f"{run_dir} is not a finished run directory (no results.json)")
-    return read_json(p)
+    res = read_json(p)
+    # a shared run folder is untrusted: stage names become paths (stages/<name>/model.pt, eval_<name>_<split>.json)
+    stages = res.get("stages") if isinstance(res, dict) else None
+    if not isinstance(stages, dict) or not stages:
+        raise ValueError(f"{p} is not a run's results file: it needs a non-empty 'stages' mapping")
+    for name, record in stages.items():
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) or not isinstance(record, dict):
+            raise ValueError(f"{p}: malformed stage entry {name!r} (names are [A-Za-z0-9_.-], entries are mappings)")
+        if not isinstance(record.get("source", ""), str):
+            raise ValueError(f"{p}: stage {name!r} has a non-string 'source'")
+    return res

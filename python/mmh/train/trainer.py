@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from ..methods.base import StageModule
 from ..utils.distributed import DistInfo, dist_info
 from ..utils.seed import get_rng_state, set_rng_state
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import decode_rng_state, encode_rng_state, load_checkpoint, save_checkpoint
 from .data import EpochBatchSampler, batch_loader, to_device
 from .optim import build_optimizer, build_scheduler
 
@@ -133,21 +133,29 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume."""
+        """Everything needed to resume: tensors and plain containers only (the RNG states as tensors), so that
+        :func:`mmh.train.checkpoint.load_checkpoint` reads it back with ``weights_only=True``."""
         return {"stage": self.stage.trainable_state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
                 "epoch": self.step // self.steps_per_epoch, "sums": dict(self._sums), "history": list(self.history),
-                "best": dict(self.best), "rng": get_rng_state(), "train_config": self.tcfg, "config": self.config}
+                "best": dict(self.best), "rng": encode_rng_state(get_rng_state()), "train_config": self.tcfg,
+                "config": self.config}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict` output (the total step count must match)."""
-        self.stage.load_trainable_state_dict(state["stage"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+    def load_state_dict(self, state: Mapping[str, Any], source: str | Path = "<state dict>") -> None:
+        """Restore :meth:`state_dict` output (the total step count must match); ValueError naming ``source`` (the
+        checkpoint file) when the state does not fit this stage / optimizer / scheduler."""
+        rng = decode_rng_state(state["rng"], f"checkpoint {source}")
+        try:
+            self.stage.load_trainable_state_dict(state["stage"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise ValueError(f"checkpoint {source} does not fit this run's stage / optimizer / scheduler "
+                             f"(another model or method?): {type(exc).__name__}: {exc}") from None
         self.step, self._sums = int(state["step"]), dict(state["sums"])
         self.history, self.best = list(state["history"]), dict(state["best"])
-        set_rng_state(state["rng"])
+        set_rng_state(rng)
 
     def restore_best(self) -> dict[str, Any]:
         """Load the trainable state of ``best.pt`` (the highest validation metric) into the stage; returns
@@ -158,7 +166,10 @@ class Trainer:
         if self.val_fn is None or self.best.get("value") is None or not path.is_file():
             raise FileNotFoundError(f"restore_best: no validated best checkpoint at {path} (needs a val_fn)")
         state = load_checkpoint(path)
-        self.stage.load_trainable_state_dict(state["stage"])
+        try:
+            self.stage.load_trainable_state_dict(state["stage"])
+        except RuntimeError as exc:
+            raise ValueError(f"checkpoint {path} does not fit this run's stage: {exc}") from None
         return dict(self.best)
 
     def _save(self, name: str) -> None:
@@ -254,7 +265,7 @@ class Trainer:
         if stop_after_steps is not None and stop_after_steps < 1:
             raise ValueError(f"stop_after_steps must be >= 1, got {stop_after_steps}")
         if resume and (self.out_dir / "latest.pt").is_file():
-            self.load_state_dict(load_checkpoint(self.out_dir / "latest.pt"))
+            self.load_state_dict(load_checkpoint(self.out_dir / "latest.pt"), self.out_dir / "latest.pt")
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.stage.train()
