@@ -7,6 +7,7 @@
     mmh eval RUN_DIR [--split test] [--stage NAME]
     mmh report RUN_DIR [RUN_DIR ...] --out DIR
     mmh benchmark mmh [--quick] [--seeds N] [--out DIR] [--workers W]
+    mmh export RUN_DIR [--stage student] [--format torchscript|onnx] --out FILE
     mmh list [methods|models|datasets|configs]
 
 CONFIG is a YAML path or a shipped config ``<dataset>/<method>`` (e.g. ``synthetic_motion/rad``; ``mmh list configs``;
@@ -61,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=None, help="override the number of training steps")
     b.add_argument("--no-antispoof", action="store_true", help="skip the ACER column (synthetic_antispoof)")
     b.add_argument("overrides", nargs="*", metavar="key=value", help="extra config overrides for every run")
+
+    x = sub.add_parser("export", help="write a run's network as TorchScript or ONNX (+ a JSON sidecar)")
+    x.add_argument("run_dir", type=Path)
+    x.add_argument("--stage", default=None, help="stage name (default: the last stage, e.g. 'student')")
+    x.add_argument("--format", dest="fmt", default="torchscript", help="torchscript | onnx (needs mmh[export])")
+    x.add_argument("--out", type=Path, required=True, help="output file; the sidecar is OUT.json")
+    x.add_argument("--opset", type=int, default=17, help="ONNX opset version")
 
     ls = sub.add_parser("list", help="list registered methods, models, datasets or shipped configs")
     ls.add_argument("what", choices=["methods", "models", "datasets", "configs"], nargs="?", default="methods")
@@ -153,6 +161,15 @@ def _cmd_benchmark(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(ns: argparse.Namespace) -> int:
+    from .export import export_run
+
+    sidecar = export_run(ns.run_dir, ns.out, stage=ns.stage, fmt=ns.fmt, opset=ns.opset)
+    print(json.dumps({"out": str(ns.out), "sidecar": f"{ns.out}.json", "stage": sidecar["stage"],
+                      "inputs": [i["name"] for i in sidecar["inputs"]], "check": sidecar["check"]}, indent=2))
+    return 0
+
+
 def _cmd_list(ns: argparse.Namespace) -> int:
     if ns.what == "methods":
         from .methods import list_methods
@@ -177,7 +194,7 @@ def _cmd_list(ns: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "report": _cmd_report, "benchmark": _cmd_benchmark,
-             "list": _cmd_list}
+             "export": _cmd_export, "list": _cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -143,7 +143,7 @@ def as_clip(inputs: Mapping[str, Tensor], name: str, channels: int, layout: str 
 
 def check_same_spatial(maps: Mapping[str, Tensor]) -> None:
     """Raise ValueError if the feature maps of different branches have different spatial sizes."""
-    sizes = {k: tuple(v.shape[2:]) for k, v in maps.items()}
+    sizes = {k: tuple(int(d) for d in v.shape[2:]) for k, v in maps.items()}  # ints: sizes are tensors when traced
     if len(set(sizes.values())) > 1:
         raise ValueError(f"branches produce feature maps of different spatial sizes {sizes}; feed every "
                          f"modality at the same resolution")

@@ -11,9 +11,11 @@ the network is a ``LateFusionNet`` whose streams interact.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from .blocks import conv_bn_relu
@@ -67,7 +69,7 @@ class MultiplierNet(LateFusionNet):
         if self.time_mode == "channels":
             return {s: prepare(inputs, m, self.specs[m]) for s, m in self.stream_inputs.items()}, 1
         clips = {s: as_clip(inputs, m, self.specs[m].channels) for s, m in self.stream_inputs.items()}
-        sizes = {s: tuple(c.shape[:2]) for s, c in clips.items()}
+        sizes = {s: tuple(int(d) for d in c.shape[:2]) for s, c in clips.items()}  # ints, also when traced
         if len(set(sizes.values())) > 1:
             raise ValueError(f"streams got clips of different (batch, frames): {sizes}")
         t = next(iter(clips.values())).shape[1]
@@ -89,6 +91,27 @@ class MultiplierNet(LateFusionNet):
         if self.time_mode == "frames":
             xs = {s: self.time_pool(x, t) for s, x in xs.items()}
         return xs
+
+
+def _inject_decomposed(x: Tensor, gate: Tensor) -> Tensor:
+    return x * torch.relu(gate)
+
+
+@contextmanager
+def decomposed_injection() -> Iterator[None]:
+    """Inside the block, cross-stream connections compute ``x * relu(gate)`` with two plain torch ops instead of
+    ``mmh_ext.cross_stream_inject`` — the inference path that ``mmh export`` traces, so an exported multiplier net
+    needs neither mmh_ext nor its library (TorchScript, ONNX, LibTorch). The forward values are the operator's
+    (the same product); use it for inference and export only (not thread-safe: it swaps the function the
+    residual units call, in ``mmh.models.resnet``, for the duration of the block)."""
+    from . import resnet
+
+    previous = resnet.cross_stream_inject
+    resnet.cross_stream_inject = _inject_decomposed
+    try:
+        yield
+    finally:
+        resnet.cross_stream_inject = previous
 
 
 def _multiplier_student_rule(config: dict[str, Any], kept: tuple[str, ...]) -> dict[str, Any]:

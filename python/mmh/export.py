@@ -1,0 +1,195 @@
+"""``mmh export``: a run's trained network as a file that runs without mmh (TorchScript or ONNX) + a JSON sidecar.
+
+The exported network takes the stage's modalities as positional tensors — in the order of ``modalities.student``
+(for a stage reading other modalities: the first role of ``modalities`` whose set matches, else the network's own
+order) — each shaped like a batch of dataset items ((B, C, H, W) images, (B, T, C, H, W) clips, (B, D) vectors),
+*already normalised* as the dataset normalised them, and returns the logits (B, K). The sidecar ``<out>.json``
+records what a deployment needs: the input names in order and their shapes, the normalisation per input
+(``(x - mean[c]) / std[c]`` per channel, from the run's ``dataset.json``; null when the dataset applies none), the
+class names, and the largest difference between the file's logits and the run's network measured right after the
+export.
+
+Networks that call ``mmh_ext.cross_stream_inject`` (the multiplier nets) are traced with the operator's
+decomposition ``x * relu(gate)`` (:func:`mmh.models.multiplier.decomposed_injection`), so the file does not need
+mmh_ext. ONNX needs the ``export`` extra (onnx, onnxruntime); the check then runs the file in onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+__all__ = ["FORMATS", "export_run", "input_names", "PositionalInputs", "load_run_network"]
+
+#: Formats ``mmh export`` writes.
+FORMATS: tuple[str, ...] = ("torchscript", "onnx")
+#: Largest |exported - run| logit difference accepted by the check right after exporting.
+TOLERANCE = 1e-4
+
+
+class PositionalInputs(nn.Module):
+    """``forward(*tensors)`` = ``model({names[i]: tensors[i]})``: a dict-input mmh network with positional inputs."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = list(names)
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        if len(inputs) != len(self.names):
+            raise ValueError(f"expected {len(self.names)} inputs ({', '.join(self.names)}), got {len(inputs)}")
+        return self.model(dict(zip(self.names, inputs, strict=True)))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"mmh export: {path.parent} is not a run directory (no config.yaml)")
+    cfg = yaml.safe_load(path.read_text())
+    if not isinstance(cfg, dict):
+        raise ValueError(f"mmh export: {path} does not hold a config mapping")
+    return cfg
+
+
+def load_run_network(run_dir: str | os.PathLike, stage: str | None = None) -> tuple[nn.Module, str, dict[str, Any]]:
+    """(the network of ``stage`` (default: the run's last stage) in eval mode, the stage name, the run's config)."""
+    from .train.checkpoint import load_model
+    from .train.runner import load_results
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"mmh export: no such run directory: {run}")
+    cfg = _read_yaml(run / "config.yaml")
+    res = load_results(run)
+    stages = list(res.get("stages") or {})
+    stage = stage or (stages[-1] if stages else None)
+    if stage not in stages:
+        raise ValueError(f"mmh export: run {run} has no stage {stage!r} (stages: {stages})")
+    path = run / "stages" / stage / "model.pt"
+    if not path.is_file():
+        src = res["stages"][stage].get("source", "")
+        if src.startswith(("cache:", "checkpoint:")):
+            cand = Path(src.split(":", 1)[1])
+            path = cand if cand.is_file() else cand / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"mmh export: stage {stage!r} of {run} has no saved network ({path})")
+    return load_model(path).eval(), stage, cfg
+
+
+def input_names(model: nn.Module, cfg: Mapping[str, Any]) -> list[str]:
+    """The order of the exported inputs: ``modalities.student`` when the network reads exactly those, else the first
+    role of ``modalities`` with the network's set, else the network's own ``modalities``."""
+    mods = list(getattr(model, "modalities", ()) or ())
+    if not mods:
+        raise ValueError(f"mmh export: the network ({type(model).__name__}) has no 'modalities' attribute")
+    roles = dict(cfg.get("modalities") or {})
+    for role in ["student", *[r for r in roles if r != "student"]]:
+        names = roles.get(role)
+        if isinstance(names, list) and sorted(names) == sorted(mods):
+            return list(names)
+    return mods
+
+
+def _facts(run: Path, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's ``dataset.json``; for a run made before it existed, rebuilt from the train split."""
+    p = run / "dataset.json"
+    if p.is_file():
+        return json.loads(p.read_text())
+    from . import methods  # noqa: F401  (registers the methods' loss.* defaults)
+    from .config import load_config
+    from .train.data import dataset_facts
+    from .train.runner import dataset_record, load_split
+
+    full = load_config(run / "config.yaml")
+    ds = load_split(full, full["dataset"]["train_split"])
+    return dataset_record(full, ds, dataset_facts(ds))
+
+
+def _example_inputs(names: Sequence[str], facts: Mapping[str, Any], batch: int) -> tuple[Tensor, ...]:
+    shapes = facts.get("input_shapes") or {}
+    missing = [m for m in names if m not in shapes]
+    if missing:
+        raise ValueError(f"mmh export: the run's dataset.json has no input shape for {missing[0]!r}")
+    g = torch.Generator().manual_seed(0)
+    return tuple(torch.randn(batch, *shapes[m], generator=g) for m in names)
+
+
+def _onnx_modules() -> tuple[Any, Any]:
+    from ._optional import MissingExtraError
+
+    try:
+        import onnx
+    except ImportError as exc:
+        raise MissingExtraError("onnx", "export", "mmh export --format onnx") from exc
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise MissingExtraError("onnxruntime", "export", "mmh export --format onnx") from exc
+    return onnx, onnxruntime
+
+
+def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, stage: str | None = None,
+               fmt: str = "torchscript", opset: int = 17, batch: int = 2) -> dict[str, Any]:
+    """Export ``stage`` of ``run_dir`` to ``out`` in format ``fmt`` and write ``<out>.json``; return the sidecar.
+
+    The network is traced on random inputs of the dataset's item shapes with batch ``batch`` (the batch size stays
+    free in the file); the file's logits are then compared with the run's network on other random inputs of batch
+    ``batch + 1`` and the largest difference recorded (a RuntimeError above ``TOLERANCE``).
+    """
+    from .models.multiplier import decomposed_injection
+
+    if fmt not in FORMATS:
+        raise ValueError(f"mmh export: unknown format {fmt!r}; formats: {list(FORMATS)}")
+    if fmt == "onnx":
+        onnx, ort = _onnx_modules()
+    model, stage, cfg = load_run_network(run_dir, stage)
+    run, out = Path(run_dir), Path(out)
+    facts = _facts(run, cfg)
+    names = input_names(model, cfg)
+    wrapper = PositionalInputs(model, names).eval()
+    example = _example_inputs(names, facts, batch)
+    check = tuple(torch.randn(batch + 1, *x.shape[1:], generator=torch.Generator().manual_seed(1)) for x in example)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), decomposed_injection(), warnings.catch_warnings():
+        # shape checks in the models read sizes as Python ints: constants of the trace, as intended
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        expected = wrapper(*check)
+        if fmt == "torchscript":
+            traced = torch.jit.trace(wrapper, example, check_trace=False)
+            traced.save(str(out))
+            got = torch.jit.load(str(out))(*check)
+        else:
+            torch.onnx.export(wrapper, example, str(out), input_names=names, output_names=["logits"],
+                              dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
+                              opset_version=opset, dynamo=False)
+            onnx.checker.check_model(str(out))
+            sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+            got = torch.from_numpy(sess.run(["logits"], {n: x.numpy() for n, x in zip(names, check)})[0])
+    diff = float((got - expected).abs().max())
+    if not diff <= TOLERANCE:
+        raise RuntimeError(f"mmh export: the exported {fmt} network differs from the run's by {diff:.3g} "
+                           f"(> {TOLERANCE}); not usable")
+    norm = facts.get("normalization") or {}
+    shapes = facts.get("input_shapes") or {}
+    sidecar = {
+        "format": fmt, "file": out.name, "run_dir": str(run.resolve()), "stage": stage,
+        "dataset": facts.get("name"), "class_names": list(facts.get("class_names") or []),
+        "num_classes": int(expected.shape[1]),
+        "inputs": [{"name": n, "shape": ["batch", *shapes[n]], "dtype": "float32",
+                    "normalization": norm.get(n)} for n in names],
+        "output": {"name": "logits", "shape": ["batch", int(expected.shape[1])]},
+        "preprocess": "each input x (values as the dataset reads them: 8-bit / 255, 16-bit / depth_scale) is fed "
+                      "as (x - mean[c]) / std[c] per channel c (std < 1e-6 taken as 1); normalization null: as is",
+        "check": {"max_abs_diff": diff, "batch": batch + 1},
+    }
+    if fmt == "onnx":
+        sidecar["opset"] = opset
+    Path(f"{out}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return sidecar

@@ -1,0 +1,142 @@
+"""``mmh export``: TorchScript (and ONNX where onnxruntime is installed) files equal to the run's networks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmh.cli import main
+from mmh.train.checkpoint import load_model
+
+pytest.importorskip("mmh_ext")
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["dataset.split_kwargs={train: {size: 32}, test: {size: 24}}", "train.batch_size=16", "train.steps=3",
+        "train.progress=false", "threads=1", "output.cache=''"]
+
+
+@pytest.fixture(scope="module")
+def mmh_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("export") / "kd"
+    assert main(["train", "synthetic_motion/kd", *TINY, "model.kwargs={width: 8, shared_width: 8}",
+                 "--run-dir", str(run)]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def multiplier_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("export") / "multistream"
+    assert main(["train", str(ROOT / "configs/thesis/multistream.yaml"), *TINY, "model.kwargs.width=4",
+                 "--run-dir", str(run)]) == 0
+    return run
+
+
+def _test_batch(run: Path, names: list[str]) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+    """The run's own test items (real data, batch 24), as positional tensors and as the network's dict."""
+    from mmh import methods  # noqa: F401
+    from mmh.config import load_config
+    from mmh.methods import thesis  # noqa: F401
+    from mmh.train.runner import load_split
+
+    cfg = load_config(run / "config.yaml")
+    ds = load_split(cfg, "test")
+    batch = ds.__getitems__(list(range(len(ds)))) if hasattr(ds, "__getitems__") else None
+    assert batch is not None
+    return tuple(batch[n] for n in names), batch
+
+
+def test_torchscript_student_equals_the_run(mmh_run: Path, tmp_path: Path):
+    out = tmp_path / "student.pt"
+    assert main(["export", str(mmh_run), "--stage", "student", "--format", "torchscript", "--out", str(out)]) == 0
+    side = json.loads(Path(f"{out}.json").read_text())
+    assert [i["name"] for i in side["inputs"]] == ["rgb"] and side["stage"] == "student"
+    assert side["class_names"] == ["approach", "recede", "lateral"]
+    args, batch = _test_batch(mmh_run, ["rgb"])
+    assert side["inputs"][0]["shape"] == ["batch", *batch["rgb"].shape[1:]]
+    assert side["inputs"][0]["normalization"] is None  # the synthetic data is not normalised
+    net = torch.jit.load(str(out))
+    ref = load_model(mmh_run / "stages" / "student" / "model.pt").eval()
+    with torch.no_grad():
+        want = ref(batch)
+        got = net(*args)
+    assert got.shape == want.shape == (24, 3)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_teacher_inputs_in_the_roles_order(mmh_run: Path, tmp_path: Path):
+    out = tmp_path / "teacher.pt"
+    assert main(["export", str(mmh_run), "--stage", "teacher", "--out", str(out)]) == 0
+    side = json.loads(Path(f"{out}.json").read_text())
+    assert [i["name"] for i in side["inputs"]] == ["rgb", "depth"]  # modalities.teacher
+    args, batch = _test_batch(mmh_run, ["rgb", "depth"])
+    ref = load_model(mmh_run / "stages" / "teacher" / "model.pt").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(out))(*args), ref(batch), atol=1e-5, rtol=0)
+
+
+def test_multiplier_net_exports_without_mmh_ext(multiplier_run: Path, tmp_path: Path):
+    out = tmp_path / "step4.pt"
+    assert main(["export", str(multiplier_run), "--out", str(out)]) == 0  # default: the last stage
+    side = json.loads(Path(f"{out}.json").read_text())
+    assert side["stage"] == "step4" and [i["name"] for i in side["inputs"]] == ["rgb"]
+    ref = load_model(multiplier_run / "stages" / "step4" / "model.pt").eval()
+    assert ref.connections and ref.connected_stages  # the network does inject at inference
+    net = torch.jit.load(str(out))
+    assert "mmh_ext" not in str(net.inlined_graph)
+    args, batch = _test_batch(multiplier_run, ["rgb"])
+    with torch.no_grad():
+        want = ref(batch)  # through mmh_ext.cross_stream_inject
+    torch.testing.assert_close(net(*args), want, atol=1e-5, rtol=0)
+    # a fresh interpreter that cannot import mmh_ext (nor mmh) runs the file and gets the same logits
+    torch.save({"x": args[0], "want": want}, tmp_path / "io.pt")
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["mmh_ext"] = None
+        sys.modules["mmh"] = None
+        import torch
+        io = torch.load({str(tmp_path / 'io.pt')!r})
+        got = torch.jit.load({str(out)!r})(io["x"])
+        print(float((got - io["want"]).abs().max()))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout.strip().splitlines()[-1]) <= 1e-5
+
+
+def test_export_bad_input(mmh_run: Path, tmp_path: Path, capsys):
+    out = str(tmp_path / "x.pt")
+    assert main(["export", str(tmp_path / "nope"), "--out", out]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["export", str(mmh_run), "--stage", "step9", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "'step9'" in err and "student" in err
+    assert main(["export", str(mmh_run), "--format", "tflite", "--out", out]) == 2
+    assert "'tflite'" in capsys.readouterr().err
+    assert not Path(out).exists()
+
+
+def test_onnx_without_the_extra_names_it(mmh_run: Path, tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if not installed
+    assert main(["export", str(mmh_run), "--format", "onnx", "--out", str(tmp_path / "s.onnx")]) == 2
+    assert "mmh[export]" in capsys.readouterr().err
+
+
+def test_onnx_student_equals_the_run(mmh_run: Path, multiplier_run: Path, tmp_path: Path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    for run, stage in ((mmh_run, "student"), (multiplier_run, "step4")):
+        out = tmp_path / f"{stage}.onnx"
+        assert main(["export", str(run), "--format", "onnx", "--out", str(out)]) == 0
+        side = json.loads(Path(f"{out}.json").read_text())
+        names = [i["name"] for i in side["inputs"]]
+        args, batch = _test_batch(run, names)
+        sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        got = sess.run(["logits"], {n: a.numpy() for n, a in zip(names, args)})[0]
+        with torch.no_grad():
+            want = load_model(run / "stages" / stage / "model.pt").eval()(batch)
+        torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-5, rtol=0)
