@@ -29,24 +29,49 @@ def _softmax(z: list[float], t: float = 1.0) -> list[float]:
     return [v / sum(e) for v in e]
 
 
-def test_dmcl_winners_and_losses_by_hand():
-    t = 2.0
-    losses, winners = mcl_loss(LOGITS, LABELS, "dmcl", temperature=t, kd_weight=0.7, winner_ce=1.0, loser_ce=0.3)
-    assert winners.tolist() == [0, 1]  # sample 0: net 0 wins, sample 1: net 1 wins
+def test_dmcl_default_is_eq_5_3_by_hand():
+    # Eq. 5.3 with the defaults λ = 0.5, T = 2, no T²: winner CE(y, z_w); loser (1-λ) CE(y, z_m) +
+    # λ CE(softmax(z_w/T), softmax(z_m/T)). By hand (numbers computed on paper from LOGITS):
+    # CE: net0 s0 0.126928, net1 s0 0.474077, net0 s1 0.474077, net1 s1 0.048587 -> winners (0, 1).
+    # loser s0: net1 [0.5, 0] at T 2 = [0.562177, 0.437823] vs teacher net0 [2, 0] at T 2 = [0.731059, 0.268941]
+    #   soft CE 0.643175; loser s1: net0 vs net1 -> soft CE 0.621546.
+    losses, winners = mcl_loss(LOGITS, LABELS, "dmcl")
+    assert winners.tolist() == [0, 1]
+    assert set(losses) == {"loss_ce_winner", "loss_gd_hard", "loss_gd_soft"}
+    assert losses["loss_ce_winner"].item() == pytest.approx((0.126928 + 0.048587) / 2, abs=2e-6)
+    assert losses["loss_gd_hard"].item() == pytest.approx(0.5 * (0.474077 + 0.474077) / 2, abs=2e-6)
+    assert losses["loss_gd_soft"].item() == pytest.approx(0.5 * (0.643175 + 0.621546) / 2, abs=2e-6)
+    # the same from the formulas (independent reference in plain Python)
     z = LOGITS.tolist()
-    ce = [[_ce(z[m][i], int(LABELS[i])) for i in range(2)] for m in range(2)]
-    assert losses["loss_ce_winner"].item() == pytest.approx((ce[0][0] + ce[1][1]) / 2, rel=1e-6)
-    assert losses["loss_ce_loser"].item() == pytest.approx(0.3 * (ce[1][0] + ce[0][1]) / 2, rel=1e-6)
-    kd = (_kl(_softmax(z[0][0], t), _softmax(z[1][0], t)) + _kl(_softmax(z[1][1], t), _softmax(z[0][1], t))) / 2
-    assert losses["loss_kd"].item() == pytest.approx(0.7 * t * t * kd, rel=1e-5)
+    soft = (-sum(p * math.log(q) for p, q in zip(_softmax(z[0][0], 2), _softmax(z[1][0], 2), strict=True))
+            - sum(p * math.log(q) for p, q in zip(_softmax(z[1][1], 2), _softmax(z[0][1], 2), strict=True))) / 2
+    assert losses["loss_gd_soft"].item() == pytest.approx(0.5 * soft, rel=1e-6)
+
+
+def test_dmcl_options_lambda_temperature_t_squared():
+    # λ = 1 (the thesis's other value): losers get the soft term only; T² multiplies it when asked
+    losses, _ = mcl_loss(LOGITS, LABELS, "dmcl", lam=1.0, temperature=2.0, t_squared=True)
+    assert set(losses) == {"loss_ce_winner", "loss_gd_soft"}
+    assert losses["loss_gd_soft"].item() == pytest.approx(4.0 * (0.643175 + 0.621546) / 2, abs=1e-5)
+    # T = 5: the soft targets get softer (teacher s0 [2, 0]/5 -> [0.598688, 0.401312])
+    z = LOGITS.tolist()
+    l5, _ = mcl_loss(LOGITS, LABELS, "dmcl", lam=0.5, temperature=5.0)
+    want = sum(-sum(p * math.log(q) for p, q in zip(_softmax(z[w][i], 5), _softmax(z[1 - w][i], 5), strict=True))
+               for i, w in ((0, 0), (1, 1))) / 2
+    assert l5["loss_gd_soft"].item() == pytest.approx(0.5 * want, rel=1e-6)
+    assert _softmax(z[0][0], 5)[0] == pytest.approx(0.598688, abs=1e-6)
+    with pytest.raises(ValueError, match="lam"):
+        mcl_loss(LOGITS, LABELS, "dmcl", lam=1.5)
 
 
 def test_dmcl_teacher_is_detached_and_losers_get_gradient():
     z = LOGITS.clone().requires_grad_(True)
-    losses, _ = mcl_loss(z, LABELS, "dmcl", loser_ce=0.0, winner_ce=0.0)
-    (g,) = torch.autograd.grad(losses["loss_kd"], z)
-    assert torch.all(g[0, 0] == 0) and torch.all(g[1, 1] == 0)  # winners get nothing from KD
-    assert g[1, 0].abs().sum() > 0 and g[0, 1].abs().sum() > 0  # losers are pulled to the winner
+    losses, _ = mcl_loss(z, LABELS, "dmcl", lam=1.0, winner_ce=0.0)
+    (g,) = torch.autograd.grad(losses["loss_gd_soft"], z)
+    assert torch.all(g[0, 0] == 0) and torch.all(g[1, 1] == 0)  # winners get nothing from the soft term
+    # loser s0 (net 1): d/dz of (1/B) CE(p_t, softmax(z/T)) = (softmax(z/T) - p_t) / (T B)
+    want = (torch.tensor([0.562177, 0.437823]) - torch.tensor([0.731059, 0.268941])) / (2 * 2)
+    assert torch.allclose(g[1, 0], want, atol=1e-6)
 
 
 def test_smcl_only_winner_ce_and_independent_all():
@@ -81,6 +106,27 @@ def test_random_teacher_is_reproducible():
     _, w1 = mcl_loss(z, y, "random", generator=g1)
     _, w2 = mcl_loss(z, y, "random", generator=g2)
     assert torch.equal(w1, w2) and len(set(w1.tolist())) == 3  # not always the argmin
+
+
+def test_random_teacher_losses_by_hand():
+    # The teacher of each sample is the draw of the generator, not the lowest CE; the terms are Eq. 5.3's with that
+    # teacher. Seed 1 draws teachers (1, 1) for 2 samples of 2 nets: sample 1's teacher is net 1 (its real winner),
+    # sample 0's teacher is net 1 too (the CE loser) -> losers: net 0 on both samples.
+    losses, w = mcl_loss(LOGITS, LABELS, "random", generator=torch.Generator().manual_seed(1))
+    assert w.tolist() == [1, 1]
+    z = LOGITS.tolist()
+    ce = [[_ce(z[m][i], int(LABELS[i])) for i in range(2)] for m in range(2)]
+    win = [(int(w[i]), i) for i in range(2)]
+    lose = [(1 - int(w[i]), i) for i in range(2)]
+    assert losses["loss_ce_winner"].item() == pytest.approx(sum(ce[m][i] for m, i in win) / 2, rel=1e-6)
+    assert losses["loss_gd_hard"].item() == pytest.approx(0.5 * sum(ce[m][i] for m, i in lose) / 2, rel=1e-6)
+    soft = sum(-sum(p * math.log(q) for p, q in zip(_softmax(z[1 - m][i], 2), _softmax(z[m][i], 2), strict=True))
+               for m, i in lose) / 2
+    assert losses["loss_gd_soft"].item() == pytest.approx(0.5 * soft, rel=1e-6)
+    # sample 0 is taught by its CE loser: numbers written by hand (CE net1 s0 0.474077, net1 s1 0.048587;
+    # loser net 0 on s0 [2, 0] taught by net 1 [0.5, 0]; on s1 [0, 0.5] by net 1 [0, 3])
+    assert losses["loss_ce_winner"].item() == pytest.approx((0.474077 + 0.048587) / 2, abs=2e-6)
+    assert losses["loss_gd_hard"].item() == pytest.approx(0.5 * (0.126928 + 0.474077) / 2, abs=2e-6)
 
 
 def test_bad_inputs_are_clear_errors():

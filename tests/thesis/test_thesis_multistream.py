@@ -10,7 +10,7 @@ import torch
 from mmh.methods.base import StageContext
 from mmh.methods.thesis import HallucinationStage, copy_stream, generalized_distillation, hallucination_loss
 from mmh.methods.thesis.multistream import _build_step3
-from mmh.models import GatedBasicBlock, build_model
+from mmh.models import FeatureExtractor, GatedBasicBlock, build_model
 
 pytest.importorskip("mmh_ext")
 
@@ -34,6 +34,9 @@ def test_hallucination_loss_by_hand_and_reductions():
     assert hallucination_loss(s, t, "mean").item() == pytest.approx(sum(sq) / 4, rel=1e-6)
     assert hallucination_loss(s, t, "sum").item() == pytest.approx(sum(sq), rel=1e-6)
     assert hallucination_loss(s, t, "sample_sum").item() == pytest.approx(sum(sq) / 2, rel=1e-6)
+    # the default is Eq. 3.3: squared L2 norm per sample, batch mean. By hand: sample 0 (σ(0)-.5)² + (σ(1)-.5)²
+    # = 0 + 0.053388; sample 1 (σ(2)-.5)² + (σ(-1)-.5)² = 0.145006 + 0.053388 -> (0.053388 + 0.198394) / 2
+    assert hallucination_loss(s, t).item() == pytest.approx(0.125891, abs=2e-6)
     with pytest.raises(ValueError, match="hall_reduction"):
         hallucination_loss(s, t, "max")
     with pytest.raises(ValueError, match="shape"):
@@ -110,33 +113,108 @@ def _ctx(step2, **loss):
     return StageContext(cfg, 3, {"rgb": 3, "depth": 1}, {"num_frames": 2}, {"step2": step2})
 
 
-def test_step3_init_from_step2_depth_frozen_teacher_in_eval():
-    step2 = _net(connections=True)
+def _trained(net):
     with torch.no_grad():
-        for p in step2.parameters():
+        for p in net.parameters():
             p.add_(0.01 * torch.randn_like(p))  # "trained": differs from a fresh build
-    stage = _build_step3(_ctx(step2, alpha=0.5, hall_reduction="sample_sum"))
-    assert isinstance(stage, HallucinationStage)
+    return net
+
+
+def _sm(z, temp):
+    return torch.softmax(z / temp, dim=1)
+
+
+def test_step3_default_teacher_is_the_frozen_depth_stream_with_values():
+    torch.manual_seed(0)
+    step2 = _trained(_net(connections=True)).eval()
+    stage = _build_step3(_ctx(step2, alpha=0.5))
+    assert isinstance(stage, HallucinationStage) and stage.teacher_mode == "depth_stream"
+    net = stage.student
+    assert set(net.streams) == {"depth", "hall"}
+    assert (net.gate_from, net.gate_into, net.connections) == ("depth", "hall", True)  # FROM the depth network
+    assert torch.equal(net.streams["hall"].layer2[1].conv1.weight, step2.streams["depth"].layer2[1].conv1.weight)
+    assert torch.equal(net.streams["depth"].layer2[1].conv1.weight, step2.streams["depth"].layer2[1].conv1.weight)
+    stage.train()
+    assert not net.streams["depth"].training and net.streams["hall"].training and not stage.deploy.training
+    batch = _clip_batch()
+    before = {k: v.clone() for k, v in net.streams["depth"].state_dict().items()}
+    logits, losses = stage(batch)
+    # the teacher's logits are step 2's depth stream on depth (an independent forward of the step-2 net)
+    z_d = step2.forward_all(batch)[1]["depth"]
+    with FeatureExtractor(net, ["streams.hall.layer4.1"]) as f:
+        z_h = net.forward_all(batch)[1]["hall"]
+    torch.testing.assert_close(logits, z_h)
+    y, lam, t, alpha = batch["label"], 0.5, 10.0, 0.5
+    hard = torch.nn.functional.cross_entropy(z_h, y)
+    soft = -(_sm(z_d, t) * torch.log(_sm(z_h, t))).sum(1).mean()
+    torch.testing.assert_close(losses["loss_gd_hard"], (1 - alpha) * (1 - lam) * hard)
+    torch.testing.assert_close(losses["loss_gd_soft"], (1 - alpha) * lam * soft)
+    with FeatureExtractor(step2, ["streams.depth.layer4.1"]) as fd:
+        step2(batch)
+    a_d, a_h = fd["streams.depth.layer4.1"], f["streams.hall.layer4.1"]
+    l_hall = ((torch.sigmoid(a_d) - torch.sigmoid(a_h)) ** 2).flatten(1).sum(1).mean()  # Eq. 3.3 per sample
+    torch.testing.assert_close(losses["loss_hall"], alpha * l_hall)
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in net.streams["depth"].parameters())
+    assert net.streams["hall"].layer1[0].conv1.weight.grad.abs().sum() > 0
+    assert all(torch.equal(before[k], v) for k, v in net.streams["depth"].state_dict().items())  # eval BN
+    # the stage hands on an RGB-input net: step 2's RGB stream + the trained hall stream, hall -> RGB
+    dep = stage.deployable()
+    assert set(dep.streams) == {"rgb", "hall"} and (dep.gate_from, dep.gate_into) == ("hall", "rgb")
+    assert torch.equal(dep.streams["rgb"].layer3[0].conv1.weight, step2.streams["rgb"].layer3[0].conv1.weight)
+    assert torch.equal(dep.streams["hall"].layer3[0].conv1.weight, net.streams["hall"].layer3[0].conv1.weight)
+    assert "depth" not in dep.modalities
+    stage.eval()
+    rgb_only = {"rgb": batch["rgb"], "label": y}
+    torch.testing.assert_close(stage.predict(rgb_only), dep.eval()(rgb_only))
+    assert "deploy.streams.rgb.stem.conv.0.weight" not in stage.trainable_state_dict()
+
+
+def test_step3_without_connections_a_grey_rgb_clip_is_hallucinated_exactly():
+    # no connections: the hall stream is the depth stream with its first conv inflated, so an RGB clip whose three
+    # planes equal the depth frame gives the depth stream's maps: L_hall = 0, and the soft GD term is the entropy
+    # of the teacher's soft targets at T
+    step2 = _trained(_net(connections=False)).eval()
+    stage = _build_step3(_ctx(step2, connections=False, alpha=0.5, lam=0.5, temperature=2.0))
+    stage.eval()
+    batch = _clip_batch()
+    batch["rgb"] = batch["depth"].expand(-1, -1, 3, -1, -1).contiguous()
+    _, losses = stage(batch)
+    assert losses["loss_hall"].item() == pytest.approx(0.0, abs=1e-9)
+    p = _sm(step2.forward_all(batch)[1]["depth"], 2.0)
+    entropy = -(p * p.log()).sum(1).mean()
+    torch.testing.assert_close(losses["loss_gd_soft"], 0.25 * entropy, rtol=1e-5, atol=1e-6)
+
+
+def test_step3_fused_teacher_reading_is_an_option():
+    step2 = _trained(_net(connections=True))
+    stage = _build_step3(_ctx(step2, alpha=0.5, teacher="fused"))
     s, t = stage.student, stage.teacher
     assert torch.equal(s.streams["hall"].layer2[1].conv1.weight, t.streams["depth"].layer2[1].conv1.weight)
     assert torch.equal(s.streams["rgb"].layer2[1].conv1.weight, t.streams["rgb"].layer2[1].conv1.weight)
+    assert (s.gate_from, s.gate_into) == ("hall", "rgb")
     stage.train()
     assert not t.training and not s.streams["rgb"].training and s.streams["hall"].training
     batch = _clip_batch()
     before = {k: v.clone() for k, v in t.state_dict().items()}
     logits, losses = stage(batch)
-    assert set(losses) == {"loss_gd_hard", "loss_gd_soft", "loss_hall"} and logits.shape == (4, 3)
+    # GD on the averaged logits (gd_on: fused) against the whole step-2 net's (eval mode, real depth)
+    z_t = t(batch)
+    y = batch["label"]
+    torch.testing.assert_close(losses["loss_gd_hard"], 0.25 * torch.nn.functional.cross_entropy(logits, y))
+    torch.testing.assert_close(losses["loss_gd_soft"], 0.25 * -(_sm(z_t, 10.0) * _sm(logits, 10.0).log()).sum(1).mean())
     sum(losses.values()).backward()
     assert all(p.grad is None for p in t.parameters())
     assert all(p.grad is None for p in s.streams["rgb"].parameters())
     assert s.streams["hall"].layer1[0].conv1.weight.grad.abs().sum() > 0
     assert all(torch.equal(before[k], v) for k, v in t.state_dict().items())  # BN statistics untouched (eval)
-    assert stage.trainable_parameters() and all(p.requires_grad for p in stage.trainable_parameters())
     # alpha = 1: only the hallucination loss; alpha = 0: only generalized distillation
     assert set(_build_step3(_ctx(step2, alpha=1.0))(batch)[1]) == {"loss_hall"}
     assert set(_build_step3(_ctx(step2, alpha=0.0))(batch)[1]) == {"loss_gd_hard", "loss_gd_soft"}
     with pytest.raises(KeyError, match="unknown keys"):
         _build_step3(_ctx(step2, alhpa=0.3))
+    with pytest.raises(ValueError, match="teacher"):
+        _build_step3(_ctx(step2, teacher="rgb"))
 
 
 def test_hoffman_stage_uses_only_the_depth_stream_and_its_losses_by_hand():
@@ -163,5 +241,12 @@ def test_hoffman_stage_uses_only_the_depth_stream_and_its_losses_by_hand():
     s_fused, s_per = stage.student.forward_all(batch)
     torch.testing.assert_close(losses["loss_ce/fused"], F.cross_entropy(s_fused, y))
     torch.testing.assert_close(losses["loss_ce/rgb"], F.cross_entropy(s_per["rgb"], y))
-    assert losses["loss_hall"].item() > 0 and set(losses) == {"loss_ce/rgb", "loss_ce/hall", "loss_ce/fused",
-                                                              "loss_ce/depth", "loss_hall"}
+    assert set(losses) == {"loss_ce/rgb", "loss_ce/hall", "loss_ce/fused", "loss_ce/depth", "loss_hall"}
+    # γ · L_hall (Eq. 3.3, squared L2 norm per sample, batch mean) between the layer-4 maps, by hand
+    with FeatureExtractor(stage.student, ["streams.hall.layer4.1"]) as fs:
+        stage.student(batch)
+    with FeatureExtractor(step1, ["streams.depth.layer4.1"]) as fd:
+        step1(batch)
+    diff = torch.sigmoid(fs["streams.hall.layer4.1"]) - torch.sigmoid(fd["streams.depth.layer4.1"])
+    torch.testing.assert_close(losses["loss_hall"], 0.5 * (diff**2).flatten(1).sum(1).mean())
+    assert losses["loss_hall"].item() > 0.1  # not vanishing: the RGB-fed copy differs from the depth stream

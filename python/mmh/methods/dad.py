@@ -3,7 +3,8 @@
 ``loss.dad.layers`` (student module paths; default ``student.feature_paths["dad"]``, the shared layers) pair up
 with ``loss.dad.teacher_layers`` (default: the same paths on the teacher). ``form``: "paper" (Frobenius norm of the
 difference of the cosine-discrepancy matrices) or "sp" (similarity-preserving form of the reference code).
-Under DDP with ``gather: true`` the matrices cover the global batch: features are gathered across ranks with
+Clip models that fold time into the batch give one row per frame; each sample's frames are concatenated into one
+row (:func:`per_sample`), so the matrices are b x b over samples. Under DDP with ``gather: true`` the matrices cover the global batch: features are gathered across ranks with
 gradient (:func:`mmh.utils.all_gather_with_grad`), so two ranks give the single-process loss and gradients.
 """
 
@@ -20,7 +21,18 @@ from .base import Batch, Distiller, LossDict, Stage, StageContext
 from .registry import register_method
 from .supervised import teacher_stage
 
-__all__ = ["DADDistiller", "dad_stage"]
+__all__ = ["DADDistiller", "dad_stage", "per_sample"]
+
+
+def per_sample(feats: Tensor, batch_size: int, path: str = "features") -> Tensor:
+    """One row per sample: (B, D). A clip model that folds time into the batch (``resnet50_temporal``: B*T rows,
+    row b*T + t is frame t of sample b) has each sample's frame features *concatenated* (frame-major), so DAD's
+    matrix is b x b over samples, never (B*T) x (B*T) over frames."""
+    if feats.shape[0] == batch_size:
+        return feats.flatten(1)
+    if feats.shape[0] % batch_size:
+        raise ValueError(f"DAD layer {path!r} has {feats.shape[0]} rows, not a multiple of the batch size {batch_size}")
+    return feats.reshape(batch_size, -1)
 
 
 def _default_layers(net: nn.Module, role: str) -> list[str]:
@@ -51,8 +63,9 @@ class DADDistiller(Distiller):
     def distill_losses(self, student_logits: Tensor, teacher_logits: Tensor, student_feats: Mapping[str, Tensor],
                        teacher_feats: Mapping[str, Tensor], batch: Batch) -> LossDict:
         gather = all_gather_with_grad if self.gather else (lambda x: x)
-        s = [gather(student_feats[p].flatten(1)) for p in self.s_paths]
-        t = [gather(teacher_feats[p].flatten(1)) for p in self.t_paths]
+        b = student_logits.shape[0]
+        s = [gather(per_sample(student_feats[p], b, p)) for p in self.s_paths]
+        t = [gather(per_sample(teacher_feats[p], b, p)) for p in self.t_paths]
         return {"loss_dad": self.beta * self._ext.dad_loss(s, t, form=self.form)}
 
 

@@ -14,9 +14,9 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..losses import feature_matching_loss
 from .base import Batch, Distiller, LossDict, Stage, StageContext, Supervised
 from .registry import register_method
 from .supervised import teacher_stage
@@ -25,7 +25,7 @@ __all__ = ["FeatureMSEDistiller", "mars", "mers"]
 
 
 class FeatureMSEDistiller(Distiller):
-    """``ce_weight`` * CE + ``weight`` * sum over layers of MSE(student map, teacher map)."""
+    """``ce_weight`` * CE + ``weight`` * :func:`mmh.losses.feature_matching_loss` (sum over layers of MSE)."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module, *, weight: float = 1.0,
                  layers: Sequence[str] | None = None, ce_weight: float = 1.0) -> None:
@@ -36,13 +36,13 @@ class FeatureMSEDistiller(Distiller):
 
     def distill_losses(self, student_logits: Tensor, teacher_logits: Tensor, student_feats: Mapping[str, Tensor],
                        teacher_feats: Mapping[str, Tensor], batch: Batch) -> LossDict:
-        total = student_logits.new_zeros(())
         for ps, pt in zip(self.s_paths, self.t_paths):
             s, t = student_feats[ps], teacher_feats[pt]
             if s.shape != t.shape:
                 raise ValueError(f"feature matching needs equal shapes: student {ps!r} {tuple(s.shape)} vs "
                                  f"teacher {pt!r} {tuple(t.shape)}")
-            total = total + F.mse_loss(s, t)
+        total = feature_matching_loss([student_feats[p] for p in self.s_paths],
+                                      [teacher_feats[p] for p in self.t_paths])
         return {"loss_mse": self.weight * total}
 
 

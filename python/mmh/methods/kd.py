@@ -1,30 +1,19 @@
-"""Hinton knowledge distillation: CE + w * T^2 * KL(softmax(teacher/T) || softmax(student/T))."""
+"""Hinton knowledge distillation: CE + w * T^2 * KL(softmax(teacher/T) || softmax(student/T)) (the loss is
+:func:`mmh.losses.kd_loss`, re-exported here)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..losses import kd_loss
 from .base import Batch, Distiller, LossDict, Stage, StageContext
 from .registry import register_method
 from .supervised import teacher_stage
 
 __all__ = ["kd_loss", "KDDistiller", "kd"]
-
-
-def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """``T^2 * KL(softmax(t/T) || softmax(s/T))``, averaged over the batch (``batchmean``)."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
-                         f"{tuple(teacher_logits.shape)} differ in shape")
-    log_ps = F.log_softmax(student_logits / temperature, dim=1)
-    log_pt = F.log_softmax(teacher_logits / temperature, dim=1)
-    return temperature**2 * F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
 
 
 class KDDistiller(Distiller):

@@ -10,7 +10,9 @@ Recipe ``admd`` (settings ``loss.admd``; model ``small_framewise``: per-frame st
    * D's loss: ``CE(D(real), y) + CE(D(fake.detach()), C)`` — real = the frozen depth stream's bottleneck;
    * H's loss (label flipping): ``CE(D_θ̄(fake), y)`` with D's parameters *detached* (``functional_call``),
 
-   so one optimiser step updates D and H 1:1, each with its own loss only. ``naive: true`` gives D two outputs
+   so one optimiser step updates D and H 1:1, each with its own loss only (the losses and the Eq. 4.1 targets:
+   :func:`mmh.losses.admd_discriminator_loss`, :func:`mmh.losses.admd_hallucination_loss`,
+   :func:`mmh.losses.admd_targets`). ``naive: true`` gives D two outputs
    (real / fake) instead (the binary baseline). ``h_ce`` optionally adds H's own CE.
 3. ``fusion`` — late fusion (mean of logits) of the step-1 RGB stream and H, RGB input only (deployed; H keeps
    the depth stream's head, since its features imitate the depth stream's).
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ...losses import admd_discriminator_loss, admd_hallucination_loss, admd_targets
 from ...models import FeatureExtractor, FrameDiscriminator
 from ..base import Batch, LossDict, Stage, StageContext, StageModule, cross_entropy_term, freeze
 from ..registry import register_method
@@ -37,17 +40,6 @@ from .multistream import _fill_defaults
 
 __all__ = ["ADMDStage", "AssembleStage", "admd_targets", "fake_probability", "discriminator_from_state",
            "frame_indices"]
-
-
-def admd_targets(labels: Tensor, num_classes: int, naive: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Targets of D's real samples, D's fake samples, and H's fake samples (label flipping).
-
-    Class-aware (ADMD): real -> y, fake -> C, H wants y. Naive: real -> 0, fake -> 1, H wants 0.
-    """
-    if naive:
-        zeros = torch.zeros_like(labels)
-        return zeros, torch.ones_like(labels), zeros
-    return labels, torch.full_like(labels, num_classes), labels
 
 
 def frame_indices(batch: Batch, b: int, t: int, conditioning: bool) -> Tensor | None:
@@ -97,10 +89,10 @@ class ADMDStage(StageModule):
         y = batch["label"].repeat_interleave(t)
         fi = frame_indices(batch, b, t, self.frame_conditioning)
         y_real, y_fake, y_h = admd_targets(y, self.discriminator.num_classes, self.naive)
-        d_loss = F.cross_entropy(self.discriminator(real, fi), y_real) + \
-            F.cross_entropy(self.discriminator(fake.detach(), fi), y_fake)
+        d_loss = admd_discriminator_loss(self.discriminator(real, fi), self.discriminator(fake.detach(), fi),
+                                         y_real, y_fake)
         frozen_d = {k: v.detach() for k, v in self.discriminator.named_parameters()}
-        h_loss = F.cross_entropy(functional_call(self.discriminator, frozen_d, (fake, fi)), y_h)
+        h_loss = admd_hallucination_loss(functional_call(self.discriminator, frozen_d, (fake, fi)), y_h)
         losses = {"loss_d": self.d_weight * d_loss, "loss_h": self.h_weight * h_loss}
         if self.h_ce:
             losses["loss_ce"] = cross_entropy_term(logits, batch, self.h_ce)

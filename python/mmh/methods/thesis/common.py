@@ -5,8 +5,8 @@
   the depth stream); a first convolution with a different number of input channels is *inflated*: the source
   kernel of each input plane is spread evenly over the corresponding target planes (time folded into channels
   keeps its frame order), so a constant input gives the same response.
-* :func:`soft_cross_entropy`, :func:`generalized_distillation` (Lopez-Paz et al.; thesis Eq. 3.5/5.3),
-  :func:`hallucination_loss` (thesis Eq. 3.3) — every reduction and the T² choice explicit.
+* :func:`soft_cross_entropy`, :func:`generalized_distillation` (thesis Eq. 3.5/5.3), :func:`hallucination_loss`
+  (thesis Eq. 3.3) — re-exported from :mod:`mmh.losses`, where every loss of the methods is written.
 * :class:`StreamsCE` — every stream of a late-fusion net trained with its own CE (thesis ch. 3 step 1: the
   streams alone; with no cross-stream connection the sum of CEs gives each stream exactly its own gradient).
 """
@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...losses import HALL_REDUCTIONS, generalized_distillation, hallucination_loss, soft_cross_entropy
 from ...models import build_model
 from ..base import Batch, LossDict, StageContext, StageModule, cross_entropy_term
 
@@ -32,12 +32,13 @@ __all__ = [
 
 #: Default settings of the thesis methods, by ``loss.<name>`` section (a config overrides any of them).
 LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mcl": {"temperature": 2.0, "kd_weight": 1.0, "winner_ce": 1.0, "loser_ce": 1.0, "beta": 0.75},
+    "mcl": {"lam": 0.5, "temperature": 2.0, "t_squared": False, "winner_ce": 1.0, "beta": 0.75},
     "multistream": {"alpha": 0.5, "lam": 0.5, "temperature": 10.0, "t_squared": False, "student_temperature": True,
-                    "hall_layers": ["layer4"], "hall_reduction": "mean", "hall_scale": 1.0, "gd_on": "fused",
-                    "connections": True, "direction": "depth_to_rgb", "step2_loss": "fused"},
-    "hoffman": {"gamma": 1.0, "hall_layers": ["layer4"], "hall_reduction": "mean"},
-    "moddrop": {"p_drop": 0.5, "modality": "depth"},
+                    "hall_layers": ["layer4"], "hall_reduction": "sample_sum", "hall_scale": 1.0,
+                    "teacher": "depth_stream", "gd_on": "fused", "connections": True, "direction": "depth_to_rgb",
+                    "step2_loss": "fused"},
+    "hoffman": {"gamma": 1.0, "hall_layers": ["layer4"], "hall_reduction": "sample_sum"},
+    "moddrop": {"p_drop": 0.5, "modality": "depth", "p_input": 0.1},
     "admd": {"frame_conditioning": True, "hidden": [128, 64], "d_weight": 1.0, "h_weight": 1.0, "h_ce": 0.0,
              "naive": False},
 }
@@ -115,61 +116,6 @@ def copy_stream(dst: nn.Module, dst_stream: str, src: nn.Module, src_stream: str
                 raise ValueError(f"cannot copy {src_stream}.{k} {tuple(v.shape)} into {dst_stream}.{k} "
                                  f"{tuple(want)}")
         d_mod.load_state_dict(new)
-
-
-def soft_cross_entropy(student_logits: Tensor, target_logits: Tensor, temperature: float, *,
-                       student_temperature: bool = True) -> Tensor:
-    """Batch mean of ``-sum_k softmax(t/T)_k log softmax(s/T')_k`` with ``T' = T`` if ``student_temperature`` else 1.
-
-    The target is detached (the teacher receives no gradient from this loss)."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    if student_logits.shape != target_logits.shape or student_logits.dim() != 2:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and target logits "
-                         f"{tuple(target_logits.shape)} must be equal (B, K) shapes")
-    t_s = temperature if student_temperature else 1.0
-    p_t = F.softmax(target_logits.detach() / temperature, dim=1)
-    return -(p_t * F.log_softmax(student_logits / t_s, dim=1)).sum(1).mean()
-
-
-def generalized_distillation(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, *, lam: float,
-                             temperature: float, t_squared: bool = False, student_temperature: bool = True
-                             ) -> dict[str, Tensor]:
-    """Generalized distillation, thesis Eq. 3.5: ``(1-λ) CE(y, s) + λ [T²] CE(softmax(t/T), softmax(s/T'))``.
-
-    Returns the two weighted terms ``{"hard": ..., "soft": ...}`` (batch means). ``t_squared`` multiplies the soft
-    term by T² (Hinton's gradient-scale correction; the thesis's reference code did not); ``student_temperature``
-    softens the student at T too (reference code) or leaves it at 1.
-    """
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lam (λ) must lie in [0, 1], got {lam}")
-    soft = soft_cross_entropy(student_logits, teacher_logits, temperature, student_temperature=student_temperature)
-    if t_squared:
-        soft = soft * temperature**2
-    return {"hard": (1.0 - lam) * F.cross_entropy(student_logits, labels), "soft": lam * soft}
-
-
-#: Reductions of :func:`hallucination_loss` over (B, C, H, W) squared differences.
-HALL_REDUCTIONS = ("mean", "sample_sum", "sum")
-
-
-def hallucination_loss(student_map: Tensor, teacher_map: Tensor, reduction: str = "mean") -> Tensor:
-    """``‖σ(A_t) − σ(A_s)‖²`` (thesis Eq. 3.3) with the teacher map detached.
-
-    ``reduction``: ``"mean"`` over every element; ``"sample_sum"``: sum per sample, mean over the batch;
-    ``"sum"``: sum over everything (the reference code, which then scaled it by 0.01).
-    """
-    if student_map.shape != teacher_map.shape:
-        raise ValueError(f"hallucination loss: student map {tuple(student_map.shape)} and teacher map "
-                         f"{tuple(teacher_map.shape)} differ in shape")
-    if reduction not in HALL_REDUCTIONS:
-        raise ValueError(f"hall_reduction must be one of {HALL_REDUCTIONS}, got {reduction!r}")
-    sq = (torch.sigmoid(student_map) - torch.sigmoid(teacher_map.detach())).pow(2)
-    if reduction == "mean":
-        return sq.mean()
-    if reduction == "sum":
-        return sq.sum()
-    return sq.flatten(1).sum(1).mean()
 
 
 def freeze_parts(model: nn.Module, prefixes: tuple[str, ...]) -> list[nn.Module]:

@@ -11,21 +11,30 @@ The four steps (method ``multistream``):
 2. ``step2`` — the two-stream net *with* connections (``connections``; ``direction`` depth_to_rgb, or
    rgb_to_depth for the ablation), initialised from step 1, CE on the averaged logits (``step2_loss: fused``) or
    per stream (``streams``) — the teacher and the upper bound;
-3. ``step3`` — the hallucination stream: an RGB-input net with streams ``rgb`` and ``hall`` (connections hall ->
-   rgb, or rgb -> hall inverted), ``rgb`` = step 2's RGB stream, frozen (eval mode), ``hall`` = step 2's depth
-   stream (first conv inflated to the RGB channels). The step-2 net is the frozen teacher (eval mode, real depth).
-   Loss ``(1-α) L_GD + α·hall_scale·L_hall``: L_GD (Eq. 3.5, λ, T, ``t_squared``, ``student_temperature``) between
-   the student's and teacher's averaged logits (``gd_on: fused`` — the hallucination is trained inside the
-   two-stream model, so it gets feedback through the connections) or the hall and depth stream logits
-   (``gd_on: hall``); L_hall (Eq. 3.3) on the ``hall_layers`` outputs, reduction ``hall_reduction``;
+3. ``step3`` — the hallucination stream, loss Eq. 3.7 ``(1-α) L_GD + α·hall_scale·L_hall``
+   (:func:`mmh.losses.modality_distillation_loss`: L_GD Eq. 3.5 with λ, T, ``t_squared``,
+   ``student_temperature``; L_hall Eq. 3.3 on the ``hall_layers`` outputs, reduction ``hall_reduction``, default
+   the squared L2 norm per sample averaged over the batch). ``teacher`` chooses the reading:
+
+   * ``depth_stream`` (default, the thesis's text around Eq. 3.7): the teacher is step 2's depth stream — frozen,
+     eval mode, fed depth; the hallucination stream takes RGB, is initialised from the depth stream (first conv
+     inflated to the RGB channels) and receives the cross-stream connections *from the depth stream*; GD compares
+     the hall logits with the depth logits' soft targets, L_hall the two streams' maps. The stage hands on an
+     RGB-input net: step 2's RGB stream + the trained hallucination stream, connected hall -> RGB as in step 4
+     (at test no depth exists, so the hallucination stream runs without the depth connections it trained with);
+   * ``fused`` (the earlier reading): an RGB-input net with streams ``rgb`` (= step 2's, frozen) and ``hall``
+     (connections hall -> rgb, or rgb -> hall inverted) learns from the whole step-2 net (real depth): L_GD between
+     the averaged logits (``gd_on: fused``) or the hall and depth stream logits (``gd_on: hall``);
 4. ``step4`` — the RGB + hallucination net fine-tuned end to end with CE, RGB input only (deployed).
 
 Ablations by config: ``connections: false``, ``alpha: 0`` (GD only), ``alpha: 1`` (L_hall only),
-``direction: rgb_to_depth``.
+``direction: rgb_to_depth`` (with the depth-stream teacher: no connection into the hallucination stream in step 3,
+RGB gates it in step 4), ``teacher: fused``.
 
 Baselines: ``hoffman`` (Hoffman et al.: after step 1, the RGB, depth and hallucination streams trained jointly,
 end to end, no connections: CE of each stream and of RGB+hall, plus γ·L_hall towards the depth stream's
-features) and ``moddrop`` (Neverova et al.: the two-stream net trained with whole-modality dropout).
+features) and ``moddrop`` (Neverova et al.: the two-stream net fine-tuned with light input dropout on every
+modality and whole-modality dropout, see :class:`ModDropStage`).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ...losses import HALL_REDUCTIONS, hallucination_loss, modality_distillation_loss
 from ...models import FeatureExtractor, derive_student
 from ..base import Batch, LossDict, Stage, StageContext, StageModule, Supervised, cross_entropy_term, freeze
 from ..registry import register_method
@@ -46,15 +56,16 @@ from .common import (
     build_net,
     copy_stream,
     freeze_parts,
-    generalized_distillation,
-    hallucination_loss,
     method_cfg,
 )
 
 __all__ = [
     "HallucinationStage", "HoffmanStage", "ModDropStage", "build_streams", "multistream_stages", "unit_path",
-    "DIRECTIONS",
+    "DIRECTIONS", "TEACHER_MODES",
 ]
+
+#: Readings of step 3 (``loss.multistream.teacher``), see :class:`HallucinationStage`.
+TEACHER_MODES = ("depth_stream", "fused")
 
 #: direction -> (gate_from, gate_into) in the teacher (rgb, depth) and in the student (rgb, hall).
 DIRECTIONS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
@@ -95,65 +106,108 @@ def _fill_defaults(cfg: Mapping[str, Any], *names: str) -> None:
 
 # ------------------------------------------------------------------------------------------------ stage modules
 class HallucinationStage(StageModule):
-    """Step 3: the ``hall`` stream of ``student`` learns from the frozen two-stream ``teacher``.
+    """Step 3: the ``hall`` stream learns from a frozen teacher with :func:`mmh.losses.modality_distillation_loss`
+    (Eq. 3.7: ``(1-α) L_GD + α L_hall``; terms ``loss_gd_hard``, ``loss_gd_soft``, ``loss_hall``, each weighted).
 
-    ``student``: RGB-input multiplier net with streams ``rgb`` (frozen, eval mode) and ``hall``; ``teacher``: the
-    step-2 net (frozen, eval mode, reads depth). Loss terms: ``loss_gd_hard``, ``loss_gd_soft``, ``loss_hall``
-    (each already weighted, see the module docstring).
+    Two readings (``teacher_mode``):
+
+    * ``"depth_stream"`` (default, the thesis's text): ``student`` has streams ``depth`` (step 2's depth stream,
+      frozen, eval mode, reads depth) and ``hall`` (reads RGB), with the connections from the depth stream into the
+      hallucination stream. The teacher is the depth stream itself: L_GD compares the hall logits with the depth
+      logits' soft targets, L_hall the hall and depth stream maps. ``teacher`` is None. ``deploy``: the RGB-input
+      net (streams ``rgb`` — step 2's, frozen —, ``hall``) that this stage hands on; :meth:`deployable` copies the
+      trained hall stream into it.
+    * ``"fused"`` (the earlier reading): ``student`` has streams ``rgb`` (frozen) and ``hall`` (RGB input,
+      connections hall -> RGB), the teacher is the whole step-2 net (real depth); L_GD on the averaged logits
+      (``gd_on: fused``) or the hall and depth stream logits (``gd_on: hall``). ``deploy`` is None (the student is
+      deployed).
     """
 
-    frozen = ("teacher",)
-
-    def __init__(self, student: nn.Module, teacher: nn.Module, *, alpha: float = 0.5, lam: float = 0.5,
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, *, alpha: float = 0.5, lam: float = 0.5,
                  temperature: float = 10.0, t_squared: bool = False, student_temperature: bool = True,
-                 hall_layers: tuple[str, ...] = ("layer4",), hall_reduction: str = "mean", hall_scale: float = 1.0,
-                 gd_on: str = "fused", teacher_stream: str = "depth") -> None:
+                 hall_layers: tuple[str, ...] = ("layer4",), hall_reduction: str = "sample_sum",
+                 hall_scale: float = 1.0, gd_on: str = "fused", teacher_stream: str = "depth",
+                 teacher_mode: str = "depth_stream", deploy: nn.Module | None = None) -> None:
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
         if gd_on not in ("fused", "hall"):
             raise ValueError(f"gd_on must be 'fused' or 'hall', got {gd_on!r}")
+        if teacher_mode not in TEACHER_MODES:
+            raise ValueError(f"loss.multistream.teacher must be one of {TEACHER_MODES}, got {teacher_mode!r}")
         if not hall_layers and alpha > 0:
             raise ValueError("hall_layers is empty but alpha > 0 asks for the hallucination loss")
-        self.student, self.teacher = student, freeze(teacher)
-        self._rgb = freeze_parts(student, ("streams.rgb", "heads.rgb"))
+        if hall_reduction not in HALL_REDUCTIONS:
+            raise ValueError(f"hall_reduction must be one of {HALL_REDUCTIONS}, got {hall_reduction!r}")
+        self.teacher_mode = teacher_mode
+        self.student = student
+        if teacher_mode == "depth_stream":
+            if teacher is not None:
+                raise ValueError("teacher_mode 'depth_stream': the teacher is the student's frozen depth stream "
+                                 "(pass teacher=None)")
+            if deploy is None:
+                raise ValueError("teacher_mode 'depth_stream' needs the deploy net (streams rgb, hall)")
+            self._frozen_parts = freeze_parts(student, ("streams.depth", "heads.depth"))
+            self.deploy = deploy
+            freeze(deploy)
+            self.frozen = ("deploy",)
+            t_net, t_stream = student, "depth"
+        else:
+            if teacher is None:
+                raise ValueError("teacher_mode 'fused' needs the step-2 teacher net")
+            self.teacher = freeze(teacher)
+            self.frozen = ("teacher",)
+            self._frozen_parts = freeze_parts(student, ("streams.rgb", "heads.rgb"))
+            t_net, t_stream = teacher, teacher_stream
         self.alpha, self.lam, self.temperature = float(alpha), float(lam), float(temperature)
         self.t_squared, self.student_temperature = bool(t_squared), bool(student_temperature)
         self.hall_reduction, self.hall_scale, self.gd_on = hall_reduction, float(hall_scale), gd_on
         self.teacher_stream = teacher_stream
         self.s_paths = [unit_path(student, "hall", layer) for layer in hall_layers]
-        self.t_paths = [unit_path(teacher, teacher_stream, layer) for layer in hall_layers]
+        self.t_paths = [unit_path(t_net, t_stream, layer) for layer in hall_layers]
 
     def train(self, mode: bool = True) -> HallucinationStage:
         super().train(mode)
-        for m in self._rgb:
+        for m in self._frozen_parts:
             m.eval()
+        if not mode and self.teacher_mode == "depth_stream":
+            copy_stream(self.deploy, "hall", self.student, "hall")  # evaluation sees the current hall stream
         return self
 
     def forward(self, batch: Batch) -> tuple[Tensor, LossDict]:
-        with torch.no_grad(), FeatureExtractor(self.teacher, self.t_paths, detach=True) as t_feats:
-            t_fused, t_per = self.teacher.forward_all(batch)
-        with FeatureExtractor(self.student, self.s_paths) as s_feats:
-            s_fused, s_per = self.student.forward_all(batch)
         if "label" not in batch:
             raise KeyError("batch has no 'label' key (needed by the generalized distillation loss)")
-        s_logits, t_logits = (s_fused, t_fused) if self.gd_on == "fused" else (s_per["hall"],
-                                                                             t_per[self.teacher_stream])
-        losses: LossDict = {}
-        if self.alpha < 1.0:
-            gd = generalized_distillation(s_logits, t_logits, batch["label"], lam=self.lam,
-                                          temperature=self.temperature, t_squared=self.t_squared,
-                                          student_temperature=self.student_temperature)
-            losses["loss_gd_hard"] = (1.0 - self.alpha) * gd["hard"]
-            losses["loss_gd_soft"] = (1.0 - self.alpha) * gd["soft"]
-        if self.alpha > 0.0:
-            hall = sum(hallucination_loss(s_feats[s], t_feats[t], self.hall_reduction)
-                       for s, t in zip(self.s_paths, self.t_paths, strict=True))
-            losses["loss_hall"] = self.alpha * self.hall_scale * hall
-        return s_fused, losses
+        if self.teacher_mode == "depth_stream":
+            with FeatureExtractor(self.student, self.s_paths + self.t_paths) as feats:
+                _, per = self.student.forward_all(batch)
+            s_logits, t_logits, out = per["hall"], per["depth"].detach(), per["hall"]
+            s_maps = [feats[p] for p in self.s_paths]
+            t_maps = [feats[p].detach() for p in self.t_paths]
+        else:
+            with torch.no_grad(), FeatureExtractor(self.teacher, self.t_paths, detach=True) as t_feats:
+                t_fused, t_per = self.teacher.forward_all(batch)
+            with FeatureExtractor(self.student, self.s_paths) as s_feats:
+                s_fused, s_per = self.student.forward_all(batch)
+            s_logits, t_logits = ((s_fused, t_fused) if self.gd_on == "fused"
+                                  else (s_per["hall"], t_per[self.teacher_stream]))
+            out = s_fused
+            s_maps, t_maps = [s_feats[p] for p in self.s_paths], [t_feats[p] for p in self.t_paths]
+        losses = modality_distillation_loss(s_logits, t_logits, batch["label"], s_maps, t_maps, alpha=self.alpha,
+                                            lam=self.lam, temperature=self.temperature, t_squared=self.t_squared,
+                                            student_temperature=self.student_temperature,
+                                            hall_reduction=self.hall_reduction, hall_scale=self.hall_scale)
+        return out, losses
 
     def deployable(self) -> nn.Module:
-        return self.student
+        if self.teacher_mode == "fused":
+            return self.student
+        copy_stream(self.deploy, "hall", self.student, "hall")
+        return self.deploy
+
+    def predict(self, batch: Batch) -> Tensor:
+        if self.teacher_mode == "fused":
+            return self.student(batch)
+        return (self.deployable() if self.training else self.deploy)(batch)  # train(False) synchronised it
 
 
 class HoffmanStage(StageModule):
@@ -162,8 +216,10 @@ class HoffmanStage(StageModule):
     depth features detached in L_hall, so only the hallucination stream chases them)."""
 
     def __init__(self, student: nn.Module, depth_net: nn.Module, *, gamma: float = 1.0,
-                 hall_layers: tuple[str, ...] = ("layer4",), hall_reduction: str = "mean") -> None:
+                 hall_layers: tuple[str, ...] = ("layer4",), hall_reduction: str = "sample_sum") -> None:
         super().__init__()
+        if hall_reduction not in HALL_REDUCTIONS:
+            raise ValueError(f"hall_reduction must be one of {HALL_REDUCTIONS}, got {hall_reduction!r}")
         self.student, self.depth_net = student, depth_net
         self.gamma, self.hall_reduction = float(gamma), hall_reduction
         self.s_paths = [unit_path(student, "hall", layer) for layer in hall_layers]
@@ -186,24 +242,49 @@ class HoffmanStage(StageModule):
 
 
 class ModDropStage(StageModule):
-    """ModDrop (Neverova et al.): CE of ``model`` on batches where ``modality`` is zeroed for each sample with
-    probability ``p_drop`` (a per-sample Bernoulli mask from torch's global RNG, checkpointed by the trainer)."""
+    """ModDrop (Neverova et al.; thesis ch. 4: "a light dropout at the input layers, both on the images and on the
+    whole modalities"): CE of ``model`` on batches where
 
-    def __init__(self, model: nn.Module, *, p_drop: float = 0.5, modality: str = "depth") -> None:
+    * every input element of every modality is dropped with probability ``p_input`` (inverted dropout, survivors
+      scaled by 1/(1 − p_input)), and
+    * each modality in ``modality`` (a name or a list) is zeroed for each sample with probability ``p_drop``
+      (per-sample, per-modality Bernoulli masks).
+
+    Randomness from torch's global RNG (checkpointed by the trainer). Evaluate with blank depth (σ² "void" of the
+    noise sweep) and with the RGB stream's predictions only.
+    """
+
+    def __init__(self, model: nn.Module, *, p_drop: float = 0.5, modality: str | list[str] = "depth",
+                 p_input: float = 0.1) -> None:
         super().__init__()
-        if not 0.0 <= p_drop <= 1.0:
-            raise ValueError(f"p_drop must lie in [0, 1], got {p_drop}")
-        if modality not in model.modalities:
-            raise ValueError(f"moddrop modality {modality!r} is not read by the model ({list(model.modalities)})")
-        self.model, self.p_drop, self.modality = model, float(p_drop), modality
+        for name, p in (("p_drop", p_drop), ("p_input", p_input)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {p}")
+        if p_input == 1.0:
+            raise ValueError("p_input = 1 would drop every input element")
+        mods = [modality] if isinstance(modality, str) else list(modality)
+        bad = [m for m in mods if m not in model.modalities]
+        if bad or not mods:
+            raise ValueError(f"moddrop modality {bad or mods!r} is not read by the model ({list(model.modalities)})")
+        self.model, self.p_drop, self.p_input, self.dropped = model, float(p_drop), float(p_input), mods
+
+    def drop(self, batch: Batch) -> dict[str, Tensor]:
+        """The batch with input dropout on every modality and whole-modality dropout on ``modality``."""
+        out = dict(batch)
+        for m in self.model.modalities:
+            if m not in batch:
+                raise KeyError(f"batch has no {m!r} key (a modality of the ModDrop model)")
+            x = batch[m]
+            if self.p_input > 0:
+                x = torch.nn.functional.dropout(x, self.p_input, training=True)
+            if m in self.dropped:
+                keep = (torch.rand(x.shape[0], device="cpu") >= self.p_drop).to(x.device, x.dtype)
+                x = x * keep.view(-1, *([1] * (x.dim() - 1)))
+            out[m] = x
+        return out
 
     def forward(self, batch: Batch) -> tuple[Tensor, LossDict]:
-        if self.modality not in batch:
-            raise KeyError(f"batch has no {self.modality!r} key (the ModDrop modality)")
-        x = batch[self.modality]
-        keep = (torch.rand(x.shape[0], device="cpu") >= self.p_drop).to(x.device, x.dtype)
-        dropped = {**batch, self.modality: x * keep.view(-1, *([1] * (x.dim() - 1)))}
-        logits = self.model(dropped)
+        logits = self.model(self.drop(batch))
         return logits, {"loss_ce": cross_entropy_term(logits, batch, 1.0)}
 
     def deployable(self) -> nn.Module:
@@ -233,14 +314,30 @@ def _build_step2(ctx: StageContext) -> StageModule:
 
 def _build_step3(ctx: StageContext) -> HallucinationStage:
     c = method_cfg(ctx.cfg, "multistream")
-    teacher = ctx.input("step2")
-    student = _student(ctx, c)
-    copy_stream(student, "rgb", teacher, "rgb")
-    copy_stream(student, "hall", teacher, "depth")
-    return HallucinationStage(student, teacher, alpha=c["alpha"], lam=c["lam"], temperature=c["temperature"],
-                              t_squared=c["t_squared"], student_temperature=c["student_temperature"],
-                              hall_layers=tuple(c["hall_layers"]), hall_reduction=c["hall_reduction"],
-                              hall_scale=c["hall_scale"], gd_on=c["gd_on"])
+    step2 = ctx.input("step2")
+    kw = {"alpha": c["alpha"], "lam": c["lam"], "temperature": c["temperature"], "t_squared": c["t_squared"],
+          "student_temperature": c["student_temperature"], "hall_layers": tuple(c["hall_layers"]),
+          "hall_reduction": c["hall_reduction"], "hall_scale": c["hall_scale"], "gd_on": c["gd_on"],
+          "teacher_mode": c["teacher"]}
+    if c["teacher"] == "fused":
+        student = _student(ctx, c)
+        copy_stream(student, "rgb", step2, "rgb")
+        copy_stream(student, "hall", step2, "depth")
+        return HallucinationStage(student, step2, **kw)
+    if c["teacher"] != "depth_stream":
+        raise ValueError(f"loss.multistream.teacher must be one of {TEACHER_MODES}, got {c['teacher']!r}")
+    # the depth stream (frozen, reads depth) sends its connections into the hallucination stream (reads RGB);
+    # with the inverted direction the depth stream sends none, so the hallucination stream trains unconnected
+    connect = bool(c["connections"]) and c["direction"] == "depth_to_rgb"
+    _direction(c, student=True)
+    net = build_net(ctx, "teacher", streams={"depth": "depth", "hall": "rgb"}, connections=connect,
+                    gate_from="depth", gate_into="hall")
+    copy_stream(net, "depth", step2, "depth")
+    copy_stream(net, "hall", step2, "depth")
+    deploy = _student(ctx, c)  # RGB input: step 2's RGB stream + the hallucination stream, connections as step 4
+    copy_stream(deploy, "rgb", step2, "rgb")
+    copy_stream(deploy, "hall", net, "hall")
+    return HallucinationStage(net, None, deploy=deploy, **kw)
 
 
 def _build_step4(ctx: StageContext) -> Supervised:
@@ -266,7 +363,7 @@ def _build_moddrop(ctx: StageContext) -> ModDropStage:
     c, d = method_cfg(ctx.cfg, "multistream"), method_cfg(ctx.cfg, "moddrop")
     model = build_streams(ctx, "teacher", connections=bool(c["connections"]), direction=_direction(c, False))
     model.load_state_dict(ctx.input("step1").state_dict())
-    return ModDropStage(model, p_drop=d["p_drop"], modality=d["modality"])
+    return ModDropStage(model, p_drop=d["p_drop"], modality=d["modality"], p_input=d["p_input"])
 
 
 _MS = "loss.multistream"
