@@ -134,7 +134,11 @@ def test_multiplier_resnet_temporal(pure_inject):
     x = make_batch(["rgb", "depth"], batch=2, frames=2)
     logits, feats = check_contract(m, x)
     assert feats["fuse"].shape == (2, 1024, 1, 1)
-    assert m.streams["rgb"].temporal is not None
+    # thesis Fig. 3.2: a C_l x C_l temporal conv inside the 2nd residual unit of each stage, none after the stages
+    rgb = m.streams["rgb"]
+    assert rgb.temporal is None and rgb.temporal_placement == "unit"
+    assert [rgb.get_submodule(f"layer{i}.1.temporal").conv.in_channels for i in range(1, 5)] == [64, 128, 256, 512]
+    assert all("temporal" not in dict(rgb.get_submodule(f"layer{i}.0").named_children()) for i in range(1, 5))
     with pytest.raises(ValueError, match="different"):
         m({"rgb": x["rgb"], "depth": x["depth"][:, :1]})  # the streams' frames must align
     with pytest.raises(ValueError, match="does not match"):

@@ -40,7 +40,7 @@ def test_resnet50_temporal_contract_and_identity():
     # at init the temporal convs are the identity: the same backbone without them gives the same output
     plain = build_model("resnet50_temporal", modalities=["rgb"], num_classes=3, seed=0, temporal=False).eval()
     missing, unexpected = plain.load_state_dict(m.state_dict(), strict=False)
-    assert not missing and all(k.startswith("backbone.temporal.") for k in unexpected)
+    assert not missing and unexpected and all(".1.temporal." in k for k in unexpected)
     assert torch.equal(plain(x), logits)
 
 
@@ -51,8 +51,28 @@ def test_resnet_temporal_uses_time_after_training_the_temporal_conv():
     # identity temporal convs + mean over frames: frame order does not matter
     torch.testing.assert_close(m(x), m(swapped), rtol=1e-5, atol=1e-5)
     with torch.no_grad():
-        m.backbone.temporal["layer1"].conv.weight[:, :, 0] += 0.05
+        m.backbone.layer1[1].temporal.conv.weight[:, :, 0] += 0.05
     assert not torch.allclose(m(x), m(swapped), atol=1e-5)
+
+
+def test_temporal_conv_sits_on_the_residual_branch_of_the_second_unit():
+    # thesis Fig. 3.2: unit 2 of each stage computes relu(F(T(x)) + x); T a 3x1x1 conv over the frames of a clip
+    m = build_model("resnet50_temporal", modalities=["rgb"], num_classes=3, arch="resnet18", seed=0).eval()
+    unit = m.backbone.layer2[1]
+    with torch.no_grad():
+        unit.temporal.conv.weight[:, :, 0] += 0.1  # the previous frame leaks into the branch
+    x = torch.randn(2 * 3, 128, 4, 4)  # 2 clips of 3 frames
+    xt = x.view(2, 3, 128, 4, 4)
+    prev = torch.cat([torch.zeros_like(xt[:, :1]), xt[:, :-1]], 1)  # zero padding before frame 0
+    w0 = unit.temporal.conv.weight[:, :, 0, 0, 0]
+    branch_in = (xt + torch.einsum("oc,btchw->btohw", w0, prev)).reshape_as(x)
+    want = torch.relu(unit.bn2(unit.conv2(unit.relu(unit.bn1(unit.conv1(branch_in))))) + x)
+    torch.testing.assert_close(unit(x, num_frames=3), want, rtol=1e-5, atol=1e-5)
+    old = build_model("resnet50_temporal", modalities=["rgb"], num_classes=3, arch="resnet18", seed=0,
+                      temporal="after_stage")
+    assert old.backbone.temporal is not None and "temporal" not in dict(old.backbone.layer2[1].named_children())
+    with pytest.raises(ValueError, match="temporal"):
+        build_model("resnet50_temporal", modalities=["rgb"], num_classes=3, arch="resnet18", temporal="middle")
 
 
 def test_r2plus1d_contract_layouts_and_student():

@@ -4,8 +4,9 @@
 with ``loss.dad.teacher_layers`` (default: the same paths on the teacher). ``form``: "paper" (Frobenius norm of the
 difference of the cosine-discrepancy matrices) or "sp" (similarity-preserving form of the reference code).
 Clip models that fold time into the batch give one row per frame; each sample's frames are concatenated into one
-row (:func:`per_sample`), so the matrices are b x b over samples. Under DDP with ``gather: true`` the matrices cover the global batch: features are gathered across ranks with
-gradient (:func:`mmh.utils.all_gather_with_grad`), so two ranks give the single-process loss and gradients.
+row (:func:`per_sample`), so the matrices are b x b over samples. Under DDP with ``gather: true`` the matrices
+cover the global batch: features are gathered across ranks with gradient (:func:`mmh.utils.all_gather_with_grad`),
+so two ranks give the single-process loss and gradients.
 """
 
 from __future__ import annotations

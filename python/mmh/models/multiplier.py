@@ -85,8 +85,8 @@ class MultiplierNet(LateFusionNet):
             stage = {s: getattr(self.streams[s], name) for s in xs}
             for u in range(len(stage[first])):
                 gated = name in self.connected_stages and u == self.unit
-                xs = {s: stage[s][u](x, xs[self.gate_from]) if gated and s == self.gate_into else stage[s][u](x)
-                      for s, x in xs.items()}
+                xs = {s: stage[s][u](x, xs[self.gate_from], num_frames=t) if gated and s == self.gate_into
+                      else stage[s][u](x, num_frames=t) for s, x in xs.items()}
             xs = {s: self.streams[s].after_stage(name, x, t) for s, x in xs.items()}
         if self.time_mode == "frames":
             xs = {s: self.time_pool(x, t) for s, x in xs.items()}
@@ -150,11 +150,13 @@ def small_multiplier(*, modalities: tuple[str, ...], num_classes: int, in_channe
 
 @register_model("multiplier_resnet", student_rule=_multiplier_student_rule)
 def multiplier_resnet(*, modalities: tuple[str, ...], num_classes: int,
-                      in_channels: Mapping[str, int] | None = None, arch: str = "resnet50", temporal: bool = True,
-                      streams: Mapping[str, str] | None = None, connections: bool = True, gate_from: str = "depth",
-                      gate_into: str = "rgb", stages: Sequence[int] = (1, 2, 3, 4)) -> MultiplierNet:
+                      in_channels: Mapping[str, int] | None = None, arch: str = "resnet50",
+                      temporal: bool | str = True, streams: Mapping[str, str] | None = None,
+                      connections: bool = True, gate_from: str = "depth", gate_into: str = "rgb",
+                      stages: Sequence[int] = (1, 2, 3, 4)) -> MultiplierNet:
     """The thesis's multiplier network: torchvision ResNet streams (``arch``, default resnet50, random init) on
-    frames folded into the batch, identity-initialised 3x1x1 temporal convs after each stage (``temporal``),
+    frames folded into the batch, identity-initialised 3x1x1 temporal convs inside the 2nd residual unit of each
+    stage (``temporal``: True / "unit", thesis Fig. 3.2; "after_stage" the earlier placement; False none),
     stream maps averaged over frames, logits averaged over streams. Input clips (B, T, C, H, W) or images."""
     specs = image_specs(modalities, in_channels, 1)
     smap = resolve_streams(modalities, streams)

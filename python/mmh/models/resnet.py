@@ -39,15 +39,24 @@ def _gated_input(x: Tensor, gate: Tensor | None) -> Tensor:
     return cross_stream_inject(x, gate)
 
 
+def _branch_input(unit: nn.Module, x: Tensor, gate: Tensor | None, num_frames: int) -> Tensor:
+    """The residual branch's input: ``x ⊙ relu(gate)`` (if gated), then the unit's temporal convolution (if it
+    has one: thesis Fig. 3.2, a C x C 3x1x1 convolution inside the residual unit; the skip path never sees it)."""
+    y = _gated_input(x, gate)
+    temporal = unit._modules.get("temporal")
+    return y if temporal is None else temporal(y, num_frames)
+
+
 class GatedBasicBlock(tvr.BasicBlock):
     """torchvision BasicBlock whose residual branch may take ``x * relu(gate)``; the skip path always takes x.
 
-    ``forward(x, gate=None)``: relu(F(x ⊙ relu(gate)) + shortcut(x)); without a gate it is the plain block.
-    Same parameters and state-dict keys as torchvision's block.
+    ``forward(x, gate=None, num_frames=1)``: relu(F(x ⊙ relu(gate)) + shortcut(x)); without a gate it is the plain
+    block. Same parameters and state-dict keys as torchvision's block, plus ``temporal.*`` when a temporal
+    convolution was added to the branch (:class:`ResNetStream` with ``temporal="unit"``).
     """
 
-    def forward(self, x: Tensor, gate: Tensor | None = None) -> Tensor:  # type: ignore[override]
-        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(_gated_input(x, gate))))))
+    def forward(self, x: Tensor, gate: Tensor | None = None, num_frames: int = 1) -> Tensor:  # type: ignore[override]
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(_branch_input(self, x, gate, num_frames))))))
         identity = x if self.downsample is None else self.downsample(x)
         return self.relu(out + identity)
 
@@ -55,8 +64,8 @@ class GatedBasicBlock(tvr.BasicBlock):
 class GatedBottleneck(tvr.Bottleneck):
     """torchvision Bottleneck with the optional gate on the residual branch (see GatedBasicBlock)."""
 
-    def forward(self, x: Tensor, gate: Tensor | None = None) -> Tensor:  # type: ignore[override]
-        out = self.relu(self.bn1(self.conv1(_gated_input(x, gate))))
+    def forward(self, x: Tensor, gate: Tensor | None = None, num_frames: int = 1) -> Tensor:  # type: ignore[override]
+        out = self.relu(self.bn1(self.conv1(_branch_input(self, x, gate, num_frames))))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
@@ -85,34 +94,65 @@ def make_stage(inplanes: int, planes: int, blocks: int, stride: int = 1) -> nn.S
     return stage
 
 
+class TemporalStage(nn.Sequential):
+    """A stage whose units take ``num_frames`` (one of them holds a temporal convolution); same state-dict keys as
+    the ``nn.Sequential`` it was made from."""
+
+    def forward(self, x: Tensor, num_frames: int = 1) -> Tensor:  # type: ignore[override]
+        for unit in self:
+            x = unit(x, num_frames=num_frames)
+        return x
+
+
+#: Where :class:`ResNetStream` puts its temporal convolutions (``temporal``).
+TEMPORAL_PLACEMENTS = ("unit", "after_stage")
+
+
 class ResNetStream(nn.Module):
-    """A ResNet without its classifier: ``stem`` then ``layer1..layer4`` (units accept a gate), optionally a
-    ``TemporalConv`` after each stage (``temporal.layer<i>``; frames folded into the batch).
+    """A ResNet without its classifier: ``stem`` then ``layer1..layer4`` (units accept a gate), optionally with
+    identity-initialised 3x1x1 temporal convolutions over frames folded into the batch (``temporal``):
+
+    * ``"unit"`` (``True``; thesis Fig. 3.2 / Feichtenhofer et al.): inside the 2nd residual unit of each stage, on
+      its residual branch (``layer<i>.1.temporal``, C_l x C_l), after the cross-stream gate — the skip path is
+      untouched;
+    * ``"after_stage"`` (the earlier placement): after each stage's output (``temporal.layer<i>``).
 
     ``forward(x, num_frames=1)`` returns the layer4 map. ``out_channels`` is its channel count.
     """
 
-    def __init__(self, stem: nn.Module, layers: Sequence[nn.Sequential], temporal: bool = False) -> None:
+    def __init__(self, stem: nn.Module, layers: Sequence[nn.Sequential], temporal: bool | str = False) -> None:
         super().__init__()
         if len(layers) != 4:
             raise ValueError(f"ResNetStream needs 4 stages, got {len(layers)}")
+        placement = "unit" if temporal is True else (temporal or None)
+        if placement is not None and placement not in TEMPORAL_PLACEMENTS:
+            raise ValueError(f"temporal must be a bool or one of {TEMPORAL_PLACEMENTS}, got {temporal!r}")
+        self.temporal_placement = placement
         self.stem = stem
+        self.stage_channels = [_stage_out(layer) for layer in layers]
         for i, layer in enumerate(layers, 1):
+            if placement == "unit":
+                if len(layer) < 2:
+                    raise ValueError(f"layer{i} has {len(layer)} unit(s); the temporal convolution goes into the 2nd")
+                layer = TemporalStage(*layer)
+                layer[1].temporal = TemporalConv(self.stage_channels[i - 1])
             self.add_module(f"layer{i}", layer)
         self.layer_names = [f"layer{i}" for i in range(1, 5)]
-        self.stage_channels = [_stage_out(layer) for layer in layers]
         self.out_channels = self.stage_channels[-1]
         pairs = zip(self.layer_names, self.stage_channels, strict=True)
-        self.temporal = nn.ModuleDict({n: TemporalConv(c) for n, c in pairs}) if temporal else None
+        self.temporal = (nn.ModuleDict({n: TemporalConv(c) for n, c in pairs}) if placement == "after_stage"
+                         else None)
 
     def after_stage(self, name: str, x: Tensor, num_frames: int) -> Tensor:
-        """Apply the temporal convolution that follows stage ``name`` (identity when there is none)."""
+        """Apply the temporal convolution that follows stage ``name`` (identity unless ``"after_stage"``)."""
         return x if self.temporal is None else self.temporal[name](x, num_frames)
 
     def forward(self, x: Tensor, num_frames: int = 1) -> Tensor:
         x = self.stem(x)
         for name in self.layer_names:
-            x = self.after_stage(name, getattr(self, name)(x), num_frames)
+            stage = getattr(self, name)
+            y = stage(x, num_frames) if isinstance(stage, TemporalStage) else stage(x)
+            x = self.after_stage(name, y, num_frames)
         return x
 
 
@@ -121,8 +161,9 @@ def _stage_out(layer: nn.Sequential) -> int:
     return (last.bn3 if hasattr(last, "bn3") else last.bn2).num_features
 
 
-def torchvision_stream(arch: str, in_channels: int, temporal: bool = False) -> ResNetStream:
-    """ResNetStream from torchvision's ``arch`` (resnet18/34/50, random init) with a ``in_channels`` first conv."""
+def torchvision_stream(arch: str, in_channels: int, temporal: bool | str = False) -> ResNetStream:
+    """ResNetStream from torchvision's ``arch`` (resnet18/34/50, random init) with a ``in_channels`` first conv;
+    ``temporal``: see :class:`ResNetStream`."""
     if arch not in _ARCHS:
         raise ValueError(f"arch must be one of {sorted(_ARCHS)}, got {arch!r}")
     block, counts = _ARCHS[arch]

@@ -81,8 +81,9 @@ class R2Plus1D18(_ClipModel):
 @register_model("resnet50_temporal")
 class ResNetTemporal(_ClipModel):
     """A 2-D ResNet (``arch``, default resnet50, random init) applied to every frame (frames folded into the
-    batch), a 3x1x1 temporal convolution after each stage (``backbone.temporal.layer<i>``, initialised to the exact
-    identity), and per-frame logits averaged over frames.
+    batch), a 3x1x1 temporal convolution inside the 2nd residual unit of each stage (``backbone.layer<i>.1.temporal``,
+    thesis Fig. 3.2, initialised to the exact identity; ``temporal="after_stage"`` puts it after each stage,
+    ``False`` leaves it out), and per-frame logits averaged over frames.
 
     Modules: ``backbone`` (``stem``, ``layer1``..``layer4`` on (B*T, C, H, W) maps), ``time_pool`` (the
     penultimate map: layer4 averaged over frames, (B, C, H', W')), ``classifier``. By linearity
@@ -93,7 +94,7 @@ class ResNetTemporal(_ClipModel):
 
     def __init__(self, *, modalities: tuple[str, ...], num_classes: int,
                  in_channels: Mapping[str, int] | None = None, layout: str = "BTCHW", arch: str = "resnet50",
-                 temporal: bool = True) -> None:
+                 temporal: bool | str = True) -> None:
         super().__init__(modalities, in_channels, layout)
         self.backbone = torchvision_stream(arch, sum(self.channels.values()), temporal=temporal)
         self.classifier = nn.Linear(self.backbone.out_channels, num_classes)
