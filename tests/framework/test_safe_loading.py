@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -98,13 +99,17 @@ def _cache_dir(runs: dict[str, Path], run: Path, stage: str) -> Path:
 
 # ------------------------------------------------------------------------------------------------ the payload
 def test_the_payload_runs_when_unpickled_unsafely(tmp_path: Path, runs):
-    """Control: the planted files really execute code under the old ``weights_only=False`` loading."""
+    """Control: the planted files really execute code under the old ``weights_only=False`` loading (and
+    ``load_model`` refuses the same file first)."""
     for how in ("nested", "raw"):
         marker = tmp_path / f"marker_{how}"
         f = tmp_path / f"model_{how}.pt"
         shutil.copyfile(runs["ref"] / "stages" / "student" / "model.pt", f)
         _plant(f, marker, how)
-        if how == "raw":
+        with pytest.raises(UnsafeFileError if how == "nested" else ValueError, match=re.escape(str(f))):
+            load_model(f)  # the library entry point refuses the file ...
+        assert not marker.exists()
+        if how == "raw":  # ... which the unsafe ways run
             pickle.loads(f.read_bytes())
         else:
             torch.load(f, weights_only=False)
@@ -349,8 +354,6 @@ def test_checkpoints_hold_only_tensors_and_plain_values(runs):
         walk(safe_load(f), str(f))
     assert load_checkpoint(runs["ref"] / "stages" / "student" / "latest.pt")["step"] == 5
     assert isinstance(load_model(runs["ref"] / "stages" / "student" / "model.pt"), torch.nn.Module)
-    with pytest.raises(UnsafeFileError):  # the error class is a ValueError the CLI reports
-        raise UnsafeFileError("x")
 
 
 # ------------------------------------------------------------------------------------------------ kill -9
