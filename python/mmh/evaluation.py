@@ -2,11 +2,17 @@
 
 Presentation-attack convention (as the built-in anti-spoofing data): label **1 = bona fide (live)**, 0 = attack.
 
-* APCER — attack presentations classified as bona fide / attack presentations;
-* BPCER — bona fide presentations classified as attacks / bona fide presentations;
-* ACER  — (APCER + BPCER) / 2.
+Two definitions of APCER are offered, and named:
 
-(The reference MMH code's "APCER/NPCER" are swapped relative to ISO; these follow the standard.)
+* **pooled** (:func:`pad_error_rates`, metric ``"acer"``: keys ``apcer``, ``bpcer``, ``acer``) — the MMH paper's and
+  the CASIA-SURF challenge's: APCER = attack presentations accepted as bona fide / all attack presentations, every
+  attack species pooled; BPCER = bona fide presentations rejected / bona fide presentations; ACER = the mean;
+* **ISO/IEC 30107-3** (:func:`pad_error_rates_by_species`, :func:`pad_metrics`: keys ``apcer_iso/<species>``,
+  ``apcer_iso``, ``acer_iso``) — APCER is computed per presentation-attack-instrument (PAI) species, and the
+  system's APCER is the worst species' (``max``); ACER_iso = (APCER_iso + BPCER) / 2. Needs each sample's species
+  (``synthetic_antispoof``: ``attack_type(i)`` is "live", "print" or "replay").
+
+(The reference MMH code's "APCER/NPCER" are swapped relative to ISO; these follow the standard's orientation.)
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "accuracy", "pad_error_rates", "ensemble_metrics", "compute_metrics", "predict", "evaluate", "METRICS",
+    "accuracy", "pad_error_rates", "pad_error_rates_by_species", "pad_metrics", "species_of", "ensemble_metrics",
+    "compute_metrics", "predict", "evaluate", "METRICS",
 ]
 
 
@@ -47,7 +54,8 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
 
 
 def pad_error_rates(pred_bona_fide: Tensor, is_bona_fide: Tensor) -> dict[str, float]:
-    """APCER, BPCER and ACER (ISO/IEC 30107-3) from boolean decisions and ground truth.
+    """The paper's *pooled* APCER, BPCER and ACER (all attack species together) from boolean decisions and ground
+    truth (ISO/IEC 30107-3 computes APCER per species instead: :func:`pad_error_rates_by_species`).
 
     ``pred_bona_fide[i]``: the system accepted sample i as bona fide; ``is_bona_fide[i]``: it is bona fide.
     A rate whose denominator is empty (no attacks, or no bona fide samples) is a ValueError: the ACER would be
@@ -73,6 +81,48 @@ def _pad_from_logits(logits: Tensor, labels: Tensor) -> dict[str, float]:
         raise ValueError(f"APCER/BPCER/ACER need binary logits (N, 2) with class 1 = bona fide, got "
                          f"{tuple(logits.shape)}")
     return pad_error_rates(logits.argmax(1) == 1, labels == 1)
+
+
+def pad_error_rates_by_species(pred_bona_fide: Tensor, is_bona_fide: Tensor, species: Sequence[str]
+                               ) -> dict[str, float]:
+    """ISO/IEC 30107-3 rates: APCER of each PAI species (``apcer_iso/<species>``: that species' attack
+    presentations accepted as bona fide / that species' attack presentations), ``apcer_iso`` = the worst species'
+    APCER, ``bpcer``, ``acer_iso`` = (apcer_iso + bpcer) / 2.
+
+    ``species[i]``: the species of sample i (ignored for bona fide samples). ValueError when lengths differ or no
+    attack/bona fide sample exists."""
+    pred = torch.as_tensor(pred_bona_fide).bool().flatten()
+    truth = torch.as_tensor(is_bona_fide).bool().flatten()
+    if pred.shape != truth.shape or len(species) != pred.numel():
+        raise ValueError(f"pred_bona_fide ({pred.numel()}), is_bona_fide ({truth.numel()}) and species "
+                         f"({len(species)}) must have one entry per sample")
+    pooled = pad_error_rates(pred, truth)
+    out: dict[str, float] = {}
+    for sp in sorted({str(species[i]) for i in range(len(species)) if not truth[i]}):
+        mask = torch.tensor([str(x) == sp for x in species]) & ~truth
+        out[f"apcer_iso/{sp}"] = float((pred & mask).sum()) / float(mask.sum())
+    out["apcer_iso"] = max(out.values())
+    out["bpcer"] = pooled["bpcer"]
+    out["acer_iso"] = (out["apcer_iso"] + pooled["bpcer"]) / 2
+    return out
+
+
+def pad_metrics(logits: Tensor, labels: Tensor, species: Sequence[str]) -> dict[str, float]:
+    """Both definitions from binary logits (class 1 = bona fide): the paper's pooled ``apcer``, ``bpcer``,
+    ``acer`` and the ISO/IEC 30107-3 ``apcer_iso/<species>``, ``apcer_iso``, ``acer_iso``."""
+    out = _pad_from_logits(logits, labels)
+    out.update(pad_error_rates_by_species(logits.argmax(1) == 1, labels == 1, species))
+    return out
+
+
+def species_of(dataset: Any) -> list[str]:
+    """Each sample's presentation species (``dataset.attack_type(i)``), in dataset order; TypeError naming the
+    dataset when it cannot tell."""
+    fn = getattr(dataset, "attack_type", None)
+    if fn is None:
+        raise TypeError(f"{type(dataset).__name__} has no attack_type(i): the ISO per-species APCER needs each "
+                        f"sample's presentation-attack species")
+    return [str(fn(i)) for i in range(len(dataset))]
 
 
 #: Metric name -> function(logits, labels) returning a float or a dict of floats.
