@@ -13,7 +13,8 @@ Writes ``OUT/results.json``::
      "antispoof": {"methods": {"teacher": {"acer": [...], "mean": .., "std": .., "accuracy": [...]}, ...}},
      "checks": {...}, "settings": {...}, "wall_time_s": ..., "machine": {...}}
 
-and ``OUT/results.md`` (the table printed at the end).
+``OUT/results.md`` (the table printed at the end) and ``OUT/comparison.png`` (the table as a figure). A line is printed
+per finished run (runs done / total, elapsed, ETA).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import find_config, load_config
-from .report import mean_std
+from .report import Progress, mean_std, plot_methods
 from .utils.io import write_json
 
-__all__ = ["benchmark_mmh", "MMH_METHODS", "ANTISPOOF_METHODS", "format_table", "Job", "run_job"]
+__all__ = ["benchmark_mmh", "MMH_METHODS", "ANTISPOOF_METHODS", "format_table", "Job", "run_job", "plot_mmh_results"]
 
 #: Methods of the main job on synthetic_motion, and of the ACER column on synthetic_antispoof.
 MMH_METHODS: tuple[str, ...] = ("teacher", "baseline", "rad", "dad", "rad_dad", "kd", "rad_attention", "rad_self")
@@ -85,10 +86,31 @@ def format_table(methods: dict[str, Any], antispoof: dict[str, Any] | None) -> s
     return "\n".join(lines) + "\n"
 
 
-def _map(jobs: list[Job], pool: Any) -> list[dict[str, Any]]:
-    if pool is None:
-        return [run_job(j) for j in jobs]
-    return pool.map(run_job, jobs, chunksize=1)
+def _indexed_job(item: tuple[int, Job]) -> tuple[int, dict[str, Any]]:
+    return item[0], run_job(item[1])
+
+
+def plot_mmh_results(methods: dict[str, Any], antispoof: dict[str, Any] | None, path: str | Path) -> Path:
+    """The main job's figure: synthetic_motion accuracy per method and, when present, synthetic_antispoof ACER
+    (bars: mean ± std over seeds; dots: seeds)."""
+    panels = {"synthetic_motion: accuracy": {m: e["accuracy"] for m, e in methods.items()}}
+    ylabels = {"synthetic_motion: accuracy": "test accuracy"}
+    if antispoof:
+        panels["synthetic_antispoof: ACER (lower is better)"] = {m: e["acer"] for m, e in antispoof.items()}
+        ylabels["synthetic_antispoof: ACER (lower is better)"] = "test ACER"
+    return plot_methods(panels, path, ylabels=ylabels, title="main job: mean ± std over seeds, dots = seeds")
+
+
+def _map(jobs: list[Job], pool: Any, progress: Progress | None = None) -> list[dict[str, Any]]:
+    """``run_job`` over ``jobs`` (in ``pool`` when given), results in job order; ``progress.step`` per finished run."""
+    out: list[dict[str, Any] | None] = [None] * len(jobs)
+    done = (map(_indexed_job, enumerate(jobs)) if pool is None
+            else pool.imap_unordered(_indexed_job, list(enumerate(jobs)), chunksize=1))
+    for i, res in done:
+        out[i] = res
+        if progress is not None:
+            progress.step(f"{jobs[i][0]}/{jobs[i][1]} s{jobs[i][2]}")
+    return out  # type: ignore[return-value]
 
 
 def benchmark_mmh(*, quick: bool = False, seeds: int = 3, out: str | Path = "runs/benchmark_mmh",
@@ -110,12 +132,13 @@ def benchmark_mmh(*, quick: bool = False, seeds: int = 3, out: str | Path = "run
     results: dict[tuple[str, str, int], dict[str, Any]] = {}
     # one pool for all phases: its workers keep the generated datasets in memory between runs
     pool = mp.get_context("spawn").Pool(workers) if workers > 1 else None
+    phases = [[(ds, m, s, tuple(over), str(out / "runs" / ds / f"{m}-s{s}"))
+               for ds, methods in datasets for m in phase if m in methods for s in range(seeds)] for phase in _PHASES]
+    progress = Progress(sum(len(j) for j in phases), log)
     try:
-        for phase in _PHASES:
-            jobs: list[Job] = [(ds, m, s, tuple(over), str(out / "runs" / ds / f"{m}-s{s}"))
-                               for ds, methods in datasets for m in phase if m in methods for s in range(seeds)]
+        for phase, jobs in zip(_PHASES, phases, strict=True):
             t0 = time.perf_counter()
-            for job, res in zip(jobs, _map(jobs, pool)):
+            for job, res in zip(jobs, _map(jobs, pool, progress)):
                 results[job[:3]] = res
             log(f"phase {'+'.join(phase)}: {len(jobs)} runs in {time.perf_counter() - t0:.1f}s")
     finally:
@@ -156,8 +179,10 @@ def benchmark_mmh(*, quick: bool = False, seeds: int = 3, out: str | Path = "run
     write_json(payload, out / "results.json")
     (out / "results.md").write_text(table + "\n" + "\n".join(f"- {k}: {'yes' if v else 'NO'}"
                                                               for k, v in checks.items()) + "\n")
+    plot_mmh_results(methods, anti, out / "comparison.png")
     log(table)
     for k, v in checks.items():
         log(f"{k}: {'yes' if v else 'NO'}")
+    log(f"plot: {out / 'comparison.png'}")
     log(f"wall time {payload['wall_time_s']:.1f}s; results in {out / 'results.json'}")
     return payload

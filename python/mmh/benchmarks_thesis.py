@@ -8,7 +8,9 @@ ADMD vs its baselines; the noisy-depth sweep (two-stream vs hallucination) and A
 
 Writes ``OUT/results.json`` (``methods``: one entry per method ``{"accuracy": [per seed], "mean", "std"}``, the
 MCL entries with ``"sum"`` and ``"oracle"``; plus ``steps``, ``mcl``, ``noise_sweep``, ``switch_signal``,
-``settings``, ``wall_time_s``), ``OUT/results.md`` and ``OUT/noise_sweep.png``.
+``settings``, ``wall_time_s``), ``OUT/results.md``, ``OUT/comparison.png`` (methods: mean ± std over seeds, dots =
+seeds), ``OUT/noise_sweep.png`` and ``OUT/switch_signal.png``. A line is printed per finished run (runs done / total,
+elapsed, ETA).
 """
 
 from __future__ import annotations
@@ -22,32 +24,32 @@ from typing import Any
 
 import torch
 
-from .benchmarks import run_job
-from .report import mean_std
+from .benchmarks import _map as map_jobs
+from .report import Progress, mean_std, plot_methods, plot_sweep
 from .utils.io import write_json
 
-__all__ = ["run_thesis_benchmark", "THESIS_PHASES", "MCL_METHODS", "STEP_VARIANTS"]
+__all__ = ["run_thesis_benchmark", "THESIS_PHASES", "MCL_METHODS", "STEP_VARIANTS", "plot_thesis_results"]
 
 MCL_METHODS: tuple[str, ...] = ("mcl_independent", "smcl", "cmcl", "dmcl", "mcl_random")
 STEP_VARIANTS: tuple[str, ...] = ("multistream", "multistream_noconn", "multistream_gd_only",
-                                  "multistream_hall_only", "multistream_inverted")
+                                  "multistream_hall_only", "multistream_inverted", "multistream_fused_teacher")
 #: Phases: the runs of a phase run in parallel; later phases reuse the cached stages of earlier ones.
 THESIS_PHASES: tuple[tuple[str, ...], ...] = (
     ("multistream", "admd", "dmcl", "mcl_independent"),
-    ("multistream_noconn", "multistream_gd_only", "multistream_hall_only", "multistream_inverted", "hoffman",
-     "moddrop", "admd_naive", "smcl", "cmcl", "mcl_random"),
+    ("multistream_noconn", "multistream_gd_only", "multistream_hall_only", "multistream_inverted",
+     "multistream_fused_teacher", "hoffman", "moddrop", "admd_naive", "smcl", "cmcl", "mcl_random"),
 )
 QUICK_OVERRIDES: tuple[str, ...] = ("train.steps=30", "dataset.split_kwargs={train: {size: 128}, test: {size: 120}}")
 
 Job = tuple[str, int, tuple[str, ...], str]  # method (config name), seed, overrides, run dir
 
 
-def _map(jobs: list[Job], workers: int) -> list[dict[str, Any]]:
+def _map(jobs: list[Job], workers: int, progress: Progress | None = None) -> list[dict[str, Any]]:
     runs = [("thesis", *j) for j in jobs]  # configs/thesis/<method>.yaml
     if workers <= 1 or len(runs) <= 1:
-        return [run_job(j) for j in runs]
+        return map_jobs(runs, None, progress)
     with mp.get_context("spawn").Pool(min(workers, len(runs))) as pool:
-        return pool.map(run_job, runs, chunksize=1)
+        return map_jobs(runs, pool, progress)
 
 
 def _entry(values: Sequence[float], **extra: Sequence[float]) -> dict[str, Any]:
@@ -93,6 +95,10 @@ def _analyse(results: dict[tuple[str, int], dict[str, Any]], seeds: int, eval_se
                     rows.setdefault(f"{st} {stream} stream", []).append(accuracy(z, labels))
                 rows.setdefault(f"{st} two-stream (RGB+D)", []).append(stage_acc(variant, s, st))
             rows.setdefault("step3 RGB+hall (RGB input)", []).append(stage_acc(variant, s, "step3"))
+            # Table 3.2 rows 10-14 report the hallucination stream alone (RGB input)
+            for st in ("step3", "step4"):
+                per, labels = stream_logits(model(variant, s, st), eval_batches(eval_set, 256))
+                rows.setdefault(f"{st} hall stream alone (RGB input)", []).append(accuracy(per["hall"], labels))
             rows.setdefault("step4 RGB+hall fine-tuned (RGB input)", []).append(stage_acc(variant, s, "step4"))
         out["steps"][variant] = rows
     # MCL comparison
@@ -115,6 +121,11 @@ def _analyse(results: dict[tuple[str, int], dict[str, Any]], seeds: int, eval_se
     sweep["hallucination (step 4, RGB only)"] = {str(k): hall for k in SIGMA2_GRID}
     sweep["ADMD (RGB + hallucination)"] = {str(k): admd for k in SIGMA2_GRID}
     out["noise_sweep"] = sweep
+    # ModDrop as the thesis evaluates it: RGB + blank depth (the "void" column above) and the RGB stream alone
+    out["moddrop_rgb_only"] = []
+    for s in range(seeds):
+        per, labels = stream_logits(model("moddrop", s, "moddrop"), noisy_batches(eval_set, 256, "depth", "void"))
+        out["moddrop_rgb_only"].append(accuracy(per["rgb"], labels))
     # ADMD: hallucination alone and the switch signal of each adversarial variant
     for method in ("admd", "admd_naive"):
         sig: dict[str, list[float]] = {}
@@ -141,6 +152,31 @@ def _analyse(results: dict[tuple[str, int], dict[str, Any]], seeds: int, eval_se
     return out
 
 
+def plot_thesis_results(methods: dict[str, Any], a: dict[str, Any], out: Path) -> dict[str, Path]:
+    """``out/comparison.png`` (accuracy per method and per MCL network: mean ± std over seeds, dots = seeds),
+    ``out/noise_sweep.png`` and ``out/switch_signal.png`` (mean ± std over seeds per σ², dots = seeds)."""
+    panels = {
+        "multistream steps / baselines (RGB at test)": {
+            **{v: methods[v]["accuracy"] for v in STEP_VARIANTS},
+            "two-stream (step 2, RGB+D)": methods["two_stream_step2"]["accuracy"],
+            "hoffman": methods["hoffman"]["accuracy"], "moddrop": methods["moddrop"]["accuracy"],
+            "admd": methods["admd"]["accuracy"], "admd_naive": methods["admd_naive"]["accuracy"]},
+        **{f"MCL: {'Σ' if c == 'sum' else 'Φ (oracle)' if c == 'oracle' else c}": {m: a["mcl"][m][c]
+                                                                                  for m in MCL_METHODS}
+           for c in ("sum", "oracle")},
+    }
+    scaled = {p: {m: [100 * v for v in vals] for m, vals in ms.items()} for p, ms in panels.items()}
+    paths = {"comparison": plot_methods(scaled, out / "comparison.png", ylabel="test accuracy (%)",
+                                        title="thesis methods: mean ± std over seeds, dots = seeds")}
+    paths["noise_sweep"] = plot_sweep({k: {g: [100 * v for v in vals] for g, vals in c.items()}
+                                       for k, c in a["noise_sweep"].items()}, out / "noise_sweep.png",
+                                      ylabel="test accuracy (%)")
+    paths["switch_signal"] = plot_sweep({f"p(fake), {m}": c for m, c in a["switch_signal"].items()},
+                                        out / "switch_signal.png", ylabel="mean p(fake)",
+                                        title="ADMD switch signal on noisy depth")
+    return paths
+
+
 def _tables(methods: dict[str, Any], a: dict[str, Any]) -> str:
     lines = ["### Modality distillation with multiplier networks (ch. 3): accuracy after each step (%)", ""]
     variants = list(a["steps"])
@@ -150,7 +186,9 @@ def _tables(methods: dict[str, Any], a: dict[str, Any]) -> str:
     lines += ["", "| baseline | accuracy (RGB input at test) |", "|---|---|",
               f"| Hoffman et al. (end to end, no connections) | {_fmt(methods['hoffman']['accuracy'])} |",
               f"| ModDrop, RGB + blank depth | {_fmt(methods['moddrop']['accuracy'])} |",
-              f"| ModDrop, RGB + depth | {_fmt(methods['moddrop']['with_depth'])} |", ""]
+              f"| ModDrop, RGB + depth | {_fmt(methods['moddrop']['with_depth'])} |",
+              f"| ModDrop, RGB stream's predictions only (depth blank) | {_fmt(methods['moddrop']['rgb_only'])} |",
+              ""]
     lines += ["### MCL comparison (ch. 5, RGB / depth / flow networks): accuracy (%)", ""]
     cols = [c for c in a["mcl"][MCL_METHODS[0]] if c not in ("sum", "oracle")] + ["sum", "oracle"]
     lines += ["| method | " + " | ".join("Σ" if c == "sum" else "Φ" if c == "oracle" else c for c in cols) + " |",
@@ -197,10 +235,11 @@ def run_thesis_benchmark(quick: bool = False, seeds: int = 2, out: str | Path | 
     over = ["train.progress=false", f"output.cache={out / 'cache'}", *(QUICK_OVERRIDES if quick else ()),
             *([f"train.steps={steps}"] if steps is not None else []), *extra_overrides]
     results: dict[tuple[str, int], dict[str, Any]] = {}
+    progress = Progress(sum(len(phase) for phase in THESIS_PHASES) * seeds, log)
     for phase in THESIS_PHASES:
         jobs: list[Job] = [(m, s, tuple(over), str(out / "runs" / f"{m}-s{s}")) for m in phase for s in range(seeds)]
         t0 = time.perf_counter()
-        for job, res in zip(jobs, _map(jobs, workers), strict=True):
+        for job, res in zip(jobs, _map(jobs, workers, progress), strict=True):
             results[(job[0], job[1])] = res
         log(f"phase {'+'.join(phase)}: {len(jobs)} runs in {time.perf_counter() - t0:.1f}s")
 
@@ -227,17 +266,11 @@ def run_thesis_benchmark(quick: bool = False, seeds: int = 2, out: str | Path | 
     for m in MCL_METHODS:
         methods_out[m] = _entry(a["mcl"][m]["sum"], sum=a["mcl"][m]["sum"], oracle=a["mcl"][m]["oracle"])
     blank = a["noise_sweep"]["ModDrop"]["void"]
-    methods_out["moddrop"] = {**_entry(blank), "with_depth": final("moddrop")}
+    methods_out["moddrop"] = {**_entry(blank), "with_depth": final("moddrop"), "rgb_only": a["moddrop_rgb_only"]}
     for label, m in (("two_stream", "multistream"),):
         methods_out[f"{label}_step2"] = _entry([float(results[(m, s)]["stages"]["step2"]["metrics"]["accuracy"])
                                                  for s in range(seeds)])
-    from .evaluation_thesis import plot_noise_sweep
-
-    curves = {k: {g: mean_std(v)[0] for g, v in c.items()} for k, c in a["noise_sweep"].items()}
-    plot_noise_sweep(curves, out / "noise_sweep.png")
-    plot_noise_sweep({f"p(fake), {m}": {g: mean_std(v)[0] for g, v in c.items()}
-                      for m, c in a["switch_signal"].items()}, out / "switch_signal.png",
-                     title="ADMD switch signal on noisy depth", ylabel="mean p(fake)")
+    plot_thesis_results(methods_out, a, out)
     table = _tables(methods_out, a)
     payload = {"methods": methods_out, **a,
                "settings": {"quick": quick, "seeds": seeds, "workers": workers, "overrides": over},

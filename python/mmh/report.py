@@ -1,7 +1,10 @@
 """Reports: run directories -> a markdown table (mean ± std over seeds) and PNG plots (matplotlib, Agg).
 
 ``make_report(run_dirs, out)`` writes ``out/report.md``, ``out/curves.png`` (training loss and accuracy per
-epoch of every trained stage) and ``out/comparison.png`` (final accuracy per method, mean ± std over seeds).
+epoch of every trained stage, with the validation metric where the run has a val split) and ``out/comparison.png``
+(final accuracy per method: mean ± std over seeds with error bars, each seed a dot; one panel per dataset).
+The benchmarks draw their figures with :func:`plot_methods` and :func:`plot_sweep`, and report progress with
+:class:`Progress` (one line per finished run: runs done / total, elapsed, ETA).
 """
 
 from __future__ import annotations
@@ -9,15 +12,17 @@ from __future__ import annotations
 import csv
 import math
 import statistics
+import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .utils.io import read_json
 
 __all__ = ["collect_runs", "summarize", "markdown_table", "mean_std", "plot_curves", "plot_comparison",
-           "make_report"]
+           "plot_methods", "plot_sweep", "make_report", "format_duration", "format_progress", "Progress",
+           "seed_values"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -89,9 +94,12 @@ def _pyplot():
 
 
 def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Training loss and train accuracy per epoch for every trained stage of every run."""
+    """Training loss and train accuracy per epoch for every trained stage of every run; where the stage was
+    validated (``val_accuracy`` in its ``metrics.csv``: the run has a val split), the val accuracy too (dashed, same
+    colour, a marker per validation)."""
     plt = _pyplot()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
+    has_val = False
     for run in runs:
         r = run["results"]
         for stage, rows in run["curves"].items():
@@ -100,11 +108,19 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
             label = f"{r['method']}/{stage} s{r['seed']}"
             steps = [row["step"] for row in rows]
             ax_loss.plot(steps, [row.get("loss", math.nan) for row in rows], label=label)
-            ax_acc.plot(steps, [row.get("train_accuracy", math.nan) for row in rows], label=label)
+            (line,) = ax_acc.plot(steps, [row.get("train_accuracy", math.nan) for row in rows], label=f"{label} train")
+            val = [(row["step"], row["val_accuracy"]) for row in rows if "val_accuracy" in row]
+            if val:
+                has_val = True
+                ax_acc.plot(*zip(*val), linestyle="--", marker="o", markersize=3, color=line.get_color(),
+                            label=f"{label} val")
     ax_loss.set(xlabel="step", ylabel="training loss (sum of weighted terms)", title="training loss")
-    ax_acc.set(xlabel="step", ylabel="train accuracy", title="training accuracy")
-    if len(ax_loss.lines) <= 12:
-        ax_loss.legend(fontsize=7)
+    ax_acc.set(xlabel="step", ylabel="accuracy", title="train (solid) and val (dashed) accuracy" if has_val
+               else "train accuracy (no val split)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        if 0 < len(ax.lines) <= 16:
+            ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
@@ -113,23 +129,145 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
 
 
 def plot_comparison(summary: Mapping[tuple[str, str], Mapping[str, tuple[float, float, int]]], path: str | Path,
-                    metric: str = "accuracy") -> Path:
-    """Bar chart of ``metric`` (mean ± std over seeds) per (dataset, method)."""
+                    metric: str = "accuracy", values: Mapping[tuple[str, str], Sequence[float]] | None = None
+                    ) -> Path:
+    """``metric`` per method, one panel per dataset: mean ± std over seeds (tick + error bar) and, when ``values``
+    gives the per-seed numbers ``{(dataset, method): [...]}``, each seed as a dot."""
+    datasets = list(dict.fromkeys(d for (d, _m), v in summary.items() if metric in v))
+    panels = {d: {m: (list(values[(d, m)]) if values and (d, m) in values else [v[metric][0]])
+                  for (dd, m), v in summary.items() if dd == d and metric in v} for d in datasets}
+    errs = {d: {m: summary[(d, m)][metric][1] for m in panels[d]} for d in datasets}
+    return plot_methods(panels, path, ylabel=f"{metric} (mean ± std over seeds)",
+                        title=f"method comparison: {metric}", std=errs)
+
+
+def plot_methods(panels: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path, *, ylabel: str = "accuracy",
+                 title: str = "", std: Mapping[str, Mapping[str, float]] | None = None,
+                 ylabels: Mapping[str, str] | None = None) -> Path:
+    """One panel per key of ``panels`` (``{panel title: {method: [value per seed]}}``): each method's mean (a wide
+    tick) with the standard deviation over seeds as error bar, each seed a dot; method names as rotated tick labels.
+    ``std`` overrides the error bars (``{panel: {method: std}}``); ``ylabels`` the y label of a panel."""
     plt = _pyplot()
-    items = [(f"{m}\n{d}", v[metric]) for (d, m), v in summary.items() if metric in v]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(items)), 4))
-    if items:
-        names, vals = zip(*items)
-        ax.bar(range(len(items)), [v[0] for v in vals], yerr=[v[1] for v in vals], capsize=4, color="tab:blue")
-        ax.set_xticks(range(len(items)), names, fontsize=8)
-        lo = min(v[0] - v[1] for v in vals)
-        ax.set_ylim(max(0.0, lo - 0.05), min(1.0, max(v[0] + v[1] for v in vals) + 0.03))
-    ax.set(ylabel=f"{metric} (mean ± std over seeds)", title=f"method comparison: {metric}")
+    panels = {k: v for k, v in panels.items() if v}
+    if not panels:
+        raise ValueError("plot_methods: nothing to plot")
+    widths = [max(3.0, 0.55 * len(v) + 1.2) for v in panels.values()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths) + 0.8, 4.6), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    for ax, (name, methods) in zip(axes[0], panels.items(), strict=True):
+        labels = list(methods)
+        means, stds = [], []
+        for m in labels:
+            mean, sd = mean_std(methods[m])
+            means.append(mean)
+            stds.append(std[name][m] if std and name in std and m in std[name] else sd)
+        x = list(range(len(labels)))
+        # the mean as a wide tick with the std as error bar (no bars: the axis does not start at 0)
+        ax.errorbar(x, means, yerr=stds, fmt="_", markersize=24, markeredgewidth=2.5, capsize=6, elinewidth=1.4,
+                    color="tab:blue", zorder=2, label="mean ± std")
+        for i, m in enumerate(labels):
+            vals = list(methods[m])
+            offs = [0.0] if len(vals) == 1 else [-0.18 + 0.36 * j / (len(vals) - 1) for j in range(len(vals))]
+            ax.scatter([i + o for o in offs], vals, s=16, color="black", zorder=3,
+                       label="one seed" if i == 0 else None)
+        ax.set_xlim(-0.6, len(labels) - 0.4)
+        ax.set_xticks(x, labels, rotation=35, ha="right", rotation_mode="anchor", fontsize=9)
+        lo = min(min(v) for v in methods.values())
+        hi = max(max(v) for v in methods.values())
+        lo, hi = min(lo, min(mu - s for mu, s in zip(means, stds))), max(hi, max(mu + s for mu, s in zip(means, stds)))
+        pad = max(0.02, 0.08 * (hi - lo))
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel((ylabels or {}).get(name, ylabel))
+        ax.grid(axis="y", alpha=0.3, zorder=0)
+    axes[0][0].legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_sweep(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path, *,
+               xlabel: str = "σ² of the multiplicative noise on depth", ylabel: str = "accuracy",
+               title: str = "noisy depth at test time") -> Path:
+    """``{label: {level: [value per seed]}}``: one line per label through the means over seeds, the standard
+    deviation as error bars, each seed a dot; the levels are categories (e.g. σ² 0 ... 10, "void")."""
+    plt = _pyplot()
+    if not curves:
+        raise ValueError("plot_sweep: no curves")
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    n = len(curves)
+    for k, (label, curve) in enumerate(curves.items()):
+        levels = list(curve)
+        x = [i + (k - (n - 1) / 2) * 0.06 for i in range(len(levels))]  # small offsets keep the markers apart
+        ms = [mean_std(curve[g]) for g in levels]
+        bar = ax.errorbar(x, [m for m, _ in ms], yerr=[s for _, s in ms], marker="o", capsize=3, label=label)
+        for xi, g in zip(x, levels, strict=True):
+            ax.scatter([xi] * len(curve[g]), list(curve[g]), s=9, color=bar[0].get_color(), alpha=0.5)
+        ax.set_xticks(range(len(levels)), [str(g) for g in levels])
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def seed_values(runs: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict[tuple[str, str], list[float]]:
+    """``{(dataset, method): [final metric per run]}`` (the per-seed dots of :func:`plot_comparison`)."""
+    out: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for run in runs:
+        r = run["results"]
+        if metric in r["final"]:
+            out[(r["dataset"], r["method"])].append(float(r["final"][metric]))
+    return dict(out)
+
+
+def format_duration(seconds: float) -> str:
+    """``12s``, ``4m05s``, ``1h02m03s`` (``?`` for an unknown / infinite duration)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    s = int(round(max(0.0, seconds)))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    if h:
+        return f"{h}h{m:02d}m{sec:02d}s"
+    return f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+def format_progress(done: int, total: int, elapsed_s: float, what: str = "") -> str:
+    """``[ 5/24 runs] rad s1 done; elapsed 1m02s, ETA 3m56s``: the ETA assumes the remaining runs take, on
+    average, what the finished ones took (``elapsed / done * (total - done)``; parallel workers included)."""
+    if total < 1 or not 0 <= done <= total:
+        raise ValueError(f"format_progress: need 0 <= done <= total and total >= 1, got {done}/{total}")
+    eta = elapsed_s / done * (total - done) if done else math.inf
+    width = len(str(total))
+    head = f"[{done:>{width}}/{total} runs]"
+    return f"{head} {what + ' done; ' if what else ''}elapsed {format_duration(elapsed_s)}, ETA {format_duration(eta)}"
+
+
+class Progress:
+    """Counts finished runs and logs :func:`format_progress` lines: ``step(what)`` after each run."""
+
+    def __init__(self, total: int, log: Callable[[str], None] = print,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        if total < 1:
+            raise ValueError(f"Progress: total must be >= 1, got {total}")
+        self.total, self.done, self.log, self.clock = int(total), 0, log, clock
+        self.t0 = clock()
+
+    def step(self, what: str = "") -> str:
+        self.done += 1
+        line = format_progress(self.done, self.total, self.clock() - self.t0, what)
+        self.log(line)
+        return line
 
 
 def make_report(run_dirs: Sequence[str | Path], out: str | Path) -> dict[str, Path]:
@@ -141,7 +279,7 @@ def make_report(run_dirs: Sequence[str | Path], out: str | Path) -> dict[str, Pa
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs)
     curves = plot_curves(runs, out / "curves.png")
-    comparison = plot_comparison(summary, out / "comparison.png")
+    comparison = plot_comparison(summary, out / "comparison.png", values=seed_values(runs))
     text = ["# mmh report", "", markdown_table(summary), "", "Runs:", ""]
     text += [f"- `{run['dir']}` ({run['results']['method']}, seed {run['results']['seed']})" for run in runs]
     text += ["", "![training curves](curves.png)", "", "![method comparison](comparison.png)", ""]
