@@ -29,7 +29,7 @@ import yaml
 
 __all__ = [
     "DEFAULTS", "load_config", "apply_overrides", "parse_value", "merge", "get_path", "set_path", "save_config",
-    "config_hash", "stage_train_config", "config_dir", "find_config",
+    "config_hash", "stage_train_config", "config_dir", "find_config", "AMP_VALUES", "amp_setting",
 ]
 
 #: The defaults every config starts from. Every key a config may set appears here (``+key=value`` adds others).
@@ -67,13 +67,13 @@ DEFAULTS: dict[str, Any] = {
         "min_lr_factor": 0.0,  # cosine floor, as a fraction of lr
         "pct_start": 0.3,  # onecycle
         "grad_clip": None,  # max global grad norm
-        "amp": "auto",  # auto (on when the device is CUDA) | true | false
+        "amp": "auto",  # auto | false | true | fp16 | bf16 (CUDA: auto/true/fp16 = float16 + GradScaler; CPU: bf16)
         "num_workers": 0,
         "drop_last": True,
         "eval_every": 0,  # epochs between validation passes (0: only at the end)
         "deploy": "last",  # last | best: the stage's network is its final state, or best.pt's (needs dataset.val_split)
         "checkpoint_every": 0,  # steps between "latest" checkpoints (0: at each epoch end)
-        "log_every": 10,  # steps between progress-bar updates
+        "log_every": 10,  # steps between reads of the device's loss sums (progress bar, non-finite check); 0: epochs
         "tensorboard": False,
         "progress": True,
     },
@@ -176,6 +176,8 @@ def _coerce(key: str, old: Any, new: Any) -> Any:
     """Coerce an override to the type of the value it replaces (ValueError naming ``key`` if impossible)."""
     if old is None or new is None:
         return new
+    if key.rsplit(".", 1)[-1] == "amp" and isinstance(new, (bool, str)):
+        return new  # train.amp takes a bool or a string (checked by amp_setting)
     if isinstance(old, bool):
         if not isinstance(new, bool):
             raise ValueError(f"config key {key!r} expects a bool (true/false), got {new!r}")
@@ -316,11 +318,29 @@ def validate(cfg: Mapping[str, Any]) -> None:
             raise ValueError(f"config key 'train.{key}' must be a non-negative number, got {tr[key]!r}")
     if not isinstance(tr["batch_size"], int) or tr["batch_size"] < 1:
         raise ValueError(f"config key 'train.batch_size' must be a positive int, got {tr['batch_size']!r}")
+    amp_setting(tr["amp"])
+    if isinstance(tr["log_every"], bool) or not isinstance(tr["log_every"], int) or tr["log_every"] < 0:
+        raise ValueError(f"config key 'train.log_every' must be a non-negative int, got {tr['log_every']!r}")
     if tr["steps"] is None and tr["epochs"] is None:
         raise ValueError("config: set one of 'train.steps' or 'train.epochs'")
     for role, mods in cfg["modalities"].items():
         if not isinstance(mods, list) or not mods or not all(isinstance(m, str) for m in mods):
             raise ValueError(f"config key 'modalities.{role}' must be a non-empty list of names, got {mods!r}")
+
+
+#: The values of ``train.amp`` (YAML's ``true``/``false`` arrive as bools). What each means on CUDA and on the CPU:
+#: :class:`mmh.train.Trainer` and the README.
+AMP_VALUES = ("auto", "false", "true", "fp16", "bf16")
+
+
+def amp_setting(value: Any, key: str = "train.amp") -> str:
+    """``value`` as one of :data:`AMP_VALUES` (a bool becomes ``"true"``/``"false"``); ValueError naming ``key``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and value.strip().lower() in AMP_VALUES:
+        return value.strip().lower()
+    raise ValueError(f"config key {key!r} must be one of {', '.join(AMP_VALUES)} (a bool means true/false), "
+                     f"got {value!r}")
 
 
 def stage_train_config(cfg: Mapping[str, Any], stage: str) -> dict[str, Any]:

@@ -50,6 +50,13 @@ def _check_lam(lam: float) -> None:
         raise ValueError(f"lam (λ) must lie in [0, 1], got {lam}")
 
 
+def _f32(logits: Tensor) -> Tensor:
+    """Half-precision logits as float32 (others unchanged): the softmaxes of the losses are computed in float32 under
+    any autocast — CUDA's autocast does so for float16, the CPU's bfloat16 autocast leaves softmax in bfloat16, whose
+    8-bit mantissa makes a small KL negative."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
 # ------------------------------------------------------------------------------------------------ logit distillation
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
     """Hinton et al.'s knowledge distillation: ``T² · KL(softmax(t/T) ‖ softmax(s/T))``, averaged over the batch
@@ -59,16 +66,16 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
                          f"{tuple(teacher_logits.shape)} differ in shape")
-    log_ps = F.log_softmax(student_logits / temperature, dim=1)
-    log_pt = F.log_softmax(teacher_logits / temperature, dim=1)
+    log_ps = F.log_softmax(_f32(student_logits) / temperature, dim=1)
+    log_pt = F.log_softmax(_f32(teacher_logits) / temperature, dim=1)
     return temperature**2 * F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
 
 
 def _soft_ce_per_sample(student_logits: Tensor, target_logits: Tensor, temperature: float,
                         student_temperature: bool) -> Tensor:
     t_s = temperature if student_temperature else 1.0
-    p_t = F.softmax(target_logits.detach() / temperature, dim=-1)
-    return -(p_t * F.log_softmax(student_logits / t_s, dim=-1)).sum(-1)
+    p_t = F.softmax(_f32(target_logits.detach()) / temperature, dim=-1)
+    return -(p_t * F.log_softmax(_f32(student_logits) / t_s, dim=-1)).sum(-1)
 
 
 def soft_cross_entropy(student_logits: Tensor, target_logits: Tensor, temperature: float, *,
@@ -180,7 +187,7 @@ MCL_MODES = ("independent", "smcl", "cmcl", "dmcl", "random")
 def kl_to_uniform(logits: Tensor) -> Tensor:
     """CMCL's confidence loss ``KL(U ‖ softmax(logits))`` over the last dim: ``mean_k(−log p_k) − log K``."""
     k = logits.shape[-1]
-    return -F.log_softmax(logits, dim=-1).mean(-1) - math.log(k)
+    return -F.log_softmax(_f32(logits), dim=-1).mean(-1) - math.log(k)
 
 
 def mcl_loss(logits: Tensor, labels: Tensor, mode: str, *, lam: float = 0.5, temperature: float = 2.0,

@@ -67,9 +67,10 @@ class StageModule(nn.Module):
         """The network this stage produces (evaluated, and handed to later stages)."""
         raise NotImplementedError
 
-    def diagnostics(self) -> dict[str, float]:
+    def diagnostics(self) -> dict[str, float | Tensor]:
         """Numbers about the last training step that are not loss terms (e.g. RAD's region weights); the trainer
-        averages them per epoch into ``metrics.csv``. Default: none."""
+        averages them per epoch into ``metrics.csv``. Return 0-dim tensors (left on the device) rather than
+        Python floats, which would read the device at every step. Default: none."""
         return {}
 
     def predict(self, batch: Batch) -> Tensor:

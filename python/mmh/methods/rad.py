@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ._ext import require_ext
@@ -57,11 +58,18 @@ class RADDistiller(Distiller):
         s, t = student_feats[self.s_paths[0]], teacher_feats[self.t_paths[0]]
         return {"loss_rad": self.alpha * self.rad(s, t, self.student.classifier, self.teacher.classifier)}
 
-    def diagnostics(self) -> dict[str, float]:
+    def diagnostics(self) -> dict[str, Tensor]:
         """The region weights of the last step: ``rad_w_max`` (largest weight), ``rad_w_last`` (the last region —
         the global one with the default levels) and ``rad_w_eff`` (effective number of regions, N when uniform,
-        1 when collapsed onto one region)."""
-        return {f"rad_w_{k if k != 'effective_regions' else 'eff'}": v for k, v in self.rad.weight_stats().items()}
+        1 when collapsed onto one region). The values of ``self.rad.weight_stats()``, as 0-dim float64 tensors on
+        the weights' device: the trainer sums them there without a host synchronisation per step."""
+        w = self.rad.last_weights
+        if w is None:
+            return {}
+        w = w.detach().double()
+        p = w / w.sum()
+        eff = torch.exp(-(p * p.clamp_min(1e-300).log()).sum()).clamp(1.0, float(w.numel()))
+        return {"rad_w_max": w.max(), "rad_w_last": w[-1], "rad_w_eff": eff}
 
 
 #: Ablations: method name -> overrides of ``loss.rad``.

@@ -11,11 +11,26 @@ steps the optimizer over ``stage.trainable_parameters()`` and the per-step sched
 ``fit(resume=True)`` restores ``latest.pt`` (weights, optimizer, scheduler, scaler, RNG states, position inside the
 epoch, running sums) and continues exactly where the killed run stopped: the final weights are those of an
 uninterrupted run (bit-identical on the same machine with ``num_workers=0``).
+
+Mixed precision, ``train.amp`` (see :data:`mmh.config.AMP_VALUES`): on CUDA, ``auto``, ``true`` and ``fp16`` run the
+stage's training forward under float16 autocast with a :class:`torch.amp.GradScaler`, ``bf16`` under bfloat16
+autocast without a scaler; on the CPU, ``bf16`` runs bfloat16 autocast (no scaler), ``auto`` and ``false`` are off,
+``true`` is off with a logged warning (a config that asks for mixed precision still runs on a CPU-only machine) and
+``fp16`` is a ValueError (CPU autocast is bfloat16). Parameters, gradients and optimizer state stay float32. The
+validation passes (``val_fn``) run in float32, outside autocast, like the final evaluation of the runner: the metric
+that picks ``best.pt`` is the one reported, whatever the training precision.
+
+No host synchronisation per step: the loss terms, the stage's diagnostics and the train accuracy are summed on the
+device (float64 accumulators: the same values as summing Python floats) and read only every ``train.log_every``
+steps (progress bar), at epoch ends and when a checkpoint is written (checkpoints hold Python floats). The non-finite
+loss check is read at the same points: the FloatingPointError names the first non-finite step; the optimizer steps
+after it (fewer than ``log_every``) are never saved.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +42,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..config import amp_setting
 from ..methods.base import StageModule
 from ..utils.distributed import DistInfo, dist_info
 from ..utils.seed import get_rng_state, set_rng_state
@@ -35,6 +51,10 @@ from .data import EpochBatchSampler, batch_loader, to_device
 from .optim import build_optimizer, build_scheduler
 
 __all__ = ["Trainer", "TrainResult", "resolve_device"]
+
+_log = logging.getLogger(__name__)
+#: Running sums counted on the host (no device value needed): steps and labelled samples of the epoch so far.
+_HOST_SUMS = ("n", "seen")
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
@@ -115,11 +135,9 @@ class Trainer:
             raise ValueError(f"train.deploy must be 'last' or 'best', got {deploy!r}")
         if deploy == "best" and val_fn is None:
             raise ValueError("train.deploy=best needs a validation split (dataset.val_split) to pick best.pt")
-        amp = self.tcfg.get("amp", "auto")
-        if amp not in ("auto", True, False):
-            raise ValueError(f"train.amp must be 'auto', true or false, got {amp!r}")
-        self.amp = (self.device.type == "cuda") if amp == "auto" else bool(amp) and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        self.amp_dtype = self._amp_dtype(amp_setting(self.tcfg.get("amp", "auto")))
+        self.amp = self.amp_dtype is not None  # the training forward runs under autocast
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.model: nn.Module = stage
         if self.dist.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -129,7 +147,32 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {}
-        self._sums: dict[str, float] = {}
+        self._acc: dict[str, torch.Tensor] = {}  # running sums of the epoch on the device (float64, 0-dim)
+        self._count: dict[str, float] = {}  # running sums known on the host (_HOST_SUMS)
+        self._bad_step: torch.Tensor | None = None  # on the device: first step with a non-finite loss, else -1
+
+    def _amp_dtype(self, amp: str) -> torch.dtype | None:
+        """The autocast dtype of ``train.amp`` on this device (None: off); see the module docstring."""
+        cuda = self.device.type == "cuda"
+        if amp == "false" or (amp == "auto" and not cuda):
+            return None
+        if amp == "bf16":
+            if cuda and not torch.cuda.is_bf16_supported():
+                raise ValueError(f"train.amp=bf16: {torch.cuda.get_device_name(self.device)} has no bfloat16 "
+                                 f"support; use train.amp=fp16 (or auto)")
+            return torch.bfloat16
+        if cuda:
+            return torch.float16
+        if amp == "fp16":
+            raise ValueError(f"train.amp=fp16 needs a CUDA device (this run is on {self.device}); on the CPU use "
+                             f"train.amp=bf16 (bfloat16 autocast) or train.amp=false")
+        _log.warning("train.amp=true: float16 mixed precision runs on CUDA only; it is off on %s "
+                     "(train.amp=bf16 runs bfloat16 autocast on the CPU)", self.device)
+        return None
+
+    def autocast(self) -> torch.autocast:
+        """The autocast context of the training forward (disabled when ``train.amp`` is off on this device)."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
     # ------------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -173,20 +216,58 @@ class Trainer:
         return dict(self.best)
 
     def _save(self, name: str) -> None:
+        self._check_finite()  # never checkpoint the steps after a non-finite loss
         if self.dist.is_main:
             save_checkpoint(self.state_dict(), self.out_dir / name)
 
     # ------------------------------------------------------------------------------------------------ loop
+    # ------------------------------------------------------------------------------------------------ running sums
+    @property
+    def _sums(self) -> dict[str, float]:
+        """The running sums of the epoch so far as Python floats (one read from the device): what checkpoints hold
+        (``n`` steps, ``loss``, each loss term, each diagnostic, ``correct``, ``seen``)."""
+        vals = torch.stack(list(self._acc.values())).tolist() if self._acc else []
+        return {**self._count, **dict(zip(self._acc, vals))}
+
+    @_sums.setter
+    def _sums(self, sums: Mapping[str, float]) -> None:
+        """Restore the running sums (from a checkpoint) onto the device."""
+        self._count = {k: float(v) for k, v in sums.items() if k in _HOST_SUMS}
+        self._acc = {k: torch.tensor(float(v), dtype=torch.float64, device=self.device)
+                     for k, v in sums.items() if k not in _HOST_SUMS}
+
+    def _add(self, key: str, value: torch.Tensor | float) -> None:
+        """``sums[key] += value`` on the device, in float64, without reading anything back."""
+        acc = self._acc.get(key)
+        if acc is None:
+            acc = self._acc[key] = torch.zeros((), dtype=torch.float64, device=self.device)
+        acc.add_(value.detach().reshape(()) if isinstance(value, torch.Tensor) else float(value))
+
+    def _check_finite(self) -> None:
+        """FloatingPointError if a step since the last check had a non-finite loss (one read from the device)."""
+        if self._bad_step is None:
+            return
+        bad = int(self._bad_step)
+        if bad >= 0:
+            sums = {k: v for k, v in self._sums.items() if k not in (*_HOST_SUMS, "correct")}
+            raise FloatingPointError(
+                f"non-finite loss at step {bad} (detected at step {self.step}: the loss is read from the device "
+                f"every train.log_every={self.tcfg.get('log_every')} steps); sums of the loss terms over the epoch "
+                f"so far: {sums}")
+
+    # ------------------------------------------------------------------------------------------------ loop
     def _train_step(self, batch: dict[str, Any]) -> None:
         batch = to_device(batch, self.device)
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with self.autocast():
             logits, losses = self.model(batch)
         if not losses:
             raise RuntimeError(f"{type(self.stage).__name__} returned no loss terms")
         loss = sum(losses.values())
-        if not torch.isfinite(loss.detach()):
-            terms = {k: float(v.detach()) for k, v in losses.items()}
-            raise FloatingPointError(f"non-finite loss at step {self.step}: {terms}")
+        with torch.no_grad():  # the first non-finite step, kept on the device (read by _check_finite)
+            if self._bad_step is None:
+                self._bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)
+            ok = torch.isfinite(loss.detach()) | (self._bad_step >= 0)
+            self._bad_step = torch.where(ok, self._bad_step, self.step)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         clip = self.tcfg.get("grad_clip")
@@ -197,19 +278,28 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
-        s = self._sums
-        s["n"] = s.get("n", 0.0) + 1
-        s["loss"] = s.get("loss", 0.0) + float(loss.detach())
+        c = self._count
+        c["n"] = c.get("n", 0.0) + 1
+        self._add("loss", loss)
         for k, v in losses.items():
-            s[k] = s.get(k, 0.0) + float(v.detach())
+            self._add(k, v)
         for k, v in self.stage.diagnostics().items():
-            s[k] = s.get(k, 0.0) + float(v)
+            self._add(k, v)
         if "label" in batch:
-            s["correct"] = s.get("correct", 0.0) + float((logits.argmax(1) == batch["label"]).sum())
-            s["seen"] = s.get("seen", 0.0) + float(batch["label"].numel())
+            self._add("correct", (logits.argmax(1) == batch["label"]).sum())
+            c["seen"] = c.get("seen", 0.0) + float(batch["label"].numel())
+
+    def _log_point(self, bar: Any) -> None:
+        """Every ``train.log_every`` steps: the non-finite check and the progress bar (reads the device)."""
+        self._check_finite()
+        if bar is not None:
+            s = self._sums
+            bar.set_postfix(loss=f"{s.get('loss', 0.0) / max(s.get('n', 1.0), 1.0):.4f}")
 
     def _end_epoch(self, epoch: int, t0: float) -> None:
-        s, self._sums = self._sums, {}
+        self._check_finite()
+        s = self._sums
+        self._acc, self._count = {}, {}
         n = max(s.pop("n", 1.0), 1.0)
         row: dict[str, float] = {"epoch": epoch + 1, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"]}
         correct, seen = s.pop("correct", None), s.pop("seen", None)
@@ -249,7 +339,13 @@ class Trainer:
     def _log_tb(self, row: Mapping[str, float]) -> None:
         if not (self.dist.is_main and self.tcfg.get("tensorboard")):
             return
-        from torch.utils.tensorboard import SummaryWriter
+        try:
+            import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it; the `tensorboard` extra)
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            from .._optional import MissingExtraError
+
+            raise MissingExtraError("tensorboard", "tensorboard", "train.tensorboard=true") from exc
 
         with SummaryWriter(str(self.out_dir / "tb")) as writer:
             for k, v in row.items():
@@ -281,13 +377,14 @@ class Trainer:
                     rank=self.dist.rank, world_size=self.dist.world_size)
                 loader = batch_loader(self.train_set, sampler, num_workers=int(self.tcfg["num_workers"]),
                                       seed=self.seed * 100003 + epoch)
+                log_every = int(self.tcfg.get("log_every") or 0)
                 for batch in loader:
                     self._train_step(batch)
                     done_here += 1
                     if bar is not None:
                         bar.update(1)
-                        if self.step % max(1, int(self.tcfg.get("log_every") or 1)) == 0:
-                            bar.set_postfix(loss=f"{self._sums.get('loss', 0.0) / max(self._sums.get('n', 1), 1):.4f}")
+                    if log_every and self.step % log_every == 0:
+                        self._log_point(bar)
                     if self.step >= self.total_steps or self.step % self.steps_per_epoch == 0:
                         break
                     every = int(self.tcfg.get("checkpoint_every") or 0)
