@@ -71,10 +71,31 @@ def test_losses_by_hand_and_no_gradient_leak():
     assert all(not p.requires_grad for p in depth.parameters()) and not depth.training
 
 
-def test_naive_and_frame_index_errors():
+def _constant_output(disc: FrameDiscriminator, bias: list[float]) -> None:
+    """Make D's output the constant ``bias`` whatever its input (last layer weight 0)."""
+    with torch.no_grad():
+        disc.net[-1].weight.zero_()
+        disc.net[-1].bias.copy_(torch.tensor(bias))
+
+
+def test_naive_losses_by_hand_and_frame_index_errors():
     depth, hall, disc = _nets(naive=True)
+    _constant_output(disc, [1.0, 0.0])  # D says (real, fake) logits (1, 0) for every frame
     _, losses = ADMDStage(hall, depth, disc, naive=True)(_batch())
     assert set(losses) == {"loss_d", "loss_h"}
+    # D: CE((1, 0), real=0) + CE((1, 0), fake=1) = ln(1 + e⁻¹) + ln(1 + e) = 0.313262 + 1.313262
+    assert losses["loss_d"].item() == pytest.approx(1.626523, abs=2e-6)
+    # H (label flipping: wants "real" = 0): CE((1, 0), 0) = 0.313262
+    assert losses["loss_h"].item() == pytest.approx(0.313262, abs=2e-6)
+    # the class-aware D with the same kind of constant output (logits (1, 0, 0, 0); "fake" = 3): the real
+    # frames' targets are their classes (labels 0, 1, 2, 1 -> class 0 for 1 clip in 4), fake frames -> 3
+    depth, hall, disc = _nets()
+    _constant_output(disc, [1.0, 0.0, 0.0, 0.0])
+    _, losses = ADMDStage(hall, depth, disc)(_batch())
+    # softmax(1, 0, 0, 0) = (0.475367, 0.174877 x 3): CE 0.743668 for class 0, 1.743668 for any other class.
+    # real: 1 clip in 4 is class 0 -> (0.743668 + 3 x 1.743668) / 4 = 1.493668; fake: 1.743668 -> D 3.237336
+    assert losses["loss_d"].item() == pytest.approx(3.237336, abs=2e-6)
+    assert losses["loss_h"].item() == pytest.approx(1.493668, abs=2e-6)  # H wants the true classes
     depth, hall, disc = _nets()
     stage = ADMDStage(hall, depth, disc)
     bad = _batch()
@@ -85,14 +106,28 @@ def test_naive_and_frame_index_errors():
         ADMDStage(hall, depth, disc, frame_conditioning=False)
 
 
-def test_switch_signal_and_discriminator_roundtrip():
+def test_switch_signal_values_and_discriminator_roundtrip():
     depth, hall, disc = _nets()
     stage = ADMDStage(hall, depth, disc)
     d2 = discriminator_from_state(stage.state_dict(), 6)
     assert (d2.num_classes, d2.num_frames) == (3, 3)
     assert all(torch.equal(a, b) for a, b in zip(disc.state_dict().values(), d2.state_dict().values(), strict=True))
-    p = fake_probability(depth, d2, [_batch(), _batch(2)])
-    assert 0.0 < p < 1.0
+    # p(fake) = the mean over all frames of softmax(D(features ‖ frame index))[C], computed here from the features
+    batches = [_batch(), _batch(2)]
+    from mmh.models import FeatureExtractor
+    probs = []
+    for b in batches:
+        with torch.no_grad(), FeatureExtractor(depth.eval(), ["streams.depth.bottleneck"]) as f:
+            depth(b)
+        logits = d2(f["streams.depth.bottleneck"].flatten(1), b["frame_index"].reshape(-1))
+        probs.append(torch.softmax(logits, 1)[:, 3])
+    want = torch.cat(probs).mean().item()
+    assert fake_probability(depth, d2, batches) == pytest.approx(want, rel=1e-6)
+    # a D with constant logits (0, 0, 0, ln 3) gives p(fake) = 3 / (3 + 3) = 0.5 exactly; (0, 0, 0, 0) -> 0.25
+    _constant_output(d2, [0.0, 0.0, 0.0, 1.0986123])
+    assert fake_probability(depth, d2, batches) == pytest.approx(0.5, abs=1e-6)
+    _constant_output(d2, [0.0, 0.0, 0.0, 0.0])
+    assert fake_probability(depth, d2, batches) == pytest.approx(0.25, abs=1e-6)
     with pytest.raises(KeyError):
         discriminator_from_state({}, 6)
 

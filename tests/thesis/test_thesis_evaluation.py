@@ -31,13 +31,64 @@ def test_subset_sum_and_oracle_by_hand():
         subset_logits(per, [])
 
 
+class _Readout(torch.nn.Module):
+    """A two-stream "net" whose stream logits are its inputs (rgb, depth: (N, 3) tensors) — predictions chosen by
+    hand. ``forward`` is the mean (Σ)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.streams = torch.nn.ModuleDict({"rgb": torch.nn.Identity(), "depth": torch.nn.Identity()})
+
+    def forward_all(self, batch):
+        per = {"rgb": batch["rgb"], "depth": batch["depth"]}
+        return (per["rgb"] + per["depth"]) / 2, per
+
+    def forward(self, batch):
+        return self.forward_all(batch)[0]
+
+
+def _onehot(classes, scale=1.0):
+    return scale * torch.nn.functional.one_hot(torch.tensor(classes), 3).float()
+
+
+def test_mcl_metrics_with_a_nontrivial_oracle():
+    # labels 0 1 2 0 1 2; rgb right on samples 0-2 (1.0 confident), depth right on 2-3 (2.0 confident)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    rgb = _onehot([0, 1, 2, 1, 2, 0])
+    depth = _onehot([1, 2, 2, 0, 0, 1], 2.0)
+    ds = CachedDataset({"rgb": rgb, "depth": depth, "label": y}, modalities=("rgb", "depth"), num_classes=3,
+                       class_names=["a", "b", "c"])
+    m = mcl_metrics(_Readout(), ds, batch_size=4)
+    # rgb 3/6, depth 2/6; oracle: samples 0, 1, 2, 3 -> 4/6 > either; Σ = the more confident depth wins the
+    # disagreements (0, 1, 3, 4, 5) and both agree on 2 -> right on 2, 3 -> 2/6
+    assert m == pytest.approx({"accuracy/rgb": 0.5, "accuracy/depth": 1 / 3, "oracle": 2 / 3, "sum": 1 / 3})
+
+
 def test_mcl_metrics_on_a_net():
     net = build_model("small_late_fusion", modalities=("rgb", "depth"), num_classes=3, width=4, shared_width=4, seed=0)
     m = mcl_metrics(net, _data(), batch_size=5)
     assert set(m) == {"accuracy/rgb", "accuracy/depth", "sum", "oracle"}
-    assert m["oracle"] >= max(m["accuracy/rgb"], m["accuracy/depth"])
     with pytest.raises(TypeError, match="multi-stream"):
         mcl_metrics(build_model("small_joint", modalities=("rgb",), num_classes=3, seed=0), _data())
+
+
+class _DepthThreshold(torch.nn.Module):
+    """Predicts class 1 when a sample's mean depth exceeds 0.5, else class 0 (logits (0.5, mean, 0))."""
+
+    def forward(self, batch):
+        m = batch["depth"].flatten(1).mean(1)
+        return torch.stack([torch.full_like(m, 0.5), m, torch.zeros_like(m)], 1)
+
+
+def test_noise_sweep_values_by_hand():
+    # depth constant 0.2 (label 0) or 0.8 (label 1), 4 of each: clean -> all right; σ² = 1e-3 multiplies by
+    # n ~ N(1, 0.001) per pixel, the mean moves by ~1e-3 -> still all right; "void" zeroes depth -> every
+    # prediction is 0 -> accuracy 4/8
+    y = torch.tensor([0, 1] * 4)
+    depth = (0.2 + 0.6 * y.float()).view(8, 1, 1, 1).expand(8, 1, 8, 8).contiguous()
+    ds = CachedDataset({"depth": depth, "label": y}, modalities=("depth",), num_classes=3, class_names=["a", "b", "c"])
+    sweep = noise_sweep(_DepthThreshold(), ds, sigma2s=(0.0, 1e-3, "void"), batch_size=3)
+    assert sweep == {"0.0": 1.0, "0.001": 1.0, "void": 0.5}
 
 
 def test_noise_is_reproducible_and_void_zeroes(tmp_path: Path):
