@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import statistics
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -267,6 +268,7 @@ class Progress:
         self.done += 1
         line = format_progress(self.done, self.total, self.clock() - self.t0, what)
         self.log(line)
+        sys.stdout.flush()  # visible at once also when stdout is a file or a pipe (block-buffered)
         return line
 
 
