@@ -10,7 +10,12 @@ Writes ``OUT/results.json``::
 
     {"methods": {"teacher": {"accuracy": [..per seed..], "mean": .., "std": ..}, "baseline": ..., "rad": ...,
                  "dad": ..., "rad_dad": ...},
-     "antispoof": {"methods": {"teacher": {"acer": [...], "mean": .., "std": .., "accuracy": [...]}, ...}},
+     "antispoof": {"methods": {"teacher": {"acer": [...], "mean": .., "std": .., "accuracy": [...],
+                                           "iso": [{"apcer_iso/print": .., "apcer_iso/replay": .., "apcer_iso": ..,
+                                                    "bpcer": .., "acer_iso": ..}, ..per seed..],
+                                           "acer_iso_mean": .., "acer_iso_std": ..}, ...}},
+     (``acer`` is the paper's pooled ACER; ``iso`` the ISO/IEC 30107-3 rates, APCER per attack species, the worst
+     species' being the APCER — :mod:`mmh.evaluation`)
      "checks": {...}, "settings": {...}, "wall_time_s": ..., "machine": {...}}
 
 ``OUT/results.md`` (the table printed at the end) and ``OUT/comparison.png`` (the table as a figure). A line is printed
@@ -31,7 +36,8 @@ from .config import find_config, load_config
 from .report import Progress, mean_std, plot_methods
 from .utils.io import write_json
 
-__all__ = ["benchmark_mmh", "MMH_METHODS", "ANTISPOOF_METHODS", "format_table", "Job", "run_job", "plot_mmh_results"]
+__all__ = ["benchmark_mmh", "MMH_METHODS", "ANTISPOOF_METHODS", "format_table", "Job", "run_job", "plot_mmh_results",
+           "METHOD_LABELS", "antispoof_iso_metrics"]
 
 #: Methods of the main job on synthetic_motion, and of the ACER column on synthetic_antispoof.
 MMH_METHODS: tuple[str, ...] = ("teacher", "baseline", "rad", "dad", "rad_dad", "kd", "rad_attention", "rad_self")
@@ -44,6 +50,13 @@ _PHASES: tuple[tuple[str, ...], ...] = (("teacher", "baseline"), ("rad", "dad", 
                                         ("rad_dad",))
 
 Job = tuple[str, str, int, tuple[str, ...], str]  # dataset, method, seed, overrides, run dir
+
+#: How the tables name a method (the paper's names for the RAD weightings).
+METHOD_LABELS: dict[str, str] = {
+    "rad": "rad (RAD, mean weighting: the paper's −IW ablation)",
+    "rad_attention": "rad_attention (RAD with the paper's information weighting)",
+    "rad_self": "rad_self (RAD, the reference code's parameter-free weighting)",
+}
 
 
 def run_job(job: Job) -> dict[str, Any]:
@@ -75,15 +88,38 @@ def _quick_overrides(quick: bool, steps: int | None) -> list[str]:
 
 def format_table(methods: dict[str, Any], antispoof: dict[str, Any] | None) -> str:
     """The main job's markdown table: accuracy mean ± std on synthetic_motion and ACER on synthetic_antispoof."""
-    lines = ["| method | synthetic_motion accuracy (mean ± std) | per seed | synthetic_antispoof ACER (mean ± std) |",
-             "|---|---|---|---|"]
+    lines = ["| method | synthetic_motion accuracy (mean ± std) | per seed | synthetic_antispoof ACER, pooled (the "
+             "paper's) | synthetic_antispoof ACER, ISO/IEC 30107-3 (worst attack species) |",
+             "|---|---|---|---|---|"]
     for name, entry in methods.items():
         seeds = ", ".join(f"{a:.3f}" for a in entry["accuracy"])
-        acer = "—"
+        acer = iso = "—"
         if antispoof and name in antispoof:
             acer = f"{antispoof[name]['mean']:.4f} ± {antispoof[name]['std']:.4f}"
-        lines.append(f"| {name} | {entry['mean']:.4f} ± {entry['std']:.4f} | {seeds} | {acer} |")
+            if "acer_iso_mean" in antispoof[name]:
+                iso = f"{antispoof[name]['acer_iso_mean']:.4f} ± {antispoof[name]['acer_iso_std']:.4f}"
+        label = METHOD_LABELS.get(name, name)
+        lines.append(f"| {label} | {entry['mean']:.4f} ± {entry['std']:.4f} | {seeds} | {acer} | {iso} |")
     return "\n".join(lines) + "\n"
+
+
+def antispoof_iso_metrics(res: dict[str, Any], cfg: dict[str, Any]) -> dict[str, float]:
+    """ISO/IEC 30107-3 rates of one anti-spoofing run's deployed network on its eval split: APCER per attack
+    species (``apcer_iso/<species>``, from the dataset's ``attack_type``), ``apcer_iso`` (the worst species),
+    ``bpcer``, ``acer_iso``; also the pooled ``apcer``/``acer`` (the same numbers as the run's own evaluation)."""
+    from .data import build_dataset
+    from .evaluation import pad_metrics, predict, species_of
+    from .train.checkpoint import load_model
+    from .train.data import eval_batches
+    from .train.runner import load_split, split_kwargs
+
+    split = cfg["dataset"]["eval_split"]
+    species = species_of(build_dataset(cfg["dataset"]["name"], split=split, **split_kwargs(cfg, split)))
+    stage = list(res["stages"])[-1]
+    src = str(res["stages"][stage].get("source", ""))
+    folder = Path(src.split(":", 1)[1]) if src.startswith("cache:") else Path(res["run_dir"]) / "stages" / stage
+    logits, labels = predict(load_model(folder / "model.pt"), eval_batches(load_split(cfg, split), 256))
+    return pad_metrics(logits, labels, species)
 
 
 def _indexed_job(item: tuple[int, Job]) -> tuple[int, dict[str, Any]]:
@@ -162,6 +198,13 @@ def benchmark_mmh(*, quick: bool = False, seeds: int = 3, out: str | Path = "run
         anti = {m: {**entry("synthetic_antispoof", m, "acer"),
                     "accuracy": [results[("synthetic_antispoof", m, s)]["final"]["accuracy"] for s in range(seeds)]}
                 for m in ANTISPOOF_METHODS}
+        from . import methods as _methods  # noqa: F401  (registers the methods: load_model rebuilds registered nets)
+
+        for m in ANTISPOOF_METHODS:
+            cfgs = [load_config(find_config(f"synthetic_antispoof/{m}"), [f"seed={s}", *over]) for s in range(seeds)]
+            iso = [antispoof_iso_metrics(results[("synthetic_antispoof", m, s)], cfgs[s]) for s in range(seeds)]
+            anti[m]["iso"] = iso
+            anti[m]["acer_iso_mean"], anti[m]["acer_iso_std"] = mean_std([r["acer_iso"] for r in iso])
     mean = {m: v["mean"] for m, v in methods.items()}
     checks = {"teacher > baseline": mean["teacher"] > mean["baseline"],
               "rad > baseline": mean["rad"] > mean["baseline"],

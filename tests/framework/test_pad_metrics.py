@@ -42,3 +42,34 @@ def test_species_of_reads_attack_type():
     assert species_of(DS()) == ["live", "print", "replay"]
     with pytest.raises(TypeError, match="attack_type"):
         species_of([1, 2])
+
+
+def test_main_job_iso_metrics_of_a_tiny_antispoof_run(tmp_path):
+    from mmh import methods  # noqa: F401
+    from mmh.benchmarks import antispoof_iso_metrics, format_table
+    from mmh.config import find_config, load_config
+    from mmh.train.runner import run_experiment
+
+    over = ["seed=0", "train.steps=3", "train.batch_size=8", "train.progress=false", "threads=1",
+            "dataset.split_kwargs={train: {size: 16}, test: {size: 24}}", f"output.cache={tmp_path / 'cache'}"]
+    cfg = load_config(find_config("synthetic_antispoof/baseline"), over)
+    res = run_experiment(cfg, run_dir=tmp_path / "run", log=lambda _m: None)
+    iso = antispoof_iso_metrics(res, cfg)
+    # the pooled numbers are the run's own evaluation; ISO: the worst species, and the pooled APCER is the
+    # species' APCERs weighted by their attack counts
+    assert iso["acer"] == pytest.approx(res["final"]["acer"], abs=1e-9)
+    species = {k: v for k, v in iso.items() if k.startswith("apcer_iso/")}
+    assert set(species) == {"apcer_iso/print", "apcer_iso/replay"}
+    assert iso["apcer_iso"] == max(species.values())
+    assert iso["acer_iso"] == pytest.approx((iso["apcer_iso"] + iso["bpcer"]) / 2)
+    assert iso["apcer"] <= iso["apcer_iso"] + 1e-12
+    from mmh.data import build_dataset
+
+    kinds = species_of(build_dataset("synthetic_antispoof", split="test", **cfg["dataset"]["split_kwargs"]["test"],
+                                     **(cfg["dataset"].get("kwargs") or {})))
+    n = {k: kinds.count(k) for k in ("print", "replay")}
+    pooled = (n["print"] * species["apcer_iso/print"] + n["replay"] * species["apcer_iso/replay"]) / sum(n.values())
+    assert iso["apcer"] == pytest.approx(pooled, abs=1e-9)
+    table = format_table({"rad": {"accuracy": [0.5], "mean": 0.5, "std": 0.0}},
+                         {"rad": {"mean": 0.2, "std": 0.0, "acer_iso_mean": 0.3, "acer_iso_std": 0.0}})
+    assert "RAD, mean weighting: the paper's −IW ablation" in table and "| 0.2000 ± 0.0000 | 0.3000 ± 0.0000 |" in table
