@@ -9,18 +9,25 @@
 
 namespace mmh_ext {
 
-// Every tensor floating point, of the same dtype and on the same device as the first one.
-inline void check_same_float(std::initializer_list<std::pair<const at::Tensor*, const char*>> args) {
+// Every tensor defined, floating point (float64/float32/float16/bfloat16; dtypes may differ between arguments, as
+// torch.autocast hands them over) and on the same device as the first one.
+inline void check_float_same_device(std::initializer_list<std::pair<const at::Tensor*, const char*>> args) {
   const auto& first = *args.begin();
   for (const auto& a : args) {
     TORCH_CHECK_TYPE(a.first->defined(), a.second, " is undefined");
-    TORCH_CHECK_TYPE(at::isFloatingType(a.first->scalar_type()), a.second, " must be a floating-point tensor, got ",
-                     a.first->scalar_type());
-    TORCH_CHECK_TYPE(a.first->scalar_type() == first.first->scalar_type(), a.second, " has dtype ",
-                     a.first->scalar_type(), " but ", first.second, " has dtype ", first.first->scalar_type());
+    const auto t = a.first->scalar_type();
+    TORCH_CHECK_TYPE(t == at::kDouble || t == at::kFloat || t == at::kHalf || t == at::kBFloat16, a.second,
+                     " must be a float64, float32, float16 or bfloat16 tensor, got ", t);
     TORCH_CHECK_VALUE(a.first->device() == first.first->device(), a.second, " is on ", a.first->device(), " but ",
                       first.second, " is on ", first.first->device());
   }
+}
+
+// The accumulation dtype of a set of inputs: float64 when any of them is float64, float32 otherwise.
+inline at::ScalarType acc_dtype(std::initializer_list<const at::Tensor*> ts) {
+  for (const at::Tensor* t : ts)
+    if (t->scalar_type() == at::kDouble) return at::kDouble;
+  return at::kFloat;
 }
 
 }  // namespace mmh_ext

@@ -8,13 +8,14 @@ namespace dad {
 
 namespace {
 
-// (B, ...) -> (B, D) in the accumulation dtype; a view when the input is contiguous float32/float64.
-at::Tensor flat(const at::Tensor& f, const char* name) {
+// (B, ...) -> (B, D) in the accumulation dtype `acc`; a view when the input is contiguous and already of that dtype.
+// float16/bfloat16 features are converted to float32 here (the Gram GEMM then runs in float32; ATen has no CPU GEMM
+// with a float32 output from half inputs).
+at::Tensor flat(const at::Tensor& f, const char* name, at::ScalarType acc) {
   TORCH_CHECK_VALUE(f.dim() >= 2, name, " must have a batch dimension and at least one feature dimension, got shape ",
                     f.sizes());
   TORCH_CHECK_VALUE(f.size(0) > 0, name, " has an empty batch (B = 0)");
   TORCH_CHECK_VALUE(f.numel() > 0, name, " has no features: shape ", f.sizes());
-  const auto acc = f.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   return f.reshape({f.size(0), -1}).to(acc);
 }
 
@@ -34,7 +35,7 @@ at::Tensor feat_grad(const at::Tensor& dM, const at::Tensor& M, const at::Tensor
   const int64_t B = M.size(0);
   at::Tensor dG = at::empty({B, B}, M.options());
   k.gram_grad(dM.contiguous(), M, n, form, eps, dG);
-  at::Tensor H = flat(like, "feat");
+  at::Tensor H = flat(like, "feat", M.scalar_type());
   return at::mm(dG + dG.t(), H).view(like.sizes()).to(like.scalar_type());
 }
 
@@ -49,10 +50,10 @@ int64_t parse_form(const std::string& form) {
 }
 
 std::tuple<at::Tensor, at::Tensor> cosine_forward(const at::Tensor& feat, double eps, const Kernels& k) {
-  check_same_float({{&feat, "feat"}});
+  check_float_same_device({{&feat, "feat"}});
   check_eps(eps);
   at::Tensor M, n, G;
-  std::tie(M, n, G) = matrix(flat(feat, "feat"), kPaper, eps, k);
+  std::tie(M, n, G) = matrix(flat(feat, "feat", acc_dtype({&feat})), kPaper, eps, k);
   return {M, n};
 }
 
@@ -65,10 +66,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_forw
                                                                                      const at::Tensor& ht,
                                                                                      const std::string& form_name,
                                                                                      double eps, const Kernels& k) {
-  check_same_float({{&hs, "student_feat"}, {&ht, "teacher_feat"}});
+  // Student and teacher may differ in dtype (a student under autocast against a float32 teacher): both sides are
+  // computed in one accumulation dtype (float64 when either is float64, float32 otherwise).
+  check_float_same_device({{&hs, "student_feat"}, {&ht, "teacher_feat"}});
   check_eps(eps);
   const int64_t form = parse_form(form_name);
-  at::Tensor Hs = flat(hs, "student_feat"), Ht = flat(ht, "teacher_feat");
+  const auto acc = acc_dtype({&hs, &ht});
+  at::Tensor Hs = flat(hs, "student_feat", acc), Ht = flat(ht, "teacher_feat", acc);
   TORCH_CHECK_VALUE(Hs.size(0) == Ht.size(0), "student_feat has batch size ", Hs.size(0), " but teacher_feat has ",
                     Ht.size(0));
   at::Tensor Ms, ns, Gs, Mt, nt, Gt;

@@ -5,10 +5,13 @@
 namespace mmh_ext {
 namespace inject {
 
-std::tuple<at::Tensor, at::Tensor> prepare(const at::Tensor& x, const at::Tensor& gate) {
-  check_same_float({{&x, "x"}, {&gate, "gate"}});
-  TORCH_CHECK_VALUE(x.sizes() == gate.sizes(), "x has shape ", x.sizes(), " but gate has shape ", gate.sizes(),
-                    " (they must match; no broadcasting)");
+std::tuple<at::Tensor, at::Tensor> prepare(const at::Tensor& x_in, const at::Tensor& gate_in) {
+  check_float_same_device({{&x_in, "x"}, {&gate_in, "gate"}});
+  TORCH_CHECK_VALUE(x_in.sizes() == gate_in.sizes(), "x has shape ", x_in.sizes(), " but gate has shape ",
+                    gate_in.sizes(), " (they must match; no broadcasting)");
+  // Mixed dtypes: both in the promoted dtype (what x * relu(gate) gives in eager mode); .to() keeps dense strides.
+  const auto dtype = at::promote_types(x_in.scalar_type(), gate_in.scalar_type());
+  const at::Tensor x = x_in.to(dtype), gate = gate_in.to(dtype);
   if (x.strides() == gate.strides() && x.is_non_overlapping_and_dense()) return {x, gate};
   return {x.contiguous(), gate.contiguous()};
 }
@@ -21,6 +24,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> prepare_backward(const at::Tensor
   at::Tensor grad = grad_in.to(x.scalar_type());
   if (grad.strides() != x.strides()) return {grad.contiguous(), x.contiguous(), gate.contiguous()};
   return {grad, x, gate};
+}
+
+std::tuple<at::Tensor, at::Tensor> finish_backward(at::Tensor dx, at::Tensor dgate, const at::Tensor& x_in,
+                                                   const at::Tensor& gate_in) {
+  return {dx.to(x_in.scalar_type()), dgate.to(gate_in.scalar_type())};
 }
 
 }  // namespace inject

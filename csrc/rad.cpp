@@ -10,8 +10,6 @@ namespace rad {
 
 namespace {
 
-at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
 void check_feat(const at::Tensor& f, const char* name) {
   TORCH_CHECK_VALUE(f.dim() == 4, name, " must be 4-D (B, C, H, W), got shape ", f.sizes());
   TORCH_CHECK_VALUE(f.size(0) > 0, name, " has an empty batch (B = 0)");
@@ -50,7 +48,7 @@ Pyramid make_pyramid(int64_t grid, at::IntArrayRef levels) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
     const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& wt,
     const at::Tensor& bt, int64_t grid, at::IntArrayRef levels, double temperature, const Kernels& k) {
-  check_same_float({{&fs, "student_feat"}, {&ft, "teacher_feat"}, {&ws, "student_fc_weight"},
+  check_float_same_device({{&fs, "student_feat"}, {&ft, "teacher_feat"}, {&ws, "student_fc_weight"},
                     {&bs, "student_fc_bias"}, {&wt, "teacher_fc_weight"}, {&bt, "teacher_fc_bias"}});
   check_feat(fs, "student_feat");
   check_feat(ft, "teacher_feat");
@@ -66,12 +64,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
   const Pyramid p = make_pyramid(grid, levels);
 
   const int64_t B = fs.size(0), K = ws.size(0), G2 = grid * grid;
-  const auto acc = acc_dtype(fs.scalar_type());
+  // Mixed dtypes (torch.autocast: half/bfloat16 features, float32 classifiers): everything is computed in the
+  // accumulation dtype — float32, or float64 when any input is float64. The pooling kernels read float16/bfloat16
+  // feature maps as they are (no float32 copy); only a float64 computation converts lower-precision features first.
+  const auto acc = acc_dtype({&fs, &ft, &ws, &bs, &wt, &bt});
   auto opts = fs.options().dtype(acc);
   at::Tensor gs = at::empty({B, G2, fs.size(1)}, opts);
   at::Tensor gt = at::empty({B, G2, ft.size(1)}, opts);
-  k.pool(fs, grid, gs);
-  k.pool(ft, grid, gt);
+  k.pool(acc == at::kDouble ? fs.to(acc) : fs, grid, gs);
+  k.pool(acc == at::kDouble ? ft.to(acc) : ft, grid, gt);
   // Per-cell logits without bias: one GEMM per network.
   at::Tensor cs = at::mm(gs.view({B * G2, fs.size(1)}), ws.to(acc).t()).view({B, G2, K});
   at::Tensor ct = at::mm(gt.view({B * G2, ft.size(1)}), wt.to(acc).t()).view({B, G2, K});
@@ -85,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
 std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& gs, const at::Tensor& gt,
                                  const at::Tensor& ls, const at::Tensor& lt, const at::Tensor& ws,
                                  const at::Tensor& wt, at::IntArrayRef student_hw, at::IntArrayRef teacher_hw,
-                                 int64_t grid, at::IntArrayRef levels, double temperature, bool need_student,
+                                 at::ScalarType student_dtype, at::ScalarType teacher_dtype, int64_t grid, at::IntArrayRef levels, double temperature, bool need_student,
                                  bool need_teacher, const Kernels& k) {
   const Pyramid p = make_pyramid(grid, levels);
   TORCH_CHECK_VALUE(student_hw.size() == 2 && teacher_hw.size() == 2, "student_hw and teacher_hw must have 2 entries");
@@ -99,22 +100,31 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& gs, c
   if (need_teacher) dzt = at::empty({B, p.num_regions, K}, gs.options());
   k.backward(g, ls, lt, temperature, dzs, dzt);
 
-  auto side = [&](const at::Tensor& dz, const at::Tensor& pooled, const at::Tensor& w, at::IntArrayRef hw) {
+  // Each gradient in its input's dtype: d feat in the feature dtype (written directly by the unpooling kernel from the
+  // accumulation dtype), d weight in the weight's dtype; d bias stays in the accumulation dtype (the Python API casts
+  // it to the bias dtype, which the op does not see).
+  auto side = [&](const at::Tensor& dz, const at::Tensor& pooled, const at::Tensor& w, at::IntArrayRef hw,
+                  at::ScalarType feat_dtype, const char* name) {
+    TORCH_CHECK_TYPE(at::isFloatingType(feat_dtype), name, " must be a floating-point dtype, got ", feat_dtype);
     const int64_t C = pooled.size(2);
     at::Tensor dcells = at::empty({B, G2, K}, pooled.options());
     k.cells(dz, p, dcells);
     at::Tensor dc2 = dcells.view({B * G2, K});
     at::Tensor dw = at::mm(dc2.t(), pooled.view({B * G2, C})).to(w.scalar_type());
-    at::Tensor db = dz.sum(at::IntArrayRef{0, 1}).to(w.scalar_type());
+    at::Tensor db = dz.sum(at::IntArrayRef{0, 1});
     at::Tensor dg = at::mm(dc2, w.to(acc)).view({B, G2, C});
-    at::Tensor df = at::empty({B, C, hw[0], hw[1]}, pooled.options().dtype(w.scalar_type()));
+    // The kernels write a feature dtype whose accumulation dtype is `acc`; a float32/half feature of a float64
+    // computation is unpooled in float64 and converted.
+    const bool direct = (feat_dtype == at::kDouble) == (acc == at::kDouble);
+    at::Tensor df = at::empty({B, C, hw[0], hw[1]}, pooled.options().dtype(direct ? feat_dtype : acc));
     k.unpool(dg, grid, df);
+    if (!direct) df = df.to(feat_dtype);
     return std::make_tuple(df, dw, db);
   };
-  at::Tensor none = at::empty({0}, gs.options().dtype(ws.scalar_type()));
+  at::Tensor none = at::empty({0}, gs.options());
   std::vector<at::Tensor> out(6, none);
-  if (need_student) std::tie(out[0], out[1], out[2]) = side(dzs, gs, ws, student_hw);
-  if (need_teacher) std::tie(out[3], out[4], out[5]) = side(dzt, gt, wt, teacher_hw);
+  if (need_student) std::tie(out[0], out[1], out[2]) = side(dzs, gs, ws, student_hw, student_dtype, "student_dtype");
+  if (need_teacher) std::tie(out[3], out[4], out[5]) = side(dzt, gt, wt, teacher_hw, teacher_dtype, "teacher_dtype");
   return out;
 }
 

@@ -206,7 +206,8 @@ namespace rad {
 // The device-specific pieces. Each CPU/CUDA translation unit fills one table with kernels that call the MMH_HD
 // functions above.
 struct Kernels {
-  // feat (B, C, H, W) any strides -> out (B, grid*grid, C), acc dtype, contiguous (preallocated).
+  // feat (B, C, H, W) any strides, any float dtype whose acc_t is out's dtype -> out (B, grid*grid, C) contiguous
+  // (preallocated).
   void (*pool)(const at::Tensor& feat, int64_t grid, at::Tensor& out);
   // cells (B, grid*grid, K) acc; bias (K,) acc -> loss (B, N), logp (B, N, K) for each network.
   void (*forward)(const at::Tensor& cells_s, const at::Tensor& cells_t, const at::Tensor& bias_s,
@@ -217,7 +218,7 @@ struct Kernels {
                    at::Tensor& dz_s, at::Tensor& dz_t);
   // dz (B, N, K) -> d cells (B, grid*grid, K).
   void (*cells)(const at::Tensor& dz, const Pyramid& p, at::Tensor& dcells);
-  // dg (B, grid*grid, C) acc -> dfeat (B, C, H, W) contiguous, input dtype (preallocated).
+  // dg (B, grid*grid, C) acc -> dfeat (B, C, H, W) contiguous, a dtype whose acc_t is acc (preallocated).
   void (*unpool)(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat);
 };
 
@@ -232,7 +233,8 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& stude
                                  const at::Tensor& teacher_pooled, const at::Tensor& student_logp,
                                  const at::Tensor& teacher_logp, const at::Tensor& student_weight,
                                  const at::Tensor& teacher_weight, at::IntArrayRef student_hw,
-                                 at::IntArrayRef teacher_hw, int64_t grid, at::IntArrayRef levels, double temperature,
+                                 at::IntArrayRef teacher_hw, at::ScalarType student_dtype,
+                                 at::ScalarType teacher_dtype, int64_t grid, at::IntArrayRef levels, double temperature,
                                  bool need_student, bool need_teacher, const Kernels& k);
 
 }  // namespace rad

@@ -1,6 +1,7 @@
 """nn.Modules over the mmh_ext operators."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -11,6 +12,12 @@ from . import ops
 __all__ = ["CrossStreamInjection", "DiscrepancyAwareDistillation", "RegionAwareDistillation"]
 
 _Classifier = nn.Linear | tuple[torch.Tensor, torch.Tensor]
+
+
+def _no_autocast(device: torch.device):
+    if ops._autocast_on(device):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _fc(fc: _Classifier, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,6 +46,9 @@ class RegionAwareDistillation(nn.Module):
     smallest region loss — the easiest region — and switches most of the distillation off (on the main job: 57 % of
     the weight on one region, < 1 % on the global one, accuracy no better than without distillation; see the README).
     :meth:`region_weights` / :meth:`weight_stats` show the weights. Vanilla KD is ``grid=1, levels=(1,)``.
+
+    Mixed precision: the features may be float16/bfloat16 (``torch.autocast``) with float32 classifiers (an
+    ``nn.Linear`` or a (weight, bias) pair); the loss is float32 under autocast and the weighting runs in float32.
     """
 
     def __init__(self, grid: int = 4, levels: Sequence[int] = (4, 2, 1), temperature: float = 2.0,
@@ -73,11 +83,13 @@ class RegionAwareDistillation(nn.Module):
             raise ValueError(f"r must be the ({self.num_regions},) region losses, got shape {tuple(r.shape)}")
         if self.weighting == "none":
             return torch.full_like(r, 1.0 / r.numel())
-        if self.weighting == "attention":
-            scores = torch.outer(self.k(r), self.q(r))
-        else:
-            scores = torch.outer(r, r)
-        return torch.softmax(scores, dim=1).mean(0)
+        # Under torch.autocast the weighting stays in r's dtype (float32): q and k are not recast to half precision.
+        with _no_autocast(r.device):
+            if self.weighting == "attention":
+                scores = torch.outer(self.k(r), self.q(r))
+            else:
+                scores = torch.outer(r, r)
+            return torch.softmax(scores, dim=1).mean(0)
 
     def weigh(self, r: torch.Tensor) -> torch.Tensor:
         """Aggregate the region losses r (N,) into the scalar loss ``region_weights(r) @ r``.
@@ -86,7 +98,8 @@ class RegionAwareDistillation(nn.Module):
         :meth:`weight_stats`)."""
         w = self.region_weights(r)
         self.last_weights = w.detach()
-        return w @ r
+        with _no_autocast(r.device):
+            return w @ r
 
     def weight_stats(self) -> dict[str, float]:
         """Summary of :attr:`last_weights`: the largest weight, the weight of the last region (the global one with

@@ -28,27 +28,41 @@ def cpu_kernel_mode(mode: str):
         _ops._set_cpu_kernel_mode(previous)
 
 
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+
+def _acc(*tensors: torch.Tensor) -> torch.dtype:
+    """The accumulation dtype: float64 when any input is float64, float32 otherwise."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _autocast_on(device: torch.device) -> bool:
+    return device.type in ("cpu", "cuda") and torch.is_autocast_enabled(device.type)
+
+
+def _out_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """dtype of a loss/matrix output: the inputs' promoted dtype; the accumulation dtype (float32) under autocast."""
+    if _autocast_on(tensors[0].device):
+        return _acc(*tensors)
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
 
 
 def _check_tensor(t, name: str) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
-    if t.device.type == "cpu" and t.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{name} has dtype {t.dtype}: the CPU kernels support float32 and float64 "
-                        "(float16/bfloat16 run on CUDA)")
+    if t.dtype not in _DTYPES:
+        raise TypeError(f"{name} must be a float64, float32, float16 or bfloat16 tensor, got {t.dtype}")
 
 
-def _check_same(tensors: Sequence[tuple[torch.Tensor, str]]) -> None:
+def _check_devices(tensors: Sequence[tuple[torch.Tensor, str]]) -> None:
+    """Each a float tensor (dtypes may differ: torch.autocast mixes them), all on the first one's device."""
     for t, name in tensors:
         _check_tensor(t, name)
     first, fname = tensors[0]
     for t, name in tensors[1:]:
-        if t.dtype != first.dtype:
-            raise TypeError(f"{name} has dtype {t.dtype} but {fname} has dtype {first.dtype}")
         if t.device != first.device:
             raise ValueError(f"{name} is on {t.device} but {fname} is on {first.device}")
 
@@ -60,8 +74,8 @@ def rad_num_regions(levels: Sequence[int]) -> int:
 
 
 def _check_rad(fs, ft, ws, bs, wt, bt, grid, levels, temperature) -> None:
-    _check_same([(fs, "student_feat"), (ft, "teacher_feat"), (ws, "student_fc_weight"), (bs, "student_fc_bias"),
-                 (wt, "teacher_fc_weight"), (bt, "teacher_fc_bias")])
+    _check_devices([(fs, "student_feat"), (ft, "teacher_feat"), (ws, "student_fc_weight"), (bs, "student_fc_bias"),
+                    (wt, "teacher_fc_weight"), (bt, "teacher_fc_bias")])
     for f, name in ((fs, "student_feat"), (ft, "teacher_feat")):
         if f.dim() != 4:
             raise ValueError(f"{name} must be 4-D (B, C, H, W), got shape {tuple(f.shape)}")
@@ -97,21 +111,24 @@ def _check_rad(fs, ft, ws, bs, wt, bt, grid, levels, temperature) -> None:
 def _rad_forward_fake(fs, ft, ws, bs, wt, bt, grid, levels, temperature):
     _check_rad(fs, ft, ws, bs, wt, bt, grid, list(levels), temperature)
     b, k, n, g2 = fs.shape[0], ws.shape[0], rad_num_regions(levels), grid * grid
-    acc = _acc(fs.dtype)
+    acc = _acc(fs, ft, ws, bs, wt, bt)
     return (fs.new_empty((b, n), dtype=acc), fs.new_empty((b, g2, fs.shape[1]), dtype=acc),
             fs.new_empty((b, g2, ft.shape[1]), dtype=acc), fs.new_empty((b, n, k), dtype=acc),
             fs.new_empty((b, n, k), dtype=acc))
 
 
 @torch.library.register_fake("mmh_ext::rad_backward")
-def _rad_backward_fake(grad, gs, gt, ls, lt, ws, wt, shw, thw, grid, levels, temperature, need_s, need_t):
+def _rad_backward_fake(grad, gs, gt, ls, lt, ws, wt, shw, thw, sdt, tdt, grid, levels, temperature, need_s,
+                       need_t):
     b = gs.shape[0]
-    none = ws.new_empty((0,))
+    none = gs.new_empty((0,))
     out = [none] * 6
     if need_s:
-        out[0:3] = [ws.new_empty((b, gs.shape[2], *shw)), ws.new_empty(ws.shape), ws.new_empty((ws.shape[0],))]
+        out[0:3] = [gs.new_empty((b, gs.shape[2], *shw), dtype=sdt), ws.new_empty(ws.shape),
+                    gs.new_empty((ws.shape[0],))]
     if need_t:
-        out[3:6] = [wt.new_empty((b, gt.shape[2], *thw)), wt.new_empty(wt.shape), wt.new_empty((wt.shape[0],))]
+        out[3:6] = [gt.new_empty((b, gt.shape[2], *thw), dtype=tdt), wt.new_empty(wt.shape),
+                    gt.new_empty((wt.shape[0],))]
     return out
 
 
@@ -122,6 +139,8 @@ def _rad_setup(ctx, inputs, output):
     ctx.set_materialize_grads(False)  # the auxiliary outputs get no gradient: do not fill zeros for them
     ctx.save_for_backward(gs, gt, ls, lt, ws, wt)
     ctx.hw = (list(fs.shape[2:]), list(ft.shape[2:]))
+    ctx.dtypes = (fs.dtype, ft.dtype)
+    ctx.bias_dtypes = (bs.dtype, bt.dtype)
     ctx.args = (grid, list(levels), temperature)
 
 
@@ -131,8 +150,10 @@ def _rad_backward(ctx, grad, *_):
     need_s, need_t = bool(n[0] or n[2] or n[3]), bool(n[1] or n[4] or n[5])
     if grad is None or not (need_s or need_t):
         return (None,) * 9
-    out = _ops.rad_backward(grad, gs, gt, ls, lt, ws, wt, ctx.hw[0], ctx.hw[1], *ctx.args, need_s, need_t)
+    out = _ops.rad_backward(grad, gs, gt, ls, lt, ws, wt, ctx.hw[0], ctx.hw[1], *ctx.dtypes, *ctx.args, need_s,
+                            need_t)
     dfs, dws, dbs, dft, dwt, dbt = out
+    dbs, dbt = dbs.to(ctx.bias_dtypes[0]), dbt.to(ctx.bias_dtypes[1])  # the op returns d bias in the acc dtype
     keep = lambda t, i: t if n[i] else None  # noqa: E731
     return (keep(dfs, 0), keep(dft, 1), keep(dws, 2), keep(dbs, 3), keep(dwt, 4), keep(dbt, 5), None, None, None)
 
@@ -167,8 +188,13 @@ def rad_loss(
         grid: side of the normalising pooling (w). levels: pyramid sizes, each <= grid. temperature: T > 0.
         reduction: ``"none"`` → (B, N); ``"region"`` → (N,) batch means; ``"mean"`` → the mean of the N batch means.
 
-    Gradients reach the student features and classifier, and the teacher's tensors when they require grad. The
-    computation runs in float32 for half/bfloat16 inputs (float64 for float64); the result has the input dtype.
+    Gradients reach the student features and classifier, and the teacher's tensors when they require grad.
+
+    dtypes: each tensor may be float64, float32, float16 or bfloat16, independently (e.g. bfloat16 features from
+    ``torch.autocast`` with float32 classifiers). Half-precision feature maps are read as they are (no float32 copy)
+    and everything accumulates in float32 — float64 when any input is float64. The loss has the inputs' promoted
+    dtype (float32 for bfloat16 features with float32 classifiers); under ``torch.autocast`` on the inputs' device it
+    is float32. Each gradient comes back in its own input's dtype.
     """
     levels = [int(s) for s in levels] if isinstance(levels, (list, tuple)) else levels
     if reduction not in ("none", "region", "mean"):
@@ -181,7 +207,8 @@ def rad_loss(
         loss = loss.mean(0)
     elif reduction == "mean":
         loss = loss.mean()
-    return loss.to(student_feat.dtype)
+    return loss.to(_out_dtype(student_feat, teacher_feat, student_fc_weight, student_fc_bias, teacher_fc_weight,
+                              teacher_fc_bias))
 
 
 # ------------------------------------------------------------------------------------------------------------- DAD
@@ -204,7 +231,7 @@ def _check_eps(eps) -> None:
 @torch.library.register_fake("mmh_ext::cosine_discrepancy_forward")
 def _cos_fake(feat, eps):
     _check_feat2(feat, "feat")
-    b, acc = feat.shape[0], _acc(feat.dtype)
+    b, acc = feat.shape[0], _acc(feat)
     return feat.new_empty((b, b), dtype=acc), feat.new_empty((b,), dtype=acc)
 
 
@@ -236,18 +263,20 @@ def cosine_discrepancy(feat: torch.Tensor, *, eps: float = DEFAULT_EPS) -> torch
     """(B, B) cosine discrepancy ``1/2 - 1/2 cos(H_j, H_k)`` between the flattened samples of ``feat`` (B, ...).
 
     Row norms are clamped at ``eps``: an all-zero sample has cosine 0 with everything (discrepancy 1/2), no NaN.
-    Computed from the Gram matrix (one GEMM); no normalised copy of the features is made.
+    Computed from the Gram matrix (one GEMM); no normalised copy of the features is made. float16/bfloat16 features
+    are computed in float32; the result has ``feat``'s dtype, float32 under ``torch.autocast``.
     """
     _check_feat2(feat, "feat")
     _check_eps(eps)
-    return _ops.cosine_discrepancy_forward(feat, float(eps))[0].to(feat.dtype)
+    return _ops.cosine_discrepancy_forward(feat, float(eps))[0].to(_out_dtype(feat))
 
 
 @torch.library.register_fake("mmh_ext::dad_forward")
 def _dad_fake(hs, ht, form, eps):
     _check_feat2(hs, "student_feat")
     _check_feat2(ht, "teacher_feat")
-    b, acc = hs.shape[0], _acc(hs.dtype)
+    _check_devices([(hs, "student_feat"), (ht, "teacher_feat")])
+    b, acc = hs.shape[0], _acc(hs, ht)
     m = lambda: hs.new_empty((b, b), dtype=acc)  # noqa: E731
     return hs.new_empty((), dtype=acc), m(), m(), hs.new_empty((b,), dtype=acc), hs.new_empty((b,), dtype=acc)
 
@@ -298,6 +327,10 @@ def dad_loss(
 
     B = 1 is degenerate (a 1 x 1 matrix that is the same for both networks): the loss is 0 and so is the gradient.
     All-zero samples are handled by clamping norms at ``eps``: no NaN, no Inf.
+
+    dtypes: any of float64/float32/float16/bfloat16, and student and teacher may differ (a student under
+    ``torch.autocast`` against a float32 teacher). Computed in float32 (float64 when an input is float64); the loss
+    has the promoted dtype of all the features, float32 under ``torch.autocast``; each gradient has its input's dtype.
     """
     if form not in ("paper", "sp"):
         raise ValueError(f"form must be 'paper' or 'sp', got {form!r}")
@@ -314,30 +347,31 @@ def dad_loss(
     for i, (s, t) in enumerate(zip(student_feats, teacher_feats)):
         _check_feat2(s, f"student_feats[{i}]")
         _check_feat2(t, f"teacher_feats[{i}]")
-        _check_same([(s, f"student_feats[{i}]"), (t, f"teacher_feats[{i}]")])
+        _check_devices([(s, f"student_feats[{i}]"), (t, f"teacher_feats[{i}]")])
         if s.shape[0] != t.shape[0]:
             raise ValueError(f"student_feats[{i}] has batch size {s.shape[0]} but teacher_feats[{i}] has {t.shape[0]}")
         loss = _ops.dad_forward(s, t, form, float(eps))[0]
         total = loss if total is None else total + loss
-    return total.to(student_feats[0].dtype)
+    return total.to(_out_dtype(*student_feats, *teacher_feats))
 
 
 # ------------------------------------------------------------------------------------------------------- injection
 @torch.library.register_fake("mmh_ext::cross_stream_inject")
 def _inject_fake(x, gate):
-    _check_same([(x, "x"), (gate, "gate")])
+    _check_devices([(x, "x"), (gate, "gate")])
     if x.shape != gate.shape:
         raise ValueError(f"x has shape {tuple(x.shape)} but gate has shape {tuple(gate.shape)}")
+    dtype = torch.promote_types(x.dtype, gate.dtype)
     if x.stride() == gate.stride() and is_non_overlapping_and_dense(x):
-        return torch.empty_like(x)
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+        return torch.empty_like(x, dtype=dtype)
+    return torch.empty_like(x, dtype=dtype, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("mmh_ext::cross_stream_inject_backward")
 def _inject_backward_fake(grad, x, gate):
     same = x.stride() == gate.stride() and is_non_overlapping_and_dense(x) and grad.stride() == x.stride()
     fmt = torch.preserve_format if same else torch.contiguous_format
-    return torch.empty_like(x, memory_format=fmt), torch.empty_like(x, memory_format=fmt)
+    return torch.empty_like(x, memory_format=fmt), torch.empty_like(gate, memory_format=fmt)
 
 
 def _inject_setup(ctx, inputs, output):
@@ -359,10 +393,15 @@ torch.library.register_autograd("mmh_ext::cross_stream_inject", _inject_backward
 def cross_stream_inject(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     """Cross-stream multiplicative injection ``x * relu(gate)`` (thesis ch. 3, after Feichtenhofer et al.).
 
-    ``x`` and ``gate`` have the same shape (any rank: 4-D images, 5-D video), dtype and device; channels_last and
-    other dense layouts are kept. Gradients reach both inputs; the backward is one pass and saves only the inputs.
+    ``x`` and ``gate`` have the same shape (any rank: 4-D images, 5-D video) and device; channels_last and other
+    dense layouts are kept. Gradients reach both inputs; the backward is one pass and saves only the inputs.
+
+    dtypes: float64/float32/float16/bfloat16, and ``x`` and ``gate`` may differ. The output has their promoted dtype
+    (``torch.promote_types(x.dtype, gate.dtype)``, what ``x * torch.relu(gate)`` gives in eager mode), with or without
+    ``torch.autocast`` (autocast's "promote" policy: nothing is cast down). float16/bfloat16 are computed in float32 and
+    rounded once. ``grad_x`` has ``x``'s dtype and ``grad_gate`` ``gate``'s.
     """
-    _check_same([(x, "x"), (gate, "gate")])
+    _check_devices([(x, "x"), (gate, "gate")])
     if x.shape != gate.shape:
         raise ValueError(f"x has shape {tuple(x.shape)} but gate has shape {tuple(gate.shape)} (they must match)")
     return _ops.cross_stream_inject(x, gate)

@@ -49,9 +49,9 @@ at::Tensor pooling_matrix(int64_t H, int64_t W, int64_t grid, const at::TensorOp
 
 void pool_cpu(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
   const int64_t B = feat.size(0), C = feat.size(1), H = feat.size(2), W = feat.size(3), G2 = grid * grid;
-  if (!emulate_device_kernels()) {
+  if (!emulate_device_kernels() && feat.scalar_type() == out.scalar_type()) {
     // Fast path: pooling is linear, so it is one GEMM with the pooling matrix (BLAS does the reduction).
-    const at::Tensor f = feat.to(out.scalar_type());
+    const at::Tensor& f = feat;
     if (H == grid && W == grid) {  // the pooling is the identity: only the layout changes
       out.copy_(f.reshape({B, C, G2}).transpose(1, 2));
       return;
@@ -67,7 +67,7 @@ void pool_cpu(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
     }
   }
   // The CUDA kernel's items (device emulation, and any other strides).
-  AT_DISPATCH_FLOATING_TYPES(feat.scalar_type(), "rad_pool_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feat.scalar_type(), "rad_pool_cpu", [&] {
     using acc = acc_t<scalar_t>;
     const scalar_t* f = feat.const_data_ptr<scalar_t>();
     acc* o = out.mutable_data_ptr<acc>();
@@ -125,7 +125,7 @@ void unpool_cpu(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
     dfeat.copy_(d.view({B, C, H, W}));
     return;
   }
-  AT_DISPATCH_FLOATING_TYPES(dfeat.scalar_type(), "rad_unpool_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dfeat.scalar_type(), "rad_unpool_cpu", [&] {
     using acc = acc_t<scalar_t>;
     const acc* g = dg.const_data_ptr<acc>();
     scalar_t* o = dfeat.mutable_data_ptr<scalar_t>();
@@ -143,9 +143,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rad_forwa
 
 std::vector<at::Tensor> rad_backward_cpu(const at::Tensor& grad, const at::Tensor& gs, const at::Tensor& gt,
                                          const at::Tensor& ls, const at::Tensor& lt, const at::Tensor& ws,
-                                         const at::Tensor& wt, at::IntArrayRef shw, at::IntArrayRef thw, int64_t grid,
-                                         at::IntArrayRef levels, double temperature, bool need_s, bool need_t) {
-  return backward(grad, gs, gt, ls, lt, ws, wt, shw, thw, grid, levels, temperature, need_s, need_t, kCpu);
+                                         const at::Tensor& wt, at::IntArrayRef shw, at::IntArrayRef thw,
+                                         at::ScalarType sdt, at::ScalarType tdt, int64_t grid, at::IntArrayRef levels,
+                                         double temperature, bool need_s, bool need_t) {
+  return backward(grad, gs, gt, ls, lt, ws, wt, shw, thw, sdt, tdt, grid, levels, temperature, need_s, need_t, kCpu);
 }
 
 }  // namespace

@@ -52,14 +52,14 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_in, cons
   std::tie(grad, x, gate) = prepare_backward(grad_in, x_in, gate_in);
   at::Tensor dx = at::empty_like(x), dgate = at::empty_like(x);
   const int64_t n = x.numel();
-  if (n == 0) return {dx, dgate};
+  if (n == 0) return finish_backward(dx, dgate, x_in, gate_in);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "inject_backward_cuda", [&] {
     backward_kernel<scalar_t><<<blocks_for(n), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), gate.const_data_ptr<scalar_t>(), n,
         dx.mutable_data_ptr<scalar_t>(), dgate.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {dx, dgate};
+  return finish_backward(dx, dgate, x_in, gate_in);
 }
 
 }  // namespace

@@ -107,10 +107,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rad_forwa
 
 std::vector<at::Tensor> rad_backward_cuda(const at::Tensor& grad, const at::Tensor& gs, const at::Tensor& gt,
                                           const at::Tensor& ls, const at::Tensor& lt, const at::Tensor& ws,
-                                          const at::Tensor& wt, at::IntArrayRef shw, at::IntArrayRef thw, int64_t grid,
-                                          at::IntArrayRef levels, double temperature, bool need_s, bool need_t) {
+                                          const at::Tensor& wt, at::IntArrayRef shw, at::IntArrayRef thw,
+                                          at::ScalarType sdt, at::ScalarType tdt, int64_t grid, at::IntArrayRef levels,
+                                          double temperature, bool need_s, bool need_t) {
   const c10::cuda::CUDAGuard guard(gs.device());
-  return backward(grad, gs, gt, ls, lt, ws, wt, shw, thw, grid, levels, temperature, need_s, need_t, kCuda);
+  return backward(grad, gs, gt, ls, lt, ws, wt, shw, thw, sdt, tdt, grid, levels, temperature, need_s, need_t, kCuda);
 }
 
 }  // namespace

@@ -69,11 +69,12 @@ int main() {
   auto rad_bw = op("mmh_ext::rad_backward")
                     .typed<std::vector<at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                    const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                   const at::Tensor&, at::IntArrayRef, at::IntArrayRef, int64_t,
-                                                   at::IntArrayRef, double, bool, bool)>();
+                                                   const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
+                                                   at::ScalarType, at::ScalarType, int64_t, at::IntArrayRef, double,
+                                                   bool, bool)>();
   std::vector<int64_t> shw{8, 8}, thw{5, 7};
   auto grads = rad_bw.call(at::ones({B, 21}, f64), std::get<1>(out), std::get<2>(out), std::get<3>(out),
-                           std::get<4>(out), ws, wt, shw, thw, 4, levels, 2.0, true, false);
+                           std::get<4>(out), ws, wt, shw, thw, at::kDouble, at::kDouble, 4, levels, 2.0, true, false);
   expect(grads.size() == 6 && grads[0].sizes() == fs.sizes() && grads[1].sizes() == ws.sizes() &&
              grads[3].numel() == 0 && at::isfinite(grads[0]).all().item<bool>(),
          "rad_backward shapes");

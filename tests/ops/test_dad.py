@@ -124,11 +124,15 @@ def test_torch_compile_fullgraph():
     (lambda: mmh_ext.dad_loss([torch.randn(4, 3)], [torch.randn(4, 3)] * 2), ValueError, "pair up"),
     (lambda: mmh_ext.dad_loss([torch.randn(4, 3)], torch.randn(4, 3)), TypeError, "both"),
     (lambda: mmh_ext.dad_loss(torch.randn(4, 3), torch.randint(0, 2, (4, 3))), TypeError, "teacher_feats[0]"),
-    (lambda: mmh_ext.dad_loss(torch.randn(4, 3), torch.randn(4, 3).double()), TypeError, "teacher_feats[0]"),
+    (lambda: mmh_ext.dad_loss(torch.randn(4, 3), torch.randn(4, 3).cfloat()), TypeError, "teacher_feats[0]"),
+    (lambda: mmh_ext.dad_loss([torch.randn(4, 3)] * 2, [torch.randn(4, 3), torch.randn(4, 3).bool()]), TypeError,
+     "teacher_feats[1]"),
     (lambda: mmh_ext.dad_loss(torch.randn(4, 3), torch.randn(4, 3, device="meta")), ValueError, "teacher_feats[0]"),
     (lambda: mmh_ext.dad_loss(torch.randn(4, 3), torch.randn(4, 3), eps=0.0), ValueError, "eps"),
     (lambda: mmh_ext.cosine_discrepancy(torch.randn(4, 0)), ValueError, "feat"),
-    (lambda: mmh_ext.cosine_discrepancy(torch.randn(4, 3).half()), TypeError, "feat"),
+    (lambda: mmh_ext.cosine_discrepancy(torch.randn(4, 3).to(torch.float8_e4m3fn)), TypeError, "feat"),
+    (lambda: torch.ops.mmh_ext.dad_forward(torch.randn(4, 3), torch.ones(4, 3, dtype=torch.int32), "sp", 1e-8),
+     TypeError, "teacher_feat"),
 ])
 def test_bad_input_names_the_argument(call, exc, word):
     with pytest.raises(exc, match=__import__("re").escape(word)):

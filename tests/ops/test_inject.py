@@ -86,7 +86,8 @@ def test_torch_compile_fullgraph():
     (lambda: mmh_ext.cross_stream_inject(torch.randn(2, 3), torch.randn(3, 2)), ValueError, "gate"),
     (lambda: mmh_ext.cross_stream_inject(torch.randn(2, 3), torch.randn(1, 3)), ValueError, "gate"),
     (lambda: mmh_ext.cross_stream_inject(torch.ones(2, 3, dtype=torch.int64), torch.randn(2, 3)), TypeError, "x"),
-    (lambda: mmh_ext.cross_stream_inject(torch.randn(2, 3), torch.randn(2, 3).double()), TypeError, "gate"),
+    (lambda: mmh_ext.cross_stream_inject(torch.randn(2, 3), torch.randn(2, 3).cdouble()), TypeError, "gate"),
+    (lambda: torch.ops.mmh_ext.cross_stream_inject(torch.randn(2, 3), torch.randn(2, 3).int()), TypeError, "gate"),
     (lambda: mmh_ext.cross_stream_inject(torch.randn(2, 3), torch.randn(2, 3, device="meta")), ValueError, "gate"),
     (lambda: mmh_ext.cross_stream_inject(torch.randn(2, 3), [[1.0]]), TypeError, "gate"),
 ])

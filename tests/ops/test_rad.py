@@ -189,7 +189,8 @@ def _bad(**over):
     (dict(temperature=-1.0), ValueError, "temperature"),
     (dict(reduction="sum"), ValueError, "reduction"),
     (dict(student_feat=torch.randint(0, 3, (4, 8, 7, 7))), TypeError, "student_feat"),
-    (dict(teacher_feat=torch.randn(4, 6, 4, 4, dtype=torch.float64)), TypeError, "teacher_feat"),
+    (dict(teacher_feat=torch.randn(4, 6, 4, 4, dtype=torch.complex64)), TypeError, "teacher_feat"),
+    (dict(student_fc_bias=torch.randn(5).to(torch.float8_e4m3fn)), TypeError, "student_fc_bias"),
     (dict(teacher_feat=torch.randn(4, 6, 4, 4, device="meta")), ValueError, "teacher_feat"),
     (dict(student_fc_weight=torch.randn(1, 8), student_fc_bias=torch.randn(1), teacher_fc_weight=torch.randn(1, 6),
           teacher_fc_bias=torch.randn(1)), ValueError, "2 classes"),
@@ -207,7 +208,11 @@ def test_raw_op_checks_too():
     with pytest.raises(ValueError, match="student_fc_weight"):
         torch.ops.mmh_ext.rad_forward(fs, ft, wt, bs, wt, bt, 4, [4], 2.0)
     with pytest.raises(TypeError, match="teacher_fc_bias"):
-        torch.ops.mmh_ext.rad_forward(fs, ft, ws, bs, wt, bt.double(), 4, [4], 2.0)
+        torch.ops.mmh_ext.rad_forward(fs, ft, ws, bs, wt, bt.int(), 4, [4], 2.0)
+    with pytest.raises(TypeError, match="student_feat"):
+        torch.ops.mmh_ext.rad_forward(fs.to(torch.float8_e5m2), ft, ws, bs, wt, bt, 4, [4], 2.0)
+    with pytest.raises(ValueError, match="teacher_fc_weight"):
+        torch.ops.mmh_ext.rad_forward(fs, ft, ws, bs, wt.to(device="meta"), bt, 4, [4], 2.0)
 
 
 def test_nan_propagates_not_hidden():
