@@ -314,8 +314,10 @@ class _Recorder(Trainer):
             if not rec.get("in_reference"):  # (the float32 reference copy carries this hook too)
                 rec["dtypes"].add(output.dtype)
 
-        hooks = [m.register_forward_hook(hook) for m in self.stage.modules()
-                 if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+        # the networks' layers (not those inside mmh_ext's loss modules: RAD's weighting runs in float32 by design)
+        in_ops = {id(sub) for m in mods if type(m).__module__.startswith("mmh_ext") for sub in m.modules()}
+        hooks = [m.register_forward_hook(hook) for m in mods
+                 if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and id(m) not in in_ops]
         try:
             res = super().fit(**kw)
         finally:
@@ -397,7 +399,7 @@ def test_every_method_trains_under_cpu_bf16_autocast(method: str, tmp_path: Path
         # the first step's losses match float32 from the same initialisation and RNG state
         assert rec["bf16"].keys() == rec["f32"].keys(), where
         for k, v in rec["bf16"].items():
-            assert math.isfinite(v) and abs(v - rec["f32"][k]) <= 0.03 + 0.03 * abs(rec["f32"][k]), \
+            assert math.isfinite(v) and abs(v - rec["f32"][k]) <= 0.01 + 0.01 * abs(rec["f32"][k]), \
                 (where, k, v, rec["f32"][k])
         assert all(math.isfinite(v) for row in rec["history"] for k, v in row.items() if k.startswith("loss")), where
         assert rec["float32"], where
