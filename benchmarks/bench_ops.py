@@ -1,26 +1,50 @@
 """Microbenchmarks of the mmh_ext operators against the pure-PyTorch reference (eager and torch.compile).
 
-    python benchmarks/bench_ops.py [--quick] [--csv out.csv] [--device cpu|cuda] [--threads N]
+    python benchmarks/bench_ops.py [--quick] [--csv out.csv] [--markdown out.md] [--device cpu|cuda] [--threads N]
+    python benchmarks/bench_ops.py --from-csv out.csv [--markdown out.md]    # table + targets of an earlier run
 
 For each operator and shape it prints the median time of forward and of forward+backward for the eager reference,
 torch.compile of the reference and mmh_ext, and the speed-up ratios of mmh_ext over both. For the memory-bound
-injection it also prints the achieved bandwidth as a fraction of a memcpy (tensor.copy_) measured in the same run.
+injection it also prints the achieved bandwidth as a fraction of a copy of the same tensor (``src.clone()``, read +
+write) measured in the same run. At the end it says which targets are met (forward+backward; see ``TARGETS``).
+
+On CUDA (``--device cuda``) the times come from CUDA events around blocks of calls (median of the blocks), it also
+records the peak memory of each implementation (``torch.cuda.max_memory_allocated`` over one call, after a reset,
+minus what was allocated before: inputs are not counted), and times the injection written as cupy
+``ElementwiseKernel``s (forward ``x * relu(g)`` and its backward) — what a user would write instead — when cupy is
+installed (the ``bench`` extra; skipped with a note otherwise). CSV rows are written as each operator finishes, so a
+run stopped early keeps what it measured.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import platform
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch.utils import benchmark
 
-import mmh_ext
-from mmh_ext import reference as R
+FWD, STEP = "forward", "forward+backward"
+CSV_FIELDS = ["op", "shape", "pass_", "eager_ms", "compile_ms", "mmh_ext_ms", "x_eager", "x_compile",
+              "memcpy_fraction", "device", "cupy_ms", "x_cupy", "eager_peak_mib", "compile_peak_mib",
+              "mmh_ext_peak_mib", "copy_gb_s", "mmh_ext_gb_s", "note"]
+
+#: Targets, forward+backward, per device: (op, what, threshold). ``x_eager``/``x_compile``/``x_cupy``: mmh_ext's
+#: speed-up; ``memcpy_fraction``: achieved bandwidth / copy bandwidth; ``peak_vs_eager``: mmh_ext's peak memory must
+#: not exceed eager's. CUDA: issue 9 (at B=64); CPU: the README's microbenchmark section (RAD 5x from issue 9).
+TARGETS: dict[str, list[tuple[str, str, float]]] = {
+    "cuda": [("rad_loss", "x_eager", 3.0), ("rad_loss", "x_compile", 1.5), ("rad_loss", "peak_vs_eager", 1.0),
+             ("dad_loss", "x_eager", 2.0),
+             ("cross_stream_inject", "memcpy_fraction", 0.8), ("cross_stream_inject", "x_cupy", 1.0)],
+    "cpu": [("rad_loss", "x_eager", 5.0), ("rad_loss", "x_compile", 1.5), ("dad_loss", "x_eager", 2.0),
+            ("cross_stream_inject", "x_eager", 1.5), ("cross_stream_inject", "memcpy_fraction", 0.5)],
+}
 
 
 @dataclass
@@ -36,6 +60,9 @@ class Case:
 
 
 def rad_case(b, c, hw, k, device):
+    import mmh_ext
+    from mmh_ext import reference as R
+
     def make():
         g = torch.Generator().manual_seed(0)
         fs = torch.randn(b, c, hw, hw, generator=g).to(device).requires_grad_(True)
@@ -49,6 +76,9 @@ def rad_case(b, c, hw, k, device):
 
 
 def dad_case(b, c, hw, device):
+    import mmh_ext
+    from mmh_ext import reference as R
+
     def make():
         g = torch.Generator().manual_seed(0)
         hs = torch.randn(b, c, hw, hw, generator=g).to(device).requires_grad_(True)
@@ -59,6 +89,9 @@ def dad_case(b, c, hw, device):
 
 
 def inject_case(n, c, hw, device):
+    import mmh_ext
+    from mmh_ext import reference as R
+
     numel = n * c * hw * hw
 
     def make():
@@ -83,11 +116,50 @@ def cases(quick: bool, device: str) -> list[Case]:
             + [inject_case(*s, device) for s in inject])
 
 
+# ------------------------------------------------------------------------------------------------------- timing
 def median_seconds(fn: Callable[[], object], min_run_time: float, device: str) -> float:
+    """Median seconds per call. CPU: torch.utils.benchmark's blocked_autorange. CUDA: :func:`cuda_median_seconds`."""
     if device == "cuda":
-        torch.cuda.synchronize()
+        return cuda_median_seconds(fn, min_run_time)
     t = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     return t.blocked_autorange(min_run_time=min_run_time).median
+
+
+def cuda_median_seconds(fn: Callable[[], object], min_run_time: float, blocks: int = 10) -> float:
+    """Median over ``blocks`` blocks of the per-call time, each block timed with CUDA events on the current stream
+    around as many back-to-back calls as fill ``min_run_time / blocks`` (so host launch overhead counts when the GPU
+    would otherwise wait for it, as in a training loop). The caller warms ``fn`` up first."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def block(n: int) -> float:
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(n):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+    n, t = 1, block(1)
+    target = max(min_run_time / blocks, 1e-4)
+    while t < target and n < 1 << 16:  # calibrate the block size
+        n = min(1 << 16, max(2 * n, int(n * target / max(t, 1e-7)) + 1))
+        t = block(n)
+    return statistics.median(block(n) / n for _ in range(blocks))
+
+
+def peak_mib(fn: Callable[[], object], device: str) -> float | None:
+    """Peak memory one call of ``fn`` allocates beyond what was allocated before it (CUDA only), in MiB."""
+    if device != "cuda":
+        return None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    out = fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    del out
+    return peak / 2**20
 
 
 def fwd_and_step(f: Callable, inputs: list[torch.Tensor], grads: list[torch.Tensor]):
@@ -103,74 +175,275 @@ def fwd_and_step(f: Callable, inputs: list[torch.Tensor], grads: list[torch.Tens
     def step():
         return torch.autograd.grad(f(*inputs), grads, grad_out)
 
-    return fwd, step
+    return fwd, step, grad_out
 
 
 def memcpy_bandwidth(numel: int, device: str, min_run_time: float) -> float:
     """Bytes moved per second by ``src.clone()``: read + write of ``numel`` float32, into a freshly allocated output —
     the same allocation pattern as a functional operator (on the CPU, first-touch page faults of large new tensors
-    are part of both costs)."""
+    are part of both costs; on CUDA the caching allocator hands the block back each time)."""
     src = torch.randn(numel, device=device)
+    src.clone()
     t = median_seconds(lambda: src.clone(), min_run_time, device)
     return 2 * 4 * numel / t
+
+
+def cupy_inject(x: torch.Tensor, gate: torch.Tensor, grad_out: torch.Tensor):
+    """(forward, forward+backward) callables of the injection as cupy ElementwiseKernels on torch's current stream,
+    or a string saying why there are none. Checked against ``x * relu(gate)`` and its gradients before timing."""
+    try:
+        import cupy
+    except ImportError:
+        return "cupy not installed (pip install the 'bench' extra)"
+    try:
+        fwd_k = cupy.ElementwiseKernel("T x, T g", "T y", "y = g > (T)0 ? x * g : (T)0", "mmh_bench_inject_fwd")
+        bwd_k = cupy.ElementwiseKernel("T x, T g, T gy", "T dx, T dg",
+                                       "if (g > (T)0) { dx = gy * g; dg = gy * x; } else { dx = (T)0; dg = (T)0; }",
+                                       "mmh_bench_inject_bwd")
+        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+        xc, gc, gyc = (cupy.asarray(t.detach()) for t in (x, gate, grad_out))
+
+        def fwd():
+            with stream:
+                return fwd_k(xc, gc)
+
+        def step():
+            with stream:
+                y = fwd_k(xc, gc)
+                return y, bwd_k(xc, gc, gyc)
+
+        y, (dx, dg) = step()
+        torch.cuda.synchronize()
+        xd, gd, gy = x.detach(), gate.detach(), grad_out
+        want = (xd * gd.relu(), gy * gd.relu(), gy * xd * (gd > 0))
+        for got, ref in zip((y, dx, dg), want):
+            torch.testing.assert_close(torch.as_tensor(got, device=x.device), ref)
+        return fwd, step
+    except Exception as exc:  # noqa: BLE001  (a broken cupy install must not stop the benchmark)
+        return f"cupy failed: {type(exc).__name__}: {exc}"
+
+
+# ------------------------------------------------------------------------------------------------------ targets
+def _num(v: Any) -> float | None:
+    if v is None or v == "":
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def evaluate_targets(rows: list[dict[str, Any]], device: str) -> list[dict[str, Any]]:
+    """Each target of ``TARGETS[device]`` checked on every forward+backward row of its operator: a list of
+    ``{op, shape, what, value, threshold, met}`` where ``met`` is None when the value was not measured."""
+    out = []
+    for op, what, threshold in TARGETS[device]:
+        for r in rows:
+            if r["op"] != op or r["pass_"] != STEP:
+                continue
+            if what == "peak_vs_eager":
+                m, e = _num(r.get("mmh_ext_peak_mib")), _num(r.get("eager_peak_mib"))
+                value = m / e if m is not None and e else None
+                met = None if value is None else value <= threshold
+            else:
+                value = _num(r.get(what))
+                met = None if value is None else value >= threshold
+            out.append(dict(op=op, shape=r["shape"], what=what, value=value, threshold=threshold, met=met))
+    return out
+
+
+_WHAT = {"x_eager": ("speed-up over eager", "≥ {:g}x"), "x_compile": ("speed-up over torch.compile", "≥ {:g}x"),
+         "x_cupy": ("speed-up over the cupy ElementwiseKernel", "≥ {:g}x"),
+         "memcpy_fraction": ("fraction of the copy bandwidth", "≥ {:.0%}"),
+         "peak_vs_eager": ("peak memory / eager's", "≤ {:g}")}
+
+
+def _fmt_value(what: str, v: float | None) -> str:
+    if v is None:
+        return "not measured"
+    return f"{v:.0%}" if what == "memcpy_fraction" else (f"{v:.2f}" if what == "peak_vs_eager" else f"{v:.2f}x")
+
+
+def render_markdown(rows: list[dict[str, Any]], device: str, header: str = "") -> str:
+    """The rows as a markdown table, then every target: met / MISSED / not measured, and a one-line verdict."""
+    f = lambda v, spec="{:.3f}": "-" if _num(v) is None else spec.format(_num(v))  # noqa: E731
+    cuda = device == "cuda"
+    cols = ["op", "shape", "pass", "eager ms", "compile ms", "mmh_ext ms", "x eager", "x compile"]
+    cols += ["cupy ms", "x cupy", "peak MiB eager / compile / mmh_ext"] if cuda else []
+    cols += ["% copy BW"]
+    lines = ([header, ""] if header else []) + ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [r["op"], r["shape"], r["pass_"], f(r.get("eager_ms")), f(r.get("compile_ms")),
+                 f(r.get("mmh_ext_ms")), f(r.get("x_eager"), "{:.2f}x"), f(r.get("x_compile"), "{:.2f}x")]
+        if cuda:
+            cells += [f(r.get("cupy_ms")), f(r.get("x_cupy"), "{:.2f}x"),
+                      " / ".join(f(r.get(k), "{:.1f}") for k in ("eager_peak_mib", "compile_peak_mib",
+                                                                 "mmh_ext_peak_mib"))]
+        cells.append(f(r.get("memcpy_fraction"), "{:.0%}"))
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = sorted({r["note"] for r in rows if r.get("note")})
+    if notes:
+        lines += [""] + [f"- note: {n}" for n in notes]
+    checks = evaluate_targets(rows, device)
+    lines += ["", f"Targets ({device}, forward+backward):", ""]
+    for c in checks:
+        name, goal = _WHAT[c["what"]]
+        verdict = {True: "met", False: "**MISSED**", None: "not measured"}[c["met"]]
+        lines.append(f"- {c['op']} {c['shape']}: {name} {_fmt_value(c['what'], c['value'])} "
+                     f"(target {goal.format(c['threshold'])}): {verdict}")
+    met = sum(c["met"] is True for c in checks)
+    missed = sum(c["met"] is False for c in checks)
+    unmeasured = sum(c["met"] is None for c in checks)
+    lines += ["", f"targets: {met} met, {missed} missed, {unmeasured} not measured (of {len(checks)})"]
+    return "\n".join(lines) + "\n"
+
+
+def read_csv(path: str) -> list[dict[str, Any]]:
+    with open(path, newline="") as fh:
+        return [dict(r) for r in csv.DictReader(fh)]
+
+
+# --------------------------------------------------------------------------------------------------------- main
+def _time_impl(name, f, inputs, grads, args, notes):
+    """{pass: seconds}, {pass: peak MiB}, grad_out for one implementation; None entries where it failed."""
+    try:
+        fwd, step, grad_out = fwd_and_step(f, inputs, grads)
+        t0 = time.perf_counter()
+        fwd(), step()  # warm-up (and compilation)
+        warm = time.perf_counter() - t0
+        times = {FWD: median_seconds(fwd, args.min_run, args.device), STEP: median_seconds(step, args.min_run,
+                                                                                          args.device)}
+        peaks = {FWD: peak_mib(fwd, args.device), STEP: peak_mib(step, args.device)}
+        return times, peaks, grad_out, warm
+    except Exception as exc:  # noqa: BLE001  (one failing implementation must not stop the others)
+        notes.append(f"{name} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300])
+        print(f"# {notes[-1]}", flush=True)
+        return {}, {}, None, None
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer shapes, shorter timing")
     p.add_argument("--csv", help="also write the rows to this CSV file")
+    p.add_argument("--markdown", help="also write the table and the targets as markdown to this file")
+    p.add_argument("--from-csv", metavar="CSV", help="do not time: render the table and targets of this CSV")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    p.add_argument("--min-run-time", type=float, default=None,
+                   help="seconds per measurement (default: cpu 1.0 / quick 0.3; cuda 0.2 / quick 0.05)")
     args = p.parse_args(argv)
+    if args.from_csv:
+        rows = read_csv(args.from_csv)
+        if not rows:
+            p.error(f"--from-csv {args.from_csv}: no rows")
+        text = render_markdown(rows, rows[0].get("device") or args.device)
+        print(text, end="")
+        if args.markdown:
+            with open(args.markdown, "w") as fh:
+                fh.write(text)
+        return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available")
+    import mmh_ext
+
+    if args.device == "cuda" and mmh_ext.BUILD_INFO.get("cuda_kernels") != "1":
+        p.error("--device cuda: this mmh_ext build has no CUDA kernels (python -m mmh_ext.info)")
     if args.threads:
         torch.set_num_threads(args.threads)
-    min_run = 0.3 if args.quick else 1.0
-    print(f"# mmh_ext {mmh_ext.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, device {args.device}, python {sys.version.split()[0]}")
-    rows = []
-    header = (f"{'op':<20} {'shape':<24} {'pass':<9} {'eager ms':>9} {'compile ms':>10} {'mmh_ext ms':>10} "
-              f"{'x eager':>8} {'x compile':>9} {'% memcpy':>8}")
-    print(header)
-    print("-" * len(header))
-    for case in cases(args.quick, args.device):
-        inputs, grads = case.make()
-        impls = {"eager": case.ref, "mmh_ext": case.fused}
-        if not args.no_compile:
-            torch._dynamo.reset()
-            impls["compile"] = torch.compile(case.ref, dynamic=False)
-        times: dict[str, dict[str, float]] = {}
-        for name, f in impls.items():
-            fwd, step = fwd_and_step(f, inputs, grads)
-            t0 = time.perf_counter()
-            fwd(), step()  # warm-up (and compilation)
-            warm = time.perf_counter() - t0
-            times[name] = {"forward": median_seconds(fwd, min_run, args.device),
-                           "forward+backward": median_seconds(step, min_run, args.device), "warmup_s": warm}
-        bw = memcpy_bandwidth(case.extra["numel"], args.device, min_run) if case.bytes_fwd else None
-        for pas in ("forward", "forward+backward"):
-            e, m = times["eager"][pas], times["mmh_ext"][pas]
-            c = times.get("compile", {}).get(pas)
-            frac = None
-            if bw:
-                nbytes = case.bytes_fwd if pas == "forward" else case.bytes_fwd + case.bytes_bwd
-                frac = nbytes / m / bw
-            row = dict(op=case.op, shape=case.label, pass_=pas, eager_ms=e * 1e3, compile_ms=c * 1e3 if c else None,
-                       mmh_ext_ms=m * 1e3, x_eager=e / m, x_compile=(c / m) if c else None, memcpy_fraction=frac)
-            rows.append(row)
-            fmt = lambda v, spec: format(v, spec) if v is not None else "-"  # noqa: E731
-            print(f"{case.op:<20} {case.label:<24} {pas:<9.9} {e * 1e3:>9.3f} {fmt(row['compile_ms'], '>10.3f')} "
-                  f"{m * 1e3:>10.3f} {e / m:>7.2f}x {fmt(row['x_compile'], '>8.2f')}{'x' if c else ' '} "
-                  f"{fmt(frac * 100 if frac else None, '>7.0f')}{'%' if frac else ''}")
-        del inputs, grads
+    if args.min_run_time is not None:
+        args.min_run = args.min_run_time
+    elif args.device == "cuda":
+        args.min_run = 0.05 if args.quick else 0.2
+    else:
+        args.min_run = 0.3 if args.quick else 1.0
+    cuda = args.device == "cuda"
+    where = (f"{torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}" if cuda else
+             f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    header = (f"# mmh_ext {mmh_ext.__version__}, torch {torch.__version__}, {where}, device {args.device}, "
+              f"python {sys.version.split()[0]}")
+    print(header, flush=True)
+    rows: list[dict[str, Any]] = []
+    fh = writer = None
     if args.csv:
-        with open(args.csv, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        fh = open(args.csv, "w", newline="")
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        fh.flush()
+    head = (f"{'op':<20} {'shape':<24} {'pass':<9} {'eager ms':>9} {'compile ms':>10} {'mmh_ext ms':>10} "
+            f"{'x eager':>8} {'x compile':>9} {'% memcpy':>8}")
+    if cuda:
+        head += f" {'cupy ms':>9} {'x cupy':>7} {'peak MiB e/c/m':>20}"
+    print(head)
+    print("-" * len(head), flush=True)
+    fmt = lambda v, spec: format(v, spec) if v is not None else "-"  # noqa: E731
+    try:
+        for case in cases(args.quick, args.device):
+            notes: list[str] = []
+            inputs, grads = case.make()
+            impls = {"eager": case.ref, "mmh_ext": case.fused}
+            if not args.no_compile:
+                torch._dynamo.reset()
+                impls["compile"] = torch.compile(case.ref, dynamic=False)
+            times: dict[str, dict[str, float]] = {}
+            peaks: dict[str, dict[str, float | None]] = {}
+            grad_out = None
+            for name, f in impls.items():
+                times[name], peaks[name], g_out, _ = _time_impl(name, f, inputs, grads, args, notes)
+                grad_out = g_out if grad_out is None else grad_out
+            cupy_t: dict[str, float] = {}
+            if cuda and case.op == "cross_stream_inject" and grad_out is not None:
+                got = cupy_inject(inputs[0], inputs[1], grad_out)
+                if isinstance(got, str):
+                    notes.append(got)
+                else:
+                    cupy_t = {FWD: median_seconds(got[0], args.min_run, "cuda"),
+                              STEP: median_seconds(got[1], args.min_run, "cuda")}
+            bw = memcpy_bandwidth(case.extra["numel"], args.device, args.min_run) if case.bytes_fwd else None
+            for pas in (FWD, STEP):
+                e, m = times["eager"].get(pas), times["mmh_ext"].get(pas)
+                c = times.get("compile", {}).get(pas)
+                cp = cupy_t.get(pas)
+                nbytes = (case.bytes_fwd if pas == FWD else case.bytes_fwd + case.bytes_bwd) if bw else None
+                frac = nbytes / m / bw if (bw and m) else None
+                ratio = lambda a: a / m if (a is not None and m) else None  # noqa: E731
+                row = dict(op=case.op, shape=case.label, pass_=pas, eager_ms=e * 1e3 if e else None,
+                           compile_ms=c * 1e3 if c else None, mmh_ext_ms=m * 1e3 if m else None, x_eager=ratio(e),
+                           x_compile=ratio(c), memcpy_fraction=frac, device=args.device,
+                           cupy_ms=cp * 1e3 if cp else None, x_cupy=ratio(cp),
+                           eager_peak_mib=peaks["eager"].get(pas), compile_peak_mib=peaks.get("compile", {}).get(pas),
+                           mmh_ext_peak_mib=peaks["mmh_ext"].get(pas), copy_gb_s=bw / 1e9 if bw else None,
+                           mmh_ext_gb_s=nbytes / m / 1e9 if (nbytes and m) else None, note="; ".join(notes))
+                rows.append(row)
+                if writer is not None:
+                    writer.writerow(row)
+                    fh.flush()
+                line = (f"{case.op:<20} {case.label:<24} {pas:<9.9} {fmt(row['eager_ms'], '>9.3f')} "
+                        f"{fmt(row['compile_ms'], '>10.3f')} {fmt(row['mmh_ext_ms'], '>10.3f')} "
+                        f"{fmt(row['x_eager'], '>7.2f')}{'x' if row['x_eager'] else ' '} "
+                        f"{fmt(row['x_compile'], '>8.2f')}{'x' if row['x_compile'] else ' '} "
+                        f"{fmt(frac * 100 if frac else None, '>7.0f')}{'%' if frac else ' '}")
+                if cuda:
+                    pk = "/".join(fmt(row[k], ".1f") for k in ("eager_peak_mib", "compile_peak_mib",
+                                                                "mmh_ext_peak_mib"))
+                    line += (f" {fmt(row['cupy_ms'], '>9.3f')} {fmt(row['x_cupy'], '>6.2f')}"
+                             f"{'x' if row['x_cupy'] else ' '} {pk:>20}")
+                print(line, flush=True)
+            for n in notes:
+                print(f"# {case.op} {case.label}: {n}", flush=True)
+            del inputs, grads, grad_out
+            if cuda:
+                torch.cuda.empty_cache()
+    finally:
+        if fh is not None:
+            fh.close()
+    if args.csv:
         print(f"# wrote {args.csv}")
+    text = render_markdown(rows, args.device, header=header)
+    print()
+    print("Targets" + text.split("Targets", 1)[1], end="")
+    if args.markdown:
+        with open(args.markdown, "w") as out:
+            out.write(text)
+        print(f"# wrote {args.markdown}")
     return 0
 
 
