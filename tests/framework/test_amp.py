@@ -347,18 +347,6 @@ class _Recorder(Trainer):
             super()._train_step(batch)
 
 
-def _ops_refuse_bf16() -> bool:
-    x = torch.ones(2, 4, 2, 2, dtype=torch.bfloat16)
-    try:
-        mmh_ext.cross_stream_inject(x, x)
-    except TypeError:
-        return True
-    return False
-
-
-_OPS_REFUSE_BF16 = _ops_refuse_bf16()
-
-
 @pytest.fixture(scope="module")
 def amp_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("amp_cache")  # a teacher trained once serves every student method
@@ -377,13 +365,7 @@ def test_every_method_trains_under_cpu_bf16_autocast(method: str, tmp_path: Path
             monkeypatch.setattr(mod, op, wrapped)
     monkeypatch.setattr(runner, "Trainer", _Recorder)
     _Recorder.stages = []
-    try:
-        res = runner.run_experiment(_method_config(method, str(amp_cache)), run_dir=tmp_path / "run",
-                                    log=lambda s: None)
-    except TypeError as exc:  # TEMPORARY, until mmh_ext takes mixed dtypes (issue 9 section 1): then removed
-        if _OPS_REFUSE_BF16 and "float16/bfloat16 run on CUDA" in str(exc):
-            pytest.skip(f"mmh_ext refuses bfloat16 maps on the CPU (issue 9 section 1 pending): {exc}")
-        raise
+    res = runner.run_experiment(_method_config(method, str(amp_cache)), run_dir=tmp_path / "run", log=lambda s: None)
     if not _Recorder.stages:  # every stage came from the cache (trained by an earlier test): train them here
         res = runner.run_experiment(_method_config(method, ""), run_dir=tmp_path / "run2", log=lambda s: None)
     assert res["status"] == "done"
