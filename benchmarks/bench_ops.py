@@ -330,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
     p.add_argument("--min-run-time", type=float, default=None,
                    help="seconds per measurement (default: cpu 1.0 / quick 0.3; cuda 0.2 / quick 0.05)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="S",
+                   help="stop starting operators after S seconds, and leave torch.compile out of those that "
+                        "start after 60%% of it (each skip is noted in the rows)")
     args = p.parse_args(argv)
     if args.from_csv:
         rows = read_csv(args.from_csv)
@@ -375,12 +378,28 @@ def main(argv: list[str] | None = None) -> int:
     print(head)
     print("-" * len(head), flush=True)
     fmt = lambda v, spec: format(v, spec) if v is not None else "-"  # noqa: E731
+    t_start = time.perf_counter()
     try:
         for case in cases(args.quick, args.device):
             notes: list[str] = []
+            elapsed = time.perf_counter() - t_start
+            if args.time_budget is not None and elapsed > args.time_budget:
+                note = f"not measured: the time budget of {args.time_budget:.0f} s was spent"
+                print(f"# {case.op} {case.label}: {note}", flush=True)
+                for pas in (FWD, STEP):  # rows without numbers, so that its targets read "not measured"
+                    row = {k: None for k in CSV_FIELDS} | dict(op=case.op, shape=case.label, pass_=pas,
+                                                                device=args.device, note=note)
+                    rows.append(row)
+                    if writer is not None:
+                        writer.writerow(row)
+                        fh.flush()
+                continue
+            late = args.time_budget is not None and elapsed > 0.6 * args.time_budget
+            if late and not args.no_compile:
+                notes.append("torch.compile left out (time budget)")
             inputs, grads = case.make()
             impls = {"eager": case.ref, "mmh_ext": case.fused}
-            if not args.no_compile:
+            if not args.no_compile and not late:
                 torch._dynamo.reset()
                 impls["compile"] = torch.compile(case.ref, dynamic=False)
             times: dict[str, dict[str, float]] = {}

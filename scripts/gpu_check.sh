@@ -133,7 +133,7 @@ done
   echo "cpu cores: $CORES"
   echo "python: $("$PY" -c 'import sys; print(sys.version.split()[0], sys.executable)' 2>&1)"
   "$PY" -c 'import torch
-print("torch:", torch.__version__, "(CUDA", torch.version.cuda, ", cuDNN", torch.backends.cudnn.version(), ")")
+print(f"torch: {torch.__version__} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()})")
 if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
     print("gpu:", p.name, f"(compute capability {p.major}.{p.minor}, {p.total_memory / 2**30:.0f} GiB,",
@@ -220,7 +220,7 @@ sanitize() {  # TOOL
 }
 
 train() {
-  local dev=$DEVICE quick_steps=() workers=$(( CORES >= 8 ? 4 : 2 ))
+  local dev=$DEVICE quick_steps=() workers=$(( CORES >= 12 ? 6 : 2 ))
   [ "$DEVICE" = cpu ] && quick_steps=(--steps 10 --no-antispoof)
   echo "--- mmh benchmark mmh --quick on $dev (train.amp=auto)"
   "$PY" -m mmh.cli benchmark mmh --quick --workers "$workers" --out "$OUT/train/main_quick" "${quick_steps[@]}" \
@@ -269,7 +269,7 @@ if [ $BUILD_OK = 1 ]; then
   wait $pid_tests $pid_train ${pid_san:+$pid_san}
 
   # --------------------------------------------------------------------------------------------------- 3. bench
-  bench_args=(--device "$DEVICE" --csv "$OUT/bench_ops.csv")
+  bench_args=(--device "$DEVICE" --csv "$OUT/bench_ops.csv" --time-budget $((DEADLINE - $(date +%s) - 30)))
   [ "$DEVICE" = cpu ] && bench_args+=(--quick --min-run-time 0.05)
   run_section bench 300 0 "$PY" benchmarks/bench_ops.py "${bench_args[@]}"
 else

@@ -116,13 +116,13 @@ def main(argv: list[str] | None = None) -> int:
 
     bad = failed_tests(out / "test_cuda.xml")
     if bad:
-        lines += ["## Tests not passed", ""] + [f"- {b}" for b in bad[:60]] + [""]
+        lines += ["## Tests not passed (failed, errors, skipped)", ""] + [f"- {b}" for b in bad[:60]] + [""]
     san = [(n, sanitizer_lines(out / "logs" / f"{n}.log")) for n in ("memcheck", "racecheck")]
     if any(v for _, v in san):
         lines += ["## compute-sanitizer", ""] + [f"- {n}: {'; '.join(v) or '-'}" for n, v in san] + [""]
     lines += ["## Training smoke test", ""] + training(out)
 
-    lines += ["## Microbenchmarks (`benchmarks/bench_ops.py --device cuda`)", ""]
+    lines += ["## Microbenchmarks (`benchmarks/bench_ops.py`)", ""]
     bench_md = out / "bench_ops.md"
     targets_ok = False
     if bench_md.is_file():
