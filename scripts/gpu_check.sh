@@ -58,11 +58,16 @@ if [ $? -ne 0 ]; then
 fi
 
 OUT=${1:-gpu_check_out/$(date +%Y%m%d-%H%M%S)}
+if [ -d "$OUT" ] && [ -n "$(ls -A "$OUT" 2>/dev/null)" ] && [ ! -f "$OUT/gpu_check.log" ]; then
+  echo "gpu_check: $OUT exists and is not an earlier gpu_check folder: give an empty or new OUT_DIR" >&2
+  exit 1
+fi
 mkdir -p "$OUT/logs" "$OUT/.status" || { echo "gpu_check: cannot create $OUT" >&2; exit 1; }
 OUT=$(cd "$OUT" && pwd)
 LOG=$OUT/gpu_check.log
 : > "$LOG"
-rm -f "$OUT"/.status/*
+rm -rf "$OUT"/.status/* "$OUT"/logs/* "$OUT/train"  # nothing from an earlier run in the same folder is reported
+rm -f "$OUT"/{summary.md,bench_ops.csv,bench_ops.md,test_cuda.xml,machine.txt}
 BUDGET=${GPU_CHECK_BUDGET_S:-450}
 DEADLINE=$((T0 + BUDGET))
 BENCH_RESERVE=150
@@ -238,8 +243,12 @@ export -f build tests sanitize train
 export OUT DEVICE PY ROOT CORES CUDA_HOME_FOUND SANITIZER
 BUILD_OK=1
 if [ "${GPU_CHECK_SKIP_BUILD:-0}" = 1 ]; then
-  skip_section build PASS "skipped (GPU_CHECK_SKIP_BUILD=1): the existing build is used"
-  "$PY" -m mmh_ext.info >> "$LOG" 2>&1 || BUILD_OK=0
+  if "$PY" -m mmh_ext.info >> "$LOG" 2>&1; then
+    skip_section build PASS "skipped (GPU_CHECK_SKIP_BUILD=1): the existing build is used"
+  else
+    skip_section build FAIL "GPU_CHECK_SKIP_BUILD=1 but mmh_ext does not import (gpu_check.log)"
+    BUILD_OK=0
+  fi
 else
   run_section build 300 $((BENCH_RESERVE + 60)) build || BUILD_OK=0
 fi
