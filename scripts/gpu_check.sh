@@ -3,6 +3,7 @@
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]          (default OUT_DIR: gpu_check_out/<date-time>)
 #
+# OUT_DIR must be new, empty or an earlier gpu_check folder (whose results are cleared first).
 #   1. build     mmh_ext against that torch: pip install --no-build-isolation --no-deps --no-index -e . with
 #                TORCH_CUDA_ARCH_LIST = this GPU's compute capability only, MAX_JOBS = the cores, CUDA_HOME from nvcc
 #   2. in parallel (none of them is timed):
