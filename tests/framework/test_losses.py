@@ -33,6 +33,18 @@ def test_kd_is_t_squared_kl():
         L.kd_loss(S, T, 0.0)
 
 
+def test_kd_and_soft_ce_directions_on_asymmetric_logits():
+    # S, T above are mirror images, so a swap of student and teacher would go unseen; here it would not.
+    # s = (2, 0), t = (0, 1) at T = 2: σ_2(s) = (0.731059, 0.268941), σ_2(t) = (0.377541, 0.622459).
+    s, t = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    # KL(σ_2(t) ‖ σ_2(s)) = 0.377541 ln(0.377541/0.731059) + 0.622459 ln(0.622459/0.268941)
+    #                      = −0.249485 + 0.522359 = 0.272874; × T² = 1.091495 (the swapped KL would give 1.029613)
+    assert L.kd_loss(s, t, 2.0).item() == pytest.approx(1.091495, abs=2e-6)
+    # −Σ σ_2(t) ln σ_2(s) = −(0.377541 ln 0.731059 + 0.622459 ln 0.268941) = 0.118271 + 0.817450 = 0.935721
+    # (the swapped −Σ σ_2(s) ln σ_2(t) would give 0.839606)
+    assert L.soft_cross_entropy(s, t, 2.0).item() == pytest.approx(0.935721, abs=2e-6)
+
+
 def test_soft_cross_entropy_eq_3_5_soft_term():
     # −Σ σ_2(t) ln σ_2(s) = −(0.377541 ln 0.622459 + 0.622459 ln 0.377541) = 0.785307
     assert L.soft_cross_entropy(S, T, 2.0).item() == pytest.approx(0.785307, abs=2e-6)
