@@ -63,7 +63,8 @@ TORCH_LIBRARY(mmh_ext, m) {
       "(Tensor loss, Tensor student_pooled, Tensor teacher_pooled, Tensor student_logp, Tensor teacher_logp)");
   m.def(
       "rad_backward(Tensor grad, Tensor student_pooled, Tensor teacher_pooled, Tensor student_logp, "
-      "Tensor teacher_logp, Tensor student_fc_weight, Tensor teacher_fc_weight, int[] student_hw, int[] teacher_hw, "
+      "Tensor teacher_logp, Tensor student_fc_weight, Tensor teacher_fc_weight, SymInt[] student_hw, "
+      "SymInt[] teacher_hw, "
       "ScalarType student_dtype, ScalarType teacher_dtype, int grid, int[] levels, float temperature, "
       "bool need_student, bool need_teacher) -> Tensor[]");
   m.def("cosine_discrepancy_forward(Tensor feat, float eps) -> (Tensor discrepancy, Tensor norm)");

@@ -132,33 +132,7 @@ def _rad_backward_fake(grad, gs, gt, ls, lt, ws, wt, shw, thw, sdt, tdt, grid, l
     return out
 
 
-def _rad_setup(ctx, inputs, output):
-    fs, ft, ws, bs, wt, bt, grid, levels, temperature = inputs
-    loss, gs, gt, ls, lt = output
-    ctx.mark_non_differentiable(gs, gt, ls, lt)
-    ctx.set_materialize_grads(False)  # the auxiliary outputs get no gradient: do not fill zeros for them
-    ctx.save_for_backward(gs, gt, ls, lt, ws, wt)
-    ctx.hw = (list(fs.shape[2:]), list(ft.shape[2:]))
-    ctx.dtypes = (fs.dtype, ft.dtype)
-    ctx.bias_dtypes = (bs.dtype, bt.dtype)
-    ctx.args = (grid, list(levels), temperature)
-
-
-def _rad_backward(ctx, grad, *_):
-    gs, gt, ls, lt, ws, wt = ctx.saved_tensors
-    n = ctx.needs_input_grad  # (student_feat, teacher_feat, student_w, student_b, teacher_w, teacher_b, ...)
-    need_s, need_t = bool(n[0] or n[2] or n[3]), bool(n[1] or n[4] or n[5])
-    if grad is None or not (need_s or need_t):
-        return (None,) * 9
-    out = _ops.rad_backward(grad, gs, gt, ls, lt, ws, wt, ctx.hw[0], ctx.hw[1], *ctx.dtypes, *ctx.args, need_s,
-                            need_t)
-    dfs, dws, dbs, dft, dwt, dbt = out
-    dbs, dbt = dbs.to(ctx.bias_dtypes[0]), dbt.to(ctx.bias_dtypes[1])  # the op returns d bias in the acc dtype
-    keep = lambda t, i: t if n[i] else None  # noqa: E731
-    return (keep(dfs, 0), keep(dft, 1), keep(dws, 2), keep(dbs, 3), keep(dwt, 4), keep(dbt, 5), None, None, None)
-
-
-torch.library.register_autograd("mmh_ext::rad_forward", _rad_backward, setup_context=_rad_setup)
+# The autograd of rad_forward is registered in C++ (csrc/rad_autograd.cpp): one dispatcher call per pass.
 
 
 def rad_loss(

@@ -34,9 +34,18 @@ struct Bins {
 };
 
 // The adaptive-pooling matrix P (H*W, grid*grid): P[pixel, cell] = 1 / area(cell) where the pixel lies in the cell.
-at::Tensor pooling_matrix(int64_t H, int64_t W, int64_t grid, const at::TensorOptions& opts) {
+// Kept per thread for the last (H, W, grid, dtype) asked for: a training loop asks for the same few every step.
+at::Tensor pooling_matrix(int64_t H, int64_t W, int64_t grid, at::ScalarType dtype) {
+  struct Entry {
+    int64_t H = -1, W = -1, grid = -1;
+    at::ScalarType dtype = at::kFloat;
+    at::Tensor P;
+  };
+  thread_local Entry cache[2];  // the student's and the teacher's map sizes
+  for (Entry& e : cache)
+    if (e.H == H && e.W == W && e.grid == grid && e.dtype == dtype) return e.P;
   const Bins by(grid, H), bx(grid, W);
-  at::Tensor P = at::zeros({H * W, grid * grid}, opts.dtype(at::kDouble));
+  at::Tensor P = at::zeros({H * W, grid * grid}, at::dtype(at::kDouble));
   double* p = P.mutable_data_ptr<double>();
   for (int64_t iy = 0; iy < grid; ++iy)
     for (int64_t ix = 0; ix < grid; ++ix) {
@@ -44,29 +53,31 @@ at::Tensor pooling_matrix(int64_t H, int64_t W, int64_t grid, const at::TensorOp
       for (int64_t y = by.start[iy]; y < by.end[iy]; ++y)
         for (int64_t x = bx.start[ix]; x < bx.end[ix]; ++x) p[(y * W + x) * grid * grid + iy * grid + ix] = inv;
     }
-  return P.to(opts.dtype());
+  cache[1] = cache[0];
+  cache[0] = Entry{H, W, grid, dtype, P.to(dtype)};
+  return cache[0].P;
 }
 
 void pool_cpu(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
   const int64_t B = feat.size(0), C = feat.size(1), H = feat.size(2), W = feat.size(3), G2 = grid * grid;
   if (!emulate_device_kernels() && feat.scalar_type() == out.scalar_type()) {
-    // Fast path: pooling is linear, so it is one GEMM with the pooling matrix (BLAS does the reduction).
-    const at::Tensor& f = feat;
+    // Fast path: pooling is linear, so per sample it is one GEMM with the pooling matrix, written straight into
+    // out[b] (G2, C) = P^T (G2, HW) @ feat[b] (HW, C) — feat[b] read in place (NCHW: a transposed operand).
     if (H == grid && W == grid) {  // the pooling is the identity: only the layout changes
-      out.copy_(f.reshape({B, C, G2}).transpose(1, 2));
+      out.copy_(feat.reshape({B, C, G2}).transpose(1, 2));
       return;
     }
-    const at::Tensor P = pooling_matrix(H, W, grid, out.options());
-    if (f.is_contiguous()) {  // (B*C, HW) @ (HW, G2) -> (B, C, G2) -> (B, G2, C)
-      out.copy_(at::mm(f.view({B * C, H * W}), P).view({B, C, G2}).transpose(1, 2));
-      return;
-    }
-    if (f.is_contiguous(at::MemoryFormat::ChannelsLast)) {  // per sample (G2, HW) @ (HW, C)
-      out.copy_(at::matmul(P.t(), f.permute({0, 2, 3, 1}).reshape({B, H * W, C})));
+    const bool nchw = feat.is_contiguous(), nhwc = !nchw && feat.is_contiguous(at::MemoryFormat::ChannelsLast);
+    if (nchw || nhwc) {
+      const at::Tensor Pt = pooling_matrix(H, W, grid, out.scalar_type()).t().expand({B, G2, H * W});
+      const at::Tensor f = nchw ? feat.view({B, C, H * W}).transpose(1, 2)
+                                : feat.permute({0, 2, 3, 1}).reshape({B, H * W, C});  // a view
+      at::bmm_out(out, Pt, f);
       return;
     }
   }
-  // The CUDA kernel's items (device emulation, and any other strides).
+  // The CUDA kernel's items: device emulation, float16/bfloat16 features (read as they are, summed in float32),
+  // and any other strides.
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feat.scalar_type(), "rad_pool_cpu", [&] {
     using acc = acc_t<scalar_t>;
     const scalar_t* f = feat.const_data_ptr<scalar_t>();
@@ -115,14 +126,15 @@ void cells_cpu(const at::Tensor& dz, const Pyramid& p, at::Tensor& dcells) {
 
 void unpool_cpu(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
   const int64_t B = dfeat.size(0), C = dfeat.size(1), H = dfeat.size(2), W = dfeat.size(3), G2 = grid * grid;
-  if (!emulate_device_kernels() && H == grid && W == grid) {  // adjoint of the identity pooling: a transpose
-    dfeat.copy_(dg.transpose(1, 2).reshape({B, C, H, W}));
-    return;
-  }
-  if (!emulate_device_kernels()) {  // (B*C, G2) @ (G2, HW): the adjoint of the pooling GEMM
-    const at::Tensor P = pooling_matrix(H, W, grid, dg.options());
-    at::Tensor d = at::mm(dg.transpose(1, 2).reshape({B * C, G2}), P.t());
-    dfeat.copy_(d.view({B, C, H, W}));
+  if (!emulate_device_kernels() && dfeat.scalar_type() == dg.scalar_type()) {
+    if (H == grid && W == grid) {  // adjoint of the identity pooling: a transpose
+      dfeat.view({B, C, G2}).copy_(dg.transpose(1, 2));
+      return;
+    }
+    // The adjoint of the pooling GEMM, per sample, into dfeat: dfeat[b] (C, HW) = dg[b]^T (C, G2) @ P^T (G2, HW).
+    const at::Tensor Pt = pooling_matrix(H, W, grid, dg.scalar_type()).t().expand({B, G2, H * W});
+    at::Tensor out = dfeat.view({B, C, H * W});
+    at::bmm_out(out, dg.transpose(1, 2), Pt);
     return;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dfeat.scalar_type(), "rad_unpool_cpu", [&] {
