@@ -91,6 +91,25 @@ def test_noise_sweep_values_by_hand():
     assert sweep == {"0.0": 1.0, "0.001": 1.0, "void": 0.5}
 
 
+class _DepthSpread(torch.nn.Module):
+    """Predicts class 1 when the spread (std over the pixels) of a sample's depth exceeds 0.1, else class 0."""
+
+    def forward(self, batch):
+        s = batch["depth"].flatten(1).std(1)
+        return torch.stack([torch.full_like(s, 0.1), s, torch.zeros_like(s)], 1)
+
+
+def test_noise_sweep_uses_sigma2_as_the_variance():
+    # depth constant 0.5 over 16x16 pixels, every label 1. I·n with n ~ N(1, σ²) has a pixel std of 0.5·σ:
+    # σ² = 0 and void -> std 0 -> class 0 (accuracy 0); σ² = 1e-3 -> 0.5 · 0.0316 = 0.016 < 0.1 -> 0;
+    # σ² = 1e-1 -> 0.5 · 0.316 = 0.158 > 0.1 -> 1 (had σ² been taken as the std: 0.05 -> 0); σ² = 1 -> 0.5 -> 1.
+    # With 256 pixels the sample std is within ~5 % of 0.5·σ, far from the threshold at every level.
+    ds = CachedDataset({"depth": torch.full((8, 1, 16, 16), 0.5), "label": torch.ones(8, dtype=torch.long)},
+                       modalities=("depth",), num_classes=3, class_names=["a", "b", "c"])
+    sweep = noise_sweep(_DepthSpread(), ds, sigma2s=(0.0, 1e-3, 1e-1, 1, "void"), batch_size=3)
+    assert sweep == {"0.0": 0.0, "0.001": 0.0, "0.1": 1.0, "1": 1.0, "void": 0.0}
+
+
 def test_noise_is_reproducible_and_void_zeroes(tmp_path: Path):
     ds = _data()
     a = next(noisy_batches(ds, 4, "depth", 1e-1, seed=3))["depth"]
