@@ -86,8 +86,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
 std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& gs, const at::Tensor& gt,
                                  const at::Tensor& ls, const at::Tensor& lt, const at::Tensor& ws,
                                  const at::Tensor& wt, at::IntArrayRef student_hw, at::IntArrayRef teacher_hw,
-                                 at::ScalarType student_dtype, at::ScalarType teacher_dtype, int64_t grid, at::IntArrayRef levels, double temperature, bool need_student,
-                                 bool need_teacher, const Kernels& k) {
+                                 at::ScalarType student_dtype, at::ScalarType teacher_dtype, int64_t grid,
+                                 at::IntArrayRef levels, double temperature, bool need_student, bool need_teacher,
+                                 const Kernels& k) {
   const Pyramid p = make_pyramid(grid, levels);
   TORCH_CHECK_VALUE(student_hw.size() == 2 && teacher_hw.size() == 2, "student_hw and teacher_hw must have 2 entries");
   const int64_t B = gs.size(0), G2 = grid * grid, K = ws.size(0);
