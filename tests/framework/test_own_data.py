@@ -142,9 +142,24 @@ def test_paired_folder_bad_input(tmp_path):
         build_dataset("paired_folder", split="test", root=str(tmp_path))
     with pytest.raises(ValueError, match="'ir'"):
         build_dataset("paired_folder", root=str(tmp_path), modalities=["rgb", "ir"])
+    (tmp_path / "test").mkdir()
+    with pytest.raises(ValueError, match=r"'test' split .*test has no sample folders"):
+        build_dataset("paired_folder", split="test", root=str(tmp_path))
     _save_png(str(tmp_path / "test" / "middle" / "s0" / "rgb.png"), np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="'middle'"):
         build_dataset("paired_folder", split="test", root=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"root .*nothere.* is not a folder"):
+        build_dataset("paired_folder", root=str(tmp_path / "nothere"))
+    (tmp_path / "train" / "empty").mkdir()  # a class without samples could never be learnt
+    with pytest.raises(ValueError, match=r"class folder .*train.empty has no sample folders"):
+        build_dataset("paired_folder", root=str(tmp_path))
+    (tmp_path / "train" / "empty").rmdir()
+    (tmp_path / "train" / "far" / "s00" / "rgb.png").write_bytes(b"not a png")  # corrupt: named when read
+    with pytest.raises(OSError, match=r"train.far.s00.rgb\.png"):
+        build_dataset("paired_folder", root=str(tmp_path))  # the train statistics read every file
+    ds = build_dataset("paired_folder", root=str(tmp_path), normalize=False)
+    with pytest.raises(OSError, match=r"train.far.s00.rgb\.png"):
+        ds[[s.name for s in ds.samples].index("train/far/s00")]
 
 
 def test_manifest_matches_paired_folder(tmp_path):

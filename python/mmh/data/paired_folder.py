@@ -22,6 +22,10 @@ Layout of ``paired_folder``::
   a trained model expects it.
 - ``resolution=`` resizes every modality (bilinear, nearest for ``depth``); without it all modalities of a sample
   must have the same size.
+- Clips of different lengths within a sample (e.g. 30 RGB frames, 29 flow frames) are aligned by relative position
+  in time; a still file next to clip folders is repeated for every frame.
+- A class folder of the train split without sample folders, a split folder without samples, or a ``root`` that is
+  not a folder is an error naming the folder.
 """
 
 from __future__ import annotations
@@ -120,6 +124,9 @@ def scan_paired_folder(root: str, split: str, class_names: Sequence[str] | None 
     """The samples of ``root/<split>`` (files as found, not yet checked), the class names (given, or the split's
     class folders sorted) and whether any modality is a clip folder."""
     top = os.path.join(root, split)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"paired_folder: root {root!r} is not a folder (dataset.kwargs.root=DIR: the folder "
+                                f"holding train/ and test/)")
     if not os.path.isdir(top):
         have = [s for s in SPLITS if os.path.isdir(os.path.join(root, s))] if os.path.isdir(root) else []
         raise FileNotFoundError(f"paired_folder: no {split!r} split folder {top} (root {root!r} has splits {have})")
@@ -136,10 +143,17 @@ def scan_paired_folder(root: str, split: str, class_names: Sequence[str] | None 
         cdir = os.path.join(top, cls)
         if not os.path.isdir(cdir):
             continue
-        for name in _subdirs(cdir):
+        names = _subdirs(cdir)
+        if not names and class_names is None:  # a class of the train split must have samples to be learnt
+            raise ValueError(f"paired_folder: class folder {cdir} has no sample folders (layout "
+                             f"ROOT/<split>/<class>/<sample>/<modality>.<ext>); remove it or add its samples")
+        for name in names:
             files, clips = _sample_files(os.path.join(cdir, name))
             any_clip = any_clip or bool(clips)
             samples.append(FileSample(files, label, name=f"{split}/{cls}/{name}"))
+    if not samples:
+        raise ValueError(f"paired_folder: the {split!r} split {top} has no sample folders (layout "
+                         f"ROOT/<split>/<class>/<sample>/<modality>.<ext>)")
     return samples, list(classes), any_clip
 
 
