@@ -140,3 +140,35 @@ def test_onnx_student_equals_the_run(mmh_run: Path, multiplier_run: Path, tmp_pa
         with torch.no_grad():
             want = load_model(run / "stages" / stage / "model.pt").eval()(batch)
         torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-5, rtol=0)
+
+
+def test_prepare_reads_and_resizes_as_the_dataset(tmp_path: Path):
+    """examples/cpp/prepare.py (numpy + Pillow, no torch) gives the dataset's values for images of another size than
+    the network's: bilinear with antialiasing for rgb (down and up), nearest for depth, as ``resolution=`` does."""
+    import numpy as np
+    from PIL import Image
+
+    from mmh.data import build_dataset
+
+    sys.path.insert(0, str(ROOT / "examples" / "cpp"))
+    try:
+        import prepare
+    finally:
+        sys.path.remove(str(ROOT / "examples" / "cpp"))
+    rng = np.random.default_rng(3)
+    for cls in ("a", "b"):
+        d = tmp_path / "train" / cls / "s0"
+        d.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)).save(d / "rgb.png")
+        Image.fromarray(rng.integers(0, 65536, (24, 30), dtype=np.uint16)).save(d / "depth.png")
+    for hw in ((16, 16), (40, 37)):
+        ds = build_dataset("paired_folder", root=str(tmp_path), resolution=hw, normalize=False)
+        for i, s in enumerate(ds.samples):
+            item = ds[i]
+            for m, channels in (("rgb", 3), ("depth", 1)):
+                got = prepare.read_image(Path(s.files[m][0]), channels, hw, 65535.0, m)
+                assert got.shape == tuple(item[m].shape)
+                np.testing.assert_allclose(got, item[m].numpy(), atol=1e-5, rtol=0, err_msg=f"{m} {hw}")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(SystemExit, match="bad.png"):
+        prepare.read_image(tmp_path / "bad.png", 3, (16, 16), 65535.0, "rgb")
