@@ -254,3 +254,20 @@ def test_template_without_root_names_the_key(tmp_path, repo_root, capsys):
     template = repo_root / "configs" / "templates" / "paired_folder" / "teacher.yaml"
     assert main(["train", str(template), "--run-dir", str(tmp_path / "r")]) == 2
     assert "dataset.kwargs.root" in capsys.readouterr().err
+
+
+def test_skipped_samples_are_reported_by_the_run(tmp_path, repo_root, capsys):
+    from mmh.cli import main
+
+    write_tree(tmp_path / "data", n=3, size=8)
+    os.remove(tmp_path / "data" / "test" / "near" / "s01" / "depth.png")
+    template = repo_root / "configs" / "templates" / "paired_folder" / "teacher.yaml"
+    args = ["train", str(template), f"dataset.kwargs.root={tmp_path / 'data'}", "dataset.kwargs.resolution=8",
+            "dataset.kwargs.on_missing=skip", "train.epochs=null", "train.steps=2", "train.batch_size=4",
+            "train.progress=false", "threads=1", "model.kwargs={width: 4, shared_width: 4}", "output.cache=''",
+            "--run-dir", str(tmp_path / "run")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "[paired_folder test] 1 sample(s) skipped (on_missing=skip), e.g. test/near/s01: no depth files" in err
+    assert "[paired_folder train]" not in err
+

@@ -62,6 +62,12 @@ def load_split(cfg: Mapping[str, Any], split: str) -> Dataset:
     key = config_hash([d["name"], split, kwargs, bool(d["cache"])])
     if key not in _DATASETS:
         ds = build_dataset(d["name"], split=split, **kwargs)
+        skipped = getattr(ds, "skipped", None)
+        if skipped:  # on_missing="skip": say so, or the run's numbers silently cover fewer samples
+            import sys
+
+            print(f"[{d['name']} {split}] {len(skipped)} sample(s) skipped (on_missing=skip), e.g. "
+                  f"{skipped[0][0]}: {skipped[0][1]}", file=sys.stderr, flush=True)
         if d["cache"] and getattr(ds, "transform", None) is None:
             ds = materialize(ds)
         _DATASETS[key] = ds
