@@ -5,6 +5,7 @@
 # nvcc is found), in editable mode. Safe to run again.
 #   TORCH_SPEC      the torch requirement (default: torch==2.14.1 torchvision==0.29.1)
 #   PYTHON          the interpreter that creates .venv (default python3)
+#   MMH_EXTRAS      the extras installed with mmh (default: test; CI adds export, so the ONNX path is tested)
 #   MMH_EXT_NO_CUDA=1 / MMH_EXT_FORCE_CUDA=1   see setup.py; without either, CUDA kernels are built when nvcc exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +39,7 @@ fi
 # Rebuild only when the operator sources, the build script or the build variant changed since the last build here
 # (a fresh clone always builds).
 stamp=build/mmh_ext.stamp
-want=$( (cat setup.py pyproject.toml $(find csrc -type f | sort); echo "cuda=${MMH_EXT_FORCE_CUDA:-0} nocuda=${MMH_EXT_NO_CUDA:-0} env=$MMH_ENV"; \
+want=$( (cat setup.py pyproject.toml $(find csrc -type f | sort); echo "cuda=${MMH_EXT_FORCE_CUDA:-0} nocuda=${MMH_EXT_NO_CUDA:-0} env=$MMH_ENV extras=${MMH_EXTRAS:-test}"; \
          $PY -c 'import torch; print(torch.__version__)') | sha256sum | cut -d' ' -f1)
 installed_here() {  # mmh and mmh_ext import (outside the checkout's cwd) from this checkout, and the build loads
   (cd / && $PY -c 'import os, sys, mmh, mmh_ext
@@ -48,7 +49,7 @@ sys.exit(0 if all(os.path.realpath(m.__file__).startswith(root) for m in (mmh, m
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && installed_here; then
   echo "== mmh setup: mmh_ext is up to date (build/mmh_ext.stamp)"
 else
-  MAX_JOBS=${MAX_JOBS:-$(nproc)} $PY -m pip install -q --no-build-isolation -e ".[test]"
+  MAX_JOBS=${MAX_JOBS:-$(nproc)} $PY -m pip install -q --no-build-isolation -e ".[${MMH_EXTRAS:-test}]"
   mkdir -p build && echo "$want" > "$stamp"
   echo "== mmh setup: mmh and mmh_ext installed ($SECONDS s)"
 fi
