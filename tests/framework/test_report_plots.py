@@ -117,3 +117,82 @@ def test_report_comparison_panels_per_dataset_and_val_curves(tmp_path: Path, mon
     labels = drawn[0]
     assert sum(lab.endswith(" val") for lab in labels) == 4  # the four antispoof runs (val split) only
     assert sum(lab.endswith(" train") for lab in labels) == 8
+
+
+def _capture_figures(monkeypatch) -> list:
+    """Keep every figure that is saved (and still write it), to read back what was drawn."""
+    import matplotlib.pyplot as plt
+
+    figs: list = []
+    real = plt.Figure.savefig
+    monkeypatch.setattr(plt.Figure, "savefig", lambda fig, *a, **k: figs.append(fig) or real(fig, *a, **k))
+    return figs
+
+
+def test_plot_methods_draws_the_means_stds_and_seeds_with_readable_ticks(tmp_path: Path, monkeypatch):
+    import statistics
+
+    import numpy as np
+    from matplotlib.collections import LineCollection, PathCollection
+
+    figs = _capture_figures(monkeypatch)
+    names = ["teacher", "baseline", "rad", "dad", "rad_dad", "kd", "rad_attention", "rad_self"]
+    seeds = {m: [0.6 + 0.013 * i, 0.64 + 0.011 * i, 0.59 + 0.017 * i] for i, m in enumerate(names)}
+    plot_methods({"synthetic_motion: accuracy": seeds, "ACER": {"teacher": [0.1], "rad": [0.3, 0.2]}},
+                 tmp_path / "m.png")
+    fig = figs[-1]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # the figure was closed after saving: lay it out again at the saved size
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for ax, panel in zip(fig.axes, ({k: seeds[k] for k in names}, {"teacher": [0.1], "rad": [0.3, 0.2]})):
+        methods = list(panel)
+        mean = [statistics.fmean(v) for v in panel.values()]  # by hand: mean and sample std over seeds
+        sd = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in panel.values()]
+        (container,) = ax.containers  # the errorbar: (line through the means, caps, (bars,))
+        line, _, (bars,) = container
+        np.testing.assert_allclose(np.asarray(line.get_xdata(), float), np.arange(len(methods)))
+        np.testing.assert_allclose(np.asarray(line.get_ydata(), float), mean, rtol=1e-12)
+        assert isinstance(bars, LineCollection)
+        segs = sorted((float(sg[0][0]), float(min(sg[:, 1])), float(max(sg[:, 1]))) for sg in bars.get_segments())
+        np.testing.assert_allclose(segs, [(i, m - e, m + e) for i, (m, e) in enumerate(zip(mean, sd))], atol=1e-12)
+        dots = np.concatenate([c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)])
+        want = [(i, v) for i, vals in enumerate(panel.values()) for v in vals]
+        assert len(dots) == len(want)
+        for (x, y), (i, v) in zip(dots, want):  # each seed a dot, beside its method's tick
+            assert abs(x - i) < 0.25 and y == v
+        ticks = ax.get_xticklabels()
+        assert [t.get_text() for t in ticks] == methods
+        # readable: the labels are parallel strips (rotated by theta, anchored at their ticks) that do not overlap:
+        # the distance between neighbouring strips, tick spacing * sin(theta), is at least the text's height
+        spacing = ax.transData.transform((1, 0))[0] - ax.transData.transform((0, 0))[0]
+        for t in ticks:
+            theta = np.deg2rad(t.get_rotation())
+            _, height, _ = renderer.get_text_width_height_descent(t.get_text(), t.get_fontproperties(), ismath=False)
+            assert 0 < theta < np.pi / 2 and spacing * np.sin(theta) >= height, (t.get_text(), spacing, height)
+        assert ticks[0].get_window_extent(renderer).x0 >= 0  # the first label is not cut off at the left
+    # an error bar of exactly the given std when one is passed
+    plot_methods({"p": {"a": [0.5, 0.7]}}, tmp_path / "s.png", std={"p": {"a": 0.05}})
+    _, _, (bars,) = figs[-1].axes[0].containers[0]
+    np.testing.assert_allclose(sorted(bars.get_segments()[0][:, 1]), [0.55, 0.65])
+
+
+def test_plot_sweep_draws_the_means_and_seeds(tmp_path: Path, monkeypatch):
+    import numpy as np
+    from matplotlib.collections import PathCollection
+
+    figs = _capture_figures(monkeypatch)
+    curves = {"two-stream": {"0": [0.7, 0.72], "0.1": [0.48, 0.5], "void": [0.56, 0.6]},
+              "hallucination": {"0": [0.57, 0.58], "0.1": [0.55, 0.58], "void": [0.5, 0.57]}}
+    plot_sweep(curves, tmp_path / "s.png")
+    ax = figs[-1].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.1", "void"]
+    lines = {c.get_label(): c[0] for c in ax.containers}  # errorbar containers: (line through the means, ...)
+    dots = np.concatenate([c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)])
+    for label, curve in curves.items():
+        np.testing.assert_allclose(np.asarray(lines[label].get_ydata(), float), [sum(v) / 2 for v in curve.values()], rtol=1e-12)
+        for i, vals in enumerate(curve.values()):
+            for v in vals:
+                assert any(abs(x - i) < 0.2 and y == v for x, y in dots)
+
