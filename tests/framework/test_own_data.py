@@ -247,6 +247,27 @@ def test_train_teacher_and_rad_student_from_the_template(tmp_path, repo_root):
     np.testing.assert_allclose(facts["normalization"]["depth"]["mean"], [depth.mean()], rtol=1e-6)
     np.testing.assert_allclose(facts["normalization"]["depth"]["std"], [depth.std()], rtol=1e-6)
 
+    # the student exported to TorchScript: the sidecar carries the statistics, the file gives the run's logits on
+    # the test images normalised with them (read back with stats= from the run, as a deployment would)
+    out = tmp_path / "student.pt"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    side = json.loads((tmp_path / "student.pt.json").read_text())
+    assert side["stage"] == "student" and side["class_names"] == ["far", "near"]
+    assert [(i["name"], i["shape"], i["normalization"]) for i in side["inputs"]] == \
+        [("rgb", ["batch", 3, 16, 16], facts["normalization"]["rgb"])]
+    test = build_dataset("paired_folder", split="test", root=str(data), resolution=16, modalities=["rgb"],
+                         stats=str(run / "dataset.json"))
+    x = torch.stack([test[i]["rgb"] for i in range(len(test))])
+    from mmh.train.checkpoint import load_model
+
+    with torch.no_grad():
+        want = load_model(run / "stages" / "student" / "model.pt").eval()({"rgb": x})
+        got = torch.jit.load(str(out))(x)
+    assert got.shape == (16, 2)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    labels = torch.tensor([int(test[i]["label"]) for i in range(len(test))])
+    assert float((got.argmax(1) == labels).float().mean()) == pytest.approx(res["final"]["accuracy"])
+
 
 def test_template_without_root_names_the_key(tmp_path, repo_root, capsys):
     from mmh.cli import main
