@@ -191,7 +191,8 @@ def test_plot_sweep_draws_the_means_and_seeds(tmp_path: Path, monkeypatch):
     lines = {c.get_label(): c[0] for c in ax.containers}  # errorbar containers: (line through the means, ...)
     dots = np.concatenate([c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)])
     for label, curve in curves.items():
-        np.testing.assert_allclose(np.asarray(lines[label].get_ydata(), float), [sum(v) / 2 for v in curve.values()], rtol=1e-12)
+        means = [sum(v) / 2 for v in curve.values()]
+        np.testing.assert_allclose(np.asarray(lines[label].get_ydata(), float), means, rtol=1e-12)
         for i, vals in enumerate(curve.values()):
             for v in vals:
                 assert any(abs(x - i) < 0.2 and y == v for x, y in dots)
