@@ -203,6 +203,12 @@ def test_manifest_errors(tmp_path):
     assert len(ds) == 1 and ds.num_skipped == 1
     with pytest.raises(FileNotFoundError, match="missing.csv"):
         build_dataset("manifest", csv=str(tmp_path / "missing.csv"))
+    (tmp_path / "c.csv").write_text("label,rgb,split\nfar,train/far/s00/rgb.png,train\n")
+    with pytest.raises(ValueError, match=r"c\.csv has no rows for split 'test'"):
+        build_dataset("manifest", split="test", csv=str(tmp_path / "c.csv"))
+    (tmp_path / "d.csv").write_text("label,rgb\n")
+    with pytest.raises(ValueError, match=r"d\.csv has no rows"):
+        build_dataset("manifest", csv=str(tmp_path / "d.csv"))
 
 
 def write_easy_tree(root, n_train=12, n_test=8, size=16, seed=0):

@@ -87,6 +87,8 @@ class Manifest(NormalizedFileDataset):
             path = train_path = os.fspath(csv)
         cols, all_rows = read_manifest(path)
         rows = self._split_rows(all_rows, split, path)
+        if not rows:
+            raise ValueError(f"manifest: {path} has no rows" + (f" for split {split!r}" if all_rows else ""))
         train_rows: list[dict[str, str]] | None = None  # None: not known (a per-split file without its train file)
         if train_path is not None:
             t_all = all_rows if train_path == path else read_manifest(train_path)[1]
