@@ -94,6 +94,15 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str | Path, *, dpi: int) -> Path:
+    """Write ``fig`` to ``path`` (its folder created) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Training loss and train accuracy per epoch for every trained stage of every run; where the stage was
     validated (``val_accuracy`` in its ``metrics.csv``: the run has a val split), the val accuracy too (dashed, same
@@ -123,10 +132,7 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
         if 0 < len(ax.lines) <= 16:
             ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)
 
 
 def plot_comparison(summary: Mapping[tuple[str, str], Mapping[str, tuple[float, float, int]]], path: str | Path,
@@ -185,11 +191,7 @@ def plot_methods(panels: Mapping[str, Mapping[str, Sequence[float]]], path: str 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def plot_sweep(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path, *,
@@ -214,11 +216,7 @@ def plot_sweep(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def seed_values(runs: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict[tuple[str, str], list[float]]:
