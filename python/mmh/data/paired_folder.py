@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from .real.base import FileListDataset, FileSample
-from .real.io import _open
+from .real.io import _open, load_npy
 from .registry import SPLITS, check_split, register_dataset
 from .transforms import PairedResize
 
@@ -59,12 +59,7 @@ def read_any(path: str, depth_scale: float = 65535.0) -> torch.Tensor:
     16-bit (or 32-bit integer) grey -> 1 channel / ``depth_scale``, float images and ``.npy`` arrays ((H, W) or
     (C, H, W)) unchanged. Errors name the file."""
     if path.lower().endswith(".npy"):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"missing file: {path}")
-        try:
-            a = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise OSError(f"unreadable .npy file {path}: {exc}") from exc
+        a = load_npy(path)
         if a.ndim == 2:
             a = a[None]
         if a.ndim != 3 or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):

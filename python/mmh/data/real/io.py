@@ -26,6 +26,16 @@ def _open(path: str):
     return img
 
 
+def load_npy(path: str, what: str = ".npy file") -> np.ndarray:
+    """A ``.npy`` array, never unpickled (``allow_pickle=False``); errors name the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"missing file: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise OSError(f"unreadable {what} {path}: {exc}") from exc
+
+
 def _to_tensor(a: np.ndarray) -> torch.Tensor:
     if a.ndim == 2:
         a = a[None]
@@ -58,12 +68,7 @@ def read_depth(path: str, max_value: float = 10000.0) -> torch.Tensor:
       the array is not already in [0, 1].
     """
     if path.endswith(".npy"):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"missing file: {path}")
-        try:
-            a = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise OSError(f"unreadable depth file {path}: {exc}") from exc
+        a = load_npy(path, "depth file")
         if a.ndim == 3 and a.shape[0] == 1:
             a = a[0]
         if a.ndim != 2 or not np.issubdtype(a.dtype, np.number):
