@@ -1,6 +1,6 @@
-// RAD CPU kernels. Two modes (mode.h): "fast" — the grid pooling and its adjoint as GEMMs with the pooling matrix,
-// the per-item functions elsewhere — and "device" — every kernel runs the MMH_HD per-item functions of rad.h over the
-// same flat index space as the CUDA kernels.
+// RAD CPU kernels. Two modes (mode.h): "fast" — the grid pooling and its adjoint as GEMMs with the pooling matrix, the
+// per-(sample, region) softmax/KL math as ATen ops over whole (B, N, K) blocks — and "device" — every kernel runs the
+// MMH_HD per-item functions of rad.h over the same flat index space as the CUDA kernels.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -87,9 +87,50 @@ void pool_cpu(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
   });
 }
 
+// The region matrix R (N, grid*grid): R[n, cell] = 1 / area(n) where the cell lies in region n — region logits are
+// R @ cell logits. Kept per thread for the last pyramid and dtype asked for.
+at::Tensor region_matrix(const Pyramid& p, at::ScalarType dtype) {
+  struct Entry {
+    int64_t grid = -1;
+    std::vector<int64_t> levels;
+    at::ScalarType dtype = at::kFloat;
+    at::Tensor R;
+  };
+  thread_local Entry cache;
+  const std::vector<int64_t> levels(p.levels, p.levels + p.num_levels);
+  if (cache.grid == p.grid && cache.levels == levels && cache.dtype == dtype) return cache.R;
+  const int64_t G2 = p.grid * p.grid;
+  at::Tensor R = at::zeros({p.num_regions, G2}, at::dtype(at::kDouble));
+  double* r = R.mutable_data_ptr<double>();
+  for (int64_t n = 0; n < p.num_regions; ++n) {
+    const Rect rect = region_rect(p, n);
+    const double inv = 1.0 / static_cast<double>((rect.y1 - rect.y0) * (rect.x1 - rect.x0));
+    for (int64_t y = rect.y0; y < rect.y1; ++y)
+      for (int64_t x = rect.x0; x < rect.x1; ++x) r[n * G2 + y * p.grid + x] = inv;
+  }
+  cache = Entry{p.grid, levels, dtype, R.to(dtype)};
+  return cache.R;
+}
+
+// Fast mode: the per-(sample, region) math as a few ATen ops over the whole (B, N, K) block — ATen's exp, log_softmax
+// and reductions are vectorised (the per-item functions call scalar exp, which was a third of a K = 60 step).
+bool fast_region_math(const at::Tensor& t) {
+  return !emulate_device_kernels() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble);
+}
+
 void forward_cpu(const at::Tensor& cs, const at::Tensor& ct, const at::Tensor& bs, const at::Tensor& bt,
                  const Pyramid& p, double temperature, at::Tensor& loss, at::Tensor& ls, at::Tensor& lt) {
   const int64_t K = cs.size(2);
+  if (fast_region_math(cs)) {
+    const int64_t B = cs.size(0), N = p.num_regions, G2 = p.grid * p.grid;
+    const at::Tensor R = region_matrix(p, cs.scalar_type()).expand({B, N, G2});
+    const double inv_t = 1.0 / temperature;
+    // log_softmax((R @ cells + bias) / T), each network
+    at::_log_softmax_out(ls, at::baddbmm(bs.mul(inv_t).expand({B, N, K}), R, cs, 1.0, inv_t), -1, false);
+    at::_log_softmax_out(lt, at::baddbmm(bt.mul(inv_t).expand({B, N, K}), R, ct, 1.0, inv_t), -1, false);
+    at::sum_out(loss, at::sub(lt, ls).mul_(lt.exp()), -1).mul_(temperature * temperature);
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(cs.scalar_type(), "rad_forward_cpu", [&] {
     const scalar_t inv_t = scalar_t(1) / static_cast<scalar_t>(temperature);
     const scalar_t t2 = static_cast<scalar_t>(temperature * temperature);
@@ -105,6 +146,17 @@ void forward_cpu(const at::Tensor& cs, const at::Tensor& ct, const at::Tensor& b
 void backward_cpu(const at::Tensor& grad, const at::Tensor& ls, const at::Tensor& lt, double temperature,
                   at::Tensor& dzs, at::Tensor& dzt) {
   const int64_t K = ls.size(2);
+  if (fast_region_math(ls)) {
+    // d/dz_s = g T (p_s - p_t),  d/dz_t = g T p_t (log p_t - log p_s - KL)
+    const at::Tensor pt = lt.exp(), gT = grad.mul(temperature).unsqueeze(-1);
+    if (dzs.defined()) at::sub_out(dzs, ls.exp(), pt).mul_(gT);
+    if (dzt.defined()) {
+      at::sub_out(dzt, lt, ls);
+      const at::Tensor kl = at::mul(dzt, pt).sum(-1, /*keepdim=*/true);
+      dzt.sub_(kl).mul_(pt).mul_(gT);
+    }
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(ls.scalar_type(), "rad_backward_cpu", [&] {
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
     const scalar_t *s = ls.const_data_ptr<scalar_t>(), *t = lt.const_data_ptr<scalar_t>();
@@ -117,6 +169,10 @@ void backward_cpu(const at::Tensor& grad, const at::Tensor& ls, const at::Tensor
 
 void cells_cpu(const at::Tensor& dz, const Pyramid& p, at::Tensor& dcells) {
   const int64_t B = dz.size(0), K = dz.size(2);
+  if (fast_region_math(dz)) {  // d cells = R^T @ dz, per sample
+    at::bmm_out(dcells, region_matrix(p, dz.scalar_type()).t().expand({B, p.grid * p.grid, p.num_regions}), dz);
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(dz.scalar_type(), "rad_cells_cpu", [&] {
     const scalar_t* d = dz.const_data_ptr<scalar_t>();
     scalar_t* o = dcells.mutable_data_ptr<scalar_t>();
