@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import copy
 import csv
 import json
@@ -169,21 +171,23 @@ def test_no_host_read_per_step_and_sums_equal_python_floats(tmp_path: Path, monk
 
         monkeypatch.setattr(torch.Tensor, name, counted)
 
+    @contextlib.contextmanager
+    def inside(label):
+        where[0] = label
+        try:
+            yield
+        finally:
+            where[0] = "outside"
+
     class Probe(Trainer):
         def _train_step(self, batch):
-            where[0] = "step"
-            try:
+            with inside("step"):
                 super()._train_step(batch)
-            finally:
-                where[0] = "outside"
             assert all(isinstance(v, torch.Tensor) for v in self._acc.values()) and "loss" in self._acc
 
         def _log_point(self, bar):
-            where[0] = "log"
-            try:
+            with inside("log"):
                 super()._log_point(bar)
-            finally:
-                where[0] = "outside"
 
     per_step: list[dict[str, float]] = []
     stage = _stage(0)
