@@ -111,14 +111,12 @@ def antispoof_iso_metrics(res: dict[str, Any], cfg: dict[str, Any]) -> dict[str,
     from .evaluation import pad_metrics, predict, species_of
     from .train.checkpoint import load_model
     from .train.data import eval_batches
-    from .train.runner import load_split, split_kwargs
+    from .train.runner import load_split, split_kwargs, stage_model_path
 
     split = cfg["dataset"]["eval_split"]
     species = species_of(build_dataset(cfg["dataset"]["name"], split=split, **split_kwargs(cfg, split)))
-    stage = list(res["stages"])[-1]
-    src = str(res["stages"][stage].get("source", ""))
-    folder = Path(src.split(":", 1)[1]) if src.startswith("cache:") else Path(res["run_dir"]) / "stages" / stage
-    logits, labels = predict(load_model(folder / "model.pt"), eval_batches(load_split(cfg, split), 256))
+    path = stage_model_path(res["run_dir"], res, list(res["stages"])[-1])
+    logits, labels = predict(load_model(path), eval_batches(load_split(cfg, split), 256))
     return pad_metrics(logits, labels, species)
 
 

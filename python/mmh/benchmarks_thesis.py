@@ -74,12 +74,11 @@ def _analyse(results: dict[tuple[str, int], dict[str, Any]], seeds: int, eval_se
     from .methods.thesis import discriminator_from_state, fake_probability
     from .train.checkpoint import load_checkpoint, load_model
     from .train.data import eval_batches
+    from .train.runner import stage_model_path
 
     def model(method: str, seed: int, stage: str) -> torch.nn.Module:
         res = results[(method, seed)]
-        src = res["stages"][stage].get("source", "")
-        folder = Path(src.split(":", 1)[1]) if src.startswith("cache:") else Path(res["run_dir"]) / "stages" / stage
-        return load_model(folder / "model.pt")
+        return load_model(stage_model_path(res["run_dir"], res, stage))
 
     def stage_acc(method: str, seed: int, stage: str) -> float:
         return float(results[(method, seed)]["stages"][stage]["metrics"]["accuracy"])

@@ -113,7 +113,7 @@ def _cmd_train(ns: argparse.Namespace) -> int:
 def _cmd_eval(ns: argparse.Namespace) -> int:
     from .config import load_config
     from .train.checkpoint import load_model
-    from .train.runner import evaluate_model, load_results, load_split
+    from .train.runner import evaluate_model, load_results, load_split, stage_model_path
     from .train.trainer import resolve_device
     from .utils.io import write_json
 
@@ -122,11 +122,7 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
     stage = ns.stage or list(res["stages"])[-1]
     if stage not in res["stages"]:
         raise SystemExit(f"mmh eval: run has no stage {stage!r} (stages: {list(res['stages'])})")
-    path = ns.run_dir / "stages" / stage / "model.pt"
-    if not path.is_file():
-        src = res["stages"][stage].get("source", "")
-        path = Path(src.split(":", 1)[1]) / "model.pt" if src.startswith("cache:") else path
-    model = load_model(path)
+    model = load_model(stage_model_path(ns.run_dir, res, stage))
     split = ns.split or cfg["dataset"]["eval_split"]
     device = resolve_device(cfg.get("device", "auto"))
     metrics = evaluate_model(model, load_split(cfg, split), list(cfg["eval"]["metrics"]),

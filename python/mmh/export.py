@@ -61,7 +61,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def load_run_network(run_dir: str | os.PathLike, stage: str | None = None) -> tuple[nn.Module, str, dict[str, Any]]:
     """(the network of ``stage`` (default: the run's last stage) in eval mode, the stage name, the run's config)."""
     from .train.checkpoint import load_model
-    from .train.runner import load_results
+    from .train.runner import load_results, stage_model_path
 
     run = Path(run_dir)
     if not run.is_dir():
@@ -72,14 +72,10 @@ def load_run_network(run_dir: str | os.PathLike, stage: str | None = None) -> tu
     stage = stage or (stages[-1] if stages else None)
     if stage not in stages:
         raise ValueError(f"mmh export: run {run} has no stage {stage!r} (stages: {stages})")
-    path = run / "stages" / stage / "model.pt"
-    if not path.is_file():
-        src = res["stages"][stage].get("source", "")
-        if src.startswith(("cache:", "checkpoint:")):
-            cand = Path(src.split(":", 1)[1])
-            path = cand if cand.is_file() else cand / "model.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"mmh export: stage {stage!r} of {run} has no saved network ({path})")
+    try:
+        path = stage_model_path(run, res, stage)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"mmh export: {exc}") from None
     return load_model(path).eval(), stage, cfg
 
 

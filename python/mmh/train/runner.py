@@ -41,7 +41,7 @@ from .checkpoint import load_model, save_model
 from .data import dataset_facts, eval_batches, materialize
 from .trainer import Trainer, resolve_device
 
-__all__ = ["run_experiment", "load_split", "load_results", "stage_key", "evaluate_model", "default_run_dir",
+__all__ = ["run_experiment", "load_split", "load_results", "stage_model_path", "stage_key", "evaluate_model", "default_run_dir",
            "dataset_record", "CACHE_VERSION"]
 
 #: Bump when a change makes cached artifacts stale.
@@ -290,3 +290,18 @@ def load_results(run_dir: str | Path) -> dict[str, Any]:
         if not isinstance(record.get("source", ""), str):
             raise ValueError(f"{p}: stage {name!r} has a non-string 'source'")
     return res
+
+
+def stage_model_path(run_dir: str | Path, res: Mapping[str, Any], stage: str) -> Path:
+    """The ``model.pt`` of a finished stage: ``run_dir/stages/<stage>/model.pt``, else the file or folder its
+    ``source`` names (``cache:<folder>`` for a stage reused from the stage cache, ``checkpoint:<path>``).
+    FileNotFoundError naming the stage and the path when there is none."""
+    path = Path(run_dir) / "stages" / stage / "model.pt"
+    if not path.is_file():
+        src = str(res["stages"][stage].get("source", ""))
+        if src.startswith(("cache:", "checkpoint:")):
+            cand = Path(src.split(":", 1)[1])
+            path = cand if cand.is_file() else cand / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"stage {stage!r} of {run_dir} has no saved network ({path})")
+    return path
