@@ -225,7 +225,7 @@ def mcl_loss(logits: Tensor, labels: Tensor, mode: str, *, lam: float = 0.5, tem
     ce = F.cross_entropy(logits.reshape(m * b, k), labels.repeat(m), reduction="none").view(m, b)
     kl_u = kl_to_uniform(logits) if mode == "cmcl" else None
     if mode == "random":
-        winners = torch.randint(m, (b,), generator=generator, device="cpu").to(logits.device)
+        winners = torch.randint(m, (b,), generator=generator, device="cpu").to(logits.device, non_blocking=True)
     else:
         crit = ce if kl_u is None else ce - beta * kl_u
         winners = crit.detach().argmin(0)

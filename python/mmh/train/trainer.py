@@ -220,7 +220,6 @@ class Trainer:
         if self.dist.is_main:
             save_checkpoint(self.state_dict(), self.out_dir / name)
 
-    # ------------------------------------------------------------------------------------------------ loop
     # ------------------------------------------------------------------------------------------------ running sums
     @property
     def _sums(self) -> dict[str, float]:

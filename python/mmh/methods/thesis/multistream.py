@@ -278,7 +278,7 @@ class ModDropStage(StageModule):
             if self.p_input > 0:
                 x = torch.nn.functional.dropout(x, self.p_input, training=True)
             if m in self.dropped:
-                keep = (torch.rand(x.shape[0], device="cpu") >= self.p_drop).to(x.device, x.dtype)
+                keep = (torch.rand(x.shape[0], device="cpu") >= self.p_drop).to(x.device, x.dtype, non_blocking=True)
                 x = x * keep.view(-1, *([1] * (x.dim() - 1)))
             out[m] = x
         return out
