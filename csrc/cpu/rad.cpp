@@ -9,6 +9,7 @@
 
 #include "../mode.h"
 #include "../rad.h"
+#include "rad_pool_avx.h"
 
 namespace mmh_ext {
 namespace rad {
@@ -58,9 +59,88 @@ at::Tensor pooling_matrix(int64_t H, int64_t W, int64_t grid, at::ScalarType dty
   return cache[0].P;
 }
 
+}  // namespace
+
+CellPixels::CellPixels(int64_t H, int64_t W, int64_t grid) : offset{0}, cell_offset{0} {
+  const Bins by(grid, H), bx(grid, W);
+  for (int64_t iy = 0; iy < grid; ++iy)
+    for (int64_t ix = 0; ix < grid; ++ix) {
+      for (int64_t y = by.start[iy]; y < by.end[iy]; ++y)
+        for (int64_t x = bx.start[ix]; x < bx.end[ix]; ++x) pixels.push_back(y * W + x);
+      offset.push_back(static_cast<int64_t>(pixels.size()));
+      inv_area.push_back(1.0f / static_cast<float>((by.end[iy] - by.start[iy]) * (bx.end[ix] - bx.start[ix])));
+    }
+  for (int64_t y = 0; y < H; ++y)
+    for (int64_t x = 0; x < W; ++x) {
+      for (int64_t iy = 0; iy < grid; ++iy)
+        for (int64_t ix = 0; ix < grid; ++ix)
+          if (y >= by.start[iy] && y < by.end[iy] && x >= bx.start[ix] && x < bx.end[ix]) cells_of.push_back(iy * grid + ix);
+      cell_offset.push_back(static_cast<int64_t>(cells_of.size()));
+    }
+}
+
+namespace {
+
+#if MMH_EXT_RAD_AVX
+// float32 NCHW features, C >= 8, on a CPU with AVX: the channel-vectorised pooling of rad_pool_avx.h; channels past
+// the last multiple of 8 are summed one plane at a time, in the same order.
+bool simd_pooling(const at::Tensor& feat_or_dfeat, const at::Tensor& other) {
+  return feat_or_dfeat.scalar_type() == at::kFloat && other.scalar_type() == at::kFloat &&
+         feat_or_dfeat.is_contiguous() && other.is_contiguous() && feat_or_dfeat.size(1) >= 8 && cpu_has_avx();
+}
+
+void pool_simd(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
+  const int64_t B = feat.size(0), C = feat.size(1), HW = feat.size(2) * feat.size(3), G2 = grid * grid;
+  const int64_t nblk = C / 8, C8 = nblk * 8;
+  const CellPixels cp(feat.size(2), feat.size(3), grid);
+  const float* f = feat.const_data_ptr<float>();
+  float* o = out.mutable_data_ptr<float>();
+  at::parallel_for(0, B * nblk, grain(16 * HW), [&](int64_t begin, int64_t end) {
+    pool_blocks(f, cp, C, HW, begin, end, o);
+  });
+  if (C8 == C) return;
+  for_items(B * (C - C8), 2 * HW, [&](int64_t i) {
+    const int64_t b = i / (C - C8), c = C8 + i % (C - C8);
+    const float* plane = f + (b * C + c) * HW;
+    for (int64_t j = 0; j < G2; ++j) {
+      float acc = 0.f;
+      for (int64_t k = cp.offset[j]; k < cp.offset[j + 1]; ++k) acc += plane[cp.pixels[k]];
+      o[(b * G2 + j) * C + c] = acc * cp.inv_area[j];
+    }
+  });
+}
+
+void unpool_simd(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
+  const int64_t B = dfeat.size(0), C = dfeat.size(1), HW = dfeat.size(2) * dfeat.size(3), G2 = grid * grid;
+  const int64_t nblk = C / 8, C8 = nblk * 8;
+  const CellPixels cp(dfeat.size(2), dfeat.size(3), grid);
+  const float* g = dg.const_data_ptr<float>();
+  float* o = dfeat.mutable_data_ptr<float>();
+  at::parallel_for(0, B * nblk, grain(16 * HW), [&](int64_t begin, int64_t end) {
+    unpool_blocks(g, cp, C, HW, begin, end, o);
+  });
+  if (C8 == C) return;
+  for_items(B * (C - C8), 2 * HW, [&](int64_t i) {
+    const int64_t b = i / (C - C8), c = C8 + i % (C - C8);
+    float* plane = o + (b * C + c) * HW;
+    for (int64_t p = 0; p < HW; ++p) {
+      float acc = 0.f;
+      for (int64_t k = cp.cell_offset[p]; k < cp.cell_offset[p + 1]; ++k) {
+        const int64_t j = cp.cells_of[k];
+        acc += g[(b * G2 + j) * C + c] * cp.inv_area[j];
+      }
+      plane[p] = acc;
+    }
+  });
+}
+#endif
+
 void pool_cpu(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
   const int64_t B = feat.size(0), C = feat.size(1), H = feat.size(2), W = feat.size(3), G2 = grid * grid;
   if (!emulate_device_kernels() && feat.scalar_type() == out.scalar_type()) {
+#if MMH_EXT_RAD_AVX
+    if (simd_pooling(feat, out)) return pool_simd(feat, grid, out);
+#endif
     // Fast path: pooling is linear, so per sample it is one GEMM with the pooling matrix, written straight into
     // out[b] (G2, C) = P^T (G2, HW) @ feat[b] (HW, C) — feat[b] read in place (NCHW: a transposed operand).
     if (H == grid && W == grid) {  // the pooling is the identity: only the layout changes
@@ -183,6 +263,9 @@ void cells_cpu(const at::Tensor& dz, const Pyramid& p, at::Tensor& dcells) {
 void unpool_cpu(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
   const int64_t B = dfeat.size(0), C = dfeat.size(1), H = dfeat.size(2), W = dfeat.size(3), G2 = grid * grid;
   if (!emulate_device_kernels() && dfeat.scalar_type() == dg.scalar_type()) {
+#if MMH_EXT_RAD_AVX
+    if (simd_pooling(dfeat, dg)) return unpool_simd(dg, grid, dfeat);
+#endif
     if (H == grid && W == grid) {  // adjoint of the identity pooling: a transpose
       dfeat.view({B, C, G2}).copy_(dg.transpose(1, 2));
       return;
