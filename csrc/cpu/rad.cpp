@@ -82,31 +82,34 @@ CellPixels::CellPixels(int64_t H, int64_t W, int64_t grid) : offset{0}, cell_off
 namespace {
 
 #if MMH_EXT_RAD_AVX
-// float32 NCHW features, C >= 8, on a CPU with AVX: the channel-vectorised pooling of rad_pool_avx.h; channels past
-// the last multiple of 8 are summed one plane at a time, in the same order.
-bool simd_pooling(const at::Tensor& feat_or_dfeat, const at::Tensor& other) {
-  return feat_or_dfeat.scalar_type() == at::kFloat && other.scalar_type() == at::kFloat &&
-         feat_or_dfeat.is_contiguous() && other.is_contiguous() && feat_or_dfeat.size(1) >= 8 && cpu_has_avx();
+// NCHW float32/float16/bfloat16 features (sums in float32), C >= 8, on a CPU with AVX: the channel-vectorised pooling
+// of rad_pool_avx.h; channels past the last multiple of 8 are summed one plane at a time, in the same order.
+bool simd_pooling(const at::Tensor& feat_or_dfeat, const at::Tensor& cells) {
+  const auto t = feat_or_dfeat.scalar_type();
+  return (t == at::kFloat || t == at::kHalf || t == at::kBFloat16) && cells.scalar_type() == at::kFloat &&
+         feat_or_dfeat.is_contiguous() && cells.is_contiguous() && feat_or_dfeat.size(1) >= 8 && cpu_has_avx();
 }
 
 void pool_simd(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
   const int64_t B = feat.size(0), C = feat.size(1), HW = feat.size(2) * feat.size(3), G2 = grid * grid;
   const int64_t nblk = C / 8, C8 = nblk * 8;
   const CellPixels cp(feat.size(2), feat.size(3), grid);
-  const float* f = feat.const_data_ptr<float>();
   float* o = out.mutable_data_ptr<float>();
-  at::parallel_for(0, B * nblk, grain(16 * HW), [&](int64_t begin, int64_t end) {
-    pool_blocks(f, cp, C, HW, begin, end, o);
-  });
-  if (C8 == C) return;
-  for_items(B * (C - C8), 2 * HW, [&](int64_t i) {
-    const int64_t b = i / (C - C8), c = C8 + i % (C - C8);
-    const float* plane = f + (b * C + c) * HW;
-    for (int64_t j = 0; j < G2; ++j) {
-      float acc = 0.f;
-      for (int64_t k = cp.offset[j]; k < cp.offset[j + 1]; ++k) acc += plane[cp.pixels[k]];
-      o[(b * G2 + j) * C + c] = acc * cp.inv_area[j];
-    }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feat.scalar_type(), "rad_pool_simd", [&] {
+    const scalar_t* f = feat.const_data_ptr<scalar_t>();
+    at::parallel_for(0, B * nblk, grain(16 * HW), [&](int64_t begin, int64_t end) {
+      pool_blocks(f, cp, C, HW, begin, end, o);
+    });
+    if (C8 == C) return;
+    for_items(B * (C - C8), 2 * HW, [&](int64_t i) {
+      const int64_t b = i / (C - C8), c = C8 + i % (C - C8);
+      const scalar_t* plane = f + (b * C + c) * HW;
+      for (int64_t j = 0; j < G2; ++j) {
+        float acc = 0.f;
+        for (int64_t k = cp.offset[j]; k < cp.offset[j + 1]; ++k) acc += static_cast<float>(plane[cp.pixels[k]]);
+        o[(b * G2 + j) * C + c] = acc * cp.inv_area[j];
+      }
+    });
   });
 }
 
@@ -115,32 +118,34 @@ void unpool_simd(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
   const int64_t nblk = C / 8, C8 = nblk * 8;
   const CellPixels cp(dfeat.size(2), dfeat.size(3), grid);
   const float* g = dg.const_data_ptr<float>();
-  float* o = dfeat.mutable_data_ptr<float>();
-  at::parallel_for(0, B * nblk, grain(16 * HW), [&](int64_t begin, int64_t end) {
-    unpool_blocks(g, cp, C, HW, begin, end, o);
-  });
-  if (C8 == C) return;
-  for_items(B * (C - C8), 2 * HW, [&](int64_t i) {
-    const int64_t b = i / (C - C8), c = C8 + i % (C - C8);
-    float* plane = o + (b * C + c) * HW;
-    for (int64_t p = 0; p < HW; ++p) {
-      float acc = 0.f;
-      for (int64_t k = cp.cell_offset[p]; k < cp.cell_offset[p + 1]; ++k) {
-        const int64_t j = cp.cells_of[k];
-        acc += g[(b * G2 + j) * C + c] * cp.inv_area[j];
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dfeat.scalar_type(), "rad_unpool_simd", [&] {
+    scalar_t* o = dfeat.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, B * nblk, grain(16 * HW), [&](int64_t begin, int64_t end) {
+      unpool_blocks(g, cp, C, HW, begin, end, o);
+    });
+    if (C8 == C) return;
+    for_items(B * (C - C8), 2 * HW, [&](int64_t i) {
+      const int64_t b = i / (C - C8), c = C8 + i % (C - C8);
+      scalar_t* plane = o + (b * C + c) * HW;
+      for (int64_t p = 0; p < HW; ++p) {
+        float acc = 0.f;
+        for (int64_t k = cp.cell_offset[p]; k < cp.cell_offset[p + 1]; ++k) {
+          const int64_t j = cp.cells_of[k];
+          acc += g[(b * G2 + j) * C + c] * cp.inv_area[j];
+        }
+        plane[p] = static_cast<scalar_t>(acc);
       }
-      plane[p] = acc;
-    }
+    });
   });
 }
 #endif
 
 void pool_cpu(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
   const int64_t B = feat.size(0), C = feat.size(1), H = feat.size(2), W = feat.size(3), G2 = grid * grid;
-  if (!emulate_device_kernels() && feat.scalar_type() == out.scalar_type()) {
 #if MMH_EXT_RAD_AVX
-    if (simd_pooling(feat, out)) return pool_simd(feat, grid, out);
+  if (!emulate_device_kernels() && simd_pooling(feat, out)) return pool_simd(feat, grid, out);
 #endif
+  if (!emulate_device_kernels() && feat.scalar_type() == out.scalar_type()) {
     // Fast path: pooling is linear, so per sample it is one GEMM with the pooling matrix, written straight into
     // out[b] (G2, C) = P^T (G2, HW) @ feat[b] (HW, C) — feat[b] read in place (NCHW: a transposed operand).
     if (H == grid && W == grid) {  // the pooling is the identity: only the layout changes
@@ -262,10 +267,10 @@ void cells_cpu(const at::Tensor& dz, const Pyramid& p, at::Tensor& dcells) {
 
 void unpool_cpu(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
   const int64_t B = dfeat.size(0), C = dfeat.size(1), H = dfeat.size(2), W = dfeat.size(3), G2 = grid * grid;
-  if (!emulate_device_kernels() && dfeat.scalar_type() == dg.scalar_type()) {
 #if MMH_EXT_RAD_AVX
-    if (simd_pooling(dfeat, dg)) return unpool_simd(dg, grid, dfeat);
+  if (!emulate_device_kernels() && simd_pooling(dfeat, dg)) return unpool_simd(dg, grid, dfeat);
 #endif
+  if (!emulate_device_kernels() && dfeat.scalar_type() == dg.scalar_type()) {
     if (H == grid && W == grid) {  // adjoint of the identity pooling: a transpose
       dfeat.view({B, C, G2}).copy_(dg.transpose(1, 2));
       return;

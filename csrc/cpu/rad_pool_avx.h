@@ -1,4 +1,4 @@
-// RAD's grid pooling and its adjoint for float32 NCHW feature maps on x86-64 CPUs with AVX, vectorised across
+// RAD's grid pooling and its adjoint for NCHW feature maps (float32, float16, bfloat16; sums in float32) on x86-64 CPUs with AVX, vectorised across
 // channels: a block of 8 channel planes is transposed in registers (8x8 float transposes) into a per-pixel buffer of
 // 8-channel vectors, and every cell is a sum of its pixels' vectors (the adjoint: every pixel a sum of its cells'
 // vectors, transposed back into the planes). The pooling touches each input value once per cell that holds it —
@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
@@ -113,27 +114,43 @@ MMH_EXT_AVX inline void unpool_block8(const float* dg, const CellPixels& cp, int
 }
 
 // The pooling of B samples' C channels, channels c < C - C % 8 (the rest: the caller), samples x 8-channel blocks
-// [begin, end): feat (B, C, HW) contiguous, out (B, G2, C).
-MMH_EXT_AVX inline void pool_blocks(const float* feat, const CellPixels& cp, int64_t C, int64_t HW, int64_t begin,
+// [begin, end): feat (B, C, HW) contiguous, out (B, G2, C) float. float16/bfloat16 maps are read into float 8 planes
+// at a time first (exact), then pooled like float32 ones.
+template <typename scalar_t>
+MMH_EXT_AVX inline void pool_blocks(const scalar_t* feat, const CellPixels& cp, int64_t C, int64_t HW, int64_t begin,
                                     int64_t end, float* out) {
   const int64_t G2 = static_cast<int64_t>(cp.inv_area.size()), nblk = C / 8;
-  std::vector<float> buf(HW * 8);
+  std::vector<float> buf(HW * 8), stage(std::is_same<scalar_t, float>::value ? 0 : HW * 8);
   for (int64_t i = begin; i < end; ++i) {
     const int64_t b = i / nblk, c0 = (i % nblk) * 8;
-    planes_to_pixels(feat + (b * C + c0) * HW, HW, buf.data());
+    const scalar_t* planes = feat + (b * C + c0) * HW;
+    if constexpr (std::is_same<scalar_t, float>::value) {
+      planes_to_pixels(planes, HW, buf.data());
+    } else {
+      for (int64_t k = 0; k < 8 * HW; ++k) stage[k] = static_cast<float>(planes[k]);
+      planes_to_pixels(stage.data(), HW, buf.data());
+    }
     pool_block8(buf.data(), cp, C, out + b * G2 * C + c0);
   }
 }
 
-// The adjoint over the same blocks: dg (B, G2, C), dfeat (B, C, HW) contiguous.
+// The adjoint over the same blocks: dg (B, G2, C) float, dfeat (B, C, HW) contiguous (float16/bfloat16: each value
+// rounded once, to nearest even, from the float32 sum).
+template <typename scalar_t>
 MMH_EXT_AVX inline void unpool_blocks(const float* dg, const CellPixels& cp, int64_t C, int64_t HW, int64_t begin,
-                                      int64_t end, float* dfeat) {
+                                      int64_t end, scalar_t* dfeat) {
   const int64_t G2 = static_cast<int64_t>(cp.inv_area.size()), nblk = C / 8;
-  std::vector<float> buf(HW * 8), cells(G2 * 8);
+  std::vector<float> buf(HW * 8), cells(G2 * 8), stage(std::is_same<scalar_t, float>::value ? 0 : HW * 8);
   for (int64_t i = begin; i < end; ++i) {
     const int64_t b = i / nblk, c0 = (i % nblk) * 8;
     unpool_block8(dg + b * G2 * C + c0, cp, C, HW, cells.data(), buf.data());
-    pixels_to_planes(buf.data(), HW, dfeat + (b * C + c0) * HW);
+    scalar_t* planes = dfeat + (b * C + c0) * HW;
+    if constexpr (std::is_same<scalar_t, float>::value) {
+      pixels_to_planes(buf.data(), HW, planes);
+    } else {
+      pixels_to_planes(buf.data(), HW, stage.data());
+      for (int64_t k = 0; k < 8 * HW; ++k) planes[k] = static_cast<scalar_t>(stage[k]);
+    }
   }
 }
 
