@@ -23,14 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models import build_model, derive_student
+from ..train.stage import Batch, LossDict, StageModule
 
 __all__ = [
-    "StageModule", "Supervised", "Distiller", "Stage", "StageContext", "freeze", "Batch", "LossDict",
+    "Supervised", "Distiller", "Stage", "StageContext", "freeze",
     "cross_entropy_term",
 ]
-
-Batch = Mapping[str, Tensor]
-LossDict = dict[str, Tensor]
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -48,57 +46,6 @@ def cross_entropy_term(logits: Tensor, batch: Batch, weight: float) -> Tensor:
     if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
         raise ValueError(f"batch['label'] must be (B,) with B = {logits.shape[0]}, got {tuple(labels.shape)}")
     return float(weight) * F.cross_entropy(logits, labels)
-
-
-class StageModule(nn.Module):
-    """One stage's unit of training. Subclasses implement :meth:`forward` and set :attr:`frozen`.
-
-    ``frozen``: names of sub-modules that are frozen (no gradients, always in eval mode even when the stage is in
-    train mode, excluded from checkpoints since they come from an earlier stage).
-    """
-
-    frozen: tuple[str, ...] = ()
-
-    def forward(self, batch: Batch) -> tuple[Tensor, LossDict]:  # pragma: no cover - abstract
-        """Training forward: (logits of the trained network, weighted loss terms)."""
-        raise NotImplementedError
-
-    def deployable(self) -> nn.Module:  # pragma: no cover - abstract
-        """The network this stage produces (evaluated, and handed to later stages)."""
-        raise NotImplementedError
-
-    def diagnostics(self) -> dict[str, float | Tensor]:
-        """Numbers about the last training step that are not loss terms (e.g. RAD's region weights); the trainer
-        averages them per epoch into ``metrics.csv``. Return 0-dim tensors (left on the device) rather than
-        Python floats, which would read the device at every step. Default: none."""
-        return {}
-
-    def predict(self, batch: Batch) -> Tensor:
-        """Evaluation logits of :meth:`deployable`."""
-        return self.deployable()(batch)
-
-    def train(self, mode: bool = True) -> StageModule:
-        super().train(mode)
-        for name in self.frozen:
-            getattr(self, name).eval()
-        return self
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters the optimiser updates (those with ``requires_grad``)."""
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def trainable_state_dict(self) -> dict[str, Tensor]:
-        """The state dict without the frozen sub-modules."""
-        prefixes = tuple(f"{name}." for name in self.frozen)
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(prefixes)}
-
-    def load_trainable_state_dict(self, state: Mapping[str, Tensor]) -> None:
-        """Inverse of :meth:`trainable_state_dict` (RuntimeError naming any missing or unexpected key)."""
-        prefixes = tuple(f"{name}." for name in self.frozen)
-        result = self.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if not k.startswith(prefixes)]
-        if missing or result.unexpected_keys:
-            raise RuntimeError(f"stage state mismatch: missing {missing}, unexpected {result.unexpected_keys}")
 
 
 class Supervised(StageModule):
@@ -228,8 +175,13 @@ class StageContext:
         return self.inputs[name]
 
     def loss_cfg(self, name: str) -> dict[str, Any]:
-        """A copy of ``cfg["loss"][name]``."""
-        return copy.deepcopy(self.cfg["loss"][name])
+        """A copy of ``cfg["loss"][name]`` (KeyError naming the section when the config lacks it: resolve configs
+        with :func:`mmh.config.load_config`, whose schema holds every registered method's defaults)."""
+        section = (self.cfg.get("loss") or {}).get(name)
+        if not isinstance(section, Mapping):
+            raise KeyError(f"config has no section loss.{name} (a config resolved by mmh.config.load_config holds "
+                           f"the defaults of every registered method)")
+        return copy.deepcopy(dict(section))
 
 
 StageBuilder = Callable[[StageContext], StageModule]
@@ -244,7 +196,8 @@ class Stage:
     the common ones: seed, dataset, model, modalities, its training settings) and its inputs' keys it forms the cache
     key, so a trained teacher is reused by every method. ``section``: the ``stages.<section>`` entry of the config
     with its training overrides (and an optional ``checkpoint`` path to load instead of training). ``trains``:
-    False for stages that only assemble their inputs (ensembles).
+    False for stages that only assemble their inputs (ensembles). ``artifacts``: names of the extra artifacts its
+    module publishes (:meth:`mmh.train.StageModule.artifacts`), saved and cached beside ``model.pt``.
     """
 
     name: str
@@ -254,3 +207,4 @@ class Stage:
     section: str = "student"
     depends_on: tuple[str, ...] = ()
     trains: bool = True
+    artifacts: tuple[str, ...] = ()

@@ -1,4 +1,4 @@
-"""The one trainer: any :class:`mmh.methods.StageModule`, step-based, resumable, DDP-ready.
+"""The one trainer: any :class:`mmh.train.StageModule`, step-based, resumable, DDP-ready.
 
 The trainer knows nothing of methods: it calls ``stage(batch) -> (logits, {name: weighted loss})``, sums the terms,
 steps the optimizer over ``stage.trainable_parameters()`` and the per-step scheduler, and writes, in ``out_dir``:
@@ -43,30 +43,19 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..config import amp_setting
-from ..methods.base import StageModule
+from ..data.loader import EpochBatchSampler, make_loader, to_device
+from ..utils.device import resolve_device
 from ..utils.distributed import DistInfo, dist_info
 from ..utils.seed import get_rng_state, set_rng_state
 from .checkpoint import decode_rng_state, encode_rng_state, load_checkpoint, save_checkpoint
-from .data import EpochBatchSampler, batch_loader, to_device
 from .optim import build_optimizer, build_scheduler
+from .stage import StageModule
 
-__all__ = ["Trainer", "TrainResult", "resolve_device"]
+__all__ = ["Trainer", "TrainResult"]
 
 _log = logging.getLogger(__name__)
 #: Running sums counted on the host (no device value needed): steps and labelled samples of the epoch so far.
 _HOST_SUMS = ("n", "seen")
-
-
-def resolve_device(spec: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> cuda when available else cpu; otherwise ``torch.device(spec)`` (ValueError if unusable)."""
-    if isinstance(spec, torch.device):
-        return spec
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} requested but CUDA is not available")
-    return dev
 
 
 @dataclass
@@ -370,12 +359,10 @@ class Trainer:
         try:
             while self.step < self.total_steps:
                 epoch, start = divmod(self.step, self.steps_per_epoch)
-                sampler = EpochBatchSampler(
-                    len(self.train_set), int(self.tcfg["batch_size"]), seed=self.seed, epoch=epoch,  # type: ignore
-                    shuffle=True, drop_last=bool(self.tcfg["drop_last"]), start_batch=start,
-                    rank=self.dist.rank, world_size=self.dist.world_size)
-                loader = batch_loader(self.train_set, sampler, num_workers=int(self.tcfg["num_workers"]),
-                                      seed=self.seed * 100003 + epoch)
+                loader = make_loader(self.train_set, int(self.tcfg["batch_size"]), shuffle=True, seed=self.seed,
+                                     epoch=epoch, start_batch=start, drop_last=bool(self.tcfg["drop_last"]),
+                                     num_workers=int(self.tcfg["num_workers"]), rank=self.dist.rank,
+                                     world_size=self.dist.world_size)
                 log_every = int(self.tcfg.get("log_every") or 0)
                 for batch in loader:
                     self._train_step(batch)
