@@ -102,14 +102,6 @@ class Distiller(StageModule):
         self.s_paths: list[str] = []
         self.t_paths: list[str] = []
 
-    def student_paths(self) -> list[str]:
-        """Dotted module paths of the student whose outputs the loss needs."""
-        return self.s_paths
-
-    def teacher_paths(self) -> list[str]:
-        """Dotted module paths of the teacher whose outputs the loss needs (paired with :meth:`student_paths`)."""
-        return self.t_paths
-
     def distill_losses(self, student_logits: Tensor, teacher_logits: Tensor, student_feats: Mapping[str, Tensor],
                        teacher_feats: Mapping[str, Tensor], batch: Batch) -> LossDict:  # pragma: no cover
         """The weighted distillation terms."""
@@ -118,9 +110,9 @@ class Distiller(StageModule):
     def forward(self, batch: Batch) -> tuple[Tensor, LossDict]:
         from ..models import FeatureExtractor  # local: keeps the import graph of this module light
 
-        with torch.no_grad(), FeatureExtractor(self.teacher, self.teacher_paths(), detach=True) as t_feats:
+        with torch.no_grad(), FeatureExtractor(self.teacher, self.t_paths, detach=True) as t_feats:
             t_logits = self.teacher(batch)
-        with FeatureExtractor(self.student, self.student_paths()) as s_feats:
+        with FeatureExtractor(self.student, self.s_paths) as s_feats:
             s_logits = self.student(batch)
         losses = {"loss_ce": cross_entropy_term(s_logits, batch, self.ce_weight)} if self.ce_weight else {}
         losses.update(self.distill_losses(s_logits, t_logits, s_feats, t_feats, batch))

@@ -207,8 +207,14 @@ def model_from_payload(payload: Any, source: str = "<payload>") -> nn.Module:
         model = build_model(name, **cfg)
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"model artifact {source}: cannot build model {name!r} from its config: {exc}") from None
-    given: dict[str, torch.Tensor] = payload["state_dict"]
-    expected = model.state_dict()
+    _check_weights(payload["state_dict"], model.state_dict(), source, name)
+    model.load_state_dict(payload["state_dict"])
+    return model
+
+
+def _check_weights(given: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str,
+                   name: str) -> None:
+    """ValueError naming ``source`` when ``given`` weights do not fit the model (missing, extra, wrong shapes)."""
     problems = []
     lost = [k for k in expected if k not in given]
     extra = [k for k in given if k not in expected]
@@ -223,8 +229,6 @@ def model_from_payload(payload: Any, source: str = "<payload>") -> nn.Module:
     if problems:
         raise ValueError(f"model artifact {source}: its weights do not fit the model its config describes "
                          f"({name}): {'; '.join(problems)}")
-    model.load_state_dict(given)
-    return model
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> None:

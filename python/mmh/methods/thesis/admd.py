@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ...data.loader import to_device
 from ...losses import admd_discriminator_loss, admd_hallucination_loss, admd_targets
 from ...models import FeatureExtractor, FrameDiscriminator
 from ...train.stage import Batch, LossDict, StageModule
@@ -206,7 +207,7 @@ def fake_probability(depth_net: nn.Module, disc: FrameDiscriminator, batches: It
     disc.eval().to(device)
     total, n = 0.0, 0
     for batch in batches:
-        batch = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in batch.items()}
+        batch = to_device(batch, device)
         with FeatureExtractor(depth_net, [path], detach=True) as feats:
             depth_net(batch)
         f = feats[path].flatten(1)

@@ -99,6 +99,21 @@ def unit_path(model: nn.Module, stream: str, layer: str) -> str:
     return f"streams.{stream}.{layer}.{len(stage) - 1}"
 
 
+def _check_step3(alpha: float, gd_on: str, teacher_mode: str, hall_layers: tuple[str, ...],
+                 hall_reduction: str) -> None:
+    """ValueError naming the step-3 setting that is out of range."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if gd_on not in ("fused", "hall"):
+        raise ValueError(f"gd_on must be 'fused' or 'hall', got {gd_on!r}")
+    if teacher_mode not in TEACHER_MODES:
+        raise ValueError(f"loss.multistream.teacher must be one of {TEACHER_MODES}, got {teacher_mode!r}")
+    if not hall_layers and alpha > 0:
+        raise ValueError("hall_layers is empty but alpha > 0 asks for the hallucination loss")
+    if hall_reduction not in HALL_REDUCTIONS:
+        raise ValueError(f"hall_reduction must be one of {HALL_REDUCTIONS}, got {hall_reduction!r}")
+
+
 # ------------------------------------------------------------------------------------------------ stage modules
 class HallucinationStage(StageModule):
     """Step 3: the ``hall`` stream learns from a frozen teacher with :func:`mmh.losses.modality_distillation_loss`
@@ -126,16 +141,7 @@ class HallucinationStage(StageModule):
                  gd_on: str = _MSD["gd_on"], teacher_stream: str = "depth", teacher_mode: str = _MSD["teacher"],
                  deploy: nn.Module | None = None) -> None:
         super().__init__()
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-        if gd_on not in ("fused", "hall"):
-            raise ValueError(f"gd_on must be 'fused' or 'hall', got {gd_on!r}")
-        if teacher_mode not in TEACHER_MODES:
-            raise ValueError(f"loss.multistream.teacher must be one of {TEACHER_MODES}, got {teacher_mode!r}")
-        if not hall_layers and alpha > 0:
-            raise ValueError("hall_layers is empty but alpha > 0 asks for the hallucination loss")
-        if hall_reduction not in HALL_REDUCTIONS:
-            raise ValueError(f"hall_reduction must be one of {HALL_REDUCTIONS}, got {hall_reduction!r}")
+        _check_step3(alpha, gd_on, teacher_mode, hall_layers, hall_reduction)
         self.teacher_mode = teacher_mode
         self.student = student
         if teacher_mode == "depth_stream":
