@@ -144,10 +144,11 @@ class StageContext:
             raise KeyError(f"config has no modalities for role {role!r} (set modalities.{role})")
         return list(mods)
 
-    def build_model(self, role: str) -> nn.Module:
-        """A fresh ``cfg.model`` network reading the modalities of ``role``, weights drawn from ``cfg.seed``."""
+    def build_model(self, role: str, **overrides: Any) -> nn.Module:
+        """A fresh ``cfg.model`` network reading the modalities of ``role``, weights drawn from ``cfg.seed``;
+        ``overrides`` replace model kwargs (e.g. ``streams``, ``connections``)."""
         mods = self.modalities(role)
-        kwargs = {**self.model_kwargs, **self.cfg["model"].get("kwargs", {})}
+        kwargs = {**self.model_kwargs, **self.cfg["model"].get("kwargs", {}), **overrides}
         return build_model(self.cfg["model"]["name"], modalities=mods, num_classes=self.num_classes,
                            in_channels={m: self.in_channels[m] for m in mods if m in self.in_channels} or None,
                            seed=int(self.cfg["seed"]), **kwargs)

@@ -37,7 +37,7 @@ from ...models import FeatureExtractor, FrameDiscriminator
 from ...train.stage import Batch, LossDict, StageModule
 from ..base import Stage, StageContext, cross_entropy_term, freeze
 from ..registry import register_method
-from .common import StreamsCE, build_net, copy_stream
+from .common import StreamsCE, copy_stream
 
 __all__ = ["ADMDStage", "AssembleStage", "admd_targets", "fake_probability", "discriminator_from_state",
            "frame_indices", "ADMD_DEFAULTS"]
@@ -127,18 +127,14 @@ class AssembleStage(StageModule):
         return self.model
 
 
-def _build_net(ctx: StageContext, role: str, streams: Mapping[str, str] | None = None) -> nn.Module:
-    return build_net(ctx, role, **({"streams": dict(streams)} if streams is not None else {}))
-
-
 def _build_streams(ctx: StageContext) -> StreamsCE:
-    return StreamsCE(_build_net(ctx, "teacher"))
+    return StreamsCE(ctx.build_model("teacher"))
 
 
 def _build_hall(ctx: StageContext, naive: bool) -> ADMDStage:
     c = {**ctx.loss_cfg("admd"), "naive": naive}
     depth_net = ctx.input("streams")
-    hall = _build_net(ctx, "student", streams={"hall": ctx.modalities("student")[0]})
+    hall = ctx.build_model("student", streams={"hall": ctx.modalities("student")[0]})
     copy_stream(hall, "hall", depth_net, "depth")
     dim = hall.streams["hall"].bottleneck.out_channels
     frames = int(ctx.model_kwargs.get("num_frames") or 1) if c["frame_conditioning"] else 0
@@ -151,7 +147,7 @@ def _build_hall(ctx: StageContext, naive: bool) -> ADMDStage:
 
 def _build_fusion(ctx: StageContext) -> AssembleStage:
     rgb = ctx.modalities("student")[0]
-    fused = _build_net(ctx, "student", streams={"rgb": rgb, "hall": rgb})
+    fused = ctx.build_model("student", streams={"rgb": rgb, "hall": rgb})
     copy_stream(fused, "rgb", ctx.input("streams"), "rgb")
     copy_stream(fused, "hall", ctx.input("hallucination"), "hall")
     return AssembleStage(fused)

@@ -12,30 +12,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
 from ...losses import HALL_REDUCTIONS, generalized_distillation, hallucination_loss, soft_cross_entropy
-from ...models import build_model
 from ...train.stage import Batch, LossDict, StageModule
-from ..base import StageContext, cross_entropy_term
+from ..base import cross_entropy_term
 
 __all__ = [
     "copy_stream", "soft_cross_entropy",
     "generalized_distillation", "hallucination_loss", "StreamsCE", "stream_names", "freeze_parts",
-    "HALL_REDUCTIONS", "build_net",
+    "HALL_REDUCTIONS",
 ]
-
-def build_net(ctx: StageContext, role: str, **overrides: Any) -> nn.Module:
-    """``cfg.model`` on ``modalities.<role>``, weights from ``cfg.seed``; ``overrides`` replace model kwargs."""
-    mods = ctx.modalities(role)
-    kwargs = {**ctx.model_kwargs, **ctx.cfg["model"].get("kwargs", {}), **overrides}
-    return build_model(ctx.cfg["model"]["name"], modalities=mods, num_classes=ctx.num_classes,
-                       in_channels={m: ctx.in_channels[m] for m in mods if m in ctx.in_channels} or None,
-                       seed=int(ctx.cfg["seed"]), **kwargs)
-
 
 def stream_names(model: nn.Module) -> list[str]:
     """Stream names of a late-fusion net (TypeError if ``model`` has no ``streams``)."""

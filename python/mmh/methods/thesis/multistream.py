@@ -50,7 +50,7 @@ from ...models import FeatureExtractor, derive_student
 from ...train.stage import Batch, LossDict, StageModule
 from ..base import Stage, StageContext, Supervised, cross_entropy_term, freeze
 from ..registry import register_method
-from .common import StreamsCE, build_net, copy_stream, freeze_parts
+from .common import StreamsCE, copy_stream, freeze_parts
 
 __all__ = [
     "HallucinationStage", "HoffmanStage", "ModDropStage", "build_streams", "multistream_stages", "unit_path",
@@ -87,7 +87,7 @@ def build_streams(ctx: StageContext, role: str, *, streams: Mapping[str, str] | 
                   connections: bool = False, direction: tuple[str, str] = ("depth", "rgb")) -> nn.Module:
     """``cfg.model`` (a multiplier net) on ``modalities.<role>`` with the given streams and connections."""
     extra = {"streams": dict(streams)} if streams is not None else {}
-    return build_net(ctx, role, connections=connections, gate_from=direction[0], gate_into=direction[1], **extra)
+    return ctx.build_model(role, connections=connections, gate_from=direction[0], gate_into=direction[1], **extra)
 
 
 def unit_path(model: nn.Module, stream: str, layer: str) -> str:
@@ -335,7 +335,7 @@ def _build_step3(ctx: StageContext) -> HallucinationStage:
     # with the inverted direction the depth stream sends none, so the hallucination stream trains unconnected
     connect = bool(c["connections"]) and c["direction"] == "depth_to_rgb"
     _direction(c, student=True)
-    net = build_net(ctx, "teacher", streams={"depth": "depth", "hall": "rgb"}, connections=connect,
+    net = ctx.build_model("teacher", streams={"depth": "depth", "hall": "rgb"}, connections=connect,
                     gate_from="depth", gate_into="hall")
     copy_stream(net, "depth", step2, "depth")
     copy_stream(net, "hall", step2, "depth")
