@@ -64,9 +64,7 @@ def run_job(job: Job) -> dict[str, Any]:
     ``"thesis"`` for the thesis configs), one thread, quiet; the result has ``wall_s`` added."""
     import torch
 
-    from . import methods  # noqa: F401  (registers the methods)
-    from .methods import thesis  # noqa: F401  (registers the thesis methods and their config defaults)
-    from .train.runner import run_experiment
+    from .runner import run_experiment
 
     torch.set_num_threads(1)
     dataset, method, seed, overrides, run_dir = job
@@ -110,8 +108,8 @@ def antispoof_iso_metrics(res: dict[str, Any], cfg: dict[str, Any]) -> dict[str,
     from .data import build_dataset
     from .evaluation import pad_metrics, predict, species_of
     from .train.checkpoint import load_model
-    from .train.data import eval_batches
-    from .train.runner import load_split, split_kwargs, stage_model_path
+    from .data import eval_batches
+    from .runner import load_split, split_kwargs, stage_model_path
 
     split = cfg["dataset"]["eval_split"]
     species = species_of(build_dataset(cfg["dataset"]["name"], split=split, **split_kwargs(cfg, split)))
@@ -196,8 +194,6 @@ def benchmark_mmh(*, quick: bool = False, seeds: int = 3, out: str | Path = "run
         anti = {m: {**entry("synthetic_antispoof", m, "acer"),
                     "accuracy": [results[("synthetic_antispoof", m, s)]["final"]["accuracy"] for s in range(seeds)]}
                 for m in ANTISPOOF_METHODS}
-        from . import methods as _methods  # noqa: F401  (registers the methods: load_model rebuilds registered nets)
-
         for m in ANTISPOOF_METHODS:
             cfgs = [load_config(find_config(f"synthetic_antispoof/{m}"), [f"seed={s}", *over]) for s in range(seeds)]
             iso = [antispoof_iso_metrics(results[("synthetic_antispoof", m, s)], cfgs[s]) for s in range(seeds)]

@@ -73,8 +73,8 @@ def _analyse(results: dict[tuple[str, int], dict[str, Any]], seeds: int, eval_se
     from .evaluation import accuracy
     from .methods.thesis import discriminator_from_state, fake_probability
     from .train.checkpoint import load_checkpoint, load_model
-    from .train.data import eval_batches
-    from .train.runner import stage_model_path
+    from .data import eval_batches
+    from .runner import stage_model_path
 
     def model(method: str, seed: int, stage: str) -> torch.nn.Module:
         res = results[(method, seed)]
@@ -246,7 +246,7 @@ def run_thesis_benchmark(quick: bool = False, seeds: int = 2, out: str | Path | 
     from . import methods  # noqa: F401
     from .config import find_config, load_config
     from .methods import thesis  # noqa: F401
-    from .train.runner import load_split
+    from .runner import load_split
 
     cfg = load_config(find_config("thesis/multistream"), over)
     cfg_mcl = load_config(find_config("thesis/dmcl"), over)

@@ -98,7 +98,7 @@ def _split_train_args(args: list[str], resume: Path | None) -> tuple[Path | None
 
 def _cmd_train(ns: argparse.Namespace) -> int:
     from .config import load_config
-    from .train.runner import run_experiment
+    from .runner import run_experiment
     from .utils.distributed import is_main_process
 
     config, overrides = _split_train_args(ns.args, ns.resume)
@@ -113,8 +113,8 @@ def _cmd_train(ns: argparse.Namespace) -> int:
 def _cmd_eval(ns: argparse.Namespace) -> int:
     from .config import load_config
     from .train.checkpoint import load_model
-    from .train.runner import evaluate_model, load_results, load_split, stage_model_path
-    from .train.trainer import resolve_device
+    from .runner import evaluate_model, load_results, load_split, stage_model_path
+    from .utils.device import resolve_device
     from .utils.io import write_json
 
     res = load_results(ns.run_dir)
@@ -203,8 +203,6 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         getattr(ns, target).extend(extra)
     try:
-        if ns.command in ("train", "eval"):
-            from . import methods  # noqa: F401  (registers every method and its loss.* config defaults first)
         return _COMMANDS[ns.command](ns)
     except (FileNotFoundError, KeyError, ValueError, TypeError, MissingExtraError) as exc:
         if os.environ.get("MMH_DEBUG"):

@@ -2,7 +2,11 @@
 
 A config is a plain nested ``dict``. Resolution order (later wins)::
 
-    DEFAULTS  <-  _base_ files (recursively)  <-  the YAML file  <-  overrides
+    defaults()  <-  _base_ files (recursively)  <-  the YAML file  <-  overrides
+
+:func:`defaults` is the schema: :data:`DEFAULTS` (the framework's own keys) plus the ``loss.<section>`` defaults each
+registered method declared where it registers (:func:`mmh.methods.register_method`); the built-in methods are
+imported for that, so a config loads in a fresh process whatever was imported before.
 
 A ``_base_`` entry (a string or a list) is a path relative to the including file or, when no such file exists, the
 name of a shipped config (``_base_: synthetic_motion/rad``, ``.yaml`` optional; see :func:`config_dir`).
@@ -28,11 +32,12 @@ from typing import Any
 import yaml
 
 __all__ = [
-    "DEFAULTS", "load_config", "apply_overrides", "parse_value", "merge", "get_path", "set_path", "save_config",
+    "DEFAULTS", "defaults", "load_config", "apply_overrides", "parse_value", "merge", "get_path", "set_path", "save_config",
     "config_hash", "stage_train_config", "config_dir", "find_config", "AMP_VALUES", "amp_setting",
 ]
 
-#: The defaults every config starts from. Every key a config may set appears here (``+key=value`` adds others).
+#: The framework's defaults: every key a config may set appears here or in a method's ``loss.<section>`` defaults
+#: (:func:`defaults`; ``+key=value`` adds others).
 DEFAULTS: dict[str, Any] = {
     "method": "baseline",
     "seed": 0,
@@ -78,14 +83,7 @@ DEFAULTS: dict[str, Any] = {
         "progress": True,
     },
     "stages": {},  # per-stage overrides of ``train`` (e.g. stages.teacher.steps=200) and ``checkpoint: PATH``
-    "loss": {
-        "ce": 1.0,
-        "rad": {"alpha": 0.4, "grid": 4, "levels": [4, 2, 1], "temperature": 2.0, "weighting": "none"},
-        "dad": {"beta": 1.0, "form": "paper", "layers": None, "teacher_layers": None, "gather": True},
-        "kd": {"weight": 1.0, "temperature": 4.0},
-        "mars": {"weight": 1.0, "layers": None},
-        "mers": {"finetune": "classifier"},
-    },
+    "loss": {"ce": 1.0},  # + one section per method family (loss.rad, loss.dad, ...): see defaults()
     "eval": {"batch_size": 256, "metrics": ["accuracy"]},
     "output": {"root": "runs", "name": None, "cache": None},  # cache None: <root>/cache; "" disables it
 }
@@ -226,7 +224,7 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
 
 _MISSING = object()
 
-#: Sections whose sub-keys are not fixed by DEFAULTS (dataset/model kwargs, per-stage overrides, modality roles).
+#: Sections whose sub-keys are not fixed by the defaults (dataset/model kwargs, per-stage overrides, modality roles).
 _FREE_FORM = ("stages", "dataset.kwargs", "dataset.split_kwargs", "model.kwargs", "modalities")
 
 
@@ -271,27 +269,34 @@ def _base_path(including: Path, base: Any) -> Path:
                                 f"config under {config_dir()}") from None
 
 
+def defaults() -> dict[str, Any]:
+    """The config schema with its default values (a fresh copy): :data:`DEFAULTS` and, under ``loss``, the
+    sections the registered methods declared (the built-in methods are imported so that they are registered)."""
+    from . import methods  # noqa: F401  (lazy: registers the built-in methods; config is imported by them)
+    from .methods.registry import method_defaults
+
+    cfg = copy.deepcopy(DEFAULTS)
+    for section, values in method_defaults().items():
+        if section in cfg["loss"]:
+            raise ValueError(f"a method declares defaults for loss.{section}, a key of the framework's DEFAULTS")
+        cfg["loss"][section] = values
+    return cfg
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """Resolve a config: :data:`DEFAULTS` <- YAML file (with ``_base_``) <- ``overrides``.
+    """Resolve a config: :func:`defaults` <- YAML file (with ``_base_``) <- ``overrides``.
 
     Keys in the file that are not in the defaults are an error naming the key and the file (typo protection);
     ``stages`` and ``*.kwargs`` sections are free-form.
     """
-    _load_builtin_defaults()
-    cfg = copy.deepcopy(DEFAULTS)
+    cfg = defaults()
     if path is not None:
         data = _load_yaml(Path(path))
-        _check_known(DEFAULTS, data, "", str(path))
+        _check_known(cfg, data, "", str(path))
         cfg = merge(cfg, data)
     cfg = apply_overrides(cfg, overrides)
     validate(cfg)
     return cfg
-
-
-def _load_builtin_defaults() -> None:
-    """Import the built-in methods, which add their ``loss.*`` sections (the thesis methods') to :data:`DEFAULTS`,
-    so every shipped config loads in a fresh process whatever was imported before (a no-op once imported)."""
-    from . import methods  # noqa: F401
 
 
 def _check_known(defaults: Mapping[str, Any], data: Mapping[str, Any], prefix: str, source: str) -> None:

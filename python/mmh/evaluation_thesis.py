@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from .data.transforms import SpeckleNoise
 from .evaluation import accuracy, ensemble_metrics
-from .train.data import eval_batches
+from .data.loader import eval_batches
 
 __all__ = ["SIGMA2_GRID", "stream_logits", "subset_logits", "mcl_metrics", "subset_accuracy", "noisy_batches",
            "noise_sweep", "plot_noise_sweep"]

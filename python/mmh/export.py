@@ -61,7 +61,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def load_run_network(run_dir: str | os.PathLike, stage: str | None = None) -> tuple[nn.Module, str, dict[str, Any]]:
     """(the network of ``stage`` (default: the run's last stage) in eval mode, the stage name, the run's config)."""
     from .train.checkpoint import load_model
-    from .train.runner import load_results, stage_model_path
+    from .runner import load_results, stage_model_path
 
     run = Path(run_dir)
     if not run.is_dir():
@@ -100,8 +100,8 @@ def _facts(run: Path, cfg: Mapping[str, Any]) -> dict[str, Any]:
         return json.loads(p.read_text())
     from . import methods  # noqa: F401  (registers the methods' loss.* defaults)
     from .config import load_config
-    from .train.data import dataset_facts
-    from .train.runner import dataset_record, load_split
+    from .data import dataset_facts
+    from .runner import dataset_record, load_split
 
     full = load_config(run / "config.yaml")
     ds = load_split(full, full["dataset"]["train_split"])

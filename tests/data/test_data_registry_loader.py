@@ -81,17 +81,22 @@ def test_loader_empty_dataset():
         make_loader(Empty(), 2, shuffle=False, seed=0)
 
 
-def test_distributed_sampler(tmp_path):
+def test_distributed_loader(tmp_path):
+    """``distributed=True`` takes rank and world size from the process group; epochs are drawn from (seed, epoch);
+    the ranks' shares of a global batch are what one process with the whole batch sees."""
     if dist.is_initialized():
         pytest.skip("a process group is already initialised")
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
-        loader = make_loader(_NumpyNoise(), 4, shuffle=True, seed=3, distributed=True)
-        assert isinstance(loader.sampler, torch.utils.data.distributed.DistributedSampler)
-        loader.sampler.set_epoch(0)
-        first = torch.cat([b["label"] for b in loader]).tolist()
-        loader.sampler.set_epoch(1)
-        second = torch.cat([b["label"] for b in loader]).tolist()
-        assert sorted(first) == list(range(8)) and first != second
+        def labels(**kw):
+            return torch.cat([b["label"] for b in make_loader(_NumpyNoise(), 4, shuffle=True, seed=3, **kw)]).tolist()
+
+        first, second = labels(distributed=True), labels(distributed=True, epoch=1)
+        assert sorted(first) == list(range(8)) and first != second and first == labels()
     finally:
         dist.destroy_process_group()
+    one = [b["label"].tolist() for b in make_loader(_NumpyNoise(), 4, shuffle=True, seed=3)]
+    ranks = [[b["label"].tolist() for b in make_loader(_NumpyNoise(), 2, shuffle=True, seed=3, rank=r, world_size=2)]
+             for r in (0, 1)]
+    assert [a + b for a, b in zip(*ranks, strict=True)] == one
+    assert [b["label"].tolist() for b in make_loader(_NumpyNoise(), 4, shuffle=True, seed=3, start_batch=1)] == one[1:]

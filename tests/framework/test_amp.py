@@ -23,14 +23,14 @@ from pathlib import Path
 import pytest
 import torch
 from _tiny import TinyNet, TinySet
+from mmh import runner
 from mmh.config import DEFAULTS, find_config, load_config, merge
 from mmh.methods import Supervised, list_methods
-from mmh.train import Trainer, load_checkpoint, runner
+from mmh.train import Trainer, load_checkpoint
 from mmh.utils import seed_everything
 from torch import nn
 
 mmh_ext = pytest.importorskip("mmh_ext")
-import mmh.methods.thesis  # noqa: E402,F401  (registers the thesis methods: they are trained here too)
 
 
 def _tcfg(**kw):

@@ -33,7 +33,7 @@ def test_train_kill_resume_eval_report(tmp_path: Path, capsys):
     assert main(["train", "synthetic_motion/rad", *TINY, cache, "--run-dir", str(ref)]) == 0
     res = json.loads((ref / "results.json").read_text())
     assert res["status"] == "done" and list(res["stages"]) == ["teacher", "student"]
-    assert res["stages"]["student"]["source"] == "trained"
+    assert res["stages"]["student"]["source"] == {"kind": "trained"}
     assert 0.0 <= res["final"]["accuracy"] <= 1.0
     assert (ref / "config.yaml").is_file()
     assert {"latest.pt", "best.pt", "model.pt", "metrics.csv"} <= {p.name for p in (ref / "stages/student").iterdir()}
@@ -47,7 +47,7 @@ def test_train_kill_resume_eval_report(tmp_path: Path, capsys):
     assert json.loads((run / "results.json").read_text())["stages"]["student"]["step"] == 2
     assert main(["train", "--resume", str(run)]) == 0
     res2 = json.loads((run / "results.json").read_text())
-    assert res2["status"] == "done" and res2["stages"]["teacher"]["source"] == "run"
+    assert res2["status"] == "done" and res2["stages"]["teacher"]["source"] == {"kind": "run"}
     for stage in ("teacher", "student"):
         assert _same(_state(ref, stage), _state(run, stage)), stage
     assert res2["final"] == res["final"]
@@ -56,7 +56,8 @@ def test_train_kill_resume_eval_report(tmp_path: Path, capsys):
     dad = tmp_path / "dad"
     assert main(["train", "synthetic_motion/dad", *TINY, cache, "--run-dir", str(dad)]) == 0
     res3 = json.loads((dad / "results.json").read_text())
-    assert res3["stages"]["teacher"]["source"].startswith("cache:")
+    key = res["stages"]["teacher"]["key"]
+    assert res3["stages"]["teacher"]["source"] == {"kind": "cache", "path": str(tmp_path / "cache" / f"teacher-{key}")}
     assert res3["stages"]["teacher"]["key"] == res["stages"]["teacher"]["key"]
 
     capsys.readouterr()
@@ -98,7 +99,7 @@ def test_benchmark_smoke(tmp_path: Path):
     assert all(0 <= a <= 1 for e in res["antispoof"]["methods"].values() for a in e["acer"])
     # the ensemble reused the rad and dad students (nothing retrained)
     rd = json.loads((Path(res["methods"]["rad_dad"]["run_dirs"][0]) / "results.json").read_text())
-    assert all(rd["stages"][s]["source"].startswith("cache:") for s in ("teacher", "rad", "dad"))
+    assert all(rd["stages"][s]["source"]["kind"] == "cache" for s in ("teacher", "rad", "dad"))
     assert (out / "results.md").read_text().startswith("| method |")
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,7 @@ import yaml
 from mmh.config import (
     DEFAULTS,
     apply_overrides,
+    defaults,
     config_hash,
     find_config,
     load_config,
@@ -28,13 +33,13 @@ def test_parse_value_types():
 
 
 def test_overrides_coerce_to_existing_type():
-    cfg = apply_overrides(DEFAULTS, ["train.lr=1", "train.steps=50", "loss.rad.levels=[2, 1]", "seed=7",
+    cfg = apply_overrides(defaults(), ["train.lr=1", "train.steps=50", "loss.rad.levels=[2, 1]", "seed=7",
                                      "train.optimizer=sgd", "loss.rad.temperature=3"])
     assert cfg["train"]["lr"] == 1.0 and isinstance(cfg["train"]["lr"], float)
     assert cfg["train"]["steps"] == 50 and cfg["seed"] == 7
     assert cfg["loss"]["rad"]["levels"] == [2, 1]
     assert isinstance(cfg["loss"]["rad"]["temperature"], float)
-    assert DEFAULTS["train"]["lr"] == 2e-3  # the defaults are not modified
+    assert DEFAULTS["train"]["lr"] == 2e-3 and defaults()["loss"]["rad"]["levels"] == [4, 2, 1]  # not modified
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -122,3 +127,59 @@ def test_shipped_configs_resolve():
             assert cfg["method"] == name.split("/")[-1], name
     with pytest.raises(FileNotFoundError, match="no_such"):
         find_config("synthetic_motion/no_such")
+
+
+def _fresh(code: str) -> str:
+    """Run ``code`` in a new interpreter (this checkout's mmh first on the path); its stdout."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "python"), str(root)])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_every_shipped_config_loads_in_a_fresh_process():
+    """load_config builds its schema from the method registry: nothing needs importing first (one fresh process,
+    mmh.config the only import), and the result equals the one of this process, where everything is imported."""
+    from mmh.config import config_dir
+
+    names = sorted(p.relative_to(config_dir()).with_suffix("").as_posix() for p in config_dir().rglob("*.yaml")
+                   if not any(s.startswith("_") for s in p.relative_to(config_dir()).parts))
+    assert len(names) >= 44
+    code = ("import json, sys\nfrom mmh.config import find_config, load_config\n"
+            f"names = {names!r}\n"
+            "print(json.dumps({n: load_config(find_config(n)) for n in names}, sort_keys=True))")
+    fresh = json.loads(_fresh(code))
+    assert fresh == json.loads(json.dumps({n: load_config(find_config(n)) for n in names}, sort_keys=True))
+    assert fresh["thesis/admd"]["loss"]["admd"]["hidden"] == [128, 64]
+    assert fresh["synthetic_motion/rad"]["loss"]["rad"] == {"alpha": 0.4, "grid": 4, "levels": [4, 2, 1],
+                                                           "temperature": 2.0, "weighting": "none"}
+    assert fresh["uci_mfeat/rad"]["loss"]["rad"]["levels"] == [1]
+
+
+def test_trainer_imports_no_method():
+    mods = _fresh("import sys\nimport mmh.train.trainer, mmh.train.checkpoint\n"
+                  "print('\\n'.join(m for m in sys.modules if m.startswith(('mmh.methods', 'mmh.runner'))))")
+    assert mods.split() == []
+
+
+def test_methods_declare_their_defaults_where_they_register(monkeypatch):
+    from mmh.methods import Stage, method_defaults, register_method, registry
+    from mmh.methods.rad import RAD_DEFAULTS, RADDistiller
+
+    for table in ("_METHODS", "_SECTIONS"):  # the test's method stays out of the registry of the other tests
+        monkeypatch.setattr(registry, table, dict(getattr(registry, table)))
+
+    assert method_defaults()["rad"] == RAD_DEFAULTS and defaults()["loss"]["rad"] == RAD_DEFAULTS
+    assert RADDistiller.__init__.__kwdefaults__["alpha"] == RAD_DEFAULTS["alpha"]  # the class takes the same
+    with pytest.raises(ValueError, match="loss.rad"):  # one section, one set of defaults
+        register_method("rad_other_defaults", defaults={"rad": {**RAD_DEFAULTS, "alpha": 0.1}})
+
+    @register_method("test_custom_defaults", defaults={"test_custom": {"weight": 2.0, "layers": None}})
+    def recipe(cfg):
+        return [Stage("student", "x", lambda ctx: None)]
+
+    cfg = load_config(None, ["method=test_custom_defaults", "loss.test_custom.weight=3"])
+    assert cfg["loss"]["test_custom"] == {"weight": 3.0, "layers": None}
+    with pytest.raises(KeyError, match="loss.test_custom.wieght"):
+        load_config(None, ["loss.test_custom.wieght=3"])

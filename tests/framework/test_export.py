@@ -38,10 +38,8 @@ def multiplier_run(tmp_path_factory) -> Path:
 
 def _test_batch(run: Path, names: list[str]) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
     """The run's own test items (real data, batch 24), as positional tensors and as the network's dict."""
-    from mmh import methods  # noqa: F401
     from mmh.config import load_config
-    from mmh.methods import thesis  # noqa: F401
-    from mmh.train.runner import load_split
+    from mmh.runner import load_split
 
     cfg = load_config(run / "config.yaml")
     ds = load_split(cfg, "test")

@@ -45,10 +45,9 @@ def test_species_of_reads_attack_type():
 
 
 def test_main_job_iso_metrics_of_a_tiny_antispoof_run(tmp_path):
-    from mmh import methods  # noqa: F401
     from mmh.benchmarks import antispoof_iso_metrics, format_table
     from mmh.config import find_config, load_config
-    from mmh.train.runner import run_experiment
+    from mmh.runner import run_experiment
 
     over = ["seed=0", "train.steps=3", "train.batch_size=8", "train.progress=false", "threads=1",
             "dataset.split_kwargs={train: {size: 16}, test: {size: 24}}", f"output.cache={tmp_path / 'cache'}"]

@@ -93,8 +93,8 @@ def _copy(runs: dict[str, Path], name: str, tmp_path: Path) -> Path:
 
 def _cache_dir(runs: dict[str, Path], run: Path, stage: str) -> Path:
     src = json.loads((run / "results.json").read_text())["stages"][stage]["source"]
-    assert src.startswith("cache:")
-    return Path(src.split(":", 1)[1])
+    assert src["kind"] == "cache" and set(src) == {"kind", "path"}
+    return Path(src["path"])
 
 
 # ------------------------------------------------------------------------------------------------ the payload
@@ -133,7 +133,8 @@ def test_eval_refuses_a_planted_model_pt(tmp_path: Path, runs, capsys, how: str)
 
 
 def test_eval_refuses_a_planted_stage_cache_file(tmp_path: Path, runs, capsys):
-    """``mmh eval --stage teacher`` of the dad run follows its ``cache:<path>`` source into the stage cache."""
+    """``mmh eval --stage teacher`` of the dad run follows its cache source into the stage cache (written here in
+    the ``"cache:<path>"`` string form of older results files, which is still read)."""
     cache = tmp_path / "cache"
     shutil.copytree(runs["cache"], cache)
     run, marker = _copy(runs, "dad", tmp_path), tmp_path / "marker"

@@ -9,8 +9,9 @@ import pytest
 import torch
 from _tiny import TinyNet, TinySet
 from mmh.config import DEFAULTS, merge
+from mmh.data import EpochBatchSampler
 from mmh.methods import Supervised
-from mmh.train import EpochBatchSampler, Trainer, build_optimizer, build_scheduler, load_checkpoint
+from mmh.train import Trainer, build_optimizer, build_scheduler, load_checkpoint
 from mmh.utils import seed_everything
 
 

@@ -1,4 +1,4 @@
-"""Shared setup of the thesis-method tests: import paths, one thread, the thesis package registered."""
+"""Shared setup of the thesis-method tests: import paths, one thread, the tiny overrides."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ for p in (ROOT / "python", ROOT):
         sys.path.insert(0, str(p))
 
 torch.set_num_threads(1)
-
-import mmh.methods.thesis  # noqa: E402,F401  (registers the thesis methods)
 
 #: Overrides that make any thesis config run in about a second.
 TINY = ["dataset.split_kwargs={train: {size: 32}, test: {size: 24}}", "train.batch_size=16", "train.steps=3",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -143,3 +145,41 @@ def test_framewise_concat_sees_frame_order_mean_does_not():
     assert torch.allclose(mean(batch), mean(rev), atol=1e-5)
     with pytest.raises(ValueError, match="temporal"):
         build_model("small_framewise", modalities=("rgb",), num_classes=3, temporal="max")
+
+
+def test_admd_run_publishes_its_discriminator(tmp_path):
+    """The hallucination stage of an ADMD run publishes D as a named artifact: saved beside model.pt, carried
+    through the stage cache, read with weights_only, equal to the trained D of the stage's checkpoint."""
+    from mmh.config import find_config, load_config
+    from mmh.runner import Source, run_experiment, stage_artifact_path, stage_model_path
+    from mmh.train.checkpoint import load_checkpoint, load_model, load_tensors
+
+    from .conftest import TINY
+
+    cfg = load_config(find_config("thesis/admd"), [*TINY, "model.kwargs.width=4", "model.kwargs.shared_width=4",
+                                                   "model.kwargs.bottleneck=6", f"output.cache={tmp_path / 'c'}"])
+    res = run_experiment(cfg, run_dir=tmp_path / "a", log=lambda s: None)
+    path = stage_artifact_path(tmp_path / "a", res, "hallucination", "discriminator")
+    assert path == tmp_path / "a" / "stages" / "hallucination" / "discriminator.pt"
+    state = load_tensors(path)
+    trained = load_checkpoint(tmp_path / "a" / "stages" / "hallucination" / "latest.pt")["stage"]
+    assert state.keys() == {k[len("discriminator."):] for k in trained if k.startswith("discriminator.")}
+    assert all(torch.equal(v, trained[f"discriminator.{k}"]) for k, v in state.items())
+    dim = load_model(stage_model_path(tmp_path / "a", res, "hallucination")).streams["hall"].bottleneck.out_channels
+    disc = discriminator_from_state(state, dim, prefix="")
+    assert disc.num_classes == _num_classes(cfg) and disc.num_frames > 0
+    # a second run takes the stage from the cache, and the artifact with it
+    again = run_experiment(cfg, run_dir=tmp_path / "b", log=lambda s: None)
+    src = Source.parse(again["stages"]["hallucination"]["source"])
+    assert src.kind == "cache" and again["final"] == res["final"]
+    cached = stage_artifact_path(tmp_path / "b", again, "hallucination", "discriminator")
+    assert cached == Path(src.path) / "discriminator.pt"
+    assert all(torch.equal(v, state[k]) for k, v in load_tensors(cached).items())
+    with pytest.raises(FileNotFoundError, match="artifact 'nothing'"):
+        stage_artifact_path(tmp_path / "b", again, "hallucination", "nothing")
+
+
+def _num_classes(cfg) -> int:
+    from mmh.runner import load_split
+
+    return int(load_split(cfg, cfg["dataset"]["train_split"]).num_classes)

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmh.methods.base import StageContext, Supervised
+from mmh.config import merge
+from mmh.methods import StageContext, Supervised, method_defaults
 from mmh.methods.thesis import ADMDStage, AssembleStage, ModDropStage, StreamsCE
 from mmh.methods.thesis.admd import _build_fusion, _build_hall
 from mmh.methods.thesis.multistream import _build_moddrop, _build_step2, _build_step3, _build_step4
@@ -37,7 +38,7 @@ def _batch(b: int = 4):
 
 def _ctx(inputs, model="small_multiplier", kwargs=None, **sections):
     cfg = {"seed": 0, "model": {"name": model, "kwargs": kwargs or {"width": 4}},
-           "modalities": {"teacher": ["rgb", "depth"], "student": ["rgb"]}, "loss": sections}
+           "modalities": {"teacher": ["rgb", "depth"], "student": ["rgb"]}, "loss": merge(method_defaults(), sections)}
     return StageContext(cfg, 3, {"rgb": 3, "depth": 1}, {"num_frames": 2}, inputs)
 
 

@@ -11,7 +11,7 @@ from mmh.evaluation_thesis import (
     SIGMA2_GRID, mcl_metrics, noise_sweep, noisy_batches, plot_noise_sweep, subset_logits,
 )
 from mmh.models import build_model
-from mmh.train.data import CachedDataset
+from mmh.data import CachedDataset
 
 
 def _data(n: int = 12) -> CachedDataset:

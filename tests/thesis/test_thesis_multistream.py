@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from mmh.methods.base import StageContext
+from mmh.config import load_config, merge
+from mmh.methods import StageContext, method_defaults
 from mmh.methods.thesis import HallucinationStage, copy_stream, generalized_distillation, hallucination_loss
 from mmh.methods.thesis.multistream import _build_step3
 from mmh.models import FeatureExtractor, GatedBasicBlock, build_model
@@ -107,9 +108,14 @@ def test_copy_stream_inflates_the_first_conv():
                                                  num_frames=2, width=8, seed=0), "depth")
 
 
+def _loss(**sections):
+    """The registered ``loss`` defaults with ``sections`` merged in (what load_config gives)."""
+    return merge(method_defaults(), sections)
+
+
 def _ctx(step2, **loss):
     cfg = {"seed": 0, "model": {"name": "small_multiplier", "kwargs": {"width": 4}},
-           "modalities": {"teacher": ["rgb", "depth"], "student": ["rgb"]}, "loss": {"multistream": loss}}
+           "modalities": {"teacher": ["rgb", "depth"], "student": ["rgb"]}, "loss": _loss(multistream=loss)}
     return StageContext(cfg, 3, {"rgb": 3, "depth": 1}, {"num_frames": 2}, {"step2": step2})
 
 
@@ -211,8 +217,8 @@ def test_step3_fused_teacher_reading_is_an_option():
     # alpha = 1: only the hallucination loss; alpha = 0: only generalized distillation
     assert set(_build_step3(_ctx(step2, alpha=1.0))(batch)[1]) == {"loss_hall"}
     assert set(_build_step3(_ctx(step2, alpha=0.0))(batch)[1]) == {"loss_gd_hard", "loss_gd_soft"}
-    with pytest.raises(KeyError, match="unknown keys"):
-        _build_step3(_ctx(step2, alhpa=0.3))
+    with pytest.raises(KeyError, match="loss.multistream.alhpa"):  # a typo is refused where configs are resolved
+        load_config(None, ["method=multistream", "loss.multistream.alhpa=0.3"])
     with pytest.raises(ValueError, match="teacher"):
         _build_step3(_ctx(step2, teacher="rgb"))
 
@@ -226,7 +232,7 @@ def test_hoffman_stage_uses_only_the_depth_stream_and_its_losses_by_hand():
         for p in step1.parameters():
             p.add_(0.01 * torch.randn_like(p))
     ctx = _ctx(None)
-    ctx = StageContext({**ctx.cfg, "loss": {"multistream": {}, "hoffman": {"gamma": 0.5}}}, 3, {"rgb": 3, "depth": 1},
+    ctx = StageContext({**ctx.cfg, "loss": _loss(hoffman={"gamma": 0.5})}, 3, {"rgb": 3, "depth": 1},
                        {"num_frames": 2}, {"step1": step1})
     stage = _build_hoffman(ctx)
     d = stage.depth_net

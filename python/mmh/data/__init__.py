@@ -1,4 +1,4 @@
-"""mmh.data: paired multimodal datasets, transforms and reproducible loaders.
+"""mmh.data: paired multimodal datasets, transforms, in-memory caching and the one reproducible loader.
 
 Items are dicts: one float32 tensor per modality (``"rgb"``, ``"depth"``, ``"ir"``, ``"flow"``, or other
 names such as the six UCI views), ``"label"`` (int64 scalar) and ``"frame_index"`` (int64, (T,)) for clips.
@@ -7,7 +7,8 @@ this package registers every built-in dataset.
 """
 
 from . import real, synthetic, transforms
-from .loader import make_loader, seed_worker
+from .cached import CachedDataset, dataset_facts, materialize
+from .loader import EpochBatchSampler, eval_batches, make_loader, seed_worker, to_device
 from .manifest import Manifest
 from .paired_folder import PairedFolder
 from .real import FileListDataset, FileSample
@@ -21,7 +22,8 @@ from .synthetic import (
 from .uci import UCIMultiFeature
 
 __all__ = [
-    "FileListDataset", "FileSample", "Manifest", "PairedFolder", "SyntheticAntiSpoof", "SyntheticDataset",
-    "SyntheticMotion", "SyntheticShapes", "UCIMultiFeature", "build_dataset", "list_datasets", "make_loader", "real",
-    "register_dataset", "seed_worker", "synthetic", "transforms",
+    "CachedDataset", "EpochBatchSampler", "FileListDataset", "FileSample", "Manifest", "PairedFolder",
+    "SyntheticAntiSpoof", "SyntheticDataset", "SyntheticMotion", "SyntheticShapes", "UCIMultiFeature",
+    "build_dataset", "dataset_facts", "eval_batches", "list_datasets", "make_loader", "materialize", "real",
+    "register_dataset", "seed_worker", "synthetic", "to_device", "transforms",
 ]

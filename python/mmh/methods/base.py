@@ -23,14 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models import build_model, derive_student
+from ..train.stage import Batch, LossDict, StageModule
 
 __all__ = [
-    "StageModule", "Supervised", "Distiller", "Stage", "StageContext", "freeze", "Batch", "LossDict",
+    "Supervised", "Distiller", "Stage", "StageContext", "freeze",
     "cross_entropy_term",
 ]
-
-Batch = Mapping[str, Tensor]
-LossDict = dict[str, Tensor]
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -48,57 +46,6 @@ def cross_entropy_term(logits: Tensor, batch: Batch, weight: float) -> Tensor:
     if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
         raise ValueError(f"batch['label'] must be (B,) with B = {logits.shape[0]}, got {tuple(labels.shape)}")
     return float(weight) * F.cross_entropy(logits, labels)
-
-
-class StageModule(nn.Module):
-    """One stage's unit of training. Subclasses implement :meth:`forward` and set :attr:`frozen`.
-
-    ``frozen``: names of sub-modules that are frozen (no gradients, always in eval mode even when the stage is in
-    train mode, excluded from checkpoints since they come from an earlier stage).
-    """
-
-    frozen: tuple[str, ...] = ()
-
-    def forward(self, batch: Batch) -> tuple[Tensor, LossDict]:  # pragma: no cover - abstract
-        """Training forward: (logits of the trained network, weighted loss terms)."""
-        raise NotImplementedError
-
-    def deployable(self) -> nn.Module:  # pragma: no cover - abstract
-        """The network this stage produces (evaluated, and handed to later stages)."""
-        raise NotImplementedError
-
-    def diagnostics(self) -> dict[str, float | Tensor]:
-        """Numbers about the last training step that are not loss terms (e.g. RAD's region weights); the trainer
-        averages them per epoch into ``metrics.csv``. Return 0-dim tensors (left on the device) rather than
-        Python floats, which would read the device at every step. Default: none."""
-        return {}
-
-    def predict(self, batch: Batch) -> Tensor:
-        """Evaluation logits of :meth:`deployable`."""
-        return self.deployable()(batch)
-
-    def train(self, mode: bool = True) -> StageModule:
-        super().train(mode)
-        for name in self.frozen:
-            getattr(self, name).eval()
-        return self
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters the optimiser updates (those with ``requires_grad``)."""
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def trainable_state_dict(self) -> dict[str, Tensor]:
-        """The state dict without the frozen sub-modules."""
-        prefixes = tuple(f"{name}." for name in self.frozen)
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(prefixes)}
-
-    def load_trainable_state_dict(self, state: Mapping[str, Tensor]) -> None:
-        """Inverse of :meth:`trainable_state_dict` (RuntimeError naming any missing or unexpected key)."""
-        prefixes = tuple(f"{name}." for name in self.frozen)
-        result = self.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if not k.startswith(prefixes)]
-        if missing or result.unexpected_keys:
-            raise RuntimeError(f"stage state mismatch: missing {missing}, unexpected {result.unexpected_keys}")
 
 
 class Supervised(StageModule):
@@ -155,14 +102,6 @@ class Distiller(StageModule):
         self.s_paths: list[str] = []
         self.t_paths: list[str] = []
 
-    def student_paths(self) -> list[str]:
-        """Dotted module paths of the student whose outputs the loss needs."""
-        return self.s_paths
-
-    def teacher_paths(self) -> list[str]:
-        """Dotted module paths of the teacher whose outputs the loss needs (paired with :meth:`student_paths`)."""
-        return self.t_paths
-
     def distill_losses(self, student_logits: Tensor, teacher_logits: Tensor, student_feats: Mapping[str, Tensor],
                        teacher_feats: Mapping[str, Tensor], batch: Batch) -> LossDict:  # pragma: no cover
         """The weighted distillation terms."""
@@ -171,9 +110,9 @@ class Distiller(StageModule):
     def forward(self, batch: Batch) -> tuple[Tensor, LossDict]:
         from ..models import FeatureExtractor  # local: keeps the import graph of this module light
 
-        with torch.no_grad(), FeatureExtractor(self.teacher, self.teacher_paths(), detach=True) as t_feats:
+        with torch.no_grad(), FeatureExtractor(self.teacher, self.t_paths, detach=True) as t_feats:
             t_logits = self.teacher(batch)
-        with FeatureExtractor(self.student, self.student_paths()) as s_feats:
+        with FeatureExtractor(self.student, self.s_paths) as s_feats:
             s_logits = self.student(batch)
         losses = {"loss_ce": cross_entropy_term(s_logits, batch, self.ce_weight)} if self.ce_weight else {}
         losses.update(self.distill_losses(s_logits, t_logits, s_feats, t_feats, batch))
@@ -205,10 +144,11 @@ class StageContext:
             raise KeyError(f"config has no modalities for role {role!r} (set modalities.{role})")
         return list(mods)
 
-    def build_model(self, role: str) -> nn.Module:
-        """A fresh ``cfg.model`` network reading the modalities of ``role``, weights drawn from ``cfg.seed``."""
+    def build_model(self, role: str, **overrides: Any) -> nn.Module:
+        """A fresh ``cfg.model`` network reading the modalities of ``role``, weights drawn from ``cfg.seed``;
+        ``overrides`` replace model kwargs (e.g. ``streams``, ``connections``)."""
         mods = self.modalities(role)
-        kwargs = {**self.model_kwargs, **self.cfg["model"].get("kwargs", {})}
+        kwargs = {**self.model_kwargs, **self.cfg["model"].get("kwargs", {}), **overrides}
         return build_model(self.cfg["model"]["name"], modalities=mods, num_classes=self.num_classes,
                            in_channels={m: self.in_channels[m] for m in mods if m in self.in_channels} or None,
                            seed=int(self.cfg["seed"]), **kwargs)
@@ -228,8 +168,13 @@ class StageContext:
         return self.inputs[name]
 
     def loss_cfg(self, name: str) -> dict[str, Any]:
-        """A copy of ``cfg["loss"][name]``."""
-        return copy.deepcopy(self.cfg["loss"][name])
+        """A copy of ``cfg["loss"][name]`` (KeyError naming the section when the config lacks it: resolve configs
+        with :func:`mmh.config.load_config`, whose schema holds every registered method's defaults)."""
+        section = (self.cfg.get("loss") or {}).get(name)
+        if not isinstance(section, Mapping):
+            raise KeyError(f"config has no section loss.{name} (a config resolved by mmh.config.load_config holds "
+                           f"the defaults of every registered method)")
+        return copy.deepcopy(dict(section))
 
 
 StageBuilder = Callable[[StageContext], StageModule]
@@ -244,7 +189,8 @@ class Stage:
     the common ones: seed, dataset, model, modalities, its training settings) and its inputs' keys it forms the cache
     key, so a trained teacher is reused by every method. ``section``: the ``stages.<section>`` entry of the config
     with its training overrides (and an optional ``checkpoint`` path to load instead of training). ``trains``:
-    False for stages that only assemble their inputs (ensembles).
+    False for stages that only assemble their inputs (ensembles). ``artifacts``: names of the extra artifacts its
+    module publishes (:meth:`mmh.train.StageModule.artifacts`), saved and cached beside ``model.pt``.
     """
 
     name: str
@@ -254,3 +200,4 @@ class Stage:
     section: str = "student"
     depends_on: tuple[str, ...] = ()
     trains: bool = True
+    artifacts: tuple[str, ...] = ()

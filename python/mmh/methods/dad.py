@@ -16,13 +16,19 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..train.stage import Batch, LossDict
 from ..utils.distributed import all_gather_with_grad
 from ._ext import require_ext
-from .base import Batch, Distiller, LossDict, Stage, StageContext
+from .base import Distiller, Stage, StageContext
 from .registry import register_method
 from .supervised import teacher_stage
 
-__all__ = ["DADDistiller", "dad_stage", "per_sample"]
+__all__ = ["DADDistiller", "dad_stage", "per_sample", "DAD_DEFAULTS", "DAD_FORMS"]
+
+#: The forms of the DAD loss (see the module docstring).
+DAD_FORMS = ("paper", "sp")
+#: Defaults of ``loss.dad``: the config schema (declared with the DAD methods) and :class:`DADDistiller`'s.
+DAD_DEFAULTS: dict[str, Any] = {"beta": 1.0, "form": "paper", "layers": None, "teacher_layers": None, "gather": True}
 
 
 def per_sample(feats: Tensor, batch_size: int, path: str = "features") -> Tensor:
@@ -47,17 +53,18 @@ def _default_layers(net: nn.Module, role: str) -> list[str]:
 class DADDistiller(Distiller):
     """CE + ``beta`` * ``mmh_ext.dad_loss`` summed over (student layer, teacher layer) pairs."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, *, beta: float = 1.0, form: str = "paper",
-                 layers: Sequence[str] | None = None, teacher_layers: Sequence[str] | None = None,
-                 gather: bool = True, ce_weight: float = 1.0) -> None:
+    def __init__(self, student: nn.Module, teacher: nn.Module, *, beta: float = DAD_DEFAULTS["beta"],
+                 form: str = DAD_DEFAULTS["form"], layers: Sequence[str] | None = None,
+                 teacher_layers: Sequence[str] | None = None, gather: bool = DAD_DEFAULTS["gather"],
+                 ce_weight: float = 1.0) -> None:
         super().__init__(student, teacher, ce_weight)
         self.s_paths = list(layers) if layers else _default_layers(student, "student")
         self.t_paths = list(teacher_layers) if teacher_layers else (
             list(layers) if layers else _default_layers(teacher, "teacher"))
         if len(self.s_paths) != len(self.t_paths):
             raise ValueError(f"loss.dad.layers {self.s_paths} and teacher_layers {self.t_paths} must pair up")
-        if form not in ("paper", "sp"):
-            raise ValueError(f"loss.dad.form must be 'paper' or 'sp', got {form!r}")
+        if form not in DAD_FORMS:
+            raise ValueError(f"loss.dad.form must be one of {DAD_FORMS}, got {form!r}")
         self.beta, self.form, self.gather = float(beta), form, bool(gather)
         self._ext = require_ext()
 
@@ -82,6 +89,7 @@ def dad_stage(name: str = "student") -> Stage:
     return Stage(name, "student/dad", _build, inputs=("teacher",), depends_on=("loss.ce", "loss.dad", "modalities"))
 
 
-@register_method("dad", "MMH-DAD: CE + beta * discrepancy-aware distillation over layer pairs (loss.dad)")
+@register_method("dad", "MMH-DAD: CE + beta * discrepancy-aware distillation over layer pairs (loss.dad)",
+                 defaults={"dad": DAD_DEFAULTS})
 def dad(cfg: Mapping[str, Any]) -> list[Stage]:
     return [teacher_stage(), dad_stage()]

@@ -1,4 +1,5 @@
-"""Output ensembles: the MMH "RAD+DAD" model averages the logits of the RAD and DAD students.
+"""Output ensembles: the MMH "RAD+DAD" model averages the logits of the RAD and DAD students
+(:class:`mmh.models.LogitEnsemble`).
 
 ``rad_dad`` trains nothing new: its stages are the RAD and DAD student stages (cached, so the students of the
 ``rad`` and ``dad`` runs with the same config are reused) and an ensemble stage that averages their logits.
@@ -9,37 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from .base import Batch, LossDict, Stage, StageContext, StageModule
-from .dad import dad_stage
-from .rad import rad_stage
+from ..models import LogitEnsemble
+from ..train.stage import Batch, LossDict, StageModule
+from .base import Stage, StageContext
+from .dad import DAD_DEFAULTS, dad_stage
+from .rad import RAD_DEFAULTS, rad_stage
 from .registry import register_method
 from .supervised import teacher_stage
 
-__all__ = ["LogitEnsemble", "EnsembleStage", "rad_dad"]
-
-
-class LogitEnsemble(nn.Module):
-    """Mean of the members' logits; ``members`` named (``forward`` also works member by member via
-    :meth:`member_logits`). ``config`` = ``{"ensemble": {name: member.config}}`` so it can be rebuilt."""
-
-    def __init__(self, members: Mapping[str, nn.Module]) -> None:
-        super().__init__()
-        if not members:
-            raise ValueError("LogitEnsemble needs at least one member")
-        self.members = nn.ModuleDict(dict(members))
-        self.modalities = tuple(dict.fromkeys(m for net in self.members.values()
-                                              for m in getattr(net, "modalities", ())))
-        self.config = {"ensemble": {k: getattr(v, "config", None) for k, v in self.members.items()}}
-
-    def member_logits(self, batch: Batch) -> dict[str, Tensor]:
-        """Logits of every member, by name."""
-        return {name: net(batch) for name, net in self.members.items()}
-
-    def forward(self, batch: Batch) -> Tensor:
-        return torch.stack(list(self.member_logits(batch).values())).mean(0)
+__all__ = ["EnsembleStage", "ensemble_stage", "rad_dad"]
 
 
 class EnsembleStage(StageModule):
@@ -67,6 +48,7 @@ def ensemble_stage(inputs: Sequence[str], name: str = "ensemble") -> Stage:
     return Stage(name, "ensemble", build, inputs=tuple(inputs), trains=False)
 
 
-@register_method("rad_dad", "MMH ensemble: mean of the RAD and DAD students' logits (reuses their stages)")
+@register_method("rad_dad", "MMH ensemble: mean of the RAD and DAD students' logits (reuses their stages)",
+                 defaults={"rad": RAD_DEFAULTS, "dad": DAD_DEFAULTS})
 def rad_dad(cfg: Mapping[str, Any]) -> list[Stage]:
     return [teacher_stage(), rad_stage("rad", name="rad"), dad_stage(name="dad"), ensemble_stage(("rad", "dad"))]

@@ -17,17 +17,22 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..losses import feature_matching_loss
-from .base import Batch, Distiller, LossDict, Stage, StageContext, Supervised
+from ..train.stage import Batch, LossDict
+from .base import Distiller, Stage, StageContext, Supervised
 from .registry import register_method
 from .supervised import teacher_stage
 
-__all__ = ["FeatureMSEDistiller", "mars", "mers"]
+__all__ = ["FeatureMSEDistiller", "mars", "mers", "MARS_DEFAULTS", "MERS_DEFAULTS"]
+
+#: Defaults of ``loss.mars`` (the feature MSE of MARS and of MERS's first stage) and of ``loss.mers``.
+MARS_DEFAULTS: dict[str, Any] = {"weight": 1.0, "layers": None}
+MERS_DEFAULTS: dict[str, Any] = {"finetune": "classifier"}
 
 
 class FeatureMSEDistiller(Distiller):
     """``ce_weight`` * CE + ``weight`` * :func:`mmh.losses.feature_matching_loss` (sum over layers of MSE)."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, *, weight: float = 1.0,
+    def __init__(self, student: nn.Module, teacher: nn.Module, *, weight: float = MARS_DEFAULTS["weight"],
                  layers: Sequence[str] | None = None, ce_weight: float = 1.0) -> None:
         super().__init__(student, teacher, ce_weight)
         self.s_paths = list(layers) if layers else [student.feature_paths["penultimate"]]
@@ -69,13 +74,15 @@ def _build_finetune(ctx: StageContext) -> Supervised:
                       train_only=("classifier",) if mode == "classifier" else None)
 
 
-@register_method("mars", "MARS: CE + w * MSE between student and teacher feature maps (loss.mars)")
+@register_method("mars", "MARS: CE + w * MSE between student and teacher feature maps (loss.mars)",
+                 defaults={"mars": MARS_DEFAULTS})
 def mars(cfg: Mapping[str, Any]) -> list[Stage]:
     return [teacher_stage(), Stage("student", "student/mars", _build_mars, inputs=("teacher",),
                                    depends_on=("loss.ce", "loss.mars", "modalities"))]
 
 
-@register_method("mers", "MERS: feature MSE alone, then CE fine-tuning (loss.mers.finetune)")
+@register_method("mers", "MERS: feature MSE alone, then CE fine-tuning (loss.mers.finetune)",
+                 defaults={"mars": MARS_DEFAULTS, "mers": MERS_DEFAULTS})
 def mers(cfg: Mapping[str, Any]) -> list[Stage]:
     return [teacher_stage(),
             Stage("emulate", "student/mers_emulate", _build_emulate, inputs=("teacher",),

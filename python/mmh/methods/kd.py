@@ -9,18 +9,22 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..losses import kd_loss
-from .base import Batch, Distiller, LossDict, Stage, StageContext
+from ..train.stage import Batch, LossDict
+from .base import Distiller, Stage, StageContext
 from .registry import register_method
 from .supervised import teacher_stage
 
-__all__ = ["kd_loss", "KDDistiller", "kd"]
+__all__ = ["kd_loss", "KDDistiller", "kd", "KD_DEFAULTS"]
+
+#: Defaults of ``loss.kd``: the config schema and :class:`KDDistiller`'s.
+KD_DEFAULTS: dict[str, Any] = {"weight": 1.0, "temperature": 4.0}
 
 
 class KDDistiller(Distiller):
     """CE + ``weight`` * :func:`kd_loss` on the logits."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, *, weight: float = 1.0, temperature: float = 4.0,
-                 ce_weight: float = 1.0) -> None:
+    def __init__(self, student: nn.Module, teacher: nn.Module, *, weight: float = KD_DEFAULTS["weight"],
+                 temperature: float = KD_DEFAULTS["temperature"], ce_weight: float = 1.0) -> None:
         super().__init__(student, teacher, ce_weight)
         self.weight, self.temperature = float(weight), float(temperature)
 
@@ -35,7 +39,7 @@ def _build(ctx: StageContext) -> KDDistiller:
                        ce_weight=ctx.cfg["loss"]["ce"])
 
 
-@register_method("kd", "Hinton KD from the frozen teacher: CE + w * T^2 * KL (loss.kd)")
+@register_method("kd", "Hinton KD from the frozen teacher: CE + w * T^2 * KL (loss.kd)", defaults={"kd": KD_DEFAULTS})
 def kd(cfg: Mapping[str, Any]) -> list[Stage]:
     return [teacher_stage(), Stage("student", "student/kd", _build, inputs=("teacher",),
                                    depends_on=("loss.ce", "loss.kd", "modalities"))]

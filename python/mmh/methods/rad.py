@@ -27,19 +27,24 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..train.stage import Batch, LossDict
 from ._ext import require_ext
-from .base import Batch, Distiller, LossDict, Stage, StageContext
+from .base import Distiller, Stage, StageContext
 from .registry import register_method
 from .supervised import teacher_stage
 
-__all__ = ["RADDistiller", "rad_stage", "RAD_VARIANTS"]
+__all__ = ["RADDistiller", "rad_stage", "RAD_VARIANTS", "RAD_DEFAULTS"]
+
+#: Defaults of ``loss.rad``: the config schema (declared with every RAD method) and :class:`RADDistiller`'s.
+RAD_DEFAULTS: dict[str, Any] = {"alpha": 0.4, "grid": 4, "levels": [4, 2, 1], "temperature": 2.0, "weighting": "none"}
 
 
 class RADDistiller(Distiller):
     """CE + ``alpha`` * RegionAwareDistillation(student penultimate, teacher penultimate, fcs)."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, *, alpha: float = 0.4, grid: int = 4,
-                 levels: Sequence[int] = (4, 2, 1), temperature: float = 2.0, weighting: str = "none",
+    def __init__(self, student: nn.Module, teacher: nn.Module, *, alpha: float = RAD_DEFAULTS["alpha"],
+                 grid: int = RAD_DEFAULTS["grid"], levels: Sequence[int] = tuple(RAD_DEFAULTS["levels"]),
+                 temperature: float = RAD_DEFAULTS["temperature"], weighting: str = RAD_DEFAULTS["weighting"],
                  ce_weight: float = 1.0) -> None:
         super().__init__(student, teacher, ce_weight)
         for net, role in ((student, "student"), (teacher, "teacher")):
@@ -100,7 +105,7 @@ def rad_stage(variant: str = "rad", name: str = "student") -> Stage:
 def _register(variant: str, description: str) -> None:
     def recipe(cfg: Mapping[str, Any]) -> list[Stage]:
         return [teacher_stage(), rad_stage(variant)]
-    register_method(variant, description)(recipe)
+    register_method(variant, description, defaults={"rad": RAD_DEFAULTS})(recipe)
 
 
 _register("rad", "MMH-RAD: CE + alpha * region-aware distillation (loss.rad; weighting from the config)")

@@ -1,28 +1,56 @@
-"""The method registry: a method is a named recipe ``recipe(cfg) -> list[Stage]``."""
+"""The method registry: a method is a named recipe ``recipe(cfg) -> list[Stage]`` with the defaults of the config
+sections it reads.
+
+A method declares, where it registers, the defaults of its ``loss.<section>`` entries
+(``register_method("rad", defaults={"rad": RAD_DEFAULTS})``); :func:`method_defaults` collects them and
+:func:`mmh.config.load_config` builds the config schema from them. A section read by several methods (``loss.rad``
+by every RAD variant) is declared by each with the same values (one constant in the module that owns it).
+"""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..utils.registry import check_name, register_unique
 from .base import Stage
 
-__all__ = ["register_method", "get_method", "list_methods", "method_stages", "Recipe"]
+__all__ = ["register_method", "get_method", "list_methods", "method_stages", "method_defaults", "Recipe"]
 
 Recipe = Callable[[Mapping[str, Any]], list[Stage]]
 _METHODS: dict[str, tuple[Recipe, str]] = {}
+#: ``loss.<section>`` -> its defaults, as declared by the methods that read it.
+_SECTIONS: dict[str, dict[str, Any]] = {}
 
 
-def register_method(name: str, description: str = "") -> Callable[[Recipe], Recipe]:
-    """Register ``recipe(cfg) -> list[Stage]`` under ``name`` (ValueError on a duplicate name)."""
+def register_method(name: str, description: str = "", *,
+                    defaults: Mapping[str, Mapping[str, Any]] | None = None) -> Callable[[Recipe], Recipe]:
+    """Register ``recipe(cfg) -> list[Stage]`` under ``name`` (ValueError on a duplicate name).
+
+    ``defaults``: ``{section: {key: value}}``, the defaults of the ``loss.<section>`` entries the method reads
+    (a config may set exactly these keys). ValueError when a section is already declared with other values.
+    """
     check_name("method", name)
+    sections = {str(k): dict(v) for k, v in (defaults or {}).items()}
+    for section, values in sections.items():
+        if section in _SECTIONS and _SECTIONS[section] != values:
+            raise ValueError(f"method {name!r} declares loss.{section} defaults {values} that differ from those "
+                             f"already registered: {_SECTIONS[section]}")
 
     def deco(recipe: Recipe) -> Recipe:
         summary = description or (recipe.__doc__ or "").strip().split("\n")[0]
-        return register_unique(_METHODS, "method", name, (recipe, summary), recipe)
+        register_unique(_METHODS, "method", name, (recipe, summary), recipe)
+        for section, values in sections.items():
+            _SECTIONS.setdefault(section, copy.deepcopy(values))
+        return recipe
 
     return deco
+
+
+def method_defaults() -> dict[str, dict[str, Any]]:
+    """``{section: defaults}`` of every ``loss.<section>`` the registered methods declared (a copy)."""
+    return copy.deepcopy(_SECTIONS)
 
 
 def get_method(name: str) -> Recipe:

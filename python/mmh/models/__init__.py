@@ -6,21 +6,24 @@ every model maps ``{modality: tensor}`` to logits (B, K), reads only its own ``m
 teacher without some modalities' branches; ``FeatureExtractor`` records intermediate features by forward hooks.
 """
 
-from . import multiplier, resnet, small, video  # noqa: F401  (register the models)
+from . import framewise, multiplier, resnet, small, video  # noqa: F401  (register the models)
 from .admd import FrameDiscriminator
 from .base import ZooModel
 from .blocks import AveragedLinear, BottleneckHead, SEBlock, TemporalConv
+from .ensemble import LogitEnsemble, ensemble_members
+from .framewise import FramewiseLateFusion, small_framewise
 from .fusion import JointNet, LateFusionNet
+from .hooks import FeatureExtractor, get_module
+from .inputs import DEFAULT_CHANNELS, InputSpec, image_specs
 from .multiplier import MultiplierNet
+from .registry import build_model, derive_student, list_models, register_model
 from .resnet import GatedBasicBlock, GatedBottleneck, ResNetStream
 from .video import TimeMean
-from .hooks import FeatureExtractor, get_module
-from .inputs import DEFAULT_CHANNELS, InputSpec
-from .registry import build_model, derive_student, list_models, register_model
 
 __all__ = [
     "AveragedLinear", "BottleneckHead", "DEFAULT_CHANNELS", "FeatureExtractor", "FrameDiscriminator",
-    "GatedBasicBlock", "GatedBottleneck", "InputSpec", "JointNet", "LateFusionNet", "MultiplierNet", "ResNetStream",
-    "SEBlock", "TemporalConv", "TimeMean", "ZooModel", "build_model", "derive_student", "get_module", "list_models",
-    "register_model",
+    "FramewiseLateFusion", "GatedBasicBlock", "GatedBottleneck", "InputSpec", "JointNet", "LateFusionNet",
+    "LogitEnsemble", "MultiplierNet", "ResNetStream", "SEBlock", "TemporalConv", "TimeMean", "ZooModel", "build_model",
+    "derive_student", "ensemble_members", "get_module", "image_specs", "list_models", "register_model",
+    "small_framewise",
 ]

@@ -77,6 +77,15 @@ class InputSpec:
         return self.channels * (self.num_frames if self.kind == "image" else 1)
 
 
+def image_specs(modalities: tuple[str, ...], in_channels: Mapping[str, int] | None,
+                num_frames: int) -> dict[str, InputSpec]:
+    """InputSpec per modality for image/clip models (time folded into channels)."""
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
+    chans = resolve_in_channels(modalities, in_channels)
+    return {m: InputSpec("image", chans[m], num_frames) for m in modalities}
+
+
 def fetch(inputs: Mapping[str, Tensor], name: str) -> Tensor:
     """``inputs[name]`` as a non-empty floating tensor; KeyError/TypeError/ValueError name ``name``."""
     if not isinstance(inputs, Mapping):

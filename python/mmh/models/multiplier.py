@@ -20,10 +20,9 @@ from torch import Tensor, nn
 
 from .blocks import conv_bn_relu
 from .fusion import LateFusionNet, resolve_streams
-from .inputs import InputSpec, as_clip, prepare
+from .inputs import InputSpec, as_clip, image_specs, prepare
 from .registry import register_model
 from .resnet import ResNetStream, make_stage, torchvision_stream
-from .small import image_specs
 from .video import TimeMean
 
 

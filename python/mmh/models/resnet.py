@@ -12,8 +12,8 @@ from torchvision.models import resnet as tvr
 
 from .blocks import SEBlock, TemporalConv, conv_bn_relu
 from .fusion import JointNet, LateFusionNet, resolve_streams
+from .inputs import image_specs
 from .registry import register_model
-from .small import image_specs
 
 
 def cross_stream_inject(x: Tensor, gate: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from torch import nn
 
 from .blocks import BottleneckHead, conv_bn_relu
 from .fusion import JointNet, LateFusionNet, resolve_streams
-from .inputs import InputSpec, resolve_in_channels
+from .inputs import InputSpec, image_specs, resolve_in_channels
 from .registry import register_model
 
 
@@ -37,15 +37,6 @@ def small_trunk(in_channels: int, width: int = 48, bottleneck: int | None = None
     if bottleneck is not None:
         layers["bottleneck"] = BottleneckHead(width, bottleneck)
     return layers
-
-
-def image_specs(modalities: tuple[str, ...], in_channels: Mapping[str, int] | None,
-                num_frames: int) -> dict[str, InputSpec]:
-    """InputSpec per modality for image/clip models (time folded into channels)."""
-    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-        raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
-    chans = resolve_in_channels(modalities, in_channels)
-    return {m: InputSpec("image", chans[m], num_frames) for m in modalities}
 
 
 @register_model("small_joint")

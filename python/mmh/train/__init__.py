@@ -1,13 +1,15 @@
-"""Training: the one trainer, checkpoints/artifacts, resumable batching, and the experiment runner."""
+"""Training: the stage protocol, the one trainer, checkpoints and model artifacts, optimisers and schedules.
+
+The trainer runs any :class:`StageModule` and knows no method; the runner (:mod:`mmh.runner`) drives a method's
+stages through it.
+"""
 
 from .checkpoint import load_checkpoint, load_model, save_checkpoint, save_model
-from .data import CachedDataset, EpochBatchSampler, dataset_facts, eval_batches, materialize
 from .optim import build_optimizer, build_scheduler
-from .runner import evaluate_model, load_results, load_split, run_experiment, stage_key
-from .trainer import Trainer, TrainResult, resolve_device
+from .stage import StageModule
+from .trainer import Trainer, TrainResult
 
 __all__ = [
-    "CachedDataset", "EpochBatchSampler", "TrainResult", "Trainer", "build_optimizer", "build_scheduler",
-    "dataset_facts", "eval_batches", "evaluate_model", "load_checkpoint", "load_model", "load_results", "load_split",
-    "materialize", "resolve_device", "run_experiment", "save_checkpoint", "save_model", "stage_key",
+    "StageModule", "TrainResult", "Trainer", "build_optimizer", "build_scheduler", "load_checkpoint", "load_model",
+    "save_checkpoint", "save_model",
 ]

@@ -4,8 +4,9 @@
   optimizer, scheduler, grad scaler, step/epoch, the running epoch sums, the metrics history, the RNG states and the
   config — everything :class:`mmh.train.Trainer` needs to continue a killed run exactly.
 * An **artifact** (``model.pt``, also the stage cache's ``<kind>-<hash>/model.pt``) holds one network:
-  ``{"config": model.config, "state_dict": ...}``, rebuilt by :func:`mmh.models.build_model` (or, for a
-  :class:`mmh.methods.LogitEnsemble`, ``{"ensemble": {name: artifact}}``, member by member).
+  ``{"config": model.config, "state_dict": ...}``, rebuilt by :func:`mmh.models.build_model` (or, for a network
+  made of members — :func:`mmh.models.ensemble_members`, e.g. a :class:`mmh.models.LogitEnsemble` —,
+  ``{"ensemble": {name: artifact}}``, member by member).
 
 Both are ``torch.save`` zip archives holding only tensors and plain containers (dict, list, tuple, str, int, float,
 bool, None): the RNG states are stored as tensors (:func:`encode_rng_state`), never as pickled numpy / Python
@@ -31,12 +32,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..methods.ensemble import LogitEnsemble
-from ..models import build_model
+from ..models import LogitEnsemble, build_model, ensemble_members
 from ..utils.io import atomic_torch_save
 
 __all__ = ["save_checkpoint", "load_checkpoint", "save_model", "load_model", "model_payload", "model_from_payload",
-           "safe_load", "UnsafeFileError", "encode_rng_state", "decode_rng_state", "CHECKPOINT_KEYS"]
+           "save_tensors", "load_tensors", "safe_load", "UnsafeFileError", "encode_rng_state", "decode_rng_state",
+           "CHECKPOINT_KEYS"]
 
 #: Keys every trainer checkpoint holds (checked by :func:`load_checkpoint`).
 CHECKPOINT_KEYS: tuple[str, ...] = ("stage", "optimizer", "scheduler", "scaler", "step", "sums", "history", "best",
@@ -169,9 +170,11 @@ def decode_rng_state(enc: Mapping[str, Any], source: str = "<rng state>") -> dic
 
 # ---------------------------------------------------------------------------------------------------- artifacts
 def model_payload(model: nn.Module) -> dict[str, Any]:
-    """``{"config", "state_dict"}`` of a network built by ``build_model`` (or a LogitEnsemble of such)."""
-    if isinstance(model, LogitEnsemble):
-        return {"ensemble": {name: model_payload(m) for name, m in model.members.items()}}
+    """``{"config", "state_dict"}`` of a network built by ``build_model`` (or ``{"ensemble": {name: payload}}`` of a
+    network made of such members, see :func:`mmh.models.ensemble_members`)."""
+    members = ensemble_members(model)
+    if members is not None:
+        return {"ensemble": {name: model_payload(m) for name, m in members.items()}}
     config = getattr(model, "config", None)
     if not isinstance(config, dict) or "name" not in config:
         raise ValueError(f"cannot save {type(model).__name__} as an artifact: it has no build_model config "
@@ -204,8 +207,14 @@ def model_from_payload(payload: Any, source: str = "<payload>") -> nn.Module:
         model = build_model(name, **cfg)
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"model artifact {source}: cannot build model {name!r} from its config: {exc}") from None
-    given: dict[str, torch.Tensor] = payload["state_dict"]
-    expected = model.state_dict()
+    _check_weights(payload["state_dict"], model.state_dict(), source, name)
+    model.load_state_dict(payload["state_dict"])
+    return model
+
+
+def _check_weights(given: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str,
+                   name: str) -> None:
+    """ValueError naming ``source`` when ``given`` weights do not fit the model (missing, extra, wrong shapes)."""
     problems = []
     lost = [k for k in expected if k not in given]
     extra = [k for k in given if k not in expected]
@@ -220,8 +229,6 @@ def model_from_payload(payload: Any, source: str = "<payload>") -> nn.Module:
     if problems:
         raise ValueError(f"model artifact {source}: its weights do not fit the model its config describes "
                          f"({name}): {'; '.join(problems)}")
-    model.load_state_dict(given)
-    return model
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> None:
@@ -233,3 +240,19 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     """Rebuild the network saved by :func:`save_model` without running code from the file (:func:`safe_load`);
     FileNotFoundError, :class:`UnsafeFileError` or ValueError naming the file and what is wrong."""
     return model_from_payload(safe_load(path, "model artifact"), str(path))
+
+
+def save_tensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Write a named-tensor artifact (``{name: tensor}``, e.g. a stage's extra network weights) atomically, on CPU;
+    ValueError naming ``path`` when ``state`` is not a dict of tensors."""
+    state = dict(state)
+    _check_tensor_dict(state, f"tensor artifact {path}")
+    atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, path)
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a :func:`save_tensors` file without running code from it (:func:`safe_load`); FileNotFoundError,
+    :class:`UnsafeFileError` or ValueError naming the file."""
+    state = safe_load(path, "tensor artifact")
+    _check_tensor_dict(state, f"tensor artifact {path}")
+    return state

@@ -1,4 +1,4 @@
-"""The one trainer: any :class:`mmh.methods.StageModule`, step-based, resumable, DDP-ready.
+"""The one trainer: any :class:`mmh.train.StageModule`, step-based, resumable, DDP-ready.
 
 The trainer knows nothing of methods: it calls ``stage(batch) -> (logits, {name: weighted loss})``, sums the terms,
 steps the optimizer over ``stage.trainable_parameters()`` and the per-step scheduler, and writes, in ``out_dir``:
@@ -43,30 +43,19 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..config import amp_setting
-from ..methods.base import StageModule
+from ..data.loader import EpochBatchSampler, make_loader, to_device
+from ..utils.device import resolve_device
 from ..utils.distributed import DistInfo, dist_info
 from ..utils.seed import get_rng_state, set_rng_state
 from .checkpoint import decode_rng_state, encode_rng_state, load_checkpoint, save_checkpoint
-from .data import EpochBatchSampler, batch_loader, to_device
 from .optim import build_optimizer, build_scheduler
+from .stage import StageModule
 
-__all__ = ["Trainer", "TrainResult", "resolve_device"]
+__all__ = ["Trainer", "TrainResult"]
 
 _log = logging.getLogger(__name__)
 #: Running sums counted on the host (no device value needed): steps and labelled samples of the epoch so far.
 _HOST_SUMS = ("n", "seen")
-
-
-def resolve_device(spec: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> cuda when available else cpu; otherwise ``torch.device(spec)`` (ValueError if unusable)."""
-    if isinstance(spec, torch.device):
-        return spec
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} requested but CUDA is not available")
-    return dev
 
 
 @dataclass
@@ -113,21 +102,7 @@ class Trainer:
         self.val_fn, self.val_metric, self.config = val_fn, val_metric, dict(config or {})
         self.dist: DistInfo = dist_info()
         self.stage.to(self.device)
-        n = len(train_set)  # type: ignore[arg-type]
-        bs = int(self.tcfg["batch_size"])
-        self.steps_per_epoch = EpochBatchSampler.batches_per_epoch(n, bs, self.dist.world_size,
-                                                                   bool(self.tcfg["drop_last"]))
-        if self.steps_per_epoch < 1:
-            raise ValueError(f"train.batch_size {bs} x {self.dist.world_size} rank(s) exceeds the {n} training "
-                             f"samples with drop_last: no complete batch; lower batch_size or set drop_last=false")
-        if self.tcfg.get("steps") is not None:
-            self.total_steps = int(self.tcfg["steps"])
-        elif self.tcfg.get("epochs") is not None:
-            self.total_steps = int(self.tcfg["epochs"]) * self.steps_per_epoch
-        else:
-            raise ValueError("train config needs 'steps' or 'epochs'")
-        if self.total_steps < 1:
-            raise ValueError(f"train.steps / train.epochs give {self.total_steps} steps; need at least 1")
+        self.steps_per_epoch, self.total_steps = self._schedule_length(len(train_set))  # type: ignore[arg-type]
         self.optimizer = build_optimizer(stage.trainable_parameters(), self.tcfg)
         self.scheduler = build_scheduler(self.optimizer, self.tcfg, self.total_steps)
         deploy = self.tcfg.get("deploy", "last")
@@ -150,6 +125,23 @@ class Trainer:
         self._acc: dict[str, torch.Tensor] = {}  # running sums of the epoch on the device (float64, 0-dim)
         self._count: dict[str, float] = {}  # running sums known on the host (_HOST_SUMS)
         self._bad_step: torch.Tensor | None = None  # on the device: first step with a non-finite loss, else -1
+
+    def _schedule_length(self, n: int) -> tuple[int, int]:
+        """(steps per epoch, total steps) of ``n`` training samples; ValueError naming the setting at fault."""
+        bs = int(self.tcfg["batch_size"])
+        per_epoch = EpochBatchSampler.batches_per_epoch(n, bs, self.dist.world_size, bool(self.tcfg["drop_last"]))
+        if per_epoch < 1:
+            raise ValueError(f"train.batch_size {bs} x {self.dist.world_size} rank(s) exceeds the {n} training "
+                             f"samples with drop_last: no complete batch; lower batch_size or set drop_last=false")
+        if self.tcfg.get("steps") is not None:
+            total = int(self.tcfg["steps"])
+        elif self.tcfg.get("epochs") is not None:
+            total = int(self.tcfg["epochs"]) * per_epoch
+        else:
+            raise ValueError("train config needs 'steps' or 'epochs'")
+        if total < 1:
+            raise ValueError(f"train.steps / train.epochs give {total} steps; need at least 1")
+        return per_epoch, total
 
     def _amp_dtype(self, amp: str) -> torch.dtype | None:
         """The autocast dtype of ``train.amp`` on this device (None: off); see the module docstring."""
@@ -369,29 +361,10 @@ class Trainer:
         bar = self._progress()
         try:
             while self.step < self.total_steps:
-                epoch, start = divmod(self.step, self.steps_per_epoch)
-                sampler = EpochBatchSampler(
-                    len(self.train_set), int(self.tcfg["batch_size"]), seed=self.seed, epoch=epoch,  # type: ignore
-                    shuffle=True, drop_last=bool(self.tcfg["drop_last"]), start_batch=start,
-                    rank=self.dist.rank, world_size=self.dist.world_size)
-                loader = batch_loader(self.train_set, sampler, num_workers=int(self.tcfg["num_workers"]),
-                                      seed=self.seed * 100003 + epoch)
-                log_every = int(self.tcfg.get("log_every") or 0)
-                for batch in loader:
-                    self._train_step(batch)
-                    done_here += 1
-                    if bar is not None:
-                        bar.update(1)
-                    if log_every and self.step % log_every == 0:
-                        self._log_point(bar)
-                    if self.step >= self.total_steps or self.step % self.steps_per_epoch == 0:
-                        break
-                    every = int(self.tcfg.get("checkpoint_every") or 0)
-                    if every and self.step % every == 0:
-                        self._save("latest.pt")
-                    if stop_after_steps is not None and done_here >= stop_after_steps:
-                        self._save("latest.pt")
-                        return TrainResult(self.step, self.total_steps, self.history, self.best, True, done_here)
+                epoch = self.step // self.steps_per_epoch
+                done_here, stopped = self._run_epoch(epoch, bar, done_here, stop_after_steps)
+                if stopped:
+                    return TrainResult(self.step, self.total_steps, self.history, self.best, True, done_here)
                 self._end_epoch(epoch, t0)
                 t0 = time.perf_counter()
                 if stop_after_steps is not None and done_here >= stop_after_steps and self.step < self.total_steps:
@@ -400,6 +373,31 @@ class Trainer:
             if bar is not None:
                 bar.close()
         return TrainResult(self.step, self.total_steps, self.history, self.best, False, done_here)
+
+    def _run_epoch(self, epoch: int, bar: Any, done_here: int, stop_after_steps: int | None) -> tuple[int, bool]:
+        """The remaining steps of ``epoch`` (from the current step): (steps done by this fit call, whether
+        ``stop_after_steps`` stopped it inside the epoch, ``latest.pt`` saved)."""
+        loader = make_loader(self.train_set, int(self.tcfg["batch_size"]), shuffle=True, seed=self.seed, epoch=epoch,
+                             start_batch=self.step % self.steps_per_epoch, drop_last=bool(self.tcfg["drop_last"]),
+                             num_workers=int(self.tcfg["num_workers"]), rank=self.dist.rank,
+                             world_size=self.dist.world_size)
+        log_every = int(self.tcfg.get("log_every") or 0)
+        for batch in loader:
+            self._train_step(batch)
+            done_here += 1
+            if bar is not None:
+                bar.update(1)
+            if log_every and self.step % log_every == 0:
+                self._log_point(bar)
+            if self.step >= self.total_steps or self.step % self.steps_per_epoch == 0:
+                break
+            every = int(self.tcfg.get("checkpoint_every") or 0)
+            if every and self.step % every == 0:
+                self._save("latest.pt")
+            if stop_after_steps is not None and done_here >= stop_after_steps:
+                self._save("latest.pt")
+                return done_here, True
+        return done_here, False
 
     def _progress(self) -> Any:
         if not (self.dist.is_main and self.tcfg.get("progress")) or self.step >= self.total_steps:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -141,6 +140,3 @@ class SyntheticDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
-
-    def _kwargs(self) -> dict[str, Any]:
-        return {"resolution": self.resolution, "difficulty": self.difficulty}

@@ -31,15 +31,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ...data.loader import to_device
 from ...losses import admd_discriminator_loss, admd_hallucination_loss, admd_targets
 from ...models import FeatureExtractor, FrameDiscriminator
-from ..base import Batch, LossDict, Stage, StageContext, StageModule, cross_entropy_term, freeze
+from ...train.stage import Batch, LossDict, StageModule
+from ..base import Stage, StageContext, cross_entropy_term, freeze
 from ..registry import register_method
-from .common import StreamsCE, build_net, copy_stream, method_cfg
-from .multistream import _fill_defaults
+from .common import StreamsCE, copy_stream
 
 __all__ = ["ADMDStage", "AssembleStage", "admd_targets", "fake_probability", "discriminator_from_state",
-           "frame_indices"]
+           "frame_indices", "ADMD_DEFAULTS"]
+
+#: Defaults of ``loss.admd`` (``admd`` and ``admd_naive``): the config schema and :class:`ADMDStage`'s.
+ADMD_DEFAULTS: dict[str, Any] = {"frame_conditioning": True, "hidden": [128, 64], "d_weight": 1.0, "h_weight": 1.0,
+                                 "h_ce": 0.0, "naive": False}
 
 
 def frame_indices(batch: Batch, b: int, t: int, conditioning: bool) -> Tensor | None:
@@ -62,9 +67,11 @@ class ADMDStage(StageModule):
 
     frozen = ("depth_net",)
 
-    def __init__(self, hall: nn.Module, depth_net: nn.Module, disc: FrameDiscriminator, *, naive: bool = False,
-                 d_weight: float = 1.0, h_weight: float = 1.0, h_ce: float = 0.0, depth_stream: str = "depth",
-                 frame_conditioning: bool = True) -> None:
+    def __init__(self, hall: nn.Module, depth_net: nn.Module, disc: FrameDiscriminator, *,
+                 naive: bool = ADMD_DEFAULTS["naive"], d_weight: float = ADMD_DEFAULTS["d_weight"],
+                 h_weight: float = ADMD_DEFAULTS["h_weight"], h_ce: float = ADMD_DEFAULTS["h_ce"],
+                 depth_stream: str = "depth",
+                 frame_conditioning: bool = ADMD_DEFAULTS["frame_conditioning"]) -> None:
         super().__init__()
         self.hall, self.depth_net, self.discriminator = hall, freeze(depth_net), disc
         self.naive, self.d_weight, self.h_weight, self.h_ce = bool(naive), float(d_weight), float(h_weight), float(h_ce)
@@ -101,6 +108,10 @@ class ADMDStage(StageModule):
     def deployable(self) -> nn.Module:
         return self.hall
 
+    def artifacts(self) -> dict[str, dict[str, Tensor]]:
+        """``discriminator``: D's weights (rebuild with :func:`discriminator_from_state`, ``prefix=""``)."""
+        return {"discriminator": {k: v.detach().cpu() for k, v in self.discriminator.state_dict().items()}}
+
 
 class AssembleStage(StageModule):
     """A non-training stage whose network was assembled by its builder (e.g. RGB + hallucination late fusion)."""
@@ -116,18 +127,14 @@ class AssembleStage(StageModule):
         return self.model
 
 
-def _build_net(ctx: StageContext, role: str, streams: Mapping[str, str] | None = None) -> nn.Module:
-    return build_net(ctx, role, **({"streams": dict(streams)} if streams is not None else {}))
-
-
 def _build_streams(ctx: StageContext) -> StreamsCE:
-    return StreamsCE(_build_net(ctx, "teacher"))
+    return StreamsCE(ctx.build_model("teacher"))
 
 
 def _build_hall(ctx: StageContext, naive: bool) -> ADMDStage:
-    c = {**method_cfg(ctx.cfg, "admd"), "naive": naive}
+    c = {**ctx.loss_cfg("admd"), "naive": naive}
     depth_net = ctx.input("streams")
-    hall = _build_net(ctx, "student", streams={"hall": ctx.modalities("student")[0]})
+    hall = ctx.build_model("student", streams={"hall": ctx.modalities("student")[0]})
     copy_stream(hall, "hall", depth_net, "depth")
     dim = hall.streams["hall"].bottleneck.out_channels
     frames = int(ctx.model_kwargs.get("num_frames") or 1) if c["frame_conditioning"] else 0
@@ -140,7 +147,7 @@ def _build_hall(ctx: StageContext, naive: bool) -> ADMDStage:
 
 def _build_fusion(ctx: StageContext) -> AssembleStage:
     rgb = ctx.modalities("student")[0]
-    fused = _build_net(ctx, "student", streams={"rgb": rgb, "hall": rgb})
+    fused = ctx.build_model("student", streams={"rgb": rgb, "hall": rgb})
     copy_stream(fused, "rgb", ctx.input("streams"), "rgb")
     copy_stream(fused, "hall", ctx.input("hallucination"), "hall")
     return AssembleStage(fused)
@@ -155,21 +162,20 @@ def admd_stages(naive: bool = False) -> list[Stage]:
 
     return [Stage("streams", "admd/streams", _build_streams, section="streams", depends_on=("modalities.teacher",)),
             Stage("hallucination", f"{kind}/hallucination", build_hall, inputs=("streams",), section="hallucination",
-                  depends_on=("loss.admd", "modalities")),
+                  depends_on=("loss.admd", "modalities"), artifacts=("discriminator",)),
             Stage("fusion", f"{kind}/fusion", _build_fusion, inputs=("streams", "hallucination"), trains=False,
                   depends_on=("modalities",))]
 
 
 @register_method("admd", "thesis ch. 4: adversarial hallucination with a (C+1)-way frame-aware discriminator "
-                         "(loss.admd); deploys RGB + hallucination late fusion")
+                         "(loss.admd); deploys RGB + hallucination late fusion", defaults={"admd": ADMD_DEFAULTS})
 def admd(cfg: Mapping[str, Any]) -> list[Stage]:
-    _fill_defaults(cfg, "admd")
-    return admd_stages(bool(method_cfg(cfg, "admd")["naive"]))
+    return admd_stages(bool(cfg["loss"]["admd"]["naive"]))
 
 
-@register_method("admd_naive", "ADMD baseline: the discriminator solves only real/fake (binary adversarial)")
+@register_method("admd_naive", "ADMD baseline: the discriminator solves only real/fake (binary adversarial)",
+                 defaults={"admd": ADMD_DEFAULTS})
 def admd_naive(cfg: Mapping[str, Any]) -> list[Stage]:
-    _fill_defaults(cfg, "admd")
     return admd_stages(naive=True)
 
 
@@ -197,7 +203,7 @@ def fake_probability(depth_net: nn.Module, disc: FrameDiscriminator, batches: It
     disc.eval().to(device)
     total, n = 0.0, 0
     for batch in batches:
-        batch = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in batch.items()}
+        batch = to_device(batch, device)
         with FeatureExtractor(depth_net, [path], detach=True) as feats:
             depth_net(batch)
         f = feats[path].flatten(1)

@@ -1,6 +1,5 @@
 """Pieces shared by the thesis methods: method settings, stream surgery, distillation losses, per-stream CE.
 
-* :func:`method_cfg` — a method's settings: code defaults (:data:`LOSS_DEFAULTS`) under ``cfg["loss"][name]``.
 * :func:`copy_stream` — initialise one stream of a multi-stream net from another's (the hallucination stream from
   the depth stream); a first convolution with a different number of input channels is *inflated*: the source
   kernel of each input plane is spread evenly over the corresponding target planes (time folded into channels
@@ -13,61 +12,18 @@
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
 from ...losses import HALL_REDUCTIONS, generalized_distillation, hallucination_loss, soft_cross_entropy
-from ...models import build_model
-from ..base import Batch, LossDict, StageContext, StageModule, cross_entropy_term
+from ...train.stage import Batch, LossDict, StageModule
+from ..base import cross_entropy_term
 
 __all__ = [
-    "LOSS_DEFAULTS", "method_cfg", "register_loss_defaults", "copy_stream", "soft_cross_entropy",
+    "copy_stream", "soft_cross_entropy",
     "generalized_distillation", "hallucination_loss", "StreamsCE", "stream_names", "freeze_parts",
-    "HALL_REDUCTIONS", "build_net",
+    "HALL_REDUCTIONS",
 ]
-
-#: Default settings of the thesis methods, by ``loss.<name>`` section (a config overrides any of them).
-LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mcl": {"lam": 0.5, "temperature": 2.0, "t_squared": False, "winner_ce": 1.0, "beta": 0.75},
-    "multistream": {"alpha": 0.5, "lam": 0.5, "temperature": 10.0, "t_squared": False, "student_temperature": True,
-                    "hall_layers": ["layer4"], "hall_reduction": "sample_sum", "hall_scale": 1.0,
-                    "teacher": "depth_stream", "gd_on": "fused", "connections": True, "direction": "depth_to_rgb",
-                    "step2_loss": "fused"},
-    "hoffman": {"gamma": 1.0, "hall_layers": ["layer4"], "hall_reduction": "sample_sum"},
-    "moddrop": {"p_drop": 0.5, "modality": "depth", "p_input": 0.1},
-    "admd": {"frame_conditioning": True, "hidden": [128, 64], "d_weight": 1.0, "h_weight": 1.0, "h_ce": 0.0,
-             "naive": False},
-}
-
-
-def register_loss_defaults(defaults: dict[str, Any]) -> None:
-    """Add :data:`LOSS_DEFAULTS` to ``defaults["loss"]`` (the config DEFAULTS) without overwriting entries, so
-    YAML files may set ``loss.mcl``, ``loss.multistream``, ... (unknown keys stay an error)."""
-    for name, value in LOSS_DEFAULTS.items():
-        defaults["loss"].setdefault(name, copy.deepcopy(value))
-
-
-def method_cfg(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """``LOSS_DEFAULTS[name]`` updated with ``cfg["loss"][name]``; KeyError naming an unknown setting."""
-    given = dict((cfg.get("loss") or {}).get(name) or {})
-    unknown = [k for k in given if k not in LOSS_DEFAULTS[name]]
-    if unknown:
-        raise KeyError(f"config section loss.{name} has unknown keys {unknown}; known: {sorted(LOSS_DEFAULTS[name])}")
-    return {**copy.deepcopy(LOSS_DEFAULTS[name]), **given}
-
-
-def build_net(ctx: StageContext, role: str, **overrides: Any) -> nn.Module:
-    """``cfg.model`` on ``modalities.<role>``, weights from ``cfg.seed``; ``overrides`` replace model kwargs."""
-    mods = ctx.modalities(role)
-    kwargs = {**ctx.model_kwargs, **ctx.cfg["model"].get("kwargs", {}), **overrides}
-    return build_model(ctx.cfg["model"]["name"], modalities=mods, num_classes=ctx.num_classes,
-                       in_channels={m: ctx.in_channels[m] for m in mods if m in ctx.in_channels} or None,
-                       seed=int(ctx.cfg["seed"]), **kwargs)
-
 
 def stream_names(model: nn.Module) -> list[str]:
     """Stream names of a late-fusion net (TypeError if ``model`` has no ``streams``)."""

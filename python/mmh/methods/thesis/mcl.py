@@ -29,11 +29,15 @@ import torch
 from torch import Tensor, nn
 
 from ...losses import MCL_MODES, mcl_loss
-from ..base import Batch, LossDict, Stage, StageContext, StageModule
+from ...train.stage import Batch, LossDict, StageModule
+from ..base import Stage, StageContext
 from ..registry import register_method
-from .common import method_cfg, stream_names
+from .common import stream_names
 
-__all__ = ["MCL_MODES", "mcl_loss", "MCLStage", "mcl_stage", "METHOD_OF_MODE"]
+__all__ = ["MCL_MODES", "mcl_loss", "MCLStage", "mcl_stage", "METHOD_OF_MODE", "MCL_DEFAULTS"]
+
+#: Defaults of ``loss.mcl`` (every MCL method): the config schema and :class:`MCLStage`'s.
+MCL_DEFAULTS: dict[str, Any] = {"lam": 0.5, "temperature": 2.0, "t_squared": False, "winner_ce": 1.0, "beta": 0.75}
 
 #: Registered method name of each mode.
 METHOD_OF_MODE = {"independent": "mcl_independent", "smcl": "smcl", "cmcl": "cmcl", "dmcl": "dmcl",
@@ -46,8 +50,9 @@ class MCLStage(StageModule):
     ``last_winners`` holds the winners (B,) of the last training batch (for diagnostics).
     """
 
-    def __init__(self, model: nn.Module, mode: str, *, lam: float = 0.5, temperature: float = 2.0,
-                 t_squared: bool = False, winner_ce: float = 1.0, beta: float = 0.75) -> None:
+    def __init__(self, model: nn.Module, mode: str, *, lam: float = MCL_DEFAULTS["lam"],
+                 temperature: float = MCL_DEFAULTS["temperature"], t_squared: bool = MCL_DEFAULTS["t_squared"],
+                 winner_ce: float = MCL_DEFAULTS["winner_ce"], beta: float = MCL_DEFAULTS["beta"]) -> None:
         super().__init__()
         if mode not in MCL_MODES:
             raise ValueError(f"MCL mode must be one of {MCL_MODES}, got {mode!r}")
@@ -73,7 +78,7 @@ class MCLStage(StageModule):
 
 def _builder(mode: str) -> Callable[[StageContext], MCLStage]:
     def build(ctx: StageContext) -> MCLStage:
-        c = method_cfg(ctx.cfg, "mcl")
+        c = ctx.loss_cfg("mcl")
         model = ctx.build_model("mcl")
         return MCLStage(model, mode, lam=c["lam"], temperature=c["temperature"], t_squared=c["t_squared"],
                         winner_ce=c["winner_ce"], beta=c["beta"])
@@ -88,7 +93,7 @@ def mcl_stage(mode: str) -> Stage:
 def _register(mode: str, description: str) -> None:
     def recipe(cfg: Mapping[str, Any]) -> list[Stage]:
         return [mcl_stage(mode)]
-    register_method(METHOD_OF_MODE[mode], description)(recipe)
+    register_method(METHOD_OF_MODE[mode], description, defaults={"mcl": MCL_DEFAULTS})(recipe)
 
 
 _register("dmcl", "DMCL: the per-sample lowest-CE network teaches the others, (1-λ) CE + λ soft CE (Eq. 5.3) — "

@@ -3,7 +3,7 @@
 Networks are cross-stream multiplier nets (``small_multiplier`` on the built-in data, ``multiplier_resnet`` for
 the thesis's ResNet-50 setting): streams run in lockstep and, before the 2nd residual unit of each stage, the
 residual branch of the gated stream takes ``x ⊙ relu(gate)`` (skip path untouched); logits are averaged.
-Settings live in ``loss.multistream`` (see :data:`mmh.methods.thesis.common.LOSS_DEFAULTS`).
+Settings live in ``loss.multistream`` (defaults: :data:`MULTISTREAM_DEFAULTS`).
 
 The four steps (method ``multistream``):
 
@@ -39,7 +39,6 @@ modality and whole-modality dropout, see :class:`ModDropStage`).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,21 +47,25 @@ from torch import Tensor, nn
 
 from ...losses import HALL_REDUCTIONS, hallucination_loss, modality_distillation_loss
 from ...models import FeatureExtractor, derive_student
-from ..base import Batch, LossDict, Stage, StageContext, StageModule, Supervised, cross_entropy_term, freeze
+from ...train.stage import Batch, LossDict, StageModule
+from ..base import Stage, StageContext, Supervised, cross_entropy_term, freeze
 from ..registry import register_method
-from .common import (
-    LOSS_DEFAULTS,
-    StreamsCE,
-    build_net,
-    copy_stream,
-    freeze_parts,
-    method_cfg,
-)
+from .common import StreamsCE, copy_stream, freeze_parts
 
 __all__ = [
     "HallucinationStage", "HoffmanStage", "ModDropStage", "build_streams", "multistream_stages", "unit_path",
-    "DIRECTIONS", "TEACHER_MODES",
+    "DIRECTIONS", "TEACHER_MODES", "MULTISTREAM_DEFAULTS", "HOFFMAN_DEFAULTS", "MODDROP_DEFAULTS",
 ]
+
+#: Defaults of ``loss.multistream`` (the four steps; hoffman and moddrop read its connections and direction).
+MULTISTREAM_DEFAULTS: dict[str, Any] = {
+    "alpha": 0.5, "lam": 0.5, "temperature": 10.0, "t_squared": False, "student_temperature": True,
+    "hall_layers": ["layer4"], "hall_reduction": "sample_sum", "hall_scale": 1.0, "teacher": "depth_stream",
+    "gd_on": "fused", "connections": True, "direction": "depth_to_rgb", "step2_loss": "fused"}
+_MSD = MULTISTREAM_DEFAULTS
+#: Defaults of ``loss.hoffman`` and ``loss.moddrop``.
+HOFFMAN_DEFAULTS: dict[str, Any] = {"gamma": 1.0, "hall_layers": ["layer4"], "hall_reduction": "sample_sum"}
+MODDROP_DEFAULTS: dict[str, Any] = {"p_drop": 0.5, "modality": "depth", "p_input": 0.1}
 
 #: Readings of step 3 (``loss.multistream.teacher``), see :class:`HallucinationStage`.
 TEACHER_MODES = ("depth_stream", "fused")
@@ -84,7 +87,7 @@ def build_streams(ctx: StageContext, role: str, *, streams: Mapping[str, str] | 
                   connections: bool = False, direction: tuple[str, str] = ("depth", "rgb")) -> nn.Module:
     """``cfg.model`` (a multiplier net) on ``modalities.<role>`` with the given streams and connections."""
     extra = {"streams": dict(streams)} if streams is not None else {}
-    return build_net(ctx, role, connections=connections, gate_from=direction[0], gate_into=direction[1], **extra)
+    return ctx.build_model(role, connections=connections, gate_from=direction[0], gate_into=direction[1], **extra)
 
 
 def unit_path(model: nn.Module, stream: str, layer: str) -> str:
@@ -96,12 +99,19 @@ def unit_path(model: nn.Module, stream: str, layer: str) -> str:
     return f"streams.{stream}.{layer}.{len(stage) - 1}"
 
 
-def _fill_defaults(cfg: Mapping[str, Any], *names: str) -> None:
-    """Put the code defaults of ``loss.<name>`` into a config that lacks them (it was loaded before this package
-    registered its defaults), so stage cache keys can name them."""
-    if isinstance(cfg, dict) and isinstance(cfg.get("loss"), dict):
-        for n in names:
-            cfg["loss"].setdefault(n, copy.deepcopy(LOSS_DEFAULTS[n]))
+def _check_step3(alpha: float, gd_on: str, teacher_mode: str, hall_layers: tuple[str, ...],
+                 hall_reduction: str) -> None:
+    """ValueError naming the step-3 setting that is out of range."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if gd_on not in ("fused", "hall"):
+        raise ValueError(f"gd_on must be 'fused' or 'hall', got {gd_on!r}")
+    if teacher_mode not in TEACHER_MODES:
+        raise ValueError(f"loss.multistream.teacher must be one of {TEACHER_MODES}, got {teacher_mode!r}")
+    if not hall_layers and alpha > 0:
+        raise ValueError("hall_layers is empty but alpha > 0 asks for the hallucination loss")
+    if hall_reduction not in HALL_REDUCTIONS:
+        raise ValueError(f"hall_reduction must be one of {HALL_REDUCTIONS}, got {hall_reduction!r}")
 
 
 # ------------------------------------------------------------------------------------------------ stage modules
@@ -123,22 +133,15 @@ class HallucinationStage(StageModule):
       deployed).
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, *, alpha: float = 0.5, lam: float = 0.5,
-                 temperature: float = 10.0, t_squared: bool = False, student_temperature: bool = True,
-                 hall_layers: tuple[str, ...] = ("layer4",), hall_reduction: str = "sample_sum",
-                 hall_scale: float = 1.0, gd_on: str = "fused", teacher_stream: str = "depth",
-                 teacher_mode: str = "depth_stream", deploy: nn.Module | None = None) -> None:
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, *, alpha: float = _MSD["alpha"],
+                 lam: float = _MSD["lam"], temperature: float = _MSD["temperature"],
+                 t_squared: bool = _MSD["t_squared"], student_temperature: bool = _MSD["student_temperature"],
+                 hall_layers: tuple[str, ...] = tuple(_MSD["hall_layers"]),
+                 hall_reduction: str = _MSD["hall_reduction"], hall_scale: float = _MSD["hall_scale"],
+                 gd_on: str = _MSD["gd_on"], teacher_stream: str = "depth", teacher_mode: str = _MSD["teacher"],
+                 deploy: nn.Module | None = None) -> None:
         super().__init__()
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-        if gd_on not in ("fused", "hall"):
-            raise ValueError(f"gd_on must be 'fused' or 'hall', got {gd_on!r}")
-        if teacher_mode not in TEACHER_MODES:
-            raise ValueError(f"loss.multistream.teacher must be one of {TEACHER_MODES}, got {teacher_mode!r}")
-        if not hall_layers and alpha > 0:
-            raise ValueError("hall_layers is empty but alpha > 0 asks for the hallucination loss")
-        if hall_reduction not in HALL_REDUCTIONS:
-            raise ValueError(f"hall_reduction must be one of {HALL_REDUCTIONS}, got {hall_reduction!r}")
+        _check_step3(alpha, gd_on, teacher_mode, hall_layers, hall_reduction)
         self.teacher_mode = teacher_mode
         self.student = student
         if teacher_mode == "depth_stream":
@@ -215,8 +218,9 @@ class HoffmanStage(StageModule):
     of ``depth_net`` trained jointly: CE(rgb) + CE(hall) + CE(rgb+hall) + CE(depth) + γ·L_hall(hall, depth) (the
     depth features detached in L_hall, so only the hallucination stream chases them)."""
 
-    def __init__(self, student: nn.Module, depth_net: nn.Module, *, gamma: float = 1.0,
-                 hall_layers: tuple[str, ...] = ("layer4",), hall_reduction: str = "sample_sum") -> None:
+    def __init__(self, student: nn.Module, depth_net: nn.Module, *, gamma: float = HOFFMAN_DEFAULTS["gamma"],
+                 hall_layers: tuple[str, ...] = tuple(HOFFMAN_DEFAULTS["hall_layers"]),
+                 hall_reduction: str = HOFFMAN_DEFAULTS["hall_reduction"]) -> None:
         super().__init__()
         if hall_reduction not in HALL_REDUCTIONS:
             raise ValueError(f"hall_reduction must be one of {HALL_REDUCTIONS}, got {hall_reduction!r}")
@@ -254,8 +258,9 @@ class ModDropStage(StageModule):
     noise sweep) and with the RGB stream's predictions only.
     """
 
-    def __init__(self, model: nn.Module, *, p_drop: float = 0.5, modality: str | list[str] = "depth",
-                 p_input: float = 0.1) -> None:
+    def __init__(self, model: nn.Module, *, p_drop: float = MODDROP_DEFAULTS["p_drop"],
+                 modality: str | list[str] = MODDROP_DEFAULTS["modality"],
+                 p_input: float = MODDROP_DEFAULTS["p_input"]) -> None:
         super().__init__()
         for name, p in (("p_drop", p_drop), ("p_input", p_input)):
             if not 0.0 <= p <= 1.0:
@@ -302,7 +307,7 @@ def _build_step1(ctx: StageContext) -> StreamsCE:
 
 
 def _build_step2(ctx: StageContext) -> StageModule:
-    c = method_cfg(ctx.cfg, "multistream")
+    c = ctx.loss_cfg("multistream")
     model = build_streams(ctx, "teacher", connections=bool(c["connections"]), direction=_direction(c, False))
     model.load_state_dict(ctx.input("step1").state_dict())
     if c["step2_loss"] == "fused":
@@ -313,7 +318,7 @@ def _build_step2(ctx: StageContext) -> StageModule:
 
 
 def _build_step3(ctx: StageContext) -> HallucinationStage:
-    c = method_cfg(ctx.cfg, "multistream")
+    c = ctx.loss_cfg("multistream")
     step2 = ctx.input("step2")
     kw = {"alpha": c["alpha"], "lam": c["lam"], "temperature": c["temperature"], "t_squared": c["t_squared"],
           "student_temperature": c["student_temperature"], "hall_layers": tuple(c["hall_layers"]),
@@ -330,7 +335,7 @@ def _build_step3(ctx: StageContext) -> HallucinationStage:
     # with the inverted direction the depth stream sends none, so the hallucination stream trains unconnected
     connect = bool(c["connections"]) and c["direction"] == "depth_to_rgb"
     _direction(c, student=True)
-    net = build_net(ctx, "teacher", streams={"depth": "depth", "hall": "rgb"}, connections=connect,
+    net = ctx.build_model("teacher", streams={"depth": "depth", "hall": "rgb"}, connections=connect,
                     gate_from="depth", gate_into="hall")
     copy_stream(net, "depth", step2, "depth")
     copy_stream(net, "hall", step2, "depth")
@@ -348,7 +353,7 @@ def _build_step4(ctx: StageContext) -> Supervised:
 
 
 def _build_hoffman(ctx: StageContext) -> HoffmanStage:
-    c, h = method_cfg(ctx.cfg, "multistream"), method_cfg(ctx.cfg, "hoffman")
+    c, h = ctx.loss_cfg("multistream"), ctx.loss_cfg("hoffman")
     step1 = ctx.input("step1")
     student = _student(ctx, {**c, "connections": False})
     copy_stream(student, "rgb", step1, "rgb")
@@ -360,7 +365,7 @@ def _build_hoffman(ctx: StageContext) -> HoffmanStage:
 
 
 def _build_moddrop(ctx: StageContext) -> ModDropStage:
-    c, d = method_cfg(ctx.cfg, "multistream"), method_cfg(ctx.cfg, "moddrop")
+    c, d = ctx.loss_cfg("multistream"), ctx.loss_cfg("moddrop")
     model = build_streams(ctx, "teacher", connections=bool(c["connections"]), direction=_direction(c, False))
     model.load_state_dict(ctx.input("step1").state_dict())
     return ModDropStage(model, p_drop=d["p_drop"], modality=d["modality"], p_input=d["p_input"])
@@ -383,23 +388,22 @@ def multistream_stages() -> list[Stage]:
 
 
 @register_method("multistream", "thesis ch. 3: modality distillation with multiplier networks, 4 steps "
-                                "(loss.multistream)")
+                                "(loss.multistream)", defaults={"multistream": MULTISTREAM_DEFAULTS})
 def multistream(cfg: Mapping[str, Any]) -> list[Stage]:
-    _fill_defaults(cfg, "multistream")
     return multistream_stages()
 
 
-@register_method("hoffman", "Hoffman et al.: RGB, depth and hallucination streams trained end to end after step 1")
+@register_method("hoffman", "Hoffman et al.: RGB, depth and hallucination streams trained end to end after step 1",
+                 defaults={"multistream": MULTISTREAM_DEFAULTS, "hoffman": HOFFMAN_DEFAULTS})
 def hoffman(cfg: Mapping[str, Any]) -> list[Stage]:
-    _fill_defaults(cfg, "multistream", "hoffman")
     return [multistream_stages()[0],
             Stage("hoffman", "multistream/hoffman", _build_hoffman, inputs=("step1",), section="hoffman",
                   depends_on=("loss.hoffman", f"{_MS}.direction", "modalities"))]
 
 
-@register_method("moddrop", "ModDrop: the two-stream net fine-tuned from step 1 with whole-modality dropout")
+@register_method("moddrop", "ModDrop: the two-stream net fine-tuned from step 1 with whole-modality dropout",
+                 defaults={"multistream": MULTISTREAM_DEFAULTS, "moddrop": MODDROP_DEFAULTS})
 def moddrop(cfg: Mapping[str, Any]) -> list[Stage]:
-    _fill_defaults(cfg, "multistream", "moddrop")
     return [multistream_stages()[0],
             Stage("moddrop", "multistream/moddrop", _build_moddrop, inputs=("step1",), section="moddrop",
                   depends_on=("loss.moddrop", f"{_MS}.connections", f"{_MS}.direction"))]

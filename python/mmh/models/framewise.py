@@ -4,7 +4,7 @@ Clips (B, T, C, H, W) are folded frames-into-batch; each stream is ``small_stem`
 ``bottleneck`` (ADMD's pool + 1x1 conv, ``bottleneck`` channels) applied per frame, the per-frame bottleneck
 vectors are averaged over time (``time_pool``) and a linear head per stream gives logits, averaged over streams.
 ``feature_paths["bottleneck.<stream>"]`` is the per-frame bottleneck module (output (B*T, d, 1, 1), frame t of clip
-b at row b*T + t). Registered in the model registry when :mod:`mmh.methods.thesis` is imported.
+b at row b*T + t).
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from ...models import BottleneckHead, LateFusionNet, TimeMean, register_model
-from ...models.fusion import resolve_streams
-from ...models.inputs import as_clip
-from ...models.small import image_specs, small_stem, small_trunk
+from .blocks import BottleneckHead
+from .fusion import LateFusionNet, resolve_streams
+from .inputs import as_clip, image_specs
+from .registry import register_model
+from .small import small_stem, small_trunk
+from .video import TimeMean
 
 __all__ = ["FramewiseLateFusion", "small_framewise"]
 
