@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 
-from mmh.benchmarks import run_job
-from mmh.report import mean_std
+from mmh.benchmarks.jobs import run_job
+from mmh.evaluation import mean_std
 
 #: (row name, method, extra overrides)
 ROWS = [("teacher", "teacher", ()), ("baseline", "baseline", ()), ("kd", "kd", ()), ("dad", "dad", ()),
