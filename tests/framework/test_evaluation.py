@@ -73,7 +73,7 @@ def test_ensemble_and_oracle():
     assert m["accuracy/ensemble"] == 0.75
 
 
-@pytest.mark.parametrize("module", ["mmh.evaluation", "mmh.evaluation.metrics", "mmh.evaluation.predict",
+@pytest.mark.parametrize("module", ["mmh.evaluation", "mmh.evaluation.metrics", "mmh.evaluation.prediction",
                                     "mmh.evaluation.thesis", "mmh.evaluation.report", "mmh.evaluation.plots"])
 def test_evaluation_imports_no_training_module(module):
     # evaluation sits below the trainer, the runner and the methods: importing it (in a fresh interpreter) loads none

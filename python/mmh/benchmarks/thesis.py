@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..evaluation.metrics import accuracy, mean_std
 from ..evaluation.plots import plot_methods, plot_sweep
-from ..evaluation.predict import eval_batches
+from ..evaluation.prediction import eval_batches
 from ..evaluation.thesis import SIGMA2_GRID, mcl_metrics, noise_sweep, noisy_batches, stream_logits
 from ..utils.io import write_json
 from .jobs import Job, run_phases

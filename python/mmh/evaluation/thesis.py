@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from ..data.transforms import SpeckleNoise
 from .metrics import accuracy, ensemble_metrics
-from .predict import eval_batches, predict, predict_outputs
+from .prediction import eval_batches, predict, predict_outputs
 
 __all__ = ["SIGMA2_GRID", "stream_logits", "subset_logits", "mcl_metrics", "noisy_batches", "noise_sweep"]
 
