@@ -319,7 +319,7 @@ def _time_impl(name, f, inputs, grads, args, notes):
         return {}, {}, None, None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer shapes, shorter timing")
     p.add_argument("--csv", help="also write the rows to this CSV file")
@@ -333,17 +333,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-budget", type=float, default=None, metavar="S",
                    help="stop starting operators after S seconds, and leave torch.compile out of those that "
                         "start after 60%% of it (each skip is noted in the rows)")
-    args = p.parse_args(argv)
-    if args.from_csv:
-        rows = read_csv(args.from_csv)
-        if not rows:
-            p.error(f"--from-csv {args.from_csv}: no rows")
-        text = render_markdown(rows, rows[0].get("device") or args.device)
-        print(text, end="")
-        if args.markdown:
-            with open(args.markdown, "w") as fh:
-                fh.write(text)
-        return 0
+    return p
+
+
+def _render_csv(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--from-csv``: the table and targets of an earlier run, without timing anything."""
+    rows = read_csv(args.from_csv)
+    if not rows:
+        p.error(f"--from-csv {args.from_csv}: no rows")
+    text = render_markdown(rows, rows[0].get("device") or args.device)
+    print(text, end="")
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write(text)
+    return 0
+
+
+def _setup(p: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """Check the device, set threads and ``args.min_run``; print and return the header line."""
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available")
     import mmh_ext
@@ -358,105 +365,161 @@ def main(argv: list[str] | None = None) -> int:
         args.min_run = 0.05 if args.quick else 0.2
     else:
         args.min_run = 0.3 if args.quick else 1.0
-    cuda = args.device == "cuda"
-    where = (f"{torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}" if cuda else
+    where = (f"{torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}" if args.device == "cuda" else
              f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
     header = (f"# mmh_ext {mmh_ext.__version__}, torch {torch.__version__}, {where}, device {args.device}, "
               f"python {sys.version.split()[0]}")
     print(header, flush=True)
-    rows: list[dict[str, Any]] = []
-    fh = writer = None
-    if args.csv:
-        fh = open(args.csv, "w", newline="")
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        fh.flush()
+    return header
+
+
+def _print_table_head(cuda: bool) -> None:
     head = (f"{'op':<20} {'shape':<24} {'pass':<9} {'eager ms':>9} {'compile ms':>10} {'mmh_ext ms':>10} "
             f"{'x eager':>8} {'x compile':>9} {'% memcpy':>8}")
     if cuda:
         head += f" {'cupy ms':>9} {'x cupy':>7} {'peak MiB e/c/m':>20}"
     print(head)
     print("-" * len(head), flush=True)
-    fmt = lambda v, spec: format(v, spec) if v is not None else "-"  # noqa: E731
+
+
+class _Rows:
+    """The rows measured so far, also written (and flushed) to the CSV file as they come."""
+
+    def __init__(self, path: str | None) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.fh = self.writer = None
+        if path:
+            self.fh = open(path, "w", newline="")
+            self.writer = csv.DictWriter(self.fh, fieldnames=CSV_FIELDS)
+            self.writer.writeheader()
+            self.fh.flush()
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if self.writer is not None:
+            self.writer.writerow(row)
+            self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return format(v, spec) if v is not None else "-"
+
+
+Times = dict[str, dict[str, float]]  # implementation -> {pass: seconds}
+Peaks = dict[str, dict[str, float | None]]  # implementation -> {pass: peak MiB}
+
+
+def _measure(case: Case, args: argparse.Namespace, late: bool, notes: list[str]
+             ) -> tuple[Times, Peaks, dict[str, float], float | None]:
+    """Times and peaks per implementation (eager, mmh_ext, compile unless left out), for the injection on CUDA
+    cupy's times, and for a memory-bound op the copy bandwidth (measured while the inputs are still held)."""
+    inputs, grads = case.make()
+    impls = {"eager": case.ref, "mmh_ext": case.fused}
+    if not args.no_compile and not late:
+        torch._dynamo.reset()
+        impls["compile"] = torch.compile(case.ref, dynamic=False)
+    times: Times = {}
+    peaks: Peaks = {}
+    grad_out = None
+    for name, f in impls.items():
+        times[name], peaks[name], g_out, _ = _time_impl(name, f, inputs, grads, args, notes)
+        grad_out = g_out if grad_out is None else grad_out
+    cupy_t: dict[str, float] = {}
+    if args.device == "cuda" and case.op == "cross_stream_inject" and grad_out is not None:
+        got = cupy_inject(inputs[0], inputs[1], grad_out)
+        if isinstance(got, str):
+            notes.append(got)
+        else:
+            cupy_t = {FWD: median_seconds(got[0], args.min_run, "cuda"),
+                      STEP: median_seconds(got[1], args.min_run, "cuda")}
+    bw = memcpy_bandwidth(case.extra["numel"], args.device, args.min_run) if case.bytes_fwd else None
+    del inputs, grads, grad_out
+    return times, peaks, cupy_t, bw
+
+
+def _row(case: Case, pas: str, times: Times, peaks: Peaks, cupy_t: dict[str, float], bw: float | None,
+         args: argparse.Namespace, notes: list[str]) -> tuple[dict[str, Any], float | None]:
+    """One CSV row (and the fraction of the copy bandwidth) of a pass."""
+    e, m = times["eager"].get(pas), times["mmh_ext"].get(pas)
+    c = times.get("compile", {}).get(pas)
+    cp = cupy_t.get(pas)
+    nbytes = (case.bytes_fwd if pas == FWD else case.bytes_fwd + case.bytes_bwd) if bw else None
+    frac = nbytes / m / bw if (bw and m) else None
+    ratio = lambda a: a / m if (a is not None and m) else None  # noqa: E731
+    row = dict(op=case.op, shape=case.label, pass_=pas, eager_ms=e * 1e3 if e else None,
+               compile_ms=c * 1e3 if c else None, mmh_ext_ms=m * 1e3 if m else None, x_eager=ratio(e),
+               x_compile=ratio(c), memcpy_fraction=frac, device=args.device,
+               cupy_ms=cp * 1e3 if cp else None, x_cupy=ratio(cp),
+               eager_peak_mib=peaks["eager"].get(pas), compile_peak_mib=peaks.get("compile", {}).get(pas),
+               mmh_ext_peak_mib=peaks["mmh_ext"].get(pas), copy_gb_s=bw / 1e9 if bw else None,
+               mmh_ext_gb_s=nbytes / m / 1e9 if (nbytes and m) else None, note="; ".join(notes))
+    return row, frac
+
+
+def _line(case: Case, pas: str, row: dict[str, Any], frac: float | None, cuda: bool) -> str:
+    line = (f"{case.op:<20} {case.label:<24} {pas:<9.9} {_fmt(row['eager_ms'], '>9.3f')} "
+            f"{_fmt(row['compile_ms'], '>10.3f')} {_fmt(row['mmh_ext_ms'], '>10.3f')} "
+            f"{_fmt(row['x_eager'], '>7.2f')}{'x' if row['x_eager'] else ' '} "
+            f"{_fmt(row['x_compile'], '>8.2f')}{'x' if row['x_compile'] else ' '} "
+            f"{_fmt(frac * 100 if frac else None, '>7.0f')}{'%' if frac else ' '}")
+    if cuda:
+        pk = "/".join(_fmt(row[k], ".1f") for k in ("eager_peak_mib", "compile_peak_mib", "mmh_ext_peak_mib"))
+        line += (f" {_fmt(row['cupy_ms'], '>9.3f')} {_fmt(row['x_cupy'], '>6.2f')}"
+                 f"{'x' if row['x_cupy'] else ' '} {pk:>20}")
+    return line
+
+
+def _skip(case: Case, args: argparse.Namespace, rows: _Rows) -> None:
+    """An operator started after the time budget: rows without numbers, so that its targets read "not measured"."""
+    note = f"not measured: the time budget of {args.time_budget:.0f} s was spent"
+    print(f"# {case.op} {case.label}: {note}", flush=True)
+    for pas in (FWD, STEP):
+        rows.add({k: None for k in CSV_FIELDS} | dict(op=case.op, shape=case.label, pass_=pas, device=args.device,
+                                                      note=note))
+
+
+def _run_case(case: Case, args: argparse.Namespace, elapsed: float, rows: _Rows) -> None:
+    """Time one operator and shape; add and print its two rows (forward, forward+backward) and its notes."""
+    notes: list[str] = []
+    late = args.time_budget is not None and elapsed > 0.6 * args.time_budget
+    if late and not args.no_compile:
+        notes.append("torch.compile left out (time budget)")
+    times, peaks, cupy_t, bw = _measure(case, args, late, notes)
+    for pas in (FWD, STEP):
+        row, frac = _row(case, pas, times, peaks, cupy_t, bw, args, notes)
+        rows.add(row)
+        print(_line(case, pas, row, frac, args.device == "cuda"), flush=True)
+    for n in notes:
+        print(f"# {case.op} {case.label}: {n}", flush=True)
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
+    args = p.parse_args(argv)
+    if args.from_csv:
+        return _render_csv(p, args)
+    header = _setup(p, args)
+    rows = _Rows(args.csv)
+    _print_table_head(args.device == "cuda")
     t_start = time.perf_counter()
     try:
         for case in cases(args.quick, args.device):
-            notes: list[str] = []
             elapsed = time.perf_counter() - t_start
             if args.time_budget is not None and elapsed > args.time_budget:
-                note = f"not measured: the time budget of {args.time_budget:.0f} s was spent"
-                print(f"# {case.op} {case.label}: {note}", flush=True)
-                for pas in (FWD, STEP):  # rows without numbers, so that its targets read "not measured"
-                    row = {k: None for k in CSV_FIELDS} | dict(op=case.op, shape=case.label, pass_=pas,
-                                                                device=args.device, note=note)
-                    rows.append(row)
-                    if writer is not None:
-                        writer.writerow(row)
-                        fh.flush()
-                continue
-            late = args.time_budget is not None and elapsed > 0.6 * args.time_budget
-            if late and not args.no_compile:
-                notes.append("torch.compile left out (time budget)")
-            inputs, grads = case.make()
-            impls = {"eager": case.ref, "mmh_ext": case.fused}
-            if not args.no_compile and not late:
-                torch._dynamo.reset()
-                impls["compile"] = torch.compile(case.ref, dynamic=False)
-            times: dict[str, dict[str, float]] = {}
-            peaks: dict[str, dict[str, float | None]] = {}
-            grad_out = None
-            for name, f in impls.items():
-                times[name], peaks[name], g_out, _ = _time_impl(name, f, inputs, grads, args, notes)
-                grad_out = g_out if grad_out is None else grad_out
-            cupy_t: dict[str, float] = {}
-            if cuda and case.op == "cross_stream_inject" and grad_out is not None:
-                got = cupy_inject(inputs[0], inputs[1], grad_out)
-                if isinstance(got, str):
-                    notes.append(got)
-                else:
-                    cupy_t = {FWD: median_seconds(got[0], args.min_run, "cuda"),
-                              STEP: median_seconds(got[1], args.min_run, "cuda")}
-            bw = memcpy_bandwidth(case.extra["numel"], args.device, args.min_run) if case.bytes_fwd else None
-            for pas in (FWD, STEP):
-                e, m = times["eager"].get(pas), times["mmh_ext"].get(pas)
-                c = times.get("compile", {}).get(pas)
-                cp = cupy_t.get(pas)
-                nbytes = (case.bytes_fwd if pas == FWD else case.bytes_fwd + case.bytes_bwd) if bw else None
-                frac = nbytes / m / bw if (bw and m) else None
-                ratio = lambda a: a / m if (a is not None and m) else None  # noqa: E731
-                row = dict(op=case.op, shape=case.label, pass_=pas, eager_ms=e * 1e3 if e else None,
-                           compile_ms=c * 1e3 if c else None, mmh_ext_ms=m * 1e3 if m else None, x_eager=ratio(e),
-                           x_compile=ratio(c), memcpy_fraction=frac, device=args.device,
-                           cupy_ms=cp * 1e3 if cp else None, x_cupy=ratio(cp),
-                           eager_peak_mib=peaks["eager"].get(pas), compile_peak_mib=peaks.get("compile", {}).get(pas),
-                           mmh_ext_peak_mib=peaks["mmh_ext"].get(pas), copy_gb_s=bw / 1e9 if bw else None,
-                           mmh_ext_gb_s=nbytes / m / 1e9 if (nbytes and m) else None, note="; ".join(notes))
-                rows.append(row)
-                if writer is not None:
-                    writer.writerow(row)
-                    fh.flush()
-                line = (f"{case.op:<20} {case.label:<24} {pas:<9.9} {fmt(row['eager_ms'], '>9.3f')} "
-                        f"{fmt(row['compile_ms'], '>10.3f')} {fmt(row['mmh_ext_ms'], '>10.3f')} "
-                        f"{fmt(row['x_eager'], '>7.2f')}{'x' if row['x_eager'] else ' '} "
-                        f"{fmt(row['x_compile'], '>8.2f')}{'x' if row['x_compile'] else ' '} "
-                        f"{fmt(frac * 100 if frac else None, '>7.0f')}{'%' if frac else ' '}")
-                if cuda:
-                    pk = "/".join(fmt(row[k], ".1f") for k in ("eager_peak_mib", "compile_peak_mib",
-                                                                "mmh_ext_peak_mib"))
-                    line += (f" {fmt(row['cupy_ms'], '>9.3f')} {fmt(row['x_cupy'], '>6.2f')}"
-                             f"{'x' if row['x_cupy'] else ' '} {pk:>20}")
-                print(line, flush=True)
-            for n in notes:
-                print(f"# {case.op} {case.label}: {n}", flush=True)
-            del inputs, grads, grad_out
-            if cuda:
-                torch.cuda.empty_cache()
+                _skip(case, args, rows)
+            else:
+                _run_case(case, args, elapsed, rows)
     finally:
-        if fh is not None:
-            fh.close()
+        rows.close()
     if args.csv:
         print(f"# wrote {args.csv}")
-    text = render_markdown(rows, args.device, header=header)
+    text = render_markdown(rows.rows, args.device, header=header)
     print()
     print("Targets" + text.split("Targets", 1)[1], end="")
     if args.markdown:

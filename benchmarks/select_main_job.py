@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 
-from mmh.benchmarks import run_job
-from mmh.report import mean_std
+from mmh.benchmarks.jobs import run_job
+from mmh.evaluation import mean_std
 
 #: (row name, method, extra overrides)
 ROWS = [("teacher", "teacher", ()), ("baseline", "baseline", ()), ("kd", "kd", ()), ("dad", "dad", ()),
@@ -32,7 +32,7 @@ ROWS = [("teacher", "teacher", ()), ("baseline", "baseline", ()), ("kd", "kd", (
         ("rad weighting=none", "rad", ("loss.rad.weighting=none",))]
 
 
-def main() -> None:
+def _parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", default="100,150,250,400")
     ap.add_argument("--seeds", type=int, default=3)
@@ -42,11 +42,13 @@ def main() -> None:
                     "better)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="runs/select_main_job")
-    a = ap.parse_args()
-    steps = [int(s) for s in a.steps.split(",")]
-    out = Path(a.out)
+    return ap.parse_args()
+
+
+def _phases(a: argparse.Namespace, steps: list[int], out: Path) -> list[list[tuple[tuple, tuple[str, int, int]]]]:
+    """(job, (row name, steps, seed)) per phase: teachers first, the students reuse them from the cache."""
     jobs = []
-    for phase in (ROWS[:2], ROWS[2:]):  # teachers first: the students reuse them from the cache
+    for phase in (ROWS[:2], ROWS[2:]):
         ph = []
         for st in steps:
             for name, method, extra in phase:
@@ -57,10 +59,17 @@ def main() -> None:
                     ph.append(((a.dataset, method, seed, over, str(out / "runs" / f"{tag}-st{st}-s{seed}")),
                                (name, st, seed)))
         jobs.append(ph)
+    return jobs
+
+
+def main() -> None:
+    a = _parse()
+    steps = [int(s) for s in a.steps.split(",")]
+    out = Path(a.out)
     acc: dict[tuple[str, int], list[float]] = {}
     ctx = mp.get_context("spawn")
     with ctx.Pool(a.workers) as pool:
-        for ph in jobs:
+        for ph in _phases(a, steps, out):
             for (_, (name, st, _seed)), res in zip(ph, pool.map(run_job, [j for j, _ in ph], chunksize=1)):
                 acc.setdefault((name, st), []).append(res["final"][a.metric])
     print(f"{a.dataset}: val {a.metric} ({a.val_size} samples), mean ± std over {a.seeds} seeds, by training steps")

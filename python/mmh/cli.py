@@ -22,18 +22,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ._optional import MissingExtraError
 
 __all__ = ["main", "build_parser"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``mmh``."""
-    p = argparse.ArgumentParser(prog="mmh", description="privileged-modality learning: train with every modality, "
-                                                         "deploy with the ones you have")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_train(sub: Any) -> None:
     t = sub.add_parser("train", help="train one method from a config; writes a run directory")
     t.add_argument("args", nargs="*", metavar="CONFIG [key=value ...]",
                    help="config path or <dataset>/<method>, then overrides such as train.steps=100")
@@ -43,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
                    help="stop the current stage after N steps, as if killed (resume later with --resume)")
 
+
+def _add_eval_report(sub: Any) -> None:
     e = sub.add_parser("eval", help="evaluate a run's final network (or a stage's) on a split")
     e.add_argument("run_dir", type=Path)
     e.add_argument("--split", default=None, help="dataset split (default: the config's dataset.eval_split)")
@@ -52,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dirs", nargs="+", type=Path)
     r.add_argument("--out", type=Path, required=True)
 
+
+def _add_benchmark(sub: Any) -> None:
     b = sub.add_parser("benchmark", help="run a benchmark: 'mmh' is the main job, 'thesis' the thesis methods")
     b.add_argument("name", choices=["mmh", "thesis"])
     b.add_argument("--quick", action="store_true", help="short smoke version (mmh < 2 min, thesis < 3 min)")
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-antispoof", action="store_true", help="skip the ACER column (synthetic_antispoof)")
     b.add_argument("overrides", nargs="*", metavar="key=value", help="extra config overrides for every run")
 
+
+def _add_export_list(sub: Any) -> None:
     x = sub.add_parser("export", help="write a run's network as TorchScript or ONNX (+ a JSON sidecar)")
     x.add_argument("run_dir", type=Path)
     x.add_argument("--stage", default=None, help="stage name (default: the last stage, e.g. 'student')")
@@ -72,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list registered methods, models, datasets or shipped configs")
     ls.add_argument("what", choices=["methods", "models", "datasets", "configs"], nargs="?", default="methods")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mmh``."""
+    p = argparse.ArgumentParser(prog="mmh", description="privileged-modality learning: train with every modality, "
+                                                         "deploy with the ones you have")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_eval_report, _add_benchmark, _add_export_list):
+        add(sub)
     return p
 
 
@@ -112,8 +123,9 @@ def _cmd_train(ns: argparse.Namespace) -> int:
 
 def _cmd_eval(ns: argparse.Namespace) -> int:
     from .config import load_config
+    from .evaluation import evaluate_model
     from .train.checkpoint import load_model
-    from .runner import evaluate_model, load_results, load_split, stage_model_path
+    from .runner import load_results, load_split, stage_model_path
     from .utils.device import resolve_device
     from .utils.io import write_json
 
@@ -133,7 +145,7 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
 
 
 def _cmd_report(ns: argparse.Namespace) -> int:
-    from .report import make_report
+    from .evaluation.report import make_report
 
     paths = make_report(ns.run_dirs, ns.out)
     print((paths["report"]).read_text())
@@ -143,13 +155,13 @@ def _cmd_report(ns: argparse.Namespace) -> int:
 def _cmd_benchmark(ns: argparse.Namespace) -> int:
     out = ns.out if ns.out is not None else Path(f"runs/benchmark_{ns.name}")
     if ns.name == "thesis":
-        from .benchmarks_thesis import run_thesis_benchmark
+        from .benchmarks.thesis import run_thesis_benchmark
 
         seeds = ns.seeds if ns.seeds is not None else (1 if ns.quick else 2)
         run_thesis_benchmark(quick=ns.quick, seeds=seeds, out=out, workers=ns.workers, steps=ns.steps,
                              extra_overrides=ns.overrides)
         return 0
-    from .benchmarks import benchmark_mmh
+    from .benchmarks.main_job import benchmark_mmh
 
     seeds = ns.seeds if ns.seeds is not None else (1 if ns.quick else 3)
     benchmark_mmh(quick=ns.quick, seeds=seeds, out=out, workers=ns.workers, steps=ns.steps,

@@ -98,7 +98,6 @@ def _facts(run: Path, cfg: Mapping[str, Any]) -> dict[str, Any]:
     p = run / "dataset.json"
     if p.is_file():
         return json.loads(p.read_text())
-    from . import methods  # noqa: F401  (registers the methods' loss.* defaults)
     from .config import load_config
     from .data import dataset_facts
     from .runner import dataset_record, load_split
@@ -131,6 +130,50 @@ def _onnx_modules() -> tuple[Any, Any]:
     return onnx, onnxruntime
 
 
+def _write_and_run(wrapper: nn.Module, names: Sequence[str], example: tuple[Tensor, ...],
+                   check: tuple[Tensor, ...], out: Path, fmt: str, opset: int) -> tuple[Tensor, Tensor]:
+    """Trace ``wrapper`` on ``example`` into ``out`` (format ``fmt``); return (the run's logits on ``check``, the
+    file's logits on ``check``)."""
+    from .models.multiplier import decomposed_injection
+
+    with torch.no_grad(), decomposed_injection(), warnings.catch_warnings():
+        # shape checks in the models read sizes as Python ints: constants of the trace, as intended
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        expected = wrapper(*check)
+        if fmt == "torchscript":
+            traced = torch.jit.trace(wrapper, example, check_trace=False)
+            traced.save(str(out))
+            return expected, torch.jit.load(str(out))(*check)
+        onnx, ort = _onnx_modules()
+        torch.onnx.export(wrapper, example, str(out), input_names=names, output_names=["logits"],
+                          dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
+                          opset_version=opset, dynamo=False)
+        onnx.checker.check_model(str(out))
+        sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        return expected, torch.from_numpy(sess.run(["logits"], {n: x.numpy() for n, x in zip(names, check)})[0])
+
+
+def _sidecar(fmt: str, out: Path, run: Path, stage: str, facts: Mapping[str, Any], names: Sequence[str],
+             num_classes: int, diff: float, batch: int, opset: int) -> dict[str, Any]:
+    """The JSON sidecar: inputs in order with shapes and normalisation, classes, output, and the check."""
+    norm = facts.get("normalization") or {}
+    shapes = facts.get("input_shapes") or {}
+    sidecar = {
+        "format": fmt, "file": out.name, "run_dir": str(run.resolve()), "stage": stage,
+        "dataset": facts.get("name"), "class_names": list(facts.get("class_names") or []),
+        "num_classes": num_classes,
+        "inputs": [{"name": n, "shape": ["batch", *shapes[n]], "dtype": "float32",
+                    "normalization": norm.get(n)} for n in names],
+        "output": {"name": "logits", "shape": ["batch", num_classes]},
+        "preprocess": "each input x (values as the dataset reads them: 8-bit / 255, 16-bit / depth_scale) is fed "
+                      "as (x - mean[c]) / std[c] per channel c (std < 1e-6 taken as 1); normalization null: as is",
+        "check": {"max_abs_diff": diff, "batch": batch},
+    }
+    if fmt == "onnx":
+        sidecar["opset"] = opset
+    return sidecar
+
+
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, stage: str | None = None,
                fmt: str = "torchscript", opset: int = 17, batch: int = 2) -> dict[str, Any]:
     """Export ``stage`` of ``run_dir`` to ``out`` in format ``fmt`` and write ``<out>.json``; return the sidecar.
@@ -139,12 +182,10 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, stage: str
     free in the file); the file's logits are then compared with the run's network on other random inputs of batch
     ``batch + 1`` and the largest difference recorded (a RuntimeError above ``TOLERANCE``).
     """
-    from .models.multiplier import decomposed_injection
-
     if fmt not in FORMATS:
         raise ValueError(f"mmh export: unknown format {fmt!r}; formats: {list(FORMATS)}")
     if fmt == "onnx":
-        onnx, ort = _onnx_modules()
+        _onnx_modules()  # a missing extra is reported before any work
     model, stage, cfg = load_run_network(run_dir, stage)
     run, out = Path(run_dir), Path(out)
     facts = _facts(run, cfg)
@@ -153,39 +194,11 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, stage: str
     example = _example_inputs(names, facts, batch)
     check = tuple(torch.randn(batch + 1, *x.shape[1:], generator=torch.Generator().manual_seed(1)) for x in example)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), decomposed_injection(), warnings.catch_warnings():
-        # shape checks in the models read sizes as Python ints: constants of the trace, as intended
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        expected = wrapper(*check)
-        if fmt == "torchscript":
-            traced = torch.jit.trace(wrapper, example, check_trace=False)
-            traced.save(str(out))
-            got = torch.jit.load(str(out))(*check)
-        else:
-            torch.onnx.export(wrapper, example, str(out), input_names=names, output_names=["logits"],
-                              dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
-                              opset_version=opset, dynamo=False)
-            onnx.checker.check_model(str(out))
-            sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-            got = torch.from_numpy(sess.run(["logits"], {n: x.numpy() for n, x in zip(names, check)})[0])
+    expected, got = _write_and_run(wrapper, names, example, check, out, fmt, opset)
     diff = float((got - expected).abs().max())
     if not diff <= TOLERANCE:
         raise RuntimeError(f"mmh export: the exported {fmt} network differs from the run's by {diff:.3g} "
                            f"(> {TOLERANCE}); not usable")
-    norm = facts.get("normalization") or {}
-    shapes = facts.get("input_shapes") or {}
-    sidecar = {
-        "format": fmt, "file": out.name, "run_dir": str(run.resolve()), "stage": stage,
-        "dataset": facts.get("name"), "class_names": list(facts.get("class_names") or []),
-        "num_classes": int(expected.shape[1]),
-        "inputs": [{"name": n, "shape": ["batch", *shapes[n]], "dtype": "float32",
-                    "normalization": norm.get(n)} for n in names],
-        "output": {"name": "logits", "shape": ["batch", int(expected.shape[1])]},
-        "preprocess": "each input x (values as the dataset reads them: 8-bit / 255, 16-bit / depth_scale) is fed "
-                      "as (x - mean[c]) / std[c] per channel c (std < 1e-6 taken as 1); normalization null: as is",
-        "check": {"max_abs_diff": diff, "batch": batch + 1},
-    }
-    if fmt == "onnx":
-        sidecar["opset"] = opset
+    sidecar = _sidecar(fmt, out, run, stage, facts, names, int(expected.shape[1]), diff, batch + 1, opset)
     Path(f"{out}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar

@@ -36,10 +36,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .config import config_hash, get_path, save_config, stage_train_config
-from .data import build_dataset, dataset_facts, eval_batches, materialize
-from .evaluation import compute_metrics, ensemble_metrics, predict
+from .data import build_dataset, dataset_facts, materialize
+from .evaluation import evaluate_model
 from .methods import Stage, StageContext, method_stages
-from .models import ensemble_members
 from .train import StageModule, Trainer, TrainResult, load_model, save_model
 from .train.checkpoint import save_tensors
 from .utils.device import resolve_device
@@ -48,7 +47,7 @@ from .utils.io import read_json, write_json
 from .utils.seed import seed_everything
 
 __all__ = ["run_experiment", "load_split", "load_results", "stage_model_path", "stage_artifact_path", "stage_key",
-           "evaluate_model", "default_run_dir", "dataset_record", "split_kwargs", "Source", "CACHE_VERSION"]
+           "default_run_dir", "dataset_record", "split_kwargs", "Source", "CACHE_VERSION"]
 
 #: Bump when a change makes cached artifacts stale.
 CACHE_VERSION = 1
@@ -172,25 +171,6 @@ class Source:
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
-def evaluate_model(model: nn.Module, dataset: Dataset, metrics: list[str], batch_size: int,
-                   device: torch.device) -> dict[str, float]:
-    """Metrics of ``model`` on ``dataset``; for a logit ensemble (:func:`mmh.models.ensemble_members`) also each
-    member's and the oracle's."""
-    model = model.to(device)
-    members = ensemble_members(model)
-    if members is not None:
-        per: dict[str, torch.Tensor] = {}
-        labels = None
-        for name, member in members.items():
-            per[name], labels = predict(member, eval_batches(dataset, batch_size), device)
-        assert labels is not None
-        out = compute_metrics(torch.stack(list(per.values())).mean(0), labels, metrics)
-        out.update(ensemble_metrics(per, labels))
-        return out
-    logits, labels = predict(model, eval_batches(dataset, batch_size), device)
-    return compute_metrics(logits, labels, metrics)
-
-
 # ------------------------------------------------------------------------------------------------ the run
 @dataclass
 class _Run:

@@ -88,7 +88,7 @@ def test_benchmark_smoke(tmp_path: Path):
                  "dataset.split_kwargs={train: {size: 32}, test: {size: 24}}", "train.batch_size=16",
                  "model.kwargs={width: 8, shared_width: 8}"]) == 0
     res = json.loads((out / "results.json").read_text())
-    from mmh.benchmarks import MMH_METHODS
+    from mmh.benchmarks.main_job import MMH_METHODS
 
     assert set(res["methods"]) == set(MMH_METHODS)  # the required rows plus the kd / rad_attention / rad_self ablations
     assert {"teacher", "baseline", "rad", "dad", "rad_dad"} <= set(res["methods"])

@@ -45,7 +45,7 @@ def test_species_of_reads_attack_type():
 
 
 def test_main_job_iso_metrics_of_a_tiny_antispoof_run(tmp_path):
-    from mmh.benchmarks import antispoof_iso_metrics, format_table
+    from mmh.benchmarks.main_job import antispoof_iso_metrics, format_table
     from mmh.config import find_config, load_config
     from mmh.runner import run_experiment
 
@@ -53,7 +53,7 @@ def test_main_job_iso_metrics_of_a_tiny_antispoof_run(tmp_path):
             "dataset.split_kwargs={train: {size: 16}, test: {size: 24}}", f"output.cache={tmp_path / 'cache'}"]
     cfg = load_config(find_config("synthetic_antispoof/baseline"), over)
     res = run_experiment(cfg, run_dir=tmp_path / "run", log=lambda _m: None)
-    iso = antispoof_iso_metrics(res, cfg)
+    iso = antispoof_iso_metrics(res)  # reads the run's saved config.yaml
     # the pooled numbers are the run's own evaluation; ISO: the worst species, and the pooled APCER is the
     # species' APCERs weighted by their attack counts
     assert iso["acer"] == pytest.approx(res["final"]["acer"], abs=1e-9)

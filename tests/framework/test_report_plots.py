@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mmh.report import Progress, format_duration, format_progress, make_report, plot_methods, plot_sweep
+from mmh.benchmarks.jobs import Progress, format_duration, format_progress
+from mmh.evaluation.plots import plot_methods, plot_sweep
+from mmh.evaluation.report import make_report
 
 
 def _png(path: Path) -> None:
@@ -53,8 +55,8 @@ def test_plot_methods_and_sweep_write_pngs(tmp_path: Path):
 
 
 def test_benchmark_figures_from_small_results(tmp_path: Path):
-    from mmh.benchmarks import MMH_METHODS, plot_mmh_results
-    from mmh.benchmarks_thesis import MCL_METHODS, STEP_VARIANTS, plot_thesis_results
+    from mmh.benchmarks.main_job import MMH_METHODS, plot_mmh_results
+    from mmh.benchmarks.thesis import MCL_METHODS, STEP_VARIANTS, plot_thesis_results
 
     methods = {m: {"accuracy": [0.6 + 0.01 * i, 0.62 + 0.01 * i]} for i, m in enumerate(MMH_METHODS)}
     anti = {m: {"acer": [0.2, 0.25]} for m in ("teacher", "baseline", "rad", "dad")}
@@ -91,14 +93,15 @@ def _fake_run(root: Path, dataset: str, method: str, seed: int, acc: float, val:
 
 
 def test_report_comparison_panels_per_dataset_and_val_curves(tmp_path: Path, monkeypatch):
-    import mmh.report as report
+    import mmh.evaluation.plots as plots
+    import mmh.evaluation.report as report
 
     runs = [_fake_run(tmp_path, ds, m, s, 0.5 + 0.1 * s, val=(ds == "synthetic_antispoof"))
             for ds in ("synthetic_motion", "synthetic_antispoof") for m in ("baseline", "rad_attention")
             for s in (0, 1)]
     seen: dict[str, object] = {}
-    real = report.plot_methods
-    monkeypatch.setattr(report, "plot_methods", lambda panels, path, **kw: seen.update(panels=panels) or
+    real = plots.plot_methods
+    monkeypatch.setattr(plots, "plot_methods", lambda panels, path, **kw: seen.update(panels=panels) or
                         real(panels, path, **kw))
     paths = make_report(runs, tmp_path / "out")
     for key in ("curves", "comparison"):
@@ -113,7 +116,7 @@ def test_report_comparison_panels_per_dataset_and_val_curves(tmp_path: Path, mon
     drawn: list[list[str]] = []
     monkeypatch.setattr(plt.Figure, "savefig", lambda fig, *a, **k: drawn.append(
         [ln.get_label() for ax in fig.axes for ln in ax.lines]))
-    report.plot_curves(report.collect_runs(runs), tmp_path / "c.png")
+    plots.plot_curves(report.collect_runs(runs), tmp_path / "c.png")
     labels = drawn[0]
     assert sum(lab.endswith(" val") for lab in labels) == 4  # the four antispoof runs (val split) only
     assert sum(lab.endswith(" train") for lab in labels) == 8

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("mmh_ext")
-from mmh.benchmarks_thesis import MCL_METHODS, THESIS_PHASES, run_thesis_benchmark  # noqa: E402
+from mmh.benchmarks.thesis import MCL_METHODS, THESIS_PHASES, run_thesis_benchmark  # noqa: E402
 
 
 def test_thesis_benchmark_smoke(tmp_path: Path):

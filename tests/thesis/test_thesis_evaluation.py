@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmh.evaluation_thesis import (
-    SIGMA2_GRID, mcl_metrics, noise_sweep, noisy_batches, plot_noise_sweep, subset_logits,
-)
+from mmh.evaluation.plots import plot_sweep
+from mmh.evaluation.thesis import SIGMA2_GRID, mcl_metrics, noise_sweep, noisy_batches, subset_logits
 from mmh.models import build_model
 from mmh.data import CachedDataset
 
@@ -120,7 +119,7 @@ def test_noise_is_reproducible_and_void_zeroes(tmp_path: Path):
     net = build_model("small_late_fusion", modalities=("rgb", "depth"), num_classes=3, width=4, shared_width=4, seed=0)
     sweep = noise_sweep(net, ds, batch_size=6)
     assert list(sweep) == [str(s) for s in SIGMA2_GRID] and all(0.0 <= v <= 1.0 for v in sweep.values())
-    png = plot_noise_sweep({"net": sweep}, tmp_path / "sweep.png")
+    png = plot_sweep({"net": {k: [v] for k, v in sweep.items()}}, tmp_path / "sweep.png")
     assert png.is_file() and png.stat().st_size > 1000
     with pytest.raises(ValueError, match="sigma2"):
         next(noisy_batches(ds, 4, "depth", -1.0))

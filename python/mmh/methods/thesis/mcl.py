@@ -2,7 +2,7 @@
 
 The networks are the streams of a late-fusion net (``small_late_fusion`` / ``late_fusion`` with one stream per
 modality of ``modalities.mcl``), so the deployable's ``forward`` is Σ (the mean of the streams' logits) and any
-subset of modalities can predict (:func:`mmh.evaluation_thesis.subset_logits`).
+subset of modalities can predict (:func:`mmh.evaluation.thesis.subset_logits`).
 
 Per sample i and network m, with ``ce[m, i] = CE(y_i, f_m(x_i))`` and the winner ``w_i`` (vectorised: one
 ``argmin`` over the (M, B) matrix, one-hot masks, no Python loop over samples):

@@ -15,7 +15,7 @@ Writes ``OUT/results.json``::
                                                     "bpcer": .., "acer_iso": ..}, ..per seed..],
                                            "acer_iso_mean": .., "acer_iso_std": ..}, ...}},
      (``acer`` is the paper's pooled ACER; ``iso`` the ISO/IEC 30107-3 rates, APCER per attack species, the worst
-     species' being the APCER — :mod:`mmh.evaluation`)
+     species' being the APCER — :mod:`mmh.evaluation.metrics`)
      "checks": {...}, "settings": {...}, "wall_time_s": ..., "machine": {...}}
 
 ``OUT/results.md`` (the table printed at the end) and ``OUT/comparison.png`` (the table as a figure). A line is printed
@@ -24,19 +24,19 @@ per finished run (runs done / total, elapsed, ETA).
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import find_config, load_config
-from .report import Progress, mean_std, plot_methods
-from .utils.io import write_json
+from ..evaluation.metrics import mean_std
+from ..evaluation.plots import plot_methods
+from ..utils.io import write_json
+from .jobs import Job, run_phases
 
-__all__ = ["benchmark_mmh", "MMH_METHODS", "ANTISPOOF_METHODS", "format_table", "Job", "run_job", "plot_mmh_results",
+__all__ = ["benchmark_mmh", "MMH_METHODS", "ANTISPOOF_METHODS", "format_table", "plot_mmh_results",
            "METHOD_LABELS", "antispoof_iso_metrics"]
 
 #: Methods of the main job on synthetic_motion, and of the ACER column on synthetic_antispoof.
@@ -49,8 +49,6 @@ QUICK_OVERRIDES: tuple[str, ...] = ("train.steps=100",)
 _PHASES: tuple[tuple[str, ...], ...] = (("teacher", "baseline"), ("rad", "dad", "kd", "rad_attention", "rad_self"),
                                         ("rad_dad",))
 
-Job = tuple[str, str, int, tuple[str, ...], str]  # dataset, method, seed, overrides, run dir
-
 #: How the tables name a method (the paper's names for the RAD weightings).
 METHOD_LABELS: dict[str, str] = {
     "rad": "rad (RAD, mean weighting: the paper's −IW ablation)",
@@ -58,21 +56,7 @@ METHOD_LABELS: dict[str, str] = {
     "rad_self": "rad_self (RAD, the reference code's parameter-free weighting)",
 }
 
-
-def run_job(job: Job) -> dict[str, Any]:
-    """Worker of every benchmark: one run of the ordinary runner on ``configs/<dataset>/<method>.yaml`` (``dataset``
-    ``"thesis"`` for the thesis configs), one thread, quiet; the result has ``wall_s`` added."""
-    import torch
-
-    from .runner import run_experiment
-
-    torch.set_num_threads(1)
-    dataset, method, seed, overrides, run_dir = job
-    cfg = load_config(find_config(f"{dataset}/{method}"), [f"seed={seed}", *overrides])
-    t0 = time.perf_counter()
-    res = run_experiment(cfg, run_dir=run_dir, log=lambda _msg: None)
-    res["wall_s"] = time.perf_counter() - t0
-    return res
+Results = dict[tuple[str, str, int], dict[str, Any]]  # (dataset, method, seed) -> the run's results.json
 
 
 def _quick_overrides(quick: bool, steps: int | None) -> list[str]:
@@ -101,25 +85,23 @@ def format_table(methods: dict[str, Any], antispoof: dict[str, Any] | None) -> s
     return "\n".join(lines) + "\n"
 
 
-def antispoof_iso_metrics(res: dict[str, Any], cfg: dict[str, Any]) -> dict[str, float]:
-    """ISO/IEC 30107-3 rates of one anti-spoofing run's deployed network on its eval split: APCER per attack
-    species (``apcer_iso/<species>``, from the dataset's ``attack_type``), ``apcer_iso`` (the worst species),
-    ``bpcer``, ``acer_iso``; also the pooled ``apcer``/``acer`` (the same numbers as the run's own evaluation)."""
-    from .data import build_dataset
-    from .evaluation import pad_metrics, predict, species_of
-    from .train.checkpoint import load_model
-    from .data import eval_batches
-    from .runner import load_split, split_kwargs, stage_model_path
+def antispoof_iso_metrics(res: Mapping[str, Any]) -> dict[str, float]:
+    """ISO/IEC 30107-3 rates of one anti-spoofing run's deployed network on its eval split, as the run's saved
+    ``config.yaml`` defines it: APCER per attack species (``apcer_iso/<species>``, from the dataset's
+    ``attack_type``), ``apcer_iso`` (the worst species), ``bpcer``, ``acer_iso``; also the pooled ``apcer``/``acer``
+    (the same numbers as the run's own evaluation)."""
+    from ..config import load_config
+    from ..data import build_dataset
+    from ..evaluation import eval_batches, pad_metrics, predict, species_of
+    from ..train.checkpoint import load_model
+    from ..runner import load_split, split_kwargs, stage_model_path
 
+    cfg = load_config(Path(res["run_dir"]) / "config.yaml")
     split = cfg["dataset"]["eval_split"]
     species = species_of(build_dataset(cfg["dataset"]["name"], split=split, **split_kwargs(cfg, split)))
     path = stage_model_path(res["run_dir"], res, list(res["stages"])[-1])
     logits, labels = predict(load_model(path), eval_batches(load_split(cfg, split), 256))
     return pad_metrics(logits, labels, species)
-
-
-def _indexed_job(item: tuple[int, Job]) -> tuple[int, dict[str, Any]]:
-    return item[0], run_job(item[1])
 
 
 def plot_mmh_results(methods: dict[str, Any], antispoof: dict[str, Any] | None, path: str | Path) -> Path:
@@ -133,16 +115,72 @@ def plot_mmh_results(methods: dict[str, Any], antispoof: dict[str, Any] | None, 
     return plot_methods(panels, path, ylabels=ylabels, title="main job: mean ± std over seeds, dots = seeds")
 
 
-def _map(jobs: list[Job], pool: Any, progress: Progress | None = None) -> list[dict[str, Any]]:
-    """``run_job`` over ``jobs`` (in ``pool`` when given), results in job order; ``progress.step`` per finished run."""
-    out: list[dict[str, Any] | None] = [None] * len(jobs)
-    done = (map(_indexed_job, enumerate(jobs)) if pool is None
-            else pool.imap_unordered(_indexed_job, list(enumerate(jobs)), chunksize=1))
-    for i, res in done:
-        out[i] = res
-        if progress is not None:
-            progress.step(f"{jobs[i][0]}/{jobs[i][1]} s{jobs[i][2]}")
-    return out  # type: ignore[return-value]
+def _phases(out: Path, over: Sequence[str], seeds: int, antispoof: bool
+            ) -> list[tuple[tuple[str, ...], list[Job]]]:
+    """The jobs of each phase: every (dataset, method of the phase, seed); run folders ``out/runs/<dataset>/``."""
+    datasets = [("synthetic_motion", MMH_METHODS)] + ([("synthetic_antispoof", ANTISPOOF_METHODS)] if antispoof
+                                                      else [])
+    return [(phase, [Job(ds, m, s, tuple(over), str(out / "runs" / ds / f"{m}-s{s}"))
+                     for ds, methods in datasets for m in phase if m in methods for s in range(seeds)])
+            for phase in _PHASES]
+
+
+def _entry(results: Results, seeds: int, ds: str, m: str, metric: str) -> dict[str, Any]:
+    """``{metric: [per seed], "mean", "std", "seeds"}`` of method ``m`` on dataset ``ds``."""
+    vals = [results[(ds, m, s)]["final"][metric] for s in range(seeds)]
+    mean, std = mean_std(vals)
+    return {metric: vals, "mean": mean, "std": std, "seeds": list(range(seeds))}
+
+
+def _motion_entries(results: Results, seeds: int) -> dict[str, Any]:
+    """synthetic_motion accuracy per method (with the run folders; RAD+DAD with its oracle)."""
+    methods = {m: _entry(results, seeds, "synthetic_motion", m, "accuracy") for m in MMH_METHODS}
+    for m in MMH_METHODS:
+        methods[m]["run_dirs"] = [results[("synthetic_motion", m, s)]["run_dir"] for s in range(seeds)]
+    members = results[("synthetic_motion", "rad_dad", 0)]["final"]
+    methods["rad_dad"]["oracle"] = [results[("synthetic_motion", "rad_dad", s)]["final"]["accuracy/oracle"]
+                                    for s in range(seeds)] if "accuracy/oracle" in members else None
+    return methods
+
+
+def _antispoof_entries(results: Results, seeds: int) -> dict[str, Any]:
+    """synthetic_antispoof pooled ACER and accuracy per method, and the ISO/IEC 30107-3 rates of each run."""
+    anti = {m: {**_entry(results, seeds, "synthetic_antispoof", m, "acer"),
+                "accuracy": [results[("synthetic_antispoof", m, s)]["final"]["accuracy"] for s in range(seeds)]}
+            for m in ANTISPOOF_METHODS}
+    for m in ANTISPOOF_METHODS:
+        iso = [antispoof_iso_metrics(results[("synthetic_antispoof", m, s)]) for s in range(seeds)]
+        anti[m]["iso"] = iso
+        anti[m]["acer_iso_mean"], anti[m]["acer_iso_std"] = mean_std([r["acer_iso"] for r in iso])
+    return anti
+
+
+def _checks(methods: Mapping[str, Any]) -> dict[str, bool]:
+    mean = {m: v["mean"] for m, v in methods.items()}
+    return {"teacher > baseline": mean["teacher"] > mean["baseline"],
+            "rad > baseline": mean["rad"] > mean["baseline"],
+            "dad > baseline": mean["dad"] > mean["baseline"]}
+
+
+def _machine() -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version()}
+
+
+def _write(payload: dict[str, Any], out: Path, log: Callable[[str], None]) -> None:
+    """``out/results.json``, ``out/results.md`` (the table and the checks) and ``out/comparison.png``; logs them."""
+    methods, checks = payload["methods"], payload["checks"]
+    anti = payload["antispoof"]["methods"] if payload["antispoof"] is not None else None
+    table = format_table(methods, anti)
+    write_json(payload, out / "results.json")
+    (out / "results.md").write_text(table + "\n" + "\n".join(f"- {k}: {'yes' if v else 'NO'}"
+                                                              for k, v in checks.items()) + "\n")
+    plot_mmh_results(methods, anti, out / "comparison.png")
+    log(table)
+    for k, v in checks.items():
+        log(f"{k}: {'yes' if v else 'NO'}")
+    log(f"plot: {out / 'comparison.png'}")
+    log(f"wall time {payload['wall_time_s']:.1f}s; results in {out / 'results.json'}")
 
 
 def benchmark_mmh(*, quick: bool = False, seeds: int = 3, out: str | Path = "runs/benchmark_mmh",
@@ -159,67 +197,16 @@ def benchmark_mmh(*, quick: bool = False, seeds: int = 3, out: str | Path = "run
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     over = (*_quick_overrides(quick, steps), f"output.cache={out / 'cache'}", *extra_overrides)
-    datasets = [("synthetic_motion", MMH_METHODS)] + ([("synthetic_antispoof", ANTISPOOF_METHODS)] if antispoof
-                                                      else [])
-    results: dict[tuple[str, str, int], dict[str, Any]] = {}
-    # one pool for all phases: its workers keep the generated datasets in memory between runs
-    pool = mp.get_context("spawn").Pool(workers) if workers > 1 else None
-    phases = [[(ds, m, s, tuple(over), str(out / "runs" / ds / f"{m}-s{s}"))
-               for ds, methods in datasets for m in phase if m in methods for s in range(seeds)] for phase in _PHASES]
-    progress = Progress(sum(len(j) for j in phases), log)
-    try:
-        for phase, jobs in zip(_PHASES, phases, strict=True):
-            t0 = time.perf_counter()
-            for job, res in zip(jobs, _map(jobs, pool, progress)):
-                results[job[:3]] = res
-            log(f"phase {'+'.join(phase)}: {len(jobs)} runs in {time.perf_counter() - t0:.1f}s")
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
-
-    def entry(ds: str, m: str, metric: str) -> dict[str, Any]:
-        vals = [results[(ds, m, s)]["final"][metric] for s in range(seeds)]
-        mean, std = mean_std(vals)
-        return {metric: vals, "mean": mean, "std": std, "seeds": list(range(seeds))}
-
-    methods = {m: entry("synthetic_motion", m, "accuracy") for m in MMH_METHODS}
-    for m in MMH_METHODS:
-        methods[m]["run_dirs"] = [results[("synthetic_motion", m, s)]["run_dir"] for s in range(seeds)]
-    members = results[("synthetic_motion", "rad_dad", 0)]["final"]
-    methods["rad_dad"]["oracle"] = [results[("synthetic_motion", "rad_dad", s)]["final"]["accuracy/oracle"]
-                                    for s in range(seeds)] if "accuracy/oracle" in members else None
-    anti = None
-    if antispoof:
-        anti = {m: {**entry("synthetic_antispoof", m, "acer"),
-                    "accuracy": [results[("synthetic_antispoof", m, s)]["final"]["accuracy"] for s in range(seeds)]}
-                for m in ANTISPOOF_METHODS}
-        for m in ANTISPOOF_METHODS:
-            cfgs = [load_config(find_config(f"synthetic_antispoof/{m}"), [f"seed={s}", *over]) for s in range(seeds)]
-            iso = [antispoof_iso_metrics(results[("synthetic_antispoof", m, s)], cfgs[s]) for s in range(seeds)]
-            anti[m]["iso"] = iso
-            anti[m]["acer_iso_mean"], anti[m]["acer_iso_std"] = mean_std([r["acer_iso"] for r in iso])
-    mean = {m: v["mean"] for m, v in methods.items()}
-    checks = {"teacher > baseline": mean["teacher"] > mean["baseline"],
-              "rad > baseline": mean["rad"] > mean["baseline"],
-              "dad > baseline": mean["dad"] > mean["baseline"]}
+    results = run_phases(_phases(out, over, seeds, antispoof), workers, log)
+    methods = _motion_entries(results, seeds)
+    anti = _antispoof_entries(results, seeds) if antispoof else None
     payload = {
         "methods": methods,
         "antispoof": {"methods": anti} if anti is not None else None,
-        "checks": checks,
+        "checks": _checks(methods),
         "settings": {"quick": quick, "seeds": seeds, "workers": workers, "overrides": list(over)},
         "wall_time_s": round(time.perf_counter() - t_start, 1),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "machine": _machine(),
     }
-    table = format_table(methods, anti)
-    write_json(payload, out / "results.json")
-    (out / "results.md").write_text(table + "\n" + "\n".join(f"- {k}: {'yes' if v else 'NO'}"
-                                                              for k, v in checks.items()) + "\n")
-    plot_mmh_results(methods, anti, out / "comparison.png")
-    log(table)
-    for k, v in checks.items():
-        log(f"{k}: {'yes' if v else 'NO'}")
-    log(f"plot: {out / 'comparison.png'}")
-    log(f"wall time {payload['wall_time_s']:.1f}s; results in {out / 'results.json'}")
+    _write(payload, out, log)
     return payload

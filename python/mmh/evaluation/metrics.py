@@ -1,4 +1,4 @@
-"""Evaluation metrics: accuracy, ISO/IEC 30107-3 APCER/BPCER/ACER, ensemble (mean-of-logits and oracle) metrics.
+"""Metrics from logits: accuracy, ISO/IEC 30107-3 APCER/BPCER/ACER, ensemble (mean-of-logits and oracle) metrics.
 
 Presentation-attack convention (as the built-in anti-spoofing data): label **1 = bona fide (live)**, 0 = attack.
 
@@ -12,20 +12,23 @@ Two definitions of APCER are offered, and named:
   system's APCER is the worst species' (``max``); ACER_iso = (APCER_iso + BPCER) / 2. Needs each sample's species
   (``synthetic_antispoof``: ``attack_type(i)`` is "live", "print" or "replay").
 
+Over seeds, every table of the project reports :func:`mean_std` (mean and sample standard deviation).
+
 (The reference MMH code's "APCER/NPCER" are swapped relative to ISO; these follow the standard's orientation.)
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 __all__ = [
     "accuracy", "pad_error_rates", "pad_error_rates_by_species", "pad_metrics", "species_of", "ensemble_metrics",
-    "compute_metrics", "predict", "evaluate", "METRICS",
+    "compute_metrics", "METRICS", "mean_std",
 ]
 
 
@@ -154,35 +157,9 @@ def ensemble_metrics(member_logits: Mapping[str, Tensor], labels: Tensor) -> dic
     return out
 
 
-@torch.no_grad()
-def predict(model: nn.Module | Callable[[Mapping[str, Tensor]], Tensor], batches: Any,
-            device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
-    """Run ``model`` over an iterable of batch dicts; return (logits (N, K) float32 on CPU, labels (N,)).
-
-    The model is put in eval mode for the pass and restored afterwards.
-    """
-    was_training = getattr(model, "training", None)
-    if isinstance(model, nn.Module):
-        model.eval()
-    logits, labels = [], []
-    try:
-        for batch in batches:
-            if "label" not in batch:
-                raise KeyError("evaluation batch has no 'label' key")
-            inputs = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in batch.items()}
-            out = model(inputs)
-            logits.append(out.float().cpu())
-            labels.append(batch["label"].cpu())
-    finally:
-        if isinstance(model, nn.Module) and was_training:
-            model.train()
-    if not logits:
-        raise ValueError("predict: the evaluation data produced no batches")
-    return torch.cat(logits), torch.cat(labels)
-
-
-def evaluate(model: nn.Module | Callable[[Mapping[str, Tensor]], Tensor], batches: Any,
-             metrics: Sequence[str] = ("accuracy",), device: torch.device | str = "cpu") -> dict[str, float]:
-    """:func:`predict` then :func:`compute_metrics`."""
-    logits, labels = predict(model, batches, device)
-    return compute_metrics(logits, labels, metrics)
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value); ValueError on an empty list."""
+    vals = [float(v) for v in values]
+    if not vals:
+        raise ValueError("mean_std of an empty list")
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
