@@ -211,6 +211,31 @@ def mcl_loss(logits: Tensor, labels: Tensor, mode: str, *, lam: float = 0.5, tem
     Each term is ``(1/B) Σ_i Σ_m mask[m, i]·ℓ[m, i]`` (summed over networks, averaged over the batch);
     ``winner_ce`` weighs the winner's CE (and the independent CE).
     """
+    m, b, _ = _check_mcl_inputs(logits, labels, mode, temperature, lam)
+    ce = F.cross_entropy(logits.reshape(m * b, -1), labels.repeat(m), reduction="none").view(m, b)
+    kl_u = kl_to_uniform(logits) if mode == "cmcl" else None
+    winners = _mcl_winners(ce if kl_u is None else ce - beta * kl_u, mode, generator)
+    win = F.one_hot(winners, m).T.to(logits.dtype)  # (M, B)
+    lose = 1.0 - win
+    if mode == "independent":
+        return {"loss_ce": winner_ce * ce.sum(0).mean()}, winners
+    out: dict[str, Tensor] = {"loss_ce_winner": winner_ce * _batch_term(win, ce)}
+    if mode == "cmcl":
+        out["loss_uniform"] = beta * _batch_term(lose, kl_u)
+    elif mode in ("dmcl", "random"):
+        if lam < 1.0:
+            out["loss_gd_hard"] = (1.0 - lam) * _batch_term(lose, ce)
+        teacher = logits.detach()[winners, torch.arange(b, device=logits.device)]  # (B, K)
+        soft = _soft_ce_per_sample(logits, teacher.unsqueeze(0).expand_as(logits), temperature, True)  # (M, B)
+        if t_squared:
+            soft = soft * temperature**2
+        out["loss_gd_soft"] = lam * _batch_term(lose, soft)
+    return out, winners
+
+
+def _check_mcl_inputs(logits: Tensor, labels: Tensor, mode: str, temperature: float, lam: float
+                      ) -> tuple[int, int, int]:
+    """(M, B, K) of valid :func:`mcl_loss` inputs; ValueError naming the argument otherwise."""
     if mode not in MCL_MODES:
         raise ValueError(f"MCL mode must be one of {MCL_MODES}, got {mode!r}")
     if not isinstance(logits, Tensor) or logits.dim() != 3:
@@ -222,34 +247,21 @@ def mcl_loss(logits: Tensor, labels: Tensor, mode: str, *, lam: float = 0.5, tem
         raise ValueError(f"labels must be an integer tensor of shape ({b},), got {tuple(labels.shape)} {labels.dtype}")
     _check_temperature(temperature)
     _check_lam(lam)
-    ce = F.cross_entropy(logits.reshape(m * b, k), labels.repeat(m), reduction="none").view(m, b)
-    kl_u = kl_to_uniform(logits) if mode == "cmcl" else None
+    return m, b, k
+
+
+def _mcl_winners(crit: Tensor, mode: str, generator: torch.Generator | None) -> Tensor:
+    """Per-sample winners (B,): the argmin over networks of ``crit`` (M, B), or uniformly random for ``random``
+    (drawn on the CPU from ``generator``, then copied without waiting)."""
+    m, b = crit.shape
     if mode == "random":
-        winners = torch.randint(m, (b,), generator=generator, device="cpu").to(logits.device, non_blocking=True)
-    else:
-        crit = ce if kl_u is None else ce - beta * kl_u
-        winners = crit.detach().argmin(0)
-    win = F.one_hot(winners, m).T.to(logits.dtype)  # (M, B)
-    lose = 1.0 - win
+        return torch.randint(m, (b,), generator=generator, device="cpu").to(crit.device, non_blocking=True)
+    return crit.detach().argmin(0)
 
-    def batch_term(mask: Tensor, per: Tensor) -> Tensor:
-        return (mask * per).sum(0).mean()
 
-    if mode == "independent":
-        return {"loss_ce": winner_ce * ce.sum(0).mean()}, winners
-    out: dict[str, Tensor] = {"loss_ce_winner": winner_ce * batch_term(win, ce)}
-    if mode == "cmcl":
-        assert kl_u is not None
-        out["loss_uniform"] = beta * batch_term(lose, kl_u)
-    elif mode in ("dmcl", "random"):
-        if lam < 1.0:
-            out["loss_gd_hard"] = (1.0 - lam) * batch_term(lose, ce)
-        teacher = logits.detach()[winners, torch.arange(b, device=logits.device)]  # (B, K)
-        soft = _soft_ce_per_sample(logits, teacher.unsqueeze(0).expand_as(logits), temperature, True)  # (M, B)
-        if t_squared:
-            soft = soft * temperature**2
-        out["loss_gd_soft"] = lam * batch_term(lose, soft)
-    return out, winners
+def _batch_term(mask: Tensor, per: Tensor) -> Tensor:
+    """``(1/B) Σ_i Σ_m mask[m, i]·per[m, i]``: summed over networks, averaged over the batch."""
+    return (mask * per).sum(0).mean()
 
 
 # ------------------------------------------------------------------------------------------------ ADMD
