@@ -84,6 +84,13 @@ def prepare(sample: Sample, device, dtype, layout: str, requires_grad: bool):
     return args, ref
 
 
+def device_dtype_layout(test):
+    """Parametrise a test over DEVICES x DTYPES x LAYOUTS."""
+    for name, values in (("layout", LAYOUTS), ("dtype", DTYPES), ("device", DEVICES)):
+        test = pytest.mark.parametrize(name, values)(test)
+    return test
+
+
 class OpTester:
     op: str = ""  #: the function's name in mmh_ext and in mmh_ext.reference
     kernel_modes: tuple[str, ...] = ("fast",)  #: CPU kernel modes the value and gradient tests run in
@@ -134,23 +141,21 @@ class OpTester:
     def expected_fn(self, *args, **kwargs):
         return getattr(R, self.op)(*args, **kwargs)
 
-    @pytest.mark.parametrize("layout", LAYOUTS)
-    @pytest.mark.parametrize("dtype", DTYPES)
-    @pytest.mark.parametrize("device", DEVICES)
+    def _calls(self, samples, device, dtype, layout, requires_grad):
+        """(sample, its args, the reference's args, output, reference output) of each sample."""
+        for sample in samples:
+            args, ref = prepare(sample, device, dtype, layout, requires_grad)
+            yield sample, args, ref, self.fn(*args, **sample.kwargs), self.expected_fn(*ref, **sample.kwargs)
+
+    @device_dtype_layout
     def test_forward(self, device, dtype, layout, kernel_mode):
-        for sample in self.sample_inputs():
-            args, ref = prepare(sample, device, dtype, layout, requires_grad=False)
-            got, want = self.fn(*args, **sample.kwargs), self.expected_fn(*ref, **sample.kwargs)
+        for sample, _, _, got, want in self._calls(self.sample_inputs(), device, dtype, layout, False):
             assert got.dtype == dtype and got.shape == want.shape, sample
             torch.testing.assert_close(got.cpu(), want.to(dtype), **self.tol(dtype), msg=lambda m: f"{sample}: {m}")
 
-    @pytest.mark.parametrize("layout", LAYOUTS)
-    @pytest.mark.parametrize("dtype", DTYPES)
-    @pytest.mark.parametrize("device", DEVICES)
+    @device_dtype_layout
     def test_backward(self, device, dtype, layout, kernel_mode):
-        for sample in self.grad_inputs():
-            args, ref = prepare(sample, device, dtype, layout, requires_grad=True)
-            out, want = self.fn(*args, **sample.kwargs), self.expected_fn(*ref, **sample.kwargs)
+        for sample, args, ref, out, want in self._calls(self.grad_inputs(), device, dtype, layout, True):
             w = torch.randn(out.shape, dtype=out.dtype)  # representable in out's dtype: the same weights both sides
             got = torch.autograd.grad((out * w.to(out.device)).sum(), tensors(args))
             expected = torch.autograd.grad((want * w.double()).sum(), tensors(ref))
