@@ -3,10 +3,6 @@ import torch
 
 import mmh_ext  # noqa: F401  (must import: a broken build fails the suite, it is never skipped)
 
-#: mmh_ext.cpu_kernel_mode: the fast CPU kernels and the CPU emulation of the CUDA kernels (RAD only: the other
-#: operators' CPU kernels always run their CUDA kernels' per-item math)
-KERNEL_MODES = ["fast", "device"]
-
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -15,7 +15,7 @@ import mmh_ext
 from mmh_ext import reference as R
 from mmh_ext.nn import RegionAwareDistillation
 
-from .conftest import KERNEL_MODES
+from .optester import KERNEL_MODES
 
 BF16_TOL = dict(rtol=3e-2, atol=3e-3)  # a float32 computation vs the same network's activations in bfloat16
 F32_TOL = dict(rtol=1e-4, atol=1e-5)  # float32 accumulation vs float64, on exactly the same input values

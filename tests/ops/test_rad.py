@@ -8,8 +8,7 @@ import mmh_ext
 from mmh_ext import reference as R
 from mmh_ext.nn import RegionAwareDistillation
 
-from .conftest import KERNEL_MODES
-from .optester import TOL, OpTester, Sample
+from .optester import KERNEL_MODES, TOL, OpTester, Sample
 
 # (B, Cs, Hs, Ws, Ct, Ht, Wt, K, grid, levels)
 SHAPES = [
@@ -48,7 +47,7 @@ def _bad(**over):
 
 class TestRadLoss(OpTester):
     op = "rad_loss"
-    kernel_modes = tuple(KERNEL_MODES)
+    kernel_modes = tuple(KERNEL_MODES)  # the only operator whose CPU kernels have two modes
 
     def sample_inputs(self):
         return [Sample(_inputs(shape, torch.float64), dict(grid=shape[8], levels=shape[9], temperature=3.0,
