@@ -1,7 +1,9 @@
 // Shared helpers for the mmh_ext operators.
 //
 // Everything marked MMH_HD is compiled for the host (CPU kernels) and, when nvcc compiles a .cu file, for the device
-// (CUDA kernels). The CPU kernels call exactly these functions, so the CPU tests exercise the math the CUDA kernels run.
+// (CUDA kernels). The per-item math of each operator (csrc/<op>_math.h) is written with them once for both: DAD's and
+// the injection's CPU kernels call it always, RAD's in device-emulation mode (mode.h), so the CPU tests exercise the
+// math the CUDA kernels run.
 #pragma once
 
 #include <cmath>

@@ -1,3 +1,4 @@
+// Injection: validation, dtype promotion and layout; the kernels come from cpu/ or cuda/.
 #include "inject.h"
 
 #include "checks.h"

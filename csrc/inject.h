@@ -1,33 +1,8 @@
-// Cross-stream multiplicative injection: out = x * relu(gate).
-// Backward in one pass: dx = dout * relu(gate), dgate = 0 where gate <= 0, dout * x elsewhere (NaN gates pass the
-// gradient, exactly as torch.relu's threshold_backward).
-// The functions are templated so that the CPU kernel's SIMD path (at::vec::Vectorized) and its scalar tail, and the
-// CUDA kernel, all evaluate the same expressions.
+// Cross-stream multiplicative injection, host API: validation, dtype promotion and layout (inject.cpp); the kernels
+// (cpu/inject.cpp, cuda/inject.cu) run the per-element math of inject_math.h over the dense storage.
 #pragma once
 
-#include "common.h"
-
-namespace mmh_ext {
-namespace inject {
-
-template <typename T>
-MMH_HD T relu(T g) {
-  return mmh_max(g, T(0));
-}
-
-template <typename T>
-MMH_HD T forward(T x, T gate) {
-  return x * relu(gate);
-}
-
-template <typename T>
-MMH_HD void backward(T dout, T x, T gate, T& dx, T& dgate) {
-  dx = dout * relu(gate);
-  dgate = gate <= T(0) ? T(0) : dout * x;
-}
-
-}  // namespace inject
-}  // namespace mmh_ext
+#include "inject_math.h"
 
 #include <ATen/ATen.h>
 

@@ -6,15 +6,19 @@ Functional API (all differentiable, all traceable by ``torch.compile(fullgraph=T
 * :func:`cosine_discrepancy`, :func:`dad_loss` — discrepancy-aware distillation;
 * :func:`cross_stream_inject` — cross-stream multiplicative residual injection ``x * relu(gate)``.
 
-Modules in :mod:`mmh_ext.nn`; pure-PyTorch references with the same signatures in :mod:`mmh_ext.reference`; build
-information with ``python -m mmh_ext.info``. The raw operators are ``torch.ops.mmh_ext.*``.
+One module per operator — :mod:`mmh_ext.rad`, :mod:`mmh_ext.dad`, :mod:`mmh_ext.inject` — holds its Python API, fake
+(meta) implementations and autograd registration; shared checks in ``mmh_ext._common``. Modules in :mod:`mmh_ext.nn`;
+pure-PyTorch references with the same signatures in :mod:`mmh_ext.reference`; build information with
+``python -m mmh_ext.info``. The raw operators are ``torch.ops.mmh_ext.*``.
 """
 from ._build import MmhExtBuildError, load as _load
 
 BUILD_INFO = _load()
 
+from .rad import cpu_kernel_mode, rad_loss, rad_num_regions  # noqa: E402  (one module per operator)
+from .dad import cosine_discrepancy, dad_loss  # noqa: E402
+from .inject import cross_stream_inject  # noqa: E402
 from . import nn, reference  # noqa: E402
-from .ops import cosine_discrepancy, cpu_kernel_mode, cross_stream_inject, dad_loss, rad_loss, rad_num_regions  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [

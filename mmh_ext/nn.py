@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from . import ops
+from . import dad, inject, rad
+from ._common import autocast_on, check_dad_form
 
 __all__ = ["CrossStreamInjection", "DiscrepancyAwareDistillation", "RegionAwareDistillation"]
 
@@ -15,7 +16,7 @@ _Classifier = nn.Linear | tuple[torch.Tensor, torch.Tensor]
 
 
 def _no_autocast(device: torch.device):
-    if ops._autocast_on(device):
+    if autocast_on(device):
         return torch.autocast(device.type, enabled=False)
     return contextlib.nullcontext()
 
@@ -58,7 +59,7 @@ class RegionAwareDistillation(nn.Module):
             raise ValueError(f"weighting must be 'attention', 'self' or 'none', got {weighting!r}")
         self.grid, self.levels, self.temperature, self.weighting = int(grid), tuple(int(s) for s in levels), \
             float(temperature), weighting
-        n = ops.rad_num_regions(self.levels)
+        n = rad.rad_num_regions(self.levels)
         if any(not 1 <= s <= self.grid for s in self.levels):
             raise ValueError(f"levels {self.levels} must lie between 1 and grid = {self.grid}")
         self.num_regions = n
@@ -72,7 +73,7 @@ class RegionAwareDistillation(nn.Module):
         """The (N,) batch-mean region losses r."""
         ws, bs = _fc(student_fc, "student_fc")
         wt, bt = _fc(teacher_fc, "teacher_fc")
-        return ops.rad_loss(student_feat, teacher_feat, ws, bs, wt, bt, grid=self.grid, levels=self.levels,
+        return rad.rad_loss(student_feat, teacher_feat, ws, bs, wt, bt, grid=self.grid, levels=self.levels,
                             temperature=self.temperature, reduction="region")
 
     def region_weights(self, r: torch.Tensor) -> torch.Tensor:
@@ -126,14 +127,13 @@ class RegionAwareDistillation(nn.Module):
 class DiscrepancyAwareDistillation(nn.Module):
     """Discrepancy-aware distillation (MMH paper, sec. III-C): :func:`mmh_ext.dad_loss` as a module."""
 
-    def __init__(self, form: str = "paper", eps: float = ops.DEFAULT_EPS) -> None:
+    def __init__(self, form: str = "paper", eps: float = dad.DEFAULT_EPS) -> None:
         super().__init__()
-        if form not in ("paper", "sp"):
-            raise ValueError(f"form must be 'paper' or 'sp', got {form!r}")
+        check_dad_form(form)
         self.form, self.eps = form, float(eps)
 
     def forward(self, student_feats, teacher_feats) -> torch.Tensor:
-        return ops.dad_loss(student_feats, teacher_feats, form=self.form, eps=self.eps)
+        return dad.dad_loss(student_feats, teacher_feats, form=self.form, eps=self.eps)
 
     def extra_repr(self) -> str:
         return f"form={self.form!r}"
@@ -143,4 +143,4 @@ class CrossStreamInjection(nn.Module):
     """``x * relu(gate)``: the multiplicative cross-stream connection of multiple-stream networks."""
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        return ops.cross_stream_inject(x, gate)
+        return inject.cross_stream_inject(x, gate)

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ._common import check_dad_form
+
 __all__ = ["cosine_discrepancy", "cross_stream_inject", "dad_loss", "rad_loss", "rad_region_losses", "rad_weighting"]
 
 
@@ -88,6 +90,7 @@ def _sp_matrix(feat: torch.Tensor, eps: float) -> torch.Tensor:
 
 def dad_loss(student_feats, teacher_feats, *, form: str = "paper", eps: float = 1e-8) -> torch.Tensor:
     """Reference of :func:`mmh_ext.dad_loss` (a tensor or a list of layer tensors on each side, summed over pairs)."""
+    check_dad_form(form)
     if isinstance(student_feats, torch.Tensor):
         student_feats, teacher_feats = [student_feats], [teacher_feats]
     total = 0.0
@@ -95,10 +98,8 @@ def dad_loss(student_feats, teacher_feats, *, form: str = "paper", eps: float = 
         if form == "paper":
             d = cosine_discrepancy(s, eps=eps) - cosine_discrepancy(t, eps=eps)
             total = total + torch.linalg.matrix_norm(d)
-        elif form == "sp":
-            total = total + (_sp_matrix(s, eps) - _sp_matrix(t, eps)).pow(2).mean()
         else:
-            raise ValueError(f"form must be 'paper' or 'sp', got {form!r}")
+            total = total + (_sp_matrix(s, eps) - _sp_matrix(t, eps)).pow(2).mean()
     return total
 
 

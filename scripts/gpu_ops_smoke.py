@@ -17,14 +17,7 @@ import traceback
 
 import torch
 
-TOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
-
-
-def _rel_err(got: torch.Tensor, want: torch.Tensor, floor: float = 1e-3) -> float:
-    got, want = got.detach().double().cpu(), want.detach().double().cpu()
-    if not torch.isfinite(got).all():
-        return float("inf")
-    return float((got - want).norm() / want.norm().clamp_min(floor))  # absolute error below ``floor``
+from mmh_ext.testing import REL_TOL, rel_error
 
 
 def _make(shape, dtype, device, layout="contiguous", scale=1.0, seed=0):
@@ -53,10 +46,10 @@ class Checker:
 
     def compare(self, name: str, got, want, dtype, floor: float = 1e-3) -> None:
         self.count += 1
-        tol = TOL[dtype]
+        tol = REL_TOL[dtype]
         got = got if isinstance(got, (list, tuple)) else [got]
         want = want if isinstance(want, (list, tuple)) else [want]
-        errs = [_rel_err(a, b, floor) for a, b in zip(got, want)]
+        errs = [rel_error(a, b, floor) for a, b in zip(got, want)]
         worst = max(errs)
         ok = worst <= tol and len(got) == len(want)
         print(f"{'ok  ' if ok else 'FAIL'} {name}: max relative error {worst:.2e} (tolerance {tol:.0e})", flush=True)
@@ -209,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     dtypes = []
     for n in names.split(","):
         dt = getattr(torch, n.strip(), None)
-        if not isinstance(dt, torch.dtype) or dt not in TOL:
+        if not isinstance(dt, torch.dtype) or dt not in REL_TOL:
             p.error(f"--dtypes: unknown dtype {n!r} (choose from float64, float32, float16, bfloat16)")
         dtypes.append(dt)
     c = Checker()

@@ -1,4 +1,4 @@
-// DAD CPU kernels: one row of the B x B math per task, via the shared MMH_HD functions of dad.h.
+// DAD CPU kernels: one row of the B x B math per task, via the shared MMH_HD functions of dad_math.h.
 #include <ATen/Parallel.h>
 
 #include <algorithm>

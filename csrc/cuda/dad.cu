@@ -1,5 +1,5 @@
-// DAD CUDA kernels: one thread per row of the B x B math, calling the shared MMH_HD functions of dad.h (the same the
-// CPU kernels call). The Gram GEMMs and dH = (dG + dG^T) H go through ATen (cuBLAS) in dad.cpp.
+// DAD CUDA kernels: one thread per row of the B x B math, calling the shared MMH_HD functions of dad_math.h (the same
+// the CPU kernels call). The Gram GEMMs and dH = (dG + dG^T) H go through ATen (cuBLAS) in dad.cpp.
 #include <torch/library.h>
 
 #include "../dad.h"

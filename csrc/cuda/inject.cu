@@ -1,5 +1,5 @@
 // Injection CUDA kernels: elementwise over the (dense) storage, in the accumulation type, through the shared
-// expressions of inject.h (the same the CPU kernel's scalar path evaluates).
+// expressions of inject_math.h (the same the CPU kernels' loops evaluate).
 #include <torch/library.h>
 
 #include "../inject.h"

@@ -1,5 +1,5 @@
-// RAD CUDA kernels: one thread per output item, each calling the shared MMH_HD math of rad.h (the same functions the
-// CPU kernels call). GEMMs go through ATen (cuBLAS) in rad.cpp.
+// RAD CUDA kernels: one thread per output item, each calling the shared MMH_HD math of rad_math.h (the same functions
+// the CPU kernels run in device-emulation mode, mode.h). GEMMs go through ATen (cuBLAS) in rad.cpp.
 #include <torch/library.h>
 
 #include "../rad.h"

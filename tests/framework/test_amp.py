@@ -280,7 +280,7 @@ _TINY_MMH = ["dataset.split_kwargs={train: {size: 32}, test: {size: 16}}", "mode
 _TINY_THESIS = ["dataset.split_kwargs={train: {size: 32}, test: {size: 16}}", "model.kwargs.width=4"]
 _COMMON = ["train.batch_size=16", "train.steps=2", "train.progress=false", "threads=1", "train.amp=bf16"]
 #: The mmh_ext entry points whose inputs are recorded (the feature maps autocast hands to the operators).
-_OPS = ("rad_loss", "dad_loss", "cross_stream_inject")
+_OPS = {"rad_loss": mmh_ext.rad, "dad_loss": mmh_ext.dad, "cross_stream_inject": mmh_ext.inject}  # name: its module
 
 
 def _method_config(method: str, cache: str) -> dict:
@@ -358,8 +358,8 @@ def amp_cache(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("method", list_methods())
 def test_every_method_trains_under_cpu_bf16_autocast(method: str, tmp_path: Path, amp_cache: Path, monkeypatch):
-    for op in _OPS:  # record the dtypes of the maps handed to the operators' Python entry points
-        for mod in (mmh_ext, mmh_ext.ops):
+    for op, op_module in _OPS.items():  # record the dtypes of the maps handed to the operators' Python entry points
+        for mod in (mmh_ext, op_module):
             def wrapped(a, b, *rest, _orig=getattr(mod, op), _op=op, **kw):
                 if torch.is_autocast_enabled("cpu"):  # (not the float32 reference pass)
                     first = [x[0] if isinstance(x, (list, tuple)) else x for x in (a, b)]  # dad_loss: lists of maps

@@ -15,6 +15,8 @@ import mmh_ext
 from mmh_ext import reference as R
 from mmh_ext.nn import RegionAwareDistillation
 
+from .optester import KERNEL_MODES
+
 BF16_TOL = dict(rtol=3e-2, atol=3e-3)  # a float32 computation vs the same network's activations in bfloat16
 F32_TOL = dict(rtol=1e-4, atol=1e-5)  # float32 accumulation vs float64, on exactly the same input values
 HALF = [torch.bfloat16, torch.float16]
@@ -211,6 +213,7 @@ def _promoted(dtypes):
 
 @pytest.mark.parametrize("mix", list(RAD_MIXES))
 @pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("kernel_mode", KERNEL_MODES, indirect=True)
 def test_rad_mixed_dtypes_against_float64_reference(mix, channels_last, kernel_mode):
     dtypes = RAD_MIXES[mix]
     torch.manual_seed(2)
@@ -244,7 +247,7 @@ def test_rad_mixed_dtypes_against_float64_reference(mix, channels_last, kernel_m
 @pytest.mark.parametrize("ds,dt", [(torch.bfloat16, torch.float32), (torch.float32, torch.float16),
                                    (torch.float16, torch.bfloat16), (torch.bfloat16, torch.bfloat16),
                                    (torch.float16, torch.float64)])
-def test_dad_mixed_dtypes_against_float64_reference(form, ds, dt, kernel_mode):
+def test_dad_mixed_dtypes_against_float64_reference(form, ds, dt):
     torch.manual_seed(4)
     hs = torch.randn(12, 6, 3, 3).to(ds).requires_grad_(True)
     ht = torch.randn(12, 20).to(dt).requires_grad_(True)
@@ -276,7 +279,7 @@ def test_cosine_discrepancy_half_against_float64_reference(dtype):
                                    (torch.float16, torch.bfloat16), (torch.bfloat16, torch.bfloat16),
                                    (torch.float16, torch.float16), (torch.float64, torch.bfloat16)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_inject_mixed_dtypes_exact(dx, dg, channels_last, kernel_mode):
+def test_inject_mixed_dtypes_exact(dx, dg, channels_last):
     """Computed in float32 (float64) from the exact input values and rounded once: equal to the float64 product
     rounded to the promoted dtype; gradients likewise, each in its input's dtype."""
     torch.manual_seed(5)

@@ -4,7 +4,7 @@ stream, no host synchronisation), a grid-stride launch larger than the grid, and
 CUDA device and a build with CUDA kernels; ``scripts/gpu_check.sh`` runs it and fails if anything here is skipped.
 
 Without a GPU these tests cannot run; the CPU tests still cover the kernels' math, which lives in the shared
-__host__ __device__ functions of csrc/*.h that the CPU kernels call (see the README). Nothing here uses an API newer
+__host__ __device__ functions of csrc/*_math.h that the CPU kernels call (see the README). Nothing here uses an API newer
 than torch 2.11 (the GPU machine's torch).
 """
 import os
@@ -17,6 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import mmh_ext
 from mmh_ext import reference as R
+from mmh_ext.testing import assert_rel
 
 # MMH_CUDA_TESTS_ON_CPU=1 runs this file's tests with "cpu" in place of "cuda" (the CUDA-only ones skip): a check of
 # the tests' own code on a machine without a GPU, before the one run on a GPU. It says nothing about the CUDA kernels.
@@ -29,25 +30,6 @@ cuda_only = pytest.mark.skipif(ON_CPU, reason="CUDA streams, graphs or memory: n
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 LOW = [torch.float16, torch.bfloat16]
-#: ||got - want|| / ||want|| allowed between two computations on the same inputs with float32 math inside: summation
-#: order (which the KL's cancellation amplifies) and, for half outputs, one rounding more or less.
-REL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
-
-
-def assert_rel(got, want, dtype, what=""):
-    """||got - want|| / ||want|| <= REL[dtype]; non-finite values must sit at the same places with the same value."""
-    got, want = got.detach().double().cpu(), want.detach().double().cpu()
-    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
-    bad_g, bad_w = ~torch.isfinite(got), ~torch.isfinite(want)
-    assert torch.equal(bad_g, bad_w), f"{what}: {int(bad_g.sum())} non-finite values, {int(bad_w.sum())} expected"
-    assert torch.equal(got[bad_g].nan_to_num(), want[bad_w].nan_to_num()), f"{what}: different non-finite values"
-    got, want = got[~bad_g], want[~bad_w]
-    err = float((got - want).norm() / want.norm().clamp_min(1e-6))
-    assert err <= REL[dtype], f"{what}: relative error {err:.2e} > {REL[dtype]:.0e} ({dtype})"
-
-
-
-
 def _run(fn, tensors, device, dtype, weight=None, memory_format=None):
     """fn on copies of ``tensors`` (as ``dtype`` on ``device``, requiring grad): output and all input gradients."""
     inputs = []

@@ -1,4 +1,5 @@
-"""RAD operator: against the pure-PyTorch reference, gradients, opcheck, torch.compile, bad input."""
+"""RAD operator: the op-tester sections (optester.OpTester: reference, gradients, gradcheck, opcheck, torch.compile,
+bad input) in both CPU kernel modes, and what is particular to RAD."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,7 +8,7 @@ import mmh_ext
 from mmh_ext import reference as R
 from mmh_ext.nn import RegionAwareDistillation
 
-from .conftest import TOL
+from .optester import KERNEL_MODES, TOL, OpTester, Sample
 
 # (B, Cs, Hs, Ws, Ct, Ht, Wt, K, grid, levels)
 SHAPES = [
@@ -27,16 +28,84 @@ def _inputs(shape, dtype, requires_grad=False):
     return mk(b, cs, hs, ws_), mk(b, ct, ht, wt_), mk(k, cs), mk(k), mk(k, ct), mk(k)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("reduction", ["none", "region", "mean"])
-def test_matches_reference(shape, dtype, reduction, kernel_mode):
-    grid, levels = shape[8], shape[9]
-    args = _inputs(shape, dtype)
-    got = mmh_ext.rad_loss(*args, grid=grid, levels=levels, temperature=3.0, reduction=reduction)
-    want = R.rad_loss(*args, grid=grid, levels=levels, temperature=3.0, reduction=reduction)
-    assert got.dtype == dtype and got.shape == want.shape
-    torch.testing.assert_close(got, want, **TOL[dtype])
+GRADCHECK_SHAPES = [  # small, so finite differences stay cheap; cover odd sizes, upsampling bins, uneven levels
+    (2, 3, 5, 7, 2, 4, 4, 3, 4, (4, 2, 1)),
+    (1, 2, 3, 2, 3, 6, 5, 2, 4, (4, 2, 1)),
+    (2, 2, 7, 6, 2, 5, 5, 3, 5, (5, 3, 2, 1)),
+    (2, 2, 6, 6, 2, 6, 6, 3, 6, (4,)),
+]
+
+
+def _bad(**over):
+    fs, ft, ws, bs, wt, bt = _inputs(SHAPES[0], torch.float32)
+    args = dict(student_feat=fs, teacher_feat=ft, student_fc_weight=ws, student_fc_bias=bs, teacher_fc_weight=wt,
+                teacher_fc_bias=bt)
+    kw = {k: over.pop(k) for k in list(over) if k in ("grid", "levels", "temperature", "reduction")}
+    args.update(over)
+    return lambda: mmh_ext.rad_loss(*args.values(), **kw)
+
+
+class TestRadLoss(OpTester):
+    op = "rad_loss"
+    kernel_modes = tuple(KERNEL_MODES)  # the only operator whose CPU kernels have two modes
+
+    def sample_inputs(self):
+        return [Sample(_inputs(shape, torch.float64), dict(grid=shape[8], levels=shape[9], temperature=3.0,
+                                                           reduction=reduction))
+                for shape in SHAPES for reduction in ("none", "region", "mean")]
+
+    def grad_inputs(self):
+        return [Sample(_inputs(shape, torch.float64), dict(grid=shape[8], levels=shape[9], reduction="none"))
+                for shape in (SHAPES[0], SHAPES[2], SHAPES[3])]
+
+    def grad_tol(self, dtype, want):
+        """Within float32 rounding of the gradient's scale."""
+        scale = want.abs().max().item()
+        return dict(rtol=1e-7, atol=1e-7 * scale) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5 * scale)
+
+    def gradcheck_inputs(self):
+        return [Sample(_inputs(shape, torch.float64), dict(grid=shape[8], levels=shape[9], reduction="none"))
+                for shape in GRADCHECK_SHAPES]
+
+    def opcheck_calls(self, device):
+        calls = []
+        for shape in (SHAPES[0], SHAPES[4]):
+            args = [t.to(device).requires_grad_(True) for t in _inputs(shape, torch.float64)]
+            calls.append((torch.ops.mmh_ext.rad_forward.default, (*args, shape[8], list(shape[9]), 2.0)))
+        args = [t.to(device) for t in _inputs(SHAPES[0], torch.float32)]
+        return calls + [(torch.ops.mmh_ext.rad_forward.default, (*args, 4, [4, 2, 1], 2.0))]
+
+    def compile_inputs(self):
+        return list(_inputs(SHAPES[0], torch.float32, requires_grad=True))
+
+    def compile_loss(self, ops, *args):
+        return ops.rad_loss(*args, reduction="mean")
+
+    compile_tol = TOL[torch.float32]
+
+    bad_inputs = [
+        (dict(teacher_feat=torch.randn(3, 6, 4, 4)), ValueError, "batch size"),
+        (dict(student_feat=torch.randn(4, 8, 7)), ValueError, "student_feat"),
+        (dict(student_fc_weight=torch.randn(5, 9)), ValueError, "student_fc_weight"),
+        (dict(teacher_fc_bias=torch.randn(4)), ValueError, "teacher_fc_bias"),
+        (dict(teacher_fc_weight=torch.randn(3, 6), teacher_fc_bias=torch.randn(3)), ValueError, "classes"),
+        (dict(student_feat=torch.randn(0, 8, 7, 7), teacher_feat=torch.randn(0, 6, 4, 4)), ValueError, "empty"),
+        (dict(levels=(4, 5)), ValueError, "levels[1]"),
+        (dict(levels=()), ValueError, "levels"),
+        (dict(grid=0), ValueError, "grid"),
+        (dict(temperature=0.0), ValueError, "temperature"),
+        (dict(temperature=-1.0), ValueError, "temperature"),
+        (dict(reduction="sum"), ValueError, "reduction"),
+        (dict(student_feat=torch.randint(0, 3, (4, 8, 7, 7))), TypeError, "student_feat"),
+        (dict(teacher_feat=torch.randn(4, 6, 4, 4, dtype=torch.complex64)), TypeError, "teacher_feat"),
+        (dict(student_fc_bias=torch.randn(5).to(torch.float8_e4m3fn)), TypeError, "student_fc_bias"),
+        (dict(teacher_feat=torch.randn(4, 6, 4, 4, device="meta")), ValueError, "teacher_feat"),
+        (dict(student_fc_weight=torch.randn(1, 8), student_fc_bias=torch.randn(1), teacher_fc_weight=torch.randn(1, 6),
+              teacher_fc_bias=torch.randn(1)), ValueError, "2 classes"),
+    ]
+
+    def call_bad(self, over):
+        _bad(**over)()
 
 
 def test_reference_is_the_definition():
@@ -66,26 +135,6 @@ GRADCHECK_SHAPES = [  # small, so finite differences stay cheap; cover odd sizes
 ]
 
 
-@pytest.mark.parametrize("shape", GRADCHECK_SHAPES)
-def test_gradcheck_all_inputs(shape, kernel_mode):
-    args = _inputs(shape, torch.float64, requires_grad=True)
-    fn = lambda *a: mmh_ext.rad_loss(*a, grid=shape[8], levels=shape[9], reduction="none")  # noqa: E731
-    assert torch.autograd.gradcheck(fn, args)
-
-
-@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[2], SHAPES[3]])
-def test_float32_gradients_against_float64_reference(shape, kernel_mode):
-    """float32 gradients of the kernels vs the float64 reference, within float32 rounding of the gradient's scale."""
-    args64 = _inputs(shape, torch.float64, requires_grad=True)
-    args32 = [a.detach().float().requires_grad_(True) for a in args64]
-    kw = dict(grid=shape[8], levels=shape[9], reduction="none")
-    w = torch.rand(shape[0], sum(s * s for s in shape[9]), dtype=torch.float64)
-    got = torch.autograd.grad((mmh_ext.rad_loss(*args32, **kw) * w.float()).sum(), args32)
-    want = torch.autograd.grad((R.rad_loss(*args64, **kw) * w).sum(), args64)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
-
-
 def test_teacher_gets_no_gradient_unless_asked():
     fs, ft, ws, bs, wt, bt = _inputs(SHAPES[0], torch.float64)
     for t in (fs, ws, bs):
@@ -96,6 +145,7 @@ def test_teacher_gets_no_gradient_unless_asked():
     assert fs.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("kernel_mode", KERNEL_MODES, indirect=True)
 def test_layouts_channels_last_and_noncontiguous(kernel_mode):
     fs, ft, ws, bs, wt, bt = _inputs(SHAPES[4], torch.float64)
     kw = dict(grid=5, levels=(5, 3, 2, 1), reduction="none")
@@ -113,29 +163,6 @@ def test_layouts_channels_last_and_noncontiguous(kernel_mode):
     b = fs.clone().requires_grad_(True)
     R.rad_loss(b, ft, ws, bs, wt, bt, grid=5, levels=(5, 3, 2, 1)).backward()
     torch.testing.assert_close(a.grad, b.grad)
-
-
-def test_opcheck():
-    for shape in (SHAPES[0], SHAPES[4]):
-        args = _inputs(shape, torch.float64, requires_grad=True)
-        torch.library.opcheck(torch.ops.mmh_ext.rad_forward.default, (*args, shape[8], list(shape[9]), 2.0))
-    args = _inputs(SHAPES[0], torch.float32)
-    torch.library.opcheck(torch.ops.mmh_ext.rad_forward.default, (*args, 4, [4, 2, 1], 2.0))
-
-
-def test_torch_compile_fullgraph():
-    args = _inputs(SHAPES[0], torch.float32, requires_grad=True)
-    fn = torch.compile(lambda *a: mmh_ext.rad_loss(*a, reduction="mean"), fullgraph=True, backend="aot_eager")
-    got = fn(*args)
-    got.backward()
-    grads = [a.grad.clone() for a in args]
-    for a in args:
-        a.grad = None
-    want = R.rad_loss(*args)
-    want.backward()
-    torch.testing.assert_close(got, want, **TOL[torch.float32])
-    for g, a in zip(grads, args):
-        torch.testing.assert_close(g, a.grad, rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize("weighting", ["attention", "self", "none"])
@@ -164,40 +191,6 @@ def test_vanilla_kd_is_one_global_region():
     zs, zt = fs.mean((2, 3)) @ ws.t() + bs, ft.mean((2, 3)) @ wt.t() + bt
     kd = F.kl_div(F.log_softmax(zs / 4, 1), F.softmax(zt / 4, 1), reduction="batchmean") * 16
     torch.testing.assert_close(got, kd)
-
-
-def _bad(**over):
-    fs, ft, ws, bs, wt, bt = _inputs(SHAPES[0], torch.float32)
-    args = dict(student_feat=fs, teacher_feat=ft, student_fc_weight=ws, student_fc_bias=bs, teacher_fc_weight=wt,
-                teacher_fc_bias=bt)
-    kw = {k: over.pop(k) for k in list(over) if k in ("grid", "levels", "temperature", "reduction")}
-    args.update(over)
-    return lambda: mmh_ext.rad_loss(*args.values(), **kw)
-
-
-@pytest.mark.parametrize("over,exc,word", [
-    (dict(teacher_feat=torch.randn(3, 6, 4, 4)), ValueError, "batch size"),
-    (dict(student_feat=torch.randn(4, 8, 7)), ValueError, "student_feat"),
-    (dict(student_fc_weight=torch.randn(5, 9)), ValueError, "student_fc_weight"),
-    (dict(teacher_fc_bias=torch.randn(4)), ValueError, "teacher_fc_bias"),
-    (dict(teacher_fc_weight=torch.randn(3, 6), teacher_fc_bias=torch.randn(3)), ValueError, "classes"),
-    (dict(student_feat=torch.randn(0, 8, 7, 7), teacher_feat=torch.randn(0, 6, 4, 4)), ValueError, "empty"),
-    (dict(levels=(4, 5)), ValueError, "levels[1]"),
-    (dict(levels=()), ValueError, "levels"),
-    (dict(grid=0), ValueError, "grid"),
-    (dict(temperature=0.0), ValueError, "temperature"),
-    (dict(temperature=-1.0), ValueError, "temperature"),
-    (dict(reduction="sum"), ValueError, "reduction"),
-    (dict(student_feat=torch.randint(0, 3, (4, 8, 7, 7))), TypeError, "student_feat"),
-    (dict(teacher_feat=torch.randn(4, 6, 4, 4, dtype=torch.complex64)), TypeError, "teacher_feat"),
-    (dict(student_fc_bias=torch.randn(5).to(torch.float8_e4m3fn)), TypeError, "student_fc_bias"),
-    (dict(teacher_feat=torch.randn(4, 6, 4, 4, device="meta")), ValueError, "teacher_feat"),
-    (dict(student_fc_weight=torch.randn(1, 8), student_fc_bias=torch.randn(1), teacher_fc_weight=torch.randn(1, 6),
-          teacher_fc_bias=torch.randn(1)), ValueError, "2 classes"),
-])
-def test_bad_input_names_the_argument(over, exc, word):
-    with pytest.raises(exc, match=__import__("re").escape(word)):
-        _bad(**over)()
 
 
 def test_raw_op_checks_too():

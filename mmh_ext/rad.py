@@ -1,0 +1,148 @@
+"""Region-aware distillation (RAD): :func:`rad_loss`, its fake (meta) implementations, and the CPU kernel mode.
+
+The operator ``torch.ops.mmh_ext.rad_forward`` / ``rad_backward`` is defined in csrc/ (schema in ops.cpp, kernels in
+cpu/rad.cpp and cuda/rad.cu); its autograd is registered in C++ (csrc/rad_autograd.cpp): one dispatcher call per pass.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+
+from ._common import acc_dtype, check_devices, out_dtype
+
+__all__ = ["cpu_kernel_mode", "rad_loss", "rad_num_regions"]
+
+_ops = torch.ops.mmh_ext
+
+
+@contextlib.contextmanager
+def cpu_kernel_mode(mode: str):
+    """Select RAD's CPU kernels inside the block: ``"fast"`` (default) or ``"device"``.
+
+    ``"device"`` runs, over the same flat index space, the ``__host__ __device__`` per-item functions that are the
+    whole bodies of the CUDA kernels (csrc/rad_math.h) — a CPU emulation of the CUDA launch, used by the tests to check
+    the CUDA kernels' math without a GPU. Results are the same up to floating-point summation order. Process-wide.
+    Only :func:`rad_loss` has two CPU modes: the DAD and injection CPU kernels always run the per-row / per-element
+    functions their CUDA kernels run (csrc/dad_math.h, csrc/inject_math.h), so the mode does not change them.
+    """
+    previous = _ops._set_cpu_kernel_mode(mode)
+    try:
+        yield
+    finally:
+        _ops._set_cpu_kernel_mode(previous)
+
+
+def rad_num_regions(levels: Sequence[int]) -> int:
+    """Number of pyramid regions N = sum of s^2 over the levels (21 for (4, 2, 1))."""
+    return sum(int(s) ** 2 for s in levels)
+
+
+def _check_rad(fs, ft, ws, bs, wt, bt, grid, levels, temperature) -> None:
+    check_devices([(fs, "student_feat"), (ft, "teacher_feat"), (ws, "student_fc_weight"), (bs, "student_fc_bias"),
+                   (wt, "teacher_fc_weight"), (bt, "teacher_fc_bias")])
+    for f, name in ((fs, "student_feat"), (ft, "teacher_feat")):
+        if f.dim() != 4:
+            raise ValueError(f"{name} must be 4-D (B, C, H, W), got shape {tuple(f.shape)}")
+        if f.shape[0] == 0:
+            raise ValueError(f"{name} has an empty batch (B = 0)")
+        if min(f.shape[1:]) == 0:
+            raise ValueError(f"{name} has an empty dimension: shape {tuple(f.shape)}")
+    if fs.shape[0] != ft.shape[0]:
+        raise ValueError(f"student_feat has batch size {fs.shape[0]} but teacher_feat has {ft.shape[0]}")
+    for w, b, f, wn, bn, fn in ((ws, bs, fs, "student_fc_weight", "student_fc_bias", "student_feat"),
+                                (wt, bt, ft, "teacher_fc_weight", "teacher_fc_bias", "teacher_feat")):
+        if w.dim() != 2 or w.shape[1] != f.shape[1]:
+            raise ValueError(f"{wn} must have shape (K, {f.shape[1]}) to match the channels of {fn}, "
+                             f"got {tuple(w.shape)}")
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"{bn} must have shape ({w.shape[0]},), got {tuple(b.shape)}")
+    if ws.shape[0] != wt.shape[0]:
+        raise ValueError(f"student_fc_weight has {ws.shape[0]} classes but teacher_fc_weight has {wt.shape[0]}")
+    if ws.shape[0] < 2:
+        raise ValueError(f"the classifiers need at least 2 classes, got {ws.shape[0]}")
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+        raise ValueError(f"grid must be a positive int, got {grid!r}")
+    if len(levels) == 0 or len(levels) > 8:
+        raise ValueError(f"levels must hold 1 to 8 pyramid sizes, got {list(levels)}")
+    for i, s in enumerate(levels):
+        if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= grid:
+            raise ValueError(f"levels[{i}] = {s!r} must be an int between 1 and grid = {grid}")
+    if not isinstance(temperature, (int, float)) or not temperature > 0 or temperature == float("inf"):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+
+
+@torch.library.register_fake("mmh_ext::rad_forward")
+def _rad_forward_fake(fs, ft, ws, bs, wt, bt, grid, levels, temperature):
+    _check_rad(fs, ft, ws, bs, wt, bt, grid, list(levels), temperature)
+    b, k, n, g2 = fs.shape[0], ws.shape[0], rad_num_regions(levels), grid * grid
+    acc = acc_dtype(fs, ft, ws, bs, wt, bt)
+    return (fs.new_empty((b, n), dtype=acc), fs.new_empty((b, g2, fs.shape[1]), dtype=acc),
+            fs.new_empty((b, g2, ft.shape[1]), dtype=acc), fs.new_empty((b, n, k), dtype=acc),
+            fs.new_empty((b, n, k), dtype=acc))
+
+
+@torch.library.register_fake("mmh_ext::rad_backward")
+def _rad_backward_fake(grad, gs, gt, ls, lt, ws, wt, shw, thw, sdt, tdt, grid, levels, temperature, need_s,
+                       need_t):
+    b = gs.shape[0]
+    none = gs.new_empty((0,))
+    out = [none] * 6
+    if need_s:
+        out[0:3] = [gs.new_empty((b, gs.shape[2], *shw), dtype=sdt), ws.new_empty(ws.shape),
+                    gs.new_empty((ws.shape[0],))]
+    if need_t:
+        out[3:6] = [gt.new_empty((b, gt.shape[2], *thw), dtype=tdt), wt.new_empty(wt.shape),
+                    gt.new_empty((wt.shape[0],))]
+    return out
+
+
+def rad_loss(
+    student_feat: torch.Tensor,
+    teacher_feat: torch.Tensor,
+    student_fc_weight: torch.Tensor,
+    student_fc_bias: torch.Tensor,
+    teacher_fc_weight: torch.Tensor,
+    teacher_fc_bias: torch.Tensor,
+    *,
+    grid: int = 4,
+    levels: Sequence[int] = (4, 2, 1),
+    temperature: float = 2.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Region-aware distillation loss (fused spatial-pyramid region logits + KL).
+
+    For each network ``g = adaptive_avg_pool2d(feat, grid)``; for each ``s`` in ``levels``,
+    ``adaptive_avg_pool2d(g, s)`` flattened row-major; levels concatenated in order give N regions; region logits are
+    that network's classifier applied to each cell; the loss of (sample, region) is
+    ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``.
+
+    Args:
+        student_feat, teacher_feat: (B, C_s, H_s, W_s) and (B, C_t, H_t, W_t) feature maps (channels and size may
+            differ; any memory format).
+        student_fc_weight, student_fc_bias, teacher_fc_weight, teacher_fc_bias: the two classifiers, (K, C) and (K,).
+        grid: side of the normalising pooling (w). levels: pyramid sizes, each <= grid. temperature: T > 0.
+        reduction: ``"none"`` → (B, N); ``"region"`` → (N,) batch means; ``"mean"`` → the mean of the N batch means.
+
+    Gradients reach the student features and classifier, and the teacher's tensors when they require grad.
+
+    dtypes: each tensor may be float64, float32, float16 or bfloat16, independently (e.g. bfloat16 features from
+    ``torch.autocast`` with float32 classifiers). Half-precision feature maps are read as they are (no float32 copy)
+    and everything accumulates in float32 — float64 when any input is float64. The loss has the inputs' promoted
+    dtype (float32 for bfloat16 features with float32 classifiers); under ``torch.autocast`` on the inputs' device it
+    is float32. Each gradient comes back in its own input's dtype.
+    """
+    levels = [int(s) for s in levels] if isinstance(levels, (list, tuple)) else levels
+    if reduction not in ("none", "region", "mean"):
+        raise ValueError(f"reduction must be 'none', 'region' or 'mean', got {reduction!r}")
+    _check_rad(student_feat, teacher_feat, student_fc_weight, student_fc_bias, teacher_fc_weight, teacher_fc_bias,
+               grid, levels, temperature)
+    loss = _ops.rad_forward(student_feat, teacher_feat, student_fc_weight, student_fc_bias, teacher_fc_weight,
+                            teacher_fc_bias, grid, levels, float(temperature))[0]
+    if reduction == "region":
+        loss = loss.mean(0)
+    elif reduction == "mean":
+        loss = loss.mean()
+    return loss.to(out_dtype(student_feat, teacher_feat, student_fc_weight, student_fc_bias, teacher_fc_weight,
+                              teacher_fc_bias))
