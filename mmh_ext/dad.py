@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import torch
 
-from ._common import acc_dtype, check_dad_form, check_devices, check_tensor, out_dtype
+from ._common import DAD_FORMS, acc_dtype, check_dad_form, check_devices, check_tensor, out_dtype
 
-__all__ = ["DEFAULT_EPS", "cosine_discrepancy", "dad_loss"]
+__all__ = ["DAD_FORMS", "DEFAULT_EPS", "check_dad_form", "cosine_discrepancy", "dad_loss"]
 
 _ops = torch.ops.mmh_ext
 DEFAULT_EPS = 1e-8

@@ -1,6 +1,7 @@
-// RAD CPU kernels. Two modes (mode.h): "fast" — the grid pooling and its adjoint as GEMMs with the pooling matrix, the
+// RAD CPU kernels. Two modes (mode.h): "fast" — the grid pooling and its adjoint vectorised across channels with AVX
+// for NCHW float32/float16/bfloat16 maps (rad_pool_avx.h), otherwise as GEMMs with the pooling matrix; the
 // per-(sample, region) softmax/KL math as ATen ops over whole (B, N, K) blocks — and "device" — every kernel runs the
-// MMH_HD per-item functions of rad.h over the same flat index space as the CUDA kernels.
+// MMH_HD per-item functions of rad_math.h over the same flat index space as the CUDA kernels.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 

@@ -23,10 +23,8 @@ from .base import Distiller, Stage, StageContext
 from .registry import register_method
 from .supervised import teacher_stage
 
-__all__ = ["DADDistiller", "dad_stage", "per_sample", "DAD_DEFAULTS", "DAD_FORMS"]
+__all__ = ["DADDistiller", "dad_stage", "per_sample", "DAD_DEFAULTS"]
 
-#: The forms of the DAD loss (see the module docstring).
-DAD_FORMS = ("paper", "sp")
 #: Defaults of ``loss.dad``: the config schema (declared with the DAD methods) and :class:`DADDistiller`'s.
 DAD_DEFAULTS: dict[str, Any] = {"beta": 1.0, "form": "paper", "layers": None, "teacher_layers": None, "gather": True}
 
@@ -63,10 +61,9 @@ class DADDistiller(Distiller):
             list(layers) if layers else _default_layers(teacher, "teacher"))
         if len(self.s_paths) != len(self.t_paths):
             raise ValueError(f"loss.dad.layers {self.s_paths} and teacher_layers {self.t_paths} must pair up")
-        if form not in DAD_FORMS:
-            raise ValueError(f"loss.dad.form must be one of {DAD_FORMS}, got {form!r}")
-        self.beta, self.form, self.gather = float(beta), form, bool(gather)
         self._ext = require_ext()
+        self._ext.dad.check_dad_form(form, "loss.dad.form")
+        self.beta, self.form, self.gather = float(beta), form, bool(gather)
 
     def distill_losses(self, student_logits: Tensor, teacher_logits: Tensor, student_feats: Mapping[str, Tensor],
                        teacher_feats: Mapping[str, Tensor], batch: Batch) -> LossDict:
