@@ -16,18 +16,9 @@ from ._common import check_dad_form
 __all__ = ["cosine_discrepancy", "cross_stream_inject", "dad_loss", "rad_loss", "rad_region_losses", "rad_weighting"]
 
 
-def rad_region_losses(
-    student_feat: torch.Tensor,
-    teacher_feat: torch.Tensor,
-    student_fc_weight: torch.Tensor,
-    student_fc_bias: torch.Tensor,
-    teacher_fc_weight: torch.Tensor,
-    teacher_fc_bias: torch.Tensor,
-    *,
-    grid: int = 4,
-    levels: Sequence[int] = (4, 2, 1),
-    temperature: float = 2.0,
-) -> torch.Tensor:
+def rad_region_losses(student_feat, teacher_feat, student_fc_weight, student_fc_bias, teacher_fc_weight,
+                      teacher_fc_bias, *, grid: int = 4, levels: Sequence[int] = (4, 2, 1),
+                      temperature: float = 2.0) -> torch.Tensor:
     """(B, N) per-sample, per-region ``T^2 * KL(softmax(teacher/T) || softmax(student/T))``."""
 
     def region_logits(feat, weight, bias):
