@@ -328,6 +328,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    p.add_argument("--ops", default=None, metavar="OP[,OP]",
+                   help="only these operators (rad_loss, dad_loss, cross_stream_inject; default: all)")
     p.add_argument("--min-run-time", type=float, default=None,
                    help="seconds per measurement (default: cpu 1.0 / quick 0.3; cuda 0.2 / quick 0.05)")
     p.add_argument("--time-budget", type=float, default=None, metavar="S",
@@ -499,6 +501,16 @@ def _run_case(case: Case, args: argparse.Namespace, elapsed: float, rows: _Rows)
         torch.cuda.empty_cache()
 
 
+def _selected(all_cases: list[Case], ops: str | None, p: argparse.ArgumentParser) -> list[Case]:
+    """The cases of the operators named in ``--ops`` (all without it); an unknown name is a usage error."""
+    if ops is None:
+        return all_cases
+    wanted, known = set(ops.split(",")), {c.op for c in all_cases}
+    if wanted - known:
+        p.error(f"--ops: unknown operator(s) {sorted(wanted - known)}; known: {sorted(known)}")
+    return [c for c in all_cases if c.op in wanted]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = _parser()
     args = p.parse_args(argv)
@@ -509,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     _print_table_head(args.device == "cuda")
     t_start = time.perf_counter()
     try:
-        for case in cases(args.quick, args.device):
+        for case in _selected(cases(args.quick, args.device), args.ops, p):
             elapsed = time.perf_counter() - t_start
             if args.time_budget is not None and elapsed > args.time_budget:
                 _skip(case, args, rows)

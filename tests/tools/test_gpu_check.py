@@ -100,3 +100,13 @@ def test_summary_exit_status_and_failed_log_tails(tmp_path, case, want):
 def test_sanitizer_op_script_on_the_cpu_kernels():
     smoke = _load(ROOT / "scripts" / "gpu_ops_smoke.py")
     assert smoke.main(["--device", "cpu", "--dtypes", "float32,float64"]) == 0
+
+
+def test_benchmark_ops_filter():
+    bench = _load(ROOT / "benchmarks" / "bench_ops.py")
+    p = bench._parser()
+    all_cases = bench.cases(True, "cpu")
+    assert [c.op for c in bench._selected(all_cases, "dad_loss", p)] == [c.op for c in all_cases if c.op == "dad_loss"]
+    assert bench._selected(all_cases, None, p) is all_cases
+    with pytest.raises(SystemExit):
+        bench._selected(all_cases, "rad_loss,nope", p)
