@@ -267,11 +267,12 @@ void cells_cpu(const at::Tensor& dz, const Pyramid& p, at::Tensor& dcells) {
 }
 
 void unpool_cpu(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
-  const int64_t B = dfeat.size(0), C = dfeat.size(1), H = dfeat.size(2), W = dfeat.size(3), G2 = grid * grid;
+  const bool fast = !emulate_device_kernels();
 #if MMH_EXT_RAD_AVX
-  if (!emulate_device_kernels() && simd_pooling(dfeat, dg)) return unpool_simd(dg, grid, dfeat);
+  if (fast && simd_pooling(dfeat, dg)) return unpool_simd(dg, grid, dfeat);
 #endif
-  if (!emulate_device_kernels() && dfeat.scalar_type() == dg.scalar_type()) {
+  const int64_t B = dfeat.size(0), C = dfeat.size(1), H = dfeat.size(2), W = dfeat.size(3), G2 = grid * grid;
+  if (fast && dfeat.scalar_type() == dg.scalar_type()) {
     if (H == grid && W == grid) {  // adjoint of the identity pooling: a transpose
       dfeat.view({B, C, G2}).copy_(dg.transpose(1, 2));
       return;
