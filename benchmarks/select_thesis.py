@@ -6,7 +6,8 @@ Every run is an ordinary run of a shipped thesis config with ``dataset.eval_spli
 ``--val-size`` generated clips beside the 500 training clips; test is never built). Two settings per method: the
 shipped recipe (200 steps; width 8 for the multiple-stream nets, 16/32 for the MCL nets) and a larger one (600 steps,
 twice the width). Methods: ``multistream`` (connections) and ``multistream_noconn`` (chapter 3: every step's val
-accuracy — step 1 is the RGB stream, steps 3 and 4 RGB + hallucination), ``dmcl`` and ``mcl_random`` (chapter 5: the
+accuracy — step 1 the two streams fused, steps 3 and 4 RGB + hallucination — and each stream alone: RGB and depth
+after step 1, the hallucination stream after steps 3 and 4), ``dmcl`` and ``mcl_random`` (chapter 5: the
 ensemble's Σ accuracy). Prints a table of mean ± std over seeds per (method, setting, stage) and writes
 ``OUT/selection.json``.
 """
@@ -56,13 +57,33 @@ def _jobs(a: argparse.Namespace, out: Path) -> dict[Job, tuple[str, str]]:
     return jobs
 
 
+def _streams(res: dict) -> dict[str, float]:
+    """A multiple-stream run's per-stream val accuracies: step 1's RGB and depth streams (each alone), and the
+    hallucination stream alone after steps 3 and 4 (the stages' own metric is the streams' fused prediction)."""
+    from mmh.config import load_config
+    from mmh.evaluation import accuracy, eval_batches
+    from mmh.evaluation.thesis import stream_logits
+    from mmh.runner import load_split, stage_model_path
+    from mmh.train.checkpoint import load_model
+
+    cfg = load_config(Path(res["run_dir"]) / "config.yaml")
+    val = load_split(cfg, "val")
+    out = {}
+    for stage, streams in (("step1", ("rgb", "depth")), ("step3", ("hall",)), ("step4", ("hall",))):
+        per, labels = stream_logits(load_model(stage_model_path(res["run_dir"], res, stage)), eval_batches(val, 256))
+        out.update({f"{stage} {s} alone": accuracy(per[s], labels) for s in streams})
+    return out
+
+
 def _table(jobs: dict[Job, tuple[str, str]], results: list[dict]) -> dict[str, dict[str, dict[str, list[float]]]]:
-    """{method: {setting: {stage: [val accuracy per seed]}}}."""
+    """{method: {setting: {stage (or stream): [val accuracy per seed]}}}."""
     table: dict[str, dict[str, dict[str, list[float]]]] = {}
     for (method, setting), res in zip(jobs.values(), results, strict=True):
-        for stage, rec in res["stages"].items():
-            table.setdefault(method, {}).setdefault(setting, {}).setdefault(stage, []).append(
-                rec["metrics"]["accuracy"])
+        cells = {stage: rec["metrics"]["accuracy"] for stage, rec in res["stages"].items()}
+        if METHODS[method] == "multistream":
+            cells.update(_streams(res))
+        for name, value in cells.items():
+            table.setdefault(method, {}).setdefault(setting, {}).setdefault(name, []).append(value)
     return table
 
 
