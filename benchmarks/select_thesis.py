@@ -8,7 +8,8 @@ shipped recipe (200 steps; width 8 for the multiple-stream nets, 16/32 for the M
 twice the width). Methods: ``multistream`` (connections) and ``multistream_noconn`` (chapter 3: every step's val
 accuracy — step 1 the two streams fused, steps 3 and 4 RGB + hallucination — and each stream alone: RGB and depth
 after step 1, the hallucination stream after steps 3 and 4), ``dmcl`` and ``mcl_random`` (chapter 5: the
-ensemble's Σ accuracy). Prints a table of mean ± std over seeds per (method, setting, stage) and writes
+ensemble's Σ accuracy), ``admd`` and ``admd_naive`` (chapter 4: the hallucination stream alone and RGB +
+hallucination; the larger setting also widens the discriminator). Prints a table of mean ± std over seeds per (method, setting, stage) and writes
 ``OUT/selection.json``.
 """
 
@@ -30,12 +31,17 @@ SETTINGS = {
     "multistream": {"shipped": (), "600 steps, width 16": ("train.steps=600", "model.kwargs.width=16")},
     "mcl": {"shipped": (), "600 steps, width 32/64": ("train.steps=600", "model.kwargs.width=32",
                                                        "model.kwargs.shared_width=64")},
+    "admd": {"shipped": (), "600 steps, width 16/32, D 256-128": ("train.steps=600", "model.kwargs.width=16",
+                                                                  "model.kwargs.shared_width=32",
+                                                                  "loss.admd.hidden=[256, 128]")},
 }
-METHODS = {"multistream": "multistream", "multistream_noconn": "multistream", "dmcl": "mcl", "mcl_random": "mcl"}
+METHODS = {"multistream": "multistream", "multistream_noconn": "multistream", "dmcl": "mcl", "mcl_random": "mcl",
+           "admd": "admd", "admd_naive": "admd"}
 
 
 def _parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {list(METHODS)}")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--val-size", type=int, default=300)
     ap.add_argument("--workers", type=int, default=2)
@@ -46,7 +52,11 @@ def _parse() -> argparse.Namespace:
 def _jobs(a: argparse.Namespace, out: Path) -> dict[Job, tuple[str, str]]:
     """Every run, with its (method, setting)."""
     jobs = {}
-    for method, family in METHODS.items():
+    unknown = set(a.methods.split(",")) - set(METHODS)
+    if unknown:
+        raise SystemExit(f"--methods: unknown {sorted(unknown)}; known: {list(METHODS)}")
+    for method in a.methods.split(","):
+        family = METHODS[method]
         for setting, extra in SETTINGS[family].items():
             for seed in range(a.seeds):
                 over = ("train.progress=false", "dataset.eval_split=val",
