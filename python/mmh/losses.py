@@ -252,7 +252,7 @@ def _check_mcl_inputs(logits: Tensor, labels: Tensor, mode: str, temperature: fl
 
 def _mcl_winners(crit: Tensor, mode: str, generator: torch.Generator | None) -> Tensor:
     """Per-sample winners (B,): the argmin over networks of ``crit`` (M, B), or uniformly random for ``random``
-    (drawn on the CPU from ``generator``, then copied without waiting)."""
+    (drawn on the CPU from ``generator``, so a seed gives the same winners on any device)."""
     m, b = crit.shape
     if mode == "random":
         return torch.randint(m, (b,), generator=generator, device="cpu").to(crit.device, non_blocking=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -138,25 +137,6 @@ def _fresh(code: str) -> str:
     return out.stdout
 
 
-def test_every_shipped_config_loads_in_a_fresh_process():
-    """load_config builds its schema from the method registry: nothing needs importing first (one fresh process,
-    mmh.config the only import), and the result equals the one of this process, where everything is imported."""
-    from mmh.config import config_dir
-
-    names = sorted(p.relative_to(config_dir()).with_suffix("").as_posix() for p in config_dir().rglob("*.yaml")
-                   if not any(s.startswith("_") for s in p.relative_to(config_dir()).parts))
-    assert len(names) >= 44
-    code = ("import json, sys\nfrom mmh.config import find_config, load_config\n"
-            f"names = {names!r}\n"
-            "print(json.dumps({n: load_config(find_config(n)) for n in names}, sort_keys=True))")
-    fresh = json.loads(_fresh(code))
-    assert fresh == json.loads(json.dumps({n: load_config(find_config(n)) for n in names}, sort_keys=True))
-    assert fresh["thesis/admd"]["loss"]["admd"]["hidden"] == [128, 64]
-    assert fresh["synthetic_motion/rad"]["loss"]["rad"] == {"alpha": 0.4, "grid": 4, "levels": [4, 2, 1],
-                                                           "temperature": 2.0, "weighting": "none"}
-    assert fresh["uci_mfeat/rad"]["loss"]["rad"]["levels"] == [1]
-
-
 def test_trainer_imports_no_method():
     mods = _fresh("import sys\nimport mmh.train.trainer, mmh.train.checkpoint\n"
                   "print('\\n'.join(m for m in sys.modules if m.startswith(('mmh.methods', 'mmh.runner'))))")
@@ -183,3 +163,18 @@ def test_methods_declare_their_defaults_where_they_register(monkeypatch):
     assert cfg["loss"]["test_custom"] == {"weight": 3.0, "layers": None}
     with pytest.raises(KeyError, match="loss.test_custom.wieght"):
         load_config(None, ["loss.test_custom.wieght=3"])
+
+
+def test_loss_cfg_fills_a_partial_hand_built_section_from_the_declared_defaults():
+    from mmh.methods import StageContext
+    from mmh.methods.rad import RAD_DEFAULTS
+
+    ctx = StageContext({"loss": {"rad": {"alpha": 0.25}}}, 3, {"rgb": 3})
+    got = ctx.loss_cfg("rad")
+    assert got["alpha"] == 0.25 and {k: v for k, v in got.items() if k != "alpha"} == {
+        k: v for k, v in RAD_DEFAULTS.items() if k != "alpha"}
+    assert StageContext({}, 3, {"rgb": 3}).loss_cfg("rad") == RAD_DEFAULTS
+    with pytest.raises(KeyError, match="alhpa"):
+        StageContext({"loss": {"rad": {"alhpa": 1}}}, 3, {"rgb": 3}).loss_cfg("rad")
+    with pytest.raises(KeyError, match="no registered method"):
+        StageContext({}, 3, {"rgb": 3}).loss_cfg("nope")

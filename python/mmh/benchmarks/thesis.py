@@ -47,18 +47,21 @@ _SWEPT: dict[str, tuple[str, str]] = {"two-stream (step 2)": ("multistream", "st
                                       "ModDrop": ("moddrop", "moddrop"), "ADMD streams (RGB+D)": ("admd", "streams")}
 
 
-# --- ADMD's discriminator (for the switch signal). A stopgap, kept in these two functions: the discriminator is not
-# --- a published artifact of a run, so it is read from the trainer's stage checkpoint, which only a run that trained
-# --- the stage itself has — hence a fresh stage cache for every benchmark.
 def admd_discriminator(res: dict[str, Any], hall_net: nn.Module) -> nn.Module:
     """The discriminator an ADMD run trained beside its hallucination stream (``hall_net``: that stage's network),
-    from the stage's published ``discriminator`` artifact (its own folder or the stage cache)."""
+    from the stage's published ``discriminator`` artifact (its own folder or the stage cache); a run made before
+    stages published artifacts has only the trainer's stage checkpoint, which is read instead."""
     from ..methods.thesis import discriminator_from_state
     from ..runner import stage_artifact_path
-    from ..train.checkpoint import load_tensors
+    from ..train.checkpoint import load_checkpoint, load_tensors
 
-    state = load_tensors(stage_artifact_path(res["run_dir"], res, "hallucination", "discriminator"))
-    return discriminator_from_state(state, hall_net.streams["hall"].bottleneck.out_channels, prefix="")
+    dim = hall_net.streams["hall"].bottleneck.out_channels
+    try:
+        path = stage_artifact_path(res["run_dir"], res, "hallucination", "discriminator")
+    except FileNotFoundError:
+        latest = Path(res["run_dir"]) / "stages" / "hallucination" / "latest.pt"
+        return discriminator_from_state(load_checkpoint(latest)["stage"], dim)
+    return discriminator_from_state(load_tensors(path), dim, prefix="")
 
 
 class _Runs:

@@ -123,7 +123,7 @@ def scan_paired_folder(root: str, split: str, class_names: Sequence[str] | None 
         raise FileNotFoundError(f"paired_folder: root {root!r} is not a folder (dataset.kwargs.root=DIR: the folder "
                                 f"holding train/ and test/)")
     if not os.path.isdir(top):
-        have = [s for s in SPLITS if os.path.isdir(os.path.join(root, s))] if os.path.isdir(root) else []
+        have = [s for s in SPLITS if os.path.isdir(os.path.join(root, s))]
         raise FileNotFoundError(f"paired_folder: no {split!r} split folder {top} (root {root!r} has splits {have})")
     found = _subdirs(top)
     classes = list(class_names) if class_names is not None else found

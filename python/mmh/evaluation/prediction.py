@@ -86,9 +86,9 @@ def evaluate_model(model: nn.Module, dataset: Dataset, metrics: Sequence[str], b
     if members is None:
         logits, labels = predict(model, eval_batches(dataset, batch_size), device)
         return compute_metrics(logits, labels, metrics)
-    per: dict[str, Tensor] = {}
-    for name, member in members.items():
-        per[name], labels = predict(member, eval_batches(dataset, batch_size), device)
+    outputs, labels = predict_outputs(model, eval_batches(dataset, batch_size), device,
+                                      forward=lambda inputs: {n: m(inputs) for n, m in members.items()})
+    per = {name: torch.cat([o[name] for o in outputs]) for name in members}
     out = compute_metrics(torch.stack(list(per.values())).mean(0), labels, metrics)
     out.update(ensemble_metrics(per, labels))
     return out

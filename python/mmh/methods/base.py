@@ -168,13 +168,23 @@ class StageContext:
         return self.inputs[name]
 
     def loss_cfg(self, name: str) -> dict[str, Any]:
-        """A copy of ``cfg["loss"][name]`` (KeyError naming the section when the config lacks it: resolve configs
-        with :func:`mmh.config.load_config`, whose schema holds every registered method's defaults)."""
+        """``cfg["loss"][name]`` over the defaults its method declared (a copy): a config resolved by
+        :func:`mmh.config.load_config` already holds them all; a hand-built one may give a partial section (unknown
+        keys are a KeyError naming them). KeyError when neither the config nor a registered method has the section."""
+        from .registry import method_defaults
+
+        declared = method_defaults().get(name)
         section = (self.cfg.get("loss") or {}).get(name)
-        if not isinstance(section, Mapping):
-            raise KeyError(f"config has no section loss.{name} (a config resolved by mmh.config.load_config holds "
-                           f"the defaults of every registered method)")
-        return copy.deepcopy(dict(section))
+        if section is not None and not isinstance(section, Mapping):
+            raise KeyError(f"config section loss.{name} must be a mapping, got {type(section).__name__}")
+        if declared is None:
+            if section is None:
+                raise KeyError(f"config has no section loss.{name} and no registered method declares it")
+            return copy.deepcopy(dict(section))
+        unknown = sorted(set(section or {}) - set(declared))
+        if unknown:
+            raise KeyError(f"loss.{name}: unknown keys {unknown}; known: {sorted(declared)}")
+        return {**copy.deepcopy(declared), **copy.deepcopy(dict(section or {}))}
 
 
 StageBuilder = Callable[[StageContext], StageModule]
