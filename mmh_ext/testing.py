@@ -10,7 +10,7 @@ __all__ = ["REL_TOL", "assert_rel", "rel_error"]
 
 #: ||got - want|| / ||want|| allowed between two computations on the same inputs with float32 math inside (float64 for
 #: float64): summation order (which the KL's cancellation amplifies) and, for half outputs, one rounding more or less.
-REL_TOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
+REL_TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
 
 
 def rel_error(got: torch.Tensor, want: torch.Tensor, floor: float = 1e-6) -> float:

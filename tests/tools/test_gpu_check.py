@@ -105,8 +105,13 @@ def test_sanitizer_op_script_on_the_cpu_kernels():
 def test_benchmark_ops_filter():
     bench = _load(ROOT / "benchmarks" / "bench_ops.py")
     p = bench._parser()
-    all_cases = bench.cases(True, "cpu")
-    assert [c.op for c in bench._selected(all_cases, "dad_loss", p)] == [c.op for c in all_cases if c.op == "dad_loss"]
+    all_cases = bench.cases(False, "cpu")
+    assert {c.op for c in all_cases} == {"rad_loss", "dad_loss", "cross_stream_inject"}
+    rad = bench._selected(all_cases, "rad_loss", p)
+    assert [c.label for c in rad] == ["B=64 C=512 4x4 K=2", "B=64 C=512 4x4 K=60", "B=64 C=512 7x7 K=2",
+                                      "B=64 C=512 7x7 K=60"]
+    two = bench._selected(all_cases, "dad_loss,cross_stream_inject", p)
+    assert len(two) == len(all_cases) - 4 and "rad_loss" not in {c.op for c in two}
     assert bench._selected(all_cases, None, p) is all_cases
     with pytest.raises(SystemExit):
         bench._selected(all_cases, "rad_loss,nope", p)
