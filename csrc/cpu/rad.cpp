@@ -144,7 +144,13 @@ void unpool_simd(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
 void pool_cpu(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
   const int64_t B = feat.size(0), C = feat.size(1), H = feat.size(2), W = feat.size(3), G2 = grid * grid;
 #if MMH_EXT_RAD_AVX
-  if (!emulate_device_kernels() && simd_pooling(feat, out)) return pool_simd(feat, grid, out);
+  if (!emulate_device_kernels()) {
+    // float16/bfloat16 maps in another layout (e.g. channels_last under autocast): a contiguous copy (half the
+    // size of a float32 one) and the AVX pooling beat the per-item path, their only other way.
+    const bool half = feat.scalar_type() == at::kHalf || feat.scalar_type() == at::kBFloat16;
+    const at::Tensor f = half && !feat.is_contiguous() ? feat.contiguous() : feat;
+    if (simd_pooling(f, out)) return pool_simd(f, grid, out);
+  }
 #endif
   if (!emulate_device_kernels() && feat.scalar_type() == out.scalar_type()) {
     // Fast path: pooling is linear, so per sample it is one GEMM with the pooling matrix, written straight into

@@ -213,3 +213,32 @@ def test_nan_propagates_not_hidden():
     fs[0, 0, 0, 0] = float("nan")
     out = mmh_ext.rad_loss(fs, ft, ws, bs, wt, bt, reduction="none")
     assert torch.isnan(out[0]).any() and torch.isfinite(out[1:]).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("hw", [(7, 7), (3, 5), (2, 2), (9, 13)])  # fewer than 8 pixels, remainders, up/down bins
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_cpu_pooling_equals_the_per_item_kernels(dtype, hw, channels_last):
+    """The fast CPU pooling (AVX across 8-channel blocks where the CPU has it; 17 channels leave a remainder of 1)
+    against the CUDA kernels' per-item functions ("device" mode) on the same inputs: the loss and every gradient
+    agree to float32 rounding (one bfloat16 rounding for a bfloat16 feature gradient)."""
+    g = torch.Generator().manual_seed(1)
+    fs = torch.randn(3, 17, *hw, generator=g).to(dtype)
+    ft = torch.randn(3, 17, *hw, generator=g).to(dtype)
+    if channels_last:
+        fs, ft = fs.to(memory_format=torch.channels_last), ft.to(memory_format=torch.channels_last)
+    w = torch.randn(5, 17, generator=g)
+    b = torch.randn(5, generator=g)
+    res = {}
+    for mode in ("fast", "device"):
+        x, ws = fs.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        with mmh_ext.cpu_kernel_mode(mode):
+            loss = mmh_ext.rad_loss(x, ft, ws, b, w, b, grid=4, levels=(4, 2, 1), reduction="none")
+            loss.backward(torch.linspace(0.5, 1.5, loss.numel()).view_as(loss))
+        res[mode] = (loss, x.grad, ws.grad)
+    torch.testing.assert_close(res["fast"][0], res["device"][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(res["fast"][2], res["device"][2], rtol=1e-5, atol=1e-6)
+    # the feature gradient sums up to 4 cells per pixel in another order: errors relative to its largest entry
+    scale = res["device"][1].float().abs().max().item()
+    tol = dict(rtol=1e-5, atol=1e-5 * scale) if dtype == torch.float32 else dict(rtol=8e-3, atol=1e-3 * scale)
+    torch.testing.assert_close(res["fast"][1].float(), res["device"][1].float(), **tol)
