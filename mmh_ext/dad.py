@@ -129,7 +129,9 @@ def dad_loss(
       ``H H^T`` — the similarity-preserving form the reference MMH code trained with.
 
     B = 1 is degenerate (a 1 x 1 matrix that is the same for both networks): the loss is 0 and so is the gradient.
-    All-zero samples are handled by clamping norms at ``eps``: no NaN, no Inf.
+    All-zero samples are handled by clamping norms at ``eps``: no NaN, no Inf. (Their gradient is of order ``1/eps``,
+    as with ``torch.nn.functional.normalize``: finite in float32/bfloat16, beyond float16's range — a float16 gradient
+    of an all-zero sample is inf, which a GradScaler step skips.)
 
     dtypes: any of float64/float32/float16/bfloat16, and student and teacher may differ (a student under
     ``torch.autocast`` against a float32 teacher). Computed in float32 (float64 when an input is float64); the loss

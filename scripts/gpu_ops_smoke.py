@@ -101,7 +101,9 @@ def check_dad(c: Checker, device: str, dtype: torch.dtype) -> None:
             def one():
                 hs = _make((b, *s_shape), dtype, device, seed=7)
                 ht = _make((b, *t_shape), dtype, device, seed=8)
-                if b > 1:  # an all-zero student sample: norms clamped, no NaN
+                # an all-zero student sample: norms clamped, no NaN. Not in float16: that sample's true gradient is of
+                # order 1/eps = 1e8, beyond float16's range (65504), so any float16 gradient of it is inf
+                if b > 1 and dtype != torch.float16:
                     with torch.no_grad():
                         hs[0][2].zero_(), hs[1][2].zero_()
                 got = mmh_ext.dad_loss([hs[1]], [ht[1]], form=form)

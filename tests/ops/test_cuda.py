@@ -185,7 +185,7 @@ def _check_mixed(name, fn, tensors, dtypes, autocast_dtype=None):
     ref = want(*ref_ins, **kw)
     tol_dtype = torch.float32 if out.dtype == torch.float32 else out.dtype  # math in float32; output rounding aside
     assert_rel(out, ref, tol_dtype, f"{name}: output ({out.dtype})")
-    w = torch.rand(ref.shape, dtype=torch.float64)
+    w = torch.rand(ref.shape, dtype=torch.float64, device=ref.device)  # on DEV, as ref (the float64 inputs are)
     grads = torch.autograd.grad((out * w.to(DEV, out.dtype)).sum(), ins)
     ref_grads = torch.autograd.grad((ref * w).sum(), ref_ins)
     for i, (a, b, x) in enumerate(zip(grads, ref_grads, ins)):
