@@ -31,10 +31,14 @@ using acc_t = typename AccOf<T>::type;
 
 // The bins of adaptive average pooling along one axis (PyTorch semantics): output index i of `out` bins over an input
 // axis of length `in` covers [start, end).
-MMH_HD int64_t adaptive_start(int64_t i, int64_t out, int64_t in) {
+// Templated on the index type: the CUDA (un)pooling kernels use 32-bit indices where they fit (64-bit integer division
+// is several times slower on a GPU).
+template <typename I>
+MMH_HD I adaptive_start(I i, I out, I in) {
   return (i * in) / out;  // floor
 }
-MMH_HD int64_t adaptive_end(int64_t i, int64_t out, int64_t in) {
+template <typename I>
+MMH_HD I adaptive_end(I i, I out, I in) {
   return ((i + 1) * in + out - 1) / out;  // ceil
 }
 

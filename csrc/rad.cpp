@@ -91,41 +91,43 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& gs, c
                                  const Kernels& k) {
   const Pyramid p = make_pyramid(grid, levels);
   TORCH_CHECK_VALUE(student_hw.size() == 2 && teacher_hw.size() == 2, "student_hw and teacher_hw must have 2 entries");
-  const int64_t B = gs.size(0), G2 = grid * grid, K = ws.size(0);
+  const int64_t B = ls.size(0), G2 = grid * grid, K = ws.size(0);
   TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == B && grad.size(1) == p.num_regions, "grad must have shape (", B,
                     ", ", p.num_regions, "), got ", grad.sizes());
-  const auto acc = gs.scalar_type();
-  at::Tensor g = grad.to(acc).contiguous();
-  at::Tensor dzs, dzt;
-  if (need_student) dzs = at::empty({B, p.num_regions, K}, gs.options());
-  if (need_teacher) dzt = at::empty({B, p.num_regions, K}, gs.options());
-  k.backward(g, ls, lt, temperature, dzs, dzt);
+  const auto acc = ls.scalar_type();
+  const at::Tensor g = grad.to(acc);  // read through its strides (the gradient of a mean is an expanded scalar)
+  at::Tensor dcs, dct;
+  if (need_student) dcs = at::empty({B, G2, K}, ls.options());
+  if (need_teacher) dct = at::empty({B, G2, K}, ls.options());
+  k.cell_grads(g, ls, lt, p, temperature, dcs, dct);
 
   // Each gradient in its input's dtype: d feat in the feature dtype (written directly by the unpooling kernel from the
   // accumulation dtype), d weight in the weight's dtype; d bias stays in the accumulation dtype (the Python API casts
-  // it to the bias dtype, which the op does not see).
-  auto side = [&](const at::Tensor& dz, const at::Tensor& pooled, const at::Tensor& w, at::IntArrayRef hw,
+  // it to the bias dtype, which the op does not see). `pooled` is empty when the weight needs no gradient (the
+  // forward then does not keep it): d weight is empty too.
+  auto side = [&](const at::Tensor& dcells, const at::Tensor& pooled, const at::Tensor& w, at::IntArrayRef hw,
                   at::ScalarType feat_dtype, const char* name) {
     TORCH_CHECK_TYPE(at::isFloatingType(feat_dtype), name, " must be a floating-point dtype, got ", feat_dtype);
-    const int64_t C = pooled.size(2);
-    at::Tensor dcells = at::empty({B, G2, K}, pooled.options());
-    k.cells(dz, p, dcells);
-    at::Tensor dc2 = dcells.view({B * G2, K});
-    at::Tensor dw = at::mm(dc2.t(), pooled.view({B * G2, C})).to(w.scalar_type());
-    at::Tensor db = dz.sum(at::IntArrayRef{0, 1});
+    const int64_t C = w.size(1);
+    const at::Tensor dc2 = dcells.view({B * G2, K});
+    at::Tensor dw = pooled.numel() == 0 ? at::empty({0}, ls.options())
+                                        : at::mm(dc2.t(), pooled.view({B * G2, C})).to(w.scalar_type());
+    // d bias = sum over (sample, region) of d region logits = sum over (sample, cell) of d cell logits (the cells of
+    // a region carry 1/area of its gradient each)
+    at::Tensor db = dcells.sum(at::IntArrayRef{0, 1});
     at::Tensor dg = at::mm(dc2, w.to(acc)).view({B, G2, C});
     // The kernels write a feature dtype whose accumulation dtype is `acc`; a float32/half feature of a float64
     // computation is unpooled in float64 and converted.
     const bool direct = (feat_dtype == at::kDouble) == (acc == at::kDouble);
-    at::Tensor df = at::empty({B, C, hw[0], hw[1]}, pooled.options().dtype(direct ? feat_dtype : acc));
+    at::Tensor df = at::empty({B, C, hw[0], hw[1]}, ls.options().dtype(direct ? feat_dtype : acc));
     k.unpool(dg, grid, df);
     if (!direct) df = df.to(feat_dtype);
     return std::make_tuple(df, dw, db);
   };
-  at::Tensor none = at::empty({0}, gs.options());
+  at::Tensor none = at::empty({0}, ls.options());
   std::vector<at::Tensor> out(6, none);
-  if (need_student) std::tie(out[0], out[1], out[2]) = side(dzs, gs, ws, student_hw, student_dtype, "student_dtype");
-  if (need_teacher) std::tie(out[3], out[4], out[5]) = side(dzt, gt, wt, teacher_hw, teacher_dtype, "teacher_dtype");
+  if (need_student) std::tie(out[0], out[1], out[2]) = side(dcs, gs, ws, student_hw, student_dtype, "student_dtype");
+  if (need_teacher) std::tie(out[3], out[4], out[5]) = side(dct, gt, wt, teacher_hw, teacher_dtype, "teacher_dtype");
   return out;
 }
 

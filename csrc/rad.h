@@ -23,11 +23,10 @@ struct Kernels {
   void (*forward)(const at::Tensor& cells_s, const at::Tensor& cells_t, const at::Tensor& bias_s,
                   const at::Tensor& bias_t, const Pyramid& p, double temperature, at::Tensor& loss, at::Tensor& logp_s,
                   at::Tensor& logp_t);
-  // grad (B, N) acc -> dz (B, N, K) for each side (an undefined tensor when that side is not needed).
-  void (*backward)(const at::Tensor& grad, const at::Tensor& logp_s, const at::Tensor& logp_t, double temperature,
-                   at::Tensor& dz_s, at::Tensor& dz_t);
-  // dz (B, N, K) -> d cells (B, grid*grid, K).
-  void (*cells)(const at::Tensor& dz, const Pyramid& p, at::Tensor& dcells);
+  // grad (B, N) acc, any strides -> d cell logits (B, grid*grid, K) for each side (an undefined tensor when that side
+  // is not needed): through the softmax/KL of every region and the region means, in one pass.
+  void (*cell_grads)(const at::Tensor& grad, const at::Tensor& logp_s, const at::Tensor& logp_t, const Pyramid& p,
+                     double temperature, at::Tensor& dcells_s, at::Tensor& dcells_t);
   // dg (B, grid*grid, C) acc -> dfeat (B, C, H, W) contiguous, a dtype whose acc_t is acc (preallocated).
   void (*unpool)(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat);
 };

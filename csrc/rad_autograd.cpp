@@ -32,7 +32,12 @@ class RadFunction : public torch::autograd::Function<RadFunction> {
     auto [loss, gs, gt, ls, lt] = op.call(fs, ft, ws, bs, wt, bt, grid, levels, temperature);
     ctx->mark_non_differentiable({gs, gt, ls, lt});
     ctx->set_materialize_grads(false);  // the auxiliary outputs get no gradient: no zeros are made for them
-    ctx->save_for_backward({gs, gt, ls, lt, ws, wt});
+    // a network's pooled cells serve only its weight's gradient: not kept when that weight needs none (a frozen
+    // teacher's 2 MiB at B = 64, C = 512, grid 4)
+    const auto keep_pooled = [](const at::Tensor& pooled, const at::Tensor& w) {
+      return w.requires_grad() ? pooled : at::empty({0}, pooled.options());
+    };
+    ctx->save_for_backward({keep_pooled(gs, ws), keep_pooled(gt, wt), ls, lt, ws, wt});
     ctx->saved_data["grid"] = grid;
     ctx->saved_data["levels"] = levels.vec();
     ctx->saved_data["temperature"] = temperature;

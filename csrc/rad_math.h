@@ -9,7 +9,9 @@
 // K-vectors — no region ever pools C-vectors.
 //
 // This header: the per-item __host__ __device__ math (MMH_HD), no ATen. The *_item functions at the end are the whole
-// bodies of the CUDA kernels (cuda/rad.cu, one thread per item). The CPU kernels (cpu/rad.cpp) run them for every item
+// bodies of the CUDA kernels (cuda/rad.cu, one thread per item; the forward in two launches, per (sample, region,
+// class) for the region logits and per (sample, region) for the softmax rows and the KL; the backward in one, per
+// (sample, cell, class)). The CPU kernels (cpu/rad.cpp) run them for every item
 // in device-emulation mode (mode.h); in the default mode only the (un)pooling ones, for float16/bfloat16 feature maps
 // and layouts other than NCHW / channels_last, and GEMMs and ATen ops over whole blocks otherwise. The host API
 // (validation, GEMMs, the kernel table) is rad.h.
@@ -51,102 +53,93 @@ MMH_HD Rect region_rect(const Pyramid& p, int64_t n) {
   return r;
 }
 
-// Mean of feat[b, c, cell] over the pixels of grid cell `cell` (row-major in grid x grid); any strides.
-template <typename scalar_t>
-MMH_HD acc_t<scalar_t> pool_cell(const scalar_t* feat, int64_t sb, int64_t sc, int64_t sh, int64_t sw, int64_t H,
-                                 int64_t W, int64_t grid, int64_t b, int64_t c, int64_t cell) {
+// Mean of feat[b, c, cell] over the pixels of grid cell `cell` (row-major in grid x grid); any strides. I: the index
+// type (int64_t, or int32_t where every offset fits).
+template <typename scalar_t, typename I>
+MMH_HD acc_t<scalar_t> pool_cell(const scalar_t* feat, I sb, I sc, I sh, I sw, I H, I W, I grid, I b, I c, I cell) {
   using acc = acc_t<scalar_t>;
-  const int64_t cy = cell / grid, cx = cell % grid;
-  const int64_t y0 = adaptive_start(cy, grid, H), y1 = adaptive_end(cy, grid, H);
-  const int64_t x0 = adaptive_start(cx, grid, W), x1 = adaptive_end(cx, grid, W);
+  const I cy = cell / grid, cx = cell % grid;
+  const I y0 = adaptive_start(cy, grid, H), y1 = adaptive_end(cy, grid, H);
+  const I x0 = adaptive_start(cx, grid, W), x1 = adaptive_end(cx, grid, W);
   const scalar_t* base = feat + b * sb + c * sc;
   acc sum = acc(0);
-  for (int64_t y = y0; y < y1; ++y) {
+  for (I y = y0; y < y1; ++y) {
     const scalar_t* row = base + y * sh;
-    for (int64_t x = x0; x < x1; ++x) sum += static_cast<acc>(row[x * sw]);
+    for (I x = x0; x < x1; ++x) sum += static_cast<acc>(row[x * sw]);
   }
   return sum / static_cast<acc>((y1 - y0) * (x1 - x0));
 }
 
 // Adjoint of the grid pooling: d feat[b, c, y, x] = sum over grid cells containing (y, x) of dg[b, cell, c] / area.
 // dg is (B, grid*grid, C) contiguous.
-template <typename acc>
-MMH_HD acc unpool_pixel(const acc* dg, int64_t C, int64_t H, int64_t W, int64_t grid, int64_t b, int64_t c, int64_t y,
-                        int64_t x) {
-  // Bins i with start(i) <= y < end(i): i in [floor(y*grid/H), min(grid-1, ((y+1)*grid-1)/H)].
-  const int64_t iy0 = (y * grid) / H, iy1 = ((y + 1) * grid - 1) / H < grid - 1 ? ((y + 1) * grid - 1) / H : grid - 1;
-  const int64_t ix0 = (x * grid) / W, ix1 = ((x + 1) * grid - 1) / W < grid - 1 ? ((x + 1) * grid - 1) / W : grid - 1;
+template <typename acc, typename I>
+MMH_HD acc unpool_pixel(const acc* dg, I C, I H, I W, I grid, I b, I c, I y, I x) {
+  // Bins i with start(i) <= y < end(i): i in [floor(y*grid/H), floor(((y+1)*grid-1)/H)] (<= grid-1 as y < H).
+  const I iy0 = (y * grid) / H, iy1 = ((y + 1) * grid - 1) / H;
+  const I ix0 = (x * grid) / W, ix1 = ((x + 1) * grid - 1) / W;
   const acc* base = dg + b * grid * grid * C + c;
   acc sum = acc(0);
-  for (int64_t iy = iy0; iy <= iy1; ++iy) {
-    const int64_t hy = adaptive_end(iy, grid, H) - adaptive_start(iy, grid, H);
-    for (int64_t ix = ix0; ix <= ix1; ++ix) {
-      const int64_t wx = adaptive_end(ix, grid, W) - adaptive_start(ix, grid, W);
+  for (I iy = iy0; iy <= iy1; ++iy) {
+    const I hy = adaptive_end(iy, grid, H) - adaptive_start(iy, grid, H);
+    for (I ix = ix0; ix <= ix1; ++ix) {
+      const I wx = adaptive_end(ix, grid, W) - adaptive_start(ix, grid, W);
       sum += base[(iy * grid + ix) * C] / static_cast<acc>(hy * wx);
     }
   }
   return sum;
 }
 
-// Region logits / T of one (sample, region) written to `out` (K values), then turned into log-softmax in place.
-// cells: the sample's per-cell logits (grid*grid, K) without bias.
+// Region logit / T of one (sample, region, class): the mean over the region's cells of the cell logits, plus the
+// bias, over T. cells: the sample's per-cell logits (grid*grid, K) without bias.
 template <typename acc>
-MMH_HD void region_log_softmax(const acc* cells, const acc* bias, int64_t K, int64_t grid, const Rect& r, acc inv_t,
-                               acc* out) {
-  const acc inv_area = acc(1) / static_cast<acc>((r.y1 - r.y0) * (r.x1 - r.x0));
-  for (int64_t k = 0; k < K; ++k) out[k] = acc(0);
+MMH_HD acc region_logit(const acc* cells, acc bias, int64_t K, int64_t grid, const Rect& r, int64_t k, acc inv_t) {
+  acc sum = acc(0);
   for (int64_t y = r.y0; y < r.y1; ++y)
-    for (int64_t x = r.x0; x < r.x1; ++x) {
-      const acc* cell = cells + (y * grid + x) * K;
-      for (int64_t k = 0; k < K; ++k) out[k] += cell[k];
-    }
+    for (int64_t x = r.x0; x < r.x1; ++x) sum += cells[(y * grid + x) * K + k];
+  return (sum / static_cast<acc>((r.y1 - r.y0) * (r.x1 - r.x0)) + bias) * inv_t;
+}
+
+// Log-softmax of one row of K logits, in place.
+template <typename acc>
+MMH_HD void log_softmax_row(acc* z, int64_t K) {
   acc m = acc(-INFINITY);
-  for (int64_t k = 0; k < K; ++k) {
-    out[k] = (out[k] * inv_area + bias[k]) * inv_t;
-    m = mmh_max(out[k], m);
-  }
+  for (int64_t k = 0; k < K; ++k) m = mmh_max(z[k], m);
   acc s = acc(0);
-  for (int64_t k = 0; k < K; ++k) s += mmh_exp(out[k] - m);
+  for (int64_t k = 0; k < K; ++k) s += mmh_exp(z[k] - m);
   const acc lse = m + mmh_log(s);
-  for (int64_t k = 0; k < K; ++k) out[k] -= lse;
+  for (int64_t k = 0; k < K; ++k) z[k] -= lse;
 }
 
-// T^2 * KL(p_t || p_s) from the two log-softmax rows.
+// KL(p_t || p_s) from the two log-softmax rows.
 template <typename acc>
-MMH_HD acc kl_from_logp(const acc* ls, const acc* lt, int64_t K, acc t2) {
+MMH_HD acc kl_from_logp(const acc* ls, const acc* lt, int64_t K) {
   acc kl = acc(0);
-  for (int64_t k = 0; k < K; ++k) {
-    const acc pt = mmh_exp(lt[k]);
-    kl += pt * (lt[k] - ls[k]);
-  }
-  return t2 * kl;
+  for (int64_t k = 0; k < K; ++k) kl += mmh_exp(lt[k]) * (lt[k] - ls[k]);
+  return kl;
 }
 
-// Gradient of g * T^2 * KL(p_t || p_s) w.r.t. the region logits (before the 1/T scaling), one (sample, region):
-//   d/dz_s = g * T * (p_s - p_t),   d/dz_t = g * T * p_t * (log p_t - log p_s - KL).
-// dzs / dzt may be null when that side needs no gradient.
-template <typename acc>
-MMH_HD void region_kl_backward(const acc* ls, const acc* lt, int64_t K, acc g, acc t, acc* dzs, acc* dzt) {
-  acc kl = acc(0);
-  if (dzt != nullptr) kl = kl_from_logp(ls, lt, K, acc(1));
-  for (int64_t k = 0; k < K; ++k) {
-    const acc pt = mmh_exp(lt[k]);
-    if (dzs != nullptr) dzs[k] = g * t * (mmh_exp(ls[k]) - pt);
-    if (dzt != nullptr) dzt[k] = g * t * pt * (lt[k] - ls[k] - kl);
-  }
-}
-
-// d cells[b, cell, k] = sum over regions n containing the cell of dz[b, n, k] / area(n). One (sample, cell), K values.
-template <typename acc>
-MMH_HD void cell_grad(const acc* dz_b, const Pyramid& p, int64_t K, int64_t cell, acc* out) {
-  const int64_t cy = cell / p.grid, cx = cell % p.grid;
-  for (int64_t k = 0; k < K; ++k) out[k] = acc(0);
-  for (int64_t n = 0; n < p.num_regions; ++n) {
-    const Rect r = region_rect(p, n);
-    if (cy < r.y0 || cy >= r.y1 || cx < r.x0 || cx >= r.x1) continue;
-    const acc inv_area = acc(1) / static_cast<acc>((r.y1 - r.y0) * (r.x1 - r.x0));
-    const acc* dz = dz_b + n * K;
-    for (int64_t k = 0; k < K; ++k) out[k] += dz[k] * inv_area;
+// Backward. For one (sample, region) with upstream gradient g, the gradient of g * T^2 * KL(p_t || p_s) w.r.t. the
+// region logits (before the 1/T scaling) is
+//   d/dz_s = g * T * (p_s - p_t),   d/dz_t = g * T * p_t * (log p_t - log p_s - KL),
+// and a cell's logit gradient sums those of the regions that contain it, each over the region's area (a region
+// logit is the mean of its cells'). Bins of one level may overlap when grid is not a multiple of the level size.
+// Calls visit(n, inv_area) for every region n that contains grid cell (cy, cx).
+template <typename F>
+MMH_HD void for_regions_of_cell(const Pyramid& p, int64_t cy, int64_t cx, F visit) {
+  int64_t first = 0;  // index of the level's first region
+  for (int64_t l = 0; l < p.num_levels; ++l) {
+    const int64_t s = p.levels[l], G = p.grid;
+    // bins i of s over G with start(i) <= c < end(i): i in [floor(c*s/G), floor(((c+1)*s-1)/G)] (<= s-1 as c < G)
+    const int64_t iy0 = (cy * s) / G, iy1 = ((cy + 1) * s - 1) / G;
+    const int64_t ix0 = (cx * s) / G, ix1 = ((cx + 1) * s - 1) / G;
+    for (int64_t iy = iy0; iy <= iy1; ++iy) {
+      const int64_t h = adaptive_end(iy, s, G) - adaptive_start(iy, s, G);
+      for (int64_t ix = ix0; ix <= ix1; ++ix) {
+        const int64_t w = adaptive_end(ix, s, G) - adaptive_start(ix, s, G);
+        visit(first + iy * s + ix, h * w);
+      }
+    }
+    first += s * s;
   }
 }
 
@@ -154,44 +147,55 @@ MMH_HD void cell_grad(const acc* dz_b, const Pyramid& p, int64_t K, int64_t cell
 // the CPU kernels in device-emulation mode (see mode.h). ----
 
 // i = (b * grid^2 + cell) * C + c  ->  pooled[b, cell, c]
-template <typename scalar_t>
-MMH_HD void pool_item(int64_t i, const scalar_t* f, int64_t sb, int64_t sc, int64_t sh, int64_t sw, int64_t H,
-                      int64_t W, int64_t C, int64_t grid, acc_t<scalar_t>* out) {
-  const int64_t G2 = grid * grid;
-  const int64_t c = i % C, cell = (i / C) % G2, b = i / (C * G2);
+template <typename scalar_t, typename I>
+MMH_HD void pool_item(I i, const scalar_t* f, I sb, I sc, I sh, I sw, I H, I W, I C, I grid, acc_t<scalar_t>* out) {
+  const I G2 = grid * grid;
+  const I c = i % C, cell = (i / C) % G2, b = i / (C * G2);
   out[i] = pool_cell(f, sb, sc, sh, sw, H, W, grid, b, c, cell);
 }
 
-// i = b * N + n  ->  log-softmax rows of both networks and the loss of (b, n)
+// i = (b * N + n) * K + k  ->  region logits / T of both networks (then log-softmaxed in place by row_item)
 template <typename acc>
-MMH_HD void forward_item(int64_t i, const acc* cs, const acc* ct, const acc* bs, const acc* bt, const Pyramid& p,
-                         int64_t K, acc inv_t, acc t2, acc* loss, acc* ls, acc* lt) {
+MMH_HD void logits_item(int64_t i, const acc* cs, const acc* ct, const acc* bs, const acc* bt, const Pyramid& p,
+                        int64_t K, acc inv_t, acc* zs, acc* zt) {
   const int64_t G2 = p.grid * p.grid;
-  const int64_t b = i / p.num_regions, n = i % p.num_regions;
+  const int64_t k = i % K, n = (i / K) % p.num_regions, b = i / (K * p.num_regions);
   const Rect r = region_rect(p, n);
-  region_log_softmax(cs + b * G2 * K, bs, K, p.grid, r, inv_t, ls + i * K);
-  region_log_softmax(ct + b * G2 * K, bt, K, p.grid, r, inv_t, lt + i * K);
-  loss[i] = kl_from_logp(ls + i * K, lt + i * K, K, t2);
+  zs[i] = region_logit(cs + b * G2 * K, bs[k], K, p.grid, r, k, inv_t);
+  zt[i] = region_logit(ct + b * G2 * K, bt[k], K, p.grid, r, k, inv_t);
 }
 
-// i = b * N + n  ->  d region logits of (b, n)
+// i = b * N + n  ->  the rows of (b, n) log-softmaxed in place, and the loss T^2 * KL(p_t || p_s) of (b, n)
 template <typename acc>
-MMH_HD void backward_item(int64_t i, const acc* g, const acc* ls, const acc* lt, int64_t K, acc t, acc* ds, acc* dt) {
-  region_kl_backward(ls + i * K, lt + i * K, K, g[i], t, ds ? ds + i * K : nullptr, dt ? dt + i * K : nullptr);
+MMH_HD void row_item(int64_t i, int64_t K, acc t2, acc* ls, acc* lt, acc* loss) {
+  log_softmax_row(ls + i * K, K);
+  log_softmax_row(lt + i * K, K);
+  loss[i] = t2 * kl_from_logp(ls + i * K, lt + i * K, K);
 }
 
-// i = b * grid^2 + cell  ->  d cell logits of (b, cell)
+// i = (b * grid^2 + cell) * K + k  ->  d cell logits of (b, cell, k) for each side that is not null. g: the upstream
+// gradient (B, N), element (b, n) at g[b * gb + n * gn] (any strides: the gradient of a mean is an expanded scalar).
 template <typename acc>
-MMH_HD void cells_item(int64_t i, const acc* dz, const Pyramid& p, int64_t K, acc* out) {
-  const int64_t G2 = p.grid * p.grid;
-  cell_grad(dz + (i / G2) * p.num_regions * K, p, K, i % G2, out + i * K);
+MMH_HD void cell_grad_item(int64_t i, const acc* g, int64_t gb, int64_t gn, const acc* ls, const acc* lt,
+                           const Pyramid& p, int64_t K, acc t, acc* ds, acc* dt) {
+  const int64_t G2 = p.grid * p.grid, N = p.num_regions;
+  const int64_t k = i % K, cell = (i / K) % G2, b = i / (K * G2);
+  acc sum_s = acc(0), sum_t = acc(0);
+  for_regions_of_cell(p, cell / p.grid, cell % p.grid, [&](int64_t n, int64_t area) {
+    const int64_t row = (b * N + n) * K;
+    const acc scale = g[b * gb + n * gn] * t / static_cast<acc>(area);
+    const acc pt = mmh_exp(lt[row + k]);
+    if (ds != nullptr) sum_s += scale * (mmh_exp(ls[row + k]) - pt);
+    if (dt != nullptr) sum_t += scale * pt * (lt[row + k] - ls[row + k] - kl_from_logp(ls + row, lt + row, K));
+  });
+  if (ds != nullptr) ds[i] = sum_s;
+  if (dt != nullptr) dt[i] = sum_t;
 }
 
 // i = ((b * C + c) * H + y) * W + x  ->  d feat, NCHW contiguous
-template <typename scalar_t>
-MMH_HD void unpool_item(int64_t i, const acc_t<scalar_t>* dg, int64_t C, int64_t H, int64_t W, int64_t grid,
-                        scalar_t* out) {
-  const int64_t x = i % W, y = (i / W) % H, c = (i / (W * H)) % C, b = i / (W * H * C);
+template <typename scalar_t, typename I>
+MMH_HD void unpool_item(I i, const acc_t<scalar_t>* dg, I C, I H, I W, I grid, scalar_t* out) {
+  const I x = i % W, y = (i / W) % H, c = (i / (W * H)) % C, b = i / (W * H * C);
   out[i] = static_cast<scalar_t>(unpool_pixel(dg, C, H, W, grid, b, c, y, x));
 }
 

@@ -86,15 +86,14 @@ def _rad_forward_fake(fs, ft, ws, bs, wt, bt, grid, levels, temperature):
 @torch.library.register_fake("mmh_ext::rad_backward")
 def _rad_backward_fake(grad, gs, gt, ls, lt, ws, wt, shw, thw, sdt, tdt, grid, levels, temperature, need_s,
                        need_t):
-    b = gs.shape[0]
-    none = gs.new_empty((0,))
+    # pooled (gs / gt) is empty when its weight needs no gradient (not kept by the forward): d weight is empty then
+    b = ls.shape[0]
+    none = ls.new_empty((0,))
     out = [none] * 6
-    if need_s:
-        out[0:3] = [gs.new_empty((b, gs.shape[2], *shw), dtype=sdt), ws.new_empty(ws.shape),
-                    gs.new_empty((ws.shape[0],))]
-    if need_t:
-        out[3:6] = [gt.new_empty((b, gt.shape[2], *thw), dtype=tdt), wt.new_empty(wt.shape),
-                    gt.new_empty((wt.shape[0],))]
+    for i, (need, pooled, w, hw, dt) in enumerate(((need_s, gs, ws, shw, sdt), (need_t, gt, wt, thw, tdt))):
+        if need:
+            dw = w.new_empty(w.shape) if pooled.numel() != 0 else none
+            out[3 * i:3 * i + 3] = [ls.new_empty((b, w.shape[1], *hw), dtype=dt), dw, ls.new_empty((w.shape[0],))]
     return out
 
 

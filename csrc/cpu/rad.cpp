@@ -230,45 +230,38 @@ void forward_cpu(const at::Tensor& cs, const at::Tensor& ct, const at::Tensor& b
     const scalar_t *b_s = bs.const_data_ptr<scalar_t>(), *b_t = bt.const_data_ptr<scalar_t>();
     scalar_t *l = loss.mutable_data_ptr<scalar_t>(), *os = ls.mutable_data_ptr<scalar_t>(),
              *ot = lt.mutable_data_ptr<scalar_t>();
-    for_items(loss.numel(), 2 * K * (p.grid * p.grid + 4),
-              [&](int64_t i) { forward_item(i, s, t, b_s, b_t, p, K, inv_t, t2, l, os, ot); });
+    // the two CUDA launches: region logits per (sample, region, class), then softmax rows and KL per (sample, region)
+    for_items(ls.numel(), 2 * p.grid * p.grid, [&](int64_t i) { logits_item(i, s, t, b_s, b_t, p, K, inv_t, os, ot); });
+    for_items(loss.numel(), 8 * K, [&](int64_t i) { row_item(i, K, t2, os, ot, l); });
   });
 }
 
-void backward_cpu(const at::Tensor& grad, const at::Tensor& ls, const at::Tensor& lt, double temperature,
-                  at::Tensor& dzs, at::Tensor& dzt) {
-  const int64_t K = ls.size(2);
+void cell_grads_cpu(const at::Tensor& grad, const at::Tensor& ls, const at::Tensor& lt, const Pyramid& p,
+                    double temperature, at::Tensor& dcs, at::Tensor& dct) {
+  const int64_t B = ls.size(0), N = ls.size(1), K = ls.size(2), G2 = p.grid * p.grid;
   if (fast_region_math(ls)) {
-    // d/dz_s = g T (p_s - p_t),  d/dz_t = g T p_t (log p_t - log p_s - KL)
+    // d region logits: d/dz_s = g T (p_s - p_t),  d/dz_t = g T p_t (log p_t - log p_s - KL); then d cells = R^T @ dz,
+    // per sample
     const at::Tensor pt = lt.exp(), gT = grad.mul(temperature).unsqueeze(-1);
-    if (dzs.defined()) at::sub_out(dzs, ls.exp(), pt).mul_(gT);
-    if (dzt.defined()) {
-      at::sub_out(dzt, lt, ls);
-      const at::Tensor kl = at::mul(dzt, pt).sum(-1, /*keepdim=*/true);
-      dzt.sub_(kl).mul_(pt).mul_(gT);
+    const at::Tensor Rt = region_matrix(p, ls.scalar_type()).t().expand({B, G2, N});
+    if (dcs.defined()) at::bmm_out(dcs, Rt, at::sub(ls.exp(), pt).mul_(gT));
+    if (dct.defined()) {
+      at::Tensor dz = at::sub(lt, ls);
+      const at::Tensor kl = at::mul(dz, pt).sum(-1, /*keepdim=*/true);
+      dz.sub_(kl).mul_(pt).mul_(gT);
+      at::bmm_out(dct, Rt, dz);
     }
     return;
   }
-  AT_DISPATCH_FLOATING_TYPES(ls.scalar_type(), "rad_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES(ls.scalar_type(), "rad_cell_grads_cpu", [&] {
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
     const scalar_t *s = ls.const_data_ptr<scalar_t>(), *t = lt.const_data_ptr<scalar_t>();
-    scalar_t* ds = dzs.defined() ? dzs.mutable_data_ptr<scalar_t>() : nullptr;
-    scalar_t* dt = dzt.defined() ? dzt.mutable_data_ptr<scalar_t>() : nullptr;
+    scalar_t* ds = dcs.defined() ? dcs.mutable_data_ptr<scalar_t>() : nullptr;
+    scalar_t* dt = dct.defined() ? dct.mutable_data_ptr<scalar_t>() : nullptr;
     const scalar_t temp = static_cast<scalar_t>(temperature);
-    for_items(ls.size(0) * ls.size(1), 4 * K, [&](int64_t i) { backward_item(i, g, s, t, K, temp, ds, dt); });
-  });
-}
-
-void cells_cpu(const at::Tensor& dz, const Pyramid& p, at::Tensor& dcells) {
-  const int64_t B = dz.size(0), K = dz.size(2);
-  if (fast_region_math(dz)) {  // d cells = R^T @ dz, per sample
-    at::bmm_out(dcells, region_matrix(p, dz.scalar_type()).t().expand({B, p.grid * p.grid, p.num_regions}), dz);
-    return;
-  }
-  AT_DISPATCH_FLOATING_TYPES(dz.scalar_type(), "rad_cells_cpu", [&] {
-    const scalar_t* d = dz.const_data_ptr<scalar_t>();
-    scalar_t* o = dcells.mutable_data_ptr<scalar_t>();
-    for_items(B * p.grid * p.grid, K * p.num_regions, [&](int64_t i) { cells_item(i, d, p, K, o); });
+    const int64_t gb = grad.stride(0), gn = grad.stride(1);
+    for_items(B * G2 * K, 4 * p.num_levels * (dt ? K : 1),
+              [&](int64_t i) { cell_grad_item(i, g, gb, gn, s, t, p, K, temp, ds, dt); });
   });
 }
 
@@ -297,7 +290,7 @@ void unpool_cpu(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
   });
 }
 
-const Kernels kCpu{pool_cpu, forward_cpu, backward_cpu, cells_cpu, unpool_cpu};
+const Kernels kCpu{pool_cpu, forward_cpu, cell_grads_cpu, unpool_cpu};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rad_forward_cpu(
     const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& wt,

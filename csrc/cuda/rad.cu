@@ -1,9 +1,13 @@
 // RAD CUDA kernels: one thread per output item, each calling the shared MMH_HD math of rad_math.h (the same functions
-// the CPU kernels run in device-emulation mode, mode.h). GEMMs go through ATen (cuBLAS) in rad.cpp.
+// the CPU kernels run in device-emulation mode, mode.h). GEMMs go through ATen (cuBLAS) in rad.cpp. Per pass: forward
+// pool x2, region logits, softmax rows + KL; backward cell gradients (both sides), unpool per side.
 #include <torch/library.h>
 
 #include "../rad.h"
 #include "launch.cuh"
+
+#include <cstdint>
+#include <limits>
 
 namespace mmh_ext {
 namespace rad {
@@ -12,76 +16,86 @@ namespace {
 using cuda::blocks_for;
 using cuda::kThreads;
 
-template <typename scalar_t>
-__global__ void pool_kernel(const scalar_t* f, int64_t sb, int64_t sc, int64_t sh, int64_t sw, int64_t H, int64_t W,
-                            int64_t C, int64_t grid, int64_t total, acc_t<scalar_t>* out) {
-  // consecutive threads take consecutive channels: coalesced reads for channels_last input
-  MMH_GRID_STRIDE(i, total) { pool_item(i, f, sb, sc, sh, sw, H, W, C, grid, out); }
+// Index type of the (un)pooling kernels: 32-bit where every offset fits (64-bit integer division, several per item, is
+// several times slower on a GPU), else 64-bit.
+// Half the range: a grid-stride step (at most 65535 * 32 * 256 = 2^29 threads) past the end does not overflow either.
+bool fits_int32(int64_t n) { return n <= std::numeric_limits<int32_t>::max() / 2; }
+
+template <typename scalar_t, typename I>
+__global__ void pool_kernel(const scalar_t* f, I sb, I sc, I sh, I sw, I H, I W, I C, I grid, I total,
+                            acc_t<scalar_t>* out) {
+  // consecutive threads take consecutive channels: coalesced writes, and coalesced reads for channels_last input
+  for (I i = blockIdx.x * static_cast<I>(blockDim.x) + threadIdx.x; i < total; i += static_cast<I>(blockDim.x) * gridDim.x)
+    pool_item(i, f, sb, sc, sh, sw, H, W, C, grid, out);
 }
 
 template <typename acc>
-__global__ void forward_kernel(const acc* cs, const acc* ct, const acc* bs, const acc* bt, Pyramid p, int64_t K,
-                               acc inv_t, acc t2, int64_t total, acc* loss, acc* ls, acc* lt) {
-  MMH_GRID_STRIDE(i, total) { forward_item(i, cs, ct, bs, bt, p, K, inv_t, t2, loss, ls, lt); }
+__global__ void logits_kernel(const acc* cs, const acc* ct, const acc* bs, const acc* bt, Pyramid p, int64_t K,
+                              acc inv_t, int64_t total, acc* zs, acc* zt) {
+  MMH_GRID_STRIDE(i, total) { logits_item(i, cs, ct, bs, bt, p, K, inv_t, zs, zt); }
 }
 
 template <typename acc>
-__global__ void backward_kernel(const acc* g, const acc* ls, const acc* lt, int64_t K, acc t, int64_t total, acc* ds,
-                                acc* dt) {
-  MMH_GRID_STRIDE(i, total) { backward_item(i, g, ls, lt, K, t, ds, dt); }
+__global__ void row_kernel(int64_t K, acc t2, int64_t total, acc* ls, acc* lt, acc* loss) {
+  MMH_GRID_STRIDE(i, total) { row_item(i, K, t2, ls, lt, loss); }
 }
 
 template <typename acc>
-__global__ void cells_kernel(const acc* dz, Pyramid p, int64_t K, int64_t total, acc* out) {
-  MMH_GRID_STRIDE(i, total) { cells_item(i, dz, p, K, out); }
+__global__ void cell_grad_kernel(const acc* g, int64_t gb, int64_t gn, const acc* ls, const acc* lt, Pyramid p,
+                                 int64_t K, acc t, int64_t total, acc* ds, acc* dt) {
+  MMH_GRID_STRIDE(i, total) { cell_grad_item(i, g, gb, gn, ls, lt, p, K, t, ds, dt); }
 }
 
-template <typename scalar_t>
-__global__ void unpool_kernel(const acc_t<scalar_t>* dg, int64_t C, int64_t H, int64_t W, int64_t grid, int64_t total,
-                              scalar_t* out) {
-  MMH_GRID_STRIDE(i, total) { unpool_item(i, dg, C, H, W, grid, out); }
+template <typename scalar_t, typename I>
+__global__ void unpool_kernel(const acc_t<scalar_t>* dg, I C, I H, I W, I grid, I total, scalar_t* out) {
+  for (I i = blockIdx.x * static_cast<I>(blockDim.x) + threadIdx.x; i < total; i += static_cast<I>(blockDim.x) * gridDim.x)
+    unpool_item(i, dg, C, H, W, grid, out);
 }
 
 void pool_cuda(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
   const int64_t total = out.numel();
+  int64_t span = 1;  // one past the largest offset read
+  for (int64_t d = 0; d < feat.dim(); ++d) span += (feat.size(d) - 1) * feat.stride(d);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feat.scalar_type(), "rad_pool_cuda", [&] {
-    pool_kernel<scalar_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        feat.const_data_ptr<scalar_t>(), feat.stride(0), feat.stride(1), feat.stride(2), feat.stride(3), feat.size(2),
-        feat.size(3), feat.size(1), grid, total, out.mutable_data_ptr<acc_t<scalar_t>>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const auto launch = [&](auto zero) {
+      using I = decltype(zero);
+      pool_kernel<scalar_t, I><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+          feat.const_data_ptr<scalar_t>(), I(feat.stride(0)), I(feat.stride(1)), I(feat.stride(2)), I(feat.stride(3)),
+          I(feat.size(2)), I(feat.size(3)), I(feat.size(1)), I(grid), I(total), out.mutable_data_ptr<acc_t<scalar_t>>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    if (fits_int32(total) && fits_int32(span)) launch(int32_t(0)); else launch(int64_t(0));
   });
 }
 
 void forward_cuda(const at::Tensor& cs, const at::Tensor& ct, const at::Tensor& bs, const at::Tensor& bt,
                   const Pyramid& p, double temperature, at::Tensor& loss, at::Tensor& ls, at::Tensor& lt) {
-  const int64_t total = loss.numel(), K = cs.size(2);
+  const int64_t rows = loss.numel(), K = cs.size(2);
+  auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(cs.scalar_type(), "rad_forward_cuda", [&] {
-    forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    // region logits / T into ls and lt, one thread per (sample, region, class) ...
+    logits_kernel<scalar_t><<<blocks_for(rows * K), kThreads, 0, stream>>>(
         cs.const_data_ptr<scalar_t>(), ct.const_data_ptr<scalar_t>(), bs.const_data_ptr<scalar_t>(),
-        bt.const_data_ptr<scalar_t>(), p, K, scalar_t(1) / static_cast<scalar_t>(temperature),
-        static_cast<scalar_t>(temperature * temperature), total, loss.mutable_data_ptr<scalar_t>(),
+        bt.const_data_ptr<scalar_t>(), p, K, scalar_t(1) / static_cast<scalar_t>(temperature), rows * K,
         ls.mutable_data_ptr<scalar_t>(), lt.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-}
-
-void backward_cuda(const at::Tensor& grad, const at::Tensor& ls, const at::Tensor& lt, double temperature,
-                   at::Tensor& dzs, at::Tensor& dzt) {
-  const int64_t total = ls.size(0) * ls.size(1), K = ls.size(2);
-  AT_DISPATCH_FLOATING_TYPES(ls.scalar_type(), "rad_backward_cuda", [&] {
-    backward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        grad.const_data_ptr<scalar_t>(), ls.const_data_ptr<scalar_t>(), lt.const_data_ptr<scalar_t>(), K,
-        static_cast<scalar_t>(temperature), total, dzs.defined() ? dzs.mutable_data_ptr<scalar_t>() : nullptr,
-        dzt.defined() ? dzt.mutable_data_ptr<scalar_t>() : nullptr);
+    // ... then log-softmax in place and the KL, one thread per (sample, region)
+    row_kernel<scalar_t><<<blocks_for(rows), kThreads, 0, stream>>>(
+        K, static_cast<scalar_t>(temperature * temperature), rows, ls.mutable_data_ptr<scalar_t>(),
+        lt.mutable_data_ptr<scalar_t>(), loss.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
-void cells_cuda(const at::Tensor& dz, const Pyramid& p, at::Tensor& dcells) {
-  const int64_t total = dz.size(0) * p.grid * p.grid, K = dz.size(2);
-  AT_DISPATCH_FLOATING_TYPES(dz.scalar_type(), "rad_cells_cuda", [&] {
-    cells_kernel<scalar_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        dz.const_data_ptr<scalar_t>(), p, K, total, dcells.mutable_data_ptr<scalar_t>());
+void cell_grads_cuda(const at::Tensor& grad, const at::Tensor& ls, const at::Tensor& lt, const Pyramid& p,
+                     double temperature, at::Tensor& dcs, at::Tensor& dct) {
+  const int64_t K = ls.size(2), total = ls.size(0) * p.grid * p.grid * K;
+  AT_DISPATCH_FLOATING_TYPES(ls.scalar_type(), "rad_cell_grads_cuda", [&] {
+    cell_grad_kernel<scalar_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        grad.const_data_ptr<scalar_t>(), grad.stride(0), grad.stride(1), ls.const_data_ptr<scalar_t>(),
+        lt.const_data_ptr<scalar_t>(), p, K, static_cast<scalar_t>(temperature), total,
+        dcs.defined() ? dcs.mutable_data_ptr<scalar_t>() : nullptr,
+        dct.defined() ? dct.mutable_data_ptr<scalar_t>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -89,14 +103,18 @@ void cells_cuda(const at::Tensor& dz, const Pyramid& p, at::Tensor& dcells) {
 void unpool_cuda(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
   const int64_t total = dfeat.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dfeat.scalar_type(), "rad_unpool_cuda", [&] {
-    unpool_kernel<scalar_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        dg.const_data_ptr<acc_t<scalar_t>>(), dfeat.size(1), dfeat.size(2), dfeat.size(3), grid, total,
-        dfeat.mutable_data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const auto launch = [&](auto zero) {
+      using I = decltype(zero);
+      unpool_kernel<scalar_t, I><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+          dg.const_data_ptr<acc_t<scalar_t>>(), I(dfeat.size(1)), I(dfeat.size(2)), I(dfeat.size(3)), I(grid),
+          I(total), dfeat.mutable_data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    if (fits_int32(total) && fits_int32(dg.numel())) launch(int32_t(0)); else launch(int64_t(0));
   });
 }
 
-const Kernels kCuda{pool_cuda, forward_cuda, backward_cuda, cells_cuda, unpool_cuda};
+const Kernels kCuda{pool_cuda, forward_cuda, cell_grads_cuda, unpool_cuda};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rad_forward_cuda(
     const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& wt,

@@ -242,3 +242,21 @@ def test_fast_cpu_pooling_equals_the_per_item_kernels(dtype, hw, channels_last):
     scale = res["device"][1].float().abs().max().item()
     tol = dict(rtol=1e-5, atol=1e-5 * scale) if dtype == torch.float32 else dict(rtol=8e-3, atol=1e-3 * scale)
     torch.testing.assert_close(res["fast"][1].float(), res["device"][1].float(), **tol)
+
+
+@pytest.mark.parametrize("kernel_mode", KERNEL_MODES, indirect=True)
+@pytest.mark.parametrize("trainable", [("student_feat",), ("student_feat", "student_fc_bias"),
+                                       ("teacher_feat", "teacher_fc_weight"), ("student_fc_weight", "teacher_feat")])
+def test_gradients_of_a_subset_of_inputs(kernel_mode, trainable):
+    """Only some inputs require grad (a frozen teacher; a frozen classifier, whose pooled cells the forward then does not
+    keep): the gradients that are asked for equal the float64 reference's, with a mean-reduced (expanded) upstream
+    gradient."""
+    names = ["student_feat", "teacher_feat", "student_fc_weight", "student_fc_bias", "teacher_fc_weight",
+             "teacher_fc_bias"]
+    shape = (3, 6, 5, 7, 4, 6, 6, 4, 5, (5, 3, 2, 1))
+    ins = [t.requires_grad_(n in trainable) for t, n in zip(_inputs(shape, torch.float64), names)]
+    kw = dict(grid=5, levels=(5, 3, 2, 1), temperature=1.5)
+    want = torch.autograd.grad(R.rad_loss(*ins, **kw), [t for t in ins if t.requires_grad])
+    got = torch.autograd.grad(mmh_ext.rad_loss(*ins, **kw), [t for t in ins if t.requires_grad])
+    for name, a, b in zip([n for n in names if n in trainable], got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m, name=name: f"d {name}: {m}")
