@@ -398,15 +398,15 @@ def fill_gpu_columns(row: dict[str, Any], gpu: dict[str, dict[str, list]], notes
     """Set the GPU columns of one row from ``{impl: {pass: [ms, launches]}}`` (missing: None), with mmh_ext's
     GPU-time ratios; add a note where the numbers look wrong (more GPU time than wall time per call: events counted
     twice; a fractional launch count: events lost)."""
-    pas = row["pass_"]
+    pas, where = row["pass_"], f"{row.get('op')} {row.get('shape')}"
     for impl in GPU_IMPLS:
         ms, launches = (list(gpu.get(impl, {}).get(pas) or []) + [None, None])[:2]
         row[f"{impl}_gpu_ms"], row[f"{impl}_launches"] = ms, launches
         wall = _num(row.get(f"{impl}_ms"))
         if ms is not None and wall and ms > 1.2 * wall:
-            notes.append(f"{impl} {pas}: GPU time {ms:.3f} ms above the wall time {wall:.3f} ms per call")
+            notes.append(f"{where} {impl} {pas}: GPU time {ms:.3f} ms above the wall time {wall:.3f} ms per call")
         if launches is not None and abs(launches - round(launches)) > 1e-6:
-            notes.append(f"{impl} {pas}: {launches:g} launches per call (the profiler lost or added events)")
+            notes.append(f"{where} {impl} {pas}: {launches:g} launches per call (the profiler lost or added events)")
     m = row["mmh_ext_gpu_ms"]
     for impl in ("eager", "compile", "cupy"):
         v = row[f"{impl}_gpu_ms"]

@@ -67,10 +67,10 @@ def test_bench_fill_gpu_columns_ratios_and_suspect_numbers(bench):
     assert (row["eager_gpu_ms"], row["eager_launches"], row["mmh_ext_gpu_ms"]) == (0.5, 52.0, 0.1)
     assert row["compile_gpu_ms"] is None and row["cupy_gpu_ms"] is None and row["cupy_launches"] is None
     assert row["x_eager_gpu"] == pytest.approx(5.0) and row["x_compile_gpu"] is None and row["x_cupy_gpu"] is None
-    assert notes == ["mmh_ext forward+backward: 16.95 launches per call (the profiler lost or added events)"]
+    assert notes == ["rad_loss S mmh_ext forward+backward: 16.95 launches per call (the profiler lost or added events)"]
     notes = []
     bench.fill_gpu_columns(row, {"eager": {"forward+backward": [1.7, 52.0]}}, notes)
-    assert notes == ["eager forward+backward: GPU time 1.700 ms above the wall time 1.300 ms per call"]
+    assert notes == ["rad_loss S eager forward+backward: GPU time 1.700 ms above the wall time 1.300 ms per call"]
     assert row["x_eager_gpu"] is None  # no mmh_ext GPU time: no ratio
 
 
@@ -206,9 +206,10 @@ def test_bench_summary_explains_the_two_tables(tmp_path):
     (out / ".status").mkdir(parents=True)
     for name, _ in summary.SECTIONS:
         (out / ".status" / name).write_text("PASS\t1\t\n")
-    (out / "bench_ops.md").write_text("| op |\n|---|\n\nGPU kernel time per call (`torch.profiler`, 20 calls: ...):\n\n"
-                                      "| op | GPU ms eager / compile / mmh_ext |\n|---|---|\n| rad_loss | 0.5 / - / 0.1 |\n"
-                                      "\ntargets: 1 met, 0 missed, 0 not measured (of 1)\n")
+    (out / "bench_ops.md").write_text(
+        "| op |\n|---|\n\nGPU kernel time per call (`torch.profiler`, 20 calls: ...):\n\n"
+        "| op | GPU ms eager / compile / mmh_ext |\n|---|---|\n| rad_loss | 0.5 / - / 0.1 |\n"
+        "\ntargets: 1 met, 0 missed, 0 not measured (of 1)\n")
     assert summary.main([str(out)]) == 0
     text = (out / "summary.md").read_text()
     assert "then the GPU kernel time per call" in text and "| rad_loss | 0.5 / - / 0.1 |" in text
