@@ -14,16 +14,31 @@ minus what was allocated before: inputs are not counted), and times the injectio
 ``ElementwiseKernel``s (forward ``x * relu(g)`` and its backward) — what a user would write instead — when cupy is
 installed (the ``bench`` extra; skipped with a note otherwise). CSV rows are written as each operator finishes, so a
 run stopped early keeps what it measured.
+
+Those CUDA times are wall times per call: at these sizes mostly host work (Python, dispatcher, launches), which in a
+training step overlaps the GPU running the network. So after all of them, a second table gives, per implementation and
+pass, the GPU kernel time per call (the summed device time of every kernel, memcpy and memset that ``torch.profiler``
+records over ``GPU_CALLS`` (20) warmed-up calls, divided by them) and the kernel launches per call, with the GPU-time
+ratios. They are informational (the targets stay on the wall times) and measured in a separate process, after the wall
+times, because CUPTI (the profiler's backend) can keep slowing kernel launches after the profiler stops (on the H200,
+torch 2.11, wall times taken after a profile were up to 2x the benchmark's), and could crash or hang: a failure, a
+timeout or ``--time-budget`` leaves those cells "-" with a note and never fails the run. They are added to the CSV,
+which is rewritten once they are in (``--no-gpu-time`` leaves them out).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
+import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -31,9 +46,16 @@ import torch
 from torch.utils import benchmark
 
 FWD, STEP = "forward", "forward+backward"
+#: Implementations whose GPU kernel time is measured on CUDA (cupy: the injection only).
+GPU_IMPLS = ("eager", "compile", "mmh_ext", "cupy")
+#: GPU kernel ms and launches per call per implementation, and mmh_ext's GPU-time ratios (informational, no targets).
+GPU_FIELDS = ([f"{i}_gpu_ms" for i in GPU_IMPLS] + [f"{i}_launches" for i in GPU_IMPLS]
+              + ["x_eager_gpu", "x_compile_gpu", "x_cupy_gpu"])
 CSV_FIELDS = ["op", "shape", "pass_", "eager_ms", "compile_ms", "mmh_ext_ms", "x_eager", "x_compile",
               "memcpy_fraction", "device", "cupy_ms", "x_cupy", "eager_peak_mib", "compile_peak_mib",
-              "mmh_ext_peak_mib", "copy_gb_s", "mmh_ext_gb_s", "note"]
+              "mmh_ext_peak_mib", "copy_gb_s", "mmh_ext_gb_s"] + GPU_FIELDS + ["note"]
+#: Profiled calls per implementation and pass for the GPU kernel time (short: it gets what --time-budget leaves).
+GPU_CALLS = 20
 
 #: Targets, forward+backward, per device: (op, what, threshold). ``x_eager``/``x_compile``/``x_cupy``: mmh_ext's
 #: speed-up; ``memcpy_fraction``: achieved bandwidth / copy bandwidth; ``peak_vs_eager``: mmh_ext's peak memory must
@@ -223,6 +245,184 @@ def cupy_inject(x: torch.Tensor, gate: torch.Tensor, grad_out: torch.Tensor):
         return f"cupy failed: {type(exc).__name__}: {exc}"
 
 
+# ---------------------------------------------------------------------------------------------- GPU kernel time
+#: kineto activity types on the device timeline that are no GPU work of their own (annotations spanning kernels,
+#: synchronisation records, the profiler's overhead); kernels, memcpys and memsets are what remains.
+_NOT_WORK = {"gpu_user_annotation", "user_annotation", "cuda_sync", "overhead"}
+
+
+def device_time_per_call(events, calls: int) -> tuple[float, float]:
+    """(GPU ms, launches) per call from a profiler's ``events()`` over ``calls`` calls: the summed self device time
+    of the device-side events (kernels, memcpys, memsets; host events and annotations left out), divided by
+    ``calls``. Raises RuntimeError when there is none: a profiler that saw no kernel measured nothing, it is no 0."""
+    from torch.autograd import DeviceType
+
+    total_us, launches = 0.0, 0
+    for e in events:
+        if getattr(e, "device_type", DeviceType.CPU) != DeviceType.CUDA or getattr(e, "is_user_annotation", False):
+            continue
+        if str(getattr(e, "activity_type", "") or "").lower() in _NOT_WORK:
+            continue
+        us = getattr(e, "self_device_time_total", 0) or 0
+        if not us and getattr(e, "time_range", None) is not None:  # a torch whose device events lack the property
+            us = e.time_range.elapsed_us()
+        total_us += us
+        launches += 1
+    if launches == 0:
+        raise RuntimeError("the profiler recorded no GPU kernels")
+    return total_us / calls / 1e3, launches / calls
+
+
+def gpu_kernel_time(fn: Callable[[], object], calls: int = GPU_CALLS, warmup: int = 3) -> tuple[float, float]:
+    """(GPU ms, launches) per call of ``fn``: ``warmup`` calls, then ``calls`` calls under ``torch.profiler`` (CUDA
+    activity only), summed by :func:`device_time_per_call`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()  # nothing queued before the window is counted
+    with warnings.catch_warnings():  # torch 2.11 warns about profiler cycles on every use
+        warnings.simplefilter("ignore")
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(calls):
+                fn()
+            torch.cuda.synchronize()
+        events = prof.events()
+    return device_time_per_call(events, calls)
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+
+
+def _gpu_measure_case(case: Case, with_compile: bool, calls: int, notes: list[str]) -> dict[str, dict[str, list]]:
+    """{implementation: {pass: [GPU ms, launches]}} of one case; an implementation or pass that fails is left out
+    with a note."""
+    inputs, grads = case.make()
+    impls = {"eager": case.ref, "mmh_ext": case.fused}
+    if with_compile:
+        torch._dynamo.reset()
+        impls["compile"] = torch.compile(case.ref, dynamic=False)
+    out: dict[str, dict[str, list]] = {}
+    grad_out = None
+    for name, f in impls.items():
+        try:
+            fwd, step, g_out = fwd_and_step(f, inputs, grads)
+            grad_out = g_out if grad_out is None else grad_out
+            fwd(), step()  # compilation, outside the warm-up count
+        except Exception as exc:  # noqa: BLE001  (one failing implementation must not stop the others)
+            notes.append(f"GPU time of {name}: {_short(exc)}")
+            continue
+        for pas, fn in ((FWD, fwd), (STEP, step)):
+            try:
+                out.setdefault(name, {})[pas] = list(gpu_kernel_time(fn, calls))
+            except Exception as exc:  # noqa: BLE001
+                notes.append(f"GPU time of {name} {pas}: {_short(exc)}")
+    if case.op == "cross_stream_inject" and grad_out is not None:
+        got = cupy_inject(inputs[0], inputs[1], grad_out)
+        if isinstance(got, str):
+            notes.append(f"GPU time of cupy: {got}")
+        else:
+            for pas, fn in zip((FWD, STEP), got):
+                try:
+                    out.setdefault("cupy", {})[pas] = list(gpu_kernel_time(fn, calls))
+                except Exception as exc:  # noqa: BLE001
+                    notes.append(f"GPU time of cupy {pas}: {_short(exc)}")
+    return out
+
+
+def _write_json(path: str, obj: Any) -> None:
+    """Write ``obj`` to ``path`` through a temporary file, so that a reader never sees half of it."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh)
+    os.replace(tmp, path)
+
+
+def _gpu_worker(spec_path: str, out_path: str) -> int:
+    """The separate process of the GPU kernel times (``--gpu-time-worker SPEC OUT``): for each case of the spec
+    (``{"cases": [[op, shape, with_compile]], "calls": N, "deadline": time.time() or null}``) it prints and adds to
+    OUT (rewritten after each case) ``{"op|shape": {"gpu": {impl: {pass: [ms, launches]}}, "notes": [...]}}``. It
+    starts no case within 8 s of the deadline, and leaves torch.compile (whose compilation takes seconds per case) out
+    of those that start within 45 s of it."""
+    with open(spec_path) as fh:
+        spec = json.load(fh)
+    deadline, calls = spec.get("deadline"), int(spec.get("calls") or GPU_CALLS)
+    by_key = {f"{c.op}|{c.label}": c for c in cases(False, "cuda")}
+    results: dict[str, Any] = {}
+    print(f"\n# GPU kernel time per call (torch.profiler, {calls} calls after warm-up; separate process)")
+    head = (f"{'op':<20} {'shape':<24} {'pass':<9} {'GPU ms e/c/m':>26} {'launches e/c/m':>16} {'x eager':>8} "
+            f"{'x compile':>9} {'cupy GPU ms':>11} {'x cupy':>7}")
+    print(head)
+    print("-" * len(head), flush=True)
+    try:  # a throwaway first session: CUPTI's start-up stays out of the first measured case
+        gpu_kernel_time(lambda: torch.ones(8, device="cuda").add_(1), calls=2, warmup=1)
+    except Exception as exc:  # noqa: BLE001
+        print(f"# GPU time: the first profiler session failed: {_short(exc)}", flush=True)
+    for op, label, with_compile in spec["cases"]:
+        key = f"{op}|{label}"
+        notes: list[str] = []
+        left = None if deadline is None else deadline - time.time()
+        if left is not None and left < 8:
+            notes.append("GPU kernel time not measured (time budget)")
+            results[key] = {"gpu": {}, "notes": notes}
+            _write_json(out_path, results)
+            print(f"# {op} {label}: {notes[0]}", flush=True)
+            continue
+        if with_compile and left is not None and left < 45:
+            with_compile = False
+            notes.append("GPU time of compile left out (time budget)")
+        case = by_key.get(key)
+        if case is None:
+            notes.append(f"GPU time: no case {key}")
+            gpu = {}
+        else:
+            try:
+                gpu = _gpu_measure_case(case, with_compile, calls, notes)
+            except Exception as exc:  # noqa: BLE001  (inputs that cannot be made: the next case still runs)
+                notes.append(f"GPU time: {_short(exc)}")
+                gpu = {}
+        results[key] = {"gpu": gpu, "notes": notes}
+        _write_json(out_path, results)
+        for pas in (FWD, STEP):
+            row = dict(op=op, shape=label, pass_=pas)
+            fill_gpu_columns(row, gpu, [])
+            print(_gpu_line(row), flush=True)
+        for n in notes:
+            print(f"# {op} {label}: {n}", flush=True)
+        torch.cuda.empty_cache()
+    return 0
+
+
+def fill_gpu_columns(row: dict[str, Any], gpu: dict[str, dict[str, list]], notes: list[str]) -> None:
+    """Set the GPU columns of one row from ``{impl: {pass: [ms, launches]}}`` (missing: None), with mmh_ext's
+    GPU-time ratios; add a note where the numbers look wrong (more GPU time than wall time per call: events counted
+    twice; a fractional launch count: events lost)."""
+    pas, where = row["pass_"], f"{row.get('op')} {row.get('shape')}"
+    for impl in GPU_IMPLS:
+        ms, launches = (list(gpu.get(impl, {}).get(pas) or []) + [None, None])[:2]
+        row[f"{impl}_gpu_ms"], row[f"{impl}_launches"] = ms, launches
+        wall = _num(row.get(f"{impl}_ms"))
+        if ms is not None and wall and ms > 1.2 * wall:
+            notes.append(f"{where} {impl} {pas}: GPU time {ms:.3f} ms above the wall time {wall:.3f} ms per call")
+        if launches is not None and abs(launches - round(launches)) > 1e-6:
+            notes.append(f"{where} {impl} {pas}: {launches:g} launches per call (the profiler lost or added events)")
+    m = row["mmh_ext_gpu_ms"]
+    for impl in ("eager", "compile", "cupy"):
+        v = row[f"{impl}_gpu_ms"]
+        row[f"x_{impl}_gpu"] = v / m if (v is not None and m) else None
+
+
+def _gpu_line(row: dict[str, Any]) -> str:
+    """One printed line of the GPU kernel time table (the head is in :func:`_gpu_worker`)."""
+    cell = lambda k, spec, w: _fmt(_num(row.get(k)), spec).rjust(w)  # noqa: E731
+    ms = "/".join(_fmt(_num(row.get(f"{i}_gpu_ms")), ".3f") for i in ("eager", "compile", "mmh_ext"))
+    la = "/".join(_fmt(_num(row.get(f"{i}_launches")), "g") for i in ("eager", "compile", "mmh_ext"))
+    x = lambda k, w: cell(k, ".2f", w - 1) + ("x" if _num(row.get(k)) is not None else " ")  # noqa: E731
+    return (f"{row['op']:<20} {row['shape']:<24} {row['pass_']:<9.9} {ms:>26} {la:>16} {x('x_eager_gpu', 8)} "
+            f"{x('x_compile_gpu', 9)} {cell('cupy_gpu_ms', '.3f', 11)} {x('x_cupy_gpu', 7)}")
+
+
 # ------------------------------------------------------------------------------------------------------ targets
 def _num(v: Any) -> float | None:
     if v is None or v == "":
@@ -279,6 +479,8 @@ def render_markdown(rows: list[dict[str, Any]], device: str, header: str = "") -
                                                                  "mmh_ext_peak_mib"))]
         cells.append(f(r.get("memcpy_fraction"), "{:.0%}"))
         lines.append("| " + " | ".join(cells) + " |")
+    if cuda and any("eager_gpu_ms" in r for r in rows):  # a CSV from before the GPU columns has none
+        lines += _gpu_markdown(rows, f)
     notes = sorted({r["note"] for r in rows if r.get("note")})
     if notes:
         lines += [""] + [f"- note: {n}" for n in notes]
@@ -294,6 +496,25 @@ def render_markdown(rows: list[dict[str, Any]], device: str, header: str = "") -
     unmeasured = sum(c["met"] is None for c in checks)
     lines += ["", f"targets: {met} met, {missed} missed, {unmeasured} not measured (of {len(checks)})"]
     return "\n".join(lines) + "\n"
+
+
+def _gpu_markdown(rows: list[dict[str, Any]], f: Callable) -> list[str]:
+    """The GPU kernel time table of :func:`render_markdown` (CUDA rows with the GPU columns)."""
+    cols = ["op", "shape", "pass", "GPU ms eager / compile / mmh_ext", "launches eager / compile / mmh_ext",
+            "x eager (GPU)", "x compile (GPU)", "cupy GPU ms (launches)", "x cupy (GPU)"]
+    lines = ["", f"GPU kernel time per call (`torch.profiler`, {GPU_CALLS} calls: summed kernels, memcpys and memsets, "
+             "without the host overhead that the wall times above include; informational, no target is judged on "
+             "it):", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cupy = f(r.get("cupy_gpu_ms")) + (f" ({f(r.get('cupy_launches'), '{:g}')})"
+                                          if _num(r.get("cupy_launches")) is not None else "")
+        lines.append("| " + " | ".join([
+            r["op"], r["shape"], r["pass_"],
+            " / ".join(f(r.get(f"{i}_gpu_ms")) for i in ("eager", "compile", "mmh_ext")),
+            " / ".join(f(r.get(f"{i}_launches"), "{:g}") for i in ("eager", "compile", "mmh_ext")),
+            f(r.get("x_eager_gpu"), "{:.2f}x"), f(r.get("x_compile_gpu"), "{:.2f}x"), cupy,
+            f(r.get("x_cupy_gpu"), "{:.2f}x")]) + " |")
+    return lines
 
 
 def read_csv(path: str) -> list[dict[str, Any]]:
@@ -334,7 +555,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds per measurement (default: cpu 1.0 / quick 0.3; cuda 0.2 / quick 0.05)")
     p.add_argument("--time-budget", type=float, default=None, metavar="S",
                    help="stop starting operators after S seconds, and leave torch.compile out of those that "
-                        "start after 60%% of it (each skip is noted in the rows)")
+                        "start after 60%% of it (each skip is noted in the rows); the GPU kernel times come after "
+                        "the wall times and are cut to what is left of S")
+    p.add_argument("--no-gpu-time", action="store_true",
+                   help="CUDA: leave out the GPU kernel time per call (torch.profiler, in a separate process)")
+    p.add_argument("--gpu-time-worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     return p
 
 
@@ -389,6 +614,7 @@ class _Rows:
 
     def __init__(self, path: str | None) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.path = path
         self.fh = self.writer = None
         if path:
             self.fh = open(path, "w", newline="")
@@ -402,9 +628,25 @@ class _Rows:
             self.writer.writerow(row)
             self.fh.flush()
 
+    def rewrite(self) -> None:
+        """Write every row again (once the GPU columns are filled in) through a temporary file, so that a run
+        stopped meanwhile keeps the CSV as streamed; later rows are appended to it."""
+        if self.path is None:
+            return
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        self.close()
+        os.replace(tmp, self.path)
+        self.fh = open(self.path, "a", newline="")
+        self.writer = csv.DictWriter(self.fh, fieldnames=CSV_FIELDS)
+
     def close(self) -> None:
         if self.fh is not None:
             self.fh.close()
+            self.fh = self.writer = None
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -484,21 +726,96 @@ def _skip(case: Case, args: argparse.Namespace, rows: _Rows) -> None:
                                                       note=note))
 
 
-def _run_case(case: Case, args: argparse.Namespace, elapsed: float, rows: _Rows) -> None:
-    """Time one operator and shape; add and print its two rows (forward, forward+backward) and its notes."""
+def _run_case(case: Case, args: argparse.Namespace, elapsed: float, rows: _Rows) -> tuple[list[dict[str, Any]],
+                                                                                              bool]:
+    """Time one operator and shape; add and print its two rows (forward, forward+backward) and its notes. Returns
+    the rows and whether torch.compile was timed."""
     notes: list[str] = []
     late = args.time_budget is not None and elapsed > 0.6 * args.time_budget
     if late and not args.no_compile:
         notes.append("torch.compile left out (time budget)")
     times, peaks, cupy_t, bw = _measure(case, args, late, notes)
+    out = []
     for pas in (FWD, STEP):
         row, frac = _row(case, pas, times, peaks, cupy_t, bw, args, notes)
         rows.add(row)
+        out.append(row)
         print(_line(case, pas, row, frac, args.device == "cuda"), flush=True)
     for n in notes:
         print(f"# {case.op} {case.label}: {n}", flush=True)
     if args.device == "cuda":
         torch.cuda.empty_cache()
+    return out, bool(times.get("compile"))
+
+
+def _gpu_worker_cmd(spec: str, out: str) -> list[str]:
+    return [sys.executable, os.path.abspath(__file__), "--device", "cuda", "--gpu-time-worker", spec, out]
+
+
+def _run_gpu_worker(measured: list[tuple[Case, bool, list[dict[str, Any]]]], remaining: float | None
+                    ) -> tuple[dict[str, Any], str | None]:
+    """Run :func:`_gpu_worker` on the measured cases; its results (what it wrote before it ended, however it
+    ended) and why it ended early, if it did."""
+    import mmh_ext
+
+    env = dict(os.environ)  # the worker imports the same mmh_ext as this process
+    root = os.path.dirname(os.path.dirname(os.path.abspath(mmh_ext.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    # the worker stops starting cases 10 s before the budget's end, and is stopped at it (a hang included)
+    timeout = remaining if remaining is not None else 120 + 60 * len(measured)
+    with tempfile.TemporaryDirectory(prefix="mmh_bench_gpu_") as tmp:
+        spec, out = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
+        _write_json(spec, {"cases": [[c.op, c.label, compiled] for c, compiled, _ in measured], "calls": GPU_CALLS,
+                           "deadline": None if remaining is None else time.time() + remaining - 10})
+        sys.stdout.flush()
+        why = None
+        try:
+            rc = subprocess.run(_gpu_worker_cmd(spec, out), env=env, timeout=timeout).returncode
+            if rc != 0:
+                why = f"the GPU-time process exited with status {rc}"
+        except subprocess.TimeoutExpired:
+            why = f"the GPU-time process was stopped after {timeout:.0f} s"
+        results = {}
+        if os.path.exists(out):
+            try:
+                with open(out) as fh:
+                    results = json.load(fh)
+            except ValueError as exc:
+                why = (f"{why}; " if why else "") + f"unreadable GPU-time results ({exc})"
+    return results, why
+
+
+def gpu_phase(measured: list[tuple[Case, bool, list[dict[str, Any]]]], remaining: float | None, rows: _Rows) -> None:
+    """Fill the GPU columns of the measured cases' rows (``(case, compile was timed, its rows)``) from a separate
+    process, after every wall time was taken; a case without them gets a note saying why. Then rewrite the CSV.
+    Nothing in here fails the run: the wall times and their targets are already written."""
+    if not measured:
+        return
+    results: dict[str, Any] = {}
+    why = None
+    t0 = time.perf_counter()
+    if remaining is not None and remaining < 20:
+        why = "GPU kernel time not measured (time budget)"
+    else:
+        try:
+            results, why = _run_gpu_worker(measured, remaining)
+        except Exception as exc:  # noqa: BLE001  (e.g. no temporary directory, no process could be started)
+            why = f"GPU kernel time not measured: {_short(exc)}"
+    try:
+        for case, _, case_rows in measured:
+            res = results.get(f"{case.op}|{case.label}")
+            if not isinstance(res, dict):
+                res = {"gpu": {}, "notes": [why or "GPU kernel time not measured (the GPU-time process gave nothing)"]}
+            for row in case_rows:
+                notes = [str(n) for n in res.get("notes") or []]
+                fill_gpu_columns(row, res.get("gpu") or {}, notes)
+                row["note"] = "; ".join([row["note"]] * bool(row.get("note")) + notes)
+        rows.rewrite()
+        cells = sum(_num(r.get(f"{i}_gpu_ms")) is not None for _, _, rs in measured for r in rs for i in GPU_IMPLS)
+        print(f"# GPU kernel time: {cells} implementation-passes measured in {time.perf_counter() - t0:.0f} s"
+              + (f"; {why}" if why else ""), flush=True)
+    except Exception as exc:  # noqa: BLE001
+        print(f"# GPU time: not added: {_short(exc)}", flush=True)
 
 
 def _selected(all_cases: list[Case], ops: str | None, p: argparse.ArgumentParser) -> list[Case]:
@@ -516,17 +833,23 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.from_csv:
         return _render_csv(p, args)
+    if args.gpu_time_worker:
+        return _gpu_worker(*args.gpu_time_worker)
     header = _setup(p, args)
     rows = _Rows(args.csv)
     _print_table_head(args.device == "cuda")
     t_start = time.perf_counter()
+    measured: list[tuple[Case, bool, list[dict[str, Any]]]] = []
     try:
         for case in _selected(cases(args.quick, args.device), args.ops, p):
             elapsed = time.perf_counter() - t_start
             if args.time_budget is not None and elapsed > args.time_budget:
                 _skip(case, args, rows)
             else:
-                _run_case(case, args, elapsed, rows)
+                measured.append((case, *_run_case(case, args, elapsed, rows)))
+        if args.device == "cuda" and not args.no_gpu_time:
+            remaining = None if args.time_budget is None else args.time_budget - (time.perf_counter() - t_start)
+            gpu_phase(measured, remaining, rows)
     finally:
         rows.close()
     if args.csv:

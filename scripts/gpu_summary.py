@@ -127,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     targets_ok = False
     if bench_md.is_file():
         text = bench_md.read_text().strip()
+        if "GPU kernel time per call" in text:  # bench_ops.md of a run with the profiler's table
+            lines += ["Wall time per call first (CUDA events around back-to-back calls: host overhead included; the "
+                      "targets are judged on it), then the GPU kernel time per call (`torch.profiler`: what the GPU "
+                      "itself spends, which is what counts where the host work overlaps a network's GPU work).", ""]
         lines += [text, ""]
         m = re.search(r"targets: (\d+) met, (\d+) missed, (\d+) not measured", text)
         targets_ok = bool(m) and int(m.group(2)) == 0 and int(m.group(3)) == 0 and int(m.group(1)) > 0
