@@ -117,22 +117,25 @@ def test_inject_cuda_vs_cpu(dtype, layout):
 
 
 @cuda_only
-def test_inject_grid_stride_beyond_one_grid():
-    """More elements than one launch has threads (65535*32 blocks x 256): the grid-stride loop covers the tail."""
+@pytest.mark.parametrize("offset", [0, 1])
+def test_inject_grid_stride_beyond_one_grid(offset):
+    """More elements than one launch has threads (65535*32 blocks x 256): offset 1 (pointers not 16-byte aligned) takes
+    the scalar kernel, whose grid-stride loop must cover the elements past the first grid; offset 0 the 16-byte-vector
+    kernel, with a tail of n % 8 elements."""
     n = 65535 * 32 * 256 + 12345
     free, _total = torch.cuda.mem_get_info()
     if free < 16 * 2**30:
         pytest.skip(f"needs 16 GiB of free GPU memory, {free / 2**30:.1f} GiB free")
     gen = torch.Generator(device=DEV).manual_seed(3)
-    x = torch.randn(n, device=DEV, dtype=torch.bfloat16, generator=gen).requires_grad_(True)
-    gate = torch.randn(n, device=DEV, dtype=torch.bfloat16, generator=gen).requires_grad_(True)
+    x = torch.randn(n + offset, device=DEV, dtype=torch.bfloat16, generator=gen)[offset:].requires_grad_(True)
+    gate = torch.randn(n + offset, device=DEV, dtype=torch.bfloat16, generator=gen)[offset:].requires_grad_(True)
     out = mmh_ext.cross_stream_inject(x, gate)
     with torch.no_grad():
         want = x * gate.relu()
         assert torch.equal(out, want), "forward differs from x * relu(gate) (first mismatch at index " \
             f"{int((out != want).nonzero()[0])} of {n})"
         del want
-    grad = torch.randn(n, device=DEV, dtype=torch.bfloat16, generator=gen)
+    grad = torch.randn(n + offset, device=DEV, dtype=torch.bfloat16, generator=gen)[offset:]
     dx, dg = torch.autograd.grad(out, (x, gate), grad)
     with torch.no_grad():
         assert torch.equal(dx, grad * gate.relu())
