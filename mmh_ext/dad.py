@@ -52,7 +52,9 @@ def cosine_discrepancy(feat: torch.Tensor, *, eps: float = DEFAULT_EPS) -> torch
     """
     _check_feat2(feat, "feat")
     _check_eps(eps)
-    return _ops.cosine_discrepancy_forward(feat, float(eps))[0].to(out_dtype(feat))
+    d = _ops.cosine_discrepancy_forward.default(feat, float(eps))[0]
+    dtype = out_dtype(feat)
+    return d if d.dtype == dtype else d.to(dtype)
 
 
 @torch.library.register_fake("mmh_ext::dad_forward")
@@ -109,12 +111,16 @@ def dad_loss(
         raise ValueError(f"student_feats and teacher_feats must pair up: got {len(student_feats)} student and "
                          f"{len(teacher_feats)} teacher layers")
     total = None
+    eps = float(eps)
     for i, (s, t) in enumerate(zip(student_feats, teacher_feats)):
-        _check_feat2(s, f"student_feats[{i}]")
-        _check_feat2(t, f"teacher_feats[{i}]")
-        check_devices([(s, f"student_feats[{i}]"), (t, f"teacher_feats[{i}]")])
+        sname, tname = f"student_feats[{i}]", f"teacher_feats[{i}]"
+        _check_feat2(s, sname)
+        _check_feat2(t, tname)
+        if t.device != s.device:  # check_devices' message; the tensors themselves were checked just above
+            raise ValueError(f"{tname} is on {t.device} but {sname} is on {s.device}")
         if s.shape[0] != t.shape[0]:
-            raise ValueError(f"student_feats[{i}] has batch size {s.shape[0]} but teacher_feats[{i}] has {t.shape[0]}")
-        loss = _ops.dad_forward(s, t, form, float(eps))[0]
+            raise ValueError(f"{sname} has batch size {s.shape[0]} but {tname} has {t.shape[0]}")
+        loss = _ops.dad_forward.default(s, t, form, eps)[0]
         total = loss if total is None else total + loss
-    return total.to(out_dtype(*student_feats, *teacher_feats))
+    dtype = out_dtype(*student_feats, *teacher_feats)
+    return total if total.dtype == dtype else total.to(dtype)
