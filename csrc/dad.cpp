@@ -8,6 +8,9 @@ namespace dad {
 
 namespace {
 
+// t in the dtype `acc` (itself when it already is: no dispatcher call on the common path).
+at::Tensor as_acc(const at::Tensor& t, at::ScalarType acc) { return t.scalar_type() == acc ? t : t.to(acc); }
+
 // (B, ...) -> (B, D) in the accumulation dtype `acc`; a view when the input is contiguous and already of that dtype.
 // float16/bfloat16 features are converted to float32 here (the Gram GEMM then runs in float32; ATen has no CPU GEMM
 // with a float32 output from half inputs).
@@ -16,55 +19,66 @@ at::Tensor flat(const at::Tensor& f, const char* name, at::ScalarType acc) {
                     f.sizes());
   TORCH_CHECK_VALUE(f.size(0) > 0, name, " has an empty batch (B = 0)");
   TORCH_CHECK_VALUE(f.numel() > 0, name, " has no features: shape ", f.sizes());
-  return f.reshape({f.size(0), -1}).to(acc);
+  return as_acc(f.dim() == 2 ? f : f.reshape({f.size(0), -1}), acc);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> matrix(const at::Tensor& H, int64_t form, double eps,
-                                                      const Kernels& k) {
+// M (B, B) and the norms (B,) of H (B, D): one GEMM and one kernel.
+std::tuple<at::Tensor, at::Tensor> matrix(const at::Tensor& H, int64_t form, double eps, const Kernels& k) {
   const int64_t B = H.size(0);
   at::Tensor G = at::mm(H, H.t());
   at::Tensor M = at::empty({B, B}, H.options());
   at::Tensor n = at::empty({B}, H.options());
   k.matrix(G, form, eps, M, n);
-  return {M, n, G};
+  return {M, n};
 }
 
-// dH = (dG + dG^T) H, returned in the dtype/shape of `like`.
-at::Tensor feat_grad(const at::Tensor& dM, const at::Tensor& M, const at::Tensor& n, const at::Tensor& like,
+// dH = S H with S = dG + dG^T (written by the kernel), returned in the dtype/shape of `like`.
+at::Tensor feat_grad(const GradSource& src, const at::Tensor& M, const at::Tensor& n, const at::Tensor& like,
                      int64_t form, double eps, const Kernels& k) {
   const int64_t B = M.size(0);
-  at::Tensor dG = at::empty({B, B}, M.options());
-  k.gram_grad(dM.contiguous(), M, n, form, eps, dG);
-  at::Tensor H = flat(like, "feat", M.scalar_type());
-  return at::mm(dG + dG.t(), H).view(like.sizes()).to(like.scalar_type());
+  at::Tensor S = at::empty({B, B}, M.options());
+  k.gram_grad(src, M, n, form, eps, S);
+  at::Tensor dH = at::mm(S, flat(like, "feat", M.scalar_type()));
+  return as_acc(like.dim() == 2 ? dH : dH.view(like.sizes()), like.scalar_type());
 }
 
 void check_eps(double eps) { TORCH_CHECK_VALUE(eps > 0, "eps must be positive, got ", eps); }
 
+// The saved matrices and norms of a backward call, as the kernels read them (contiguous() returns the tensor itself,
+// without a dispatcher call, when it already is).
+void check_saved(const at::Tensor& M, const at::Tensor& n, const char* name) {
+  TORCH_CHECK_VALUE(M.dim() == 2 && M.size(0) == M.size(1) && n.dim() == 1 && n.size(0) == M.size(0), name,
+                    ": expected a (B, B) matrix and (B,) norms, got ", M.sizes(), " and ", n.sizes());
+  TORCH_CHECK_VALUE(M.is_contiguous() && n.is_contiguous() && n.scalar_type() == M.scalar_type(), name,
+                    ": the matrix and norms must be contiguous and of one dtype (the forward's outputs)");
+}
+
 }  // namespace
 
-int64_t parse_form(const std::string& form) {
+int64_t parse_form(c10::string_view form) {
   if (form == "paper") return kPaper;
   if (form == "sp") return kSp;
-  TORCH_CHECK_VALUE(false, "form must be \"paper\" or \"sp\", got \"", form, "\"");
+  TORCH_CHECK_VALUE(false, "form must be \"paper\" or \"sp\", got \"", std::string(form), "\"");
 }
 
 std::tuple<at::Tensor, at::Tensor> cosine_forward(const at::Tensor& feat, double eps, const Kernels& k) {
   check_float_same_device({{&feat, "feat"}});
   check_eps(eps);
-  at::Tensor M, n, G;
-  std::tie(M, n, G) = matrix(flat(feat, "feat", acc_dtype({&feat})), kPaper, eps, k);
-  return {M, n};
+  return matrix(flat(feat, "feat", acc_dtype({&feat})), kPaper, eps, k);
 }
 
 at::Tensor cosine_backward(const at::Tensor& grad, const at::Tensor& feat, const at::Tensor& D, const at::Tensor& norm,
                            double eps, const Kernels& k) {
-  return feat_grad(grad.to(D.scalar_type()), D, norm, feat, kPaper, eps, k);
+  check_saved(D, norm, "discrepancy");
+  TORCH_CHECK_VALUE(grad.sizes() == D.sizes(), "grad has shape ", grad.sizes(), " but discrepancy has ", D.sizes());
+  GradSource src;
+  src.dM = as_acc(grad, D.scalar_type()).contiguous();
+  return feat_grad(src, D, norm, feat, kPaper, eps, k);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_forward(const at::Tensor& hs,
                                                                                      const at::Tensor& ht,
-                                                                                     const std::string& form_name,
+                                                                                     c10::string_view form_name,
                                                                                      double eps, const Kernels& k) {
   // Student and teacher may differ in dtype (a student under autocast against a float32 teacher): both sides are
   // computed in one accumulation dtype (float64 when either is float64, float32 otherwise).
@@ -75,34 +89,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_forw
   at::Tensor Hs = flat(hs, "student_feat", acc), Ht = flat(ht, "teacher_feat", acc);
   TORCH_CHECK_VALUE(Hs.size(0) == Ht.size(0), "student_feat has batch size ", Hs.size(0), " but teacher_feat has ",
                     Ht.size(0));
-  at::Tensor Ms, ns, Gs, Mt, nt, Gt;
-  std::tie(Ms, ns, Gs) = matrix(Hs, form, eps, k);
-  std::tie(Mt, nt, Gt) = matrix(Ht, form, eps, k);
-  at::Tensor diff = Ms - Mt;
-  at::Tensor loss = form == kPaper ? diff.square().sum().sqrt() : diff.square().mean();
+  auto [Ms, ns] = matrix(Hs, form, eps, k);
+  auto [Mt, nt] = matrix(Ht, form, eps, k);
+  at::Tensor loss = at::empty({}, Ms.options());
+  k.loss(Ms, Mt, form, loss);  // one kernel: no difference matrix, no separate square / sum / sqrt
   return {loss, Ms, Mt, ns, nt};
 }
 
 std::vector<at::Tensor> loss_backward(const at::Tensor& grad, const at::Tensor& hs, const at::Tensor& ht,
                                       const at::Tensor& Ms, const at::Tensor& Mt, const at::Tensor& ns,
-                                      const at::Tensor& nt, const at::Tensor& loss, const std::string& form_name,
+                                      const at::Tensor& nt, const at::Tensor& loss, c10::string_view form_name,
                                       double eps, bool need_student, bool need_teacher, const Kernels& k) {
   const int64_t form = parse_form(form_name);
-  const int64_t B = Ms.size(0);
-  at::Tensor g = grad.to(Ms.scalar_type());
-  at::Tensor diff = Ms - Mt;
-  at::Tensor dMs;
-  if (form == kPaper) {
-    // d||X||_F / dX = X / ||X||, taken as 0 where the norm is 0 (the two matrices agree: B = 1, identical features).
-    at::Tensor l = loss.to(Ms.scalar_type());
-    dMs = at::where(l > 0, diff * (g / l.clamp_min(eps)), at::zeros_like(diff));
-  } else {
-    dMs = diff * (g * 2.0 / static_cast<double>(B * B));
-  }
-  at::Tensor none = at::empty({0}, hs.options());
-  std::vector<at::Tensor> out{none, none};
-  if (need_student) out[0] = feat_grad(dMs, Ms, ns, hs, form, eps, k);
-  if (need_teacher) out[1] = feat_grad(-dMs, Mt, nt, ht, form, eps, k);
+  check_saved(Ms, ns, "student_matrix");
+  check_saved(Mt, nt, "teacher_matrix");
+  TORCH_CHECK_VALUE(Mt.sizes() == Ms.sizes() && Mt.scalar_type() == Ms.scalar_type(),
+                    "student_matrix and teacher_matrix differ in shape or dtype: ", Ms.sizes(), " ",
+                    Ms.scalar_type(), " and ", Mt.sizes(), " ", Mt.scalar_type());
+  TORCH_CHECK_VALUE(grad.numel() == 1 && loss.numel() == 1, "grad and loss must have one element each, got shapes ",
+                    grad.sizes(), " and ", loss.sizes());
+  TORCH_CHECK_VALUE(grad.device() == Ms.device() && loss.device() == Ms.device(), "grad (on ", grad.device(),
+                    ") and loss (on ", loss.device(), ") must be on the matrices' device, ", Ms.device());
+  // dL/dM = +-scale (Ms - Mt) is made inside the gradient kernel from grad and the loss (dad_math.h: LossGrad).
+  GradSource src;
+  src.Ms = Ms;
+  src.Mt = Mt;
+  src.grad = as_acc(grad, Ms.scalar_type());
+  src.loss = as_acc(loss, Ms.scalar_type());
+  std::vector<at::Tensor> out(2);
+  if (need_student) out[0] = feat_grad(src, Ms, ns, hs, form, eps, k);
+  src.sign = -1;
+  if (need_teacher) out[1] = feat_grad(src, Mt, nt, ht, form, eps, k);
+  for (int side = 0; side < 2; ++side)
+    if (!out[side].defined()) out[side] = at::empty({0}, hs.options());  // the side not asked for: a placeholder
   return out;
 }
 

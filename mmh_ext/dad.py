@@ -1,6 +1,6 @@
 """Discrepancy-aware distillation (DAD): :func:`cosine_discrepancy` and :func:`dad_loss`, with the fake (meta)
-implementations and the autograd formulas of their operators (``torch.ops.mmh_ext.cosine_discrepancy_*``,
-``dad_*``; kernels in csrc/cpu/dad.cpp and csrc/cuda/dad.cu)."""
+implementations of their operators (``torch.ops.mmh_ext.cosine_discrepancy_*``, ``dad_*``; kernels in csrc/cpu/dad.cpp
+and csrc/cuda/dad.cu, autograd in csrc/dad_autograd.cpp)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -43,25 +43,6 @@ def _cos_backward_fake(grad, feat, d, norm, eps):
     return torch.empty_like(feat, memory_format=torch.contiguous_format)
 
 
-def _cos_setup(ctx, inputs, output):
-    feat, eps = inputs
-    d, norm = output
-    ctx.mark_non_differentiable(norm)
-    ctx.set_materialize_grads(False)
-    ctx.save_for_backward(feat, d, norm)
-    ctx.eps = eps
-
-
-def _cos_backward(ctx, grad, _):
-    feat, d, norm = ctx.saved_tensors
-    if grad is None or not ctx.needs_input_grad[0]:
-        return None, None
-    return _ops.cosine_discrepancy_backward(grad, feat, d, norm, ctx.eps), None
-
-
-torch.library.register_autograd("mmh_ext::cosine_discrepancy_forward", _cos_backward, setup_context=_cos_setup)
-
-
 def cosine_discrepancy(feat: torch.Tensor, *, eps: float = DEFAULT_EPS) -> torch.Tensor:
     """(B, B) cosine discrepancy ``1/2 - 1/2 cos(H_j, H_k)`` between the flattened samples of ``feat`` (B, ...).
 
@@ -71,7 +52,9 @@ def cosine_discrepancy(feat: torch.Tensor, *, eps: float = DEFAULT_EPS) -> torch
     """
     _check_feat2(feat, "feat")
     _check_eps(eps)
-    return _ops.cosine_discrepancy_forward(feat, float(eps))[0].to(out_dtype(feat))
+    d = _ops.cosine_discrepancy_forward.default(feat, float(eps))[0]
+    dtype = out_dtype(feat)
+    return d if d.dtype == dtype else d.to(dtype)
 
 
 @torch.library.register_fake("mmh_ext::dad_forward")
@@ -89,26 +72,6 @@ def _dad_backward_fake(grad, hs, ht, ms, mt, ns, nt, loss, form, eps, need_s, ne
     none = hs.new_empty((0,))
     return [torch.empty_like(hs, memory_format=torch.contiguous_format) if need_s else none,
             torch.empty_like(ht, memory_format=torch.contiguous_format) if need_t else none]
-
-
-def _dad_setup(ctx, inputs, output):
-    hs, ht, form, eps = inputs
-    loss, ms, mt, ns, nt = output
-    ctx.mark_non_differentiable(ms, mt, ns, nt)
-    ctx.set_materialize_grads(False)
-    ctx.save_for_backward(hs, ht, ms, mt, ns, nt, loss)
-    ctx.args = (form, eps)
-
-
-def _dad_backward(ctx, grad, *_):
-    n = ctx.needs_input_grad
-    if grad is None or not (n[0] or n[1]):
-        return None, None, None, None
-    dhs, dht = _ops.dad_backward(grad, *ctx.saved_tensors, *ctx.args, bool(n[0]), bool(n[1]))
-    return (dhs if n[0] else None), (dht if n[1] else None), None, None
-
-
-torch.library.register_autograd("mmh_ext::dad_forward", _dad_backward, setup_context=_dad_setup)
 
 
 def dad_loss(
@@ -148,12 +111,16 @@ def dad_loss(
         raise ValueError(f"student_feats and teacher_feats must pair up: got {len(student_feats)} student and "
                          f"{len(teacher_feats)} teacher layers")
     total = None
+    eps = float(eps)
     for i, (s, t) in enumerate(zip(student_feats, teacher_feats)):
-        _check_feat2(s, f"student_feats[{i}]")
-        _check_feat2(t, f"teacher_feats[{i}]")
-        check_devices([(s, f"student_feats[{i}]"), (t, f"teacher_feats[{i}]")])
+        sname, tname = f"student_feats[{i}]", f"teacher_feats[{i}]"
+        _check_feat2(s, sname)
+        _check_feat2(t, tname)
+        if t.device != s.device:  # check_devices' message; the tensors themselves were checked just above
+            raise ValueError(f"{tname} is on {t.device} but {sname} is on {s.device}")
         if s.shape[0] != t.shape[0]:
-            raise ValueError(f"student_feats[{i}] has batch size {s.shape[0]} but teacher_feats[{i}] has {t.shape[0]}")
-        loss = _ops.dad_forward(s, t, form, float(eps))[0]
+            raise ValueError(f"{sname} has batch size {s.shape[0]} but {tname} has {t.shape[0]}")
+        loss = _ops.dad_forward.default(s, t, form, eps)[0]
         total = loss if total is None else total + loss
-    return total.to(out_dtype(*student_feats, *teacher_feats))
+    dtype = out_dtype(*student_feats, *teacher_feats)
+    return total if total.dtype == dtype else total.to(dtype)

@@ -1,6 +1,6 @@
-"""Cross-stream injection ``x * relu(gate)``: :func:`cross_stream_inject`, with the fake (meta) implementations and
-the autograd formula of its operator (``torch.ops.mmh_ext.cross_stream_inject``; kernels in csrc/cpu/inject.cpp and
-csrc/cuda/inject.cu)."""
+"""Cross-stream injection ``x * relu(gate)``: :func:`cross_stream_inject`, with the fake (meta) implementations of its
+operators (``torch.ops.mmh_ext.cross_stream_inject*``; kernels in csrc/cpu/inject.cpp and csrc/cuda/inject.cu, autograd
+in csrc/inject_autograd.cpp)."""
 from __future__ import annotations
 
 import torch
@@ -29,22 +29,6 @@ def _inject_backward_fake(grad, x, gate):
     same = x.stride() == gate.stride() and is_non_overlapping_and_dense(x) and grad.stride() == x.stride()
     fmt = torch.preserve_format if same else torch.contiguous_format
     return torch.empty_like(x, memory_format=fmt), torch.empty_like(gate, memory_format=fmt)
-
-
-def _inject_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
-def _inject_backward(ctx, grad):
-    x, gate = ctx.saved_tensors
-    if grad is None:
-        return None, None
-    dx, dgate = _ops.cross_stream_inject_backward(grad, x, gate)
-    n = ctx.needs_input_grad
-    return (dx if n[0] else None), (dgate if n[1] else None)
-
-
-torch.library.register_autograd("mmh_ext::cross_stream_inject", _inject_backward, setup_context=_inject_setup)
 
 
 def cross_stream_inject(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 gradients, gradcheck, opcheck, torch.compile, bad input), and what is particular to DAD."""
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import mmh_ext
 from mmh_ext import reference as R
@@ -128,3 +129,45 @@ def test_degenerate_batches_are_finite(form):
     loss = mmh_ext.dad_loss(h, h.detach().clone(), form=form)
     loss.backward()
     assert torch.equal(h.grad, torch.zeros_like(h))
+
+
+class _RecordDadBackward(TorchDispatchMode):
+    """Records the need_student/need_teacher flags of every dad_backward call (below autograd)."""
+
+    def __init__(self):
+        super().__init__()
+        self.flags = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.mmh_ext.dad_backward.default:
+            self.flags.append(tuple(args[-2:]))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("side", ["student", "teacher", "both"])
+def test_gradient_of_the_sides_that_require_it(form, side):
+    # The autograd (C++) asks the backward op for the requested sides only and returns no gradient for the others.
+    hs = torch.randn(6, 4, 3, dtype=torch.float64, requires_grad=side in ("student", "both"))
+    ht = torch.randn(6, 5, dtype=torch.float64, requires_grad=side in ("teacher", "both"))
+    leaves = [t for t in (hs, ht) if t.requires_grad]
+    with _RecordDadBackward() as rec:
+        got = torch.autograd.grad(mmh_ext.dad_loss(hs, ht, form=form) * 3.0, leaves)
+    assert rec.flags == [(hs.requires_grad, ht.requires_grad)]
+    rs, rt = (t.detach().requires_grad_(t.requires_grad) for t in (hs, ht))
+    want = torch.autograd.grad(R.dad_loss(rs, rt, form=form) * 3.0, [t for t in (rs, rt) if t.requires_grad])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    # through .backward(): only the leaves that require grad get one
+    mmh_ext.dad_loss(hs, ht, form=form).backward()
+    assert (hs.grad is not None) == hs.requires_grad and (ht.grad is not None) == ht.requires_grad
+
+
+def test_matrices_and_norms_are_not_differentiable():
+    hs, ht = torch.randn(5, 7, requires_grad=True), torch.randn(5, 3, requires_grad=True)
+    loss, ms, mt, ns, nt = torch.ops.mmh_ext.dad_forward(hs, ht, "paper", 1e-8)
+    assert loss.requires_grad and not any(t.requires_grad for t in (ms, mt, ns, nt))
+    d, norm = torch.ops.mmh_ext.cosine_discrepancy_forward(hs, 1e-8)
+    assert d.requires_grad and not norm.requires_grad
+    (g,) = torch.autograd.grad(d.sum(), (hs,))
+    torch.testing.assert_close(g, torch.autograd.grad(R.cosine_discrepancy(hs).sum(), (hs,))[0])

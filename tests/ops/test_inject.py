@@ -90,3 +90,15 @@ def test_layouts_are_kept():
     x3 = torch.randn(2, 3, 4, 5, 6).to(memory_format=torch.channels_last_3d)
     g3 = torch.randn(2, 3, 4, 5, 6).to(memory_format=torch.channels_last_3d)
     assert mmh_ext.cross_stream_inject(x3, g3).is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_gradient_of_one_input():
+    # The autograd (C++) returns a gradient only for the inputs that require one.
+    for x_grad in (True, False):
+        x = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=x_grad)
+        g = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=not x_grad)
+        d = torch.randn(3, 4, 5, dtype=torch.float64)
+        mmh_ext.cross_stream_inject(x, g).backward(d)
+        want = d * torch.relu(g.detach()) if x_grad else torch.where(g.detach() > 0, d * x.detach(), 0.0)
+        torch.testing.assert_close(x.grad if x_grad else g.grad, want, **EXACT)
+        assert (g.grad if x_grad else x.grad) is None
