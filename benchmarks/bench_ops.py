@@ -846,7 +846,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.time_budget is not None and elapsed > args.time_budget:
                 _skip(case, args, rows)
             else:
-                measured.append((case, *_run_case(case, args, elapsed, rows)))
+                case_rows, compiled = _run_case(case, args, elapsed, rows)
+                measured.append((case, compiled, case_rows))
         if args.device == "cuda" and not args.no_gpu_time:
             remaining = None if args.time_budget is None else args.time_budget - (time.perf_counter() - t_start)
             gpu_phase(measured, remaining, rows)
