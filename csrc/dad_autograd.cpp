@@ -62,7 +62,9 @@ class LossFunction : public torch::autograd::Function<LossFunction> {
     auto [loss, ms, mt, ns, nt] = op.call(hs, ht, form, eps);
     ctx->mark_non_differentiable({ms, mt, ns, nt});
     ctx->set_materialize_grads(false);  // the matrices and norms get no gradient: no zeros are made for them
-    ctx->save_for_backward({hs, ht, ms, mt, ns, nt, loss});
+    // a side's features serve only its own gradient: not kept when they need none (a frozen teacher's feature map)
+    const auto keep = [](const at::Tensor& h) { return h.requires_grad() ? h : at::empty({0}, h.options()); };
+    ctx->save_for_backward({keep(hs), keep(ht), ms, mt, ns, nt, loss});
     ctx->saved_data["form"] = std::string(form);
     ctx->saved_data["eps"] = eps;
     return {loss, ms, mt, ns, nt};

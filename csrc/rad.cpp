@@ -98,8 +98,12 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& gs, c
   const at::Tensor g = grad.to(acc);  // read through its strides (the gradient of a mean is an expanded scalar)
   at::Tensor dcs, dct;
   if (need_student) dcs = at::empty({B, G2, K}, ls.options());
-  if (need_teacher) dct = at::empty({B, G2, K}, ls.options());
-  k.cell_grads(g, ls, lt, p, temperature, dcs, dct);
+  at::Tensor kl;  // per (sample, region), for the teacher side's gradient: once per row, not once per cell and class
+  if (need_teacher) {
+    dct = at::empty({B, G2, K}, ls.options());
+    kl = at::sub(lt, ls).mul_(lt.exp()).sum(-1);
+  }
+  k.cell_grads(g, ls, lt, kl, p, temperature, dcs, dct);
 
   // Each gradient in its input's dtype: d feat in the feature dtype (written directly by the unpooling kernel from the
   // accumulation dtype), d weight in the weight's dtype; d bias stays in the accumulation dtype (the Python API casts

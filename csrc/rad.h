@@ -24,9 +24,10 @@ struct Kernels {
                   const at::Tensor& bias_t, const Pyramid& p, double temperature, at::Tensor& loss, at::Tensor& logp_s,
                   at::Tensor& logp_t);
   // grad (B, N) acc, any strides -> d cell logits (B, grid*grid, K) for each side (an undefined tensor when that side
-  // is not needed): through the softmax/KL of every region and the region means, in one pass.
-  void (*cell_grads)(const at::Tensor& grad, const at::Tensor& logp_s, const at::Tensor& logp_t, const Pyramid& p,
-                     double temperature, at::Tensor& dcells_s, at::Tensor& dcells_t);
+  // is not needed): through the softmax/KL of every region and the region means, in one pass. kl: KL(p_t || p_s) per
+  // (B, N) row, contiguous; defined when the teacher side is needed (its gradient uses it).
+  void (*cell_grads)(const at::Tensor& grad, const at::Tensor& logp_s, const at::Tensor& logp_t, const at::Tensor& kl,
+                     const Pyramid& p, double temperature, at::Tensor& dcells_s, at::Tensor& dcells_t);
   // dg (B, grid*grid, C) acc -> dfeat (B, C, H, W) contiguous, a dtype whose acc_t is acc (preallocated).
   void (*unpool)(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat);
 };

@@ -175,9 +175,10 @@ MMH_HD void row_item(int64_t i, int64_t K, acc t2, acc* ls, acc* lt, acc* loss) 
 
 // i = (b * grid^2 + cell) * K + k  ->  d cell logits of (b, cell, k) for each side that is not null. g: the upstream
 // gradient (B, N), element (b, n) at g[b * gb + n * gn] (any strides: the gradient of a mean is an expanded scalar).
+// kl: KL(p_t || p_s) of each (b, n), (B, N) contiguous, read only for the teacher side (dt not null).
 template <typename acc>
 MMH_HD void cell_grad_item(int64_t i, const acc* g, int64_t gb, int64_t gn, const acc* ls, const acc* lt,
-                           const Pyramid& p, int64_t K, acc t, acc* ds, acc* dt) {
+                           const acc* kl, const Pyramid& p, int64_t K, acc t, acc* ds, acc* dt) {
   const int64_t G2 = p.grid * p.grid, N = p.num_regions;
   const int64_t k = i % K, cell = (i / K) % G2, b = i / (K * G2);
   acc sum_s = acc(0), sum_t = acc(0);
@@ -186,7 +187,7 @@ MMH_HD void cell_grad_item(int64_t i, const acc* g, int64_t gb, int64_t gn, cons
     const acc scale = g[b * gb + n * gn] * t / static_cast<acc>(area);
     const acc pt = mmh_exp(lt[row + k]);
     if (ds != nullptr) sum_s += scale * (mmh_exp(ls[row + k]) - pt);
-    if (dt != nullptr) sum_t += scale * pt * (lt[row + k] - ls[row + k] - kl_from_logp(ls + row, lt + row, K));
+    if (dt != nullptr) sum_t += scale * pt * (lt[row + k] - ls[row + k] - kl[b * N + n]);
   });
   if (ds != nullptr) ds[i] = sum_s;
   if (dt != nullptr) dt[i] = sum_t;

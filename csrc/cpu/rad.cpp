@@ -236,8 +236,8 @@ void forward_cpu(const at::Tensor& cs, const at::Tensor& ct, const at::Tensor& b
   });
 }
 
-void cell_grads_cpu(const at::Tensor& grad, const at::Tensor& ls, const at::Tensor& lt, const Pyramid& p,
-                    double temperature, at::Tensor& dcs, at::Tensor& dct) {
+void cell_grads_cpu(const at::Tensor& grad, const at::Tensor& ls, const at::Tensor& lt, const at::Tensor& kl,
+                    const Pyramid& p, double temperature, at::Tensor& dcs, at::Tensor& dct) {
   const int64_t B = ls.size(0), N = ls.size(1), K = ls.size(2), G2 = p.grid * p.grid;
   if (fast_region_math(ls)) {
     // d region logits: d/dz_s = g T (p_s - p_t),  d/dz_t = g T p_t (log p_t - log p_s - KL); then d cells = R^T @ dz,
@@ -247,8 +247,7 @@ void cell_grads_cpu(const at::Tensor& grad, const at::Tensor& ls, const at::Tens
     if (dcs.defined()) at::bmm_out(dcs, Rt, at::sub(ls.exp(), pt).mul_(gT));
     if (dct.defined()) {
       at::Tensor dz = at::sub(lt, ls);
-      const at::Tensor kl = at::mul(dz, pt).sum(-1, /*keepdim=*/true);
-      dz.sub_(kl).mul_(pt).mul_(gT);
+      dz.sub_(kl.unsqueeze(-1)).mul_(pt).mul_(gT);
       at::bmm_out(dct, Rt, dz);
     }
     return;
@@ -259,9 +258,9 @@ void cell_grads_cpu(const at::Tensor& grad, const at::Tensor& ls, const at::Tens
     scalar_t* ds = dcs.defined() ? dcs.mutable_data_ptr<scalar_t>() : nullptr;
     scalar_t* dt = dct.defined() ? dct.mutable_data_ptr<scalar_t>() : nullptr;
     const scalar_t temp = static_cast<scalar_t>(temperature);
+    const scalar_t* r = kl.defined() ? kl.const_data_ptr<scalar_t>() : nullptr;
     const int64_t gb = grad.stride(0), gn = grad.stride(1);
-    for_items(B * G2 * K, 4 * p.num_levels * (dt ? K : 1),
-              [&](int64_t i) { cell_grad_item(i, g, gb, gn, s, t, p, K, temp, ds, dt); });
+    for_items(B * G2 * K, 4 * p.num_levels, [&](int64_t i) { cell_grad_item(i, g, gb, gn, s, t, r, p, K, temp, ds, dt); });
   });
 }
 

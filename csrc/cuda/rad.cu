@@ -6,6 +6,7 @@
 #include "../rad.h"
 #include "launch.cuh"
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 
@@ -41,9 +42,9 @@ __global__ void row_kernel(int64_t K, acc t2, int64_t total, acc* ls, acc* lt, a
 }
 
 template <typename acc>
-__global__ void cell_grad_kernel(const acc* g, int64_t gb, int64_t gn, const acc* ls, const acc* lt, Pyramid p,
-                                 int64_t K, acc t, int64_t total, acc* ds, acc* dt) {
-  MMH_GRID_STRIDE(i, total) { cell_grad_item(i, g, gb, gn, ls, lt, p, K, t, ds, dt); }
+__global__ void cell_grad_kernel(const acc* g, int64_t gb, int64_t gn, const acc* ls, const acc* lt, const acc* kl,
+                                 Pyramid p, int64_t K, acc t, int64_t total, acc* ds, acc* dt) {
+  MMH_GRID_STRIDE(i, total) { cell_grad_item(i, g, gb, gn, ls, lt, kl, p, K, t, ds, dt); }
 }
 
 template <typename scalar_t, typename I>
@@ -64,7 +65,9 @@ void pool_cuda(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
           I(feat.size(2)), I(feat.size(3)), I(feat.size(1)), I(grid), I(total), out.mutable_data_ptr<acc_t<scalar_t>>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
-    if (fits_int32(total) && fits_int32(span)) launch(int32_t(0)); else launch(int64_t(0));
+    // the bin arithmetic forms (cell + 1) * H + grid and (cell + 1) * W + grid
+    const int64_t bins = (grid + 1) * std::max(feat.size(2), feat.size(3)) + grid;
+    if (fits_int32(total) && fits_int32(span) && fits_int32(bins)) launch(int32_t(0)); else launch(int64_t(0));
   });
 }
 
@@ -87,13 +90,14 @@ void forward_cuda(const at::Tensor& cs, const at::Tensor& ct, const at::Tensor& 
   });
 }
 
-void cell_grads_cuda(const at::Tensor& grad, const at::Tensor& ls, const at::Tensor& lt, const Pyramid& p,
-                     double temperature, at::Tensor& dcs, at::Tensor& dct) {
+void cell_grads_cuda(const at::Tensor& grad, const at::Tensor& ls, const at::Tensor& lt, const at::Tensor& kl,
+                     const Pyramid& p, double temperature, at::Tensor& dcs, at::Tensor& dct) {
   const int64_t K = ls.size(2), total = ls.size(0) * p.grid * p.grid * K;
   AT_DISPATCH_FLOATING_TYPES(ls.scalar_type(), "rad_cell_grads_cuda", [&] {
     cell_grad_kernel<scalar_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         grad.const_data_ptr<scalar_t>(), grad.stride(0), grad.stride(1), ls.const_data_ptr<scalar_t>(),
-        lt.const_data_ptr<scalar_t>(), p, K, static_cast<scalar_t>(temperature), total,
+        lt.const_data_ptr<scalar_t>(), kl.defined() ? kl.const_data_ptr<scalar_t>() : nullptr, p, K,
+        static_cast<scalar_t>(temperature), total,
         dcs.defined() ? dcs.mutable_data_ptr<scalar_t>() : nullptr,
         dct.defined() ? dct.mutable_data_ptr<scalar_t>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -110,7 +114,9 @@ void unpool_cuda(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
           I(total), dfeat.mutable_data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
-    if (fits_int32(total) && fits_int32(dg.numel())) launch(int32_t(0)); else launch(int64_t(0));
+    // the bin arithmetic forms (y + 1) * grid and (x + 1) * grid
+    const int64_t bins = (std::max(dfeat.size(2), dfeat.size(3)) + 1) * grid;
+    if (fits_int32(total) && fits_int32(dg.numel()) && fits_int32(bins)) launch(int32_t(0)); else launch(int64_t(0));
   });
 }
 

@@ -171,3 +171,22 @@ def test_matrices_and_norms_are_not_differentiable():
     assert d.requires_grad and not norm.requires_grad
     (g,) = torch.autograd.grad(d.sum(), (hs,))
     torch.testing.assert_close(g, torch.autograd.grad(R.cosine_discrepancy(hs).sum(), (hs,))[0])
+
+
+def test_a_frozen_side_is_not_kept_for_the_backward():
+    """A teacher feature map that needs no gradient is not saved for the backward (an empty placeholder); the student's
+    is; the student's gradient is unchanged (against the float64 reference)."""
+    saved = []
+
+    def pack(t):
+        saved.append(tuple(t.shape))
+        return t
+
+    h = torch.randn(6, 5, 3, 3, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(6, 7, 2, 2, dtype=torch.float64)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        loss = mmh_ext.dad_loss(h, t)
+    assert (6, 5, 3, 3) in saved and (6, 7, 2, 2) not in saved and (0,) in saved
+    (got,) = torch.autograd.grad(loss, [h])
+    (want,) = torch.autograd.grad(R.dad_loss(h, t), [h])
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

@@ -72,6 +72,9 @@ class TestRadLoss(OpTester):
         for shape in (SHAPES[0], SHAPES[4]):
             args = [t.to(device).requires_grad_(True) for t in _inputs(shape, torch.float64)]
             calls.append((torch.ops.mmh_ext.rad_forward.default, (*args, shape[8], list(shape[9]), 2.0)))
+        # the feature maps and a bias train, both classifier weights are frozen: the forward keeps no pooled grid
+        args = [t.to(device).requires_grad_(i in (0, 1, 3)) for i, t in enumerate(_inputs(SHAPES[4], torch.float64))]
+        calls.append((torch.ops.mmh_ext.rad_forward.default, (*args, SHAPES[4][8], list(SHAPES[4][9]), 2.0)))
         args = [t.to(device) for t in _inputs(SHAPES[0], torch.float32)]
         return calls + [(torch.ops.mmh_ext.rad_forward.default, (*args, 4, [4, 2, 1], 2.0))]
 
@@ -260,3 +263,36 @@ def test_gradients_of_a_subset_of_inputs(kernel_mode, trainable):
     got = torch.autograd.grad(mmh_ext.rad_loss(*ins, **kw), [t for t in ins if t.requires_grad])
     for name, a, b in zip([n for n in names if n in trainable], got, want):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m, name=name: f"d {name}: {m}")
+
+
+def test_compile_with_frozen_classifiers():
+    """torch.compile(fullgraph=True) with the classifier weights frozen (the benchmark's and a frozen teacher's case:
+    the forward keeps no pooled grid, the backward's fake returns an empty weight gradient): the same loss and
+    feature gradients as eager."""
+    fs, ft, ws, bs, wt, bt = _inputs(SHAPES[0], torch.float32)
+    fn = lambda *a: mmh_ext.rad_loss(*a, reduction="mean")  # noqa: E731
+    res = []
+    for f in (fn, torch.compile(fn, fullgraph=True)):
+        x, b = fs.clone().requires_grad_(True), bs.clone().requires_grad_(True)
+        loss = f(x, ft, ws, b, wt, bt)
+        res.append((loss, *torch.autograd.grad(loss, [x, b])))
+    for a, b in zip(res[0], res[1]):
+        torch.testing.assert_close(a, b, **TOL[torch.float32])
+
+
+def test_frozen_inputs_are_not_kept_for_the_backward():
+    """A network whose classifier weight needs no gradient: its pooled grid is not saved (an empty placeholder); the
+    trainable side keeps its own."""
+    saved = []
+
+    def pack(t):
+        saved.append(tuple(t.shape))
+        return t
+
+    fs, ft, ws, bs, wt, bt = _inputs(SHAPES[0], torch.float32)
+    x, w = fs.clone().requires_grad_(True), ws.clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        mmh_ext.rad_loss(x, ft, w, bs, wt, bt)
+    b, g2 = SHAPES[0][0], SHAPES[0][8] ** 2
+    assert (b, g2, SHAPES[0][1]) in saved  # the student's pooled grid: its weight trains
+    assert (b, g2, SHAPES[0][4]) not in saved and (0,) in saved  # the frozen teacher's: a placeholder
