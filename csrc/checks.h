@@ -2,10 +2,12 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/util/Exception.h>
 
 #include <initializer_list>
 #include <utility>
+#include <vector>
 
 namespace mmh_ext {
 
@@ -28,6 +30,20 @@ inline at::ScalarType acc_dtype(std::initializer_list<const at::Tensor*> ts) {
   for (const at::Tensor* t : ts)
     if (t->scalar_type() == at::kDouble) return at::kDouble;
   return at::kFloat;
+}
+
+// Called at the start of each C++ autograd backward. The backward ops have no autograd of their own, so a second-order
+// gradient through them (torch.autograd.grad(..., create_graph=True), e.g. a gradient penalty) would be missing or
+// wrong without a word: refused instead, wherever one would be taken (grad mode on inside the backward and a tensor
+// it reads that requires grad).
+inline void check_no_double_backward(const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& saved,
+                                     const char* op, const char* reference) {
+  if (!at::GradMode::is_enabled()) return;
+  bool needs = false;
+  for (const auto* list : {&grads, &saved})
+    for (const at::Tensor& t : *list) needs = needs || (t.defined() && t.requires_grad());
+  TORCH_CHECK(!needs, op, " has no double backward: a gradient taken with create_graph=True through it cannot be "
+              "differentiated again (use ", reference, ", the pure-PyTorch version, for second-order gradients)");
 }
 
 }  // namespace mmh_ext

@@ -7,6 +7,8 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include "checks.h"
+
 #include <string>
 
 namespace mmh_ext {
@@ -47,6 +49,7 @@ class CosineFunction : public torch::autograd::Function<CosineFunction> {
     variable_list out(2);  // inputs: feat, eps
     if (!grads[0].defined() || !ctx->needs_input_grad(0)) return out;
     const auto saved = ctx->get_saved_variables();
+    check_no_double_backward(grads, saved, "mmh_ext.cosine_discrepancy", "mmh_ext.reference.cosine_discrepancy");
     out[0] = op.call(grads[0], saved[0], saved[1], saved[2], ctx->saved_data["eps"].toDouble());
     return out;
   }
@@ -77,6 +80,7 @@ class LossFunction : public torch::autograd::Function<LossFunction> {
     const bool need_s = ctx->needs_input_grad(0), need_t = ctx->needs_input_grad(1);
     if (!grads[0].defined() || !(need_s || need_t)) return out;
     const auto s = ctx->get_saved_variables();
+    check_no_double_backward(grads, s, "mmh_ext.dad_loss", "mmh_ext.reference.dad_loss");
     std::vector<at::Tensor> g = op.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6],
                                         ctx->saved_data["form"].toStringRef(), ctx->saved_data["eps"].toDouble(),
                                         need_s, need_t);

@@ -6,6 +6,8 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include "checks.h"
+
 namespace mmh_ext {
 namespace inject {
 namespace {
@@ -33,6 +35,7 @@ class InjectFunction : public torch::autograd::Function<InjectFunction> {
     variable_list out(2);
     if (!grads[0].defined()) return out;
     const auto saved = ctx->get_saved_variables();
+    check_no_double_backward(grads, saved, "mmh_ext.cross_stream_inject", "mmh_ext.reference.cross_stream_inject");
     auto [dx, dgate] = op.call(grads[0], saved[0], saved[1]);  // one pass computes both
     if (ctx->needs_input_grad(0)) out[0] = dx;
     if (ctx->needs_input_grad(1)) out[1] = dgate;

@@ -6,6 +6,8 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include "checks.h"
+
 namespace mmh_ext {
 namespace rad {
 namespace {
@@ -59,6 +61,7 @@ class RadFunction : public torch::autograd::Function<RadFunction> {
     const bool need_t = ctx->needs_input_grad(1) || ctx->needs_input_grad(4) || ctx->needs_input_grad(5);
     if (!grads[0].defined() || !(need_s || need_t)) return out;
     const auto saved = ctx->get_saved_variables();
+    check_no_double_backward(grads, saved, "mmh_ext.rad_loss", "mmh_ext.reference.rad_loss");
     const auto dtypes = ctx->saved_data["dtypes"].toIntVector();
     const auto dt = [&](int i) { return static_cast<at::ScalarType>(dtypes[i]); };
     const auto shw = ctx->saved_data["shw"].toSymIntVector(), thw = ctx->saved_data["thw"].toSymIntVector();

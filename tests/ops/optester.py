@@ -193,6 +193,22 @@ class OpTester:
         for a, b in zip(got_grads, want_grads):
             torch.testing.assert_close(a, b, **self.compile_grad_tol)
 
+    def test_double_backward_is_refused(self):
+        """A gradient taken with create_graph=True through the op cannot be differentiated again (the backward ops have
+        no autograd): a clear error, not a second-order gradient that is silently missing or wrong; a first-order one
+        with create_graph=False, and one with create_graph=True through a graph without the op, are unaffected."""
+        sample = self.gradcheck_inputs()[0]
+        args, _ = prepare(sample, "cpu", torch.float64, "contiguous", requires_grad=True)
+        out = self.fn(*args, **sample.kwargs)
+        with pytest.raises(RuntimeError, match="no double backward"):
+            torch.autograd.grad(out.sum(), tensors(args), create_graph=True)
+        assert all(g is not None for g in torch.autograd.grad(self.fn(*args, **sample.kwargs).sum(), tensors(args)))
+        with torch.no_grad():
+            frozen = self.fn(*args, **sample.kwargs)
+        x = tensors(args)[0]
+        (g,) = torch.autograd.grad((x * x).sum() + frozen.sum(), [x], create_graph=True)
+        assert g.requires_grad
+
     def test_bad_input_names_the_argument(self, bad_input):
         call, exc, word = bad_input
         with pytest.raises(exc, match=re.escape(word)):
