@@ -71,8 +71,8 @@ def _streams(res: dict) -> dict[str, float]:
     """A multiple-stream run's per-stream val accuracies: step 1's RGB and depth streams (each alone), and the
     hallucination stream alone after steps 3 and 4 (the stages' own metric is the streams' fused prediction)."""
     from mmh.config import load_config
-    from mmh.evaluation import accuracy, eval_batches
-    from mmh.evaluation.thesis import stream_logits
+    from mmh.evaluation import eval_batches
+    from mmh.evaluation.thesis import stream_accuracies
     from mmh.runner import load_split, stage_model_path
     from mmh.train.checkpoint import load_model
 
@@ -80,8 +80,8 @@ def _streams(res: dict) -> dict[str, float]:
     val = load_split(cfg, "val")
     out = {}
     for stage, streams in (("step1", ("rgb", "depth")), ("step3", ("hall",)), ("step4", ("hall",))):
-        per, labels = stream_logits(load_model(stage_model_path(res["run_dir"], res, stage)), eval_batches(val, 256))
-        out.update({f"{stage} {s} alone": accuracy(per[s], labels) for s in streams})
+        acc = stream_accuracies(load_model(stage_model_path(res["run_dir"], res, stage)), eval_batches(val, 256))
+        out.update({f"{stage} {s} alone": acc[s] for s in streams})
     return out
 
 

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from ..evaluation.metrics import accuracy, mean_std
+from ..evaluation.metrics import mean_std
 from ..evaluation.plots import plot_methods, plot_sweep
 from ..evaluation.prediction import eval_batches
-from ..evaluation.thesis import SIGMA2_GRID, mcl_metrics, noise_sweep, noisy_batches, stream_logits
+from ..evaluation.thesis import SIGMA2_GRID, mcl_metrics, noise_sweep, noisy_batches, stream_accuracies
 from ..utils.io import write_json
 from .jobs import Job, run_phases
 
@@ -98,12 +98,10 @@ def _fmt(vals: Sequence[float]) -> str:
     return f"{100 * m:.1f} ± {100 * s:.1f}"
 
 
-def _per_stream(rows: dict[str, list[float]], model: nn.Module, eval_set: Any, row: str) -> dict[str, Tensor]:
-    """Append each stream's accuracy to ``rows[row.format(stream=...)]``; return the per-stream logits."""
-    per, labels = stream_logits(model, eval_batches(eval_set, 256))
-    for stream, z in per.items():
-        rows.setdefault(row.format(stream=stream), []).append(accuracy(z, labels))
-    return per
+def _per_stream(rows: dict[str, list[float]], model: nn.Module, eval_set: Any, row: str) -> None:
+    """Append each stream's accuracy alone to ``rows[row.format(stream=...)]``."""
+    for stream, acc in stream_accuracies(model, eval_batches(eval_set, 256)).items():
+        rows.setdefault(row.format(stream=stream), []).append(acc)
 
 
 def _step_rows(runs: _Runs, variant: str, eval_set: Any) -> dict[str, list[float]]:
@@ -116,8 +114,8 @@ def _step_rows(runs: _Runs, variant: str, eval_set: Any) -> dict[str, list[float
             rows.setdefault(f"{st} two-stream (RGB+D)", []).append(runs.stage_acc(variant, s, st))
         rows.setdefault("step3 RGB+hall (RGB input)", []).append(runs.stage_acc(variant, s, "step3"))
         for st in ("step3", "step4"):
-            per, labels = stream_logits(runs.model(variant, s, st), eval_batches(eval_set, 256))
-            rows.setdefault(f"{st} hall stream alone (RGB input)", []).append(accuracy(per["hall"], labels))
+            acc = stream_accuracies(runs.model(variant, s, st), eval_batches(eval_set, 256))["hall"]
+            rows.setdefault(f"{st} hall stream alone (RGB input)", []).append(acc)
         rows.setdefault("step4 RGB+hall fine-tuned (RGB input)", []).append(runs.stage_acc(variant, s, "step4"))
     return rows
 
@@ -172,8 +170,8 @@ def _analyse(runs: _Runs, eval_set: Any, eval_set_mcl: Any) -> dict[str, Any]:
     # ModDrop as the thesis evaluates it: RGB + blank depth (the "void" column above) and the RGB stream alone
     out["moddrop_rgb_only"] = []
     for s in range(runs.seeds):
-        per, labels = stream_logits(runs.model("moddrop", s, "moddrop"), noisy_batches(eval_set, 256, "depth", "void"))
-        out["moddrop_rgb_only"].append(accuracy(per["rgb"], labels))
+        batches = noisy_batches(eval_set, 256, "depth", "void")
+        out["moddrop_rgb_only"].append(stream_accuracies(runs.model("moddrop", s, "moddrop"), batches)["rgb"])
     for method in ("admd", "admd_naive"):
         out["switch_signal"][method], out["admd"][method] = _switch_signal(runs, method, eval_set)
     out["admd"]["streams"] = {}

@@ -41,6 +41,12 @@ def stream_logits(model: nn.Module, batches: Any, device: torch.device | str = "
     return {s: torch.cat([out[s] for out in outputs]) for s in streams}, labels
 
 
+def stream_accuracies(model: nn.Module, batches: Any, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Each stream's accuracy alone {stream: accuracy} of ``model`` over ``batches`` (eval mode)."""
+    per, labels = stream_logits(model, batches, device)
+    return {s: accuracy(z, labels) for s, z in per.items()}
+
+
 def subset_logits(per_stream: Mapping[str, Tensor], subset: Sequence[str]) -> Tensor:
     """Σ over a subset of streams: the mean of their logits (KeyError naming a stream that does not exist)."""
     if not subset:
