@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 
-from mmh.benchmarks.jobs import run_job
+from mmh.benchmarks.jobs import Job, Progress, job_pool, map_jobs
 from mmh.evaluation import mean_std
 
 #: (row name, method, extra overrides)
@@ -45,7 +44,7 @@ def _parse() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def _phases(a: argparse.Namespace, steps: list[int], out: Path) -> list[list[tuple[tuple, tuple[str, int, int]]]]:
+def _phases(a: argparse.Namespace, steps: list[int], out: Path) -> list[list[tuple[Job, tuple[str, int, int]]]]:
     """(job, (row name, steps, seed)) per phase: teachers first, the students reuse them from the cache."""
     jobs = []
     for phase in (ROWS[:2], ROWS[2:]):
@@ -56,7 +55,7 @@ def _phases(a: argparse.Namespace, steps: list[int], out: Path) -> list[list[tup
                     over = ("train.progress=false", f"train.steps={st}", "dataset.eval_split=val",
                             f"dataset.split_kwargs.val.size={a.val_size}", f"output.cache={out / 'cache'}", *extra)
                     tag = name.replace(" ", "_").replace("=", "-")
-                    ph.append(((a.dataset, method, seed, over, str(out / "runs" / f"{tag}-st{st}-s{seed}")),
+                    ph.append((Job(a.dataset, method, seed, over, str(out / "runs" / f"{tag}-st{st}-s{seed}")),
                                (name, st, seed)))
         jobs.append(ph)
     return jobs
@@ -67,10 +66,11 @@ def main() -> None:
     steps = [int(s) for s in a.steps.split(",")]
     out = Path(a.out)
     acc: dict[tuple[str, int], list[float]] = {}
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(a.workers) as pool:
-        for ph in _phases(a, steps, out):
-            for (_, (name, st, _seed)), res in zip(ph, pool.map(run_job, [j for j, _ in ph], chunksize=1)):
+    phases = _phases(a, steps, out)
+    with job_pool(a.workers) as pool:
+        progress = Progress(sum(len(ph) for ph in phases))
+        for ph in phases:
+            for (_, (name, st, _seed)), res in zip(ph, map_jobs([j for j, _ in ph], pool, progress), strict=True):
                 acc.setdefault((name, st), []).append(res["final"][a.metric])
     print(f"{a.dataset}: val {a.metric} ({a.val_size} samples), mean ± std over {a.seeds} seeds, by training steps")
     print("| method | " + " | ".join(str(s) for s in steps) + " |")
