@@ -101,8 +101,12 @@ def pad_error_rates_by_species(pred_bona_fide: Tensor, is_bona_fide: Tensor, spe
                          f"({len(species)}) must have one entry per sample")
     pooled = pad_error_rates(pred, truth)
     out: dict[str, float] = {}
-    for sp in sorted({str(species[i]) for i in range(len(species)) if not truth[i]}):
-        mask = torch.tensor([str(x) == sp for x in species]) & ~truth
+    names = [str(x) for x in species]  # one pass over the samples in Python; the rest on tensors
+    index = {sp: j for j, sp in enumerate(sorted(set(names)))}
+    code = torch.tensor([index[n] for n in names], dtype=torch.long)
+    attack = ~truth
+    for sp in sorted({sp for sp, is_attack in zip(names, attack.tolist()) if is_attack}):
+        mask = (code == index[sp]) & attack
         out[f"apcer_iso/{sp}"] = float((pred & mask).sum()) / float(mask.sum())
     out["apcer_iso"] = max(out.values())
     out["bpcer"] = pooled["bpcer"]
