@@ -83,6 +83,11 @@ CellPixels::CellPixels(int64_t H, int64_t W, int64_t grid) : offset{0}, cell_off
 namespace {
 
 #if MMH_EXT_RAD_AVX
+// The dtypes simd_pooling admits (float32, float16, bfloat16): no float64 instantiation of the AVX code.
+#define MMH_DISPATCH_SIMD_TYPES(TYPE, NAME, ...)                                                          \
+  AT_DISPATCH_SWITCH(TYPE, NAME, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__) \
+                                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+
 // NCHW float32/float16/bfloat16 features (sums in float32), C >= 8, on a CPU with AVX: the channel-vectorised pooling
 // of rad_pool_avx.h; channels past the last multiple of 8 are summed one plane at a time, in the same order.
 bool simd_pooling(const at::Tensor& feat_or_dfeat, const at::Tensor& cells) {
@@ -96,7 +101,7 @@ void pool_simd(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
   const int64_t nblk = C / 8, C8 = nblk * 8;
   const CellPixels cp(feat.size(2), feat.size(3), grid);
   float* o = out.mutable_data_ptr<float>();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feat.scalar_type(), "rad_pool_simd", [&] {
+  MMH_DISPATCH_SIMD_TYPES(feat.scalar_type(), "rad_pool_simd", [&] {
     const scalar_t* f = feat.const_data_ptr<scalar_t>();
     at::parallel_for(0, B * nblk, grain(16 * HW), [&](int64_t begin, int64_t end) {
       pool_blocks(f, cp, C, HW, begin, end, o);
@@ -119,7 +124,7 @@ void unpool_simd(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
   const int64_t nblk = C / 8, C8 = nblk * 8;
   const CellPixels cp(dfeat.size(2), dfeat.size(3), grid);
   const float* g = dg.const_data_ptr<float>();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dfeat.scalar_type(), "rad_unpool_simd", [&] {
+  MMH_DISPATCH_SIMD_TYPES(dfeat.scalar_type(), "rad_unpool_simd", [&] {
     scalar_t* o = dfeat.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, B * nblk, grain(16 * HW), [&](int64_t begin, int64_t end) {
       unpool_blocks(g, cp, C, HW, begin, end, o);
