@@ -73,9 +73,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
   at::Tensor gt = at::empty({B, G2, ft.size(1)}, opts);
   k.pool(acc == at::kDouble ? fs.to(acc) : fs, grid, gs);
   k.pool(acc == at::kDouble ? ft.to(acc) : ft, grid, gt);
-  // Per-cell logits without bias: one GEMM per network.
-  at::Tensor cs = at::mm(gs.view({B * G2, fs.size(1)}), ws.to(acc).t()).view({B, G2, K});
-  at::Tensor ct = at::mm(gt.view({B * G2, ft.size(1)}), wt.to(acc).t()).view({B, G2, K});
+  // Per-cell logits without bias: one GEMM per network, in the orientation the device's kernels ask for.
+  const auto cell_logits = [&](const at::Tensor& pooled, const at::Tensor& w) {
+    const at::Tensor flat = pooled.view({B * G2, pooled.size(2)});
+    return k.kmajor_cells ? Gemm{at::empty({K, B * G2}, opts), w.to(acc), flat.t()}
+                          : Gemm{at::empty({B * G2, K}, opts), flat, w.to(acc).t()};
+  };
+  std::vector<Gemm> jobs{cell_logits(gs, ws), cell_logits(gt, wt)};
+  k.gemms(jobs);
+  const auto cells = [&](const at::Tensor& out) {
+    return (k.kmajor_cells ? out.t() : out).view({B, G2, K});
+  };
+  const at::Tensor cs = cells(jobs[0].out), ct = cells(jobs[1].out);
   at::Tensor loss = at::empty({B, p.num_regions}, opts);
   at::Tensor ls = at::empty({B, p.num_regions, K}, opts);
   at::Tensor lt = at::empty({B, p.num_regions, K}, opts);
@@ -109,29 +118,47 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& gs, c
   // accumulation dtype), d weight in the weight's dtype; d bias stays in the accumulation dtype (the Python API casts
   // it to the bias dtype, which the op does not see). `pooled` is empty when the weight needs no gradient (the
   // forward then does not keep it): d weight is empty too.
-  auto side = [&](const at::Tensor& dcells, const at::Tensor& pooled, const at::Tensor& w, at::IntArrayRef hw,
-                  at::ScalarType feat_dtype, const char* name) {
-    TORCH_CHECK_TYPE(at::isFloatingType(feat_dtype), name, " must be a floating-point dtype, got ", feat_dtype);
-    const int64_t C = w.size(1);
-    const at::Tensor dc2 = dcells.view({B * G2, K});
-    at::Tensor dw = pooled.numel() == 0 ? at::empty({0}, ls.options())
-                                        : at::mm(dc2.t(), pooled.view({B * G2, C})).to(w.scalar_type());
-    // d bias = sum over (sample, region) of d region logits = sum over (sample, cell) of d cell logits (the cells of
-    // a region carry 1/area of its gradient each)
-    at::Tensor db = dcells.sum(at::IntArrayRef{0, 1});
-    at::Tensor dg = at::mm(dc2, w.to(acc)).view({B, G2, C});
-    // The kernels write a feature dtype whose accumulation dtype is `acc`; a float32/half feature of a float64
-    // computation is unpooled in float64 and converted.
-    const bool direct = (feat_dtype == at::kDouble) == (acc == at::kDouble);
-    at::Tensor df = at::empty({B, C, hw[0], hw[1]}, ls.options().dtype(direct ? feat_dtype : acc));
-    k.unpool(dg, grid, df);
-    if (!direct) df = df.to(feat_dtype);
-    return std::make_tuple(df, dw, db);
+  struct Side {
+    at::Tensor dcells, pooled, w;
+    at::IntArrayRef hw;
+    at::ScalarType feat_dtype;
+    const char* name;
+    int first;  // index of its d feat in the output
+    at::Tensor dw, dg;
   };
+  std::vector<Side> sides;
+  if (need_student) sides.push_back({dcs, gs, ws, student_hw, student_dtype, "student_dtype", 0});
+  if (need_teacher) sides.push_back({dct, gt, wt, teacher_hw, teacher_dtype, "teacher_dtype", 3});
+  std::vector<Gemm> jobs;
+  for (Side& s : sides) {
+    TORCH_CHECK_TYPE(at::isFloatingType(s.feat_dtype), s.name, " must be a floating-point dtype, got ", s.feat_dtype);
+    const int64_t C = s.w.size(1);
+    const at::Tensor dc2 = s.dcells.view({B * G2, K});
+    s.dg = at::empty({B * G2, C}, ls.options());
+    jobs.push_back({s.dg, dc2, s.w.to(acc)});
+    if (s.pooled.numel() != 0) {
+      s.dw = at::empty({K, C}, ls.options());
+      jobs.push_back({s.dw, dc2.t(), s.pooled.view({B * G2, C})});
+    }
+  }
+  k.gemms(jobs);
   at::Tensor none = at::empty({0}, ls.options());
   std::vector<at::Tensor> out(6, none);
-  if (need_student) std::tie(out[0], out[1], out[2]) = side(dcs, gs, ws, student_hw, student_dtype, "student_dtype");
-  if (need_teacher) std::tie(out[3], out[4], out[5]) = side(dct, gt, wt, teacher_hw, teacher_dtype, "teacher_dtype");
+  for (Side& s : sides) {
+    const int64_t C = s.w.size(1);
+    // d bias = sum over (sample, region) of d region logits = sum over (sample, cell) of d cell logits (the cells of
+    // a region carry 1/area of its gradient each)
+    at::Tensor db = s.dcells.sum(at::IntArrayRef{0, 1});
+    // The kernels write a feature dtype whose accumulation dtype is `acc`; a float32/half feature of a float64
+    // computation is unpooled in float64 and converted.
+    const bool direct = (s.feat_dtype == at::kDouble) == (acc == at::kDouble);
+    at::Tensor df = at::empty({B, C, s.hw[0], s.hw[1]}, ls.options().dtype(direct ? s.feat_dtype : acc));
+    k.unpool(s.dg.view({B, G2, C}), grid, df);
+    if (!direct) df = df.to(s.feat_dtype);
+    out[s.first] = df;
+    out[s.first + 1] = s.pooled.numel() == 0 ? none : s.dw.to(s.w.scalar_type());
+    out[s.first + 2] = db;
+  }
   return out;
 }
 

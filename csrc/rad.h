@@ -13,6 +13,11 @@
 namespace mmh_ext {
 namespace rad {
 
+// One GEMM, out = a @ b (out preallocated, contiguous).
+struct Gemm {
+  at::Tensor out, a, b;
+};
+
 // The device-specific pieces. Each CPU/CUDA translation unit fills one table; the CUDA kernels call the MMH_HD
 // functions of rad_math.h, the CPU kernels call them or compute the same with GEMMs (see rad_math.h).
 struct Kernels {
@@ -30,6 +35,13 @@ struct Kernels {
                      const Pyramid& p, double temperature, at::Tensor& dcells_s, at::Tensor& dcells_t);
   // dg (B, grid*grid, C) acc -> dfeat (B, C, H, W) contiguous, a dtype whose acc_t is acc (preallocated).
   void (*unpool)(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat);
+  // A pass's independent GEMMs (forward: both networks' cell logits; backward: d weight and d pooled of each side
+  // that needs them). CUDA: one cuBLAS call each. CPU: spread over the threads (see cpu/rad.cpp).
+  void (*gemms)(std::vector<Gemm>& jobs);
+  // The cell logits' GEMM: false -> pooled (B*G2, C) @ W^T, contiguous (B, G2, K); true -> W @ pooled^T, row-major
+  // (K, B*G2), which `forward` then gets as a (B, G2, K) view with strides (G2, 1, B*G2) (MKL runs this orientation
+  // up to 2x faster at small K; the CPU kernels read either layout).
+  bool kmajor_cells = false;
 };
 
 Pyramid make_pyramid(int64_t grid, at::IntArrayRef levels);

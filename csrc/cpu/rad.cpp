@@ -3,6 +3,7 @@
 // per-(sample, region) softmax/KL math as ATen ops over whole (B, N, K) blocks — and "device" — every kernel runs the
 // MMH_HD per-item functions of rad_math.h over the same flat index space as the CUDA kernels.
 #include <ATen/Parallel.h>
+#include <ATen/ops/mm_cpu_dispatch.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include "../mode.h"
 #include "../rad.h"
 #include "rad_pool_avx.h"
+#include "rad_region_avx.h"
 
 namespace mmh_ext {
 namespace rad {
@@ -62,8 +64,9 @@ at::Tensor pooling_matrix(int64_t H, int64_t W, int64_t grid, at::ScalarType dty
 
 }  // namespace
 
-CellPixels::CellPixels(int64_t H, int64_t W, int64_t grid) : offset{0}, cell_offset{0} {
+CellPixels::CellPixels(int64_t H, int64_t W, int64_t grid) : offset{0}, cell_offset{0}, H(H), W(W), grid(grid) {
   const Bins by(grid, H), bx(grid, W);
+  y_start = by.start, y_end = by.end, x_start = bx.start, x_end = bx.end;
   for (int64_t iy = 0; iy < grid; ++iy)
     for (int64_t ix = 0; ix < grid; ++ix) {
       for (int64_t y = by.start[iy]; y < by.end[iy]; ++y)
@@ -104,6 +107,9 @@ void pool_simd(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
   MMH_DISPATCH_SIMD_TYPES(feat.scalar_type(), "rad_pool_simd", [&] {
     const scalar_t* f = feat.const_data_ptr<scalar_t>();
     at::parallel_for(0, B * nblk, grain(16 * HW), [&](int64_t begin, int64_t end) {
+      // maps at most 8 wide with more pixels than 8 per cell row (7x7, 6x6, 8x8 at grid 4): fewer transposes
+      if (std::is_same<scalar_t, float>::value && feat.size(3) <= 8 && grid * 8 <= HW)  // (not a template lambda)
+        return pool_blocks_narrow(reinterpret_cast<const float*>(f), cp, C, begin, end, B * nblk, o);
       pool_blocks(f, cp, C, HW, begin, end, o);
     });
     if (C8 == C) return;
@@ -209,6 +215,12 @@ at::Tensor region_matrix(const Pyramid& p, at::ScalarType dtype) {
   return cache.R;
 }
 
+// Cell logits (B, G2, K) that are a view of a row-major (K, B * G2) GEMM result (see cell_logits_cpu).
+bool kmajor(const at::Tensor& cells) {
+  return cells.stride(2) == cells.size(0) * cells.size(1) && cells.stride(1) == 1 &&
+         (cells.size(0) == 1 || cells.stride(0) == cells.size(1));
+}
+
 // Fast mode: the per-(sample, region) math as a few ATen ops over the whole (B, N, K) block — ATen's exp, log_softmax
 // and reductions are vectorised (the per-item functions call scalar exp, which was a third of a K = 60 step).
 bool fast_region_math(const at::Tensor& t) {
@@ -218,6 +230,28 @@ bool fast_region_math(const at::Tensor& t) {
 void forward_cpu(const at::Tensor& cs, const at::Tensor& ct, const at::Tensor& bs, const at::Tensor& bt,
                  const Pyramid& p, double temperature, at::Tensor& loss, at::Tensor& ls, at::Tensor& lt) {
   const int64_t K = cs.size(2);
+#if MMH_EXT_RAD_AVX
+  if (fast_region_math(cs) && cs.scalar_type() == at::kFloat && cpu_has_avx2_fma() && kmajor(cs) && kmajor(ct)) {
+    const int64_t B = cs.size(0), G2 = p.grid * p.grid, N = p.num_regions, ldk = B * G2, ldc = (K + 7) / 8 * 8;
+    const float *s = cs.const_data_ptr<float>(), *t = ct.const_data_ptr<float>();
+    const float *b_s = bs.const_data_ptr<float>(), *b_t = bt.const_data_ptr<float>();
+    float *l = loss.mutable_data_ptr<float>(), *os = ls.mutable_data_ptr<float>(), *ot = lt.mutable_data_ptr<float>();
+    const float inv_t = static_cast<float>(1.0 / temperature), t2 = static_cast<float>(temperature * temperature);
+    std::vector<float> bias(2 * ldc, 0.f);  // the biases zero-padded to whole vectors
+    std::copy(b_s, b_s + K, bias.begin());
+    std::copy(b_t, b_t + K, bias.begin() + ldc);
+    at::parallel_for(0, B, grain(40 * N * K), [&](int64_t begin, int64_t end) {
+      std::vector<float> scratch(3 * ldc), cells_s(G2 * ldc), cells_t(G2 * ldc);
+      for (int64_t b = begin; b < end; ++b) {
+        cells_from_kmajor(s + b * G2, ldk, G2, K, cells_s.data(), ldc);
+        cells_from_kmajor(t + b * G2, ldk, G2, K, cells_t.data(), ldc);
+        region_forward_sample(cells_s.data(), cells_t.data(), ldc, bias.data(), bias.data() + ldc, p, K, inv_t, t2,
+                              os + b * N * K, ot + b * N * K, l + b * N, scratch.data());
+      }
+    });
+    return;
+  }
+#endif
   if (fast_region_math(cs)) {
     const int64_t B = cs.size(0), N = p.num_regions, G2 = p.grid * p.grid;
     const at::Tensor R = region_matrix(p, cs.scalar_type()).expand({B, N, G2});
@@ -228,10 +262,11 @@ void forward_cpu(const at::Tensor& cs, const at::Tensor& ct, const at::Tensor& b
     at::sum_out(loss, at::sub(lt, ls).mul_(lt.exp()), -1).mul_(temperature * temperature);
     return;
   }
+  const at::Tensor csc = cs.contiguous(), ctc = ct.contiguous();  // the per-item functions read (B, G2, K) rows
   AT_DISPATCH_FLOATING_TYPES(cs.scalar_type(), "rad_forward_cpu", [&] {
     const scalar_t inv_t = scalar_t(1) / static_cast<scalar_t>(temperature);
     const scalar_t t2 = static_cast<scalar_t>(temperature * temperature);
-    const scalar_t *s = cs.const_data_ptr<scalar_t>(), *t = ct.const_data_ptr<scalar_t>();
+    const scalar_t *s = csc.const_data_ptr<scalar_t>(), *t = ctc.const_data_ptr<scalar_t>();
     const scalar_t *b_s = bs.const_data_ptr<scalar_t>(), *b_t = bt.const_data_ptr<scalar_t>();
     scalar_t *l = loss.mutable_data_ptr<scalar_t>(), *os = ls.mutable_data_ptr<scalar_t>(),
              *ot = lt.mutable_data_ptr<scalar_t>();
@@ -244,6 +279,24 @@ void forward_cpu(const at::Tensor& cs, const at::Tensor& ct, const at::Tensor& b
 void cell_grads_cpu(const at::Tensor& grad, const at::Tensor& ls, const at::Tensor& lt, const at::Tensor& kl,
                     const Pyramid& p, double temperature, at::Tensor& dcs, at::Tensor& dct) {
   const int64_t B = ls.size(0), N = ls.size(1), K = ls.size(2), G2 = p.grid * p.grid;
+#if MMH_EXT_RAD_AVX
+  if (fast_region_math(ls) && ls.scalar_type() == at::kFloat && cpu_has_avx2_fma()) {
+    const float* g = grad.const_data_ptr<float>();
+    const int64_t gb = grad.stride(0), gn = grad.stride(1);
+    const float *s = ls.const_data_ptr<float>(), *t = lt.const_data_ptr<float>();
+    const float* r = kl.defined() ? kl.const_data_ptr<float>() : nullptr;
+    float* ds = dcs.defined() ? dcs.mutable_data_ptr<float>() : nullptr;
+    float* dt = dct.defined() ? dct.mutable_data_ptr<float>() : nullptr;
+    at::parallel_for(0, B, grain(40 * N * K), [&](int64_t begin, int64_t end) {
+      std::vector<float> acc(2 * G2 * ((K + 7) / 8 * 8));
+      for (int64_t b = begin; b < end; ++b)
+        cell_grads_sample(g + b * gb, gn, s + b * N * K, t + b * N * K, r ? r + b * N : nullptr, p, K,
+                          static_cast<float>(temperature), ds ? ds + b * G2 * K : nullptr,
+                          dt ? dt + b * G2 * K : nullptr, acc.data());
+    });
+    return;
+  }
+#endif
   if (fast_region_math(ls)) {
     // d region logits: d/dz_s = g T (p_s - p_t),  d/dz_t = g T p_t (log p_t - log p_s - KL); then d cells = R^T @ dz,
     // per sample
@@ -294,7 +347,41 @@ void unpool_cpu(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
   });
 }
 
-const Kernels kCpu{pool_cpu, forward_cpu, cell_grads_cpu, unpool_cpu};
+// A pass's independent GEMMs run side by side: each thread takes whole GEMMs when there are at least as many as
+// threads, otherwise each GEMM is cut into blocks of output rows, one per thread. RAD's GEMMs are small (at B = 64,
+// C = 512, K = 60 each is 1024 x 512 x 60, 63 MFLOP): MKL splitting one over 2 threads takes 0.34-0.43 ms, while two
+// whole ones on one thread each take 0.65-0.69 ms together (this machine, torch.utils.benchmark). Inside the parallel
+// region MKL runs single-threaded (nested OpenMP), and at::cpu::mm_out calls the CPU kernel directly (no dispatcher,
+// no autograd: the worker threads do not share the caller's dispatch state).
+void gemms_cpu(std::vector<Gemm>& jobs) {
+  const int64_t threads = at::get_num_threads();
+  double flops = 0;
+  for (const Gemm& j : jobs) flops += 2.0 * static_cast<double>(j.out.numel()) * static_cast<double>(j.a.size(1));
+  if (threads < 2 || flops < 4e6 || at::in_parallel_region()) {
+    for (Gemm& j : jobs) at::cpu::mm_out(j.out, j.a, j.b);
+    return;
+  }
+  struct Piece {
+    size_t job;
+    int64_t row0, row1;
+  };
+  std::vector<Piece> pieces;
+  const int64_t per_job = (threads + static_cast<int64_t>(jobs.size()) - 1) / static_cast<int64_t>(jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const int64_t M = jobs[i].out.size(0), n = std::max<int64_t>(1, std::min(per_job, M));
+    for (int64_t c = 0; c < n; ++c) pieces.push_back({i, M * c / n, M * (c + 1) / n});
+  }
+  at::parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Piece& pc = pieces[i];
+      Gemm& j = jobs[pc.job];
+      at::Tensor out = j.out.narrow(0, pc.row0, pc.row1 - pc.row0);
+      at::cpu::mm_out(out, j.a.narrow(0, pc.row0, pc.row1 - pc.row0), j.b);
+    }
+  });
+}
+
+const Kernels kCpu{pool_cpu, forward_cpu, cell_grads_cpu, unpool_cpu, gemms_cpu, /*kmajor_cells=*/true};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rad_forward_cpu(
     const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& wt,

@@ -30,6 +30,9 @@ namespace rad {
 struct CellPixels {
   std::vector<int64_t> offset, pixels, cell_offset, cells_of;
   std::vector<float> inv_area;
+  // The bins along each axis: rows [y_start[i], y_end[i]) and columns [x_start[i], x_end[i]) of cell row / column i.
+  std::vector<int64_t> y_start, y_end, x_start, x_end;
+  int64_t H, W, grid;
   CellPixels(int64_t H, int64_t W, int64_t grid);
 };
 
@@ -145,6 +148,47 @@ MMH_EXT_AVX inline void pool_blocks(const scalar_t* feat, const CellPixels& cp, 
       planes_to_pixels(stage.data(), HW, buf.data());
     }
     pool_block8(buf.data(), cp, C, out + b * G2 * C + c0);
+  }
+}
+
+// The pooling for maps at most 8 pixels wide (7x7, 4x4, ...), float32, over the same blocks and into the same layout
+// as pool_blocks, without the per-pixel buffer: for each cell row, every plane's rows in the bin are summed as 8-wide
+// vectors (a row in one vector), one 8x8 transpose turns the 8 planes' row sums into per-column vectors of 8
+// channels, and each cell is the sum of its bin's columns. About half the instructions of pool_blocks and no buffer
+// round trip (a 64x512x7x7 map from memory: ~0.45 -> ~0.26 ms on 2 cores). A row load reads up to 8 - W floats past
+// the row (the next row's, or the next plane's): only the last row of the last block of the map is loaded masked.
+MMH_EXT_AVX inline void pool_blocks_narrow(const float* feat, const CellPixels& cp, int64_t C, int64_t begin,
+                                           int64_t end, int64_t total_blocks, float* out) {
+  const int64_t H = cp.H, W = cp.W, grid = cp.grid, HW = H * W, G2 = grid * grid, nblk = C / 8;
+  alignas(32) int32_t mask_bits[8];
+  for (int l = 0; l < 8; ++l) mask_bits[l] = l < W ? -1 : 0;
+  const __m256i wmask = _mm256_load_si256(reinterpret_cast<const __m256i*>(mask_bits));
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t b = i / nblk, c0 = (i % nblk) * 8;
+    const float* planes = feat + (b * C + c0) * HW;
+    if (i + 2 < end) {
+      const int64_t j = i + 2;
+      prefetch_block(feat + ((j / nblk) * C + (j % nblk) * 8) * HW, HW);
+    }
+    float* o = out + b * G2 * C + c0;
+    const bool last = i == total_blocks - 1;
+    for (int64_t iy = 0; iy < grid; ++iy) {
+      __m256 r[8];
+      for (int l = 0; l < 8; ++l) {
+        const float* plane = planes + l * HW;
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t y = cp.y_start[iy]; y < cp.y_end[iy]; ++y)
+          acc = _mm256_add_ps(acc, last && l == 7 && y == H - 1 ? _mm256_maskload_ps(plane + y * W, wmask)
+                                                                 : _mm256_loadu_ps(plane + y * W));
+        r[l] = acc;
+      }
+      transpose8(r);  // r[x]: the 8 channels' row-bin sums at column x
+      for (int64_t ix = 0; ix < grid; ++ix) {
+        __m256 acc = r[cp.x_start[ix]];
+        for (int64_t x = cp.x_start[ix] + 1; x < cp.x_end[ix]; ++x) acc = _mm256_add_ps(acc, r[x]);
+        _mm256_storeu_ps(o + (iy * grid + ix) * C, _mm256_mul_ps(acc, _mm256_set1_ps(cp.inv_area[iy * grid + ix])));
+      }
+    }
   }
 }
 

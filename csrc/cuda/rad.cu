@@ -1,5 +1,5 @@
 // RAD CUDA kernels: one thread per output item, each calling the shared MMH_HD math of rad_math.h (the same functions
-// the CPU kernels run in device-emulation mode, mode.h). GEMMs go through ATen (cuBLAS) in rad.cpp. Per pass: forward
+// the CPU kernels run in device-emulation mode, mode.h). GEMMs go through ATen (cuBLAS), one call each. Per pass: forward
 // pool x2, region logits, softmax rows + KL; backward cell gradients (both sides), unpool per side.
 #include <torch/library.h>
 
@@ -120,7 +120,11 @@ void unpool_cuda(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
   });
 }
 
-const Kernels kCuda{pool_cuda, forward_cuda, cell_grads_cuda, unpool_cuda};
+void gemms_cuda(std::vector<Gemm>& jobs) {
+  for (Gemm& j : jobs) at::mm_out(j.out, j.a, j.b);
+}
+
+const Kernels kCuda{pool_cuda, forward_cuda, cell_grads_cuda, unpool_cuda, gemms_cuda};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rad_forward_cuda(
     const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& wt,

@@ -219,7 +219,9 @@ def test_nan_propagates_not_hidden():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("hw", [(7, 7), (3, 5), (2, 2), (9, 13)])  # fewer than 8 pixels, remainders, up/down bins
+# fewer than 8 pixels, remainders, up/down bins; (7, 7), (6, 6), (8, 8), (5, 8): the float32 maps at most 8 wide
+# pooled row-bin first (rad_pool_avx.h's pool_blocks_narrow), (4, 4)-like ones with the per-pixel buffer
+@pytest.mark.parametrize("hw", [(7, 7), (3, 5), (2, 2), (9, 13), (6, 6), (8, 8), (5, 8)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_fast_cpu_pooling_equals_the_per_item_kernels(dtype, hw, channels_last):
     """The fast CPU pooling (AVX across 8-channel blocks where the CPU has it; 17 channels leave a remainder of 1)
@@ -296,3 +298,50 @@ def test_frozen_inputs_are_not_kept_for_the_backward():
     b, g2 = SHAPES[0][0], SHAPES[0][8] ** 2
     assert (b, g2, SHAPES[0][1]) in saved  # the student's pooled grid: its weight trains
     assert (b, g2, SHAPES[0][4]) not in saved and (0,) in saved  # the frozen teacher's: a placeholder
+
+
+@pytest.mark.parametrize("k", [2, 7, 8, 9, 16, 17, 64])
+@pytest.mark.parametrize("scale", [1.0, 60.0])
+def test_fast_cpu_region_math_against_float64(k, scale):
+    """The fused CPU region math (float32: region logits, both log-softmax rows, KL and the cell-logit gradients in one
+    pass per sample, 8 classes per vector with a masked tail, a polynomial exp; csrc/cpu/rad_region_avx.h) against the
+    float64 reference, for class counts around multiples of 8 and for logits large enough (scale 60) that most
+    exponentials underflow to 0."""
+    g = torch.Generator().manual_seed(k)
+    fs, ft = torch.randn(5, 16, 7, 7, generator=g), torch.randn(5, 16, 4, 4, generator=g)
+    ws, bs = torch.randn(k, 16, generator=g) * scale / 4, torch.randn(k, generator=g)
+    wt, bt = torch.randn(k, 16, generator=g) * scale / 4, torch.randn(k, generator=g)
+    grad = torch.rand(5, 21, generator=g)
+
+    def run(dtype, fn):
+        leaves = [t.detach().to(dtype, copy=True).requires_grad_(True) for t in (fs, ft, ws, bs, wt, bt)]
+        loss = fn(*leaves, reduction="none")
+        loss.backward(grad.to(dtype))
+        return [loss.detach().double()] + [t.grad.double() for t in leaves]
+
+    got, want = run(torch.float32, mmh_ext.rad_loss), run(torch.float64, R.rad_loss)
+    for name, a, b in zip(["loss", "d fs", "d ft", "d ws", "d bs", "d wt", "d bt"], got, want):
+        s = b.abs().max().item()
+        torch.testing.assert_close(a, b, rtol=2e-4, atol=2e-5 * max(s, 1.0), msg=lambda m: f"{name}: {m}")
+
+
+def test_cpu_gemms_split_over_threads_match_one_thread():
+    """On the CPU a pass's GEMMs run side by side over the threads (csrc/cpu/rad.cpp, gemms_cpu), or cut into blocks
+    of rows when there are fewer GEMMs than threads: the same loss and gradients as with one thread."""
+    fs, ft, ws, bs, wt, bt = _inputs(SHAPES[2], torch.float32)
+    results = {}
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            for frozen_student_w in (False, True):  # True: one GEMM (d pooled) in the student's backward
+                leaves = [t.clone().requires_grad_(i in (0, 1, 3, 4) or (i == 2 and not frozen_student_w))
+                          for i, t in enumerate((fs, ft, ws, bs, wt, bt))]
+                loss = mmh_ext.rad_loss(*leaves, reduction="none")
+                loss.backward(torch.linspace(0, 1, loss.numel()).view_as(loss))
+                results[n, frozen_student_w] = [loss.detach()] + [t.grad for t in leaves if t.grad is not None]
+    finally:
+        torch.set_num_threads(threads)
+    for (n, frozen), got in results.items():
+        for a, b in zip(got, results[1, frozen]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * b.abs().max().item())
