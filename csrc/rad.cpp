@@ -74,16 +74,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
   k.pool(acc == at::kDouble ? fs.to(acc) : fs, grid, gs);
   k.pool(acc == at::kDouble ? ft.to(acc) : ft, grid, gt);
   // Per-cell logits without bias: one GEMM per network, in the orientation the device's kernels ask for.
+  const bool kmajor = k.kmajor_cells(K);
   const auto cell_logits = [&](const at::Tensor& pooled, const at::Tensor& w) {
     const at::Tensor flat = pooled.view({B * G2, pooled.size(2)});
-    return k.kmajor_cells ? Gemm{at::empty({K, B * G2}, opts), w.to(acc), flat.t()}
-                          : Gemm{at::empty({B * G2, K}, opts), flat, w.to(acc).t()};
+    return kmajor ? Gemm{at::empty({K, B * G2}, opts), w.to(acc), flat.t()}
+                  : Gemm{at::empty({B * G2, K}, opts), flat, w.to(acc).t()};
   };
   std::vector<Gemm> jobs{cell_logits(gs, ws), cell_logits(gt, wt)};
-  k.gemms(jobs);
-  const auto cells = [&](const at::Tensor& out) {
-    return (k.kmajor_cells ? out.t() : out).view({B, G2, K});
-  };
+  k.gemms(jobs, K);
+  const auto cells = [&](const at::Tensor& out) { return (kmajor ? out.t() : out).view({B, G2, K}); };
   const at::Tensor cs = cells(jobs[0].out), ct = cells(jobs[1].out);
   at::Tensor loss = at::empty({B, p.num_regions}, opts);
   at::Tensor ls = at::empty({B, p.num_regions, K}, opts);
@@ -141,7 +140,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& gs, c
       jobs.push_back({s.dw, dc2.t(), s.pooled.view({B * G2, C})});
     }
   }
-  k.gemms(jobs);
+  k.gemms(jobs, K);
   at::Tensor none = at::empty({0}, ls.options());
   std::vector<at::Tensor> out(6, none);
   for (Side& s : sides) {

@@ -36,12 +36,13 @@ struct Kernels {
   // dg (B, grid*grid, C) acc -> dfeat (B, C, H, W) contiguous, a dtype whose acc_t is acc (preallocated).
   void (*unpool)(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat);
   // A pass's independent GEMMs (forward: both networks' cell logits; backward: d weight and d pooled of each side
-  // that needs them). CUDA: one cuBLAS call each. CPU: spread over the threads (see cpu/rad.cpp).
-  void (*gemms)(std::vector<Gemm>& jobs);
-  // The cell logits' GEMM: false -> pooled (B*G2, C) @ W^T, contiguous (B, G2, K); true -> W @ pooled^T, row-major
-  // (K, B*G2), which `forward` then gets as a (B, G2, K) view with strides (G2, 1, B*G2) (MKL runs this orientation
-  // up to 2x faster at small K; the CPU kernels read either layout).
-  bool kmajor_cells = false;
+  // that needs them), for K = classes. CUDA: one cuBLAS call each. CPU: side by side over the threads from 16
+  // classes on (see cpu/rad.cpp).
+  void (*gemms)(std::vector<Gemm>& jobs, int64_t classes);
+  // The cell logits' GEMM for K classes: false -> pooled (B*G2, C) @ W^T, contiguous (B, G2, K); true -> W @ pooled^T,
+  // row-major (K, B*G2), which `forward` then gets as a (B, G2, K) view with strides (G2, 1, B*G2) (on one thread MKL
+  // runs this orientation up to 1.3x faster at K = 60; the CPU kernels read either layout).
+  bool (*kmajor_cells)(int64_t K);
 };
 
 Pyramid make_pyramid(int64_t grid, at::IntArrayRef levels);

@@ -215,7 +215,13 @@ at::Tensor region_matrix(const Pyramid& p, at::ScalarType dtype) {
   return cache.R;
 }
 
-// Cell logits (B, G2, K) that are a view of a row-major (K, B * G2) GEMM result (see cell_logits_cpu).
+// From how many classes on the fused paths run: the k-major GEMM with the GEMMs side by side, and the fused region
+// math. Below (K = 2 in the benchmark) the earlier path — MKL splitting each GEMM, the region math as ATen ops — was
+// as fast or faster in repeated runs of bench_ops.py on this 2-core machine.
+constexpr int64_t kFusedMinClasses = 16;
+bool many_classes(int64_t K) { return K >= kFusedMinClasses; }
+
+// Cell logits (B, G2, K) that are a view of a row-major (K, B * G2) GEMM result (Kernels::kmajor_cells).
 bool kmajor(const at::Tensor& cells) {
   return cells.stride(2) == cells.size(0) * cells.size(1) && cells.stride(1) == 1 &&
          (cells.size(0) == 1 || cells.stride(0) == cells.size(1));
@@ -280,7 +286,7 @@ void cell_grads_cpu(const at::Tensor& grad, const at::Tensor& ls, const at::Tens
                     const Pyramid& p, double temperature, at::Tensor& dcs, at::Tensor& dct) {
   const int64_t B = ls.size(0), N = ls.size(1), K = ls.size(2), G2 = p.grid * p.grid;
 #if MMH_EXT_RAD_AVX
-  if (fast_region_math(ls) && ls.scalar_type() == at::kFloat && cpu_has_avx2_fma()) {
+  if (fast_region_math(ls) && ls.scalar_type() == at::kFloat && cpu_has_avx2_fma() && many_classes(K)) {
     const float* g = grad.const_data_ptr<float>();
     const int64_t gb = grad.stride(0), gn = grad.stride(1);
     const float *s = ls.const_data_ptr<float>(), *t = lt.const_data_ptr<float>();
@@ -353,12 +359,10 @@ void unpool_cpu(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
 // whole ones on one thread each take 0.65-0.69 ms together (this machine, torch.utils.benchmark). Inside the parallel
 // region MKL runs single-threaded (nested OpenMP), and at::cpu::mm_out calls the CPU kernel directly (no dispatcher,
 // no autograd: the worker threads do not share the caller's dispatch state).
-void gemms_cpu(std::vector<Gemm>& jobs) {
+void gemms_cpu(std::vector<Gemm>& jobs, int64_t classes) {
   const int64_t threads = at::get_num_threads();
-  double flops = 0;
-  for (const Gemm& j : jobs) flops += 2.0 * static_cast<double>(j.out.numel()) * static_cast<double>(j.a.size(1));
-  if (threads < 2 || flops < 4e6 || at::in_parallel_region()) {
-    for (Gemm& j : jobs) at::cpu::mm_out(j.out, j.a, j.b);
+  if (threads < 2 || !many_classes(classes) || at::in_parallel_region()) {
+    for (Gemm& j : jobs) at::cpu::mm_out(j.out, j.a, j.b);  // MKL splits each over the threads
     return;
   }
   struct Piece {
@@ -381,7 +385,7 @@ void gemms_cpu(std::vector<Gemm>& jobs) {
   });
 }
 
-const Kernels kCpu{pool_cpu, forward_cpu, cell_grads_cpu, unpool_cpu, gemms_cpu, /*kmajor_cells=*/true};
+const Kernels kCpu{pool_cpu, forward_cpu, cell_grads_cpu, unpool_cpu, gemms_cpu, many_classes};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rad_forward_cpu(
     const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& wt,

@@ -120,11 +120,13 @@ void unpool_cuda(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
   });
 }
 
-void gemms_cuda(std::vector<Gemm>& jobs) {
+void gemms_cuda(std::vector<Gemm>& jobs, int64_t /*classes*/) {
   for (Gemm& j : jobs) at::mm_out(j.out, j.a, j.b);
 }
 
-const Kernels kCuda{pool_cuda, forward_cuda, cell_grads_cuda, unpool_cuda, gemms_cuda};
+bool row_major_cells(int64_t) { return false; }
+
+const Kernels kCuda{pool_cuda, forward_cuda, cell_grads_cuda, unpool_cuda, gemms_cuda, row_major_cells};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rad_forward_cuda(
     const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& wt,
