@@ -225,7 +225,7 @@ bool many_classes(int64_t K) { return K >= kFusedMinClasses; }
 
 // Cell logits (B, G2, K) that are a view of a row-major (K, B * G2) GEMM result (Kernels::kmajor_cells).
 bool kmajor(const at::Tensor& cells) {
-  return cells.stride(2) == cells.size(0) * cells.size(1) && cells.stride(1) == 1 &&
+  return cells.stride(2) == cells.size(0) * cells.size(1) && (cells.size(1) == 1 || cells.stride(1) == 1) &&
          (cells.size(0) == 1 || cells.stride(0) == cells.size(1));
 }
 
@@ -291,7 +291,9 @@ void cell_grads_cpu(const at::Tensor& grad, const at::Tensor& ls, const at::Tens
   if (fast_region_math(ls) && ls.scalar_type() == at::kFloat && cpu_has_avx2_fma() && many_classes(K)) {
     const float* g = grad.const_data_ptr<float>();
     const int64_t gb = grad.stride(0), gn = grad.stride(1);
-    const float *s = ls.const_data_ptr<float>(), *t = lt.const_data_ptr<float>();
+    // rows of K contiguous floats (what the forward saves; a direct caller of rad_backward may pass other strides)
+    const at::Tensor lsc = ls.contiguous(), ltc = lt.contiguous();
+    const float *s = lsc.const_data_ptr<float>(), *t = ltc.const_data_ptr<float>();
     const float* r = kl.defined() ? kl.const_data_ptr<float>() : nullptr;
     float* ds = dcs.defined() ? dcs.mutable_data_ptr<float>() : nullptr;
     float* dt = dct.defined() ? dct.mutable_data_ptr<float>() : nullptr;
@@ -367,23 +369,19 @@ void gemms_cpu(std::vector<Gemm>& jobs, int64_t classes) {
     for (Gemm& j : jobs) at::cpu::mm_out(j.out, j.a, j.b);  // MKL splits each over the threads
     return;
   }
-  struct Piece {
-    size_t job;
-    int64_t row0, row1;
-  };
-  std::vector<Piece> pieces;
+  // The row blocks' views are made here, on the calling thread (a view goes through the dispatcher, whose state the
+  // worker threads do not share); the workers only call the CPU kernel.
+  std::vector<Gemm> pieces;
   const int64_t per_job = (threads + static_cast<int64_t>(jobs.size()) - 1) / static_cast<int64_t>(jobs.size());
-  for (size_t i = 0; i < jobs.size(); ++i) {
-    const int64_t M = jobs[i].out.size(0), n = std::max<int64_t>(1, std::min(per_job, M));
-    for (int64_t c = 0; c < n; ++c) pieces.push_back({i, M * c / n, M * (c + 1) / n});
+  for (Gemm& j : jobs) {
+    const int64_t M = j.out.size(0), n = std::max<int64_t>(1, std::min(per_job, M));
+    for (int64_t c = 0; c < n; ++c) {
+      const int64_t r0 = M * c / n, r1 = M * (c + 1) / n;
+      pieces.push_back(n == 1 ? j : Gemm{j.out.narrow(0, r0, r1 - r0), j.a.narrow(0, r0, r1 - r0), j.b});
+    }
   }
   at::parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const Piece& pc = pieces[i];
-      Gemm& j = jobs[pc.job];
-      at::Tensor out = j.out.narrow(0, pc.row0, pc.row1 - pc.row0);
-      at::cpu::mm_out(out, j.a.narrow(0, pc.row0, pc.row1 - pc.row0), j.b);
-    }
+    for (int64_t i = begin; i < end; ++i) at::cpu::mm_out(pieces[i].out, pieces[i].a, pieces[i].b);
   });
 }
 

@@ -162,7 +162,8 @@ MMH_EXT_AVX inline void pool_blocks(const scalar_t* feat, const CellPixels& cp, 
 // vectors (a row in one vector), one 8x8 transpose turns the 8 planes' row sums into per-column vectors of 8
 // channels, and each cell is the sum of its bin's columns. About half the instructions of pool_blocks and no buffer
 // round trip (a 64x512x7x7 map from memory: ~0.45 -> ~0.26 ms on 2 cores). A row load reads up to 8 - W floats past
-// the row (the next row's, or the next plane's): only the last row of the last block of the map is loaded masked.
+// the row (the next rows', or the next plane's): in the last plane of the map's last block, every row whose 8 floats
+// would reach past the plane's end (the last row; the last 2-7 rows when W <= 3) is loaded masked.
 MMH_EXT_AVX inline void pool_blocks_narrow(const float* feat, const CellPixels& cp, int64_t C, int64_t begin,
                                            int64_t end, int64_t total_blocks, float* out) {
   const int64_t H = cp.H, W = cp.W, grid = cp.grid, HW = H * W, G2 = grid * grid, nblk = C / 8;
@@ -181,8 +182,8 @@ MMH_EXT_AVX inline void pool_blocks_narrow(const float* feat, const CellPixels& 
         const float* plane = planes + l * HW;
         __m256 acc = _mm256_setzero_ps();
         for (int64_t y = cp.y_start[iy]; y < cp.y_end[iy]; ++y)
-          acc = _mm256_add_ps(acc, last && l == 7 && y == H - 1 ? _mm256_maskload_ps(plane + y * W, wmask)
-                                                                 : _mm256_loadu_ps(plane + y * W));
+          acc = _mm256_add_ps(acc, last && l == 7 && y * W + 8 > HW ? _mm256_maskload_ps(plane + y * W, wmask)
+                                                                     : _mm256_loadu_ps(plane + y * W));
         r[l] = acc;
       }
       transpose8(r);  // r[x]: the 8 channels' row-bin sums at column x

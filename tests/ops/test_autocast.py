@@ -162,10 +162,10 @@ def _mixed_rad_inputs():
 def test_autocast_is_off_inside_the_ops():
     """The ops' internal float32 GEMMs must not be recast to bf16 by autocast: same bits with and without autocast.
 
-    With the default fall-through (swapped in below for cosine_discrepancy, whose Gram matrix is an at::mm through
-    the dispatcher) autocast reaches the at::mm inside the kernel and the result changes — this is what the registered
-    Autocast kernels prevent. (RAD's CPU GEMMs call the CPU kernel directly, past the dispatcher, so autocast could not
-    reach them even without its Autocast kernel; on CUDA they go through the dispatcher like DAD's.)"""
+    With the default fall-through (swapped in below) autocast reaches the ATen matmuls inside the kernel and the result
+    changes — this is what the registered Autocast kernels prevent. Checked for cosine_discrepancy (its Gram matrix is
+    an at::mm) and for RAD with K = 10 classes (below 16 its CPU region math is ATen baddbmm/bmm; from 16 on the CPU
+    kernels call nothing autocast could reach, while on CUDA the GEMMs still go through the dispatcher)."""
     a = _mixed_rad_inputs()
     h = [torch.randn(16, 64).bfloat16(), torch.randn(16, 40)]
     plain = mmh_ext.rad_loss(*a, reduction="none"), mmh_ext.dad_loss(*h), mmh_ext.cosine_discrepancy(h[1])
@@ -174,20 +174,22 @@ def test_autocast_is_off_inside_the_ops():
     for p, q in zip(plain, auto):
         assert p.dtype == q.dtype == torch.float32
         assert torch.equal(p, q)
-    lib = torch.library.Library("mmh_ext", "IMPL")
-    try:
-        lib.impl("cosine_discrepancy_forward", torch.library.fallthrough_kernel, "AutocastCPU")  # (warns: overriding)
+    for op, call, want in (("cosine_discrepancy_forward", lambda: mmh_ext.cosine_discrepancy(h[1]), plain[2]),
+                           ("rad_forward", lambda: mmh_ext.rad_loss(*a, reduction="none"), plain[0])):
+        lib = torch.library.Library("mmh_ext", "IMPL")
+        try:
+            lib.impl(op, torch.library.fallthrough_kernel, "AutocastCPU")  # (warns: overriding a kernel)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                try:
+                    leaked = call()
+                except (NotImplementedError, RuntimeError) as e:  # a bf16 result reached a float32 kernel
+                    assert "BFloat16" in str(e) or "dtype" in str(e), e
+                    leaked = None
+        finally:
+            lib._destroy()
+        assert leaked is None or not torch.equal(leaked, want), op
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            try:
-                leaked = mmh_ext.cosine_discrepancy(h[1])
-            except NotImplementedError as e:  # the bf16 GEMM output reached a kernel for the accumulation dtype
-                assert "BFloat16" in str(e)
-                leaked = None
-    finally:
-        lib._destroy()
-    assert leaked is None or not torch.equal(leaked, plain[2])
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.equal(mmh_ext.cosine_discrepancy(h[1]), plain[2])  # our kernel is back
+            assert torch.equal(call(), want)  # our kernel is back
 
 
 # ---------------------------------------------------------------------- mixed dtypes without autocast, vs float64

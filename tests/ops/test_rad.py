@@ -325,24 +325,45 @@ def test_fast_cpu_region_math_against_float64(k, scale):
         torch.testing.assert_close(a, b, rtol=2e-4, atol=2e-5 * max(s, 1.0), msg=lambda m: f"{name}: {m}")
 
 
-def test_cpu_gemms_split_over_threads_match_one_thread():
+@pytest.mark.parametrize("grads", ["both sides", "student", "student, frozen weight"])
+def test_cpu_gemms_split_over_threads_match_one_thread(grads):
     """On the CPU a pass's GEMMs run side by side over the threads from 16 classes on (csrc/cpu/rad.cpp, gemms_cpu),
     or cut into blocks of rows when there are fewer GEMMs than threads: the same loss and gradients as with one
-    thread (K = 60 here)."""
+    thread (K = 60 here). The backward has 4 GEMMs (both sides), 2 (the student: d pooled and d weight) or 1 (a frozen
+    student weight); with 3 threads the last two are cut into row blocks, the d weight one through a transposed
+    operand."""
     fs, ft, ws, bs, wt, bt = _inputs(SHAPES[2], torch.float32)
+    trainable = {"both sides": (0, 1, 2, 3, 4, 5), "student": (0, 2, 3), "student, frozen weight": (0, 3)}[grads]
     results = {}
     threads = torch.get_num_threads()
     try:
         for n in (1, 2, 3):
             torch.set_num_threads(n)
-            for frozen_student_w in (False, True):  # True: one GEMM (d pooled) in the student's backward
-                leaves = [t.clone().requires_grad_(i in (0, 1, 3, 4) or (i == 2 and not frozen_student_w))
-                          for i, t in enumerate((fs, ft, ws, bs, wt, bt))]
-                loss = mmh_ext.rad_loss(*leaves, reduction="none")
-                loss.backward(torch.linspace(0, 1, loss.numel()).view_as(loss))
-                results[n, frozen_student_w] = [loss.detach()] + [t.grad for t in leaves if t.grad is not None]
+            leaves = [t.clone().requires_grad_(i in trainable) for i, t in enumerate((fs, ft, ws, bs, wt, bt))]
+            loss = mmh_ext.rad_loss(*leaves, reduction="none")
+            loss.backward(torch.linspace(0, 1, loss.numel()).view_as(loss))
+            results[n] = [loss.detach()] + [leaves[i].grad for i in trainable]
     finally:
         torch.set_num_threads(threads)
-    for (n, frozen), got in results.items():
-        for a, b in zip(got, results[1, frozen]):
+    for n, got in results.items():
+        for a, b in zip(got, results[1]):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * b.abs().max().item())
+
+
+@pytest.mark.parametrize("hw", [(7, 7), (8, 8), (32, 2), (24, 3), (40, 1)])
+def test_narrow_pooling_whole_blocks_equals_the_per_item_kernels(hw):
+    """The row-bin-first pooling of float32 maps at most 8 wide (rad_pool_avx.h, pool_blocks_narrow) with the channels
+    a multiple of 8, so the map's last block ends the allocation: its row loads past the end must be masked (widths
+    1-3 reach past the last plane from several rows). Against the per-item kernels ("device" mode)."""
+    g = torch.Generator().manual_seed(2)
+    fs, ft = torch.randn(3, 16, *hw, generator=g), torch.randn(3, 16, *hw, generator=g)
+    w, b = torch.randn(5, 16, generator=g), torch.randn(5, generator=g)
+    res = {}
+    for mode in ("fast", "device"):
+        x = fs.clone().requires_grad_(True)
+        with mmh_ext.cpu_kernel_mode(mode):
+            loss = mmh_ext.rad_loss(x, ft, w, b, w, b, grid=4, levels=(4, 2, 1), reduction="none")
+            loss.backward(torch.linspace(0.5, 1.5, loss.numel()).view_as(loss))
+        res[mode] = (loss.detach(), x.grad)
+    for a, b_ in zip(res["fast"], res["device"]):
+        torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-5)
