@@ -23,6 +23,15 @@ struct GradSource {
   double sign = 1;  // +1 for the student's matrix, -1 for the teacher's
 };
 
+// Calls f with src's typed dL/dM accessor source (dad_math.h): GivenGrad, or LossGradSource. B: the matrix side.
+template <typename scalar_t, typename F>
+void with_grad_source(const GradSource& src, int64_t B, const F& f) {
+  if (src.dM.defined()) return f(GivenGrad<scalar_t>{src.dM.const_data_ptr<scalar_t>(), B});
+  f(LossGradSource<scalar_t>{src.Ms.const_data_ptr<scalar_t>(), src.Mt.const_data_ptr<scalar_t>(),
+                             src.grad.const_data_ptr<scalar_t>(), src.loss.const_data_ptr<scalar_t>(),
+                             static_cast<scalar_t>(src.sign)});
+}
+
 struct Kernels {
   // G (B, B) acc contiguous -> M (B, B), norm (B,) (preallocated).
   void (*matrix)(const at::Tensor& G, int64_t form, double eps, at::Tensor& M, at::Tensor& norm);

@@ -77,14 +77,7 @@ void gram_grad_cpu(const GradSource& src, const at::Tensor& M, const at::Tensor&
                    at::Tensor& S) {
   const int64_t B = M.size(0);
   AT_DISPATCH_FLOATING_TYPES(M.scalar_type(), "dad_gram_grad_cpu", [&] {
-    if (src.dM.defined()) {
-      gram_grad_impl<scalar_t>(GivenGrad<scalar_t>{src.dM.const_data_ptr<scalar_t>(), B}, M, norm, form, eps, S);
-    } else {
-      const LossGradSource<scalar_t> s{src.Ms.const_data_ptr<scalar_t>(), src.Mt.const_data_ptr<scalar_t>(),
-                                       src.grad.const_data_ptr<scalar_t>(), src.loss.const_data_ptr<scalar_t>(),
-                                       static_cast<scalar_t>(src.sign)};
-      gram_grad_impl<scalar_t>(s, M, norm, form, eps, S);
-    }
+    with_grad_source<scalar_t>(src, B, [&](const auto& s) { gram_grad_impl<scalar_t>(s, M, norm, form, eps, S); });
   });
 }
 
