@@ -46,12 +46,14 @@ std::string build_info() {
   return s;
 }
 
-// "fast" | "device" (see mode.h); returns the previous mode.
+// "fast" | "separate" | "device" (see mode.h); returns the previous mode.
 std::string set_cpu_kernel_mode(c10::string_view mode) {
-  TORCH_CHECK_VALUE(mode == "fast" || mode == "device", "mode must be \"fast\" or \"device\", got \"",
-                    std::string(mode), "\"");
-  const bool before = emulate_device_kernels().exchange(mode == "device");
-  return before ? "device" : "fast";
+  static const char* const names[] = {"fast", "separate", "device"};
+  int next = -1;
+  for (int i = 0; i < 3; ++i)
+    if (mode == names[i]) next = i;
+  TORCH_CHECK_VALUE(next >= 0, "mode must be \"fast\", \"separate\" or \"device\", got \"", std::string(mode), "\"");
+  return names[cpu_kernel_mode_flag().exchange(next)];
 }
 
 }  // namespace
@@ -80,6 +82,7 @@ TORCH_LIBRARY(mmh_ext, m) {
   m.def("cross_stream_inject_backward(Tensor grad, Tensor x, Tensor gate) -> (Tensor grad_x, Tensor grad_gate)");
   m.def("build_info() -> str", &build_info);
   m.def("_set_cpu_kernel_mode(str mode) -> str", &set_cpu_kernel_mode);
+  m.def("_rad_cpu_fused_passes() -> int", [] { return rad_cpu_fused_passes().load(); });
 }
 
 }  // namespace mmh_ext

@@ -71,6 +71,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
   auto opts = fs.options().dtype(acc);
   at::Tensor gs = at::empty({B, G2, fs.size(1)}, opts);
   at::Tensor gt = at::empty({B, G2, ft.size(1)}, opts);
+  at::Tensor loss = at::empty({B, p.num_regions}, opts);
+  at::Tensor ls = at::empty({B, p.num_regions, K}, opts);
+  at::Tensor lt = at::empty({B, p.num_regions, K}, opts);
+  if (k.fused_forward != nullptr && k.fused_forward(fs, ft, ws, bs, wt, bt, p, temperature, loss, gs, gt, ls, lt))
+    return {loss, gs, gt, ls, lt};
   k.pool(acc == at::kDouble ? fs.to(acc) : fs, grid, gs);
   k.pool(acc == at::kDouble ? ft.to(acc) : ft, grid, gt);
   // Per-cell logits without bias: one GEMM per network, in the orientation the device's kernels ask for.
@@ -84,9 +89,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
   k.gemms(jobs, K);
   const auto cells = [&](const at::Tensor& out) { return (kmajor ? out.t() : out).view({B, G2, K}); };
   const at::Tensor cs = cells(jobs[0].out), ct = cells(jobs[1].out);
-  at::Tensor loss = at::empty({B, p.num_regions}, opts);
-  at::Tensor ls = at::empty({B, p.num_regions, K}, opts);
-  at::Tensor lt = at::empty({B, p.num_regions, K}, opts);
   k.forward(cs, ct, bs.to(acc).contiguous(), bt.to(acc).contiguous(), p, temperature, loss, ls, lt);
   return {loss, gs, gt, ls, lt};
 }
@@ -104,6 +106,16 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& gs, c
                     ", ", p.num_regions, "), got ", grad.sizes());
   const auto acc = ls.scalar_type();
   const at::Tensor g = grad.to(acc);  // read through its strides (the gradient of a mean is an expanded scalar)
+  at::Tensor none = at::empty({0}, ls.options());
+  if (k.fused_backward != nullptr && need_student && !need_teacher && at::isFloatingType(student_dtype) &&
+      (student_dtype == at::kDouble) == (acc == at::kDouble)) {
+    const int64_t C = ws.size(1);
+    at::Tensor df = at::empty({B, C, student_hw[0], student_hw[1]}, ls.options().dtype(student_dtype));
+    at::Tensor dw = gs.numel() != 0 ? at::empty({K, C}, ls.options()) : at::Tensor();
+    at::Tensor db = at::empty({K}, ls.options());
+    if (k.fused_backward(g, gs, ls, lt, ws, p, temperature, df, dw, db))
+      return {df, dw.defined() ? dw.to(ws.scalar_type()) : none, db, none, none, none};
+  }
   at::Tensor dcs, dct;
   if (need_student) dcs = at::empty({B, G2, K}, ls.options());
   at::Tensor kl;  // per (sample, region), for the teacher side's gradient: once per row, not once per cell and class
@@ -141,7 +153,6 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& gs, c
     }
   }
   k.gemms(jobs, K);
-  at::Tensor none = at::empty({0}, ls.options());
   std::vector<at::Tensor> out(6, none);
   for (Side& s : sides) {
     const int64_t C = s.w.size(1);

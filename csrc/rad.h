@@ -43,6 +43,19 @@ struct Kernels {
   // row-major (K, B*G2), which `forward` then gets as a (B, G2, K) view with strides (G2, 1, B*G2) (on one thread MKL
   // runs this orientation up to 1.3x faster at K = 60; the CPU kernels read either layout).
   bool (*kmajor_cells)(int64_t K);
+  // Optional (nullptr: not used). The whole forward in one pass over chunks of samples — each chunk pooled, its cell
+  // logits' GEMMs and its region math run while its rows are in cache — writing gs / gt (B, G2, C) and the outputs
+  // of `forward`. Returns false, having written nothing, where it does not apply to these inputs; the separate kernels
+  // above run then.
+  bool (*fused_forward)(const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs,
+                        const at::Tensor& wt, const at::Tensor& bt, const Pyramid& p, double temperature,
+                        at::Tensor& loss, at::Tensor& gs, at::Tensor& gt, at::Tensor& ls, at::Tensor& lt);
+  // Optional, likewise: the student side of the backward in one pass over chunks of samples (cell gradients, d
+  // pooled and its unpooling into dfeat, d weight and d bias accumulated per thread). gs (B, G2, C) or empty (no d
+  // weight: dw stays undefined); dfeat preallocated; dw (K, C) and db (K,) acc, preallocated.
+  bool (*fused_backward)(const at::Tensor& grad, const at::Tensor& gs, const at::Tensor& ls, const at::Tensor& lt,
+                         const at::Tensor& w, const Pyramid& p, double temperature, at::Tensor& dfeat, at::Tensor& dw,
+                         at::Tensor& db);
 };
 
 Pyramid make_pyramid(int64_t grid, at::IntArrayRef levels);

@@ -19,13 +19,19 @@ _ops = torch.ops.mmh_ext
 
 @contextlib.contextmanager
 def cpu_kernel_mode(mode: str):
-    """Select RAD's CPU kernels inside the block: ``"fast"`` (default) or ``"device"``.
+    """Select RAD's CPU kernels inside the block: ``"fast"`` (default), ``"separate"`` or ``"device"``.
 
-    ``"device"`` runs, over the same flat index space, the ``__host__ __device__`` per-item functions that are the
-    whole bodies of the CUDA kernels (csrc/rad_math.h) — a CPU emulation of the CUDA launch, used by the tests to check
-    the CUDA kernels' math without a GPU. Results are the same up to floating-point summation order. Process-wide.
-    Only :func:`rad_loss` has two CPU modes: the DAD and injection CPU kernels always run the per-row / per-element
-    functions their CUDA kernels run (csrc/dad_math.h, csrc/inject_math.h), so the mode does not change them.
+    ``"fast"``: the vectorised CPU kernels; where they apply (float32 computation, NCHW float32/float16/bfloat16 maps
+    of at least 8 channels, a CPU with AVX2 and FMA, at least as many samples as threads) each pass runs as one
+    parallel loop over chunks of samples, every stage of a chunk (pooling, cell-logit GEMMs, region math; backward:
+    cell gradients, d pooled and its unpooling) run while its rows are in cache. ``"separate"``: the same kernels,
+    each a pass over the whole batch — what ``"fast"`` runs where the chunked passes do not apply. ``"device"``: runs,
+    over the same flat index space, the ``__host__ __device__`` per-item functions that are the whole bodies of the
+    CUDA kernels (csrc/rad_math.h) — a CPU emulation of the CUDA launch, used by the tests to check the CUDA kernels'
+    math without a GPU. All three agree up to floating-point summation order. Process-wide.
+    Only :func:`rad_loss` has several CPU modes: the DAD and injection CPU kernels always run the per-row /
+    per-element functions their CUDA kernels run (csrc/dad_math.h, csrc/inject_math.h), so the mode does not change
+    them.
     """
     previous = _ops._set_cpu_kernel_mode(mode)
     try:

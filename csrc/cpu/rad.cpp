@@ -1,10 +1,15 @@
-// RAD CPU kernels. Two modes (mode.h): "fast" — the grid pooling and its adjoint vectorised across channels with AVX
-// for NCHW float32/float16/bfloat16 maps (rad_pool_avx.h), otherwise as GEMMs with the pooling matrix; the
-// per-(sample, region) softmax/KL math fused per sample with AVX2 for float32 from 16 classes on (rad_region_avx.h),
-// otherwise as ATen ops over whole (B, N, K) blocks; a pass's GEMMs side by side over the threads from 16 classes on
-// (gemms_cpu) — and "device" — every kernel runs the MMH_HD per-item functions of rad_math.h over the same flat index
-// space as the CUDA kernels.
+// RAD CPU kernels. Three modes (mode.h):
+// - "separate" — the grid pooling and its adjoint vectorised across channels with AVX for NCHW
+//   float32/float16/bfloat16 maps (rad_pool_avx.h), otherwise as GEMMs with the pooling matrix; the per-(sample,
+//   region) softmax/KL math fused per sample with AVX2 for float32 from 16 classes on (rad_region_avx.h), otherwise as
+//   ATen ops over whole (B, N, K) blocks; a pass's GEMMs side by side over the threads from 16 classes on (gemms_cpu);
+//   each kernel a pass over the whole batch;
+// - "fast" (default) — where the AVX kernels apply, each pass as one parallel loop over chunks of samples ("fused
+//   passes" below); elsewhere the same as "separate";
+// - "device" — every kernel runs the MMH_HD per-item functions of rad_math.h over the same flat index space as the
+//   CUDA kernels.
 #include <ATen/Parallel.h>
+#include <ATen/ops/addmm_cpu_dispatch.h>
 #include <ATen/ops/mm_cpu_dispatch.h>
 #include <torch/library.h>
 
@@ -101,34 +106,65 @@ bool simd_pooling(const at::Tensor& feat_or_dfeat, const at::Tensor& cells) {
          feat_or_dfeat.is_contiguous() && cells.is_contiguous() && feat_or_dfeat.size(1) >= 8 && cpu_has_avx();
 }
 
+// The pooling of feat's channel blocks [begin, end) (of its B * (C / 8) 8-channel blocks, sample-major) into out
+// (B, G2, C), on this thread. feat, out: the first sample of the blocks' range may be any sample of the map, as long
+// as `blocks_to_end` counts the blocks from feat's first to the map's end (the narrow pooling masks the map's last
+// block's reads).
+template <typename scalar_t>
+void pool_range(const scalar_t* f, const CellPixels& cp, int64_t C, int64_t begin, int64_t end, int64_t blocks_to_end,
+                float* o) {
+  const int64_t HW = cp.H * cp.W;
+  // maps at most 8 wide with more pixels than 8 per cell row (7x7, 6x6, 8x8 at grid 4): fewer transposes
+  if constexpr (std::is_same<scalar_t, float>::value) {
+    if (cp.W <= 8 && cp.grid * 8 <= HW) return pool_blocks_narrow(f, cp, C, begin, end, blocks_to_end, o);
+  }
+  pool_blocks(f, cp, C, HW, begin, end, o);
+}
+
+// The channels c >= C8 (past the last multiple of 8) of sample b, one plane at a time, in the same order as the
+// blocks' sums.
+template <typename scalar_t>
+void pool_tail(const scalar_t* f, const CellPixels& cp, int64_t C, int64_t b, int64_t c, float* o) {
+  const int64_t HW = cp.H * cp.W, G2 = cp.grid * cp.grid;
+  const scalar_t* plane = f + (b * C + c) * HW;
+  for (int64_t j = 0; j < G2; ++j) {
+    float acc = 0.f;
+    for (int64_t k = cp.offset[j]; k < cp.offset[j + 1]; ++k) acc += static_cast<float>(plane[cp.pixels[k]]);
+    o[(b * G2 + j) * C + c] = acc * cp.inv_area[j];
+  }
+}
+
+template <typename scalar_t>
+void unpool_tail(const float* g, const CellPixels& cp, int64_t C, int64_t b, int64_t c, scalar_t* o) {
+  const int64_t HW = cp.H * cp.W, G2 = cp.grid * cp.grid;
+  scalar_t* plane = o + (b * C + c) * HW;
+  for (int64_t p = 0; p < HW; ++p) {
+    float acc = 0.f;
+    for (int64_t k = cp.cell_offset[p]; k < cp.cell_offset[p + 1]; ++k) {
+      const int64_t j = cp.cells_of[k];
+      acc += g[(b * G2 + j) * C + c] * cp.inv_area[j];
+    }
+    plane[p] = static_cast<scalar_t>(acc);
+  }
+}
+
 void pool_simd(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
-  const int64_t B = feat.size(0), C = feat.size(1), HW = feat.size(2) * feat.size(3), G2 = grid * grid;
+  const int64_t B = feat.size(0), C = feat.size(1), HW = feat.size(2) * feat.size(3);
   const int64_t nblk = C / 8, C8 = nblk * 8;
   const CellPixels cp(feat.size(2), feat.size(3), grid);
   float* o = out.mutable_data_ptr<float>();
   MMH_DISPATCH_SIMD_TYPES(feat.scalar_type(), "rad_pool_simd", [&] {
     const scalar_t* f = feat.const_data_ptr<scalar_t>();
     at::parallel_for(0, B * nblk, grain(16 * HW), [&](int64_t begin, int64_t end) {
-      // maps at most 8 wide with more pixels than 8 per cell row (7x7, 6x6, 8x8 at grid 4): fewer transposes
-      if (std::is_same<scalar_t, float>::value && feat.size(3) <= 8 && grid * 8 <= HW)  // (not a template lambda)
-        return pool_blocks_narrow(reinterpret_cast<const float*>(f), cp, C, begin, end, B * nblk, o);
-      pool_blocks(f, cp, C, HW, begin, end, o);
+      pool_range(f, cp, C, begin, end, B * nblk, o);
     });
     if (C8 == C) return;
-    for_items(B * (C - C8), 2 * HW, [&](int64_t i) {
-      const int64_t b = i / (C - C8), c = C8 + i % (C - C8);
-      const scalar_t* plane = f + (b * C + c) * HW;
-      for (int64_t j = 0; j < G2; ++j) {
-        float acc = 0.f;
-        for (int64_t k = cp.offset[j]; k < cp.offset[j + 1]; ++k) acc += static_cast<float>(plane[cp.pixels[k]]);
-        o[(b * G2 + j) * C + c] = acc * cp.inv_area[j];
-      }
-    });
+    for_items(B * (C - C8), 2 * HW, [&](int64_t i) { pool_tail(f, cp, C, i / (C - C8), C8 + i % (C - C8), o); });
   });
 }
 
 void unpool_simd(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
-  const int64_t B = dfeat.size(0), C = dfeat.size(1), HW = dfeat.size(2) * dfeat.size(3), G2 = grid * grid;
+  const int64_t B = dfeat.size(0), C = dfeat.size(1), HW = dfeat.size(2) * dfeat.size(3);
   const int64_t nblk = C / 8, C8 = nblk * 8;
   const CellPixels cp(dfeat.size(2), dfeat.size(3), grid);
   const float* g = dg.const_data_ptr<float>();
@@ -138,18 +174,7 @@ void unpool_simd(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
       unpool_blocks(g, cp, C, HW, begin, end, o);
     });
     if (C8 == C) return;
-    for_items(B * (C - C8), 2 * HW, [&](int64_t i) {
-      const int64_t b = i / (C - C8), c = C8 + i % (C - C8);
-      scalar_t* plane = o + (b * C + c) * HW;
-      for (int64_t p = 0; p < HW; ++p) {
-        float acc = 0.f;
-        for (int64_t k = cp.cell_offset[p]; k < cp.cell_offset[p + 1]; ++k) {
-          const int64_t j = cp.cells_of[k];
-          acc += g[(b * G2 + j) * C + c] * cp.inv_area[j];
-        }
-        plane[p] = static_cast<scalar_t>(acc);
-      }
-    });
+    for_items(B * (C - C8), 2 * HW, [&](int64_t i) { unpool_tail(g, cp, C, i / (C - C8), C8 + i % (C - C8), o); });
   });
 }
 #endif
@@ -385,7 +410,166 @@ void gemms_cpu(std::vector<Gemm>& jobs, int64_t classes) {
   });
 }
 
-const Kernels kCpu{pool_cpu, forward_cpu, cell_grads_cpu, unpool_cpu, gemms_cpu, many_classes};
+#if MMH_EXT_RAD_AVX
+// ------------------------------------------------------------------------------------------------ fused passes
+// Where the AVX kernels apply (float32 computation, NCHW float32/float16/bfloat16 maps of >= 8 channels, AVX2 + FMA)
+// and there are at least as many samples as threads, each pass runs as one parallel loop over chunks of samples:
+// forward, a chunk's two maps are pooled, its cell logits computed (two small GEMMs, k-major) and its region math
+// run while its rows are in cache; backward (student side), a chunk's cell gradients, d pooled (a GEMM) and its
+// unpooling into d feat, with d weight and d bias summed per thread. The separate kernels above each make a pass
+// over the whole batch with a barrier between: at B = 64, C = 512, 7x7, K = 60, on 2 threads, their pooled, cell and
+// d pooled buffers (2 MiB each) went to memory and back between passes, and the memory-bound passes (pooling,
+// unpooling) left a core's FMA units idle while the compute-bound GEMMs waited for them. Here the threads run their
+// chunks independently, so one thread's GEMM overlaps the other's pooling.
+
+// Samples per chunk: about 128 GEMM rows (G2 rows a sample), and at least 2 chunks per thread where the batch allows.
+int64_t chunk_samples(int64_t B, int64_t G2, int64_t threads) {
+  const int64_t by_rows = std::max<int64_t>(1, 128 / G2);
+  const int64_t by_threads = std::max<int64_t>(1, B / (2 * threads));
+  return std::min(by_rows, by_threads);
+}
+
+bool fused_applies(const at::Tensor& feat, int64_t B) {
+  if (cpu_kernel_mode() != CpuKernelMode::kFast || !cpu_has_avx2_fma() || at::in_parallel_region()) return false;
+  const auto t = feat.scalar_type();
+  return (t == at::kFloat || t == at::kHalf || t == at::kBFloat16) && feat.is_contiguous() && feat.size(1) >= 8 &&
+         B >= at::get_num_threads();
+}
+
+// A float matrix over memory this thread owns, made without the dispatcher (at::from_blob builds the TensorImpl
+// directly): the workers of a parallel loop do not share the caller's dispatch state, and the GEMMs below are called
+// through at::cpu::, straight to the CPU kernel.
+at::Tensor matrix(const float* data, int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
+  return at::from_blob(const_cast<float*>(data), {rows, cols}, {row_stride, col_stride}, at::dtype(at::kFloat));
+}
+
+// Pool samples [b0, b1) of feat (B, C, H, W) into out (B, G2, C), on this thread.
+void pool_samples(const at::Tensor& feat, const CellPixels& cp, int64_t b0, int64_t b1, float* out) {
+  const int64_t B = feat.size(0), C = feat.size(1), HW = cp.H * cp.W, nblk = C / 8, C8 = nblk * 8;
+  MMH_DISPATCH_SIMD_TYPES(feat.scalar_type(), "rad_pool_samples", [&] {
+    const scalar_t* f = feat.const_data_ptr<scalar_t>();
+    pool_range(f + b0 * C * HW, cp, C, 0, (b1 - b0) * nblk, (B - b0) * nblk, out + b0 * cp.grid * cp.grid * C);
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t c = C8; c < C; ++c) pool_tail(f, cp, C, b, c, out);
+  });
+}
+
+// Unpool dg (the (b1 - b0) * G2 rows of samples [b0, b1), C floats each) into samples [b0, b1) of dfeat.
+void unpool_samples(const float* dg, const CellPixels& cp, int64_t b0, int64_t b1, at::Tensor& dfeat) {
+  const int64_t C = dfeat.size(1), HW = cp.H * cp.W, nblk = C / 8, C8 = nblk * 8;
+  MMH_DISPATCH_SIMD_TYPES(dfeat.scalar_type(), "rad_unpool_samples", [&] {
+    scalar_t* o = dfeat.mutable_data_ptr<scalar_t>() + b0 * C * HW;
+    unpool_blocks(dg, cp, C, HW, 0, (b1 - b0) * nblk, o);
+    for (int64_t b = 0; b < b1 - b0; ++b)
+      for (int64_t c = C8; c < C; ++c) unpool_tail(dg, cp, C, b, c, o);
+  });
+}
+
+bool fused_forward_cpu(const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs,
+                       const at::Tensor& wt, const at::Tensor& bt, const Pyramid& p, double temperature,
+                       at::Tensor& loss, at::Tensor& gs, at::Tensor& gt, at::Tensor& ls, at::Tensor& lt) {
+  const int64_t B = fs.size(0);
+  if (loss.scalar_type() != at::kFloat || !fused_applies(fs, B) || !fused_applies(ft, B)) return false;
+  const int64_t K = ws.size(0), G2 = p.grid * p.grid, N = p.num_regions, Cs = fs.size(1), Ct = ft.size(1);
+  const int64_t ldc = (K + 7) / 8 * 8, threads = at::get_num_threads();
+  const int64_t per = chunk_samples(B, G2, threads), chunks = (B + per - 1) / per;
+  const at::Tensor Ws = ws.to(at::kFloat).contiguous(), Wt = wt.to(at::kFloat).contiguous();
+  std::vector<float> bias(2 * ldc, 0.f);  // the biases zero-padded to whole vectors
+  const at::Tensor b_s = bs.to(at::kFloat).contiguous(), b_t = bt.to(at::kFloat).contiguous();
+  std::copy(b_s.const_data_ptr<float>(), b_s.const_data_ptr<float>() + K, bias.begin());
+  std::copy(b_t.const_data_ptr<float>(), b_t.const_data_ptr<float>() + K, bias.begin() + ldc);
+  const CellPixels cps(fs.size(2), fs.size(3), p.grid), cpt(ft.size(2), ft.size(3), p.grid);
+  float *os = gs.mutable_data_ptr<float>(), *ot = gt.mutable_data_ptr<float>();
+  float *l = loss.mutable_data_ptr<float>(), *zs = ls.mutable_data_ptr<float>(), *zt = lt.mutable_data_ptr<float>();
+  const float inv_t = static_cast<float>(1.0 / temperature), t2 = static_cast<float>(temperature * temperature);
+  ++rad_cpu_fused_passes();
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    const int64_t rows_max = per * G2;
+    std::vector<float> ks(K * rows_max), kt(K * rows_max), cells_s(G2 * ldc), cells_t(G2 * ldc), scratch(3 * ldc);
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t b0 = c * per, b1 = std::min(B, b0 + per), rows = (b1 - b0) * G2;
+      pool_samples(fs, cps, b0, b1, os);
+      pool_samples(ft, cpt, b0, b1, ot);
+      // k-major cell logits (K, rows) = W (K, C) @ pooled rows^T
+      at::Tensor out_s = matrix(ks.data(), K, rows, rows, 1), out_t = matrix(kt.data(), K, rows, rows, 1);
+      at::cpu::mm_out(out_s, Ws, matrix(os + b0 * G2 * Cs, Cs, rows, 1, Cs));
+      at::cpu::mm_out(out_t, Wt, matrix(ot + b0 * G2 * Ct, Ct, rows, 1, Ct));
+      for (int64_t b = b0; b < b1; ++b) {
+        cells_from_kmajor(ks.data() + (b - b0) * G2, rows, G2, K, cells_s.data(), ldc);
+        cells_from_kmajor(kt.data() + (b - b0) * G2, rows, G2, K, cells_t.data(), ldc);
+        region_forward_sample(cells_s.data(), cells_t.data(), ldc, bias.data(), bias.data() + ldc, p, K, inv_t, t2,
+                              zs + b * N * K, zt + b * N * K, l + b * N, scratch.data());
+      }
+    }
+  });
+  return true;
+}
+
+bool fused_backward_cpu(const at::Tensor& grad, const at::Tensor& gs, const at::Tensor& ls, const at::Tensor& lt,
+                        const at::Tensor& w, const Pyramid& p, double temperature, at::Tensor& dfeat, at::Tensor& dw,
+                        at::Tensor& db) {
+  const int64_t B = ls.size(0);
+  if (ls.scalar_type() != at::kFloat || !fused_applies(dfeat, B)) return false;
+  const int64_t N = ls.size(1), K = ls.size(2), G2 = p.grid * p.grid, C = w.size(1), Kp = (K + 7) / 8 * 8;
+  const int64_t threads = at::get_num_threads();
+  const int64_t per = chunk_samples(B, G2, threads), chunks = (B + per - 1) / per;
+  const at::Tensor W = w.to(at::kFloat).contiguous(), lsc = ls.contiguous(), ltc = lt.contiguous();
+  const float *g = grad.const_data_ptr<float>(), *s = lsc.const_data_ptr<float>(), *t = ltc.const_data_ptr<float>();
+  const int64_t gb = grad.stride(0), gn = grad.stride(1);
+  const float* pooled = dw.defined() ? gs.const_data_ptr<float>() : nullptr;
+  const CellPixels cp(dfeat.size(2), dfeat.size(3), p.grid);
+  // d weight and d bias, one partial sum per thread (slot = its thread number: at::parallel_for gives thread i the
+  // i-th contiguous range of chunks), added up in thread order below: the same sums for the same thread count
+  at::Tensor dw_part = dw.defined() ? at::empty({threads, K, C}, dw.options()) : at::Tensor();
+  std::vector<float> db_part(threads * Kp, 0.f);
+  std::vector<char> used(threads, 0);
+  ++rad_cpu_fused_passes();
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    const int64_t slot = at::get_thread_num();
+    TORCH_INTERNAL_ASSERT(slot >= 0 && slot < threads);
+    used[slot] = 1;
+    const int64_t rows_max = per * G2;
+    std::vector<float> dc(rows_max * K), dg(rows_max * C), acc(2 * G2 * Kp);
+    float* dbs = db_part.data() + slot * Kp;
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t b0 = c * per, b1 = std::min(B, b0 + per), rows = (b1 - b0) * G2;
+      for (int64_t b = b0; b < b1; ++b)
+        cell_grads_sample(g + b * gb, gn, s + b * N * K, t + b * N * K, nullptr, p, K, static_cast<float>(temperature),
+                          dc.data() + (b - b0) * G2 * K, nullptr, acc.data());
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < K; ++k) dbs[k] += dc[r * K + k];
+      const at::Tensor dcm = matrix(dc.data(), rows, K, K, 1);
+      if (pooled != nullptr) {  // d weight (K, C) += d cells^T (K, rows) @ pooled rows (rows, C)
+        at::Tensor part = matrix(dw_part.data_ptr<float>() + slot * K * C, K, C, C, 1);
+        at::cpu::addmm_out(part, part, matrix(dc.data(), K, rows, 1, K), matrix(pooled + b0 * G2 * C, rows, C, C, 1),
+                           c == c0 ? 0.0 : 1.0, 1.0);
+      }
+      at::Tensor dgm = matrix(dg.data(), rows, C, C, 1);
+      at::cpu::mm_out(dgm, dcm, W);  // d pooled (rows, C) = d cells (rows, K) @ W (K, C)
+      unpool_samples(dg.data(), cp, b0, b1, dfeat);
+    }
+  });
+  float* d = db.mutable_data_ptr<float>();
+  std::fill(d, d + K, 0.f);
+  bool first = true;
+  for (int64_t i = 0; i < threads; ++i) {
+    if (!used[i]) continue;
+    for (int64_t k = 0; k < K; ++k) d[k] += db_part[i * Kp + k];
+    if (dw.defined()) {
+      if (first) dw.copy_(dw_part[i]);
+      else dw.add_(dw_part[i]);
+    }
+    first = false;
+  }
+  return true;
+}
+#else
+constexpr auto fused_forward_cpu = nullptr;
+constexpr auto fused_backward_cpu = nullptr;
+#endif
+
+const Kernels kCpu{pool_cpu, forward_cpu, cell_grads_cpu, unpool_cpu, gemms_cpu, many_classes, fused_forward_cpu,
+                   fused_backward_cpu};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rad_forward_cpu(
     const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& wt,

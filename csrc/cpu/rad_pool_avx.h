@@ -181,9 +181,13 @@ MMH_EXT_AVX inline void pool_blocks_narrow(const float* feat, const CellPixels& 
       for (int l = 0; l < 8; ++l) {
         const float* plane = planes + l * HW;
         __m256 acc = _mm256_setzero_ps();
-        for (int64_t y = cp.y_start[iy]; y < cp.y_end[iy]; ++y)
-          acc = _mm256_add_ps(acc, last && l == 7 && y * W + 8 > HW ? _mm256_maskload_ps(plane + y * W, wmask)
-                                                                     : _mm256_loadu_ps(plane + y * W));
+        if (last && l == 7) {
+          for (int64_t y = cp.y_start[iy]; y < cp.y_end[iy]; ++y)
+            acc = _mm256_add_ps(acc, y * W + 8 > HW ? _mm256_maskload_ps(plane + y * W, wmask)
+                                                    : _mm256_loadu_ps(plane + y * W));
+        } else {
+          for (int64_t y = cp.y_start[iy]; y < cp.y_end[iy]; ++y) acc = _mm256_add_ps(acc, _mm256_loadu_ps(plane + y * W));
+        }
         r[l] = acc;
       }
       transpose8(r);  // r[x]: the 8 channels' row-bin sums at column x

@@ -126,7 +126,7 @@ void gemms_cuda(std::vector<Gemm>& jobs, int64_t /*classes*/) {
 
 bool row_major_cells(int64_t) { return false; }
 
-const Kernels kCuda{pool_cuda, forward_cuda, cell_grads_cuda, unpool_cuda, gemms_cuda, row_major_cells};
+const Kernels kCuda{pool_cuda, forward_cuda, cell_grads_cuda, unpool_cuda, gemms_cuda, row_major_cells, nullptr, nullptr};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rad_forward_cuda(
     const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& wt,

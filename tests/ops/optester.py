@@ -29,10 +29,11 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not HAS_CUDA, reason="needs a CUDA device and an mmh_ext build with CUDA kernels"))]
 DTYPES = [torch.float64, torch.float32]
 LAYOUTS = ["contiguous", "noncontiguous"]
-#: mmh_ext.cpu_kernel_mode: the fast CPU kernels and the CPU emulation of the CUDA kernels (RAD only: the other
-#: operators' CPU kernels always run their CUDA kernels' per-item math). The ``kernel_mode`` fixture (conftest.py)
-#: takes one of them by indirect parametrisation.
-KERNEL_MODES = ["fast", "device"]
+#: mmh_ext.cpu_kernel_mode: the fast CPU kernels (chunked passes where they apply), the same kernels as separate passes
+#: over the batch, and the CPU emulation of the CUDA kernels (RAD only: the other operators' CPU kernels always run
+#: their CUDA kernels' per-item math). The ``kernel_mode`` fixture (conftest.py) takes one of them by indirect
+#: parametrisation.
+KERNEL_MODES = ["fast", "separate", "device"]
 #: forward against the float64 reference
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-10), torch.float32: dict(rtol=2e-4, atol=2e-5)}
 

@@ -164,8 +164,9 @@ def test_autocast_is_off_inside_the_ops():
 
     With the default fall-through (swapped in below) autocast reaches the ATen matmuls inside the kernel and the result
     changes — this is what the registered Autocast kernels prevent. Checked for cosine_discrepancy (its Gram matrix is
-    an at::mm) and for RAD with K = 10 classes (below 16 its CPU region math is ATen baddbmm/bmm; from 16 on the CPU
-    kernels call nothing autocast could reach, while on CUDA the GEMMs still go through the dispatcher)."""
+    an at::mm) and for RAD with K = 10 classes in the "separate" CPU kernel mode (below 16 classes its region math is
+    ATen baddbmm/bmm; the chunked "fast" passes and the AVX region math call their GEMMs through at::cpu::, which
+    autocast cannot reach, while on CUDA the GEMMs still go through the dispatcher)."""
     a = _mixed_rad_inputs()
     h = [torch.randn(16, 64).bfloat16(), torch.randn(16, 40)]
     plain = mmh_ext.rad_loss(*a, reduction="none"), mmh_ext.dad_loss(*h), mmh_ext.cosine_discrepancy(h[1])
@@ -174,8 +175,12 @@ def test_autocast_is_off_inside_the_ops():
     for p, q in zip(plain, auto):
         assert p.dtype == q.dtype == torch.float32
         assert torch.equal(p, q)
+    def rad_separate():
+        with mmh_ext.cpu_kernel_mode("separate"):
+            return mmh_ext.rad_loss(*a, reduction="none")
+
     for op, call, want in (("cosine_discrepancy_forward", lambda: mmh_ext.cosine_discrepancy(h[1]), plain[2]),
-                           ("rad_forward", lambda: mmh_ext.rad_loss(*a, reduction="none"), plain[0])):
+                           ("rad_forward", rad_separate, rad_separate())):
         lib = torch.library.Library("mmh_ext", "IMPL")
         try:
             lib.impl(op, torch.library.fallthrough_kernel, "AutocastCPU")  # (warns: overriding a kernel)

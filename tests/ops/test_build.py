@@ -73,6 +73,9 @@ def test_cpu_kernel_mode_switches_and_restores():
     assert torch.ops.mmh_ext._set_cpu_kernel_mode("fast") == "fast"
     with mmh_ext.cpu_kernel_mode("device"):
         assert torch.ops.mmh_ext._set_cpu_kernel_mode("device") == "device"
+        with mmh_ext.cpu_kernel_mode("separate"):
+            assert torch.ops.mmh_ext._set_cpu_kernel_mode("separate") == "separate"
+        assert torch.ops.mmh_ext._set_cpu_kernel_mode("device") == "device"
     assert torch.ops.mmh_ext._set_cpu_kernel_mode("fast") == "fast"
     with pytest.raises(ValueError, match="mode"):
         torch.ops.mmh_ext._set_cpu_kernel_mode("gpu")

@@ -47,7 +47,7 @@ def _bad(**over):
 
 class TestRadLoss(OpTester):
     op = "rad_loss"
-    kernel_modes = tuple(KERNEL_MODES)  # the only operator whose CPU kernels have two modes
+    kernel_modes = tuple(KERNEL_MODES)  # the only operator whose CPU kernels have several modes
 
     def sample_inputs(self):
         return [Sample(_inputs(shape, torch.float64), dict(grid=shape[8], levels=shape[9], temperature=3.0,
@@ -327,7 +327,8 @@ def test_fast_cpu_region_math_against_float64(k, scale):
 
 @pytest.mark.parametrize("grads", ["both sides", "student", "student, frozen weight"])
 def test_cpu_gemms_split_over_threads_match_one_thread(grads):
-    """On the CPU a pass's GEMMs run side by side over the threads from 16 classes on (csrc/cpu/rad.cpp, gemms_cpu),
+    """On the CPU the separate kernels run a pass's GEMMs side by side over the threads from 16 classes on
+    (csrc/cpu/rad.cpp, gemms_cpu),
     or cut into blocks of rows when there are fewer GEMMs than threads: the same loss and gradients as with one
     thread (K = 60 here). The backward has 4 GEMMs (both sides), 2 (the student: d pooled and d weight) or 1 (a frozen
     student weight); with 3 threads the last two are cut into row blocks, the d weight one through a transposed
@@ -340,7 +341,8 @@ def test_cpu_gemms_split_over_threads_match_one_thread(grads):
         for n in (1, 2, 3):
             torch.set_num_threads(n)
             leaves = [t.clone().requires_grad_(i in trainable) for i, t in enumerate((fs, ft, ws, bs, wt, bt))]
-            loss = mmh_ext.rad_loss(*leaves, reduction="none")
+            with mmh_ext.cpu_kernel_mode("separate"):  # "fast" runs its chunked passes at this batch
+                loss = mmh_ext.rad_loss(*leaves, reduction="none")
             loss.backward(torch.linspace(0, 1, loss.numel()).view_as(loss))
             results[n] = [loss.detach()] + [leaves[i].grad for i in trainable]
     finally:
@@ -359,11 +361,95 @@ def test_narrow_pooling_whole_blocks_equals_the_per_item_kernels(hw):
     fs, ft = torch.randn(3, 16, *hw, generator=g), torch.randn(3, 16, *hw, generator=g)
     w, b = torch.randn(5, 16, generator=g), torch.randn(5, generator=g)
     res = {}
-    for mode in ("fast", "device"):
+    for mode in ("fast", "separate", "device"):  # the chunked passes and the whole-batch kernels pool alike
         x = fs.clone().requires_grad_(True)
         with mmh_ext.cpu_kernel_mode(mode):
             loss = mmh_ext.rad_loss(x, ft, w, b, w, b, grid=4, levels=(4, 2, 1), reduction="none")
             loss.backward(torch.linspace(0.5, 1.5, loss.numel()).view_as(loss))
         res[mode] = (loss.detach(), x.grad)
-    for a, b_ in zip(res["fast"], res["device"]):
-        torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-5)
+    for mode in ("fast", "separate"):
+        for a, b_ in zip(res[mode], res["device"]):
+            torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-5)
+
+
+# (B, Cs, Hs, Ws, Ct, Ht, Wt, K, grid, levels, student dtype, teacher dtype)
+CHUNKED = [
+    # channels past a multiple of 8 on both sides, the narrow pooling (7x7) and the general one (5x6), 7 samples: a
+    # short last chunk
+    (7, 20, 7, 7, 13, 5, 6, 9, 4, (4, 2, 1), torch.float32, torch.float32),
+    (6, 16, 4, 4, 16, 4, 4, 60, 4, (4, 2, 1), torch.float32, torch.float32),  # the pooling is the identity, K = 60
+    (5, 8, 14, 14, 24, 3, 3, 3, 3, (3, 1), torch.bfloat16, torch.float32),  # autocast: a bfloat16 student map
+    (4, 12, 8, 8, 12, 8, 8, 2, 2, (2, 1), torch.float16, torch.float16),
+    (40, 8, 6, 6, 8, 6, 6, 5, 1, (1,), torch.float32, torch.float32),  # grid 1: one cell a sample, many a chunk
+]
+
+
+@pytest.mark.parametrize("case", CHUNKED, ids=lambda c: f"B{c[0]}-{c[2]}x{c[3]}-K{c[7]}-{str(c[10])[6:]}")
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("trainable", ["student", "student, frozen weight", "both sides"])
+def test_chunked_cpu_passes(case, threads, trainable):
+    """"fast" mode runs each pass as one loop over chunks of samples where its AVX kernels apply (csrc/cpu/rad.cpp,
+    fused passes): pooling, cell-logit GEMMs and region math of a chunk together; backward, the student's cell
+    gradients, d pooled and its unpooling, with d weight and d bias summed per thread. Against the same kernels as
+    separate passes and against the float64 reference, on 1-3 threads; the pass counter shows the chunked code ran
+    (the backward only for the student side: a teacher that needs gradients takes the separate kernels), and the
+    same call gives the same bits twice."""
+    B, Cs, Hs, Ws, Ct, Ht, Wt, K, grid, levels, sdt, tdt = case
+    g = torch.Generator().manual_seed(B * K)
+    base = [torch.randn(B, Cs, Hs, Ws, generator=g).to(sdt), torch.randn(B, Ct, Ht, Wt, generator=g).to(tdt),
+            torch.randn(K, Cs, generator=g) * 0.3, torch.randn(K, generator=g), torch.randn(K, Ct, generator=g) * 0.3,
+            torch.randn(K, generator=g)]
+    grad = torch.rand(B, mmh_ext.rad_num_regions(levels), generator=g)
+    idx = {"student": (0, 2, 3), "student, frozen weight": (0, 3), "both sides": (0, 1, 2, 3, 4, 5)}[trainable]
+    kw = dict(grid=grid, levels=levels, reduction="none")
+
+    def run(fn, dtype=None):
+        leaves = [(t.to(dtype) if dtype else t.clone()).requires_grad_(i in idx) for i, t in enumerate(base)]
+        loss = fn(*leaves, **kw)
+        loss.backward(grad.to(loss.dtype))
+        return [loss.detach()] + [leaves[i].grad for i in idx]
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        count = torch.ops.mmh_ext._rad_cpu_fused_passes()
+        fast = run(mmh_ext.rad_loss)
+        ran = torch.ops.mmh_ext._rad_cpu_fused_passes() - count
+        again = run(mmh_ext.rad_loss)
+        with mmh_ext.cpu_kernel_mode("separate"):
+            count = torch.ops.mmh_ext._rad_cpu_fused_passes()
+            separate = run(mmh_ext.rad_loss)
+            assert torch.ops.mmh_ext._rad_cpu_fused_passes() == count
+    finally:
+        torch.set_num_threads(before)
+    assert ran == (1 if trainable == "both sides" else 2)
+    want = run(R.rad_loss, torch.float64)
+    names = ["loss"] + [["d fs", "d ft", "d ws", "d bs", "d wt", "d bt"][i] for i in idx]
+    for name, a, a2, b, r in zip(names, fast, again, separate, want):
+        assert a.dtype == b.dtype and torch.equal(a, a2), name
+        # a half-precision d feat: rounded once from the float32 sum in both paths (the sums' order differs)
+        tol = dict(rtol=1e-5, atol=1e-6 * r.abs().max().item()) if a.dtype == torch.float32 else dict(rtol=1e-2,
+                                                                                                       atol=1e-3)
+        torch.testing.assert_close(a, b, **tol, msg=lambda m: f"{name}, chunked vs separate: {m}")
+        torch.testing.assert_close(a.double(), r, rtol=2e-4 if a.dtype == torch.float32 else 1e-2,
+                                   atol=2e-5 * max(r.abs().max().item(), 1.0) if a.dtype == torch.float32 else 1e-2,
+                                   msg=lambda m: f"{name}, chunked vs float64: {m}")
+
+
+def test_chunked_cpu_passes_need_as_many_samples_as_threads():
+    """With fewer samples than threads the chunks could not keep every thread busy: the separate kernels run (their
+    loops go over sample x channel blocks)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        g = torch.Generator().manual_seed(0)
+        args = [torch.randn(s, generator=g) for s in ((2, 16, 7, 7), (2, 16, 7, 7), (5, 16), (5,), (5, 16), (5,))]
+        fs = args[0].clone().requires_grad_(True)
+        count = torch.ops.mmh_ext._rad_cpu_fused_passes()
+        got = torch.autograd.grad(mmh_ext.rad_loss(fs, *args[1:]), fs)[0]
+        assert torch.ops.mmh_ext._rad_cpu_fused_passes() == count
+    finally:
+        torch.set_num_threads(before)
+    fs64 = args[0].double().requires_grad_(True)
+    want = torch.autograd.grad(R.rad_loss(fs64, *[a.double() for a in args[1:]]), fs64)[0]
+    torch.testing.assert_close(got.double(), want, rtol=2e-4, atol=1e-7)
