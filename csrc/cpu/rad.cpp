@@ -429,6 +429,9 @@ int64_t chunk_samples(int64_t B, int64_t G2, int64_t threads) {
   return std::min(by_rows, by_threads);
 }
 
+// The most memory the chunked backward's per-thread d weight partial sums may take together.
+constexpr int64_t kMaxPartialBytes = int64_t{64} << 20;
+
 bool fused_applies(const at::Tensor& feat, int64_t B) {
   if (cpu_kernel_mode() != CpuKernelMode::kFast || !cpu_has_avx2_fma() || at::in_parallel_region()) return false;
   const auto t = feat.scalar_type();
@@ -512,6 +515,9 @@ bool fused_backward_cpu(const at::Tensor& grad, const at::Tensor& gs, const at::
   if (ls.scalar_type() != at::kFloat || !fused_applies(dfeat, B)) return false;
   const int64_t N = ls.size(1), K = ls.size(2), G2 = p.grid * p.grid, C = w.size(1), Kp = (K + 7) / 8 * 8;
   const int64_t threads = at::get_num_threads();
+  // a (K, C) partial d weight per thread: not past kMaxPartialBytes in all (a large classifier on many threads takes
+  // the separate kernels, whose d weight is one GEMM)
+  if (dw.defined() && threads * K * C * static_cast<int64_t>(sizeof(float)) > kMaxPartialBytes) return false;
   const int64_t per = chunk_samples(B, G2, threads), chunks = (B + per - 1) / per;
   const at::Tensor W = w.to(at::kFloat).contiguous(), lsc = ls.contiguous(), ltc = lt.contiguous();
   const float *g = grad.const_data_ptr<float>(), *s = lsc.const_data_ptr<float>(), *t = ltc.const_data_ptr<float>();

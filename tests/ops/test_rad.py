@@ -453,3 +453,27 @@ def test_chunked_cpu_passes_need_as_many_samples_as_threads():
     fs64 = args[0].double().requires_grad_(True)
     want = torch.autograd.grad(R.rad_loss(fs64, *[a.double() for a in args[1:]]), fs64)[0]
     torch.testing.assert_close(got.double(), want, rtol=2e-4, atol=1e-7)
+
+
+def test_chunked_backward_bounds_its_per_thread_weight_sums():
+    """The chunked backward keeps a (K, C) partial d weight per thread; past 64 MiB in all (here 3 threads x 1100 x
+    5120 floats, 67.6 MB) the separate kernels run the backward (the forward stays chunked), with the same result."""
+    g = torch.Generator().manual_seed(3)
+    k, c = 1100, 5120
+    args = [torch.randn(3, c, 2, 2, generator=g), torch.randn(3, 8, 2, 2, generator=g),
+            torch.randn(k, c, generator=g) * 0.01, torch.randn(k, generator=g), torch.randn(k, 8, generator=g),
+            torch.randn(k, generator=g)]
+    before = torch.get_num_threads()
+    res = {}
+    try:
+        for threads in (3, 2):  # 2 x 1100 x 5120 floats = 45 MB: chunked
+            torch.set_num_threads(threads)
+            leaves = [a.clone().requires_grad_(i in (0, 2)) for i, a in enumerate(args)]
+            count = torch.ops.mmh_ext._rad_cpu_fused_passes()
+            mmh_ext.rad_loss(*leaves, grid=2, levels=(2, 1)).backward()
+            res[threads] = (torch.ops.mmh_ext._rad_cpu_fused_passes() - count, leaves[0].grad, leaves[2].grad)
+    finally:
+        torch.set_num_threads(before)
+    assert res[3][0] == 1 and res[2][0] == 2
+    for a, b in zip(res[3][1:], res[2][1:]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
