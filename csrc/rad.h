@@ -51,7 +51,7 @@ struct Kernels {
                         const at::Tensor& wt, const at::Tensor& bt, const Pyramid& p, double temperature,
                         at::Tensor& loss, at::Tensor& gs, at::Tensor& gt, at::Tensor& ls, at::Tensor& lt);
   // Optional, likewise: the student side of the backward in one pass over chunks of samples (cell gradients, d
-  // pooled and its unpooling into dfeat, d weight and d bias accumulated per thread). gs (B, G2, C) or empty (no d
+  // pooled and its unpooling into dfeat, d weight and d bias summed per chunk). gs (B, G2, C) or empty (no d
   // weight: dw stays undefined); dfeat preallocated; dw (K, C) and db (K,) acc, preallocated.
   bool (*fused_backward)(const at::Tensor& grad, const at::Tensor& gs, const at::Tensor& ls, const at::Tensor& lt,
                          const at::Tensor& w, const Pyramid& p, double temperature, at::Tensor& dfeat, at::Tensor& dw,

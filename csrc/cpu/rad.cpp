@@ -9,11 +9,11 @@
 // - "device" — every kernel runs the MMH_HD per-item functions of rad_math.h over the same flat index space as the
 //   CUDA kernels.
 #include <ATen/Parallel.h>
-#include <ATen/ops/addmm_cpu_dispatch.h>
 #include <ATen/ops/mm_cpu_dispatch.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "../mode.h"
@@ -416,21 +416,35 @@ void gemms_cpu(std::vector<Gemm>& jobs, int64_t classes) {
 // and there are at least as many samples as threads, each pass runs as one parallel loop over chunks of samples:
 // forward, a chunk's two maps are pooled, its cell logits computed (two small GEMMs, k-major) and its region math
 // run while its rows are in cache; backward (student side), a chunk's cell gradients, d pooled (a GEMM) and its
-// unpooling into d feat, with d weight and d bias summed per thread. The separate kernels above each make a pass
+// unpooling into d feat, with d weight and d bias summed per chunk. The separate kernels above each make a pass
 // over the whole batch with a barrier between: at B = 64, C = 512, 7x7, K = 60, on 2 threads, their pooled, cell and
 // d pooled buffers (2 MiB each) went to memory and back between passes, and the memory-bound passes (pooling,
 // unpooling) left a core's FMA units idle while the compute-bound GEMMs waited for them. Here the threads run their
 // chunks independently, so one thread's GEMM overlaps the other's pooling.
 
-// Samples per chunk: about 128 GEMM rows (G2 rows a sample), and at least 2 chunks per thread where the batch allows.
+// Samples per chunk: about 128 GEMM rows (G2 rows a sample), and about 4 chunks per thread where the batch allows.
 int64_t chunk_samples(int64_t B, int64_t G2, int64_t threads) {
   const int64_t by_rows = std::max<int64_t>(1, 128 / G2);
-  const int64_t by_threads = std::max<int64_t>(1, B / (2 * threads));
+  const int64_t by_threads = std::max<int64_t>(1, B / (4 * threads));
   return std::min(by_rows, by_threads);
 }
 
 // The most memory the chunked backward's per-thread d weight partial sums may take together.
 constexpr int64_t kMaxPartialBytes = int64_t{64} << 20;
+
+// Run body(c, state) for every chunk c in [0, chunks): each thread makes its state (scratch buffers) once, then
+// takes the next chunk not yet taken until none is left, so a thread slowed down (another process on its core, a
+// chunk whose maps are not in cache) takes fewer chunks instead of holding the others at the loop's end. Which thread
+// runs a chunk does not change what the chunk computes: every chunk writes its own rows and partial sums.
+template <typename MakeState, typename Body>
+void for_chunks(int64_t chunks, const MakeState& make_state, const Body& body) {
+  std::atomic<int64_t> next{0};
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), chunks);
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    auto state = make_state();
+    for (int64_t c = next++; c < chunks; c = next++) body(c, state);
+  });
+}
 
 bool fused_applies(const at::Tensor& feat, int64_t B) {
   if (cpu_kernel_mode() != CpuKernelMode::kFast || !cpu_has_avx2_fma() || at::in_parallel_region()) return false;
@@ -486,23 +500,26 @@ bool fused_forward_cpu(const at::Tensor& fs, const at::Tensor& ft, const at::Ten
   float *l = loss.mutable_data_ptr<float>(), *zs = ls.mutable_data_ptr<float>(), *zt = lt.mutable_data_ptr<float>();
   const float inv_t = static_cast<float>(1.0 / temperature), t2 = static_cast<float>(temperature * temperature);
   ++rad_cpu_fused_passes();
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    const int64_t rows_max = per * G2;
-    std::vector<float> ks(K * rows_max), kt(K * rows_max), cells_s(G2 * ldc), cells_t(G2 * ldc), scratch(3 * ldc);
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t b0 = c * per, b1 = std::min(B, b0 + per), rows = (b1 - b0) * G2;
-      pool_samples(fs, cps, b0, b1, os);
-      pool_samples(ft, cpt, b0, b1, ot);
-      // k-major cell logits (K, rows) = W (K, C) @ pooled rows^T
-      at::Tensor out_s = matrix(ks.data(), K, rows, rows, 1), out_t = matrix(kt.data(), K, rows, rows, 1);
-      at::cpu::mm_out(out_s, Ws, matrix(os + b0 * G2 * Cs, Cs, rows, 1, Cs));
-      at::cpu::mm_out(out_t, Wt, matrix(ot + b0 * G2 * Ct, Ct, rows, 1, Ct));
-      for (int64_t b = b0; b < b1; ++b) {
-        cells_from_kmajor(ks.data() + (b - b0) * G2, rows, G2, K, cells_s.data(), ldc);
-        cells_from_kmajor(kt.data() + (b - b0) * G2, rows, G2, K, cells_t.data(), ldc);
-        region_forward_sample(cells_s.data(), cells_t.data(), ldc, bias.data(), bias.data() + ldc, p, K, inv_t, t2,
-                              zs + b * N * K, zt + b * N * K, l + b * N, scratch.data());
-      }
+  struct Scratch {
+    std::vector<float> ks, kt, cells_s, cells_t, row;
+  };
+  const auto make = [&] {
+    return Scratch{std::vector<float>(K * per * G2), std::vector<float>(K * per * G2), std::vector<float>(G2 * ldc),
+                   std::vector<float>(G2 * ldc), std::vector<float>(3 * ldc)};
+  };
+  for_chunks(chunks, make, [&](int64_t c, Scratch& m) {
+    const int64_t b0 = c * per, b1 = std::min(B, b0 + per), rows = (b1 - b0) * G2;
+    pool_samples(fs, cps, b0, b1, os);
+    pool_samples(ft, cpt, b0, b1, ot);
+    // k-major cell logits (K, rows) = W (K, C) @ pooled rows^T
+    at::Tensor out_s = matrix(m.ks.data(), K, rows, rows, 1), out_t = matrix(m.kt.data(), K, rows, rows, 1);
+    at::cpu::mm_out(out_s, Ws, matrix(os + b0 * G2 * Cs, Cs, rows, 1, Cs));
+    at::cpu::mm_out(out_t, Wt, matrix(ot + b0 * G2 * Ct, Ct, rows, 1, Ct));
+    for (int64_t b = b0; b < b1; ++b) {
+      cells_from_kmajor(m.ks.data() + (b - b0) * G2, rows, G2, K, m.cells_s.data(), ldc);
+      cells_from_kmajor(m.kt.data() + (b - b0) * G2, rows, G2, K, m.cells_t.data(), ldc);
+      region_forward_sample(m.cells_s.data(), m.cells_t.data(), ldc, bias.data(), bias.data() + ldc, p, K, inv_t, t2,
+                            zs + b * N * K, zt + b * N * K, l + b * N, m.row.data());
     }
   });
   return true;
@@ -515,57 +532,54 @@ bool fused_backward_cpu(const at::Tensor& grad, const at::Tensor& gs, const at::
   if (ls.scalar_type() != at::kFloat || !fused_applies(dfeat, B)) return false;
   const int64_t N = ls.size(1), K = ls.size(2), G2 = p.grid * p.grid, C = w.size(1), Kp = (K + 7) / 8 * 8;
   const int64_t threads = at::get_num_threads();
-  // a (K, C) partial d weight per thread: not past kMaxPartialBytes in all (a large classifier on many threads takes
-  // the separate kernels, whose d weight is one GEMM)
-  if (dw.defined() && threads * K * C * static_cast<int64_t>(sizeof(float)) > kMaxPartialBytes) return false;
   const int64_t per = chunk_samples(B, G2, threads), chunks = (B + per - 1) / per;
+  // a (K, C) partial d weight per chunk: not past kMaxPartialBytes in all (a large classifier over many chunks takes
+  // the separate kernels, whose d weight is one GEMM)
+  if (dw.defined() && chunks * K * C * static_cast<int64_t>(sizeof(float)) > kMaxPartialBytes) return false;
   const at::Tensor W = w.to(at::kFloat).contiguous(), lsc = ls.contiguous(), ltc = lt.contiguous();
   const float *g = grad.const_data_ptr<float>(), *s = lsc.const_data_ptr<float>(), *t = ltc.const_data_ptr<float>();
   const int64_t gb = grad.stride(0), gn = grad.stride(1);
   const float* pooled = dw.defined() ? gs.const_data_ptr<float>() : nullptr;
   const CellPixels cp(dfeat.size(2), dfeat.size(3), p.grid);
-  // d weight and d bias, one partial sum per thread (slot = its thread number: at::parallel_for gives thread i the
-  // i-th contiguous range of chunks), added up in thread order below: the same sums for the same thread count
-  at::Tensor dw_part = dw.defined() ? at::empty({threads, K, C}, dw.options()) : at::Tensor();
-  std::vector<float> db_part(threads * Kp, 0.f);
-  std::vector<char> used(threads, 0);
+  // d weight and d bias: one partial sum per chunk, added up in chunk order below — the same bits whichever thread
+  // ran which chunk
+  std::vector<float> dw_part(dw.defined() ? chunks * K * C : 0), db_part(chunks * K);
   ++rad_cpu_fused_passes();
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    const int64_t slot = at::get_thread_num();
-    TORCH_INTERNAL_ASSERT(slot >= 0 && slot < threads);
-    used[slot] = 1;
-    const int64_t rows_max = per * G2;
-    std::vector<float> dc(rows_max * K), dg(rows_max * C), acc(2 * G2 * Kp);
-    float* dbs = db_part.data() + slot * Kp;
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t b0 = c * per, b1 = std::min(B, b0 + per), rows = (b1 - b0) * G2;
-      for (int64_t b = b0; b < b1; ++b)
-        cell_grads_sample(g + b * gb, gn, s + b * N * K, t + b * N * K, nullptr, p, K, static_cast<float>(temperature),
-                          dc.data() + (b - b0) * G2 * K, nullptr, acc.data());
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t k = 0; k < K; ++k) dbs[k] += dc[r * K + k];
-      const at::Tensor dcm = matrix(dc.data(), rows, K, K, 1);
-      if (pooled != nullptr) {  // d weight (K, C) += d cells^T (K, rows) @ pooled rows (rows, C)
-        at::Tensor part = matrix(dw_part.data_ptr<float>() + slot * K * C, K, C, C, 1);
-        at::cpu::addmm_out(part, part, matrix(dc.data(), K, rows, 1, K), matrix(pooled + b0 * G2 * C, rows, C, C, 1),
-                           c == c0 ? 0.0 : 1.0, 1.0);
-      }
-      at::Tensor dgm = matrix(dg.data(), rows, C, C, 1);
-      at::cpu::mm_out(dgm, dcm, W);  // d pooled (rows, C) = d cells (rows, K) @ W (K, C)
-      unpool_samples(dg.data(), cp, b0, b1, dfeat);
+  struct Scratch {
+    std::vector<float> dc, dg, acc;
+  };
+  const auto make = [&] {
+    return Scratch{std::vector<float>(per * G2 * K), std::vector<float>(per * G2 * C), std::vector<float>(2 * G2 * Kp)};
+  };
+  for_chunks(chunks, make, [&](int64_t c, Scratch& m) {
+    const int64_t b0 = c * per, b1 = std::min(B, b0 + per), rows = (b1 - b0) * G2;
+    float* dc = m.dc.data();
+    for (int64_t b = b0; b < b1; ++b)
+      cell_grads_sample(g + b * gb, gn, s + b * N * K, t + b * N * K, nullptr, p, K, static_cast<float>(temperature),
+                        dc + (b - b0) * G2 * K, nullptr, m.acc.data());
+    float* dbc = db_part.data() + c * K;
+    std::fill(dbc, dbc + K, 0.f);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < K; ++k) dbc[k] += dc[r * K + k];
+    const at::Tensor dcm = matrix(dc, rows, K, K, 1);
+    if (pooled != nullptr) {  // d weight (K, C) of the chunk = d cells^T (K, rows) @ pooled rows (rows, C)
+      at::Tensor part = matrix(dw_part.data() + c * K * C, K, C, C, 1);
+      at::cpu::mm_out(part, matrix(dc, K, rows, 1, K), matrix(pooled + b0 * G2 * C, rows, C, C, 1));
     }
+    at::Tensor dgm = matrix(m.dg.data(), rows, C, C, 1);
+    at::cpu::mm_out(dgm, dcm, W);  // d pooled (rows, C) = d cells (rows, K) @ W (K, C)
+    unpool_samples(m.dg.data(), cp, b0, b1, dfeat);
   });
-  float* d = db.mutable_data_ptr<float>();
-  std::fill(d, d + K, 0.f);
-  bool first = true;
-  for (int64_t i = 0; i < threads; ++i) {
-    if (!used[i]) continue;
-    for (int64_t k = 0; k < K; ++k) d[k] += db_part[i * Kp + k];
-    if (dw.defined()) {
-      if (first) dw.copy_(dw_part[i]);
-      else dw.add_(dw_part[i]);
-    }
-    first = false;
+  // the chunks' partial sums, in chunk order
+  const auto add_parts = [chunks](const float* parts, int64_t n, float* out, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) out[i] = parts[i];
+    for (int64_t c = 1; c < chunks; ++c)
+      for (int64_t i = begin; i < end; ++i) out[i] += parts[c * n + i];
+  };
+  add_parts(db_part.data(), K, db.mutable_data_ptr<float>(), 0, K);
+  if (dw.defined()) {
+    float* out = dw.mutable_data_ptr<float>();
+    at::parallel_for(0, K * C, 4096, [&](int64_t begin, int64_t end) { add_parts(dw_part.data(), K * C, out, begin, end); });
   }
   return true;
 }

@@ -11,7 +11,7 @@ inputs. The base runs, over device x dtype x layout (contiguous / a non-contiguo
 * bad inputs: the error type and the argument named in the message.
 
 CUDA parametrisations skip without a GPU and a build with CUDA kernels. ``kernel_modes`` lists the CPU kernel modes a
-test runs in (:func:`mmh_ext.cpu_kernel_mode`; only RAD has two).
+test runs in (:func:`mmh_ext.cpu_kernel_mode`; only RAD has several).
 """
 from __future__ import annotations
 

@@ -390,10 +390,10 @@ CHUNKED = [
 def test_chunked_cpu_passes(case, threads, trainable):
     """"fast" mode runs each pass as one loop over chunks of samples where its AVX kernels apply (csrc/cpu/rad.cpp,
     fused passes): pooling, cell-logit GEMMs and region math of a chunk together; backward, the student's cell
-    gradients, d pooled and its unpooling, with d weight and d bias summed per thread. Against the same kernels as
-    separate passes and against the float64 reference, on 1-3 threads; the pass counter shows the chunked code ran
-    (the backward only for the student side: a teacher that needs gradients takes the separate kernels), and the
-    same call gives the same bits twice."""
+    gradients, d pooled and its unpooling, with d weight and d bias summed per chunk (the threads take chunks as they
+    come free). Against the same kernels as separate passes and against the float64 reference, on 1-3 threads; the
+    pass counter shows the chunked code ran (the backward only for the student side: a teacher that needs gradients
+    takes the separate kernels), and the same call gives the same bits twice, whichever thread ran which chunk."""
     B, Cs, Hs, Ws, Ct, Ht, Wt, K, grid, levels, sdt, tdt = case
     g = torch.Generator().manual_seed(B * K)
     base = [torch.randn(B, Cs, Hs, Ws, generator=g).to(sdt), torch.randn(B, Ct, Ht, Wt, generator=g).to(tdt),
@@ -455,25 +455,28 @@ def test_chunked_cpu_passes_need_as_many_samples_as_threads():
     torch.testing.assert_close(got.double(), want, rtol=2e-4, atol=1e-7)
 
 
-def test_chunked_backward_bounds_its_per_thread_weight_sums():
-    """The chunked backward keeps a (K, C) partial d weight per thread; past 64 MiB in all (here 3 threads x 1100 x
-    5120 floats, 67.6 MB) the separate kernels run the backward (the forward stays chunked), with the same result."""
+def test_chunked_backward_bounds_its_weight_partial_sums():
+    """The chunked backward keeps a (K, C) partial d weight per chunk; past 64 MiB in all the separate kernels run the
+    backward (the forward stays chunked). At K = 1100, C = 5120 on 2 threads: 2 samples make 2 chunks (45 MB,
+    chunked), 3 samples 3 chunks (67.6 MB, separate); both give the separate kernels' result."""
     g = torch.Generator().manual_seed(3)
     k, c = 1100, 5120
-    args = [torch.randn(3, c, 2, 2, generator=g), torch.randn(3, 8, 2, 2, generator=g),
-            torch.randn(k, c, generator=g) * 0.01, torch.randn(k, generator=g), torch.randn(k, 8, generator=g),
-            torch.randn(k, generator=g)]
+    w = [torch.randn(k, c, generator=g) * 0.01, torch.randn(k, generator=g), torch.randn(k, 8, generator=g),
+         torch.randn(k, generator=g)]
     before = torch.get_num_threads()
-    res = {}
+    torch.set_num_threads(2)
     try:
-        for threads in (3, 2):  # 2 x 1100 x 5120 floats = 45 MB: chunked
-            torch.set_num_threads(threads)
-            leaves = [a.clone().requires_grad_(i in (0, 2)) for i, a in enumerate(args)]
-            count = torch.ops.mmh_ext._rad_cpu_fused_passes()
-            mmh_ext.rad_loss(*leaves, grid=2, levels=(2, 1)).backward()
-            res[threads] = (torch.ops.mmh_ext._rad_cpu_fused_passes() - count, leaves[0].grad, leaves[2].grad)
+        for b, chunked_passes in ((2, 2), (3, 1)):
+            args = [torch.randn(b, c, 2, 2, generator=g), torch.randn(b, 8, 2, 2, generator=g)] + w
+            res = {}
+            for mode in ("fast", "separate"):
+                leaves = [a.clone().requires_grad_(i in (0, 2)) for i, a in enumerate(args)]
+                count = torch.ops.mmh_ext._rad_cpu_fused_passes()
+                with mmh_ext.cpu_kernel_mode(mode):
+                    mmh_ext.rad_loss(*leaves, grid=2, levels=(2, 1)).backward()
+                res[mode] = (torch.ops.mmh_ext._rad_cpu_fused_passes() - count, leaves[0].grad, leaves[2].grad)
+            assert res["fast"][0] == chunked_passes and res["separate"][0] == 0
+            for x, y in zip(res["fast"][1:], res["separate"][1:]):
+                torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-8)
     finally:
         torch.set_num_threads(before)
-    assert res[3][0] == 1 and res[2][0] == 2
-    for a, b in zip(res[3][1:], res[2][1:]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
