@@ -9,6 +9,7 @@
 // - "device" — every kernel runs the MMH_HD per-item functions of rad_math.h over the same flat index space as the
 //   CUDA kernels.
 #include <ATen/Parallel.h>
+#include <c10/core/CPUAllocator.h>
 #include <ATen/ops/mm_cpu_dispatch.h>
 #include <torch/library.h>
 
@@ -242,9 +243,10 @@ at::Tensor region_matrix(const Pyramid& p, at::ScalarType dtype) {
   return cache.R;
 }
 
-// From how many classes on the fused paths run: the k-major GEMM with the GEMMs side by side, and the fused region
-// math. Below (K = 2 in the benchmark) the earlier path — MKL splitting each GEMM, the region math as ATen ops — was
-// as fast or faster in repeated runs of bench_ops.py on this 2-core machine.
+// From how many classes on the separate kernels take the k-major GEMM with the GEMMs side by side, and the fused
+// region math. Below (K = 2 in the benchmark) the earlier path — MKL splitting each GEMM, the region math as ATen ops —
+// was as fast or faster in repeated runs of bench_ops.py on this 2-core machine. (The chunked passes below run the
+// AVX region math at every class count.)
 constexpr int64_t kFusedMinClasses = 16;
 bool many_classes(int64_t K) { return K >= kFusedMinClasses; }
 
@@ -460,11 +462,28 @@ at::Tensor matrix(const float* data, int64_t rows, int64_t cols, int64_t row_str
   return at::from_blob(const_cast<float*>(data), {rows, cols}, {row_stride, col_stride}, at::dtype(at::kFloat));
 }
 
+// A feature map (or its gradient) as the worker threads see it: the data pointer, taken on the calling thread, and
+// the sizes.
+struct Map {
+  void* data;
+  at::ScalarType dtype;
+  int64_t B, C;
+  explicit Map(const at::Tensor& t) : data(t.data_ptr()), dtype(t.scalar_type()), B(t.size(0)), C(t.size(1)) {}
+};
+
+// Scratch floats from the CPU allocator (64-byte aligned, as ATen's tensors: MKL's results can depend on its
+// operands' alignment, and std::vector's differs from thread to thread), uninitialised.
+struct Floats {
+  at::DataPtr mem;
+  explicit Floats(int64_t n) : mem(c10::GetCPUAllocator()->allocate(n * sizeof(float))) {}
+  float* data() const { return static_cast<float*>(mem.get()); }
+};
+
 // Pool samples [b0, b1) of feat (B, C, H, W) into out (B, G2, C), on this thread.
-void pool_samples(const at::Tensor& feat, const CellPixels& cp, int64_t b0, int64_t b1, float* out) {
-  const int64_t B = feat.size(0), C = feat.size(1), HW = cp.H * cp.W, nblk = C / 8, C8 = nblk * 8;
-  MMH_DISPATCH_SIMD_TYPES(feat.scalar_type(), "rad_pool_samples", [&] {
-    const scalar_t* f = feat.const_data_ptr<scalar_t>();
+void pool_samples(const Map& feat, const CellPixels& cp, int64_t b0, int64_t b1, float* out) {
+  const int64_t B = feat.B, C = feat.C, HW = cp.H * cp.W, nblk = C / 8, C8 = nblk * 8;
+  MMH_DISPATCH_SIMD_TYPES(feat.dtype, "rad_pool_samples", [&] {
+    const scalar_t* f = static_cast<const scalar_t*>(feat.data);
     pool_range(f + b0 * C * HW, cp, C, 0, (b1 - b0) * nblk, (B - b0) * nblk, out + b0 * cp.grid * cp.grid * C);
     for (int64_t b = b0; b < b1; ++b)
       for (int64_t c = C8; c < C; ++c) pool_tail(f, cp, C, b, c, out);
@@ -472,10 +491,10 @@ void pool_samples(const at::Tensor& feat, const CellPixels& cp, int64_t b0, int6
 }
 
 // Unpool dg (the (b1 - b0) * G2 rows of samples [b0, b1), C floats each) into samples [b0, b1) of dfeat.
-void unpool_samples(const float* dg, const CellPixels& cp, int64_t b0, int64_t b1, at::Tensor& dfeat) {
-  const int64_t C = dfeat.size(1), HW = cp.H * cp.W, nblk = C / 8, C8 = nblk * 8;
-  MMH_DISPATCH_SIMD_TYPES(dfeat.scalar_type(), "rad_unpool_samples", [&] {
-    scalar_t* o = dfeat.mutable_data_ptr<scalar_t>() + b0 * C * HW;
+void unpool_samples(const float* dg, const CellPixels& cp, int64_t b0, int64_t b1, const Map& dfeat) {
+  const int64_t C = dfeat.C, HW = cp.H * cp.W, nblk = C / 8, C8 = nblk * 8;
+  MMH_DISPATCH_SIMD_TYPES(dfeat.dtype, "rad_unpool_samples", [&] {
+    scalar_t* o = static_cast<scalar_t*>(dfeat.data) + b0 * C * HW;
     unpool_blocks(dg, cp, C, HW, 0, (b1 - b0) * nblk, o);
     for (int64_t b = 0; b < b1 - b0; ++b)
       for (int64_t c = C8; c < C; ++c) unpool_tail(dg, cp, C, b, c, o);
@@ -496,21 +515,21 @@ bool fused_forward_cpu(const at::Tensor& fs, const at::Tensor& ft, const at::Ten
   std::copy(b_s.const_data_ptr<float>(), b_s.const_data_ptr<float>() + K, bias.begin());
   std::copy(b_t.const_data_ptr<float>(), b_t.const_data_ptr<float>() + K, bias.begin() + ldc);
   const CellPixels cps(fs.size(2), fs.size(3), p.grid), cpt(ft.size(2), ft.size(3), p.grid);
+  const Map ms(fs), mt(ft);
   float *os = gs.mutable_data_ptr<float>(), *ot = gt.mutable_data_ptr<float>();
   float *l = loss.mutable_data_ptr<float>(), *zs = ls.mutable_data_ptr<float>(), *zt = lt.mutable_data_ptr<float>();
   const float inv_t = static_cast<float>(1.0 / temperature), t2 = static_cast<float>(temperature * temperature);
   ++rad_cpu_fused_passes();
   struct Scratch {
-    std::vector<float> ks, kt, cells_s, cells_t, row;
+    Floats ks, kt, cells_s, cells_t, row;
   };
   const auto make = [&] {
-    return Scratch{std::vector<float>(K * per * G2), std::vector<float>(K * per * G2), std::vector<float>(G2 * ldc),
-                   std::vector<float>(G2 * ldc), std::vector<float>(3 * ldc)};
+    return Scratch{Floats(K * per * G2), Floats(K * per * G2), Floats(G2 * ldc), Floats(G2 * ldc), Floats(3 * ldc)};
   };
   for_chunks(chunks, make, [&](int64_t c, Scratch& m) {
     const int64_t b0 = c * per, b1 = std::min(B, b0 + per), rows = (b1 - b0) * G2;
-    pool_samples(fs, cps, b0, b1, os);
-    pool_samples(ft, cpt, b0, b1, ot);
+    pool_samples(ms, cps, b0, b1, os);
+    pool_samples(mt, cpt, b0, b1, ot);
     // k-major cell logits (K, rows) = W (K, C) @ pooled rows^T
     at::Tensor out_s = matrix(m.ks.data(), K, rows, rows, 1), out_t = matrix(m.kt.data(), K, rows, rows, 1);
     at::cpu::mm_out(out_s, Ws, matrix(os + b0 * G2 * Cs, Cs, rows, 1, Cs));
@@ -531,6 +550,10 @@ bool fused_backward_cpu(const at::Tensor& grad, const at::Tensor& gs, const at::
   const int64_t B = ls.size(0);
   if (ls.scalar_type() != at::kFloat || !fused_applies(dfeat, B)) return false;
   const int64_t N = ls.size(1), K = ls.size(2), G2 = p.grid * p.grid, C = w.size(1), Kp = (K + 7) / 8 * 8;
+  // what the forward saved; a direct caller of rad_backward may pass anything: the separate kernels check it
+  if (lt.sizes() != ls.sizes() || lt.scalar_type() != at::kFloat || grad.scalar_type() != at::kFloat) return false;
+  if (dw.defined() && (gs.scalar_type() != at::kFloat || !gs.is_contiguous() || gs.sizes() != at::IntArrayRef{B, G2, C}))
+    return false;
   const int64_t threads = at::get_num_threads();
   const int64_t per = chunk_samples(B, G2, threads), chunks = (B + per - 1) / per;
   // a (K, C) partial d weight per chunk: not past kMaxPartialBytes in all (a large classifier over many chunks takes
@@ -541,45 +564,46 @@ bool fused_backward_cpu(const at::Tensor& grad, const at::Tensor& gs, const at::
   const int64_t gb = grad.stride(0), gn = grad.stride(1);
   const float* pooled = dw.defined() ? gs.const_data_ptr<float>() : nullptr;
   const CellPixels cp(dfeat.size(2), dfeat.size(3), p.grid);
-  // d weight and d bias: one partial sum per chunk, added up in chunk order below — the same bits whichever thread
-  // ran which chunk
-  std::vector<float> dw_part(dw.defined() ? chunks * K * C : 0), db_part(chunks * K);
+  // d weight and d bias: one partial sum per chunk (each 64-byte aligned), added up in chunk order below — the same
+  // bits whichever thread ran which chunk
+  const int64_t ldw = (K * C + 15) / 16 * 16, ldb = (K + 15) / 16 * 16;
+  Floats dw_part(dw.defined() ? chunks * ldw : 0), db_part(chunks * ldb);
+  const Map mf(dfeat);
   ++rad_cpu_fused_passes();
   struct Scratch {
-    std::vector<float> dc, dg, acc;
+    Floats dc, dg, acc;
   };
-  const auto make = [&] {
-    return Scratch{std::vector<float>(per * G2 * K), std::vector<float>(per * G2 * C), std::vector<float>(2 * G2 * Kp)};
-  };
+  const auto make = [&] { return Scratch{Floats(per * G2 * K), Floats(per * G2 * C), Floats(2 * G2 * Kp)}; };
   for_chunks(chunks, make, [&](int64_t c, Scratch& m) {
     const int64_t b0 = c * per, b1 = std::min(B, b0 + per), rows = (b1 - b0) * G2;
     float* dc = m.dc.data();
     for (int64_t b = b0; b < b1; ++b)
       cell_grads_sample(g + b * gb, gn, s + b * N * K, t + b * N * K, nullptr, p, K, static_cast<float>(temperature),
                         dc + (b - b0) * G2 * K, nullptr, m.acc.data());
-    float* dbc = db_part.data() + c * K;
+    float* dbc = db_part.data() + c * ldb;
     std::fill(dbc, dbc + K, 0.f);
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t k = 0; k < K; ++k) dbc[k] += dc[r * K + k];
     const at::Tensor dcm = matrix(dc, rows, K, K, 1);
     if (pooled != nullptr) {  // d weight (K, C) of the chunk = d cells^T (K, rows) @ pooled rows (rows, C)
-      at::Tensor part = matrix(dw_part.data() + c * K * C, K, C, C, 1);
+      at::Tensor part = matrix(dw_part.data() + c * ldw, K, C, C, 1);
       at::cpu::mm_out(part, matrix(dc, K, rows, 1, K), matrix(pooled + b0 * G2 * C, rows, C, C, 1));
     }
     at::Tensor dgm = matrix(m.dg.data(), rows, C, C, 1);
     at::cpu::mm_out(dgm, dcm, W);  // d pooled (rows, C) = d cells (rows, K) @ W (K, C)
-    unpool_samples(m.dg.data(), cp, b0, b1, dfeat);
+    unpool_samples(m.dg.data(), cp, b0, b1, mf);
   });
   // the chunks' partial sums, in chunk order
-  const auto add_parts = [chunks](const float* parts, int64_t n, float* out, int64_t begin, int64_t end) {
+  const auto add_parts = [chunks](const float* parts, int64_t ld, float* out, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) out[i] = parts[i];
     for (int64_t c = 1; c < chunks; ++c)
-      for (int64_t i = begin; i < end; ++i) out[i] += parts[c * n + i];
+      for (int64_t i = begin; i < end; ++i) out[i] += parts[c * ld + i];
   };
-  add_parts(db_part.data(), K, db.mutable_data_ptr<float>(), 0, K);
+  add_parts(db_part.data(), ldb, db.mutable_data_ptr<float>(), 0, K);
   if (dw.defined()) {
+    const float* parts = dw_part.data();
     float* out = dw.mutable_data_ptr<float>();
-    at::parallel_for(0, K * C, 4096, [&](int64_t begin, int64_t end) { add_parts(dw_part.data(), K * C, out, begin, end); });
+    at::parallel_for(0, K * C, 4096, [&](int64_t begin, int64_t end) { add_parts(parts, ldw, out, begin, end); });
   }
   return true;
 }

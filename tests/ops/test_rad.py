@@ -361,12 +361,17 @@ def test_narrow_pooling_whole_blocks_equals_the_per_item_kernels(hw):
     fs, ft = torch.randn(3, 16, *hw, generator=g), torch.randn(3, 16, *hw, generator=g)
     w, b = torch.randn(5, 16, generator=g), torch.randn(5, generator=g)
     res = {}
-    for mode in ("fast", "separate", "device"):  # the chunked passes and the whole-batch kernels pool alike
-        x = fs.clone().requires_grad_(True)
-        with mmh_ext.cpu_kernel_mode(mode):
-            loss = mmh_ext.rad_loss(x, ft, w, b, w, b, grid=4, levels=(4, 2, 1), reduction="none")
-            loss.backward(torch.linspace(0.5, 1.5, loss.numel()).view_as(loss))
-        res[mode] = (loss.detach(), x.grad)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # 3 samples: "fast" runs its chunked passes (at least as many samples as threads)
+    try:
+        for mode in ("fast", "separate", "device"):  # the chunked passes and the whole-batch kernels pool alike
+            x = fs.clone().requires_grad_(True)
+            with mmh_ext.cpu_kernel_mode(mode):
+                loss = mmh_ext.rad_loss(x, ft, w, b, w, b, grid=4, levels=(4, 2, 1), reduction="none")
+                loss.backward(torch.linspace(0.5, 1.5, loss.numel()).view_as(loss))
+            res[mode] = (loss.detach(), x.grad)
+    finally:
+        torch.set_num_threads(before)
     for mode in ("fast", "separate"):
         for a, b_ in zip(res[mode], res["device"]):
             torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-5)
@@ -374,9 +379,12 @@ def test_narrow_pooling_whole_blocks_equals_the_per_item_kernels(hw):
 
 # (B, Cs, Hs, Ws, Ct, Ht, Wt, K, grid, levels, student dtype, teacher dtype)
 CHUNKED = [
-    # channels past a multiple of 8 on both sides, the narrow pooling (7x7) and the general one (5x6), 7 samples: a
-    # short last chunk
+    # channels past a multiple of 8 on both sides, the narrow pooling (7x7) and the general one (5x6); one sample a
+    # chunk
     (7, 20, 7, 7, 13, 5, 6, 9, 4, (4, 2, 1), torch.float32, torch.float32),
+    # the same with several samples a chunk (6 / 3 / 2 on 1 / 2 / 3 threads: 5 / 9 / 13 chunks, the last one short on
+    # 1 and 2 threads) and a bfloat16 student
+    (26, 20, 7, 7, 13, 5, 6, 9, 4, (4, 2, 1), torch.bfloat16, torch.float32),
     (6, 16, 4, 4, 16, 4, 4, 60, 4, (4, 2, 1), torch.float32, torch.float32),  # the pooling is the identity, K = 60
     (5, 8, 14, 14, 24, 3, 3, 3, 3, (3, 1), torch.bfloat16, torch.float32),  # autocast: a bfloat16 student map
     (4, 12, 8, 8, 12, 8, 8, 2, 2, (2, 1), torch.float16, torch.float16),
@@ -480,3 +488,47 @@ def test_chunked_backward_bounds_its_weight_partial_sums():
                 torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-8)
     finally:
         torch.set_num_threads(before)
+
+
+def _against_a_guard_page(shape):
+    """A float32 tensor of `shape` whose last byte is the last byte before a page that may not be read (mprotect
+    PROT_NONE): a read past its end kills the process (the test fails) instead of reading a neighbour's memory."""
+    import ctypes
+    import mmap
+
+    n = 4 * int(torch.Size(shape).numel())
+    page = mmap.PAGESIZE
+    size = (n + page - 1) // page * page + page
+    buf = mmap.mmap(-1, size)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    assert libc.mprotect(base + size - page, page, 0) == 0, ctypes.get_errno()  # PROT_NONE
+    t = torch.frombuffer(buf, dtype=torch.float32, count=n // 4, offset=size - page - n).view(shape)
+    return t, buf
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sysconf"), reason="needs POSIX mmap/mprotect")
+@pytest.mark.parametrize("hw", [(7, 7), (8, 8), (6, 6), (32, 2), (24, 3), (40, 1), (9, 5)])
+@pytest.mark.parametrize("mode", ["fast", "separate"])
+def test_pooling_reads_nothing_past_the_map(hw, mode):
+    """The AVX pooling reads 8 floats at a time; the narrow form loads whole 8-wide rows (up to 8 - W floats past a
+    row) and masks those of the map's last block that would pass its end. With the map's last byte against a page that
+    may not be read, any read past the end crashes the test process — the chunked passes (a chunk's blocks count to
+    the map's end) and the whole-batch kernels alike."""
+    g = torch.Generator().manual_seed(4)
+    shape = (5, 16, *hw)
+    fs, keep = _against_a_guard_page(shape)
+    fs.copy_(torch.randn(shape, generator=g))
+    ft = torch.randn(shape, generator=g)
+    w, b = torch.randn(5, 16, generator=g), torch.randn(5, generator=g)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with mmh_ext.cpu_kernel_mode(mode):
+            got = mmh_ext.rad_loss(fs, ft, w, b, w, b, grid=4, levels=(4, 2, 1), reduction="none")
+    finally:
+        torch.set_num_threads(before)
+    want = R.rad_loss(*(t.double() for t in (fs, ft, w, b, w, b)), grid=4, levels=(4, 2, 1), reduction="none")
+    torch.testing.assert_close(got.double(), want, rtol=2e-4, atol=2e-5)
+    del fs, keep
