@@ -438,10 +438,14 @@ constexpr int64_t kMaxPartialBytes = int64_t{64} << 20;
 // takes the next chunk not yet taken until none is left, so a thread slowed down (another process on its core, a
 // chunk whose maps are not in cache) takes fewer chunks instead of holding the others at the loop's end. Which thread
 // runs a chunk does not change what the chunk computes: every chunk writes its own rows and partial sums.
+// work: about how many values the pass reads and writes; below kParallelWork it runs on the calling thread (waking a
+// sleeping OpenMP thread costs tens of microseconds on a VM, more than such a pass).
+constexpr int64_t kParallelWork = int64_t{1} << 17;
+
 template <typename MakeState, typename Body>
-void for_chunks(int64_t chunks, const MakeState& make_state, const Body& body) {
+void for_chunks(int64_t chunks, int64_t work, const MakeState& make_state, const Body& body) {
   std::atomic<int64_t> next{0};
-  const int64_t threads = std::min<int64_t>(at::get_num_threads(), chunks);
+  const int64_t threads = work < kParallelWork ? 1 : std::min<int64_t>(at::get_num_threads(), chunks);
   at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
     auto state = make_state();
     for (int64_t c = next++; c < chunks; c = next++) body(c, state);
@@ -526,7 +530,8 @@ bool fused_forward_cpu(const at::Tensor& fs, const at::Tensor& ft, const at::Ten
   const auto make = [&] {
     return Scratch{Floats(K * per * G2), Floats(K * per * G2), Floats(G2 * ldc), Floats(G2 * ldc), Floats(3 * ldc)};
   };
-  for_chunks(chunks, make, [&](int64_t c, Scratch& m) {
+  const int64_t work = B * (Cs * cps.H * cps.W + Ct * cpt.H * cpt.W + G2 * (Cs + Ct) + 2 * N * K);
+  for_chunks(chunks, work, make, [&](int64_t c, Scratch& m) {
     const int64_t b0 = c * per, b1 = std::min(B, b0 + per), rows = (b1 - b0) * G2;
     pool_samples(ms, cps, b0, b1, os);
     pool_samples(mt, cpt, b0, b1, ot);
@@ -574,7 +579,8 @@ bool fused_backward_cpu(const at::Tensor& grad, const at::Tensor& gs, const at::
     Floats dc, dg, acc;
   };
   const auto make = [&] { return Scratch{Floats(per * G2 * K), Floats(per * G2 * C), Floats(2 * G2 * Kp)}; };
-  for_chunks(chunks, make, [&](int64_t c, Scratch& m) {
+  const int64_t work = B * (C * cp.H * cp.W + G2 * C + 2 * N * K) + (dw.defined() ? chunks * K * C : 0);
+  for_chunks(chunks, work, make, [&](int64_t c, Scratch& m) {
     const int64_t b0 = c * per, b1 = std::min(B, b0 + per), rows = (b1 - b0) * G2;
     float* dc = m.dc.data();
     for (int64_t b = b0; b < b1; ++b)
