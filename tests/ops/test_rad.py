@@ -377,18 +377,19 @@ def test_narrow_pooling_whole_blocks_equals_the_per_item_kernels(hw):
             torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-5)
 
 
-# (B, Cs, Hs, Ws, Ct, Ht, Wt, K, grid, levels, student dtype, teacher dtype)
+# (B, Cs, Hs, Ws, Ct, Ht, Wt, K, grid, levels, student dtype, teacher dtype). All but the first touch more than 2^17
+# values in each pass (kParallelWork, csrc/cpu/rad.cpp), so their chunks run over the threads; the first runs them on
+# the calling thread.
 CHUNKED = [
-    # channels past a multiple of 8 on both sides, the narrow pooling (7x7) and the general one (5x6); one sample a
-    # chunk
+    # channels past a multiple of 8 on both sides, the narrow pooling (7x7) and the general one (5x6)
     (7, 20, 7, 7, 13, 5, 6, 9, 4, (4, 2, 1), torch.float32, torch.float32),
-    # the same with several samples a chunk (6 / 3 / 2 on 1 / 2 / 3 threads: 5 / 9 / 13 chunks, the last one short on
-    # 1 and 2 threads) and a bfloat16 student
-    (26, 20, 7, 7, 13, 5, 6, 9, 4, (4, 2, 1), torch.bfloat16, torch.float32),
-    (6, 16, 4, 4, 16, 4, 4, 60, 4, (4, 2, 1), torch.float32, torch.float32),  # the pooling is the identity, K = 60
-    (5, 8, 14, 14, 24, 3, 3, 3, 3, (3, 1), torch.bfloat16, torch.float32),  # autocast: a bfloat16 student map
-    (4, 12, 8, 8, 12, 8, 8, 2, 2, (2, 1), torch.float16, torch.float16),
-    (40, 8, 6, 6, 8, 6, 6, 5, 1, (1,), torch.float32, torch.float32),  # grid 1: one cell a sample, many a chunk
+    # the same over the threads, several samples a chunk (6 / 3 / 2 on 1 / 2 / 3 threads: 5 / 9 / 13 chunks, the
+    # last one short on 1 and 2 threads), a bfloat16 student
+    (26, 100, 7, 7, 61, 5, 6, 9, 4, (4, 2, 1), torch.bfloat16, torch.float32),
+    (24, 64, 4, 4, 64, 4, 4, 60, 4, (4, 2, 1), torch.float32, torch.float32),  # the pooling is the identity, K = 60
+    (40, 16, 14, 14, 24, 3, 3, 3, 3, (3, 1), torch.bfloat16, torch.float32),  # autocast: a bfloat16 student map
+    (48, 48, 8, 8, 24, 8, 8, 2, 2, (2, 1), torch.float16, torch.float16),
+    (64, 64, 6, 6, 32, 6, 6, 5, 1, (1,), torch.float32, torch.float32),  # grid 1: one cell a sample, many a chunk
 ]
 
 
