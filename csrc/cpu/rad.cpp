@@ -262,27 +262,49 @@ bool fast_region_math(const at::Tensor& t) {
   return !emulate_device_kernels() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble);
 }
 
+#if MMH_EXT_RAD_AVX
+// The AVX forward region math of one sample at a time from k-major cell logits (rad_region_avx.h), for the separate
+// kernels and the chunked passes alike: the biases zero-padded to whole vectors once; per sample, each network's
+// cell logits copied into cell-major rows, then region_forward_sample.
+struct RegionForward {
+  const Pyramid& p;
+  int64_t K, G2, N, ldc;
+  float inv_t, t2;
+  std::vector<float> bias;  // student then teacher, ldc floats each
+  RegionForward(const Pyramid& p, const at::Tensor& bs, const at::Tensor& bt, double temperature)
+      : p(p), K(bs.size(0)), G2(p.grid * p.grid), N(p.num_regions), ldc((K + 7) / 8 * 8),
+        inv_t(static_cast<float>(1.0 / temperature)), t2(static_cast<float>(temperature * temperature)),
+        bias(2 * ldc, 0.f) {
+    const at::Tensor b_s = bs.to(at::kFloat).contiguous(), b_t = bt.to(at::kFloat).contiguous();
+    std::copy(b_s.const_data_ptr<float>(), b_s.const_data_ptr<float>() + K, bias.begin());
+    std::copy(b_t.const_data_ptr<float>(), b_t.const_data_ptr<float>() + K, bias.begin() + ldc);
+  }
+  // cells_s / cells_t: 2 * G2 * ldc floats; row: 3 * ldc floats
+  int64_t scratch_floats() const { return 2 * G2 * ldc + 3 * ldc; }
+  // Sample b: s / t point at its first cell's logit in the (K, ld) k-major results; writes its ls / lt rows and loss.
+  void sample(const float* s, const float* t, int64_t ld, int64_t b, float* ls, float* lt, float* loss,
+              float* scratch) const {
+    float *cs = scratch, *ct = scratch + G2 * ldc, *row = scratch + 2 * G2 * ldc;
+    cells_from_kmajor(s, ld, G2, K, cs, ldc);
+    cells_from_kmajor(t, ld, G2, K, ct, ldc);
+    region_forward_sample(cs, ct, ldc, bias.data(), bias.data() + ldc, p, K, inv_t, t2, ls + b * N * K, lt + b * N * K,
+                          loss + b * N, row);
+  }
+};
+#endif
+
 void forward_cpu(const at::Tensor& cs, const at::Tensor& ct, const at::Tensor& bs, const at::Tensor& bt,
                  const Pyramid& p, double temperature, at::Tensor& loss, at::Tensor& ls, at::Tensor& lt) {
   const int64_t K = cs.size(2);
 #if MMH_EXT_RAD_AVX
   if (fast_region_math(cs) && cs.scalar_type() == at::kFloat && cpu_has_avx2_fma() && kmajor(cs) && kmajor(ct)) {
-    const int64_t B = cs.size(0), G2 = p.grid * p.grid, N = p.num_regions, ldk = B * G2, ldc = (K + 7) / 8 * 8;
+    const RegionForward rf(p, bs, bt, temperature);
+    const int64_t B = cs.size(0), ldk = B * rf.G2;
     const float *s = cs.const_data_ptr<float>(), *t = ct.const_data_ptr<float>();
-    const float *b_s = bs.const_data_ptr<float>(), *b_t = bt.const_data_ptr<float>();
     float *l = loss.mutable_data_ptr<float>(), *os = ls.mutable_data_ptr<float>(), *ot = lt.mutable_data_ptr<float>();
-    const float inv_t = static_cast<float>(1.0 / temperature), t2 = static_cast<float>(temperature * temperature);
-    std::vector<float> bias(2 * ldc, 0.f);  // the biases zero-padded to whole vectors
-    std::copy(b_s, b_s + K, bias.begin());
-    std::copy(b_t, b_t + K, bias.begin() + ldc);
-    at::parallel_for(0, B, grain(40 * N * K), [&](int64_t begin, int64_t end) {
-      std::vector<float> scratch(3 * ldc), cells_s(G2 * ldc), cells_t(G2 * ldc);
-      for (int64_t b = begin; b < end; ++b) {
-        cells_from_kmajor(s + b * G2, ldk, G2, K, cells_s.data(), ldc);
-        cells_from_kmajor(t + b * G2, ldk, G2, K, cells_t.data(), ldc);
-        region_forward_sample(cells_s.data(), cells_t.data(), ldc, bias.data(), bias.data() + ldc, p, K, inv_t, t2,
-                              os + b * N * K, ot + b * N * K, l + b * N, scratch.data());
-      }
+    at::parallel_for(0, B, grain(40 * rf.N * K), [&](int64_t begin, int64_t end) {
+      std::vector<float> scratch(rf.scratch_floats());
+      for (int64_t b = begin; b < end; ++b) rf.sample(s + b * rf.G2, t + b * rf.G2, ldk, b, os, ot, l, scratch.data());
     });
     return;
   }
@@ -431,16 +453,18 @@ int64_t chunk_samples(int64_t B, int64_t G2, int64_t threads) {
   return std::min(by_rows, by_threads);
 }
 
-// The most memory the chunked backward's per-thread d weight partial sums may take together.
+// The most memory the chunked backward's per-chunk d weight partial sums may take together.
 constexpr int64_t kMaxPartialBytes = int64_t{64} << 20;
+
+// A pass touching fewer values than this runs on the calling thread (waking a sleeping OpenMP thread costs tens of
+// microseconds on a VM, more than such a pass).
+constexpr int64_t kParallelWork = int64_t{1} << 17;
 
 // Run body(c, state) for every chunk c in [0, chunks): each thread makes its state (scratch buffers) once, then
 // takes the next chunk not yet taken until none is left, so a thread slowed down (another process on its core, a
 // chunk whose maps are not in cache) takes fewer chunks instead of holding the others at the loop's end. Which thread
-// runs a chunk does not change what the chunk computes: every chunk writes its own rows and partial sums.
-// work: about how many values the pass reads and writes; below kParallelWork it runs on the calling thread (waking a
-// sleeping OpenMP thread costs tens of microseconds on a VM, more than such a pass).
-constexpr int64_t kParallelWork = int64_t{1} << 17;
+// runs a chunk does not change what the chunk computes: every chunk writes its own rows and partial sums. work: about
+// how many values the pass reads and writes.
 
 template <typename MakeState, typename Body>
 void for_chunks(int64_t chunks, int64_t work, const MakeState& make_state, const Body& body) {
@@ -511,25 +535,18 @@ bool fused_forward_cpu(const at::Tensor& fs, const at::Tensor& ft, const at::Ten
   const int64_t B = fs.size(0);
   if (loss.scalar_type() != at::kFloat || !fused_applies(fs, B) || !fused_applies(ft, B)) return false;
   const int64_t K = ws.size(0), G2 = p.grid * p.grid, N = p.num_regions, Cs = fs.size(1), Ct = ft.size(1);
-  const int64_t ldc = (K + 7) / 8 * 8, threads = at::get_num_threads();
-  const int64_t per = chunk_samples(B, G2, threads), chunks = (B + per - 1) / per;
+  const int64_t per = chunk_samples(B, G2, at::get_num_threads()), chunks = (B + per - 1) / per;
   const at::Tensor Ws = ws.to(at::kFloat).contiguous(), Wt = wt.to(at::kFloat).contiguous();
-  std::vector<float> bias(2 * ldc, 0.f);  // the biases zero-padded to whole vectors
-  const at::Tensor b_s = bs.to(at::kFloat).contiguous(), b_t = bt.to(at::kFloat).contiguous();
-  std::copy(b_s.const_data_ptr<float>(), b_s.const_data_ptr<float>() + K, bias.begin());
-  std::copy(b_t.const_data_ptr<float>(), b_t.const_data_ptr<float>() + K, bias.begin() + ldc);
+  const RegionForward rf(p, bs, bt, temperature);
   const CellPixels cps(fs.size(2), fs.size(3), p.grid), cpt(ft.size(2), ft.size(3), p.grid);
   const Map ms(fs), mt(ft);
   float *os = gs.mutable_data_ptr<float>(), *ot = gt.mutable_data_ptr<float>();
   float *l = loss.mutable_data_ptr<float>(), *zs = ls.mutable_data_ptr<float>(), *zt = lt.mutable_data_ptr<float>();
-  const float inv_t = static_cast<float>(1.0 / temperature), t2 = static_cast<float>(temperature * temperature);
   ++rad_cpu_fused_passes();
   struct Scratch {
-    Floats ks, kt, cells_s, cells_t, row;
+    Floats ks, kt, region;
   };
-  const auto make = [&] {
-    return Scratch{Floats(K * per * G2), Floats(K * per * G2), Floats(G2 * ldc), Floats(G2 * ldc), Floats(3 * ldc)};
-  };
+  const auto make = [&] { return Scratch{Floats(K * per * G2), Floats(K * per * G2), Floats(rf.scratch_floats())}; };
   const int64_t work = B * (Cs * cps.H * cps.W + Ct * cpt.H * cpt.W + G2 * (Cs + Ct) + 2 * N * K);
   for_chunks(chunks, work, make, [&](int64_t c, Scratch& m) {
     const int64_t b0 = c * per, b1 = std::min(B, b0 + per), rows = (b1 - b0) * G2;
@@ -539,12 +556,8 @@ bool fused_forward_cpu(const at::Tensor& fs, const at::Tensor& ft, const at::Ten
     at::Tensor out_s = matrix(m.ks.data(), K, rows, rows, 1), out_t = matrix(m.kt.data(), K, rows, rows, 1);
     at::cpu::mm_out(out_s, Ws, matrix(os + b0 * G2 * Cs, Cs, rows, 1, Cs));
     at::cpu::mm_out(out_t, Wt, matrix(ot + b0 * G2 * Ct, Ct, rows, 1, Ct));
-    for (int64_t b = b0; b < b1; ++b) {
-      cells_from_kmajor(m.ks.data() + (b - b0) * G2, rows, G2, K, m.cells_s.data(), ldc);
-      cells_from_kmajor(m.kt.data() + (b - b0) * G2, rows, G2, K, m.cells_t.data(), ldc);
-      region_forward_sample(m.cells_s.data(), m.cells_t.data(), ldc, bias.data(), bias.data() + ldc, p, K, inv_t, t2,
-                            zs + b * N * K, zt + b * N * K, l + b * N, m.row.data());
-    }
+    for (int64_t b = b0; b < b1; ++b)
+      rf.sample(m.ks.data() + (b - b0) * G2, m.kt.data() + (b - b0) * G2, rows, b, zs, zt, l, m.region.data());
   });
   return true;
 }
