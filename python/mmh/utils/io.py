@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_torch_save", "write_json", "read_json"]
+__all__ = ["atomic_torch_save", "write_json", "write_text", "read_json"]
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -35,6 +35,12 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
     _atomic_write(Path(path), lambda fh: fh.write(text.encode()))
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    """Write ``text`` (UTF-8) to ``path``, atomically."""
+    data = text.encode()
+    _atomic_write(Path(path), lambda fh: fh.write(data))
 
 
 def read_json(path: str | os.PathLike) -> Any:
