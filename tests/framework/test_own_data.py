@@ -155,7 +155,7 @@ def test_paired_folder_bad_input(tmp_path):
         build_dataset("paired_folder", root=str(tmp_path))
     (tmp_path / "train" / "empty").rmdir()
     (tmp_path / "train" / "far" / "s00" / "rgb.png").write_bytes(b"not a png")  # corrupt: named when read
-    with pytest.raises(OSError, match=r"train.far.s00.rgb\.png"):
+    with pytest.raises(ValueError, match=r"train.far.s00.rgb\.png: not an image"):
         build_dataset("paired_folder", root=str(tmp_path))  # the train statistics read every file
     ds = build_dataset("paired_folder", root=str(tmp_path), normalize=False)
     with pytest.raises(OSError, match=r"train.far.s00.rgb\.png"):

@@ -16,7 +16,9 @@ The rows of a split are those whose ``split`` column says so; without that colum
 from __future__ import annotations
 
 import csv as csv_module
+import io
 import os
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,20 +36,38 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[str], list[dict[str, st
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"manifest: CSV file not found: {path}")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv_module.DictReader(fh)
-        fields = [f.strip() for f in (reader.fieldnames or [])]
-        if "label" not in fields:
-            raise ValueError(f"manifest: {path} has no 'label' column (columns: {fields})")
-        mods = [f for f in fields if f not in _RESERVED]
-        if not mods:
-            raise ValueError(f"manifest: {path} has no modality column besides {list(_RESERVED)}")
-        rows = []
-        for lineno, row in enumerate(reader, 2):
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-            row["_line"] = f"{path}:{lineno}"
-            rows.append(row)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        line = text_line(path, exc.start)
+        raise ValueError(f"manifest: {path}:{line} is not UTF-8 text (byte {exc.object[exc.start]:#04x}); save the "
+                         f"CSV as UTF-8") from None
+    reader = csv_module.DictReader(io.StringIO(text, newline=""))
+    fields = [f.strip() for f in (reader.fieldnames or [])]
+    if "label" not in fields:
+        raise ValueError(f"manifest: {path} has no 'label' column (columns: {fields})")
+    mods = [f for f in fields if f not in _RESERVED]
+    if not mods:
+        raise ValueError(f"manifest: {path} has no modality column besides {list(_RESERVED)}")
+    rows = []
+    for row in reader:
+        if None in row:  # DictReader keeps the cells beyond the header under the key None
+            raise ValueError(f"manifest: {path}:{reader.line_num}: {len(fields) + len(row[None])} cells for "
+                             f"{len(fields)} columns ({fields})")
+        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        row["_line"] = f"{path}:{reader.line_num}"
+        for k, v in row.items():
+            if any(unicodedata.category(ch) == "Cc" for ch in v):
+                raise ValueError(f"manifest: {row['_line']}: column {k!r} holds a control character ({v!r})")
+        rows.append(row)
     return mods, rows
+
+
+def text_line(path: str, offset: int) -> int:
+    """The 1-based line number of byte ``offset`` in ``path``."""
+    with open(path, "rb") as fh:
+        return fh.read(offset).count(b"\n") + 1
 
 
 def _entries(value: str, base: str) -> list[str]:
