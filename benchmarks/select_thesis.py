@@ -70,13 +70,13 @@ def _jobs(a: argparse.Namespace, out: Path) -> dict[Job, tuple[str, str]]:
 def _streams(res: dict) -> dict[str, float]:
     """A multiple-stream run's per-stream val accuracies: step 1's RGB and depth streams (each alone), and the
     hallucination stream alone after steps 3 and 4 (the stages' own metric is the streams' fused prediction)."""
-    from mmh.config import load_config
+    from mmh.config import load_run_config
     from mmh.evaluation import eval_batches
     from mmh.evaluation.thesis import stream_accuracies
     from mmh.runner import load_split, stage_model_path
     from mmh.train.checkpoint import load_model
 
-    cfg = load_config(Path(res["run_dir"]) / "config.yaml")
+    cfg = load_run_config(res["run_dir"])
     val = load_split(cfg, "val")
     out = {}
     for stage, streams in (("step1", ("rgb", "depth")), ("step3", ("hall",)), ("step4", ("hall",))):

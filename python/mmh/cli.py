@@ -2,8 +2,8 @@
 
 ::
 
-    mmh train CONFIG [key=value ...] [--run-dir DIR] [--stop-after-steps N]
-    mmh train --resume RUN_DIR [key=value ...]
+    mmh train CONFIG [key=value ...] [--run-dir DIR [--overwrite]] [--stop-after-steps N]
+    mmh train --resume RUN_DIR [key=value ...]   (only resume-safe settings: mmh.config.RESUME_SAFE)
     mmh eval RUN_DIR [--split test] [--stage NAME]
     mmh report RUN_DIR [RUN_DIR ...] --out DIR
     mmh benchmark mmh [--quick] [--seeds N] [--out DIR] [--workers W]
@@ -13,6 +13,12 @@
 CONFIG is a YAML path or a shipped config ``<dataset>/<method>`` (e.g. ``synthetic_motion/rad``; ``mmh list configs``;
 they live in ``mmh/configs`` of an installed package, or the checkout's ``configs/``; ``$MMH_CONFIG_DIR`` overrides).
 Run under ``torchrun --nproc_per_node N -m mmh.cli train ...`` for DDP (rank 0 writes the run directory).
+
+Every failure ends in one line on stderr, ``mmh <command>: error: <what, naming the argument or file>``, and exit
+status 2 for bad input (a config, an argument, a data or run file) or 1 for a fault (a failed write such as a full
+disk, a non-finite loss, an internal error); ``--debug`` (or ``MMH_DEBUG=1``) shows the traceback instead. A training
+run stopped by SIGTERM/SIGINT says where it stopped and how to resume, with exit status 128 + the signal number;
+Ctrl-C elsewhere exits with 130.
 """
 
 from __future__ import annotations
@@ -20,22 +26,39 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ._optional import MissingExtraError
 
 __all__ = ["main", "build_parser"]
 
 
+class _UsageError(ValueError):
+    """Bad command-line use found after parsing (reported like argparse's errors: one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line, ``mmh <command>: error: ...`` (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _add_train(sub: Any) -> None:
     t = sub.add_parser("train", help="train one method from a config; writes a run directory")
     t.add_argument("args", nargs="*", metavar="CONFIG [key=value ...]",
                    help="config path or <dataset>/<method>, then overrides such as train.steps=100")
-    t.add_argument("--run-dir", type=Path, default=None, help="run directory (default: output.root/<auto name>)")
+    t.add_argument("--run-dir", type=Path, default=None,
+                   help="run directory (default: output.root/<auto name>); one that holds a run needs --overwrite")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the run --run-dir already holds (its config, records and stages/ are removed)")
     t.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                   help="continue a killed run in RUN_DIR (its config.yaml is used unless CONFIG is given)")
+                   help="continue a killed run in RUN_DIR with its config.yaml (overrides: only resume-safe "
+                        "settings such as train.progress, threads, device; a CONFIG given must resolve to the same)")
     t.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
                    help="stop the current stage after N steps, as if killed (resume later with --resume)")
 
@@ -78,11 +101,16 @@ def _add_export_list(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mmh``."""
-    p = argparse.ArgumentParser(prog="mmh", description="privileged-modality learning: train with every modality, "
-                                                         "deploy with the ones you have")
+    p = _Parser(prog="mmh", description="privileged-modality learning: train with every modality, "
+                                         "deploy with the ones you have")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_eval_report, _add_benchmark, _add_export_list):
         add(sub)
+    for command in sub.choices.values():  # --debug after the command too (SUPPRESS: neither place hides the other)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)")
     return p
 
 
@@ -97,44 +125,51 @@ def _split_train_args(args: list[str], resume: Path | None) -> tuple[Path | None
         elif config is None:
             config = find_config(a)
         else:
-            raise SystemExit(f"mmh train: unexpected argument {a!r} (overrides look like key=value)")
-    if config is None:
-        if resume is None:
-            raise SystemExit("mmh train: give a CONFIG (or --resume RUN_DIR)")
-        config = resume / "config.yaml"
-        if not config.is_file():
-            raise SystemExit(f"mmh train: {resume} is not a run directory (no config.yaml)")
+            raise _UsageError(f"unexpected argument {a!r} (overrides look like key=value)")
+    if config is None and resume is None:
+        raise _UsageError("give a CONFIG (or --resume RUN_DIR)")
+    if config is None and not (resume / "config.yaml").is_file():  # type: ignore[operator]
+        raise FileNotFoundError(f"--resume {resume}: not a run directory (no config.yaml)")
     return config, overrides
 
 
 def _cmd_train(ns: argparse.Namespace) -> int:
-    from .config import load_config
-    from .runner import run_experiment
+    from .config import load_config, load_run_config
+    from .runner import is_run_dir, run_experiment
     from .utils.distributed import is_main_process
 
+    if ns.resume is not None and ns.overwrite:
+        raise _UsageError("--resume and --overwrite exclude each other (resume continues a run, overwrite replaces it)")
+    if ns.resume is not None and ns.run_dir is not None and ns.run_dir.resolve() != ns.resume.resolve():
+        raise _UsageError(f"--resume {ns.resume} and --run-dir {ns.run_dir} name different folders")
     config, overrides = _split_train_args(ns.args, ns.resume)
-    cfg = load_config(config, overrides)
+    if config is None:  # the run's own config: keys it added with +key are part of it
+        cfg = load_run_config(ns.resume, overrides)
+    elif config.name == "config.yaml" and is_run_dir(config.parent):  # a new run from an old run's settings
+        cfg = load_run_config(config.parent, overrides)
+    else:
+        cfg = load_config(config, overrides)
     run_dir = ns.resume or ns.run_dir
-    res = run_experiment(cfg, run_dir=run_dir, resume=ns.resume is not None, stop_after_steps=ns.stop_after_steps)
+    res = run_experiment(cfg, run_dir=run_dir, resume=ns.resume is not None, stop_after_steps=ns.stop_after_steps,
+                         overwrite=ns.overwrite)
     if is_main_process():
         print(json.dumps({"run_dir": res["run_dir"], "status": res["status"], "final": res.get("final")}, indent=2))
     return 0
 
 
 def _cmd_eval(ns: argparse.Namespace) -> int:
-    from .config import load_config
+    from .config import load_run_config
     from .evaluation import evaluate_model
-    from .train.checkpoint import load_model
-    from .runner import load_results, load_split, stage_model_path
+    from .runner import load_results, load_split, load_stage_network
     from .utils.device import resolve_device
     from .utils.io import write_json
 
     res = load_results(ns.run_dir)
-    cfg = load_config(ns.run_dir / "config.yaml")
+    cfg = load_run_config(ns.run_dir)
     stage = ns.stage or list(res["stages"])[-1]
     if stage not in res["stages"]:
-        raise SystemExit(f"mmh eval: run has no stage {stage!r} (stages: {list(res['stages'])})")
-    model = load_model(stage_model_path(ns.run_dir, res, stage))
+        raise _UsageError(f"--stage {stage!r}: the run has no such stage (stages: {list(res['stages'])})")
+    model, _path = load_stage_network(ns.run_dir, res, stage)  # checked against the run: modalities, classes
     split = ns.split or cfg["dataset"]["eval_split"]
     device = resolve_device(cfg.get("device", "auto"))
     metrics = evaluate_model(model, load_split(cfg, split), list(cfg["eval"]["metrics"]),
@@ -205,22 +240,87 @@ _COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "report": _cmd_report, "ben
              "export": _cmd_export, "list": _cmd_list}
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _message(exc: BaseException) -> str:
+    """An exception's message (a KeyError's without the quotes repr adds), on one line."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return _one_line(exc.args[0])
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return _one_line(f"{exc.strerror}: {exc.filename}")
+    return _one_line(str(exc)) or type(exc).__name__
+
+
+def _interrupted_type() -> type | None:
+    """``mmh.train.TrainingInterrupted`` (SIGTERM/SIGINT during training, after latest.pt is saved), if defined."""
+    try:
+        from .train import TrainingInterrupted  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return TrainingInterrupted
+
+
+def _bad_input_types() -> tuple[type, ...]:
+    """Exceptions that mean bad input (exit status 2): a config, an argument, a data or run file."""
+    types: list[type] = [ValueError, KeyError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                         MissingExtraError]
+    try:
+        import yaml
+
+        types.append(yaml.YAMLError)
+    except ImportError:  # pragma: no cover - yaml is a dependency
+        pass
+    return tuple(types)
+
+
+def _failure(command: str, exc: BaseException) -> tuple[int, str] | None:
+    """(exit status, the one line for stderr) for a failure of ``mmh <command>``; None for exits to pass on."""
+    interrupted = _interrupted_type()
+    if interrupted is not None and isinstance(exc, interrupted):
+        signum = int(getattr(exc, "signum", signal.SIGINT))
+        step, ckpt = getattr(exc, "step", None), getattr(exc, "checkpoint", None)
+        run = Path(ckpt).parents[2] if ckpt else None  # <run>/stages/<stage>/latest.pt
+        where = f" at step {step}" if step is not None else ""
+        resume = f"mmh train --resume {run}" if run is not None else "mmh train --resume RUN_DIR"
+        return 128 + signum, f"mmh {command}: interrupted by {signal.Signals(signum).name}{where}; resume with {resume}"
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, f"mmh {command}: interrupted"
+    if isinstance(exc, _bad_input_types()):
+        return 2, f"mmh {command}: error: {_message(exc)}"
+    if isinstance(exc, FloatingPointError):  # mmh.train.NonFiniteError: the loss or the weights turned non-finite
+        return 1, f"mmh {command}: error: training stopped: {_message(exc)}"
+    if isinstance(exc, OSError):  # a fault: a full disk, a lost mount, a permission ...
+        return 1, f"mmh {command}: error: {_message(exc)}"
+    if isinstance(exc, Exception):  # RuntimeError and anything unforeseen: a fault of the run or of mmh
+        return 1, f"mmh {command}: error: {type(exc).__name__}: {_message(exc)} (--debug shows the traceback)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mmh`` console script; returns the exit code."""
+    """Entry point of the ``mmh`` console script; returns the exit code (see the module docstring)."""
     parser = build_parser()
-    ns, extra = parser.parse_known_args(argv)
-    if extra:  # key=value overrides may come after options
-        target = {"train": "args", "benchmark": "overrides"}.get(ns.command)
-        if target is None or any("=" not in e or e.startswith("-") for e in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        getattr(ns, target).extend(extra)
+    try:
+        ns, extra = parser.parse_known_args(argv)
+        if extra:  # key=value overrides may come after options
+            target = {"train": "args", "benchmark": "overrides"}.get(ns.command)
+            if target is None or any("=" not in e or e.startswith("-") for e in extra):
+                print(f"mmh {ns.command}: error: unrecognized arguments: {' '.join(extra)} (see mmh {ns.command} "
+                      f"--help)", file=sys.stderr)
+                return 2
+            getattr(ns, target).extend(extra)
+    except SystemExit as exc:  # --help, or a usage error already reported on one line
+        return exc.code if isinstance(exc.code, int) else 2
+    debug = getattr(ns, "debug", False) or os.environ.get("MMH_DEBUG", "") not in ("", "0")
     try:
         return _COMMANDS[ns.command](ns)
-    except (FileNotFoundError, KeyError, ValueError, TypeError, MissingExtraError) as exc:
-        if os.environ.get("MMH_DEBUG"):
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes one line (or the traceback with --debug)
+        failure = _failure(ns.command, exc)
+        if failure is None or (debug and failure[0] in (1, 2)):
             raise
-        print(f"mmh {ns.command}: error: {exc}", file=sys.stderr)
-        return 2
+        print(failure[1], file=sys.stderr, flush=True)
+        return failure[0]
 
 
 if __name__ == "__main__":

@@ -15,11 +15,22 @@ Overrides are ``dotted.key=value`` strings; the value is parsed as YAML (``3`` -
 ``[4, 2, 1]`` -> list, ``null`` -> None, ``true`` -> bool) and coerced to the type of the value it replaces
 (an int into a float field becomes a float; a string into an int field is a ValueError naming the key). Keys that
 do not exist are an error (typo protection) unless written ``+new.key=value``.
+
+Every YAML text is read by :func:`read_yaml` / :func:`parse_yaml` (configs, run folders, override values): YAML's
+safe subset, at most :data:`MAX_YAML_BYTES` bytes, at most :data:`MAX_YAML_ALIASES` aliases (``*name``) and at most
+:data:`MAX_YAML_NODES` nodes once aliases are expanded, so a shared file cannot make a reader build an exponential
+structure ("billion laughs"): such a file is a ValueError naming it, found before anything is built.
+
+A run folder's ``config.yaml`` is written once, when the run is created (:func:`save_config`, atomically), and read
+back with :func:`load_run_config` (keys added with ``+key`` allowed; an empty or unreadable file is an error). A resumed
+run takes only the overrides listed in :data:`RESUME_SAFE` (:func:`resume_changes`): they do not change the trained
+result; any other change is a new run.
 """
 
 from __future__ import annotations
 
 import copy
+import fnmatch
 import hashlib
 import json
 import os
@@ -33,7 +44,9 @@ import yaml
 
 __all__ = [
     "DEFAULTS", "defaults", "load_config", "apply_overrides", "parse_value", "merge", "get_path", "set_path", "save_config",
-    "config_hash", "stage_train_config", "config_dir", "find_config", "AMP_VALUES", "amp_setting",
+    "config_hash", "stage_train_config", "config_dir", "find_config", "AMP_VALUES", "amp_setting", "read_yaml",
+    "parse_yaml", "load_run_config", "resume_changes", "RESUME_SAFE", "MAX_YAML_BYTES", "MAX_YAML_ALIASES",
+    "MAX_YAML_NODES",
 ]
 
 #: The framework's defaults: every key a config may set appears here or in a method's ``loss.<section>`` defaults
@@ -90,16 +103,114 @@ DEFAULTS: dict[str, Any] = {
 
 _FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
+#: Largest YAML file :func:`read_yaml` reads (a config is a few kB).
+MAX_YAML_BYTES = 1 << 20
+#: Most aliases (``*name``) one YAML document may use.
+MAX_YAML_ALIASES = 100
+#: Most nodes one YAML document may hold with its aliases expanded (each alias counted as the size of what it names).
+MAX_YAML_NODES = 100_000
+
+
+class _PastBounds(ValueError):
+    """A YAML document past :data:`MAX_YAML_ALIASES` or :data:`MAX_YAML_NODES` (reworded by :func:`parse_yaml`)."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """YAML's safe loader with a bound on aliases, counted while the document is composed (before anything is
+    built); :func:`_check_nodes` bounds the expanded size afterwards."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise _PastBounds(f"more than {MAX_YAML_ALIASES} aliases (*name)")
+        return super().compose_node(parent, index)
+
+
+def _check_nodes(root: yaml.Node) -> None:
+    """ValueError when ``root`` with its aliases expanded has more than :data:`MAX_YAML_NODES` nodes, or an alias
+    inside what it names (a recursive structure). Each distinct node is visited once (sizes are memoised)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:  # iterative post-order: a deeply nested document does not exhaust the Python stack
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            kids = _children(node)
+            size = 1 + sum(sizes[id(k)] for k in kids)
+            if size > MAX_YAML_NODES:
+                raise _PastBounds(f"more than {MAX_YAML_NODES} nodes with its aliases expanded")
+            sizes[key] = size
+            continue
+        if key in sizes:
+            if sizes[key] < 0:
+                raise _PastBounds("an alias inside the node it names (a recursive structure)")
+            continue
+        sizes[key] = -1  # in progress
+        stack.append((node, True))
+        stack.extend((k, False) for k in _children(node))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    """``text`` parsed as YAML's safe subset within the bounds on aliases and expanded size (see the module
+    docstring); ValueError naming ``source`` for invalid YAML or a document past the bounds (None when empty)."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(node)
+        return loader.construct_document(node)
+    except _PastBounds as exc:
+        raise ValueError(f"{source} is refused: {exc} (aliases are bounded so that a shared file cannot exhaust "
+                         f"memory)") from None
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
+        raise ValueError(f"{source} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{source} is nested too deeply to be a config") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: str | os.PathLike, what: str = "config file") -> Any:
+    """The YAML file ``path`` read with :func:`parse_yaml`: FileNotFoundError, or ValueError naming the file when
+    it is larger than :data:`MAX_YAML_BYTES`, not UTF-8 text, invalid YAML or past the alias bounds."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} not found: {p}")
+    try:
+        with open(p, "rb") as fh:
+            raw = fh.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"{what} {p} cannot be read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ValueError(f"{what} {p} is larger than {MAX_YAML_BYTES} bytes; a config is a few kB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} {p} is not UTF-8 text: {exc}") from None
+    return parse_yaml(text, f"{what} {p}")
+
 
 def parse_value(text: str) -> Any:
     """Parse an override value as YAML, also accepting ``2e-3`` (which YAML 1.1 would keep as a string)."""
     if not isinstance(text, str):
         raise TypeError(f"override value must be a str, got {type(text).__name__}")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ValueError(f"cannot parse override value {text!r}: {exc}") from exc
-    return _fix_floats(value)
+    if not text.strip():
+        return ""
+    return _fix_floats(parse_yaml(text, f"override value {text[:80]!r}"))
 
 
 def _fix_floats(value: Any) -> Any:
@@ -236,12 +347,8 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
         raise ValueError(f"config inheritance cycle: {' -> '.join(str(p) for p in seen + (path,))}")
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"config file {path} is not valid YAML: {exc}") from exc
+    data = read_yaml(path)
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
     data = _fix_floats(data)
@@ -362,10 +469,76 @@ def stage_train_config(cfg: Mapping[str, Any], stage: str) -> dict[str, Any]:
 
 
 def save_config(cfg: Mapping[str, Any], path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML (what the run actually used)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
+    """Write the resolved config as YAML (what the run actually used), atomically: a reader sees the old file or the
+    whole new one, never a cut one."""
+    from .utils.io import write_text
+
+    write_text(yaml.safe_dump(dict(cfg), sort_keys=False), path)
+
+
+def load_run_config(run_dir: str | os.PathLike, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """The config a run folder was created with (its ``config.yaml``) over :func:`defaults`, then ``overrides``.
+
+    The file is a resolved config: keys the run added with ``+key=value`` are read back as they are (no typo check)
+    and ``_base_`` is not followed. FileNotFoundError when ``run_dir`` has no ``config.yaml``; ValueError naming the
+    file when it is empty, unreadable or not a mapping (an empty file is not "all defaults": it is a damaged run)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
+    data = read_yaml(path, "run config")
+    if not data:
+        raise ValueError(f"run config {path} is empty; it is written once when the run is created, so the run folder "
+                         f"is damaged (start a new run)")
+    if not isinstance(data, dict):
+        raise ValueError(f"run config {path} must hold a mapping at the top level, got {type(data).__name__}")
+    if "_base_" in data:
+        raise ValueError(f"run config {path} has a _base_ key; a run folder's config.yaml is a resolved config")
+    cfg = apply_overrides(merge(defaults(), _fix_floats(data)), overrides)
+    try:
+        validate(cfg)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise type(exc)(f"run config {path}: {exc}") from None
+    return cfg
+
+
+#: Settings a resumed run may change (``fnmatch`` patterns of dotted keys): they change how a run is executed or
+#: reported, not the trained weights or the metrics. Any other change is a new run (a new ``--run-dir``).
+RESUME_SAFE: tuple[str, ...] = (
+    "device", "threads",
+    "train.progress", "train.log_every", "train.tensorboard", "train.num_workers", "train.checkpoint_every",
+    "stages.*.progress", "stages.*.log_every", "stages.*.tensorboard", "stages.*.num_workers",
+    "stages.*.checkpoint_every",
+    "eval.batch_size", "dataset.cache",
+)
+
+
+def _leaves(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: value}`` of every non-mapping value (an empty mapping is a leaf)."""
+    if not isinstance(cfg, Mapping) or (not cfg and prefix):
+        return {prefix: cfg}
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        out.update(_leaves(v, f"{prefix}{k}" if not prefix else f"{prefix}.{k}"))
+    return out
+
+
+def resume_changes(saved: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The resume-safe settings in which ``cfg`` differs from a run's ``saved`` config (``{dotted key: new value}``);
+    ValueError naming every other key that differs, and how to start a new run with them instead."""
+    old, new = _leaves(saved), _leaves(cfg)
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k, _MISSING) != new.get(k, _MISSING))
+    unsafe = [k for k in changed if not any(fnmatch.fnmatchcase(k, pat) for pat in RESUME_SAFE)]
+    if unsafe:
+        shown = ", ".join(f"{k} ({_show(old.get(k, _MISSING))} -> {_show(new.get(k, _MISSING))})" for k in unsafe[:8])
+        more = f" and {len(unsafe) - 8} more" if len(unsafe) > 8 else ""
+        raise ValueError(f"cannot resume with changed settings {shown}{more}: a resumed run keeps the settings it was "
+                         f"created with (only {', '.join(RESUME_SAFE)} may change). To train with these settings, "
+                         f"start a new run: mmh train CONFIG KEY=VALUE ... --run-dir NEW_DIR")
+    return {k: new.get(k) for k in changed}
+
+
+def _show(value: Any) -> str:
+    return "unset" if value is _MISSING else repr(value)
 
 
 def config_hash(obj: Any, length: int = 12) -> str:

@@ -7,7 +7,8 @@ order) — each shaped like a batch of dataset items ((B, C, H, W) images, (B, T
 records what a deployment needs: the input names in order and their shapes, the normalisation per input
 (``(x - mean[c]) / std[c]`` per channel, from the run's ``dataset.json``; null when the dataset applies none), the
 class names, and the largest difference between the file's logits and the run's network measured right after the
-export.
+export. The stage's ``model.pt`` is first checked against the run (:func:`mmh.runner.check_stage_network`): a
+network of other modalities, class count or architecture than the stage saved is refused, naming both.
 
 Networks that call ``mmh_ext.cross_stream_inject`` (the multiplier nets) are traced with the operator's
 decomposition ``x * relu(gate)`` (:func:`mmh.models.multiplier.decomposed_injection`), so the file does not need
@@ -16,7 +17,6 @@ mmh_ext. ONNX needs the ``export`` extra (onnx, onnxruntime); the check then run
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
+
+from .utils.io import read_json, write_json
 
 __all__ = ["FORMATS", "export_run", "input_names", "PositionalInputs", "load_run_network"]
 
@@ -49,34 +50,23 @@ class PositionalInputs(nn.Module):
         return self.model(dict(zip(self.names, inputs, strict=True)))
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"mmh export: {path.parent} is not a run directory (no config.yaml)")
-    cfg = yaml.safe_load(path.read_text())
-    if not isinstance(cfg, dict):
-        raise ValueError(f"mmh export: {path} does not hold a config mapping")
-    return cfg
-
-
 def load_run_network(run_dir: str | os.PathLike, stage: str | None = None) -> tuple[nn.Module, str, dict[str, Any]]:
-    """(the network of ``stage`` (default: the run's last stage) in eval mode, the stage name, the run's config)."""
-    from .train.checkpoint import load_model
-    from .runner import load_results, stage_model_path
+    """(the network of ``stage`` (default: the run's last stage) in eval mode, the stage name, the run's config).
+    The network is checked against the run (:func:`mmh.runner.load_stage_network`)."""
+    from .config import load_run_config
+    from .runner import load_results, load_stage_network
 
     run = Path(run_dir)
     if not run.is_dir():
-        raise FileNotFoundError(f"mmh export: no such run directory: {run}")
-    cfg = _read_yaml(run / "config.yaml")
+        raise FileNotFoundError(f"no such run directory: {run}")
+    cfg = load_run_config(run)
     res = load_results(run)
     stages = list(res.get("stages") or {})
     stage = stage or (stages[-1] if stages else None)
     if stage not in stages:
-        raise ValueError(f"mmh export: run {run} has no stage {stage!r} (stages: {stages})")
-    try:
-        path = stage_model_path(run, res, stage)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"mmh export: {exc}") from None
-    return load_model(path).eval(), stage, cfg
+        raise ValueError(f"run {run} has no stage {stage!r} (stages: {stages})")
+    model, _path = load_stage_network(run, res, stage)
+    return model.eval(), stage, cfg
 
 
 def input_names(model: nn.Module, cfg: Mapping[str, Any]) -> list[str]:
@@ -84,7 +74,7 @@ def input_names(model: nn.Module, cfg: Mapping[str, Any]) -> list[str]:
     role of ``modalities`` with the network's set, else the network's own ``modalities``."""
     mods = list(getattr(model, "modalities", ()) or ())
     if not mods:
-        raise ValueError(f"mmh export: the network ({type(model).__name__}) has no 'modalities' attribute")
+        raise ValueError(f"the network ({type(model).__name__}) has no 'modalities' attribute")
     roles = dict(cfg.get("modalities") or {})
     for role in ["student", *[r for r in roles if r != "student"]]:
         names = roles.get(role)
@@ -97,12 +87,15 @@ def _facts(run: Path, cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The run's ``dataset.json``; for a run made before it existed, rebuilt from the train split."""
     p = run / "dataset.json"
     if p.is_file():
-        return json.loads(p.read_text())
-    from .config import load_config
+        facts = read_json(p)
+        if not isinstance(facts, dict):
+            raise ValueError(f"{p} is not a run's dataset record (a JSON mapping)")
+        return facts
+    from .config import load_run_config
     from .data import dataset_facts
     from .runner import dataset_record, load_split
 
-    full = load_config(run / "config.yaml")
+    full = load_run_config(run)
     ds = load_split(full, full["dataset"]["train_split"])
     return dataset_record(full, ds, dataset_facts(ds))
 
@@ -111,7 +104,7 @@ def _example_inputs(names: Sequence[str], facts: Mapping[str, Any], batch: int) 
     shapes = facts.get("input_shapes") or {}
     missing = [m for m in names if m not in shapes]
     if missing:
-        raise ValueError(f"mmh export: the run's dataset.json has no input shape for {missing[0]!r}")
+        raise ValueError(f"the run's dataset.json has no input shape for {missing[0]!r}")
     g = torch.Generator().manual_seed(0)
     return tuple(torch.randn(batch, *shapes[m], generator=g) for m in names)
 
@@ -183,7 +176,7 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, stage: str
     ``batch + 1`` and the largest difference recorded (a RuntimeError above ``TOLERANCE``).
     """
     if fmt not in FORMATS:
-        raise ValueError(f"mmh export: unknown format {fmt!r}; formats: {list(FORMATS)}")
+        raise ValueError(f"--format {fmt!r}: unknown format; formats: {list(FORMATS)}")
     if fmt == "onnx":
         _onnx_modules()  # a missing extra is reported before any work
     model, stage, cfg = load_run_network(run_dir, stage)
@@ -197,8 +190,13 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, stage: str
     expected, got = _write_and_run(wrapper, names, example, check, out, fmt, opset)
     diff = float((got - expected).abs().max())
     if not diff <= TOLERANCE:
-        raise RuntimeError(f"mmh export: the exported {fmt} network differs from the run's by {diff:.3g} "
+        raise RuntimeError(f"the exported {fmt} network {out} differs from the run's by {diff:.3g} "
                            f"(> {TOLERANCE}); not usable")
-    sidecar = _sidecar(fmt, out, run, stage, facts, names, int(expected.shape[1]), diff, batch + 1, opset)
-    Path(f"{out}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    width, classes = int(expected.shape[1]), facts.get("num_classes")
+    if classes is not None and width != classes:  # check_stage_network compares the configs; this, the output
+        out.unlink(missing_ok=True)
+        raise ValueError(f"stage {stage!r} of {run}: the network gives {width} logits but the run's dataset.json "
+                         f"has {classes} classes")
+    sidecar = _sidecar(fmt, out, run, stage, facts, names, width, diff, batch + 1, opset)
+    write_json(sidecar, f"{out}.json")
     return sidecar

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -35,7 +36,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
-from .config import config_hash, get_path, save_config, stage_train_config
+from .config import config_hash, get_path, load_run_config, resume_changes, save_config, stage_train_config
 from .data import build_dataset, dataset_facts, materialize
 from .evaluation import evaluate_model
 from .methods import Stage, StageContext, method_stages
@@ -47,7 +48,8 @@ from .utils.io import read_json, write_json
 from .utils.seed import seed_everything
 
 __all__ = ["run_experiment", "load_split", "load_results", "stage_model_path", "stage_artifact_path", "stage_key",
-           "default_run_dir", "dataset_record", "split_kwargs", "Source", "CACHE_VERSION"]
+           "default_run_dir", "dataset_record", "split_kwargs", "Source", "CACHE_VERSION", "is_run_dir",
+           "network_record", "check_stage_network", "load_stage_network"]
 
 #: Bump when a change makes cached artifacts stale.
 CACHE_VERSION = 1
@@ -207,16 +209,21 @@ def _barrier() -> None:
 
 
 def _start(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, budget: int | None,
-           log: Callable[[str], None]) -> _Run:
-    """Process group, threads, device, the run folder (config.yaml, dataset.json), the global seed, the datasets."""
+           log: Callable[[str], None], overwrite: bool = False) -> _Run:
+    """Process group, threads, device, the run folder (config.yaml, dataset.json), the global seed, the datasets.
+
+    A new run writes ``config.yaml`` once; a resumed one reads it and never rewrites it (``cfg`` may differ from it
+    only in :data:`mmh.config.RESUME_SAFE` settings, recorded in the results as ``resume_changes``)."""
     info = init_distributed_from_env()
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    changes = _claim_run_dir(run_dir, cfg, resume, overwrite)  # every rank checks before rank 0 writes
+    _barrier()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     device = resolve_device(cfg.get("device", "auto"))
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    if resume and not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"cannot resume: {run_dir} has no config.yaml (not a run directory)")
-    if info.is_main:
+    if info.is_main and not resume:
+        if overwrite:
+            _clear_run_dir(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     seed_everything(int(cfg["seed"]))
@@ -228,8 +235,43 @@ def _start(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, budget
         write_json(dataset_record(cfg, train_set, facts), run_dir / "dataset.json")
     results = {"method": cfg["method"], "seed": cfg["seed"], "dataset": d["name"], "run_dir": str(run_dir),
                "status": "running", "stages": {}}
+    if changes:
+        results["resume_changes"] = changes
     return _Run(cfg, run_dir, resume, log if info.is_main else _silent, info.is_main, device, train_set, eval_set,
                 val_set, facts, fingerprint, _cache_dir(cfg), budget, results)
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """Whether ``path`` holds a run (its ``config.yaml`` or ``results.json``)."""
+    return any((Path(path) / name).is_file() for name in ("config.yaml", "results.json"))
+
+
+def _claim_run_dir(run_dir: Path, cfg: Mapping[str, Any], resume: bool, overwrite: bool) -> dict[str, Any]:
+    """Check that ``run_dir`` may take this run; on resume return the resume-safe settings ``cfg`` changes.
+
+    A new run refuses a folder that already holds one unless ``overwrite``; a resumed run needs the folder's
+    ``config.yaml`` and refuses any other change (:func:`mmh.config.resume_changes`)."""
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other (resume continues a run, overwrite replaces it)")
+    if resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"cannot resume: {run_dir} has no config.yaml (not a run directory)")
+        return resume_changes(load_run_config(run_dir), cfg)
+    if is_run_dir(run_dir) and not overwrite:
+        raise ValueError(f"run directory {run_dir} already holds a run; continue it with --resume {run_dir}, replace "
+                         f"it with --overwrite, or give another --run-dir")
+    return {}
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    """Remove what a run wrote in ``run_dir`` (config.yaml, the JSON records, stages/); other files stay."""
+    if not run_dir.is_dir():
+        return
+    if (run_dir / "stages").is_dir():
+        shutil.rmtree(run_dir / "stages")
+    for p in run_dir.iterdir():
+        if p.is_file() and (p.name == "config.yaml" or p.suffix == ".json"):
+            p.unlink()
 
 
 def _reuse(run: _Run, stage: Stage, stage_dir: Path, cached: Path | None) -> tuple[nn.Module, Source] | None:
@@ -318,6 +360,7 @@ def _run_stage(run: _Run, stage: Stage) -> bool:
             return False
         model, source = _save(run, stage, module, stage_dir, cached), Source("trained")
     record["source"] = source.as_dict()
+    record["network"] = network_record(model)  # what eval/export check a model.pt against
     model = model.to(run.device).eval()
     run.nets[stage.name], run.keys[stage.name] = model, key
     record["metrics"] = run.evaluate(model, run.eval_set)
@@ -334,14 +377,17 @@ def _model_kwargs(facts: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_experiment(cfg: Mapping[str, Any], *, run_dir: str | Path | None = None, resume: bool = False,
-                   stop_after_steps: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                   stop_after_steps: int | None = None, log: Callable[[str], None] = print,
+                   overwrite: bool = False) -> dict[str, Any]:
     """Run ``cfg["method"]`` end to end and return the ``results.json`` content.
 
     ``resume``: continue a run directory (completed stages are reloaded, the interrupted one resumes from its
-    ``latest.pt``). ``stop_after_steps``: stop the current stage after that many steps (as if killed); the result
-    then has ``status == "stopped"``.
+    ``latest.pt``); ``cfg`` may differ from the folder's ``config.yaml`` only in :data:`mmh.config.RESUME_SAFE`
+    settings. ``overwrite``: replace the run a folder already holds (without it, such a folder is a ValueError).
+    ``stop_after_steps``: stop the current stage after that many steps (as if killed); the result then has
+    ``status == "stopped"``.
     """
-    run = _start(copy.deepcopy(dict(cfg)), run_dir, resume, stop_after_steps, log)
+    run = _start(copy.deepcopy(dict(cfg)), run_dir, resume, stop_after_steps, log, overwrite)
     stages = method_stages(run.cfg)
     for stage in stages:
         if not _run_stage(run, stage):
@@ -387,6 +433,8 @@ def load_results(run_dir: str | Path) -> dict[str, Any]:
                 Source.parse(record["source"])
             except ValueError as exc:
                 raise ValueError(f"{p}: stage {name!r}: {exc}") from None
+        if "network" in record and not isinstance(record["network"], dict):
+            raise ValueError(f"{p}: stage {name!r}: 'network' must be a mapping, got {record['network']!r:.100}")
     return res
 
 
@@ -414,3 +462,64 @@ def stage_artifact_path(run_dir: str | Path, results: Mapping[str, Any], stage: 
 def stage_model_path(run_dir: str | Path, results: Mapping[str, Any], stage: str) -> Path:
     """The ``model.pt`` of a finished stage: :func:`stage_artifact_path` with ``name="model"``."""
     return stage_artifact_path(run_dir, results, stage, "model")
+
+
+def network_record(model: nn.Module) -> dict[str, Any]:
+    """What a stage's network is, as its ``results.json`` record keeps it (``network``): the build config its
+    ``model.pt`` carries (JSON form), the modalities it reads, in order, and its number of classes."""
+    config = json.loads(json.dumps(getattr(model, "config", None), default=str))
+    return {"config": config, "modalities": list(getattr(model, "modalities", ()) or ()),
+            "num_classes": _config_classes(config)}
+
+
+def _config_classes(config: Any) -> int | None:
+    """``num_classes`` of a build config (an ensemble's when its members agree), else None."""
+    if not isinstance(config, Mapping):
+        return None
+    if isinstance(config.get("ensemble"), Mapping):
+        counts = {_config_classes(m) for m in config["ensemble"].values()}
+        return counts.pop() if len(counts) == 1 else None
+    k = config.get("num_classes")
+    return k if isinstance(k, int) and not isinstance(k, bool) else None
+
+
+def check_stage_network(model: nn.Module, path: str | Path, run_dir: str | Path, results: Mapping[str, Any],
+                        stage: str) -> None:
+    """ValueError naming the file, the run and both sides when the network read from ``path`` is not the one
+    ``stage`` of the run saved: other modalities, class count or architecture than the stage's ``network`` record,
+    or a class count other than the run's ``dataset.json`` (a model.pt copied from another stage or run)."""
+    got = network_record(model)
+    want = results["stages"][stage].get("network")
+    problems = []
+    if isinstance(want, Mapping):
+        if got["modalities"] != want.get("modalities"):
+            problems.append(f"it reads modalities {got['modalities']}, the stage reads {want.get('modalities')}")
+        if got["num_classes"] != want.get("num_classes"):
+            problems.append(f"it has {got['num_classes']} classes, the stage {want.get('num_classes')}")
+        if not problems and got["config"] != want.get("config"):
+            problems.append(f"its architecture {_brief(got['config'])} is not the stage's "
+                            f"{_brief(want.get('config'))}")
+    facts = Path(run_dir) / "dataset.json"
+    if facts.is_file():
+        record = read_json(facts)
+        if not isinstance(record, dict):
+            raise ValueError(f"{facts} is not a run's dataset record (a JSON mapping)")
+        k = record.get("num_classes")
+        if k != got["num_classes"] and not any("classes" in p for p in problems):
+            problems.append(f"it has {got['num_classes']} classes, the run's dataset ({facts}) {k}")
+    if problems:
+        raise ValueError(f"{path} is not the network of stage {stage!r} of run {run_dir}: {'; '.join(problems)}")
+
+
+def _brief(config: Any) -> str:
+    """A build config in a few words (its model name and kwargs, without the weights' provenance)."""
+    return json.dumps(config, sort_keys=True, default=str)[:300]
+
+
+def load_stage_network(run_dir: str | Path, results: Mapping[str, Any], stage: str) -> tuple[nn.Module, Path]:
+    """(the network of a finished ``stage``, its ``model.pt`` path), checked against the run
+    (:func:`check_stage_network`)."""
+    path = stage_model_path(run_dir, results, stage)
+    model = load_model(path)
+    check_stage_network(model, path, run_dir, results, stage)
+    return model, path

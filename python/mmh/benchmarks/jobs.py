@@ -39,7 +39,7 @@ def run_job(job: Job | tuple[str, str, int, Sequence[str], str]) -> dict[str, An
     dataset, method, seed, overrides, run_dir = job
     cfg = load_config(find_config(f"{dataset}/{method}"), [f"seed={seed}", *overrides])
     t0 = time.perf_counter()
-    res = run_experiment(cfg, run_dir=run_dir, log=lambda _msg: None)
+    res = run_experiment(cfg, run_dir=run_dir, log=lambda _msg: None, overwrite=True)  # a benchmark owns its runs
     res["wall_s"] = time.perf_counter() - t0
     return res
 

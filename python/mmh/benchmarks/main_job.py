@@ -90,13 +90,13 @@ def antispoof_iso_metrics(res: Mapping[str, Any]) -> dict[str, float]:
     ``config.yaml`` defines it: APCER per attack species (``apcer_iso/<species>``, from the dataset's
     ``attack_type``), ``apcer_iso`` (the worst species), ``bpcer``, ``acer_iso``; also the pooled ``apcer``/``acer``
     (the same numbers as the run's own evaluation)."""
-    from ..config import load_config
+    from ..config import load_run_config
     from ..data import build_dataset
     from ..evaluation import eval_batches, pad_metrics, predict, species_of
     from ..train.checkpoint import load_model
     from ..runner import load_split, split_kwargs, stage_model_path
 
-    cfg = load_config(Path(res["run_dir"]) / "config.yaml")
+    cfg = load_run_config(res["run_dir"])
     split = cfg["dataset"]["eval_split"]
     species = species_of(build_dataset(cfg["dataset"]["name"], split=split, **split_kwargs(cfg, split)))
     path = stage_model_path(res["run_dir"], res, list(res["stages"])[-1])
