@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import re
 import shutil
 import sys
@@ -40,11 +39,12 @@ from .config import config_hash, get_path, load_run_config, resume_changes, save
 from .data import build_dataset, dataset_facts, materialize
 from .evaluation import evaluate_model
 from .methods import Stage, StageContext, method_stages
-from .train import StageModule, Trainer, TrainResult, load_model, save_model
+from .train import (NonFiniteError, StageModule, Trainer, TrainingInterrupted, TrainResult, check_finite, load_model,
+                    save_model)
 from .train.checkpoint import save_tensors
 from .utils.device import resolve_device
-from .utils.distributed import init_distributed_from_env
-from .utils.io import read_json, write_json
+from .utils.distributed import elastic_restart_count, init_distributed_from_env
+from .utils.io import atomic_copy, read_json, remove_stale_temps, write_json
 from .utils.seed import seed_everything
 
 __all__ = ["run_experiment", "load_split", "load_results", "stage_model_path", "stage_artifact_path", "stage_key",
@@ -193,6 +193,7 @@ class _Run:
     results: dict[str, Any] = field(default_factory=dict)
     nets: dict[str, nn.Module] = field(default_factory=dict)  # each finished stage's network
     keys: dict[str, str] = field(default_factory=dict)  # each finished stage's cache key
+    steps: dict[str, int] = field(default_factory=dict)  # each trained stage's final step (for error messages)
 
     def evaluate(self, model: nn.Module, dataset: Dataset) -> dict[str, float]:
         return evaluate_model(model, dataset, list(self.cfg["eval"]["metrics"]), int(self.cfg["eval"]["batch_size"]),
@@ -295,11 +296,19 @@ def _train(run: _Run, stage: Stage, module: StageModule, stage_dir: Path, record
             return run.evaluate(net, _ds)
     tcfg = stage_train_config(run.cfg, stage.section)
     trainer = Trainer(module, run.train_set, tcfg, out_dir=stage_dir, seed=int(run.cfg["seed"]), device=run.device,
-                      val_fn=val_fn, config=run.cfg)
+                      val_fn=val_fn, config=run.cfg, name=stage.name)
     fit = None
     if run.budget is None or run.budget > 0:
-        fit = trainer.fit(resume=run.resume, stop_after_steps=run.budget)
+        try:
+            fit = trainer.fit(resume=run.resume, stop_after_steps=run.budget)
+        except TrainingInterrupted as exc:  # latest.pt saved at exc.step: record it, then let the caller exit
+            _stopped(run, stage, record, trainer, None, status="interrupted", note=str(exc))
+            raise
+        except NonFiniteError as exc:  # nothing non-finite was saved; the last finite latest.pt stays
+            _stopped(run, stage, record, trainer, None, status="failed", note=str(exc))
+            raise
         run.budget = None if run.budget is None else run.budget - fit.steps_run
+    run.steps[stage.name] = trainer.step
     if fit is None or fit.stopped:
         _stopped(run, stage, record, trainer, fit)
         return False
@@ -309,13 +318,19 @@ def _train(run: _Run, stage: Stage, module: StageModule, stage_dir: Path, record
     return True
 
 
-def _stopped(run: _Run, stage: Stage, record: dict[str, Any], trainer: Trainer, fit: TrainResult | None) -> None:
+def _stopped(run: _Run, stage: Stage, record: dict[str, Any], trainer: Trainer, fit: TrainResult | None,
+             status: str = "stopped", note: str | None = None) -> None:
+    """Record a stage that did not finish: ``status`` ``stopped`` (the step budget ran out), ``interrupted`` (a
+    signal; ``latest.pt`` holds the step reached) or ``failed`` (a non-finite loss or state; ``latest.pt`` holds the
+    last finite state). All three resume with ``--resume``."""
     step = fit.step if fit is not None else trainer.step
-    run.results["status"] = "stopped"
-    run.results["stages"][stage.name] = {**record, "source": Source("partial").as_dict(), "step": step,
-                                         "total_steps": trainer.total_steps}
+    run.results["status"] = status
+    entry = {**record, "source": Source("partial").as_dict(), "step": step, "total_steps": trainer.total_steps}
+    if note:
+        entry["error" if status == "failed" else "note"] = note
+    run.results["stages"][stage.name] = entry
     run.write_results()
-    run.log(f"[{run.cfg['method']}] stage {stage.name}: stopped at step {step}/{trainer.total_steps}")
+    run.log(f"[{run.cfg['method']}] stage {stage.name}: {status} at step {step}/{trainer.total_steps}")
 
 
 def _save(run: _Run, stage: Stage, module: StageModule, stage_dir: Path, cached: Path | None) -> nn.Module:
@@ -327,7 +342,12 @@ def _save(run: _Run, stage: Stage, module: StageModule, stage_dir: Path, cached:
     if missing:
         raise RuntimeError(f"stage {stage.name!r} declares artifacts {missing} that {type(module).__name__} "
                            f"does not publish (it gives {sorted(extra)})")
+    # every rank checks (their networks are equal), before anything is written or published to the cache
+    at = f" at step {run.steps[stage.name]}" if stage.name in run.steps else ""
+    check_finite({"model": model.state_dict(), **extra}, f"stage {stage.name!r}{at}: non-finite network",
+                 f"; model.pt was not written{' nor published to the stage cache' if cached is not None else ''}")
     if run.is_main:
+        remove_stale_temps(stage_dir, tuple(f"{name}.pt" for name in (*extra, "model")))
         for name, state in extra.items():
             if not _NAME.fullmatch(name) or name == "model":
                 raise ValueError(f"stage {stage.name!r}: bad artifact name {name!r}")
@@ -387,6 +407,7 @@ def run_experiment(cfg: Mapping[str, Any], *, run_dir: str | Path | None = None,
     ``stop_after_steps``: stop the current stage after that many steps (as if killed); the result then has
     ``status == "stopped"``.
     """
+    resume = resume or _elastic_resume(cfg, run_dir, overwrite, log)
     run = _start(copy.deepcopy(dict(cfg)), run_dir, resume, stop_after_steps, log, overwrite)
     stages = method_stages(run.cfg)
     for stage in stages:
@@ -403,11 +424,37 @@ def _silent(_msg: str) -> None:
 
 
 def _publish(src: Path, dst: Path) -> None:
-    """Copy an artifact into the cache atomically (concurrent writers of the same key are harmless)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    """Copy an artifact into the cache atomically and durably (concurrent writers of the same key are harmless;
+    the temporary copy is removed on any failure). The caller checked the network finite before writing ``src``."""
+    atomic_copy(src, dst)
+
+
+def _elastic_resume(cfg: Mapping[str, Any], run_dir: str | Path | None, overwrite: bool,
+                    log: Callable[[str], None]) -> bool:
+    """Whether this process is a ``torchrun --max-restarts`` restart (``TORCHELASTIC_RESTART_COUNT`` > 0) of a run
+    whose folder already exists, which then resumes (from each stage's ``latest.pt``) instead of starting over.
+
+    The folder must be fixed for that (``--run-dir`` or ``output.name``): an automatic name has a new timestamp on
+    each restart, so such a run starts over, and says so. Rank 0 decides and tells the others."""
+    restarts = elastic_restart_count()
+    if restarts < 1 or overwrite:
+        return False
+    fixed = run_dir is not None or bool(cfg["output"].get("name"))
+    folder = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    info = init_distributed_from_env()
+    decision = [fixed and (folder / "config.yaml").is_file()]
+    if info.distributed:
+        dist.broadcast_object_list(decision, src=0)
+    if not info.is_main:
+        return bool(decision[0])
+    if decision[0]:
+        log(f"elastic restart {restarts}: resuming {folder} from its latest checkpoints")
+    elif not fixed:
+        log(f"elastic restart {restarts}: the run folder has an automatic name, so this restart starts over in a "
+            f"new folder; give --run-dir (or output.name) to resume from latest.pt after a restart")
+    else:
+        log(f"elastic restart {restarts}: {folder} holds no run yet; starting it")
+    return bool(decision[0])
 
 
 def _fmt(metrics: Mapping[str, float]) -> str:

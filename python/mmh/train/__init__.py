@@ -5,11 +5,12 @@ stages through it.
 """
 
 from .checkpoint import load_checkpoint, load_model, save_checkpoint, save_model
+from .finite import NonFiniteError, TrainingInterrupted, check_finite
 from .optim import build_optimizer, build_scheduler
 from .stage import StageModule
 from .trainer import Trainer, TrainResult
 
 __all__ = [
-    "StageModule", "TrainResult", "Trainer", "build_optimizer", "build_scheduler", "load_checkpoint", "load_model",
-    "save_checkpoint", "save_model",
+    "NonFiniteError", "StageModule", "TrainResult", "Trainer", "TrainingInterrupted", "build_optimizer",
+    "build_scheduler", "check_finite", "load_checkpoint", "load_model", "save_checkpoint", "save_model",
 ]

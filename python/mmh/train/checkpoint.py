@@ -15,6 +15,10 @@ a shared run folder or cache cannot run code: a file that asks to import anythin
 payload, a numpy array, any class) is refused with :class:`UnsafeFileError` naming the file, before anything of it
 is built. Malformed files (truncated, another format, missing keys, weights of another model) raise ``ValueError``
 naming the file and what is wrong.
+
+Nothing non-finite is written or silently reused: :func:`save_model` and :func:`save_tensors` refuse a state holding
+NaN or inf, and :func:`load_model` refuses such a network (:class:`mmh.train.NonFiniteError` naming the file), so a
+poisoned ``model.pt`` in a run folder or the stage cache is an error, not a teacher.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from torch import nn
 
 from ..models import LogitEnsemble, build_model, ensemble_members
 from ..utils.io import atomic_torch_save
+from .finite import check_finite
 
 __all__ = ["save_checkpoint", "load_checkpoint", "save_model", "load_model", "model_payload", "model_from_payload",
            "save_tensors", "load_tensors", "safe_load", "UnsafeFileError", "encode_rng_state", "decode_rng_state",
@@ -232,14 +237,24 @@ def _check_weights(given: Mapping[str, torch.Tensor], expected: Mapping[str, tor
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write a model artifact atomically."""
-    atomic_torch_save(model_payload(model), path)
+    """Write a model artifact atomically; :class:`mmh.train.NonFiniteError` (nothing written) when its weights or
+    buffers hold NaN or inf."""
+    payload = model_payload(model)
+    check_finite(payload, f"model artifact {path}", "; it was not written")
+    atomic_torch_save(payload, path)
 
 
-def load_model(path: str | os.PathLike) -> nn.Module:
+def load_model(path: str | os.PathLike, *, check_finite_weights: bool = True) -> nn.Module:
     """Rebuild the network saved by :func:`save_model` without running code from the file (:func:`safe_load`);
-    FileNotFoundError, :class:`UnsafeFileError` or ValueError naming the file and what is wrong."""
-    return model_from_payload(safe_load(path, "model artifact"), str(path))
+    FileNotFoundError, :class:`UnsafeFileError` or ValueError naming the file and what is wrong, and
+    :class:`mmh.train.NonFiniteError` naming the file when its weights hold NaN or inf (``check_finite_weights``)."""
+    payload = safe_load(path, "model artifact")
+    model = model_from_payload(payload, str(path))
+    if check_finite_weights:
+        check_finite(model.state_dict(), f"model artifact {path}",
+                     "; a non-finite network is never reused (delete the file, or the stage-cache folder holding "
+                     "it, and train the stage again)")
+    return model
 
 
 def save_tensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
@@ -247,12 +262,15 @@ def save_tensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> 
     ValueError naming ``path`` when ``state`` is not a dict of tensors."""
     state = dict(state)
     _check_tensor_dict(state, f"tensor artifact {path}")
+    check_finite(state, f"tensor artifact {path}", "; it was not written")
     atomic_torch_save({k: v.detach().cpu() for k, v in state.items()}, path)
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a :func:`save_tensors` file without running code from it (:func:`safe_load`); FileNotFoundError,
-    :class:`UnsafeFileError` or ValueError naming the file."""
+    :class:`UnsafeFileError` or ValueError naming the file, :class:`mmh.train.NonFiniteError` when it holds NaN or
+    inf."""
     state = safe_load(path, "tensor artifact")
     _check_tensor_dict(state, f"tensor artifact {path}")
+    check_finite(state, f"tensor artifact {path}", "; a non-finite artifact is never reused")
     return state

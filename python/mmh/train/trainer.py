@@ -22,23 +22,41 @@ that picks ``best.pt`` is the one reported, whatever the training precision.
 
 No host synchronisation per step: the loss terms, the stage's diagnostics and the train accuracy are summed on the
 device (float64 accumulators: the same values as summing Python floats) and read only every ``train.log_every``
-steps (progress bar), at epoch ends and when a checkpoint is written (checkpoints hold Python floats). The non-finite
-loss check is read at the same points: the FloatingPointError names the first non-finite step; the optimizer steps
-after it (fewer than ``log_every``) are never saved.
+steps (progress bar), at epoch ends and when a checkpoint is written (checkpoints hold Python floats).
+
+Nothing non-finite is saved. The first step with a non-finite loss is kept on the device and read at the same points
+— before every checkpoint write included —: the :class:`mmh.train.NonFiniteError` (a FloatingPointError) names the
+stage and that step, and the optimizer steps after it are never saved. Before every checkpoint the trainable state
+and the optimizer state are checked finite too (:func:`mmh.train.finite.check_finite`: one fused reduction and one
+read), since a finite loss can still step the weights to NaN (a huge learning rate): such a state is refused with a
+NonFiniteError naming the stage and step, and the previous ``latest.pt`` (the last finite state) stays, so a
+``fit(resume=True)`` continues from it. A ``latest.pt`` that holds non-finite values is refused on resume.
+
+Signals: during :meth:`Trainer.fit` (main thread only; the previous handlers are restored afterwards) the first
+SIGTERM or SIGINT lets the step in flight finish, then ``latest.pt`` is saved at that step and
+:class:`mmh.train.TrainingInterrupted` (``signum``, ``step``, ``checkpoint``) is raised; ``fit(resume=True)`` then
+continues exactly as after any other stop. A second signal acts as it did before fit (SIGINT: KeyboardInterrupt, no
+save). Under DDP the ranks agree on the signal at the log points (every ``train.log_every`` steps) and epoch ends, so
+that all of them stop after the same step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import logging
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -46,8 +64,10 @@ from ..config import amp_setting
 from ..data.loader import EpochBatchSampler, make_loader, to_device
 from ..utils.device import resolve_device
 from ..utils.distributed import DistInfo, dist_info
+from ..utils.io import remove_stale_temps, write_text
 from ..utils.seed import get_rng_state, set_rng_state
 from .checkpoint import decode_rng_state, encode_rng_state, load_checkpoint, save_checkpoint
+from .finite import NonFiniteError, TrainingInterrupted, check_finite
 from .optim import build_optimizer, build_scheduler
 from .stage import StageModule
 
@@ -56,6 +76,18 @@ __all__ = ["Trainer", "TrainResult"]
 _log = logging.getLogger(__name__)
 #: Running sums counted on the host (no device value needed): steps and labelled samples of the epoch so far.
 _HOST_SUMS = ("n", "seen")
+#: The signals that stop :meth:`Trainer.fit` gracefully (save ``latest.pt``, raise TrainingInterrupted).
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+#: The files the trainer writes in ``out_dir`` (stale temporary files of these are removed when fit starts).
+_OWN_FILES = ("latest.pt", "best.pt", "metrics.csv")
+
+
+def _signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15, the number itself for an unknown signal."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 @dataclass
@@ -88,16 +120,18 @@ class Trainer:
         val_fn: optional ``val_fn(deployable) -> {metric: value}`` called every ``eval_every`` epochs and at the end.
         val_metric: key of ``val_fn``'s result that selects ``best.pt`` (higher is better).
         config: the full config, stored in checkpoints.
+        name: the stage's name in error messages (default: the name of ``out_dir``).
     """
 
     def __init__(self, stage: StageModule, train_set: Dataset, tcfg: Mapping[str, Any], *, out_dir: str | Path,
                  seed: int = 0, device: torch.device | str = "cpu",
                  val_fn: Callable[[nn.Module], dict[str, float]] | None = None, val_metric: str = "accuracy",
-                 config: Mapping[str, Any] | None = None) -> None:
+                 config: Mapping[str, Any] | None = None, name: str | None = None) -> None:
         if not isinstance(stage, StageModule):
             raise TypeError(f"stage must be a StageModule, got {type(stage).__name__}")
         self.stage, self.train_set, self.tcfg = stage, train_set, dict(tcfg)
         self.out_dir, self.seed = Path(out_dir), int(seed)
+        self.name = name or self.out_dir.name
         self.device = resolve_device(device)
         self.val_fn, self.val_metric, self.config = val_fn, val_metric, dict(config or {})
         self.dist: DistInfo = dist_info()
@@ -125,6 +159,7 @@ class Trainer:
         self._acc: dict[str, torch.Tensor] = {}  # running sums of the epoch on the device (float64, 0-dim)
         self._count: dict[str, float] = {}  # running sums known on the host (_HOST_SUMS)
         self._bad_step: torch.Tensor | None = None  # on the device: first step with a non-finite loss, else -1
+        self._signal: int | None = None  # the first stop signal received during fit (see _catch_signals)
 
     def _schedule_length(self, n: int) -> tuple[int, int]:
         """(steps per epoch, total steps) of ``n`` training samples; ValueError naming the setting at fault."""
@@ -180,6 +215,9 @@ class Trainer:
         """Restore :meth:`state_dict` output (the total step count must match); ValueError naming ``source`` (the
         checkpoint file) when the state does not fit this stage / optimizer / scheduler."""
         rng = decode_rng_state(state["rng"], f"checkpoint {source}")
+        check_finite({"stage": state["stage"], "optimizer": state["optimizer"]}, f"checkpoint {source}",
+                     "; it cannot be resumed (checkpoints written since non-finite states are refused hold only "
+                     "finite values: this one comes from elsewhere or an older version)")
         try:
             self.stage.load_trainable_state_dict(state["stage"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -208,9 +246,19 @@ class Trainer:
         return dict(self.best)
 
     def _save(self, name: str) -> None:
+        """Write checkpoint ``name`` (rank 0) after checking, on every rank, that no loss since the last check was
+        non-finite and that the trainable and optimizer states are finite (NonFiniteError otherwise: nothing is
+        written, the previous file stays)."""
         self._check_finite()  # never checkpoint the steps after a non-finite loss
+        self.check_state_finite(f"; {name} was not written (the last finite checkpoint stays the latest)")
         if self.dist.is_main:
             save_checkpoint(self.state_dict(), self.out_dir / name)
+
+    def check_state_finite(self, then: str = "") -> None:
+        """NonFiniteError naming the stage and step when the trainable state (weights, buffers) or the optimizer
+        state holds NaN or inf (one fused reduction, one read; the same on every DDP rank, whose states are equal)."""
+        check_finite({"stage": self.stage.trainable_state_dict(), "optimizer": self.optimizer.state_dict()["state"]},
+                     f"stage {self.name!r} at step {self.step}: non-finite state", then)
 
     # ------------------------------------------------------------------------------------------------ running sums
     @property
@@ -235,16 +283,24 @@ class Trainer:
         acc.add_(value.detach().reshape(()) if isinstance(value, torch.Tensor) else float(value))
 
     def _check_finite(self) -> None:
-        """FloatingPointError if a step since the last check had a non-finite loss (one read from the device)."""
+        """NonFiniteError if a step since the last check had a non-finite loss (one read from the device; under DDP
+        the ranks agree on the first such step of any rank, so that all of them stop at the same point)."""
         if self._bad_step is None:
             return
-        bad = int(self._bad_step)
+        flag = self._bad_step
+        if self.dist.distributed and dist.is_available() and dist.is_initialized():
+            big = torch.iinfo(torch.int64).max
+            flag = torch.where(flag >= 0, flag, big).clone()
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            flag = torch.where(flag == big, -1, flag)
+        bad = int(flag)
         if bad >= 0:
             sums = {k: v for k, v in self._sums.items() if k not in (*_HOST_SUMS, "correct")}
-            raise FloatingPointError(
-                f"non-finite loss at step {bad} (detected at step {self.step}: the loss is read from the device "
-                f"every train.log_every={self.tcfg.get('log_every')} steps); sums of the loss terms over the epoch "
-                f"so far: {sums}")
+            raise NonFiniteError(
+                f"stage {self.name!r}: non-finite loss at step {bad} (detected at step {self.step}: the loss is "
+                f"read from the device every train.log_every={self.tcfg.get('log_every')} steps and before every "
+                f"checkpoint; nothing after the last finite checkpoint was saved); sums of the loss terms over the "
+                f"epoch so far: {sums}")
 
     # ------------------------------------------------------------------------------------------------ loop
     def _train_step(self, batch: dict[str, Any]) -> None:
@@ -321,11 +377,11 @@ class Trainer:
         fields: list[str] = []
         for row in self.history:
             fields += [k for k in row if k not in fields]
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / "metrics.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(self.history)
+        buf = io.StringIO(newline="")
+        writer = csv.DictWriter(buf, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(self.history)
+        write_text(buf.getvalue(), self.out_dir / "metrics.csv")
 
     def _log_tb(self, row: Mapping[str, float]) -> None:
         if not (self.dist.is_main and self.tcfg.get("tensorboard")):
@@ -348,6 +404,9 @@ class Trainer:
 
         ``stop_after_steps``: stop after that many steps of this call (saving ``latest.pt``), as a killed run would;
         a later ``fit(resume=True)`` finishes the run.
+
+        Raises :class:`mmh.train.NonFiniteError` (a non-finite loss or state; nothing of it saved) and
+        :class:`mmh.train.TrainingInterrupted` (SIGTERM / SIGINT: ``latest.pt`` saved at the step reached).
         """
         if stop_after_steps is not None and stop_after_steps < 1:
             raise ValueError(f"stop_after_steps must be >= 1, got {stop_after_steps}")
@@ -355,20 +414,25 @@ class Trainer:
             self.load_state_dict(load_checkpoint(self.out_dir / "latest.pt"), self.out_dir / "latest.pt")
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.out_dir, _OWN_FILES)  # left by a SIGKILL during a write
         self.stage.train()
         t0 = time.perf_counter()
         done_here = 0
         bar = self._progress()
         try:
-            while self.step < self.total_steps:
-                epoch = self.step // self.steps_per_epoch
-                done_here, stopped = self._run_epoch(epoch, bar, done_here, stop_after_steps)
-                if stopped:
-                    return TrainResult(self.step, self.total_steps, self.history, self.best, True, done_here)
-                self._end_epoch(epoch, t0)
-                t0 = time.perf_counter()
-                if stop_after_steps is not None and done_here >= stop_after_steps and self.step < self.total_steps:
-                    return TrainResult(self.step, self.total_steps, self.history, self.best, True, done_here)
+            with self._catch_signals():
+                while self.step < self.total_steps:
+                    epoch = self.step // self.steps_per_epoch
+                    done_here, stopped = self._run_epoch(epoch, bar, done_here, stop_after_steps)
+                    if stopped:
+                        return TrainResult(self.step, self.total_steps, self.history, self.best, True, done_here)
+                    self._end_epoch(epoch, t0)  # saves latest.pt
+                    if self._stop_signal(sync=True):
+                        self._interrupted(save=False)
+                    t0 = time.perf_counter()
+                    if (stop_after_steps is not None and done_here >= stop_after_steps
+                            and self.step < self.total_steps):
+                        return TrainResult(self.step, self.total_steps, self.history, self.best, True, done_here)
         finally:
             if bar is not None:
                 bar.close()
@@ -382,15 +446,18 @@ class Trainer:
                              num_workers=int(self.tcfg["num_workers"]), rank=self.dist.rank,
                              world_size=self.dist.world_size)
         log_every = int(self.tcfg.get("log_every") or 0)
-        for batch in loader:
+        for batch in self._batches(loader):
             self._train_step(batch)
             done_here += 1
             if bar is not None:
                 bar.update(1)
-            if log_every and self.step % log_every == 0:
+            log_point = bool(log_every) and self.step % log_every == 0
+            if log_point:
                 self._log_point(bar)
             if self.step >= self.total_steps or self.step % self.steps_per_epoch == 0:
                 break
+            if self._stop_signal(sync=log_point):
+                self._interrupted(save=True)
             every = int(self.tcfg.get("checkpoint_every") or 0)
             if every and self.step % every == 0:
                 self._save("latest.pt")
@@ -398,6 +465,84 @@ class Trainer:
                 self._save("latest.pt")
                 return done_here, True
         return done_here, False
+
+    def _batches(self, loader: Any) -> Iterator[Any]:
+        """The loader's batches; when a stop signal has arrived and fetching the next batch fails (the loader's
+        worker processes got the signal too and died), the run is interrupted at the last finished step."""
+        it = iter(loader)
+        try:
+            while True:
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    return
+                except Exception:
+                    if self._signal is None:
+                        raise
+                    self._interrupted(save=True)  # the state is that of the last finished step
+                yield batch
+        finally:
+            del it  # shuts the worker processes down
+
+    # ------------------------------------------------------------------------------------------------ signals
+    @contextlib.contextmanager
+    def _catch_signals(self) -> Iterator[None]:
+        """While training: the first SIGTERM / SIGINT only sets :attr:`_signal` (the loop then saves and stops); the
+        handler then puts the previous one back, so a second signal acts as before. Main thread only (Python
+        delivers signals there); the previous handlers are restored on exit."""
+        self._signal = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous: dict[int, Any] = {}
+
+        def handler(signum: int, _frame: Any) -> None:
+            if self._signal is None:
+                self._signal = signum
+                _log.warning("stage %r: %s received; latest.pt is saved once the step in flight finishes, then "
+                             "training stops (send it again to stop without saving)", self.name, _signal_name(signum))
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(signum, previous.get(signum) or signal.SIG_DFL)
+
+        for sig in STOP_SIGNALS:
+            try:
+                if signal.getsignal(sig) == signal.SIG_IGN:  # ignored on purpose (e.g. SIGINT of a background job)
+                    continue
+                previous[sig] = signal.signal(sig, handler)
+            except (ValueError, OSError):  # not settable here (an embedding interpreter)
+                continue
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                with contextlib.suppress(ValueError, OSError, TypeError):
+                    signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+    def _stop_signal(self, sync: bool) -> bool:
+        """Whether to stop for a signal now. One process: as soon as one arrived. Under DDP only at ``sync`` points
+        (log points, epoch ends), where the ranks agree (an all-reduce of the signal number), so that every rank
+        stops after the same step."""
+        if not (self.dist.distributed and dist.is_available() and dist.is_initialized()):
+            return self._signal is not None
+        if not sync:
+            return False
+        flag = torch.tensor(self._signal or 0, dtype=torch.int64,
+                            device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        agreed = int(flag)
+        if agreed and self._signal is None:
+            self._signal = agreed
+        return bool(agreed)
+
+    def _interrupted(self, save: bool) -> None:
+        """Save ``latest.pt`` at the current step (unless it was just saved) and raise TrainingInterrupted."""
+        signum = int(self._signal or signal.SIGTERM)
+        path = self.out_dir / "latest.pt"
+        if save:
+            self._save("latest.pt")
+        raise TrainingInterrupted(signum, self.step, str(path),
+                                  f"stage {self.name!r} interrupted by {_signal_name(signum)} at step "
+                                  f"{self.step}/{self.total_steps}; saved {path} (resume continues from it)")
 
     def _progress(self) -> Any:
         if not (self.dist.is_main and self.tcfg.get("progress")) or self.step >= self.total_steps:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "dist_info", "is_main_process", "init_distributed_from_env", "all_gather_with_grad"]
+__all__ = ["DistInfo", "dist_info", "is_main_process", "init_distributed_from_env", "all_gather_with_grad",
+           "elastic_restart_count"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,17 @@ def dist_info() -> DistInfo:
 def is_main_process() -> bool:
     """True unless this is a non-zero rank of an initialised process group."""
     return dist_info().is_main
+
+
+def elastic_restart_count() -> int:
+    """How many times ``torchrun --max-restarts`` has restarted this job's workers (``TORCHELASTIC_RESTART_COUNT``;
+    0 on the first attempt and outside torchrun). A restarted run resumes its run folder
+    (:func:`mmh.runner.run_experiment`)."""
+    value = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    try:
+        return max(int(value), 0)
+    except ValueError:
+        raise ValueError(f"TORCHELASTIC_RESTART_COUNT must be an integer, got {value!r}") from None
 
 
 def init_distributed_from_env(backend: str | None = None) -> DistInfo:
