@@ -9,6 +9,7 @@
     mmh benchmark mmh [--quick] [--seeds N] [--out DIR] [--workers W]
     mmh export RUN_DIR [--stage student] [--format torchscript|onnx] --out FILE
     mmh list [methods|models|datasets|configs]
+    mmh data check ROOT|CSV [--classes a,b] [--modalities a,b] [--allow-overlap] [--resolution N] [--out DIR]
 
 CONFIG is a YAML path or a shipped config ``<dataset>/<method>`` (e.g. ``synthetic_motion/rad``; ``mmh list configs``;
 they live in ``mmh/configs`` of an installed package, or the checkout's ``configs/``; ``$MMH_CONFIG_DIR`` overrides).
@@ -99,6 +100,33 @@ def _add_export_list(sub: Any) -> None:
     ls.add_argument("what", choices=["methods", "models", "datasets", "configs"], nargs="?", default="methods")
 
 
+def _add_data(sub: Any) -> None:
+    d = sub.add_parser("data", help="check your own data (a paired folder or a manifest CSV) before training")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    c = dsub.add_parser("check", help="values, outliers, unreadable files, sizes/channels, duplicates, split overlap, "
+                                      "labels, file names; exit 2 on errors")
+    c.add_argument("target", metavar="ROOT|CSV", help="a paired_folder root (ROOT/<split>/<class>/<sample>/) or a "
+                                                      "manifest CSV")
+    c.add_argument("--dataset", default=None, help="dataset name (default: paired_folder for a folder, manifest for "
+                                                   "a .csv file)")
+    c.add_argument("--modalities", default=None, help="comma-separated modalities (default: all found)")
+    c.add_argument("--classes", default=None, help="comma-separated class names: a label outside them is an error")
+    c.add_argument("--splits", default=None, help="comma-separated splits (default: every split present)")
+    c.add_argument("--allow-overlap", action="store_true", help="same content within or across splits: a warning, "
+                                                                "not an error")
+    c.add_argument("--resolution", type=int, default=None, help="resize every modality to this size (as training "
+                                                                "would): sizes may then differ")
+    c.add_argument("--num-frames", type=int, default=None, help="frames per clip (data with clip folders)")
+    c.add_argument("--depth-scale", type=float, default=None, help="16-bit images are divided by this "
+                                                                   "(default 65535)")
+    c.add_argument("--outlier-z", type=float, default=None, help="robust z-score beyond which a file is an outlier "
+                                                                 "(default 8)")
+    c.add_argument("--out", type=Path, default=None, help="also write data_check.json and data_check.txt here")
+    c.add_argument("--json", action="store_true", help="print the JSON report instead of the text")
+    c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mmh``."""
     p = _Parser(prog="mmh", description="privileged-modality learning: train with every modality, "
@@ -106,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_eval_report, _add_benchmark, _add_export_list):
+    for add in (_add_train, _add_eval_report, _add_benchmark, _add_export_list, _add_data):
         add(sub)
     for command in sub.choices.values():  # --debug after the command too (SUPPRESS: neither place hides the other)
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -236,8 +264,29 @@ def _cmd_list(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(ns: argparse.Namespace) -> int:
+    from .data.check import DataCheckError, check_data
+
+    def names(text: str | None) -> list[str] | None:
+        return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+    kwargs: dict[str, Any] = {"modalities": names(ns.modalities), "classes": names(ns.classes),
+                              "resolution": ns.resolution, "num_frames": ns.num_frames,
+                              "depth_scale": ns.depth_scale, "outlier_z": ns.outlier_z}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if ns.allow_overlap:
+        kwargs["allow_overlap"] = True
+    report = check_data(ns.target, dataset=ns.dataset, splits=names(ns.splits), **kwargs)
+    if ns.out is not None:
+        report.write(ns.out)
+    print(json.dumps(report.to_dict(), indent=2) if ns.json else report.to_text(), end="" if not ns.json else "\n")
+    if not report.ok:
+        raise DataCheckError(report)  # one "mmh data: error: ..." line, exit status 2
+    return 0
+
+
 _COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "report": _cmd_report, "benchmark": _cmd_benchmark,
-             "export": _cmd_export, "list": _cmd_list}
+             "export": _cmd_export, "list": _cmd_list, "data": _cmd_data}
 
 
 def _one_line(text: str) -> str:

@@ -4,6 +4,7 @@ It sits above :mod:`mmh.methods` (the recipes) and :mod:`mmh.train` (the trainer
 
     config.yaml            the resolved config
     dataset.json           class names, input shapes, normalisation (what a deployment needs)
+    data_check.json/.txt   own data (paired_folder, manifest): the report of mmh.data.check, run before training
     results.json           status, per-stage source (a :class:`Source` record) / cache key / metrics, final metrics
     stages/<name>/         latest.pt, best.pt, metrics.csv, model.pt (the stage's network), <artifact>.pt
 
@@ -37,6 +38,7 @@ from torch.utils.data import Dataset
 
 from .config import config_hash, get_path, load_run_config, resume_changes, save_config, stage_train_config
 from .data import build_dataset, dataset_facts, materialize
+from .data.check import check_before_training
 from .evaluation import evaluate_model
 from .methods import Stage, StageContext, method_stages
 from .train import (NonFiniteError, StageModule, Trainer, TrainingInterrupted, TrainResult, check_finite, load_model,
@@ -231,6 +233,10 @@ def _start(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, budget
     d = cfg["dataset"]
     train_set, eval_set = load_split(cfg, d["train_split"]), load_split(cfg, d["eval_split"])
     val_set = load_split(cfg, d["val_split"]) if d.get("val_split") else None
+    if info.is_main:  # own recordings: checked before any training (mmh.data.check), the report in the run folder
+        splits = (d["train_split"], d.get("val_split"), d["eval_split"])
+        check_before_training(d["name"], {s: split_kwargs(cfg, s) for s in splits if s}, None if resume else run_dir,
+                              log)
     facts, fingerprint = dataset_facts(train_set), dataset_fingerprint(train_set)
     if info.is_main:  # what a deployment needs to feed the networks: class names, input shapes, normalisation
         write_json(dataset_record(cfg, train_set, facts), run_dir / "dataset.json")

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from ..utils.registry import check_name, register_unique
 
-__all__ = ["SPLITS", "build_dataset", "list_datasets", "register_dataset"]
+__all__ = ["SPLITS", "build_dataset", "dataset_factory", "list_datasets", "register_dataset"]
 
 #: Split names understood by every built-in dataset.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -47,6 +47,13 @@ def build_dataset(name: str, split: str = "train", **kwargs: Any) -> Dataset:
     if not isinstance(split, str):
         raise TypeError(f"build_dataset: split must be a str, got {type(split).__name__}")
     return _REGISTRY[name](split=split, **kwargs)
+
+
+def dataset_factory(name: str) -> Callable[..., Dataset]:
+    """The class or factory registered as ``name`` (KeyError naming the known names otherwise)."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown dataset name {name!r}; known: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
 
 
 def list_datasets() -> list[str]:
