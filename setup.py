@@ -17,12 +17,20 @@ from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+#: The checkout's tools (the op benchmark, the GPU check): importable after an editable install (and from the checkout
+#: root), left out of wheels, where a top-level ``benchmarks`` package would collide with other projects'.
+TOOLS = ("benchmarks",)
 
 
 class BuildPyWithConfigs(build_py):
     """build_py that also ships the repository's ``configs/**/*.yaml`` as package data in ``mmh/configs/`` (same
     layout, so relative ``_base_`` paths keep working). Wheels and non-editable installs get them there; an editable
     install reads the checkout's ``configs/`` directly (``mmh.config.config_dir``)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not getattr(self, "editable_mode", False):  # the checkout's tools stay out of wheels (see TOOLS)
+            self.packages = [p for p in self.packages or [] if p.split(".")[0] not in TOOLS]
 
     def run(self):
         super().run()
@@ -95,8 +103,8 @@ def main():
     from torch.utils.cpp_extension import BuildExtension
 
     setup(
-        packages=find_packages("python") + ["mmh_ext"],
-        package_dir={"": "python", "mmh_ext": "mmh_ext"},
+        packages=find_packages("python") + ["mmh_ext"] + find_packages(ROOT, include=[f"{t}*" for t in TOOLS]),
+        package_dir={"": "python", "mmh_ext": "mmh_ext", **{t: t for t in TOOLS}},
         ext_modules=_extensions(),
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True), "build_py": BuildPyWithConfigs},
         options={"bdist_wheel": {"py_limited_api": "cp39"}},

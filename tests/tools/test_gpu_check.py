@@ -1,6 +1,7 @@
 """The GPU-check tooling on a machine without a GPU: scripts/gpu_check.sh's no-GPU exit, the benchmark's target
 verdicts, the summary's exit status, and the sanitizer's op script on the CPU kernels."""
-import importlib.util
+from __future__ import annotations
+
 import os
 import subprocess
 import sys
@@ -9,15 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.gpu_check import ops_smoke, summary
+from benchmarks.ops import cli, registry, report
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(path: Path):
-    spec = importlib.util.spec_from_file_location(f"_under_test_{path.stem}", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
@@ -37,7 +33,6 @@ def _row(op, shape, pas, **kw):
 
 
 def test_benchmark_targets_met_missed_and_unmeasured():
-    bench = _load(ROOT / "benchmarks" / "bench_ops.py")
     rows = [
         _row("rad_loss", "A", "forward", x_eager="1.0", x_compile="0.5"),  # forward rows are not judged
         _row("rad_loss", "A", "forward+backward", x_eager="3.2", x_compile="1.4", mmh_ext_peak_mib="10",
@@ -47,7 +42,7 @@ def test_benchmark_targets_met_missed_and_unmeasured():
         _row("dad_loss", "C", "forward+backward", x_eager="2.0"),
         _row("cross_stream_inject", "D", "forward+backward", memcpy_fraction="0.79", x_cupy=""),
     ]
-    got = {(c["op"], c["shape"], c["what"]): c["met"] for c in bench.evaluate_targets(rows, "cuda")}
+    got = {(c["op"], c["shape"], c["what"]): c["met"] for c in report.evaluate_targets(rows, "cuda")}
     assert got == {
         ("rad_loss", "A", "x_eager"): True, ("rad_loss", "B", "x_eager"): False,
         ("rad_loss", "A", "x_compile"): False, ("rad_loss", "B", "x_compile"): None,
@@ -55,7 +50,7 @@ def test_benchmark_targets_met_missed_and_unmeasured():
         ("dad_loss", "C", "x_eager"): True,
         ("cross_stream_inject", "D", "memcpy_fraction"): False, ("cross_stream_inject", "D", "x_cupy"): None,
     }
-    text = bench.render_markdown(rows, "cuda")
+    text = report.render_markdown(rows, "cuda")
     assert text.rstrip().endswith("targets: 3 met, 4 missed, 2 not measured (of 9)")
     assert "- rad_loss B: peak memory / eager's 1.08 (target ≤ 1): **MISSED**" in text
     assert "- cross_stream_inject D: fraction of the copy bandwidth 79% (target ≥ 80%): **MISSED**" in text
@@ -77,7 +72,6 @@ def _fake_out(tmp_path, statuses, bench_tail):
 @pytest.mark.parametrize("case, want", [("all passed, targets met", 0), ("all passed, a target missed", 3),
                                         ("tests failed", 1), ("racecheck missing", 1)])
 def test_summary_exit_status_and_failed_log_tails(tmp_path, case, want):
-    summary = _load(ROOT / "scripts" / "gpu_summary.py")
     names = ["build", "tests", "memcheck", "racecheck", "train", "bench"]
     statuses = {n: "PASS" for n in names}
     if case == "tests failed":
@@ -98,20 +92,18 @@ def test_summary_exit_status_and_failed_log_tails(tmp_path, case, want):
 
 
 def test_sanitizer_op_script_on_the_cpu_kernels():
-    smoke = _load(ROOT / "scripts" / "gpu_ops_smoke.py")
-    assert smoke.main(["--device", "cpu", "--dtypes", "float32,float64"]) == 0
+    assert ops_smoke.main(["--device", "cpu", "--dtypes", "float32,float64"]) == 0
 
 
 def test_benchmark_ops_filter():
-    bench = _load(ROOT / "benchmarks" / "bench_ops.py")
-    p = bench._parser()
-    all_cases = bench.cases(False, "cpu")
+    p = cli._parser()
+    all_cases = registry.cases(False, "cpu")
     assert {c.op for c in all_cases} == {"rad_loss", "dad_loss", "cross_stream_inject"}
-    rad = bench._selected(all_cases, "rad_loss", p)
+    rad = cli._selected(all_cases, "rad_loss", p)
     assert [c.label for c in rad] == ["B=64 C=512 4x4 K=2", "B=64 C=512 4x4 K=60", "B=64 C=512 7x7 K=2",
                                       "B=64 C=512 7x7 K=60"]
-    two = bench._selected(all_cases, "dad_loss,cross_stream_inject", p)
+    two = cli._selected(all_cases, "dad_loss,cross_stream_inject", p)
     assert len(two) == len(all_cases) - 4 and "rad_loss" not in {c.op for c in two}
-    assert bench._selected(all_cases, None, p) is all_cases
+    assert cli._selected(all_cases, None, p) is all_cases
     with pytest.raises(SystemExit):
-        bench._selected(all_cases, "rad_loss,nope", p)
+        cli._selected(all_cases, "rad_loss,nope", p)
