@@ -298,3 +298,34 @@ def test_skipped_samples_are_reported_by_the_run(tmp_path, repo_root, capsys):
     assert "[paired_folder test] 1 sample(s) skipped (on_missing=skip), e.g. test/near/s01: no depth files" in err
     assert "[paired_folder train]" not in err
 
+
+
+def test_run_checks_own_data_before_training(tmp_path, repo_root, capsys):
+    """The runner checks own data (mmh.data.check) after building the datasets: a train/test overlap stops the run
+    before any training; with dataset.kwargs.allow_overlap=true it trains, and the report is in the run folder."""
+    import shutil
+
+    from mmh.cli import main
+
+    data = tmp_path / "data"
+    write_tree(data, n=3, size=8)
+    shutil.rmtree(data / "test" / "near" / "s02")
+    shutil.copytree(data / "train" / "far" / "s01", data / "test" / "near" / "s02")  # a train sample, relabelled
+    template = repo_root / "configs" / "templates" / "paired_folder" / "teacher.yaml"
+    args = ["train", str(template), f"dataset.kwargs.root={data}", "dataset.kwargs.resolution=8", "train.epochs=null",
+            "train.steps=2", "train.batch_size=4", "train.progress=false", "threads=1",
+            "model.kwargs={width: 4, shared_width: 4}", "output.cache=''"]
+    assert main(args + ["--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mmh train: error: 1 test sample(s) have the same content as train samples") and \
+        "'test/near/s02' = 'train/far/s01'" in err[-1] and "allow_overlap" in err[-1]
+    assert not (tmp_path / "run" / "stages").exists()  # stopped before training
+    assert not json.loads((tmp_path / "run" / "data_check.json").read_text())["ok"]
+
+    assert main(args + ["dataset.kwargs.allow_overlap=true", "--run-dir", str(tmp_path / "run2")]) == 0
+    out = capsys.readouterr().out
+    assert "[data check] paired_folder: 24 files (12 read by the check, 12 from the normalisation pass)" in out
+    report = json.loads((tmp_path / "run2" / "data_check.json").read_text())
+    assert report["ok"] and any("overlap" in w for w in report["warnings"])
+    assert (tmp_path / "run2" / "data_check.txt").read_text().startswith(f"data check: paired_folder {data}: ok")
+    assert (tmp_path / "run2" / "stages" / "teacher" / "model.pt").is_file()

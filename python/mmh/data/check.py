@@ -110,7 +110,7 @@ class DataReport:
 
     def to_text(self) -> str:
         """The short text form (``data_check.txt``, printed by ``mmh data check``)."""
-        lines = [f"{self.dataset} {self.target}: {'ok' if self.ok else 'ERRORS'} "
+        lines = [f"data check: {self.dataset} {self.target}: {'ok' if self.ok else 'ERRORS'} "
                  f"({len(self.errors)} error(s), {len(self.warnings)} warning(s))"]
         for split, info in self.splits.items():
             per = ", ".join(f"{c} {n}" for c, n in info["classes"].items())
@@ -204,6 +204,17 @@ def _present_splits(name: str, kwargs: Mapping[str, Any]) -> list[str]:
     return ["train"]
 
 
+def _where(target: str | os.PathLike, kwargs: Mapping[str, Any]) -> str:
+    """The data's location for the report: the folder or CSV (the train CSV of a per-split mapping)."""
+    for key in ("root", "csv"):
+        value = kwargs.get(key)
+        if isinstance(value, Mapping):
+            value = value.get("train")
+        if value is not None:
+            return os.fspath(value)
+    return os.fspath(target)
+
+
 def _message(exc: BaseException) -> str:
     return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
@@ -239,7 +250,7 @@ def check_data(target: str | os.PathLike, *, dataset: str | None = None, splits:
     if splits is None:
         splits = list(per_split) if per_split else _present_splits(name, base)
     splits = sorted(dict.fromkeys(splits), key=lambda s: (s != "train", SPLITS.index(s) if s in SPLITS else 9))
-    report = DataReport(target=os.fspath(target), dataset=name)
+    report = DataReport(target=_where(target, {**base, **per_split.get("train", {})}), dataset=name)
     built: dict[str, NormalizedFileDataset] = {}
     for s in splits:
         try:
