@@ -5,7 +5,8 @@
 # nvcc is found), in editable mode. Safe to run again.
 #   TORCH_SPEC      the torch requirement (default: torch==2.14.1 torchvision==0.29.1)
 #   PYTHON          the interpreter that creates .venv (default python3)
-#   MMH_EXTRAS      the extras installed with mmh (default: test; CI adds export, so the ONNX path is tested)
+#   MMH_EXTRAS      the extras installed with mmh (default: test; CI adds export, so the ONNX path is tested, and docs,
+#                   so scripts/test.sh builds the documentation site)
 #   MMH_EXT_NO_CUDA=1 / MMH_EXT_FORCE_CUDA=1   see setup.py; without either, CUDA kernels are built when nvcc exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
