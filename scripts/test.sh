@@ -42,7 +42,7 @@ echo "== Python tests: $(( SECONDS - t0 )) s"
 if [[ ",${MMH_EXTRAS:-test}," == *,docs,* ]] || $PY -c 'import mkdocs, mkdocstrings' 2>/dev/null; then
   echo "== docs (mkdocs build --strict)"
   t0=$SECONDS
-  NO_MKDOCS_2_WARNING=1 $PY -m mkdocs build --strict --quiet -d build/site
+  NO_MKDOCS_2_WARNING=1 $PY -m mkdocs build --strict -d build/site  # not --quiet: it would hide the warnings
   echo "== docs: $(( SECONDS - t0 )) s (build/site)"
 else
   echo "== docs: skipped (the docs extra is not installed: MMH_EXTRAS=test,docs bash scripts/setup.sh)"
