@@ -90,9 +90,9 @@ def test_check_reuses_the_normalisation_pass(tmp_path, monkeypatch):
     reads: list[str] = []
     real = pf.read_bytes
 
-    def counting(path):
+    def counting(path, *args, **kwargs):
         reads.append(path)
-        return real(path)
+        return real(path, *args, **kwargs)
 
     monkeypatch.setattr(pf, "read_bytes", counting)
     pf._STATS_MEMO.clear()
@@ -140,9 +140,9 @@ def test_manifest_repeating_train_rows_as_test_rows_is_an_error(tmp_path):
     assert report.duplicates == [{"samples": [{"split": "train", "name": f"{csv}:12"},
                                               {"split": "test", "name": f"{csv}:20"}]}]
     # a copy of the files under another name is the same content
+    os.makedirs(tmp_path / "test" / "near" / "s09")
     for name in ("rgb.png", "depth.npy"):
-        os.makedirs(tmp_path / "test" / "near" / "s09", exist_ok=True)
-        (tmp_path / "test" / "near" / "s09" / name).write_bytes((tmp_path / "train" / "far" / "s02" / name).read_bytes())
+        (tmp_path / "test" / "near" / "s09" / name).write_bytes((tmp_path / "train/far/s02" / name).read_bytes())
     csv2 = write_manifest(tmp_path, _clean_rows() + [("near", "test", "near", 9, "test")], "m2.csv")
     assert any("overlap" in e for e in check_data(csv2).errors)
     # allowed: a warning, and the check passes
@@ -264,7 +264,8 @@ def test_check_before_training(tmp_path):
     logged: list[str] = []
     report = check_before_training("paired_folder", {"train": kw, "test": kw}, tmp_path / "run", logged.append)
     assert report is not None and report.ok and (tmp_path / "run" / "data_check.json").is_file()
-    assert logged[0].startswith("[data check] paired_folder: 24 files (12 read by the check, 12 from the normalisation pass)")
+    assert logged[0].startswith("[data check] paired_folder: 24 files (12 read by the check, 12 from the "
+                                "normalisation pass)")
     assert check_before_training("synthetic_shapes", {"train": {}}, tmp_path / "run2", logged.append) is None
     assert not (tmp_path / "run2").exists()
     (tmp_path / "d" / "test" / "far" / "s00" / "rgb.png").write_bytes(b"junk")

@@ -61,7 +61,7 @@ from .real.base import FileListDataset, FileSample
 from .registry import SPLITS, check_split, register_dataset
 from .transforms import PairedResize
 
-__all__ = ["PairedFolder", "NormalizedFileDataset", "read_any", "read_bytes", "decode_frame", "hash_file", "FILE_EXTS",
+__all__ = ["PairedFolder", "NormalizedFileDataset", "read_any", "read_bytes", "decode_frame", "FILE_EXTS",
            "FileStats", "NormalizationScan", "frame_stats", "pooled_stats", "robust_z", "scan_normalization",
            "read_frame", "find_outliers", "scan_paired_folder", "compute_stats", "load_stats", "check_name",
            "OUTLIER_Z"]
@@ -87,27 +87,18 @@ def check_name(path: str, what: str = "file") -> None:
                          f"rename it")
 
 
-def read_bytes(path: str) -> tuple[bytes, str]:
-    """The bytes of ``path`` and their BLAKE2b-128 digest (hex), read in :data:`CHUNK`-byte pieces."""
+def read_bytes(path: str, digest: bool = True) -> tuple[bytes, str]:
+    """The bytes of ``path`` and their BLAKE2b-128 digest (hex; '' with ``digest=False``), read in
+    :data:`CHUNK`-byte pieces and hashed as they come."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"missing file: {path}")
     h, parts = hashlib.blake2b(digest_size=16), []
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(CHUNK), b""):
-            h.update(chunk)
+            if digest:
+                h.update(chunk)
             parts.append(chunk)
-    return b"".join(parts), h.hexdigest()
-
-
-def hash_file(path: str) -> str:
-    """BLAKE2b-128 digest (hex) of a file's bytes, read in :data:`CHUNK`-byte pieces (never whole in memory)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"missing file: {path}")
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return b"".join(parts), h.hexdigest() if digest else ""
 
 
 def _open_image(data: bytes, path: str) -> Any:
@@ -130,7 +121,7 @@ def read_any(path: str, depth_scale: float = 65535.0) -> torch.Tensor:
     16-bit (or 32-bit integer) grey -> 1 channel / ``depth_scale``, float images and ``.npy`` arrays ((H, W) or
     (C, H, W)) unchanged. Errors name the file: FileNotFoundError (missing), OSError (cannot be decoded: empty,
     truncated, not an image), ValueError (not a numeric array, NaN or inf)."""
-    return decode_frame(read_bytes(path)[0], path, depth_scale)
+    return decode_frame(read_bytes(path, digest=False)[0], path, depth_scale)
 
 
 def decode_frame(data: bytes, path: str, depth_scale: float = 65535.0) -> torch.Tensor:
