@@ -324,13 +324,15 @@ def _bad_input_types() -> tuple[type, ...]:
     return tuple(types)
 
 
-def _failure(command: str, exc: BaseException) -> tuple[int, str] | None:
-    """(exit status, the one line for stderr) for a failure of ``mmh <command>``; None for exits to pass on."""
+def _failure(ns: argparse.Namespace, exc: BaseException) -> tuple[int, str] | None:
+    """(exit status, the one line for stderr) for a failure of ``mmh <ns.command>``; None for exits to pass on."""
+    command = ns.command
     interrupted = _interrupted_type()
     if interrupted is not None and isinstance(exc, interrupted):
         signum = int(getattr(exc, "signum", signal.SIGINT))
         step, ckpt = getattr(exc, "step", None), getattr(exc, "checkpoint", None)
-        run = Path(ckpt).parents[2] if ckpt else None  # <run>/stages/<stage>/latest.pt
+        # latest.pt is <run>/stages/<stage>/latest.pt; else the folder the command named
+        run = Path(ckpt).parents[2] if ckpt else (getattr(ns, "resume", None) or getattr(ns, "run_dir", None))
         where = f" at step {step}" if step is not None else ""
         resume = f"mmh train --resume {run}" if run is not None else "mmh train --resume RUN_DIR"
         return 128 + signum, f"mmh {command}: interrupted by {signal.Signals(signum).name}{where}; resume with {resume}"
@@ -365,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _COMMANDS[ns.command](ns)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes one line (or the traceback with --debug)
-        failure = _failure(ns.command, exc)
+        failure = _failure(ns, exc)
         if failure is None or (debug and failure[0] in (1, 2)):
             raise
         print(failure[1], file=sys.stderr, flush=True)

@@ -513,8 +513,9 @@ RESUME_SAFE: tuple[str, ...] = (
 
 
 def _leaves(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """``{dotted key: value}`` of every non-mapping value (an empty mapping is a leaf)."""
-    if not isinstance(cfg, Mapping) or (not cfg and prefix):
+    """``{dotted key: value}`` of every non-mapping value (an empty mapping has none: ``stages: {}`` and no
+    ``stages`` section mean the same)."""
+    if not isinstance(cfg, Mapping):
         return {prefix: cfg}
     out: dict[str, Any] = {}
     for k, v in cfg.items():
@@ -522,18 +523,21 @@ def _leaves(cfg: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def resume_changes(saved: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
+def resume_changes(saved: Mapping[str, Any], cfg: Mapping[str, Any],
+                   run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """The resume-safe settings in which ``cfg`` differs from a run's ``saved`` config (``{dotted key: new value}``);
-    ValueError naming every other key that differs, and how to start a new run with them instead."""
+    ValueError naming every other key that differs, and how to start a new run with them instead (from the run
+    folder ``run_dir``'s config, when given)."""
     old, new = _leaves(saved), _leaves(cfg)
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k, _MISSING) != new.get(k, _MISSING))
     unsafe = [k for k in changed if not any(fnmatch.fnmatchcase(k, pat) for pat in RESUME_SAFE)]
     if unsafe:
         shown = ", ".join(f"{k} ({_show(old.get(k, _MISSING))} -> {_show(new.get(k, _MISSING))})" for k in unsafe[:8])
         more = f" and {len(unsafe) - 8} more" if len(unsafe) > 8 else ""
+        config = Path(run_dir) / "config.yaml" if run_dir is not None else "CONFIG"
         raise ValueError(f"cannot resume with changed settings {shown}{more}: a resumed run keeps the settings it was "
                          f"created with (only {', '.join(RESUME_SAFE)} may change). To train with these settings, "
-                         f"start a new run: mmh train CONFIG KEY=VALUE ... --run-dir NEW_DIR")
+                         f"start a new run: mmh train {config} KEY=VALUE ... --run-dir NEW_DIR")
     return {k: new.get(k) for k in changed}
 
 

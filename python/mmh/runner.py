@@ -263,7 +263,7 @@ def _claim_run_dir(run_dir: Path, cfg: Mapping[str, Any], resume: bool, overwrit
     if resume:
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"cannot resume: {run_dir} has no config.yaml (not a run directory)")
-        return resume_changes(load_run_config(run_dir), cfg)
+        return resume_changes(load_run_config(run_dir), cfg, run_dir)
     if is_run_dir(run_dir) and not overwrite:
         raise ValueError(f"run directory {run_dir} already holds a run; continue it with --resume {run_dir}, replace "
                          f"it with --overwrite, or give another --run-dir")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +136,269 @@ def test_other_dataset_configs_train(tmp_path: Path, config: str, overrides: lis
             assert res["stages"][name]["deployed"]["metric"] == "val_accuracy"
     else:
         assert "deployed" not in res["stages"]["teacher"]
+
+
+# ------------------------------------------------------------------ run folders as records, checks, one-line errors
+BOMB_LINES = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]'] + [
+    f"{c}: &{c} [" + ", ".join([f"*{p}"] * 9) + "]" for p, c in zip("abcdefgh", "bcdefghi")]
+
+
+def _one_line(capsys) -> str:
+    """The only line the command wrote to stderr (no traceback, no usage block)."""
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.endswith("\n"), err
+    return err.rstrip("\n")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished tiny rad run (teacher: rgb + depth, student: rgb; 3 classes); tests copy it."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["train", "synthetic_motion/rad", *TINY, "output.cache=''", "--run-dir", str(run)]) == 0
+    return run
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / "copy"))
+
+
+def test_an_alias_bomb_is_refused_as_a_config_and_as_a_run_folder_config(finished: Path, tmp_path: Path, capsys):
+    import time
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(BOMB_LINES) + "\n")
+    assert bomb.stat().st_size < 500
+    t0 = time.perf_counter()
+    assert main(["train", str(bomb), "--run-dir", str(tmp_path / "r")]) == 2
+    assert time.perf_counter() - t0 < 1.0
+    line = _one_line(capsys)
+    assert line.startswith(f"mmh train: error: config file {bomb} is refused: more than 100000 nodes"), line
+    shared = _copy(finished, tmp_path)
+    (shared / "config.yaml").write_text(bomb.read_text())
+    for command in (["eval", str(shared)], ["export", str(shared), "--out", str(tmp_path / "x.pt")],
+                    ["train", "--resume", str(shared)]):
+        t0 = time.perf_counter()
+        assert main(command) == 2
+        assert time.perf_counter() - t0 < 1.0
+        assert f"run config {shared / 'config.yaml'} is refused" in _one_line(capsys)
+
+
+def test_resume_never_rewrites_config_and_refuses_unsafe_overrides(tmp_path: Path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "synthetic_motion/rad", *TINY, "output.cache=''", "+note=hello", "--run-dir", str(run),
+                 "--stop-after-steps", "3"]) == 0
+    config = run / "config.yaml"
+    text, stat = config.read_bytes(), config.stat()
+    capsys.readouterr()
+    # a changed training length is a new run: refused, naming the key and how to start one; nothing is written
+    assert main(["train", "--resume", str(run), "train.steps=80"]) == 2
+    line = _one_line(capsys)
+    assert "train.steps (5 -> 80)" in line and "--run-dir NEW_DIR" in line and f"mmh train {config}" in line
+    assert main(["train", "synthetic_motion/rad", *TINY, "output.cache=''", "train.steps=6", "--resume",
+                 str(run)]) == 2  # the same through a CONFIG: +note is missing and train.steps differs
+    line = _one_line(capsys)
+    assert "note ('hello' -> unset)" in line and "train.steps (5 -> 6)" in line
+    # a resume-safe override applies to this invocation only, and is recorded
+    assert main(["train", "--resume", str(run), "train.log_every=1", "--stop-after-steps", "3"]) == 0
+    assert json.loads((run / "results.json").read_text())["resume_changes"] == {"train.log_every": 1}
+    assert main(["train", "--resume", str(run)]) == 0  # the +note run resumes, after the refused attempts too
+    res = json.loads((run / "results.json").read_text())
+    assert res["status"] == "done" and "resume_changes" not in res
+    now = config.stat()
+    assert config.read_bytes() == text and (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
+    assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_an_empty_run_config_is_an_error_naming_it(finished: Path, tmp_path: Path, capsys):
+    run = _copy(finished, tmp_path)
+    (run / "config.yaml").write_text("")
+    for command in (["train", "--resume", str(run)], ["eval", str(run)]):
+        assert main(command) == 2
+        assert _one_line(capsys) == (f"mmh {command[0]}: error: run config {run / 'config.yaml'} is empty; it is "
+                                     f"written once when the run is created, so the run folder is damaged (start a "
+                                     f"new run)")
+
+
+def test_run_dir_holding_a_run_needs_overwrite(finished: Path, tmp_path: Path, capsys):
+    run = _copy(finished, tmp_path)
+    before = (run / "results.json").read_bytes()
+    old = run / "stages" / "old_stage"
+    old.mkdir()
+    (old / "model.pt").write_bytes(b"old")
+    (run / "eval_old_test.json").write_text("{}")
+    (run / "notes.txt").write_text("mine")
+    args = ["train", "synthetic_motion/kd", *TINY, "output.cache=''", "--run-dir", str(run)]
+    assert main(args) == 2
+    line = _one_line(capsys)
+    assert f"run directory {run} already holds a run" in line and "--overwrite" in line and "--resume" in line
+    assert (run / "results.json").read_bytes() == before and old.is_dir()
+    assert main([*args, "--overwrite"]) == 0
+    res = json.loads((run / "results.json").read_text())
+    assert res["method"] == "kd" and sorted(p.name for p in (run / "stages").iterdir()) == ["student", "teacher"]
+    assert not (run / "eval_old_test.json").exists() and (run / "notes.txt").read_text() == "mine"
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--overwrite"]) == 2
+    assert "exclude each other" in _one_line(capsys)
+
+
+def test_eval_and_export_check_the_weights_against_the_run(finished: Path, tmp_path: Path, capsys):
+    from mmh.models import build_model
+    from mmh.train.checkpoint import load_model, save_model
+
+    res = json.loads((finished / "results.json").read_text())
+    assert res["stages"]["student"]["network"]["modalities"] == ["rgb"]
+    assert res["stages"]["teacher"]["network"]["modalities"] == ["rgb", "depth"]
+    assert res["stages"]["student"]["network"]["num_classes"] == 3
+    run = _copy(finished, tmp_path)
+    student = run / "stages" / "student" / "model.pt"
+    student.write_bytes((run / "stages" / "teacher" / "model.pt").read_bytes())  # the teacher's weights
+    out = tmp_path / "student.pt"
+    for command in (["eval", str(run)], ["export", str(run), "--out", str(out)]):
+        assert main(command) == 2
+        line = _one_line(capsys)
+        assert f"{student} is not the network of stage 'student' of run {run}" in line
+        assert "it reads modalities ['rgb', 'depth'], the stage reads ['rgb']" in line
+    assert not out.exists() and not Path(f"{out}.json").exists()
+
+    config = dict(load_model(finished / "stages" / "student" / "model.pt").config)  # the student, 5 classes wide
+    name = config.pop("name")
+    save_model(build_model(name, **{**config, "num_classes": 5}), student)
+    for command in (["eval", str(run)], ["export", str(run), "--out", str(out)]):
+        assert main(command) == 2
+        assert "it has 5 classes, the stage 3" in _one_line(capsys)
+    assert not out.exists() and not Path(f"{out}.json").exists()
+    (run / "results.json").write_text(json.dumps({**res, "stages": {  # a record without the network entry
+        k: {kk: vv for kk, vv in v.items() if kk != "network"} for k, v in res["stages"].items()}}))
+    assert main(["eval", str(run)]) == 2
+    assert f"it has 5 classes, the run's dataset ({run / 'dataset.json'}) 3" in _one_line(capsys)
+    capsys.readouterr()
+    assert main(["eval", str(finished)]) == 0  # the untouched run evaluates
+
+
+def _pngs(root: Path) -> None:
+    """A paired_folder tree (train/test, 2 classes, 3 samples each, rgb + depth 8x8 PNGs)."""
+    import numpy as np
+    from PIL import Image
+
+    g = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("far", "near"):
+            for i in range(3):
+                d = root / split / cls / f"s{i}"
+                d.mkdir(parents=True)
+                Image.fromarray(g.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(d / "rgb.png")
+                Image.fromarray(g.integers(0, 65535, (8, 8), dtype=np.uint16)).save(d / "depth.png")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_a_damaged_data_file_is_one_line_naming_it(tmp_path: Path, repo_root: Path, capsys, damage: str):
+    _pngs(tmp_path / "data")
+    bad = tmp_path / "data" / "train" / "near" / "s1" / "rgb.png"
+    bad.write_bytes(bad.read_bytes()[:60] if damage == "truncated" else b"")
+    args = ["train", str(repo_root / "configs/templates/paired_folder/teacher.yaml"),
+            f"dataset.kwargs.root={tmp_path / 'data'}", "dataset.kwargs.resolution=8", "train.epochs=null",
+            "train.steps=2", "train.batch_size=4", "train.progress=false", "threads=1",
+            "model.kwargs={width: 4, shared_width: 4}", "output.cache=''", "--run-dir", str(tmp_path / "run")]
+    assert main(args) == 2
+    line = _one_line(capsys)
+    assert line.startswith("mmh train: error: ") and str(bad) in line
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path: Path, monkeypatch, capsys):
+    import errno
+    import os
+
+    real = os.fsync
+
+    def fsync(fd: int) -> None:  # the disk fills while the first checkpoint is written
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp") and "latest.pt" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    run = tmp_path / "run"
+    assert main(["train", "synthetic_motion/rad", *TINY, "output.cache=''", "train.checkpoint_every=2",
+                 "--run-dir", str(run)]) == 1
+    line = _one_line(capsys)
+    assert line.startswith("mmh train: error: ") and "No space left on device" in line
+    assert str(run / "stages" / "teacher" / "latest.pt") in line
+
+
+def test_a_non_finite_loss_ends_in_one_line_in_a_real_process(tmp_path: Path):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'python'}:{ROOT}"}
+    env.pop("MMH_DEBUG", None)
+    out = subprocess.run([sys.executable, "-m", "mmh.cli", "train", "synthetic_motion/rad", *TINY, "output.cache=''",
+                          "stages.teacher.lr=.inf", "stages.teacher.steps=1", "--run-dir", str(tmp_path / "run")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith("mmh train: error: training stopped: ") and "teacher" in out.stderr
+
+
+def test_sigterm_during_training_ends_in_one_line_and_128_plus_the_signal(tmp_path: Path):
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'python'}:{ROOT}"}
+    env.pop("MMH_DEBUG", None)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "mmh.cli", "train", "synthetic_motion/rad", *TINY, "output.cache=''",
+                             "train.steps=100000", "train.checkpoint_every=1", "--run-dir", str(run)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "stages" / "teacher" / "latest.pt").is_file():  # inside the training loop
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]
+    want = rf"mmh train: interrupted by SIGTERM at step \d+; resume with mmh train --resume {re.escape(str(run))}"
+    assert re.fullmatch(want, last), last
+
+
+def test_interrupts_and_debug(tmp_path: Path, monkeypatch, capsys):
+    import signal
+
+    import mmh.cli as cli
+    import mmh.runner as runner
+
+    train = pytest.importorskip("mmh.train")
+    if not hasattr(train, "TrainingInterrupted"):
+        pytest.skip("mmh.train.TrainingInterrupted is not defined")
+    run = tmp_path / "run"
+
+    def stopped(*_args, **_kwargs):
+        raise train.TrainingInterrupted(signal.SIGTERM, 7, str(run / "stages" / "teacher" / "latest.pt"))
+
+    monkeypatch.setattr(runner, "run_experiment", stopped)
+    assert main(["train", "synthetic_motion/rad", "--run-dir", str(run)]) == 128 + signal.SIGTERM
+    assert _one_line(capsys) == f"mmh train: interrupted by SIGTERM at step 7; resume with mmh train --resume {run}"
+
+    def ctrl_c(_ns):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli._COMMANDS, "list", ctrl_c)
+    assert main(["list"]) == 130
+    assert _one_line(capsys) == "mmh list: interrupted"
+    # bad input: exit status 2 and one line; --debug (before or after the command) or MMH_DEBUG=1: the traceback
+    assert main(["train", "synthetic_motion/rad", "train.stepz=3"]) == 2
+    assert _one_line(capsys).startswith("mmh train: error: unknown config key 'train.stepz'")
+    for argv in (["--debug", "train", "synthetic_motion/rad", "train.stepz=3"],
+                 ["train", "synthetic_motion/rad", "train.stepz=3", "--debug"]):
+        with pytest.raises(KeyError, match="train.stepz"):
+            main(argv)
+    monkeypatch.setenv("MMH_DEBUG", "1")
+    with pytest.raises(KeyError, match="train.stepz"):
+        main(["train", "synthetic_motion/rad", "train.stepz=3"])
+    monkeypatch.delenv("MMH_DEBUG")
+    assert main(["eval"]) == 2  # argparse's own errors: one line too
+    assert _one_line(capsys) == "mmh eval: error: the following arguments are required: run_dir (see mmh eval --help)"
+    assert main(["train", "synthetic_motion/rad", "b.yaml"]) == 2
+    assert "unexpected argument 'b.yaml'" in _one_line(capsys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -178,3 +179,105 @@ def test_loss_cfg_fills_a_partial_hand_built_section_from_the_declared_defaults(
         StageContext({"loss": {"rad": {"alhpa": 1}}}, 3, {"rgb": 3}).loss_cfg("rad")
     with pytest.raises(KeyError, match="no registered method"):
         StageContext({}, 3, {"rgb": 3}).loss_cfg("nope")
+
+
+# ------------------------------------------------------------------------------------ safe reading, run configs
+def alias_bomb() -> str:
+    """The 'billion laughs' YAML: nine nested anchors, each a list of nine aliases of the one before (9^9 leaves)."""
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, cur in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{cur}: &{cur} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_config_is_refused_at_once(tmp_path: Path):
+    import time
+
+    from mmh.config import read_yaml
+
+    text = alias_bomb()
+    assert len(text.encode()) < 500
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(text)
+    for read in (lambda: load_config(bomb), lambda: read_yaml(bomb),
+                 lambda: load_config(None, [f"+x={{{text.replace(chr(10), ', ')}}}"])):
+        t0 = time.perf_counter()
+        with pytest.raises(ValueError, match="refused: more than 100000 nodes") as info:
+            read()
+        assert time.perf_counter() - t0 < 1.0
+    assert "override value" in str(info.value)
+    with pytest.raises(ValueError, match=f"config file {bomb}"):
+        load_config(bomb)
+    many = tmp_path / "many.yaml"  # 101 aliases of a scalar: small when expanded, but past the alias bound
+    many.write_text("a: &a 1\nb: [" + ", ".join(["*a"] * 101) + "]\n")
+    with pytest.raises(ValueError, match="more than 100 aliases"):
+        read_yaml(many)
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("a: &a [1, *a]\n")
+    with pytest.raises(ValueError, match="recursive"):
+        read_yaml(loop)
+
+
+def test_ordinary_anchors_still_work(tmp_path: Path):
+    p = tmp_path / "anchors.yaml"
+    p.write_text("train: &tr {steps: 7, lr: 0.01}\nstages:\n  teacher: *tr\n  student: {<<: *tr, steps: 3}\n")
+    cfg = load_config(p)
+    assert cfg["train"]["steps"] == 7 and cfg["stages"]["teacher"] == {"steps": 7, "lr": 0.01}
+    assert stage_train_config(cfg, "student")["steps"] == 3 and stage_train_config(cfg, "student")["lr"] == 0.01
+
+
+def test_oversized_and_non_text_yaml_files_are_refused(tmp_path: Path):
+    from mmh.config import MAX_YAML_BYTES
+
+    big = tmp_path / "big.yaml"
+    big.write_text("seed: 1\n" + "#" * MAX_YAML_BYTES + "\n")
+    with pytest.raises(ValueError, match=f"config file {big} is larger than"):
+        load_config(big)
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"seed: \xff\xfe\n")
+    with pytest.raises(ValueError, match=f"{binary} is not UTF-8"):
+        load_config(binary)
+
+
+def test_a_run_config_reads_back_with_its_added_keys(tmp_path: Path):
+    from mmh.config import load_run_config
+
+    cfg = load_config(None, ["+note=hello", "train.steps=9"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temporary file left beside it
+    with pytest.raises(KeyError, match="note"):  # an ordinary config still has typo protection
+        load_config(tmp_path / "config.yaml")
+    back = load_run_config(tmp_path)
+    assert back == cfg and back["note"] == "hello"
+    assert load_run_config(tmp_path, ["train.progress=false"])["train"]["progress"] is False
+
+
+@pytest.mark.parametrize("content, match", [
+    ("", "is empty"), ("# nothing\n", "is empty"), ("[1, 2]\n", "must hold a mapping"),
+    ("seed: [\n", "not valid YAML"), ("_base_: x.yaml\nseed: 1\n", "_base_"), ("seed: -1\n", "seed"),
+])
+def test_a_damaged_run_config_is_an_error_naming_the_file(tmp_path: Path, content: str, match: str):
+    from mmh.config import load_run_config
+
+    (tmp_path / "config.yaml").write_text(content)
+    with pytest.raises(ValueError, match=match) as info:
+        load_run_config(tmp_path)
+    assert str(tmp_path / "config.yaml") in str(info.value)
+    with pytest.raises(FileNotFoundError, match="no config.yaml"):
+        load_run_config(tmp_path / "elsewhere")
+
+
+def test_resume_changes_allow_only_the_resume_safe_settings():
+    from mmh.config import RESUME_SAFE, resume_changes
+
+    saved = load_config(None, ["+note=hello"])
+    safe = apply_overrides(saved, ["train.progress=false", "threads=2", "stages.teacher.log_every=1",
+                                   "eval.batch_size=7"])
+    assert resume_changes(saved, safe) == {"train.progress": False, "threads": 2, "stages.teacher.log_every": 1,
+                                           "eval.batch_size": 7}
+    assert resume_changes(saved, saved) == {}
+    for over in (["train.steps=80"], ["+extra=1"], ["note=bye"], ["stages.teacher.lr=0.5"], ["seed=3"]):
+        key = over[0].split("=")[0].lstrip("+")
+        with pytest.raises(ValueError, match=rf"cannot resume with changed settings {re.escape(key)} .*--run-dir"):
+            resume_changes(saved, apply_overrides(saved, over))
+    assert "train.steps" not in RESUME_SAFE and "train.progress" in RESUME_SAFE
