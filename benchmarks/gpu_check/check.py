@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -196,7 +195,8 @@ class GpuCheck:
         start = self.now()
         limit = self.budget.limit(name, start)
         if not self.budget.runs(limit):
-            self.write_status(name, "FAIL", 0, f"not run: the time budget ({BUDGET_ENV}={self.budget.total_s}) is spent")
+            spent = f"not run: the time budget ({BUDGET_ENV}={self.budget.total_s}) is spent"
+            self.write_status(name, "FAIL", 0, spent)
             self.say(f"{name}: NOT RUN (time budget spent)")
             return 1
         self.say(f"{name}: start (limit {limit}s): {what}")
@@ -342,7 +342,7 @@ def prepare_out(arg: str | None) -> Path:
     return out
 
 
-USAGE = """usage: bash scripts/gpu_check.sh [OUT_DIR]    (or: python -m benchmarks.gpu_check [OUT_DIR], from the checkout)"""
+USAGE = "usage: bash scripts/gpu_check.sh [OUT_DIR]   (or, from the checkout: python -m benchmarks.gpu_check [OUT_DIR])"
 
 
 def main(argv: list[str] | None = None, py: str | None = None, environ: dict[str, str] | None = None) -> int:

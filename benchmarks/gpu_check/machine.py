@@ -70,9 +70,10 @@ def _first_matching(text: str, pattern: str) -> str:
 def facts(py: str, cores: int, home: str, sanitizer: str, env: dict[str, str]) -> str:
     """machine.txt: date, host, cores, python, torch and the GPU, driver, nvcc, compute-sanitizer, cupy."""
     u = os.uname()
-    lines = [f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", f"host: {u.sysname} {u.release} {u.machine}",
-             f"cpu cores: {cores}",
-             f"python: {_output([py, '-c', 'import sys; print(sys.version.split()[0], sys.executable)'], env)[1].strip()}"]
+    version = _output([py, "-c", "import sys; print(sys.version.split()[0], sys.executable)"], env)[1].strip()
+    lines = [f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+             f"host: {u.sysname} {u.release} {u.machine}",
+             f"cpu cores: {cores}", f"python: {version}"]
     lines += _output([py, "-c", TORCH_SNIPPET], env)[1].rstrip("\n").splitlines()
     if shutil.which("nvidia-smi", path=env.get("PATH")):
         out = _output(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], env)[1]

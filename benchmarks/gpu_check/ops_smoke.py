@@ -3,12 +3,12 @@
     python scripts/gpu_ops_smoke.py [--device cuda|cpu] [--dtypes float32,float16,bfloat16]
     python -m benchmarks.gpu_check.ops_smoke [...]     (the same)
 
-Made to run under ``compute-sanitizer`` (memcheck, racecheck) by the GPU check (``scripts/gpu_check.sh``): few, small calls whose
-sizes are not multiples of the 256-thread blocks, in the layouts the kernels index differently (contiguous,
-channels_last, strided views, 5-D), with the teacher side requiring grad (RAD's and DAD's second backward path), a
-zero sample and B = 1 for DAD, and one call of each operator with mixed input dtypes (what autocast hands over).
-Every result is compared with :mod:`mmh_ext.reference` in float64 on the CPU, so the script also fails on wrong
-values. Prints one line per check; exit status 1 if any check failed.
+Made to run under ``compute-sanitizer`` (memcheck, racecheck) by the GPU check (``scripts/gpu_check.sh``): few,
+small calls whose sizes are not multiples of the 256-thread blocks, in the layouts the kernels index differently
+(contiguous, channels_last, strided views, 5-D), with the teacher side requiring grad (RAD's and DAD's second
+backward path), a zero sample and B = 1 for DAD, and one call of each operator with mixed input dtypes (what
+autocast hands over). Every result is compared with :mod:`mmh_ext.reference` in float64 on the CPU, so the script
+also fails on wrong values. Prints one line per check; exit status 1 if any check failed.
 """
 from __future__ import annotations
 

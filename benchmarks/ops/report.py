@@ -8,7 +8,7 @@ import math
 import os
 from typing import Any, Callable
 
-from .common import FWD, GPU_CALLS, GPU_IMPLS, STEP, Case
+from .common import GPU_CALLS, GPU_IMPLS, STEP, Case
 from .registry import TARGETS
 
 #: GPU kernel ms and launches per call per implementation, and mmh_ext's GPU-time ratios (informational, no targets).

@@ -1,6 +1,6 @@
-"""The op benchmark's (benchmarks.ops) GPU kernel time columns on a machine without a GPU: the summing of profiler events, the
-per-case measurement loop and the separate process's results (with a stand-in for the profiler), the CSV round
-trip, and the "-" cells with a note when the profiling process fails."""
+"""The op benchmark's (benchmarks.ops) GPU kernel time columns on a machine without a GPU: the summing of profiler
+events, the per-case measurement loop and the separate process's results (with a stand-in for the profiler), the
+CSV round trip, and the "-" cells with a note when the profiling process fails."""
 from __future__ import annotations
 
 import csv

@@ -100,7 +100,8 @@ case "$1" in
       *"torch.cuda.is_available() and torch.cuda.device_count()"*) exit "${FAKE_NO_CUDA:-0}" ;;
       *get_device_capability*) echo 9.0 ;;
       *"sys.version.split()[0], sys.executable"*) echo "3.11.7 $0" ;;
-      *"torch.backends.cudnn.version()"*) echo "torch: 2.14.1 (CUDA 13.0, cuDNN 91000)"; echo "gpu: Fake GPU (compute capability 9.0, 80 GiB, 132 SMs) x 1" ;;
+      *"torch.backends.cudnn.version()"*) echo "torch: 2.14.1 (CUDA 13.0, cuDNN 91000)"
+        echo "gpu: Fake GPU (compute capability 9.0, 80 GiB, 132 SMs) x 1" ;;
       *"import cupy"*) exit 1 ;;
       *BUILD_INFO*) echo "CUDA kernels for 9.0 (wanted $3): yes" ;;
     esac ;;
@@ -110,7 +111,8 @@ case "$1" in
       pip) echo "Successfully installed mmh"; exit "${FAKE_PIP_RC:-0}" ;;
       mmh_ext.info) echo "mmh_ext 0.1.0" ;;
       pytest) for a in "$@"; do case "$a" in --junitxml=*) xml=${a#--junitxml=} ;; esac; done
-        echo "<testsuites><testsuite tests='3' failures='0' errors='0' skipped='${FAKE_SKIPPED:-0}'/></testsuites>" > "$xml"
+        suite="<testsuite tests='3' failures='0' errors='0' skipped='${FAKE_SKIPPED:-0}'/>"
+        echo "<testsuites>$suite</testsuites>" > "$xml"
         sleep "${FAKE_TEST_SLEEP:-0}"; echo "3 passed" ;;
       mmh.cli) prev=""; for a in "$@"; do
           case "$prev" in --out|--run-dir) mkdir -p "$a"; echo '{"status": "done", "final": {}}' > "$a/results.json"
@@ -137,7 +139,8 @@ exec "$@"
 def make_fake_machine(tmp: Path) -> dict[str, str]:
     """A pretend CUDA machine: a ``python`` that records every command line (with the environment variables the
     sections set) and plays each command's part (a CUDA device, a build, tests with a junit report, training runs with
-    results.json, a benchmark CSV), a compute-sanitizer, nvcc and nvidia-smi. Write the fakes under ``tmp``; the environment (PATH, FAKE_LOG, REAL_PY) and the fake python's path as PY."""
+    results.json, a benchmark CSV), a compute-sanitizer, nvcc and nvidia-smi, written under ``tmp``. Returns the
+    environment (PATH, FAKE_LOG, REAL_PY) with the fake python's path as PY."""
     bin_, cuda = tmp / "bin", tmp / "cuda" / "bin"
     bin_.mkdir(parents=True)
     cuda.mkdir(parents=True)
