@@ -211,7 +211,7 @@ def test_train_refuses_a_planted_explicit_checkpoint(tmp_path: Path, runs, capsy
     assert main([*args, f"stages.teacher.checkpoint={target}"]) == 0  # the untouched artifact is used
     _plant(target, marker)
     capsys.readouterr()
-    assert main([*args, f"stages.teacher.checkpoint={target}"]) == 2
+    assert main([*args, f"stages.teacher.checkpoint={target}", "--overwrite"]) == 2  # the folder holds the first run
     assert f"refused to load model artifact {target}" in _err(capsys)
     assert not marker.exists()
 
