@@ -1,4 +1,5 @@
-"""DDP on 2 CPU processes (gloo, 127.0.0.1): DAD over the global batch equals one process on the whole batch.
+"""DDP on 2 CPU processes (gloo, 127.0.0.1): DAD over the global batch equals one process on the whole batch, and
+an elastic restart after a killed rank resumes from latest.pt.
 
 One spawn runs two checks in each rank:
 1. a DAD stage wrapped in DistributedDataParallel, fed half of a batch per rank: the DAD loss equals the
@@ -9,7 +10,10 @@ One spawn runs two checks in each rank:
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -120,3 +124,79 @@ def test_ddp_two_processes_match_one(tmp_path: Path):
         assert torch.allclose(ranks[0]["trainer"][k], v, atol=1e-6), k
         assert torch.equal(ranks[0]["trainer"][k], ranks[1]["trainer"][k]), k
     assert (tmp_path / "trainer" / "metrics.csv").is_file()  # written by rank 0
+
+
+# ------------------------------------------------------------------------------------------------ elastic restart
+_ELASTIC_WORKER = """
+import os, signal, sys
+sys.path[:0] = {paths!r}
+import torch
+torch.set_num_threads(1)
+from mmh.train import Trainer
+
+rank, attempt = int(os.environ["RANK"]), int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+log = open(os.path.join({logs!r}, f"attempt{{attempt}}_rank{{rank}}.txt"), "a")
+orig = Trainer._train_step
+
+
+def step(self, batch):
+    if {kill_at} >= 0 and attempt == 0 and rank == 1 and self.step == {kill_at}:
+        os.kill(os.getpid(), signal.SIGKILL)  # a rank lost in the middle of an epoch
+    log.write(f"{{self.step}}\\n")
+    log.flush()
+    orig(self, batch)
+
+
+Trainer._train_step = step
+from mmh.cli import main
+sys.exit(main({argv!r}))
+"""
+
+
+def _torchrun(tmp_path: Path, name: str, kill_at: int) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """``torchrun --nproc-per-node 2 --max-restarts 1`` of a tiny baseline run (8 steps, 3 per epoch, a checkpoint
+    every step) on a fresh rendezvous port; rank 1 kills itself before step ``kill_at`` of the first attempt."""
+    run, logs = tmp_path / name, tmp_path / f"{name}_steps"
+    logs.mkdir()
+    argv = ["train", "synthetic_motion/baseline", "dataset.split_kwargs={train: {size: 48}, test: {size: 30}}",
+            "train.batch_size=8", "train.steps=8", "train.checkpoint_every=1", "model.kwargs={width: 8, shared_width: 8}",
+            "train.progress=false", "threads=1", "output.cache=''", "--run-dir", str(run)]
+    script = tmp_path / f"{name}_worker.py"
+    script.write_text(_ELASTIC_WORKER.format(paths=[str(ROOT / "python"), str(ROOT)], logs=str(logs),
+                                             kill_at=kill_at, argv=argv))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+           "--max-restarts", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}",
+           "--monitor-interval", "0.2", str(script)]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    return run, logs, proc
+
+
+def _steps(path: Path) -> list[int]:
+    return [int(s) for s in path.read_text().split()] if path.is_file() else []
+
+
+@pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed + gloo")
+def test_elastic_restart_resumes_from_latest_checkpoint(tmp_path: Path):
+    """A rank killed mid-epoch under ``torchrun --max-restarts 1``: the restarted workers see
+    TORCHELASTIC_RESTART_COUNT=1 and resume the run folder from latest.pt (step 4, not step 0), and the final
+    weights equal those of an uninterrupted 2-process run."""
+    run, logs, proc = _torchrun(tmp_path, "killed", kill_at=4)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert _steps(logs / "attempt0_rank1.txt") == [0, 1, 2, 3]
+    restarted = _steps(logs / "attempt1_rank0.txt")
+    assert restarted == [4, 5, 6, 7], proc.stderr[-4000:]  # resumed at the step reached, not from step 0
+    assert restarted == _steps(logs / "attempt1_rank1.txt")
+    assert "elastic restart 1: resuming" in proc.stdout + proc.stderr
+    res = json.loads((run / "results.json").read_text())
+    assert res["status"] == "done"
+
+    ref, ref_logs, proc = _torchrun(tmp_path, "ref", kill_at=-1)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert _steps(ref_logs / "attempt0_rank0.txt") == list(range(8))
+    from mmh.train.checkpoint import safe_load
+
+    a = safe_load(ref / "stages" / "student" / "model.pt")["state_dict"]
+    b = safe_load(run / "stages" / "student" / "model.pt")["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert safe_load(run / "stages" / "student" / "latest.pt")["step"] == 8

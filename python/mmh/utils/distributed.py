@@ -59,6 +59,12 @@ def init_distributed_from_env(backend: str | None = None) -> DistInfo:
 
     ``backend`` defaults to nccl when CUDA is available and gloo otherwise. Without torchrun variables this is a
     no-op returning rank 0 of 1.
+
+    Under ``torchrun --max-restarts`` the workers of every attempt meet in the same store (the elastic agent shares
+    one TCP store across rendezvous rounds), where the process group's keys of the killed attempt are still set:
+    a restarted rank then reads a dead peer's address, and gloo hangs or fails with "connectFullMesh failed". The
+    store is therefore taken from the ``env://`` rendezvous and prefixed with the attempt
+    (``TORCHELASTIC_RESTART_COUNT``), so that each attempt has its own keys.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or (dist.is_available() and dist.is_initialized()):
@@ -66,7 +72,12 @@ def init_distributed_from_env(backend: str | None = None) -> DistInfo:
     if not dist.is_available():
         raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not available in this build")
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-    dist.init_process_group(backend=backend)
+    if "TORCHELASTIC_RESTART_COUNT" in os.environ and "MASTER_ADDR" in os.environ:
+        store, rank, size = next(dist.rendezvous("env://"))
+        store = dist.PrefixStore(f"mmh/attempt_{elastic_restart_count()}/", store)
+        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=size)
+    else:
+        dist.init_process_group(backend=backend)
     info = dist_info()
     if torch.cuda.is_available():
         torch.cuda.set_device(info.local_rank)
