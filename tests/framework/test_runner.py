@@ -65,3 +65,36 @@ def test_tensor_artifacts_hold_only_tensors(tmp_path: Path):
     torch.save({"w": [1, 2]}, tmp_path / "y.pt")
     with pytest.raises(ValueError, match="tensor artifact"):
         load_tensors(tmp_path / "y.pt")
+
+
+def test_a_stage_network_is_checked_against_its_record(tmp_path: Path):
+    """eval/export compare a model.pt with the stage's ``network`` record and the run's dataset.json: modalities,
+    class count, architecture (here a rad_dad-style ensemble, whose members must agree on the class count)."""
+    from mmh.models import build_model
+    from mmh.models.ensemble import LogitEnsemble
+    from mmh.runner import check_stage_network, network_record
+
+    def net(width: int = 4, classes: int = 3, mods: tuple[str, ...] = ("rgb",)) -> torch.nn.Module:
+        return build_model("small_joint", modalities=list(mods), num_classes=classes, width=width, shared_width=4)
+
+    ensemble = LogitEnsemble({"rad": net(), "dad": net()})
+    record = network_record(ensemble)
+    assert record["modalities"] == ["rgb"] and record["num_classes"] == 3
+    assert record["config"]["ensemble"]["rad"]["width"] == 4
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "dataset.json").write_text(json.dumps({"num_classes": 3}))
+    res = {"stages": {"ensemble": {"network": record}}}
+    check_stage_network(LogitEnsemble({"rad": net(), "dad": net()}), "m.pt", run, res, "ensemble")  # the same: fine
+    for other, match in [(LogitEnsemble({"rad": net(width=6), "dad": net()}), "architecture"),
+                         (LogitEnsemble({"rad": net(classes=5), "dad": net(classes=5)}), "5 classes, the stage 3"),
+                         (LogitEnsemble({"rad": net(mods=("rgb", "depth")), "dad": net()}), r"\['rgb', 'depth'\]"),
+                         (net(), "architecture")]:
+        with pytest.raises(ValueError, match=rf"m\.pt is not the network of stage 'ensemble' of run .*{match}"):
+            check_stage_network(other, "m.pt", run, res, "ensemble")
+    (run / "dataset.json").write_text(json.dumps({"num_classes": 4}))  # the run's data has 4 classes
+    with pytest.raises(ValueError, match=r"it has 3 classes, the run's dataset \(.*dataset.json\) 4"):
+        check_stage_network(net(), "m.pt", run, {"stages": {"ensemble": {}}}, "ensemble")  # an older record
+    (run / "results.json").write_text(json.dumps({"stages": {"ensemble": {"network": ["x"]}}}))
+    with pytest.raises(ValueError, match="'network' must be a mapping"):
+        load_results(run)
