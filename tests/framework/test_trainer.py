@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +61,70 @@ def test_resume_after_kill_gives_identical_weights(tmp_path: Path, stop_at: int)
     for k, v in ref.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
     assert _read(tmp_path / "ref" / "metrics.csv") == _read(tmp_path / "run" / "metrics.csv")
+
+
+_SIGTERM_CHILD = textwrap.dedent("""
+    import json, sys, time
+    sys.path[:0] = {paths!r}
+    import torch
+    torch.set_num_threads(1)
+    from _tiny import TinyNet, TinySet
+    from mmh.config import DEFAULTS, merge
+    from mmh.methods import Supervised
+    from mmh.train import Trainer, TrainingInterrupted
+    from mmh.utils import seed_everything
+
+    class Waits(Supervised):  # the step in flight when the parent's SIGTERM comes
+        def forward(self, batch):
+            if trainer.step == {at}:
+                open({marker!r}, "w").write("in step")
+                for _ in range(1200):
+                    if trainer._signal is not None:
+                        break
+                    time.sleep(0.05)
+            return super().forward(batch)
+
+    seed_everything(0)
+    torch.manual_seed(0)
+    tcfg = merge(DEFAULTS["train"], {tcfg!r})
+    trainer = Trainer(Waits(TinyNet()), TinySet(40), tcfg, out_dir={out!r}, seed=3)
+    try:
+        trainer.fit()
+    except TrainingInterrupted as exc:
+        print(json.dumps({{"signum": exc.signum, "step": exc.step, "checkpoint": exc.checkpoint}}))
+        sys.exit(128 + exc.signum)
+""")
+
+
+def test_resume_after_sigterm_in_a_subprocess_gives_identical_weights(tmp_path: Path):
+    """SIGTERM in the middle of epoch 2 (5 steps per epoch, no step checkpoints): the step in flight finishes,
+    latest.pt holds that step (not the epoch end), the process exits 143, and resuming gives the weights of an
+    uninterrupted run."""
+    ds = TinySet(40)
+    tcfg = _tcfg(grad_clip=1.0, optimizer="sgd")
+    ref = _run(tmp_path / "ref", tcfg, ds)
+    out, marker = tmp_path / "run", tmp_path / "marker"
+    child = _SIGTERM_CHILD.format(paths=[str(Path(__file__).parent), str(Path(__file__).parents[2] / "python")],
+                                  at=6, marker=str(marker), tcfg=dict(tcfg), out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", child], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert marker.is_file(), proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert json.loads(stdout) == {"signum": signal.SIGTERM, "step": 7, "checkpoint": str(out / "latest.pt")}
+    assert load_checkpoint(out / "latest.pt")["step"] == 7  # the step reached; the last epoch end was step 5
+    assert not list(out.glob("*.tmp"))
+    torch.rand(100)
+    resumed = _stage(123)
+    res = Trainer(resumed, ds, tcfg, out_dir=out, seed=3).fit(resume=True)
+    assert res.finished and res.step == 12
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    assert _read(tmp_path / "ref" / "metrics.csv") == _read(out / "metrics.csv")
 
 
 def test_without_resume_a_fresh_run_differs(tmp_path: Path):
