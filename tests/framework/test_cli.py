@@ -209,6 +209,10 @@ def test_resume_never_rewrites_config_and_refuses_unsafe_overrides(tmp_path: Pat
     now = config.stat()
     assert config.read_bytes() == text and (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
     assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")] == []
+    # the advice of the refusal: a new run from the run's config.yaml (its +note included) with the new setting
+    new = tmp_path / "new"
+    assert main(["train", str(config), "train.steps=6", "--run-dir", str(new), "--stop-after-steps", "1"]) == 0
+    assert "note: hello" in (new / "config.yaml").read_text() and "steps: 6" in (new / "config.yaml").read_text()
 
 
 def test_an_empty_run_config_is_an_error_naming_it(finished: Path, tmp_path: Path, capsys):
