@@ -4,9 +4,14 @@ A config is a plain nested ``dict``. Resolution order (later wins)::
 
     defaults()  <-  _base_ files (recursively)  <-  the YAML file  <-  overrides
 
-:func:`defaults` is the schema: :data:`DEFAULTS` (the framework's own keys) plus the ``loss.<section>`` defaults each
-registered method declared where it registers (:func:`mmh.methods.register_method`); the built-in methods are
-imported for that, so a config loads in a fresh process whatever was imported before.
+:func:`defaults` is the schema: :data:`DEFAULTS` (the framework's own keys) plus the ``loss.<section>`` defaults of
+the methods (:func:`loss_defaults`). The config layer imports nothing of :mod:`mmh.methods` (the methods import it),
+so the built-in methods' sections are data here, :data:`METHOD_DEFAULTS`, which the method modules take their
+constants from (``mmh.methods.rad.RAD_DEFAULTS``): each default is written once, and a config loads in a fresh process
+whatever was imported before, without importing anything for its side effects. A method registered elsewhere declares
+its own sections (:func:`mmh.methods.register_method` with ``defaults=``, which calls :func:`declare_loss_defaults`):
+data handed down to this layer, never a callback this layer makes upward. Callers need not pass any defaults in, so
+:func:`load_config` works the same for the command line, the runner, the benchmarks and users' scripts.
 
 A ``_base_`` entry (a string or a list) is a path relative to the including file or, when no such file exists, the
 name of a shipped config (``_base_: synthetic_motion/rad``, ``.yaml`` optional; see :func:`config_dir`).
@@ -46,7 +51,7 @@ __all__ = [
     "DEFAULTS", "defaults", "load_config", "apply_overrides", "parse_value", "merge", "get_path", "set_path", "save_config",
     "config_hash", "stage_train_config", "config_dir", "find_config", "AMP_VALUES", "amp_setting", "read_yaml",
     "parse_yaml", "load_run_config", "resume_changes", "RESUME_SAFE", "MAX_YAML_BYTES", "MAX_YAML_ALIASES",
-    "MAX_YAML_NODES",
+    "MAX_YAML_NODES", "METHOD_DEFAULTS", "loss_defaults", "declare_loss_defaults", "check_loss_defaults",
 ]
 
 #: The framework's defaults: every key a config may set appears here or in a method's ``loss.<section>`` defaults
@@ -96,10 +101,73 @@ DEFAULTS: dict[str, Any] = {
         "progress": True,
     },
     "stages": {},  # per-stage overrides of ``train`` (e.g. stages.teacher.steps=200) and ``checkpoint: PATH``
-    "loss": {"ce": 1.0},  # + one section per method family (loss.rad, loss.dad, ...): see defaults()
+    "loss": {"ce": 1.0},  # + one section per method family (loss.rad, loss.dad, ...): see loss_defaults()
     "eval": {"batch_size": 256, "metrics": ["accuracy"]},
     "output": {"root": "runs", "name": None, "cache": None},  # cache None: <root>/cache; "" disables it
 }
+
+#: The ``loss.<section>`` defaults of the built-in methods (the methods reading each one in the comment; what each key
+#: means: the method's module). The method modules take their constants from here and declare them again where they
+#: register, which :func:`check_loss_defaults` compares with these.
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    # kd (mmh.methods.kd.KD_DEFAULTS)
+    "kd": {"weight": 1.0, "temperature": 4.0},
+    # rad, rad_attention, rad_self, rad_noweight, rad_global, rad_dad (mmh.methods.rad.RAD_DEFAULTS)
+    "rad": {"alpha": 0.4, "grid": 4, "levels": [4, 2, 1], "temperature": 2.0, "weighting": "none"},
+    # dad, rad_dad (mmh.methods.dad.DAD_DEFAULTS)
+    "dad": {"beta": 1.0, "form": "paper", "layers": None, "teacher_layers": None, "gather": True},
+    # mars, mers (mmh.methods.feature_matching.MARS_DEFAULTS, MERS_DEFAULTS)
+    "mars": {"weight": 1.0, "layers": None},
+    "mers": {"finetune": "classifier"},
+    # mcl_independent, smcl, cmcl, dmcl, mcl_random (mmh.methods.thesis.mcl.MCL_DEFAULTS)
+    "mcl": {"lam": 0.5, "temperature": 2.0, "t_squared": False, "winner_ce": 1.0, "beta": 0.75},
+    # multistream, hoffman, moddrop (mmh.methods.thesis.multistream.MULTISTREAM_DEFAULTS, HOFFMAN_DEFAULTS, ...)
+    "multistream": {
+        "alpha": 0.5, "lam": 0.5, "temperature": 10.0, "t_squared": False, "student_temperature": True,
+        "hall_layers": ["layer4"], "hall_reduction": "sample_sum", "hall_scale": 1.0, "teacher": "depth_stream",
+        "gd_on": "fused", "connections": True, "direction": "depth_to_rgb", "step2_loss": "fused"},
+    "hoffman": {"gamma": 1.0, "hall_layers": ["layer4"], "hall_reduction": "sample_sum"},
+    "moddrop": {"p_drop": 0.5, "modality": "depth", "p_input": 0.1},
+    # admd, admd_naive (mmh.methods.thesis.admd.ADMD_DEFAULTS)
+    "admd": {"frame_conditioning": True, "hidden": [128, 64], "d_weight": 1.0, "h_weight": 1.0, "h_ce": 0.0,
+             "naive": False},
+}
+
+#: ``loss.<section>`` -> its defaults: :data:`METHOD_DEFAULTS` and the sections declared since
+#: (:func:`declare_loss_defaults`).
+_LOSS_DEFAULTS: dict[str, dict[str, Any]] = copy.deepcopy(METHOD_DEFAULTS)
+
+
+def check_loss_defaults(section: Any, values: Any, owner: str = "a method") -> dict[str, Any]:
+    """``values`` as the defaults of ``loss.<section>`` (a copy), checked against the schema: ``section`` a non-empty
+    name without dots, not a key of ``DEFAULTS["loss"]``; ``values`` a mapping with string keys, the same as the
+    section's defaults when it is already declared (one section, one set of defaults). ValueError/TypeError naming
+    ``owner`` and the section otherwise; nothing is declared."""
+    if not isinstance(section, str) or not section or "." in section:
+        raise ValueError(f"{owner} declares defaults for loss.{section}: a section name must be a non-empty string "
+                         f"without dots")
+    if section in DEFAULTS["loss"]:
+        raise ValueError(f"{owner} declares defaults for loss.{section}, a key of the framework's DEFAULTS")
+    if not isinstance(values, Mapping) or not all(isinstance(k, str) for k in values):
+        raise TypeError(f"{owner}: the defaults of loss.{section} must be a mapping with string keys, got {values!r}")
+    values = copy.deepcopy(dict(values))
+    if section in _LOSS_DEFAULTS and _LOSS_DEFAULTS[section] != values:
+        raise ValueError(f"{owner} declares loss.{section} defaults {values} that differ from those already declared: "
+                         f"{_LOSS_DEFAULTS[section]}")
+    return values
+
+
+def declare_loss_defaults(section: str, values: Mapping[str, Any], owner: str = "a method") -> None:
+    """Add ``loss.<section>`` with the defaults ``values`` to the schema (:func:`check_loss_defaults`'s errors;
+    declaring a section again with the same values changes nothing)."""
+    _LOSS_DEFAULTS[section] = check_loss_defaults(section, values, owner)
+
+
+def loss_defaults() -> dict[str, dict[str, Any]]:
+    """``{section: defaults}`` of every ``loss.<section>`` of the schema (a copy): :data:`METHOD_DEFAULTS` and the
+    sections declared with :func:`declare_loss_defaults`."""
+    return copy.deepcopy(_LOSS_DEFAULTS)
+
 
 _FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
@@ -377,16 +445,10 @@ def _base_path(including: Path, base: Any) -> Path:
 
 
 def defaults() -> dict[str, Any]:
-    """The config schema with its default values (a fresh copy): :data:`DEFAULTS` and, under ``loss``, the
-    sections the registered methods declared (the built-in methods are imported so that they are registered)."""
-    from . import methods  # noqa: F401  (lazy: registers the built-in methods; config is imported by them)
-    from .methods.registry import method_defaults
-
+    """The config schema with its default values (a fresh copy): :data:`DEFAULTS` and, under ``loss``, the methods'
+    sections (:func:`loss_defaults`)."""
     cfg = copy.deepcopy(DEFAULTS)
-    for section, values in method_defaults().items():
-        if section in cfg["loss"]:
-            raise ValueError(f"a method declares defaults for loss.{section}, a key of the framework's DEFAULTS")
-        cfg["loss"][section] = values
+    cfg["loss"].update(loss_defaults())
     return cfg
 
 

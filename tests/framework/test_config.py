@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -145,11 +146,13 @@ def test_trainer_imports_no_method():
 
 
 def test_methods_declare_their_defaults_where_they_register(monkeypatch):
+    import mmh.config
     from mmh.methods import Stage, method_defaults, register_method, registry
     from mmh.methods.rad import RAD_DEFAULTS, RADDistiller
 
-    for table in ("_METHODS", "_SECTIONS"):  # the test's method stays out of the registry of the other tests
-        monkeypatch.setattr(registry, table, dict(getattr(registry, table)))
+    # the test's method and section stay out of the registry and the schema of the other tests
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    monkeypatch.setattr(mmh.config, "_LOSS_DEFAULTS", dict(mmh.config._LOSS_DEFAULTS))
 
     assert method_defaults()["rad"] == RAD_DEFAULTS and defaults()["loss"]["rad"] == RAD_DEFAULTS
     assert RADDistiller.__init__.__kwdefaults__["alpha"] == RAD_DEFAULTS["alpha"]  # the class takes the same
@@ -164,6 +167,55 @@ def test_methods_declare_their_defaults_where_they_register(monkeypatch):
     assert cfg["loss"]["test_custom"] == {"weight": 3.0, "layers": None}
     with pytest.raises(KeyError, match="loss.test_custom.wieght"):
         load_config(None, ["loss.test_custom.wieght=3"])
+
+
+def test_a_config_loads_in_a_fresh_process_without_importing_the_methods():
+    """The built-in methods' sections are data of the config layer: ``load_config`` imports no method (nor torch) and
+    still gives every ``loss.<section>``."""
+    out = _fresh("import json, sys\nfrom mmh.config import METHOD_DEFAULTS, find_config, load_config\n"
+                 "cfg = load_config(find_config('synthetic_motion/rad'), ['loss.mcl.lam=0.25'])\n"
+                 "print(json.dumps({'loss': cfg['loss'], 'data': METHOD_DEFAULTS,\n"
+                 "                  'imported': [m for m in sys.modules if m.startswith(('mmh.methods', 'torch'))]}))")
+    got = json.loads(out)
+    assert got["imported"] == []
+    assert got["loss"]["mcl"]["lam"] == 0.25 and got["loss"]["rad"] == got["data"]["rad"]
+    assert set(got["loss"]) == {"ce"} | set(got["data"]) and len(got["data"]) >= 10
+
+
+def test_the_built_in_methods_declare_exactly_the_config_layers_sections():
+    """Importing the methods adds no section (every one they declare is in ``METHOD_DEFAULTS``, with the same values)
+    and ``METHOD_DEFAULTS`` holds no section that no method declares."""
+    out = _fresh("import json\nimport mmh.config as c\nseen = set()\noriginal = c.declare_loss_defaults\n"
+                 "def spy(section, values, owner='a method'):\n"
+                 "    seen.add(section)\n    original(section, values, owner)\n"
+                 "c.declare_loss_defaults = spy\nbefore = c.loss_defaults()\nimport mmh.methods\n"
+                 "print(json.dumps({'same': c.loss_defaults() == before, 'declared': sorted(seen),\n"
+                 "                  'data': sorted(c.METHOD_DEFAULTS)}))")
+    got = json.loads(out)
+    assert got["same"] and got["declared"] == got["data"]
+
+
+@pytest.mark.parametrize("section, values, error, match", [
+    ("a.b", {"w": 1.0}, ValueError, "loss.a.b: a section name"),
+    ("", {"w": 1.0}, ValueError, "section name"),
+    ("ce", {"w": 1.0}, ValueError, "loss.ce, a key of the framework"),
+    ("test_bad", [1.0], TypeError, "defaults of loss.test_bad must be a mapping"),
+    ("test_bad", {1: 1.0}, TypeError, "string keys"),
+    ("rad", {"alpha": 0.1}, ValueError, "loss.rad defaults .* differ"),
+])
+def test_bad_method_defaults_are_refused_naming_the_method_and_section(monkeypatch, section, values, error, match):
+    import mmh.config
+    from mmh.methods import list_methods, register_method, registry
+
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    before = mmh.config.loss_defaults()
+    with pytest.raises(error, match=f"method 'test_bad'.*{match}|{match}.*method 'test_bad'"):
+        register_method("test_bad", defaults={section: values})
+    with pytest.raises(error, match=match):
+        mmh.config.declare_loss_defaults(section, values)
+    with pytest.raises(TypeError, match="method 'test_bad': defaults must be a mapping"):
+        register_method("test_bad", defaults=[("x", {})])
+    assert mmh.config.loss_defaults() == before and "test_bad" not in list_methods()
 
 
 def test_loss_cfg_fills_a_partial_hand_built_section_from_the_declared_defaults():

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import loss_defaults
 from ..models import build_model, derive_student
 from ..train.stage import Batch, LossDict, StageModule
 
@@ -170,10 +171,9 @@ class StageContext:
     def loss_cfg(self, name: str) -> dict[str, Any]:
         """``cfg["loss"][name]`` over the defaults its method declared (a copy): a config resolved by
         :func:`mmh.config.load_config` already holds them all; a hand-built one may give a partial section (unknown
-        keys are a KeyError naming them). KeyError when neither the config nor a registered method has the section."""
-        from .registry import method_defaults
-
-        declared = method_defaults().get(name)
+        keys are a KeyError naming them). KeyError when neither the config nor a registered method has the section
+        (the declared defaults: :func:`mmh.config.loss_defaults`)."""
+        declared = loss_defaults().get(name)
         section = (self.cfg.get("loss") or {}).get(name)
         if section is not None and not isinstance(section, Mapping):
             raise KeyError(f"config section loss.{name} must be a mapping, got {type(section).__name__}")

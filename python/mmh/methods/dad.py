@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..config import METHOD_DEFAULTS
 from ..train.stage import Batch, LossDict
 from ..utils.distributed import all_gather_with_grad
 from ._ext import require_ext
@@ -25,8 +26,9 @@ from .supervised import teacher_stage
 
 __all__ = ["DADDistiller", "dad_stage", "per_sample", "DAD_DEFAULTS"]
 
-#: Defaults of ``loss.dad``: the config schema (declared with the DAD methods) and :class:`DADDistiller`'s.
-DAD_DEFAULTS: dict[str, Any] = {"beta": 1.0, "form": "paper", "layers": None, "teacher_layers": None, "gather": True}
+#: Defaults of ``loss.dad``: the config schema (written in :data:`mmh.config.METHOD_DEFAULTS`, declared with the DAD
+#: methods) and :class:`DADDistiller`'s.
+DAD_DEFAULTS: dict[str, Any] = METHOD_DEFAULTS["dad"]
 
 
 def per_sample(feats: Tensor, batch_size: int, path: str = "features") -> Tensor:

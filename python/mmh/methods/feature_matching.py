@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..config import METHOD_DEFAULTS
 from ..losses import feature_matching_loss
 from ..train.stage import Batch, LossDict
 from .base import Distiller, Stage, StageContext, Supervised
@@ -24,9 +25,10 @@ from .supervised import teacher_stage
 
 __all__ = ["FeatureMSEDistiller", "mars", "mers", "MARS_DEFAULTS", "MERS_DEFAULTS"]
 
-#: Defaults of ``loss.mars`` (the feature MSE of MARS and of MERS's first stage) and of ``loss.mers``.
-MARS_DEFAULTS: dict[str, Any] = {"weight": 1.0, "layers": None}
-MERS_DEFAULTS: dict[str, Any] = {"finetune": "classifier"}
+#: Defaults of ``loss.mars`` (the feature MSE of MARS and of MERS's first stage) and of ``loss.mers``
+#: (written in :data:`mmh.config.METHOD_DEFAULTS`).
+MARS_DEFAULTS: dict[str, Any] = METHOD_DEFAULTS["mars"]
+MERS_DEFAULTS: dict[str, Any] = METHOD_DEFAULTS["mers"]
 
 
 class FeatureMSEDistiller(Distiller):

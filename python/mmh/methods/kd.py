@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..config import METHOD_DEFAULTS
 from ..losses import kd_loss
 from ..train.stage import Batch, LossDict
 from .base import Distiller, Stage, StageContext
@@ -16,8 +17,9 @@ from .supervised import teacher_stage
 
 __all__ = ["kd_loss", "KDDistiller", "kd", "KD_DEFAULTS"]
 
-#: Defaults of ``loss.kd``: the config schema and :class:`KDDistiller`'s.
-KD_DEFAULTS: dict[str, Any] = {"weight": 1.0, "temperature": 4.0}
+#: Defaults of ``loss.kd``: the config schema (written in :data:`mmh.config.METHOD_DEFAULTS`) and
+#: :class:`KDDistiller`'s.
+KD_DEFAULTS: dict[str, Any] = METHOD_DEFAULTS["kd"]
 
 
 class KDDistiller(Distiller):

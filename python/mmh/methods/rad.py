@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..config import METHOD_DEFAULTS
 from ..train.stage import Batch, LossDict
 from ._ext import require_ext
 from .base import Distiller, Stage, StageContext
@@ -35,8 +36,9 @@ from .supervised import teacher_stage
 
 __all__ = ["RADDistiller", "rad_stage", "RAD_VARIANTS", "RAD_DEFAULTS"]
 
-#: Defaults of ``loss.rad``: the config schema (declared with every RAD method) and :class:`RADDistiller`'s.
-RAD_DEFAULTS: dict[str, Any] = {"alpha": 0.4, "grid": 4, "levels": [4, 2, 1], "temperature": 2.0, "weighting": "none"}
+#: Defaults of ``loss.rad``: the config schema (written in :data:`mmh.config.METHOD_DEFAULTS`, declared with every
+#: RAD method) and :class:`RADDistiller`'s.
+RAD_DEFAULTS: dict[str, Any] = METHOD_DEFAULTS["rad"]
 
 
 class RADDistiller(Distiller):

@@ -2,17 +2,19 @@
 sections it reads.
 
 A method declares, where it registers, the defaults of its ``loss.<section>`` entries
-(``register_method("rad", defaults={"rad": RAD_DEFAULTS})``); :func:`method_defaults` collects them and
-:func:`mmh.config.load_config` builds the config schema from them. A section read by several methods (``loss.rad``
-by every RAD variant) is declared by each with the same values (one constant in the module that owns it).
+(``register_method("rad", defaults={"rad": RAD_DEFAULTS})``); the registry hands them down to the config schema
+(:func:`mmh.config.declare_loss_defaults`), which :func:`mmh.config.load_config` builds on. The built-in methods'
+sections are data of the config layer as well (:data:`mmh.config.METHOD_DEFAULTS`, where their constants come from),
+so a config loads without this package imported. A section read by several methods (``loss.rad`` by every RAD
+variant) is declared by each with the same values.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..config import check_loss_defaults, declare_loss_defaults, loss_defaults
 from ..utils.registry import check_name, register_unique
 from .base import Stage
 
@@ -20,8 +22,6 @@ __all__ = ["register_method", "get_method", "list_methods", "method_stages", "me
 
 Recipe = Callable[[Mapping[str, Any]], list[Stage]]
 _METHODS: dict[str, tuple[Recipe, str]] = {}
-#: ``loss.<section>`` -> its defaults, as declared by the methods that read it.
-_SECTIONS: dict[str, dict[str, Any]] = {}
 
 
 def register_method(name: str, description: str = "", *,
@@ -29,28 +29,30 @@ def register_method(name: str, description: str = "", *,
     """Register ``recipe(cfg) -> list[Stage]`` under ``name`` (ValueError on a duplicate name).
 
     ``defaults``: ``{section: {key: value}}``, the defaults of the ``loss.<section>`` entries the method reads
-    (a config may set exactly these keys). ValueError when a section is already declared with other values.
+    (a config may set exactly these keys), declared to the config schema once the recipe is registered. Checked here,
+    before anything is registered (:func:`mmh.config.check_loss_defaults`): ValueError when a section is already
+    declared with other values or is a framework key, TypeError when ``defaults`` is not a mapping of mappings.
     """
     check_name("method", name)
-    sections = {str(k): dict(v) for k, v in (defaults or {}).items()}
-    for section, values in sections.items():
-        if section in _SECTIONS and _SECTIONS[section] != values:
-            raise ValueError(f"method {name!r} declares loss.{section} defaults {values} that differ from those "
-                             f"already registered: {_SECTIONS[section]}")
+    if defaults is not None and not isinstance(defaults, Mapping):
+        raise TypeError(f"method {name!r}: defaults must be a mapping {{section: {{key: value}}}}, got {defaults!r}")
+    owner = f"method {name!r}"
+    sections = {section: check_loss_defaults(section, values, owner) for section, values in (defaults or {}).items()}
 
     def deco(recipe: Recipe) -> Recipe:
         summary = description or (recipe.__doc__ or "").strip().split("\n")[0]
         register_unique(_METHODS, "method", name, (recipe, summary), recipe)
         for section, values in sections.items():
-            _SECTIONS.setdefault(section, copy.deepcopy(values))
+            declare_loss_defaults(section, values, owner)
         return recipe
 
     return deco
 
 
 def method_defaults() -> dict[str, dict[str, Any]]:
-    """``{section: defaults}`` of every ``loss.<section>`` the registered methods declared (a copy)."""
-    return copy.deepcopy(_SECTIONS)
+    """``{section: defaults}`` of every ``loss.<section>`` of the config schema (a copy; the same as
+    :func:`mmh.config.loss_defaults`): the built-in methods' and those declared by registered methods."""
+    return loss_defaults()
 
 
 def get_method(name: str) -> Recipe:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ...config import METHOD_DEFAULTS
 from ...data.loader import to_device
 from ...losses import admd_discriminator_loss, admd_hallucination_loss, admd_targets
 from ...models import FeatureExtractor, FrameDiscriminator
@@ -42,9 +43,9 @@ from .common import StreamsCE, copy_stream
 __all__ = ["ADMDStage", "AssembleStage", "admd_targets", "fake_probability", "discriminator_from_state",
            "frame_indices", "ADMD_DEFAULTS"]
 
-#: Defaults of ``loss.admd`` (``admd`` and ``admd_naive``): the config schema and :class:`ADMDStage`'s.
-ADMD_DEFAULTS: dict[str, Any] = {"frame_conditioning": True, "hidden": [128, 64], "d_weight": 1.0, "h_weight": 1.0,
-                                 "h_ce": 0.0, "naive": False}
+#: Defaults of ``loss.admd`` (``admd`` and ``admd_naive``): the config schema (written in
+#: :data:`mmh.config.METHOD_DEFAULTS`) and :class:`ADMDStage`'s.
+ADMD_DEFAULTS: dict[str, Any] = METHOD_DEFAULTS["admd"]
 
 
 def frame_indices(batch: Batch, b: int, t: int, conditioning: bool) -> Tensor | None:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ...config import METHOD_DEFAULTS
 from ...losses import MCL_MODES, mcl_loss
 from ...train.stage import Batch, LossDict, StageModule
 from ..base import Stage, StageContext
@@ -36,8 +37,9 @@ from .common import stream_names
 
 __all__ = ["MCL_MODES", "mcl_loss", "MCLStage", "mcl_stage", "METHOD_OF_MODE", "MCL_DEFAULTS"]
 
-#: Defaults of ``loss.mcl`` (every MCL method): the config schema and :class:`MCLStage`'s.
-MCL_DEFAULTS: dict[str, Any] = {"lam": 0.5, "temperature": 2.0, "t_squared": False, "winner_ce": 1.0, "beta": 0.75}
+#: Defaults of ``loss.mcl`` (every MCL method): the config schema (written in :data:`mmh.config.METHOD_DEFAULTS`)
+#: and :class:`MCLStage`'s.
+MCL_DEFAULTS: dict[str, Any] = METHOD_DEFAULTS["mcl"]
 
 #: Registered method name of each mode.
 METHOD_OF_MODE = {"independent": "mcl_independent", "smcl": "smcl", "cmcl": "cmcl", "dmcl": "dmcl",

@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ...config import METHOD_DEFAULTS
 from ...losses import HALL_REDUCTIONS, hallucination_loss, modality_distillation_loss
 from ...models import FeatureExtractor, derive_student
 from ...train.stage import Batch, LossDict, StageModule
@@ -57,15 +58,12 @@ __all__ = [
     "DIRECTIONS", "TEACHER_MODES", "MULTISTREAM_DEFAULTS", "HOFFMAN_DEFAULTS", "MODDROP_DEFAULTS",
 ]
 
-#: Defaults of ``loss.multistream`` (the four steps; hoffman and moddrop read its connections and direction).
-MULTISTREAM_DEFAULTS: dict[str, Any] = {
-    "alpha": 0.5, "lam": 0.5, "temperature": 10.0, "t_squared": False, "student_temperature": True,
-    "hall_layers": ["layer4"], "hall_reduction": "sample_sum", "hall_scale": 1.0, "teacher": "depth_stream",
-    "gd_on": "fused", "connections": True, "direction": "depth_to_rgb", "step2_loss": "fused"}
+#: Defaults of ``loss.multistream`` (the four steps; hoffman and moddrop read its connections and direction), of
+#: ``loss.hoffman`` and of ``loss.moddrop``: the config schema, written in :data:`mmh.config.METHOD_DEFAULTS`.
+MULTISTREAM_DEFAULTS: dict[str, Any] = METHOD_DEFAULTS["multistream"]
 _MSD = MULTISTREAM_DEFAULTS
-#: Defaults of ``loss.hoffman`` and ``loss.moddrop``.
-HOFFMAN_DEFAULTS: dict[str, Any] = {"gamma": 1.0, "hall_layers": ["layer4"], "hall_reduction": "sample_sum"}
-MODDROP_DEFAULTS: dict[str, Any] = {"p_drop": 0.5, "modality": "depth", "p_input": 0.1}
+HOFFMAN_DEFAULTS: dict[str, Any] = METHOD_DEFAULTS["hoffman"]
+MODDROP_DEFAULTS: dict[str, Any] = METHOD_DEFAULTS["moddrop"]
 
 #: Readings of step 3 (``loss.multistream.teacher``), see :class:`HallucinationStage`.
 TEACHER_MODES = ("depth_stream", "fused")
