@@ -121,3 +121,33 @@ def test_hook_renders_sphinx_roles_as_code():
             "ratio: <code>x</code>, a:b</p>")
     assert hooks.on_page_content(html, page=None) == ("<p><code>rad_loss</code>, <code>mmh.train.Trainer</code>, "
                                                       "<code>mmh_ext.nn</code>; ratio: <code>x</code>, a:b</p>")
+
+
+def _test_functions(path: Path) -> set[str]:
+    import ast
+
+    return {n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)
+            and n.name.startswith("test_")}
+
+
+def _cited_tests(text: str) -> list[tuple[str, str]]:
+    return re.findall(r"`(test_\w+\.py)::(test_\w+)`", text)
+
+
+def test_every_test_the_reliability_page_cites_exists():
+    """The reliability page's table names the test behind each promise as ``file::function``; a renamed or deleted test
+    must fail here, not leave a promise without its proof."""
+    page = (DOCS / "reliability.md").read_text()
+    cited = _cited_tests(page)
+    assert len(cited) >= 20, "the reliability table lost its test references"
+    files = {p.name: p for p in (ROOT / "tests").rglob("test_*.py")}
+    missing = [f"{f}::{t}" for f, t in cited if f not in files or t not in _test_functions(files[f])]
+    assert not missing, f"docs/reliability.md cites tests that do not exist: {missing}"
+
+
+def test_cited_test_check_catches_a_missing_test():
+    fake = "| a promise | `test_cli.py::test_cli_errors`<br>`test_cli.py::test_no_such_thing` |"
+    cited = _cited_tests(fake)
+    assert cited == [("test_cli.py", "test_cli_errors"), ("test_cli.py", "test_no_such_thing")]
+    funcs = _test_functions(ROOT / "tests" / "framework" / "test_cli.py")
+    assert [t for _, t in cited if t not in funcs] == ["test_no_such_thing"]
