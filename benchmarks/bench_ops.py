@@ -1,5 +1,6 @@
 """``python benchmarks/bench_ops.py [flags]``: the operator microbenchmark, :mod:`benchmarks.ops` (same flags as
 ``python -m benchmarks.ops``; see there). Kept as a script for the commands that name it (the GPU check, the docs)."""
+
 from __future__ import annotations
 
 import os

@@ -25,10 +25,15 @@ from mmh.benchmarks.jobs import Job, Progress, job_pool, map_jobs
 from mmh.evaluation import mean_std
 
 #: (row name, method, extra overrides)
-ROWS = [("teacher", "teacher", ()), ("baseline", "baseline", ()), ("kd", "kd", ()), ("dad", "dad", ()),
-        ("rad weighting=attention", "rad", ("loss.rad.weighting=attention",)),
-        ("rad weighting=self", "rad", ("loss.rad.weighting=self",)),
-        ("rad weighting=none", "rad", ("loss.rad.weighting=none",))]
+ROWS = [
+    ("teacher", "teacher", ()),
+    ("baseline", "baseline", ()),
+    ("kd", "kd", ()),
+    ("dad", "dad", ()),
+    ("rad weighting=attention", "rad", ("loss.rad.weighting=attention",)),
+    ("rad weighting=self", "rad", ("loss.rad.weighting=self",)),
+    ("rad weighting=none", "rad", ("loss.rad.weighting=none",)),
+]
 
 
 def _parse() -> argparse.Namespace:
@@ -37,8 +42,9 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--val-size", type=int, default=1000)
     ap.add_argument("--dataset", default="synthetic_motion")
-    ap.add_argument("--metric", default="accuracy", help="a metric of the config's eval.metrics (acer: lower is "
-                    "better)")
+    ap.add_argument(
+        "--metric", default="accuracy", help="a metric of the config's eval.metrics (acer: lower is better)"
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="runs/select_main_job")
     return ap.parse_args()
@@ -52,11 +58,21 @@ def _phases(a: argparse.Namespace, steps: list[int], out: Path) -> list[list[tup
         for st in steps:
             for name, method, extra in phase:
                 for seed in range(a.seeds):
-                    over = ("train.progress=false", f"train.steps={st}", "dataset.eval_split=val",
-                            f"dataset.split_kwargs.val.size={a.val_size}", f"output.cache={out / 'cache'}", *extra)
+                    over = (
+                        "train.progress=false",
+                        f"train.steps={st}",
+                        "dataset.eval_split=val",
+                        f"dataset.split_kwargs.val.size={a.val_size}",
+                        f"output.cache={out / 'cache'}",
+                        *extra,
+                    )
                     tag = name.replace(" ", "_").replace("=", "-")
-                    ph.append((Job(a.dataset, method, seed, over, str(out / "runs" / f"{tag}-st{st}-s{seed}")),
-                               (name, st, seed)))
+                    ph.append(
+                        (
+                            Job(a.dataset, method, seed, over, str(out / "runs" / f"{tag}-st{st}-s{seed}")),
+                            (name, st, seed),
+                        )
+                    )
         jobs.append(ph)
     return jobs
 
@@ -85,9 +101,9 @@ def main() -> None:
             cells.append(f"{m:.3f} ± {sd:.3f}")
         print(f"| {name} | " + " | ".join(cells) + " |")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "selection.json").write_text(json.dumps({"dataset": a.dataset, "metric": a.metric, "val_size": a.val_size,
-                                                    "table": table},
-                                                   indent=1))
+    (out / "selection.json").write_text(
+        json.dumps({"dataset": a.dataset, "metric": a.metric, "val_size": a.val_size, "table": table}, indent=1)
+    )
 
 
 if __name__ == "__main__":

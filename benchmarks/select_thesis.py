@@ -9,8 +9,8 @@ twice the width). Methods: ``multistream`` (connections) and ``multistream_nocon
 accuracy — step 1 the two streams fused, steps 3 and 4 RGB + hallucination — and each stream alone: RGB and depth
 after step 1, the hallucination stream after steps 3 and 4), ``dmcl`` and ``mcl_random`` (chapter 5: the
 ensemble's Σ accuracy), ``admd`` and ``admd_naive`` (chapter 4: the hallucination stream alone and RGB +
-hallucination; the larger setting also widens the discriminator). Prints a table of mean ± std over seeds per (method, setting, stage) and writes
-``OUT/selection.json``.
+hallucination; the larger setting also widens the discriminator). Prints a table of mean ± std over seeds per
+(method, setting, stage) and writes ``OUT/selection.json``.
 """
 
 from __future__ import annotations
@@ -29,14 +29,28 @@ from mmh.evaluation import mean_std
 #: setting name -> overrides, per method family
 SETTINGS = {
     "multistream": {"shipped": (), "600 steps, width 16": ("train.steps=600", "model.kwargs.width=16")},
-    "mcl": {"shipped": (), "600 steps, width 32/64": ("train.steps=600", "model.kwargs.width=32",
-                                                       "model.kwargs.shared_width=64")},
-    "admd": {"shipped": (), "600 steps, width 16/32, D 256-128": ("train.steps=600", "model.kwargs.width=16",
-                                                                  "model.kwargs.shared_width=32",
-                                                                  "loss.admd.hidden=[256, 128]")},
+    "mcl": {
+        "shipped": (),
+        "600 steps, width 32/64": ("train.steps=600", "model.kwargs.width=32", "model.kwargs.shared_width=64"),
+    },
+    "admd": {
+        "shipped": (),
+        "600 steps, width 16/32, D 256-128": (
+            "train.steps=600",
+            "model.kwargs.width=16",
+            "model.kwargs.shared_width=32",
+            "loss.admd.hidden=[256, 128]",
+        ),
+    },
 }
-METHODS = {"multistream": "multistream", "multistream_noconn": "multistream", "dmcl": "mcl", "mcl_random": "mcl",
-           "admd": "admd", "admd_naive": "admd"}
+METHODS = {
+    "multistream": "multistream",
+    "multistream_noconn": "multistream",
+    "dmcl": "mcl",
+    "mcl_random": "mcl",
+    "admd": "admd",
+    "admd_naive": "admd",
+}
 
 
 def _parse() -> argparse.Namespace:
@@ -59,9 +73,13 @@ def _jobs(a: argparse.Namespace, out: Path) -> dict[Job, tuple[str, str]]:
         family = METHODS[method]
         for setting, extra in SETTINGS[family].items():
             for seed in range(a.seeds):
-                over = ("train.progress=false", "dataset.eval_split=val",
-                        f"dataset.split_kwargs={{train: {{size: 500}}, val: {{size: {a.val_size}}}}}",
-                        f"output.cache={out / 'cache'}", *extra)
+                over = (
+                    "train.progress=false",
+                    "dataset.eval_split=val",
+                    f"dataset.split_kwargs={{train: {{size: 500}}, val: {{size: {a.val_size}}}}}",
+                    f"output.cache={out / 'cache'}",
+                    *extra,
+                )
                 tag = f"{method}-{'shipped' if not extra else 'larger'}-s{seed}"
                 jobs[Job("thesis", method, seed, over, str(out / "runs" / tag))] = (method, setting)
     return jobs
@@ -109,12 +127,14 @@ def main() -> None:
     print("|---|---|---|")
     for method, settings in table.items():
         for setting, stages in settings.items():
-            cells = ", ".join(f"{st} {100 * mean_std(v)[0]:.1f} ± {100 * mean_std(v)[1]:.1f}"
-                              for st, v in stages.items())
+            cells = ", ".join(
+                f"{st} {100 * mean_std(v)[0]:.1f} ± {100 * mean_std(v)[1]:.1f}" for st, v in stages.items()
+            )
             print(f"| {method} | {setting} | {cells} |")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "selection.json").write_text(json.dumps({"val_size": a.val_size, "seeds": a.seeds, "table": table},
-                                                   indent=1))
+    (out / "selection.json").write_text(
+        json.dumps({"val_size": a.val_size, "seeds": a.seeds, "table": table}, indent=1)
+    )
 
 
 if __name__ == "__main__":

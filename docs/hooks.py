@@ -4,6 +4,7 @@ The docstrings of mmh and mmh_ext cross-reference with Sphinx roles (``:func:`ra
 know: mkdocstrings would print ``:func:`` before the name. This hook drops the role and keeps the name as code, so the
 API pages read as the source does. It changes no link and needs no import of mmh.
 """
+
 from __future__ import annotations
 
 import re

@@ -91,8 +91,23 @@ for step in range(30):
         print(f"step {step:2d}  ce {loss_ce.item():.3f}  rad {loss_rad.item():.4f}  dad {loss_dad.item():.4f}")
 
 # 3) the functional forms, for the record
-r = mmh_ext.rad_loss(s_feat, t_feat, student.classifier.weight, student.classifier.bias, teacher.classifier.weight,
-                     teacher.classifier.bias, grid=4, levels=(4, 2, 1), temperature=2.0, reduction="region")
-print("per-region RAD losses:", tuple(r.shape), "| cosine discrepancy:",
-      tuple(mmh_ext.cosine_discrepancy(s_feat.flatten(1)).shape),
-      "| injection:", tuple(mmh_ext.cross_stream_inject(s_feat, t_feat).shape))
+r = mmh_ext.rad_loss(
+    s_feat,
+    t_feat,
+    student.classifier.weight,
+    student.classifier.bias,
+    teacher.classifier.weight,
+    teacher.classifier.bias,
+    grid=4,
+    levels=(4, 2, 1),
+    temperature=2.0,
+    reduction="region",
+)
+print(
+    "per-region RAD losses:",
+    tuple(r.shape),
+    "| cosine discrepancy:",
+    tuple(mmh_ext.cosine_discrepancy(s_feat.flatten(1)).shape),
+    "| injection:",
+    tuple(mmh_ext.cross_stream_inject(s_feat, t_feat).shape),
+)

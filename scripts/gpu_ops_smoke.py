@@ -1,4 +1,5 @@
 """``python scripts/gpu_ops_smoke.py`` runs :mod:`benchmarks.gpu_check.ops_smoke` (see there; the same arguments)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """``python scripts/gpu_summary.py`` runs :mod:`benchmarks.gpu_check.summary` (see there; the same arguments)."""
+
 from __future__ import annotations
 
 import os

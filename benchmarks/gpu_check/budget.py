@@ -7,6 +7,7 @@ sections before the benchmark end ``BENCH_RESERVE_S`` before it), a section that
 started, and a section still running at its limit gets SIGTERM, then SIGKILL ``KILL_AFTER_S`` later. The check thus
 ends at most ``KILL_AFTER_S`` after the deadline, plus the summary's few seconds (:func:`worst_case_end_s`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,8 +56,9 @@ def parse_budget(value: str | None) -> int:
     except ValueError:
         seconds = 0
     if seconds <= 0:
-        raise ValueError(f"{BUDGET_ENV}={value!r}: expected a positive whole number of seconds "
-                         f"(default {DEFAULT_BUDGET_S})")
+        raise ValueError(
+            f"{BUDGET_ENV}={value!r}: expected a positive whole number of seconds (default {DEFAULT_BUDGET_S})"
+        )
     return seconds
 
 

@@ -7,6 +7,7 @@ goes to OUT/logs/<section>.log (appended to OUT/gpu_check.log when it ends), eve
 group, and at the section's limit the running command's group gets SIGTERM, then SIGKILL ``KILL_AFTER_S`` later (the
 section then counts as timed out). Its status is OUT/.status/<section> = "status<TAB>seconds<TAB>note".
 """
+
 from __future__ import annotations
 
 import datetime
@@ -18,8 +19,8 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import sections, summary
 from .budget import BUDGET_ENV, CPU_CAP_SCALE, KILL_AFTER_S, Budget, parse_budget
@@ -28,12 +29,12 @@ from .sections import Context
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The CUDA probe, run before anything is built or written: exit status 0 when torch sees a CUDA device.
-PROBE = '''import sys, torch
+PROBE = """import sys, torch
 if torch.cuda.is_available() and torch.cuda.device_count() > 0:
     sys.exit(0)
 cuda = torch.version.cuda or "no"
 print(f"gpu_check: torch {torch.__version__} (CUDA build: {cuda}) sees no CUDA device; nothing to check")
-sys.exit(1)'''
+sys.exit(1)"""
 #: Files of an earlier check in the same folder that are cleared first (nothing of it is reported).
 EARLIER = ["summary.md", "bench_ops.csv", "bench_ops.md", "test_cuda.xml", "machine.txt"]
 Body = Callable[[sections.Shell, Context], int]
@@ -43,7 +44,7 @@ class SectionShell:
     """A section's :class:`~benchmarks.gpu_check.sections.Shell`: runs its commands until ``deadline`` (monotonic
     seconds), output to ``log``."""
 
-    def __init__(self, check: "GpuCheck", name: str, log, deadline: float, env: dict[str, str]) -> None:
+    def __init__(self, check: GpuCheck, name: str, log, deadline: float, env: dict[str, str]) -> None:
         self.check, self.name, self.log, self.deadline = check, name, log, deadline
         self.env = dict(env)
         self.timed_out_rc = 0  # 124 (or 137 when SIGKILL was needed) once the limit was reached
@@ -70,24 +71,37 @@ class SectionShell:
     def note(self, text: str) -> None:
         (self.check.out / ".status" / f"{self.name}.note").write_text(text + "\n")
 
-    def run(self, argv: list[str], env: dict[str, str | None] | None = None, cwd: str | None = None,
-            tee: str | None = None, capture: list[str] | None = None) -> int:
+    def run(
+        self,
+        argv: list[str],
+        env: dict[str, str | None] | None = None,
+        cwd: str | None = None,
+        tee: str | None = None,
+        capture: list[str] | None = None,
+    ) -> int:
         """Run ``argv`` (output to the log, and to ``tee``; stdout into ``capture`` instead, if given) until the
         section's deadline."""
         if self.timed_out_rc:
             return self.timed_out_rc
         self.log.flush()
         try:
-            proc = subprocess.Popen(argv, cwd=cwd or str(self.check.root), env=self._env(env), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture is not None else
-                                    subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd or str(self.check.root),
+                env=self._env(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE if capture is not None else subprocess.STDOUT,
+                start_new_session=True,
+            )
         except OSError as exc:
             self.echo(f"{argv[0]}: cannot run: {exc}")
             return 127
         self.check.started(proc)
         outs = [self.log] + ([open(tee, "w")] if tee else [])
-        pumps = [threading.Thread(target=_pump, args=(proc.stdout, outs if capture is None else None, capture),
-                                  daemon=True)]
+        pumps = [
+            threading.Thread(target=_pump, args=(proc.stdout, outs if capture is None else None, capture), daemon=True)
+        ]
         if capture is not None:
             pumps.append(threading.Thread(target=_pump, args=(proc.stderr, outs, None), daemon=True))
         for t in pumps:
@@ -211,8 +225,9 @@ class GpuCheck:
         self.write_status(name, status, secs, note)
         log = self.out / "logs" / f"{name}.log"
         with self._lock, open(self.log_path, "a") as fh:
-            fh.write(f"\n==================== {name} ({status}, {secs}s{', ' + note if note else ''}) "
-                     "====================\n")
+            fh.write(
+                f"\n==================== {name} ({status}, {secs}s{', ' + note if note else ''}) ====================\n"
+            )
             if log.is_file():
                 fh.write(log.read_text(errors="replace"))
         self.say(f"{name}: {status} in {secs}s{f' ({note})' if note else ''}")
@@ -244,8 +259,17 @@ class GpuCheck:
         build_ok = True
         if skip_build:
             with open(self.log_path, "a") as fh:
-                ok = subprocess.run([c.py, "-m", "mmh_ext.info"], stdout=fh, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=c.env, cwd=c.root).returncode == 0
+                ok = (
+                    subprocess.run(
+                        [c.py, "-m", "mmh_ext.info"],
+                        stdout=fh,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        env=c.env,
+                        cwd=c.root,
+                    ).returncode
+                    == 0
+                )
             if ok:
                 self.skip_section("build", "PASS", "skipped (GPU_CHECK_SKIP_BUILD=1): the existing build is used")
             else:
@@ -270,9 +294,11 @@ class GpuCheck:
             self.skip_section("memcheck", "FAIL", "compute-sanitizer not found (PATH, $CUDA_HOME/bin, /opt/nvidia)")
             self.skip_section("racecheck", "FAIL", "compute-sanitizer not found")
         else:
+
             def sanitizers() -> None:
                 for tool in ("memcheck", "racecheck"):
                     self.run_section(tool, lambda sh, ctx, t=tool: sections.sanitize(sh, ctx, t), f"sanitize {tool}")
+
             lanes.append(sanitizers)
         lanes.append(lambda: self.run_section("train", sections.train, "train"))
         self.run_lanes(lanes)
@@ -289,8 +315,14 @@ class GpuCheck:
         csv = self.out / "bench_ops.csv"
         if csv.is_file() and csv.stat().st_size > 0:
             with open(self.log_path, "a") as log:
-                subprocess.run(sections.bench_markdown_argv(c), stdout=subprocess.DEVNULL, stderr=log,
-                               stdin=subprocess.DEVNULL, env=c.env, cwd=c.root)
+                subprocess.run(
+                    sections.bench_markdown_argv(c),
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    stdin=subprocess.DEVNULL,
+                    env=c.env,
+                    cwd=c.root,
+                )
         try:
             rc = summary.main([str(self.out)])
         except Exception:  # noqa: BLE001
@@ -364,8 +396,15 @@ def main(argv: list[str] | None = None, py: str | None = None, environ: dict[str
         return 1
 
     device = "cuda"
-    probe = subprocess.run([py, "-c", PROBE], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           errors="replace", stdin=subprocess.DEVNULL, env=env)
+    probe = subprocess.run(
+        [py, "-c", PROBE],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
     if probe.returncode != 0:
         if env.get("GPU_CHECK_ALLOW_NO_CUDA", "0") != "1":
             last = (probe.stdout.strip().splitlines() or ["gpu_check: torch sees no CUDA device"])[-1]
@@ -383,10 +422,12 @@ def main(argv: list[str] | None = None, py: str | None = None, environ: dict[str
     home = cuda_home(env)
     sanitizer = find_sanitizer(home, env)
     # what the bash script exported to its sections
-    env.update(OUT=str(out), DEVICE=device, PY=py, ROOT=str(ROOT), CORES=str(cores), CUDA_HOME_FOUND=home,
-               SANITIZER=sanitizer)
-    ctx = Context(py=py, root=str(ROOT), out=str(out), device=device, cores=cores, cuda_home=home,
-                  sanitizer=sanitizer, env=env)
+    env.update(
+        OUT=str(out), DEVICE=device, PY=py, ROOT=str(ROOT), CORES=str(cores), CUDA_HOME_FOUND=home, SANITIZER=sanitizer
+    )
+    ctx = Context(
+        py=py, root=str(ROOT), out=str(out), device=device, cores=cores, cuda_home=home, sanitizer=sanitizer, env=env
+    )
     check = GpuCheck(ctx, Budget(t0, total, CPU_CAP_SCALE if device == "cpu" else 1))
 
     def stop(signum, frame):  # stopped from outside: end the running commands with the check

@@ -1,5 +1,6 @@
 """The machine facts of the GPU check (OUT/machine.txt) and the CUDA tools it uses: the toolkit root that nvcc
 really runs (nvcc may be a wrapper script, as on our machines) and compute-sanitizer."""
+
 from __future__ import annotations
 
 import glob
@@ -9,12 +10,12 @@ import shutil
 import subprocess
 import time
 
-TORCH_SNIPPET = '''import torch
+TORCH_SNIPPET = """import torch
 print(f"torch: {torch.__version__} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()})")
 if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
     print("gpu:", p.name, f"(compute capability {p.major}.{p.minor}, {p.total_memory / 2**30:.0f} GiB,",
-          p.multi_processor_count, "SMs)", "x", torch.cuda.device_count())'''
+          p.multi_processor_count, "SMs)", "x", torch.cuda.device_count())"""
 
 
 def _executable(path: str) -> bool:
@@ -45,19 +46,31 @@ def cuda_home(env: dict[str, str]) -> str:
 
 def find_sanitizer(home: str, env: dict[str, str]) -> str:
     """The first compute-sanitizer found on PATH, in the toolkit, in /usr/local/cuda or /opt/nvidia; empty: none."""
-    candidates = [shutil.which("compute-sanitizer", path=env.get("PATH")) or "", f"{home}/bin/compute-sanitizer",
-                  f"{home}/compute-sanitizer/compute-sanitizer", "/usr/local/cuda/bin/compute-sanitizer",
-                  "/usr/local/cuda/compute-sanitizer/compute-sanitizer",
-                  *sorted(glob.glob("/opt/nvidia/*/compute-sanitizer/compute-sanitizer")),
-                  "/opt/nvidia/compute-sanitizer/compute-sanitizer"]
+    candidates = [
+        shutil.which("compute-sanitizer", path=env.get("PATH")) or "",
+        f"{home}/bin/compute-sanitizer",
+        f"{home}/compute-sanitizer/compute-sanitizer",
+        "/usr/local/cuda/bin/compute-sanitizer",
+        "/usr/local/cuda/compute-sanitizer/compute-sanitizer",
+        *sorted(glob.glob("/opt/nvidia/*/compute-sanitizer/compute-sanitizer")),
+        "/opt/nvidia/compute-sanitizer/compute-sanitizer",
+    ]
     return next((c for c in candidates if _executable(c)), "")
 
 
 def _output(argv: list[str], env: dict[str, str], stderr: bool = True) -> tuple[int, str]:
     """(exit status, stdout (and stderr)) of a short command; 127 with the error when it cannot be run."""
     try:
-        res = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT if stderr else subprocess.DEVNULL,
-                             stdin=subprocess.DEVNULL, env=env, text=True, errors="replace", timeout=120)
+        res = subprocess.run(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if stderr else subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            text=True,
+            errors="replace",
+            timeout=120,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return 127, str(exc)
     return res.returncode, res.stdout
@@ -71,9 +84,12 @@ def facts(py: str, cores: int, home: str, sanitizer: str, env: dict[str, str]) -
     """machine.txt: date, host, cores, python, torch and the GPU, driver, nvcc, compute-sanitizer, cupy."""
     u = os.uname()
     version = _output([py, "-c", "import sys; print(sys.version.split()[0], sys.executable)"], env)[1].strip()
-    lines = [f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-             f"host: {u.sysname} {u.release} {u.machine}",
-             f"cpu cores: {cores}", f"python: {version}"]
+    lines = [
+        f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"host: {u.sysname} {u.release} {u.machine}",
+        f"cpu cores: {cores}",
+        f"python: {version}",
+    ]
     lines += _output([py, "-c", TORCH_SNIPPET], env)[1].rstrip("\n").splitlines()
     if shutil.which("nvidia-smi", path=env.get("PATH")):
         out = _output(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], env)[1]

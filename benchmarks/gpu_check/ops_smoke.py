@@ -10,6 +10,7 @@ backward path), a zero sample and B = 1 for DAD, and one call of each operator w
 autocast hands over). Every result is compared with :mod:`mmh_ext.reference` in float64 on the CPU, so the script
 also fails on wrong values. Prints one line per check; exit status 1 if any check failed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,9 +71,11 @@ def check_rad(c: Checker, device: str, dtype: torch.dtype) -> None:
     import mmh_ext
     from mmh_ext import reference as R
 
-    for layout, (b, cs, hs, ws_, ct, ht, wt_, k) in (("contiguous", (5, 7, 5, 6, 9, 3, 4, 3)),
-                                                      ("channels_last", (3, 33, 7, 7, 17, 4, 4, 5)),
-                                                      ("strided", (2, 6, 9, 5, 6, 9, 5, 2))):
+    for layout, (b, cs, hs, ws_, ct, ht, wt_, k) in (
+        ("contiguous", (5, 7, 5, 6, 9, 3, 4, 3)),
+        ("channels_last", (3, 33, 7, 7, 17, 4, 4, 5)),
+        ("strided", (2, 6, 9, 5, 6, 9, 5, 2)),
+    ):
         name = f"rad_loss {dtype} {layout} B={b}"
 
         def one():
@@ -189,8 +192,9 @@ def _dtypes(c: Checker, name: str, grads, want) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    p.add_argument("--dtypes", default=None,
-                   help="comma-separated (default: cuda float32,float16,bfloat16; cpu float32,float64)")
+    p.add_argument(
+        "--dtypes", default=None, help="comma-separated (default: cuda float32,float16,bfloat16; cpu float32,float64)"
+    )
     p.add_argument("--no-mixed", action="store_true", help="skip the mixed-dtype calls")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -6,6 +6,7 @@ Sections: ``build`` (mmh_ext for this GPU's architecture), ``tests`` (tests/ops/
 failure on a GPU), ``memcheck`` and ``racecheck`` (compute-sanitizer on scripts/gpu_ops_smoke.py), ``train`` (the main
 job --quick and one thesis stage with AMP) and ``bench`` (benchmarks/bench_ops.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -15,19 +16,21 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 #: (name, what) in report order; the names are the keys of :data:`benchmarks.gpu_check.budget.SPECS`.
-SECTIONS = [("build", "build mmh_ext (this GPU's architecture only)"),
-            ("tests", "tests/ops/test_cuda.py"),
-            ("memcheck", "compute-sanitizer memcheck on scripts/gpu_ops_smoke.py"),
-            ("racecheck", "compute-sanitizer racecheck on scripts/gpu_ops_smoke.py"),
-            ("train", "training smoke test with AMP: main job --quick + thesis/multistream"),
-            ("bench", "benchmarks/bench_ops.py")]
+SECTIONS = [
+    ("build", "build mmh_ext (this GPU's architecture only)"),
+    ("tests", "tests/ops/test_cuda.py"),
+    ("memcheck", "compute-sanitizer memcheck on scripts/gpu_ops_smoke.py"),
+    ("racecheck", "compute-sanitizer racecheck on scripts/gpu_ops_smoke.py"),
+    ("train", "training smoke test with AMP: main job --quick + thesis/multistream"),
+    ("bench", "benchmarks/bench_ops.py"),
+]
 
 ARCH_SNIPPET = 'import torch; print("%d.%d" % torch.cuda.get_device_capability(0))'
-KERNELS_SNIPPET = '''import sys, mmh_ext
+KERNELS_SNIPPET = """import sys, mmh_ext
 info = mmh_ext.BUILD_INFO
 ok = info.get("cuda_kernels") == "1" and info.get("cuda_archs") == sys.argv[1]
 print("CUDA kernels for", info.get("cuda_archs"), "(wanted", sys.argv[1] + "):", "yes" if ok else "NO")
-sys.exit(0 if ok else 1)'''
+sys.exit(0 if ok else 1)"""
 
 
 @dataclass
@@ -56,8 +59,9 @@ class Shell(Protocol):
     ``setenv`` changes it for the rest of the section. Commands run in the checkout unless ``cwd`` says otherwise.
     ``tee``: a file that also gets the command's output."""
 
-    def run(self, argv: list[str], env: dict[str, str | None] | None = None, cwd: str | None = None,
-            tee: str | None = None) -> int: ...
+    def run(
+        self, argv: list[str], env: dict[str, str | None] | None = None, cwd: str | None = None, tee: str | None = None
+    ) -> int: ...
 
     def capture(self, argv: list[str]) -> tuple[int, str]: ...
 
@@ -87,11 +91,17 @@ def build(sh: Shell, c: Context) -> int:
     else:
         sh.setenv(MMH_EXT_NO_CUDA="1", MMH_EXT_FORCE_CUDA=None, TORCH_CUDA_ARCH_LIST=None)
     sh.setenv(MAX_JOBS=str(c.cores))
-    sh.echo(f"building mmh_ext: TORCH_CUDA_ARCH_LIST={sh.getenv('TORCH_CUDA_ARCH_LIST') or ''} MAX_JOBS={c.cores} "
-            f"CUDA_HOME={sh.getenv('CUDA_HOME') or ''} python={c.py}")
+    sh.echo(
+        f"building mmh_ext: TORCH_CUDA_ARCH_LIST={sh.getenv('TORCH_CUDA_ARCH_LIST') or ''} MAX_JOBS={c.cores} "
+        f"CUDA_HOME={sh.getenv('CUDA_HOME') or ''} python={c.py}"
+    )
     pip_log = os.path.join(c.out, "logs", "pip.log")
-    if sh.run([c.py, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index", "-e", "."],
-              tee=pip_log) != 0:
+    if (
+        sh.run(
+            [c.py, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index", "-e", "."], tee=pip_log
+        )
+        != 0
+    ):
         text = open(pip_log, errors="replace").read() if os.path.isfile(pip_log) else ""
         if not re.search(r"read-only file system|permission denied", text, re.IGNORECASE):
             return 1
@@ -119,8 +129,10 @@ def junit_summary(xml: str, device: str) -> tuple[str, bool]:
         return f"no junit report ({type(exc).__name__})", True
     suites = [root] if root.tag == "testsuite" else list(root)
     n = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
-    line = (f"{n['tests']} tests: {n['tests'] - n['failures'] - n['errors'] - n['skipped']} passed, "
-            f"{n['failures']} failed, {n['errors']} errors, {n['skipped']} skipped")
+    line = (
+        f"{n['tests']} tests: {n['tests'] - n['failures'] - n['errors'] - n['skipped']} passed, "
+        f"{n['failures']} failed, {n['errors']} errors, {n['skipped']} skipped"
+    )
     return line, bool(n["skipped"] and device == "cuda") or n["tests"] == 0
 
 
@@ -129,8 +141,10 @@ def tests(sh: Shell, c: Context) -> int:
     section's note, and a skipped test on a GPU machine (or none run) is a failure."""
     xml = os.path.join(c.out, "test_cuda.xml")
     env = {"MMH_CUDA_TESTS_ON_CPU": "1"} if c.device == "cpu" else None
-    rc = sh.run([c.py, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/ops/test_cuda.py",
-                 f"--junitxml={xml}"], env=env)
+    rc = sh.run(
+        [c.py, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/ops/test_cuda.py", f"--junitxml={xml}"],
+        env=env,
+    )
     line, bad = junit_summary(xml, c.device)
     sh.note(line)
     if bad and rc == 0:
@@ -143,9 +157,26 @@ def sanitizer_argv(c: Context, tool: str) -> list[str]:
     """compute-sanitizer ``tool`` on scripts/gpu_ops_smoke.py: only mmh_ext's kernels are instrumented (torch's and
     cuBLAS's are not ours); failing CUDA API calls that torch makes on purpose (probing) are not reported."""
     extra = ["--padding", "256", "--leak-check", "no"] if tool == "memcheck" else []
-    return [c.sanitizer, "--tool", tool, *extra, "--kernel-name", "kns=mmh_ext", "--report-api-errors", "no",
-            "--target-processes", "application-only", "--error-exitcode", "97", "--print-limit", "50",
-            c.py, "scripts/gpu_ops_smoke.py", "--device", "cuda"]
+    return [
+        c.sanitizer,
+        "--tool",
+        tool,
+        *extra,
+        "--kernel-name",
+        "kns=mmh_ext",
+        "--report-api-errors",
+        "no",
+        "--target-processes",
+        "application-only",
+        "--error-exitcode",
+        "97",
+        "--print-limit",
+        "50",
+        c.py,
+        "scripts/gpu_ops_smoke.py",
+        "--device",
+        "cuda",
+    ]
 
 
 def sanitize(sh: Shell, c: Context, tool: str) -> int:
@@ -164,19 +195,52 @@ def train(sh: Shell, c: Context) -> int:
     quick_steps = ["--steps", "10", "--no-antispoof"] if c.device == "cpu" else []
     main_out = os.path.join(c.out, "train", "main_quick")
     sh.echo(f"--- mmh benchmark mmh --quick on {dev} (train.amp=auto)")
-    if sh.run([c.py, "-m", "mmh.cli", "benchmark", "mmh", "--quick", "--workers", str(workers), "--out", main_out,
-               *quick_steps, f"device={dev}", "train.amp=auto"]) != 0:
+    if (
+        sh.run(
+            [
+                c.py,
+                "-m",
+                "mmh.cli",
+                "benchmark",
+                "mmh",
+                "--quick",
+                "--workers",
+                str(workers),
+                "--out",
+                main_out,
+                *quick_steps,
+                f"device={dev}",
+                "train.amp=auto",
+            ]
+        )
+        != 0
+    ):
         return 1
     if not _has_results(os.path.join(main_out, "results.json")):
         sh.echo("no results.json from the main job")
         return 1
     amp, steps = ("auto", 3) if c.device == "cpu" else ("bf16", 40)
     thesis = os.path.join(c.out, "train", "thesis")
-    sh.echo(f"--- mmh train thesis/multistream (cross-stream injection) on {dev}, train.amp={amp}, "
-            f"train.steps={steps}")
-    if sh.run([c.py, "-m", "mmh.cli", "train", "thesis/multistream", f"device={dev}", f"train.amp={amp}",
-               f"train.steps={steps}", "train.progress=false", f"output.root={thesis}", "--run-dir",
-               os.path.join(thesis, "multistream")]) != 0:
+    sh.echo(f"--- mmh train thesis/multistream (cross-stream injection) on {dev}, train.amp={amp}, train.steps={steps}")
+    if (
+        sh.run(
+            [
+                c.py,
+                "-m",
+                "mmh.cli",
+                "train",
+                "thesis/multistream",
+                f"device={dev}",
+                f"train.amp={amp}",
+                f"train.steps={steps}",
+                "train.progress=false",
+                f"output.root={thesis}",
+                "--run-dir",
+                os.path.join(thesis, "multistream"),
+            ]
+        )
+        != 0
+    ):
         return 1
     if not _has_results(os.path.join(thesis, "multistream", "results.json")):
         sh.echo("no results.json from the thesis stage")
@@ -186,8 +250,16 @@ def train(sh: Shell, c: Context) -> int:
 
 def bench_argv(c: Context, time_budget: int) -> list[str]:
     """benchmarks/bench_ops.py on the device, its CSV in OUT, with ``--time-budget`` (on the CPU: --quick)."""
-    argv = [c.py, "benchmarks/bench_ops.py", "--device", c.device, "--csv", os.path.join(c.out, "bench_ops.csv"),
-            "--time-budget", str(time_budget)]
+    argv = [
+        c.py,
+        "benchmarks/bench_ops.py",
+        "--device",
+        c.device,
+        "--csv",
+        os.path.join(c.out, "bench_ops.csv"),
+        "--time-budget",
+        str(time_budget),
+    ]
     if c.device == "cpu":
         argv += ["--quick", "--min-run-time", "0.05"]
     return argv
@@ -195,5 +267,11 @@ def bench_argv(c: Context, time_budget: int) -> list[str]:
 
 def bench_markdown_argv(c: Context) -> list[str]:
     """The benchmark's table and targets as markdown, from its CSV (for the summary)."""
-    return [c.py, "benchmarks/bench_ops.py", "--from-csv", os.path.join(c.out, "bench_ops.csv"), "--markdown",
-            os.path.join(c.out, "bench_ops.md")]
+    return [
+        c.py,
+        "benchmarks/bench_ops.py",
+        "--from-csv",
+        os.path.join(c.out, "bench_ops.csv"),
+        "--markdown",
+        os.path.join(c.out, "bench_ops.md"),
+    ]

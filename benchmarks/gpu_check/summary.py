@@ -6,6 +6,7 @@ Reads OUT/machine.txt, OUT/.status/<section> ("status<TAB>seconds<TAB>note"), OU
 OUT/test_cuda.xml, OUT/train/*/results.*, OUT/bench_ops.md. Exit status: 1 if a section failed or is missing,
 3 if every section passed but a benchmark target was missed or not measured, else 0.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,9 @@ def failed_tests(xml: Path) -> list[str]:
             el = case.find(kind)
             if el is not None:
                 msg = (el.get("message") or "").splitlines()[0:1]
-                out.append(f"{kind}: {case.get('classname', '')}::{case.get('name')}" + (f" — {msg[0][:200]}" if msg
-                                                                                        else ""))
+                out.append(
+                    f"{kind}: {case.get('classname', '')}::{case.get('name')}" + (f" — {msg[0][:200]}" if msg else "")
+                )
     return out
 
 
@@ -78,8 +80,11 @@ def training(out: Path) -> list[str]:
             res = json.loads(thesis.read_text())
             final = res.get("final", {})
             shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items())
-            lines += [f"`mmh train thesis/multistream` (status {res.get('status')}): final {shown or '-'}; stages "
-                      f"{', '.join(res.get('stages', {}))}", ""]
+            lines += [
+                f"`mmh train thesis/multistream` (status {res.get('status')}): final {shown or '-'}; stages "
+                f"{', '.join(res.get('stages', {}))}",
+                "",
+            ]
         except ValueError:
             lines += ["`mmh train thesis/multistream`: unreadable results.json", ""]
     else:
@@ -105,9 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         shown = {"PASS": "pass", "FAIL": "**FAIL**", "SKIP": "skipped"}.get(status, status)
         lines.append(f"| {name} | {what} | {shown} | {secs + ' s' if secs else '-'} | {note or ''} |")
     failed = [n for n, s in statuses.items() if s == "FAIL"]
-    lines += ["", f"{sum(s == 'PASS' for s in statuses.values())} passed, {len(failed)} failed"
-              + (f" ({', '.join(failed)})" if failed else "") + f", {sum(s == 'SKIP' for s in statuses.values())} "
-              "skipped.", ""]
+    lines += [
+        "",
+        f"{sum(s == 'PASS' for s in statuses.values())} passed, {len(failed)} failed"
+        + (f" ({', '.join(failed)})" if failed else "")
+        + f", {sum(s == 'SKIP' for s in statuses.values())} "
+        "skipped.",
+        "",
+    ]
 
     bad = failed_tests(out / "test_cuda.xml")
     if bad:
@@ -123,9 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     if bench_md.is_file():
         text = bench_md.read_text().strip()
         if "GPU kernel time per call" in text:  # bench_ops.md of a run with the profiler's table
-            lines += ["Wall time per call first (CUDA events around back-to-back calls: host overhead included; the "
-                      "targets are judged on it), then the GPU kernel time per call (`torch.profiler`: what the GPU "
-                      "itself spends, which is what counts where the host work overlaps a network's GPU work).", ""]
+            lines += [
+                "Wall time per call first (CUDA events around back-to-back calls: host overhead included; the "
+                "targets are judged on it), then the GPU kernel time per call (`torch.profiler`: what the GPU "
+                "itself spends, which is what counts where the host work overlaps a network's GPU work).",
+                "",
+            ]
         lines += [text, ""]
         m = re.search(r"targets: (\d+) met, (\d+) missed, (\d+) not measured", text)
         targets_ok = bool(m) and int(m.group(2)) == 0 and int(m.group(3)) == 0 and int(m.group(1)) > 0
@@ -134,8 +147,14 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in failed:
         if (out / "logs" / f"{name}.log").is_file():
-            lines += [f"## Log tail: {name} (`logs/{name}.log`)", "", "```", tail(out / "logs" / f"{name}.log"),
-                      "```", ""]
+            lines += [
+                f"## Log tail: {name} (`logs/{name}.log`)",
+                "",
+                "```",
+                tail(out / "logs" / f"{name}.log"),
+                "```",
+                "",
+            ]
     (out / "summary.md").write_text("\n".join(lines))
     if failed:
         return 1

@@ -52,10 +52,23 @@ def main(out: Path) -> int:
     shutil.rmtree(out, ignore_errors=True)
     data, run = out / "data", out / "run"
     write_tree(data)
-    rc = mmh(["train", str(REPO / "configs/templates/paired_folder/baseline.yaml"), f"dataset.kwargs.root={data}",
-              "dataset.kwargs.resolution=16", "train.epochs=null", "train.steps=20", "train.batch_size=8",
-              "train.progress=false", "threads=1", "model.kwargs={width: 8, shared_width: 16}", "output.cache=''",
-              "--run-dir", str(run)])
+    rc = mmh(
+        [
+            "train",
+            str(REPO / "configs/templates/paired_folder/baseline.yaml"),
+            f"dataset.kwargs.root={data}",
+            "dataset.kwargs.resolution=16",
+            "train.epochs=null",
+            "train.steps=20",
+            "train.batch_size=8",
+            "train.progress=false",
+            "threads=1",
+            "model.kwargs={width: 8, shared_width: 16}",
+            "output.cache=''",
+            "--run-dir",
+            str(run),
+        ]
+    )
     if rc != 0:
         return rc
     model_file = out / "student.pt"

@@ -34,8 +34,12 @@ def resize(a: np.ndarray, hw: tuple[int, int], name: str) -> np.ndarray:
         return np.ascontiguousarray(a[:, rows][:, :, cols])
     from PIL import Image
 
-    out = np.stack([np.asarray(Image.fromarray(c, mode="F").resize((w, h), Image.BILINEAR), dtype=np.float32)
-                    for c in a.astype(np.float32)])
+    out = np.stack(
+        [
+            np.asarray(Image.fromarray(c, mode="F").resize((w, h), Image.BILINEAR), dtype=np.float32)
+            for c in a.astype(np.float32)
+        ]
+    )
     if name == "flow" and out.shape[0] == 2:  # displacements in pixels: scaled with the image
         out[0] *= w / W
         out[1] *= h / H
@@ -67,8 +71,9 @@ def read_image(path: Path, channels: int, hw: tuple[int, int], depth_scale: floa
             a = np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
         a = (a[None] if a.ndim == 2 else np.moveaxis(a, -1, 0)).astype(np.float32)
     if a.ndim != 3 or a.shape[0] != channels:
-        raise SystemExit(f"prepare.py: {path} has {a.shape[0] if a.ndim == 3 else a.shape} channels, the network "
-                         f"wants {channels}")
+        raise SystemExit(
+            f"prepare.py: {path} has {a.shape[0] if a.ndim == 3 else a.shape} channels, the network wants {channels}"
+        )
     return np.ascontiguousarray(resize(a, hw, name), dtype=np.float32)
 
 
@@ -89,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     for spec, image in zip(inputs, ns.images):
         shape = [int(d) for d in spec["shape"][1:]]
         if len(shape) != 3:
-            raise SystemExit(f"prepare.py: input {spec['name']!r} is not an image (shape {shape}); write its "
-                             f".raw yourself")
+            raise SystemExit(
+                f"prepare.py: input {spec['name']!r} is not an image (shape {shape}); write its .raw yourself"
+            )
         a = read_image(image, shape[0], (shape[1], shape[2]), ns.depth_scale, spec["name"])
         a.tofile(ns.out / f"{spec['name']}.raw")
         lines.append(f"input {spec['name']} " + " ".join(map(str, shape)))

@@ -19,5 +19,8 @@ class MissingExtraError(ImportError):
 
     def __init__(self, module: str, extra: str, needed_for: str):
         self.module, self.extra, self.needed_for = module, extra, needed_for
-        super().__init__(f"{needed_for} needs the optional dependency {module!r}, which is not installed: "
-                         f"pip install 'mmh[{extra}]' (or pip install {module})", name=module)
+        super().__init__(
+            f"{needed_for} needs the optional dependency {module!r}, which is not installed: "
+            f"pip install 'mmh[{extra}]' (or pip install {module})",
+            name=module,
+        )

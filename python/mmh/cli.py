@@ -51,17 +51,38 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_train(sub: Any) -> None:
     t = sub.add_parser("train", help="train one method from a config; writes a run directory")
-    t.add_argument("args", nargs="*", metavar="CONFIG [key=value ...]",
-                   help="config path or <dataset>/<method>, then overrides such as train.steps=100")
-    t.add_argument("--run-dir", type=Path, default=None,
-                   help="run directory (default: output.root/<auto name>); one that holds a run needs --overwrite")
-    t.add_argument("--overwrite", action="store_true",
-                   help="replace the run --run-dir already holds (its config, records and stages/ are removed)")
-    t.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                   help="continue a killed run in RUN_DIR with its config.yaml (overrides: only resume-safe "
-                        "settings such as train.progress, threads, device; a CONFIG given must resolve to the same)")
-    t.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
-                   help="stop the current stage after N steps, as if killed (resume later with --resume)")
+    t.add_argument(
+        "args",
+        nargs="*",
+        metavar="CONFIG [key=value ...]",
+        help="config path or <dataset>/<method>, then overrides such as train.steps=100",
+    )
+    t.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="run directory (default: output.root/<auto name>); one that holds a run needs --overwrite",
+    )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run --run-dir already holds (its config, records and stages/ are removed)",
+    )
+    t.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a killed run in RUN_DIR with its config.yaml (overrides: only resume-safe "
+        "settings such as train.progress, threads, device; a CONFIG given must resolve to the same)",
+    )
+    t.add_argument(
+        "--stop-after-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop the current stage after N steps, as if killed (resume later with --resume)",
+    )
 
 
 def _add_eval_report(sub: Any) -> None:
@@ -79,8 +100,7 @@ def _add_benchmark(sub: Any) -> None:
     b = sub.add_parser("benchmark", help="run a benchmark: 'mmh' is the main job, 'thesis' the thesis methods")
     b.add_argument("name", choices=["mmh", "thesis"])
     b.add_argument("--quick", action="store_true", help="short smoke version (mmh < 2 min, thesis < 3 min)")
-    b.add_argument("--seeds", type=int, default=None,
-                   help="number of seeds (default: mmh 3, thesis 2; 1 with --quick)")
+    b.add_argument("--seeds", type=int, default=None, help="number of seeds (default: mmh 3, thesis 2; 1 with --quick)")
     b.add_argument("--out", type=Path, default=None, help="output directory (default runs/benchmark_<name>)")
     b.add_argument("--workers", type=int, default=2, help="parallel processes (one thread each)")
     b.add_argument("--steps", type=int, default=None, help="override the number of training steps")
@@ -103,42 +123,65 @@ def _add_export_list(sub: Any) -> None:
 def _add_data(sub: Any) -> None:
     d = sub.add_parser("data", help="check your own data (a paired folder or a manifest CSV) before training")
     dsub = d.add_subparsers(dest="data_command", required=True)
-    c = dsub.add_parser("check", help="values, outliers, unreadable files, sizes/channels, duplicates, split overlap, "
-                                      "labels, file names; exit 2 on errors")
-    c.add_argument("target", metavar="ROOT|CSV", help="a paired_folder root (ROOT/<split>/<class>/<sample>/) or a "
-                                                      "manifest CSV")
-    c.add_argument("--dataset", default=None, help="dataset name (default: paired_folder for a folder, manifest for "
-                                                   "a .csv file)")
+    c = dsub.add_parser(
+        "check",
+        help="values, outliers, unreadable files, sizes/channels, duplicates, split overlap, "
+        "labels, file names; exit 2 on errors",
+    )
+    c.add_argument(
+        "target", metavar="ROOT|CSV", help="a paired_folder root (ROOT/<split>/<class>/<sample>/) or a manifest CSV"
+    )
+    c.add_argument(
+        "--dataset", default=None, help="dataset name (default: paired_folder for a folder, manifest for a .csv file)"
+    )
     c.add_argument("--modalities", default=None, help="comma-separated modalities (default: all found)")
     c.add_argument("--classes", default=None, help="comma-separated class names: a label outside them is an error")
     c.add_argument("--splits", default=None, help="comma-separated splits (default: every split present)")
-    c.add_argument("--allow-overlap", action="store_true", help="same content within or across splits: a warning, "
-                                                                "not an error")
-    c.add_argument("--resolution", type=int, default=None, help="resize every modality to this size (as training "
-                                                                "would): sizes may then differ")
+    c.add_argument(
+        "--allow-overlap", action="store_true", help="same content within or across splits: a warning, not an error"
+    )
+    c.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="resize every modality to this size (as training would): sizes may then differ",
+    )
     c.add_argument("--num-frames", type=int, default=None, help="frames per clip (data with clip folders)")
-    c.add_argument("--depth-scale", type=float, default=None, help="16-bit images are divided by this "
-                                                                   "(default 65535)")
-    c.add_argument("--outlier-z", type=float, default=None, help="robust z-score beyond which a file is an outlier "
-                                                                 "(default 8)")
+    c.add_argument("--depth-scale", type=float, default=None, help="16-bit images are divided by this (default 65535)")
+    c.add_argument(
+        "--outlier-z", type=float, default=None, help="robust z-score beyond which a file is an outlier (default 8)"
+    )
     c.add_argument("--out", type=Path, default=None, help="also write data_check.json and data_check.txt here")
     c.add_argument("--json", action="store_true", help="print the JSON report instead of the text")
-    c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)")
+    c.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mmh``."""
-    p = _Parser(prog="mmh", description="privileged-modality learning: train with every modality, "
-                                         "deploy with the ones you have")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)")
+    p = _Parser(
+        prog="mmh", description="privileged-modality learning: train with every modality, deploy with the ones you have"
+    )
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_eval_report, _add_benchmark, _add_export_list, _add_data):
         add(sub)
     for command in sub.choices.values():  # --debug after the command too (SUPPRESS: neither place hides the other)
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)")
+        command.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)",
+        )
     return p
 
 
@@ -178,8 +221,9 @@ def _cmd_train(ns: argparse.Namespace) -> int:
     else:
         cfg = load_config(config, overrides)
     run_dir = ns.resume or ns.run_dir
-    res = run_experiment(cfg, run_dir=run_dir, resume=ns.resume is not None, stop_after_steps=ns.stop_after_steps,
-                         overwrite=ns.overwrite)
+    res = run_experiment(
+        cfg, run_dir=run_dir, resume=ns.resume is not None, stop_after_steps=ns.stop_after_steps, overwrite=ns.overwrite
+    )
     if is_main_process():
         print(json.dumps({"run_dir": res["run_dir"], "status": res["status"], "final": res.get("final")}, indent=2))
     return 0
@@ -200,8 +244,9 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
     model, _path = load_stage_network(ns.run_dir, res, stage)  # checked against the run: modalities, classes
     split = ns.split or cfg["dataset"]["eval_split"]
     device = resolve_device(cfg.get("device", "auto"))
-    metrics = evaluate_model(model, load_split(cfg, split), list(cfg["eval"]["metrics"]),
-                             int(cfg["eval"]["batch_size"]), device)
+    metrics = evaluate_model(
+        model, load_split(cfg, split), list(cfg["eval"]["metrics"]), int(cfg["eval"]["batch_size"]), device
+    )
     write_json({"stage": stage, "split": split, "metrics": metrics}, ns.run_dir / f"eval_{stage}_{split}.json")
     print(json.dumps({"stage": stage, "split": split, "metrics": metrics}, indent=2))
     return 0
@@ -221,14 +266,22 @@ def _cmd_benchmark(ns: argparse.Namespace) -> int:
         from .benchmarks.thesis import run_thesis_benchmark
 
         seeds = ns.seeds if ns.seeds is not None else (1 if ns.quick else 2)
-        run_thesis_benchmark(quick=ns.quick, seeds=seeds, out=out, workers=ns.workers, steps=ns.steps,
-                             extra_overrides=ns.overrides)
+        run_thesis_benchmark(
+            quick=ns.quick, seeds=seeds, out=out, workers=ns.workers, steps=ns.steps, extra_overrides=ns.overrides
+        )
         return 0
     from .benchmarks.main_job import benchmark_mmh
 
     seeds = ns.seeds if ns.seeds is not None else (1 if ns.quick else 3)
-    benchmark_mmh(quick=ns.quick, seeds=seeds, out=out, workers=ns.workers, steps=ns.steps,
-                  antispoof=not ns.no_antispoof, extra_overrides=ns.overrides)
+    benchmark_mmh(
+        quick=ns.quick,
+        seeds=seeds,
+        out=out,
+        workers=ns.workers,
+        steps=ns.steps,
+        antispoof=not ns.no_antispoof,
+        extra_overrides=ns.overrides,
+    )
     return 0
 
 
@@ -236,8 +289,18 @@ def _cmd_export(ns: argparse.Namespace) -> int:
     from .export import export_run
 
     sidecar = export_run(ns.run_dir, ns.out, stage=ns.stage, fmt=ns.fmt, opset=ns.opset)
-    print(json.dumps({"out": str(ns.out), "sidecar": f"{ns.out}.json", "stage": sidecar["stage"],
-                      "inputs": [i["name"] for i in sidecar["inputs"]], "check": sidecar["check"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "out": str(ns.out),
+                "sidecar": f"{ns.out}.json",
+                "stage": sidecar["stage"],
+                "inputs": [i["name"] for i in sidecar["inputs"]],
+                "check": sidecar["check"],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -270,9 +333,14 @@ def _cmd_data(ns: argparse.Namespace) -> int:
     def names(text: str | None) -> list[str] | None:
         return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
-    kwargs: dict[str, Any] = {"modalities": names(ns.modalities), "classes": names(ns.classes),
-                              "resolution": ns.resolution, "num_frames": ns.num_frames,
-                              "depth_scale": ns.depth_scale, "outlier_z": ns.outlier_z}
+    kwargs: dict[str, Any] = {
+        "modalities": names(ns.modalities),
+        "classes": names(ns.classes),
+        "resolution": ns.resolution,
+        "num_frames": ns.num_frames,
+        "depth_scale": ns.depth_scale,
+        "outlier_z": ns.outlier_z,
+    }
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if ns.allow_overlap:
         kwargs["allow_overlap"] = True
@@ -285,8 +353,15 @@ def _cmd_data(ns: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "report": _cmd_report, "benchmark": _cmd_benchmark,
-             "export": _cmd_export, "list": _cmd_list, "data": _cmd_data}
+_COMMANDS = {
+    "train": _cmd_train,
+    "eval": _cmd_eval,
+    "report": _cmd_report,
+    "benchmark": _cmd_benchmark,
+    "export": _cmd_export,
+    "list": _cmd_list,
+    "data": _cmd_data,
+}
 
 
 def _one_line(text: str) -> str:
@@ -313,8 +388,15 @@ def _interrupted_type() -> type | None:
 
 def _bad_input_types() -> tuple[type, ...]:
     """Exceptions that mean bad input (exit status 2): a config, an argument, a data or run file."""
-    types: list[type] = [ValueError, KeyError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                         MissingExtraError]
+    types: list[type] = [
+        ValueError,
+        KeyError,
+        TypeError,
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        MissingExtraError,
+    ]
     try:
         import yaml
 
@@ -357,8 +439,10 @@ def main(argv: list[str] | None = None) -> int:
         if extra:  # key=value overrides may come after options
             target = {"train": "args", "benchmark": "overrides"}.get(ns.command)
             if target is None or any("=" not in e or e.startswith("-") for e in extra):
-                print(f"mmh {ns.command}: error: unrecognized arguments: {' '.join(extra)} (see mmh {ns.command} "
-                      f"--help)", file=sys.stderr)
+                print(
+                    f"mmh {ns.command}: error: unrecognized arguments: {' '.join(extra)} (see mmh {ns.command} --help)",
+                    file=sys.stderr,
+                )
                 return 2
             getattr(ns, target).extend(extra)
     except SystemExit as exc:  # --help, or a usage error already reported on one line

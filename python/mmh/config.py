@@ -48,10 +48,33 @@ from typing import Any
 import yaml
 
 __all__ = [
-    "DEFAULTS", "defaults", "load_config", "apply_overrides", "parse_value", "merge", "get_path", "set_path", "save_config",
-    "config_hash", "stage_train_config", "config_dir", "find_config", "AMP_VALUES", "amp_setting", "read_yaml",
-    "parse_yaml", "load_run_config", "resume_changes", "RESUME_SAFE", "MAX_YAML_BYTES", "MAX_YAML_ALIASES",
-    "MAX_YAML_NODES", "METHOD_DEFAULTS", "loss_defaults", "declare_loss_defaults", "check_loss_defaults",
+    "DEFAULTS",
+    "defaults",
+    "load_config",
+    "apply_overrides",
+    "parse_value",
+    "merge",
+    "get_path",
+    "set_path",
+    "save_config",
+    "config_hash",
+    "stage_train_config",
+    "config_dir",
+    "find_config",
+    "AMP_VALUES",
+    "amp_setting",
+    "read_yaml",
+    "parse_yaml",
+    "load_run_config",
+    "resume_changes",
+    "RESUME_SAFE",
+    "MAX_YAML_BYTES",
+    "MAX_YAML_ALIASES",
+    "MAX_YAML_NODES",
+    "METHOD_DEFAULTS",
+    "loss_defaults",
+    "declare_loss_defaults",
+    "check_loss_defaults",
 ]
 
 #: The framework's defaults: every key a config may set appears here or in a method's ``loss.<section>`` defaults
@@ -123,14 +146,31 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "mcl": {"lam": 0.5, "temperature": 2.0, "t_squared": False, "winner_ce": 1.0, "beta": 0.75},
     # multistream, hoffman, moddrop (mmh.methods.thesis.multistream.MULTISTREAM_DEFAULTS, HOFFMAN_DEFAULTS, ...)
     "multistream": {
-        "alpha": 0.5, "lam": 0.5, "temperature": 10.0, "t_squared": False, "student_temperature": True,
-        "hall_layers": ["layer4"], "hall_reduction": "sample_sum", "hall_scale": 1.0, "teacher": "depth_stream",
-        "gd_on": "fused", "connections": True, "direction": "depth_to_rgb", "step2_loss": "fused"},
+        "alpha": 0.5,
+        "lam": 0.5,
+        "temperature": 10.0,
+        "t_squared": False,
+        "student_temperature": True,
+        "hall_layers": ["layer4"],
+        "hall_reduction": "sample_sum",
+        "hall_scale": 1.0,
+        "teacher": "depth_stream",
+        "gd_on": "fused",
+        "connections": True,
+        "direction": "depth_to_rgb",
+        "step2_loss": "fused",
+    },
     "hoffman": {"gamma": 1.0, "hall_layers": ["layer4"], "hall_reduction": "sample_sum"},
     "moddrop": {"p_drop": 0.5, "modality": "depth", "p_input": 0.1},
     # admd, admd_naive (mmh.methods.thesis.admd.ADMD_DEFAULTS)
-    "admd": {"frame_conditioning": True, "hidden": [128, 64], "d_weight": 1.0, "h_weight": 1.0, "h_ce": 0.0,
-             "naive": False},
+    "admd": {
+        "frame_conditioning": True,
+        "hidden": [128, 64],
+        "d_weight": 1.0,
+        "h_weight": 1.0,
+        "h_ce": 0.0,
+        "naive": False,
+    },
 }
 
 #: ``loss.<section>`` -> its defaults: :data:`METHOD_DEFAULTS` and the sections declared since
@@ -144,16 +184,19 @@ def check_loss_defaults(section: Any, values: Any, owner: str = "a method") -> d
     section's defaults when it is already declared (one section, one set of defaults). ValueError/TypeError naming
     ``owner`` and the section otherwise; nothing is declared."""
     if not isinstance(section, str) or not section or "." in section:
-        raise ValueError(f"{owner} declares defaults for loss.{section}: a section name must be a non-empty string "
-                         f"without dots")
+        raise ValueError(
+            f"{owner} declares defaults for loss.{section}: a section name must be a non-empty string without dots"
+        )
     if section in DEFAULTS["loss"]:
         raise ValueError(f"{owner} declares defaults for loss.{section}, a key of the framework's DEFAULTS")
     if not isinstance(values, Mapping) or not all(isinstance(k, str) for k in values):
         raise TypeError(f"{owner}: the defaults of loss.{section} must be a mapping with string keys, got {values!r}")
     values = copy.deepcopy(dict(values))
     if section in _LOSS_DEFAULTS and _LOSS_DEFAULTS[section] != values:
-        raise ValueError(f"{owner} declares loss.{section} defaults {values} that differ from those already declared: "
-                         f"{_LOSS_DEFAULTS[section]}")
+        raise ValueError(
+            f"{owner} declares loss.{section} defaults {values} that differ from those already declared: "
+            f"{_LOSS_DEFAULTS[section]}"
+        )
     return values
 
 
@@ -242,8 +285,9 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
         _check_nodes(node)
         return loader.construct_document(node)
     except _PastBounds as exc:
-        raise ValueError(f"{source} is refused: {exc} (aliases are bounded so that a shared file cannot exhaust "
-                         f"memory)") from None
+        raise ValueError(
+            f"{source} is refused: {exc} (aliases are bounded so that a shared file cannot exhaust memory)"
+        ) from None
     except (yaml.YAMLError, ValueError, TypeError) as exc:
         raise ValueError(f"{source} is not valid YAML: {exc}") from None
     except RecursionError:
@@ -326,8 +370,10 @@ def set_path(cfg: dict[str, Any], dotted: str, value: Any, *, create: bool = Fal
                 raise KeyError(_unknown(cfg, ".".join(parts[: i + 1])))
             node[part] = {}
         if not isinstance(node[part], dict):
-            raise KeyError(f"config key {'.'.join(parts[: i + 1])!r} is a {type(node[part]).__name__}, "
-                           f"not a section, so {dotted!r} cannot be set")
+            raise KeyError(
+                f"config key {'.'.join(parts[: i + 1])!r} is a {type(node[part]).__name__}, "
+                f"not a section, so {dotted!r} cannot be set"
+            )
         node = node[part]
     if parts[-1] not in node and not create:
         raise KeyError(_unknown(cfg, dotted))
@@ -440,8 +486,10 @@ def _base_path(including: Path, base: Any) -> Path:
     try:
         return find_config(base, files=False)
     except FileNotFoundError:
-        raise FileNotFoundError(f"config file {including}: _base_ {base!r} not found: neither {rel} nor a shipped "
-                                f"config under {config_dir()}") from None
+        raise FileNotFoundError(
+            f"config file {including}: _base_ {base!r} not found: neither {rel} nor a shipped "
+            f"config under {config_dir()}"
+        ) from None
 
 
 def defaults() -> dict[str, Any]:
@@ -513,8 +561,9 @@ def amp_setting(value: Any, key: str = "train.amp") -> str:
         return "true" if value else "false"
     if isinstance(value, str) and value.strip().lower() in AMP_VALUES:
         return value.strip().lower()
-    raise ValueError(f"config key {key!r} must be one of {', '.join(AMP_VALUES)} (a bool means true/false), "
-                     f"got {value!r}")
+    raise ValueError(
+        f"config key {key!r} must be one of {', '.join(AMP_VALUES)} (a bool means true/false), got {value!r}"
+    )
 
 
 def stage_train_config(cfg: Mapping[str, Any], stage: str) -> dict[str, Any]:
@@ -549,8 +598,10 @@ def load_run_config(run_dir: str | os.PathLike, overrides: Iterable[str] = ()) -
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
     data = read_yaml(path, "run config")
     if not data:
-        raise ValueError(f"run config {path} is empty; it is written once when the run is created, so the run folder "
-                         f"is damaged (start a new run)")
+        raise ValueError(
+            f"run config {path} is empty; it is written once when the run is created, so the run folder "
+            f"is damaged (start a new run)"
+        )
     if not isinstance(data, dict):
         raise ValueError(f"run config {path} must hold a mapping at the top level, got {type(data).__name__}")
     if "_base_" in data:
@@ -566,11 +617,20 @@ def load_run_config(run_dir: str | os.PathLike, overrides: Iterable[str] = ()) -
 #: Settings a resumed run may change (``fnmatch`` patterns of dotted keys): they change how a run is executed or
 #: reported, not the trained weights or the metrics. Any other change is a new run (a new ``--run-dir``).
 RESUME_SAFE: tuple[str, ...] = (
-    "device", "threads",
-    "train.progress", "train.log_every", "train.tensorboard", "train.num_workers", "train.checkpoint_every",
-    "stages.*.progress", "stages.*.log_every", "stages.*.tensorboard", "stages.*.num_workers",
+    "device",
+    "threads",
+    "train.progress",
+    "train.log_every",
+    "train.tensorboard",
+    "train.num_workers",
+    "train.checkpoint_every",
+    "stages.*.progress",
+    "stages.*.log_every",
+    "stages.*.tensorboard",
+    "stages.*.num_workers",
     "stages.*.checkpoint_every",
-    "eval.batch_size", "dataset.cache",
+    "eval.batch_size",
+    "dataset.cache",
 )
 
 
@@ -585,8 +645,9 @@ def _leaves(cfg: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def resume_changes(saved: Mapping[str, Any], cfg: Mapping[str, Any],
-                   run_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def resume_changes(
+    saved: Mapping[str, Any], cfg: Mapping[str, Any], run_dir: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """The resume-safe settings in which ``cfg`` differs from a run's ``saved`` config (``{dotted key: new value}``);
     ValueError naming every other key that differs, and how to start a new run with them instead (from the run
     folder ``run_dir``'s config, when given)."""
@@ -597,9 +658,11 @@ def resume_changes(saved: Mapping[str, Any], cfg: Mapping[str, Any],
         shown = ", ".join(f"{k} ({_show(old.get(k, _MISSING))} -> {_show(new.get(k, _MISSING))})" for k in unsafe[:8])
         more = f" and {len(unsafe) - 8} more" if len(unsafe) > 8 else ""
         config = Path(run_dir) / "config.yaml" if run_dir is not None else "CONFIG"
-        raise ValueError(f"cannot resume with changed settings {shown}{more}: a resumed run keeps the settings it was "
-                         f"created with (only {', '.join(RESUME_SAFE)} may change). To train with these settings, "
-                         f"start a new run: mmh train {config} KEY=VALUE ... --run-dir NEW_DIR")
+        raise ValueError(
+            f"cannot resume with changed settings {shown}{more}: a resumed run keeps the settings it was "
+            f"created with (only {', '.join(RESUME_SAFE)} may change). To train with these settings, "
+            f"start a new run: mmh train {config} KEY=VALUE ... --run-dir NEW_DIR"
+        )
     return {k: new.get(k) for k in changed}
 
 

@@ -123,8 +123,15 @@ def _onnx_modules() -> tuple[Any, Any]:
     return onnx, onnxruntime
 
 
-def _write_and_run(wrapper: nn.Module, names: Sequence[str], example: tuple[Tensor, ...],
-                   check: tuple[Tensor, ...], out: Path, fmt: str, opset: int) -> tuple[Tensor, Tensor]:
+def _write_and_run(
+    wrapper: nn.Module,
+    names: Sequence[str],
+    example: tuple[Tensor, ...],
+    check: tuple[Tensor, ...],
+    out: Path,
+    fmt: str,
+    opset: int,
+) -> tuple[Tensor, Tensor]:
     """Trace ``wrapper`` on ``example`` into ``out`` (format ``fmt``); return (the run's logits on ``check``, the
     file's logits on ``check``)."""
     from .models.multiplier import decomposed_injection
@@ -138,28 +145,50 @@ def _write_and_run(wrapper: nn.Module, names: Sequence[str], example: tuple[Tens
             traced.save(str(out))
             return expected, torch.jit.load(str(out))(*check)
         onnx, ort = _onnx_modules()
-        torch.onnx.export(wrapper, example, str(out), input_names=names, output_names=["logits"],
-                          dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
-                          opset_version=opset, dynamo=False)
+        torch.onnx.export(
+            wrapper,
+            example,
+            str(out),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
         onnx.checker.check_model(str(out))
         sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         return expected, torch.from_numpy(sess.run(["logits"], {n: x.numpy() for n, x in zip(names, check)})[0])
 
 
-def _sidecar(fmt: str, out: Path, run: Path, stage: str, facts: Mapping[str, Any], names: Sequence[str],
-             num_classes: int, diff: float, batch: int, opset: int) -> dict[str, Any]:
+def _sidecar(
+    fmt: str,
+    out: Path,
+    run: Path,
+    stage: str,
+    facts: Mapping[str, Any],
+    names: Sequence[str],
+    num_classes: int,
+    diff: float,
+    batch: int,
+    opset: int,
+) -> dict[str, Any]:
     """The JSON sidecar: inputs in order with shapes and normalisation, classes, output, and the check."""
     norm = facts.get("normalization") or {}
     shapes = facts.get("input_shapes") or {}
     sidecar = {
-        "format": fmt, "file": out.name, "run_dir": str(run.resolve()), "stage": stage,
-        "dataset": facts.get("name"), "class_names": list(facts.get("class_names") or []),
+        "format": fmt,
+        "file": out.name,
+        "run_dir": str(run.resolve()),
+        "stage": stage,
+        "dataset": facts.get("name"),
+        "class_names": list(facts.get("class_names") or []),
         "num_classes": num_classes,
-        "inputs": [{"name": n, "shape": ["batch", *shapes[n]], "dtype": "float32",
-                    "normalization": norm.get(n)} for n in names],
+        "inputs": [
+            {"name": n, "shape": ["batch", *shapes[n]], "dtype": "float32", "normalization": norm.get(n)} for n in names
+        ],
         "output": {"name": "logits", "shape": ["batch", num_classes]},
         "preprocess": "each input x (values as the dataset reads them: 8-bit / 255, 16-bit / depth_scale) is fed "
-                      "as (x - mean[c]) / std[c] per channel c (std < 1e-6 taken as 1); normalization null: as is",
+        "as (x - mean[c]) / std[c] per channel c (std < 1e-6 taken as 1); normalization null: as is",
         "check": {"max_abs_diff": diff, "batch": batch},
     }
     if fmt == "onnx":
@@ -167,8 +196,15 @@ def _sidecar(fmt: str, out: Path, run: Path, stage: str, facts: Mapping[str, Any
     return sidecar
 
 
-def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, stage: str | None = None,
-               fmt: str = "torchscript", opset: int = 17, batch: int = 2) -> dict[str, Any]:
+def export_run(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    stage: str | None = None,
+    fmt: str = "torchscript",
+    opset: int = 17,
+    batch: int = 2,
+) -> dict[str, Any]:
     """Export ``stage`` of ``run_dir`` to ``out`` in format ``fmt`` and write ``<out>.json``; return the sidecar.
 
     The network is traced on random inputs of the dataset's item shapes with batch ``batch`` (the batch size stays
@@ -190,13 +226,16 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, stage: str
     expected, got = _write_and_run(wrapper, names, example, check, out, fmt, opset)
     diff = float((got - expected).abs().max())
     if not diff <= TOLERANCE:
-        raise RuntimeError(f"the exported {fmt} network {out} differs from the run's by {diff:.3g} "
-                           f"(> {TOLERANCE}); not usable")
+        raise RuntimeError(
+            f"the exported {fmt} network {out} differs from the run's by {diff:.3g} (> {TOLERANCE}); not usable"
+        )
     width, classes = int(expected.shape[1]), facts.get("num_classes")
     if classes is not None and width != classes:  # check_stage_network compares the configs; this, the output
         out.unlink(missing_ok=True)
-        raise ValueError(f"stage {stage!r} of {run}: the network gives {width} logits but the run's dataset.json "
-                         f"has {classes} classes")
+        raise ValueError(
+            f"stage {stage!r} of {run}: the network gives {width} logits but the run's dataset.json "
+            f"has {classes} classes"
+        )
     sidecar = _sidecar(fmt, out, run, stage, facts, names, width, diff, batch + 1, opset)
     write_json(sidecar, f"{out}.json")
     return sidecar

@@ -34,9 +34,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "kd_loss", "soft_cross_entropy", "generalized_distillation", "hallucination_loss", "HALL_REDUCTIONS",
-    "modality_distillation_loss", "kl_to_uniform", "mcl_loss", "MCL_MODES", "admd_targets",
-    "admd_discriminator_loss", "admd_hallucination_loss", "feature_matching_loss",
+    "kd_loss",
+    "soft_cross_entropy",
+    "generalized_distillation",
+    "hallucination_loss",
+    "HALL_REDUCTIONS",
+    "modality_distillation_loss",
+    "kl_to_uniform",
+    "mcl_loss",
+    "MCL_MODES",
+    "admd_targets",
+    "admd_discriminator_loss",
+    "admd_hallucination_loss",
+    "feature_matching_loss",
 ]
 
 
@@ -64,22 +74,26 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     callers' teachers are frozen)."""
     _check_temperature(temperature)
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
-                         f"{tuple(teacher_logits.shape)} differ in shape")
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} differ in shape"
+        )
     log_ps = F.log_softmax(_f32(student_logits) / temperature, dim=1)
     log_pt = F.log_softmax(_f32(teacher_logits) / temperature, dim=1)
     return temperature**2 * F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
 
 
-def _soft_ce_per_sample(student_logits: Tensor, target_logits: Tensor, temperature: float,
-                        student_temperature: bool) -> Tensor:
+def _soft_ce_per_sample(
+    student_logits: Tensor, target_logits: Tensor, temperature: float, student_temperature: bool
+) -> Tensor:
     t_s = temperature if student_temperature else 1.0
     p_t = F.softmax(_f32(target_logits.detach()) / temperature, dim=-1)
     return -(p_t * F.log_softmax(_f32(student_logits) / t_s, dim=-1)).sum(-1)
 
 
-def soft_cross_entropy(student_logits: Tensor, target_logits: Tensor, temperature: float, *,
-                       student_temperature: bool = True) -> Tensor:
+def soft_cross_entropy(
+    student_logits: Tensor, target_logits: Tensor, temperature: float, *, student_temperature: bool = True
+) -> Tensor:
     """The soft term of thesis Eq. 3.5 / 5.3: ``ℓ(s, σ(f(x)/T'))`` with the soft targets ``s = σ(f_t(x)/T)``
     (Eq. 3.6 / 5.2) — ``−Σ_k s_k log softmax(f(x)/T')_k``, averaged over the batch.
 
@@ -87,14 +101,23 @@ def soft_cross_entropy(student_logits: Tensor, target_logits: Tensor, temperatur
     The target is detached (the teacher receives no gradient from this loss)."""
     _check_temperature(temperature)
     if student_logits.shape != target_logits.shape or student_logits.dim() != 2:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and target logits "
-                         f"{tuple(target_logits.shape)} must be equal (B, K) shapes")
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and target logits "
+            f"{tuple(target_logits.shape)} must be equal (B, K) shapes"
+        )
     return _soft_ce_per_sample(student_logits, target_logits, temperature, student_temperature).mean()
 
 
-def generalized_distillation(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, *, lam: float = 0.5,
-                             temperature: float = 10.0, t_squared: bool = False, student_temperature: bool = True
-                             ) -> dict[str, Tensor]:
+def generalized_distillation(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor,
+    *,
+    lam: float = 0.5,
+    temperature: float = 10.0,
+    t_squared: bool = False,
+    student_temperature: bool = True,
+) -> dict[str, Tensor]:
     """Generalized distillation (Lopez-Paz et al.), thesis Eq. 3.5 (= Eq. 5.3):
     ``L_GD = (1−λ) ℓ(y, σ(f(x))) + λ [T²] ℓ(s, σ(f(x)/T'))`` with ``s = σ(f_t(x)/T)``.
 
@@ -124,8 +147,10 @@ def hallucination_loss(student_map: Tensor, teacher_map: Tensor, reduction: str 
     Eq. 3.3 is the caller's.
     """
     if student_map.shape != teacher_map.shape:
-        raise ValueError(f"hallucination loss: student map {tuple(student_map.shape)} and teacher map "
-                         f"{tuple(teacher_map.shape)} differ in shape")
+        raise ValueError(
+            f"hallucination loss: student map {tuple(student_map.shape)} and teacher map "
+            f"{tuple(teacher_map.shape)} differ in shape"
+        )
     if reduction not in HALL_REDUCTIONS:
         raise ValueError(f"hall_reduction must be one of {HALL_REDUCTIONS}, got {reduction!r}")
     sq = (torch.sigmoid(student_map) - torch.sigmoid(teacher_map.detach())).pow(2)
@@ -136,12 +161,21 @@ def hallucination_loss(student_map: Tensor, teacher_map: Tensor, reduction: str 
     return sq.flatten(1).sum(1).mean()
 
 
-def modality_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
-                               student_maps: Sequence[Tensor], teacher_maps: Sequence[Tensor], *,
-                               alpha: float = 0.5, lam: float = 0.5, temperature: float = 10.0,
-                               t_squared: bool = False, student_temperature: bool = True,
-                               hall_reduction: str = "sample_sum", hall_scale: float = 1.0
-                               ) -> dict[str, Tensor]:
+def modality_distillation_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor,
+    student_maps: Sequence[Tensor],
+    teacher_maps: Sequence[Tensor],
+    *,
+    alpha: float = 0.5,
+    lam: float = 0.5,
+    temperature: float = 10.0,
+    t_squared: bool = False,
+    student_temperature: bool = True,
+    hall_reduction: str = "sample_sum",
+    hall_scale: float = 1.0,
+) -> dict[str, Tensor]:
     """The combined loss of thesis Eq. 3.7: ``L = (1−α) L_GD + α L_hall`` (L_GD: Eq. 3.5,
     :func:`generalized_distillation`; L_hall: Eq. 3.3, :func:`hallucination_loss` summed over the paired layers).
 
@@ -154,8 +188,15 @@ def modality_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, l
         raise ValueError(f"{len(student_maps)} student maps and {len(teacher_maps)} teacher maps do not pair up")
     out: dict[str, Tensor] = {}
     if alpha < 1.0:
-        gd = generalized_distillation(student_logits, teacher_logits, labels, lam=lam, temperature=temperature,
-                                      t_squared=t_squared, student_temperature=student_temperature)
+        gd = generalized_distillation(
+            student_logits,
+            teacher_logits,
+            labels,
+            lam=lam,
+            temperature=temperature,
+            t_squared=t_squared,
+            student_temperature=student_temperature,
+        )
         out["loss_gd_hard"] = (1.0 - alpha) * gd["hard"]
         out["loss_gd_soft"] = (1.0 - alpha) * gd["soft"]
     if alpha > 0.0:
@@ -169,13 +210,15 @@ def modality_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, l
 def feature_matching_loss(student_maps: Sequence[Tensor], teacher_maps: Sequence[Tensor]) -> Tensor:
     """MARS (Crasto et al.): ``Σ_layers MSE(student map, teacher map)`` (each MSE a mean over all elements)."""
     if len(student_maps) != len(teacher_maps) or not student_maps:
-        raise ValueError(f"feature matching needs paired maps, got {len(student_maps)} student and "
-                         f"{len(teacher_maps)} teacher maps")
+        raise ValueError(
+            f"feature matching needs paired maps, got {len(student_maps)} student and {len(teacher_maps)} teacher maps"
+        )
     total = student_maps[0].new_zeros(())
     for s, t in zip(student_maps, teacher_maps, strict=True):
         if s.shape != t.shape:
-            raise ValueError(f"feature matching needs equal shapes: student {tuple(s.shape)} vs teacher "
-                             f"{tuple(t.shape)}")
+            raise ValueError(
+                f"feature matching needs equal shapes: student {tuple(s.shape)} vs teacher {tuple(t.shape)}"
+            )
         total = total + F.mse_loss(s, t)
     return total
 
@@ -190,9 +233,18 @@ def kl_to_uniform(logits: Tensor) -> Tensor:
     return -F.log_softmax(_f32(logits), dim=-1).mean(-1) - math.log(k)
 
 
-def mcl_loss(logits: Tensor, labels: Tensor, mode: str, *, lam: float = 0.5, temperature: float = 2.0,
-             t_squared: bool = False, beta: float = 0.75, winner_ce: float = 1.0,
-             generator: torch.Generator | None = None) -> tuple[dict[str, Tensor], Tensor]:
+def mcl_loss(
+    logits: Tensor,
+    labels: Tensor,
+    mode: str,
+    *,
+    lam: float = 0.5,
+    temperature: float = 2.0,
+    t_squared: bool = False,
+    beta: float = 0.75,
+    winner_ce: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[dict[str, Tensor], Tensor]:
     """The loss terms of an MCL method over M networks and the per-sample winners (B,) int64.
 
     ``logits``: (M, B, K), network m's logits for sample i; ``labels``: (B,) int64. With ``ce[m, i] = CE(y_i,
@@ -233,8 +285,9 @@ def mcl_loss(logits: Tensor, labels: Tensor, mode: str, *, lam: float = 0.5, tem
     return out, winners
 
 
-def _check_mcl_inputs(logits: Tensor, labels: Tensor, mode: str, temperature: float, lam: float
-                      ) -> tuple[int, int, int]:
+def _check_mcl_inputs(
+    logits: Tensor, labels: Tensor, mode: str, temperature: float, lam: float
+) -> tuple[int, int, int]:
     """(M, B, K) of valid :func:`mcl_loss` inputs; ValueError naming the argument otherwise."""
     if mode not in MCL_MODES:
         raise ValueError(f"MCL mode must be one of {MCL_MODES}, got {mode!r}")
@@ -277,8 +330,9 @@ def admd_targets(labels: Tensor, num_classes: int, naive: bool) -> tuple[Tensor,
     return labels, torch.full_like(labels, num_classes), labels
 
 
-def admd_discriminator_loss(d_real_logits: Tensor, d_fake_logits: Tensor, real_targets: Tensor,
-                            fake_targets: Tensor) -> Tensor:
+def admd_discriminator_loss(
+    d_real_logits: Tensor, d_fake_logits: Tensor, real_targets: Tensor, fake_targets: Tensor
+) -> Tensor:
     """D's side of thesis Eq. 4.2: ``L(D(E_d(x)||y_t), ŷ) + L(D(H(x)||y_t), ŷ)`` — softmax cross-entropy of D's
     outputs on the real (depth) features and on the *detached* hallucinated features against the Eq. 4.1
     targets (each a mean over the frames of the batch)."""

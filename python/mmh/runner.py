@@ -41,17 +41,39 @@ from .data import build_dataset, dataset_facts, materialize
 from .data.check import check_before_training
 from .evaluation import evaluate_model
 from .methods import Stage, StageContext, method_stages
-from .train import (NonFiniteError, StageModule, Trainer, TrainingInterrupted, TrainResult, check_finite, load_model,
-                    save_model)
+from .train import (
+    NonFiniteError,
+    StageModule,
+    Trainer,
+    TrainingInterrupted,
+    TrainResult,
+    check_finite,
+    load_model,
+    save_model,
+)
 from .train.checkpoint import save_tensors
 from .utils.device import resolve_device
 from .utils.distributed import elastic_restart_count, init_distributed_from_env
 from .utils.io import atomic_copy, read_json, remove_stale_temps, write_json
 from .utils.seed import seed_everything
 
-__all__ = ["run_experiment", "load_split", "load_results", "stage_model_path", "stage_artifact_path", "stage_key",
-           "default_run_dir", "dataset_record", "split_kwargs", "Source", "CACHE_VERSION", "is_run_dir",
-           "network_record", "check_stage_network", "load_stage_network"]
+__all__ = [
+    "run_experiment",
+    "load_split",
+    "load_results",
+    "stage_model_path",
+    "stage_artifact_path",
+    "stage_key",
+    "default_run_dir",
+    "dataset_record",
+    "split_kwargs",
+    "Source",
+    "CACHE_VERSION",
+    "is_run_dir",
+    "network_record",
+    "check_stage_network",
+    "load_stage_network",
+]
 
 #: Bump when a change makes cached artifacts stale.
 CACHE_VERSION = 1
@@ -73,8 +95,12 @@ def load_split(cfg: Mapping[str, Any], split: str) -> Dataset:
         ds = build_dataset(d["name"], split=split, **kwargs)
         skipped = getattr(ds, "skipped", None)
         if skipped:  # on_missing="skip": say so, or the run's numbers silently cover fewer samples
-            print(f"[{d['name']} {split}] {len(skipped)} sample(s) skipped (on_missing=skip), e.g. "
-                  f"{skipped[0][0]}: {skipped[0][1]}", file=sys.stderr, flush=True)
+            print(
+                f"[{d['name']} {split}] {len(skipped)} sample(s) skipped (on_missing=skip), e.g. "
+                f"{skipped[0][0]}: {skipped[0][1]}",
+                file=sys.stderr,
+                flush=True,
+            )
         if d["cache"] and getattr(ds, "transform", None) is None:
             ds = materialize(ds)
         _DATASETS[key] = ds
@@ -103,10 +129,15 @@ def dataset_record(cfg: Mapping[str, Any], dataset: Dataset, facts: Mapping[str,
     """The run's ``dataset.json``: name, class names, modalities, per-item input shapes and the per-modality
     normalisation the dataset applied (``{m: {"mean": [..], "std": [..]}}``, or None when it applies none)."""
     item = dataset[0]
-    return {"name": cfg["dataset"]["name"], "class_names": list(getattr(dataset, "class_names", []) or []),
-            "num_classes": facts["num_classes"], "modalities": list(facts["modalities"]),
-            "input_shapes": {m: list(item[m].shape) for m in facts["modalities"]},
-            "num_frames": facts["num_frames"], "normalization": getattr(dataset, "normalization", None)}
+    return {
+        "name": cfg["dataset"]["name"],
+        "class_names": list(getattr(dataset, "class_names", []) or []),
+        "num_classes": facts["num_classes"],
+        "modalities": list(facts["modalities"]),
+        "input_shapes": {m: list(item[m].shape) for m in facts["modalities"]},
+        "num_frames": facts["num_frames"],
+        "normalization": getattr(dataset, "normalization", None),
+    }
 
 
 def stage_key(stage: Stage, cfg: Mapping[str, Any], input_keys: Mapping[str, str], data_fingerprint: str = "") -> str:
@@ -115,19 +146,25 @@ def stage_key(stage: Stage, cfg: Mapping[str, Any], input_keys: Mapping[str, str
     if stage.trains:
         train = {k: v for k, v in stage_train_config(cfg, stage.section).items() if k not in _COSMETIC}
     d = cfg["dataset"]
-    payload = {"v": CACHE_VERSION, "kind": stage.kind, "seed": cfg["seed"],
-               "dataset": [d["name"], split_kwargs(cfg, d["train_split"]), d["train_split"], data_fingerprint],
-               "model": cfg["model"], "train": train,
-               "depends": {k: get_path(cfg, k) for k in stage.depends_on},
-               "inputs": [input_keys[i] for i in stage.inputs]}
+    payload = {
+        "v": CACHE_VERSION,
+        "kind": stage.kind,
+        "seed": cfg["seed"],
+        "dataset": [d["name"], split_kwargs(cfg, d["train_split"]), d["train_split"], data_fingerprint],
+        "model": cfg["model"],
+        "train": train,
+        "depends": {k: get_path(cfg, k) for k in stage.depends_on},
+        "inputs": [input_keys[i] for i in stage.inputs],
+    }
     return config_hash(payload)
 
 
 def default_run_dir(cfg: Mapping[str, Any]) -> Path:
     """``<output.root>/<output.name>`` or ``<output.root>/<dataset>-<method>-s<seed>-<timestamp>``."""
     out = cfg["output"]
-    name = out.get("name") or (f"{cfg['dataset']['name']}-{cfg['method']}-s{cfg['seed']}-"
-                               f"{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    name = out.get("name") or (
+        f"{cfg['dataset']['name']}-{cfg['method']}-s{cfg['seed']}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    )
     return Path(out["root"]) / name
 
 
@@ -198,8 +235,9 @@ class _Run:
     steps: dict[str, int] = field(default_factory=dict)  # each trained stage's final step (for error messages)
 
     def evaluate(self, model: nn.Module, dataset: Dataset) -> dict[str, float]:
-        return evaluate_model(model, dataset, list(self.cfg["eval"]["metrics"]), int(self.cfg["eval"]["batch_size"]),
-                              self.device)
+        return evaluate_model(
+            model, dataset, list(self.cfg["eval"]["metrics"]), int(self.cfg["eval"]["batch_size"]), self.device
+        )
 
     def write_results(self) -> None:
         if self.is_main:
@@ -211,8 +249,14 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _start(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, budget: int | None,
-           log: Callable[[str], None], overwrite: bool = False) -> _Run:
+def _start(
+    cfg: dict[str, Any],
+    run_dir: str | Path | None,
+    resume: bool,
+    budget: int | None,
+    log: Callable[[str], None],
+    overwrite: bool = False,
+) -> _Run:
     """Process group, threads, device, the run folder (config.yaml, dataset.json), the global seed, the datasets.
 
     A new run writes ``config.yaml`` once; a resumed one reads it and never rewrites it (``cfg`` may differ from it
@@ -235,17 +279,38 @@ def _start(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, budget
     val_set = load_split(cfg, d["val_split"]) if d.get("val_split") else None
     if info.is_main:  # own recordings: checked before any training (mmh.data.check), the report in the run folder
         splits = (d["train_split"], d.get("val_split"), d["eval_split"])
-        check_before_training(d["name"], {s: split_kwargs(cfg, s) for s in splits if s}, None if resume else run_dir,
-                              log)
+        check_before_training(
+            d["name"], {s: split_kwargs(cfg, s) for s in splits if s}, None if resume else run_dir, log
+        )
     facts, fingerprint = dataset_facts(train_set), dataset_fingerprint(train_set)
     if info.is_main:  # what a deployment needs to feed the networks: class names, input shapes, normalisation
         write_json(dataset_record(cfg, train_set, facts), run_dir / "dataset.json")
-    results = {"method": cfg["method"], "seed": cfg["seed"], "dataset": d["name"], "run_dir": str(run_dir),
-               "status": "running", "stages": {}}
+    results = {
+        "method": cfg["method"],
+        "seed": cfg["seed"],
+        "dataset": d["name"],
+        "run_dir": str(run_dir),
+        "status": "running",
+        "stages": {},
+    }
     if changes:
         results["resume_changes"] = changes
-    return _Run(cfg, run_dir, resume, log if info.is_main else _silent, info.is_main, device, train_set, eval_set,
-                val_set, facts, fingerprint, _cache_dir(cfg), budget, results)
+    return _Run(
+        cfg,
+        run_dir,
+        resume,
+        log if info.is_main else _silent,
+        info.is_main,
+        device,
+        train_set,
+        eval_set,
+        val_set,
+        facts,
+        fingerprint,
+        _cache_dir(cfg),
+        budget,
+        results,
+    )
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -265,8 +330,10 @@ def _claim_run_dir(run_dir: Path, cfg: Mapping[str, Any], resume: bool, overwrit
             raise FileNotFoundError(f"cannot resume: {run_dir} has no config.yaml (not a run directory)")
         return resume_changes(load_run_config(run_dir), cfg, run_dir)
     if is_run_dir(run_dir) and not overwrite:
-        raise ValueError(f"run directory {run_dir} already holds a run; continue it with --resume {run_dir}, replace "
-                         f"it with --overwrite, or give another --run-dir")
+        raise ValueError(
+            f"run directory {run_dir} already holds a run; continue it with --resume {run_dir}, replace "
+            f"it with --overwrite, or give another --run-dir"
+        )
     return {}
 
 
@@ -298,11 +365,22 @@ def _train(run: _Run, stage: Stage, module: StageModule, stage_dir: Path, record
     budget ran out first (the results then say ``stopped``)."""
     val_fn = None
     if run.val_set is not None:
+
         def val_fn(net: nn.Module, _ds: Dataset = run.val_set) -> dict[str, float]:
             return run.evaluate(net, _ds)
+
     tcfg = stage_train_config(run.cfg, stage.section)
-    trainer = Trainer(module, run.train_set, tcfg, out_dir=stage_dir, seed=int(run.cfg["seed"]), device=run.device,
-                      val_fn=val_fn, config=run.cfg, name=stage.name)
+    trainer = Trainer(
+        module,
+        run.train_set,
+        tcfg,
+        out_dir=stage_dir,
+        seed=int(run.cfg["seed"]),
+        device=run.device,
+        val_fn=val_fn,
+        config=run.cfg,
+        name=stage.name,
+    )
     fit = None
     if run.budget is None or run.budget > 0:
         try:
@@ -324,8 +402,15 @@ def _train(run: _Run, stage: Stage, module: StageModule, stage_dir: Path, record
     return True
 
 
-def _stopped(run: _Run, stage: Stage, record: dict[str, Any], trainer: Trainer, fit: TrainResult | None,
-             status: str = "stopped", note: str | None = None) -> None:
+def _stopped(
+    run: _Run,
+    stage: Stage,
+    record: dict[str, Any],
+    trainer: Trainer,
+    fit: TrainResult | None,
+    status: str = "stopped",
+    note: str | None = None,
+) -> None:
     """Record a stage that did not finish: ``status`` ``stopped`` (the step budget ran out), ``interrupted`` (a
     signal; ``latest.pt`` holds the step reached) or ``failed`` (a non-finite loss or state; ``latest.pt`` holds the
     last finite state). All three resume with ``--resume``."""
@@ -346,12 +431,17 @@ def _save(run: _Run, stage: Stage, module: StageModule, stage_dir: Path, cached:
     extra = module.artifacts()
     missing = [a for a in stage.artifacts if a not in extra]
     if missing:
-        raise RuntimeError(f"stage {stage.name!r} declares artifacts {missing} that {type(module).__name__} "
-                           f"does not publish (it gives {sorted(extra)})")
+        raise RuntimeError(
+            f"stage {stage.name!r} declares artifacts {missing} that {type(module).__name__} "
+            f"does not publish (it gives {sorted(extra)})"
+        )
     # every rank checks (their networks are equal), before anything is written or published to the cache
     at = f" at step {run.steps[stage.name]}" if stage.name in run.steps else ""
-    check_finite({"model": model.state_dict(), **extra}, f"stage {stage.name!r}{at}: non-finite network",
-                 f"; model.pt was not written{' nor published to the stage cache' if cached is not None else ''}")
+    check_finite(
+        {"model": model.state_dict(), **extra},
+        f"stage {stage.name!r}{at}: non-finite network",
+        f"; model.pt was not written{' nor published to the stage cache' if cached is not None else ''}",
+    )
     if run.is_main:
         remove_stale_temps(stage_dir, tuple(f"{name}.pt" for name in (*extra, "model")))
         for name, state in extra.items():
@@ -379,8 +469,13 @@ def _run_stage(run: _Run, stage: Stage) -> bool:
         if source.kind == "checkpoint":
             key = config_hash(["path", str(Path(source.path or "").resolve())])
     else:
-        ctx = StageContext(run.cfg, run.facts["num_classes"], run.facts["in_channels"], _model_kwargs(run.facts),
-                           {i: copy.deepcopy(run.nets[i]) for i in stage.inputs})
+        ctx = StageContext(
+            run.cfg,
+            run.facts["num_classes"],
+            run.facts["in_channels"],
+            _model_kwargs(run.facts),
+            {i: copy.deepcopy(run.nets[i]) for i in stage.inputs},
+        )
         module = stage.build(ctx)
         if stage.trains and not _train(run, stage, module, stage_dir, record):
             return False
@@ -392,8 +487,10 @@ def _run_stage(run: _Run, stage: Stage) -> bool:
     record["metrics"] = run.evaluate(model, run.eval_set)
     record["time_s"] = round(time.perf_counter() - t0, 2)
     run.results["stages"][stage.name] = record
-    run.log(f"[{run.cfg['method']} s{run.cfg['seed']}] stage {stage.name}: {source.kind} "
-            f"{_fmt(record['metrics'])} ({record['time_s']:.1f}s)")
+    run.log(
+        f"[{run.cfg['method']} s{run.cfg['seed']}] stage {stage.name}: {source.kind} "
+        f"{_fmt(record['metrics'])} ({record['time_s']:.1f}s)"
+    )
     return True
 
 
@@ -402,9 +499,15 @@ def _model_kwargs(facts: Mapping[str, Any]) -> dict[str, Any]:
     return {"num_frames": facts["num_frames"]} if facts["num_frames"] else {}
 
 
-def run_experiment(cfg: Mapping[str, Any], *, run_dir: str | Path | None = None, resume: bool = False,
-                   stop_after_steps: int | None = None, log: Callable[[str], None] = print,
-                   overwrite: bool = False) -> dict[str, Any]:
+def run_experiment(
+    cfg: Mapping[str, Any],
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    stop_after_steps: int | None = None,
+    log: Callable[[str], None] = print,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Run ``cfg["method"]`` end to end and return the ``results.json`` content.
 
     ``resume``: continue a run directory (completed stages are reloaded, the interrupted one resumes from its
@@ -435,8 +538,9 @@ def _publish(src: Path, dst: Path) -> None:
     atomic_copy(src, dst)
 
 
-def _elastic_resume(cfg: Mapping[str, Any], run_dir: str | Path | None, overwrite: bool,
-                    log: Callable[[str], None]) -> bool:
+def _elastic_resume(
+    cfg: Mapping[str, Any], run_dir: str | Path | None, overwrite: bool, log: Callable[[str], None]
+) -> bool:
     """Whether this process is a ``torchrun --max-restarts`` restart (``TORCHELASTIC_RESTART_COUNT`` > 0) of a run
     whose folder already exists, which then resumes (from each stage's ``latest.pt``) instead of starting over.
 
@@ -456,8 +560,10 @@ def _elastic_resume(cfg: Mapping[str, Any], run_dir: str | Path | None, overwrit
     if decision[0]:
         log(f"elastic restart {restarts}: resuming {folder} from its latest checkpoints")
     elif not fixed:
-        log(f"elastic restart {restarts}: the run folder has an automatic name, so this restart starts over in a "
-            f"new folder; give --run-dir (or output.name) to resume from latest.pt after a restart")
+        log(
+            f"elastic restart {restarts}: the run folder has an automatic name, so this restart starts over in a "
+            f"new folder; give --run-dir (or output.name) to resume from latest.pt after a restart"
+        )
     else:
         log(f"elastic restart {restarts}: {folder} holds no run yet; starting it")
     return bool(decision[0])
@@ -521,8 +627,11 @@ def network_record(model: nn.Module) -> dict[str, Any]:
     """What a stage's network is, as its ``results.json`` record keeps it (``network``): the build config its
     ``model.pt`` carries (JSON form), the modalities it reads, in order, and its number of classes."""
     config = json.loads(json.dumps(getattr(model, "config", None), default=str))
-    return {"config": config, "modalities": list(getattr(model, "modalities", ()) or ()),
-            "num_classes": _config_classes(config)}
+    return {
+        "config": config,
+        "modalities": list(getattr(model, "modalities", ()) or ()),
+        "num_classes": _config_classes(config),
+    }
 
 
 def _config_classes(config: Any) -> int | None:
@@ -536,8 +645,9 @@ def _config_classes(config: Any) -> int | None:
     return k if isinstance(k, int) and not isinstance(k, bool) else None
 
 
-def check_stage_network(model: nn.Module, path: str | Path, run_dir: str | Path, results: Mapping[str, Any],
-                        stage: str) -> None:
+def check_stage_network(
+    model: nn.Module, path: str | Path, run_dir: str | Path, results: Mapping[str, Any], stage: str
+) -> None:
     """ValueError naming the file, the run and both sides when the network read from ``path`` is not the one
     ``stage`` of the run saved: other modalities, class count or architecture than the stage's ``network`` record,
     or a class count other than the run's ``dataset.json`` (a model.pt copied from another stage or run)."""
@@ -550,8 +660,7 @@ def check_stage_network(model: nn.Module, path: str | Path, run_dir: str | Path,
         if got["num_classes"] != want.get("num_classes"):
             problems.append(f"it has {got['num_classes']} classes, the stage {want.get('num_classes')}")
         if not problems and got["config"] != want.get("config"):
-            problems.append(f"its architecture {_brief(got['config'])} is not the stage's "
-                            f"{_brief(want.get('config'))}")
+            problems.append(f"its architecture {_brief(got['config'])} is not the stage's {_brief(want.get('config'))}")
     facts = Path(run_dir) / "dataset.json"
     if facts.is_file():
         record = read_json(facts)

@@ -32,8 +32,9 @@ def write_npy_tree(root, *, n=6, size=8, seed=0, splits=("train", "test")):
 
 
 def write_manifest(root, rows, name="m.csv"):
-    lines = ["label,rgb,depth,split"] + [f"{lab},{split}/{cls}/s{i:02d}/rgb.png,{split}/{cls}/s{i:02d}/depth.npy,{sp}"
-                                         for lab, split, cls, i, sp in rows]
+    lines = ["label,rgb,depth,split"] + [
+        f"{lab},{split}/{cls}/s{i:02d}/rgb.png,{split}/{cls}/s{i:02d}/depth.npy,{sp}" for lab, split, cls, i, sp in rows
+    ]
     path = os.path.join(root, name)
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
@@ -63,15 +64,18 @@ def test_one_outlier_file_no_longer_moves_the_normalisation(tmp_path):
     assert bad.normalization["rgb"] == clean.normalization["rgb"]  # the rgb files are the same
     assert bad.normalization_outliers == [str(bad_file)]
     # every file kept: the mean is what the issue saw
-    assert build_dataset("paired_folder", root=str(tmp_path / "bad"), outlier_z=None).normalization["depth"][
-        "mean"][0] > 1e34
+    assert (
+        build_dataset("paired_folder", root=str(tmp_path / "bad"), outlier_z=None).normalization["depth"]["mean"][0]
+        > 1e34
+    )
     # items are normalised with the kept statistics
     item = bad[[s.name for s in bad.samples].index("train/near/s00")]
     assert abs(float(item["depth"].mean())) < 5
     report = check_data(tmp_path / "bad")
     assert report.ok
-    assert any(str(bad_file) in w and "outlier" in w and "left out of the normalisation" in w
-               for w in report.warnings), report.warnings
+    assert any(
+        str(bad_file) in w and "outlier" in w and "left out of the normalisation" in w for w in report.warnings
+    ), report.warnings
     assert [o["file"] for o in report.outliers] == [str(bad_file)] and report.outliers[0]["excluded"]
     assert report.normalization["depth"] == kept
     assert check_data(tmp_path / "clean").warnings == []  # no false alarm on ordinary data
@@ -100,8 +104,12 @@ def test_check_reuses_the_normalisation_pass(tmp_path, monkeypatch):
     assert len(reads) == 16 and all("/train/" in p for p in reads)
     report = check_data(tmp_path)
     assert len(reads) == 32 and len(set(reads)) == 32  # every file read once: the test files by the check
-    assert report.cost == {"files": 32, "read": 16, "reused": 16, "bytes_read": sum(
-        os.path.getsize(p) for p in reads if "/test/" in p)}
+    assert report.cost == {
+        "files": 32,
+        "read": 16,
+        "reused": 16,
+        "bytes_read": sum(os.path.getsize(p) for p in reads if "/test/" in p),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ unreadable files
@@ -137,8 +145,9 @@ def test_manifest_repeating_train_rows_as_test_rows_is_an_error(tmp_path):
     assert not report.ok
     (err,) = [e for e in report.errors if "overlap" in e]
     assert "m.csv:20" in err and "m.csv:12" in err and "allow_overlap" in err
-    assert report.duplicates == [{"samples": [{"split": "train", "name": f"{csv}:12"},
-                                              {"split": "test", "name": f"{csv}:20"}]}]
+    assert report.duplicates == [
+        {"samples": [{"split": "train", "name": f"{csv}:12"}, {"split": "test", "name": f"{csv}:20"}]}
+    ]
     # a copy of the files under another name is the same content
     os.makedirs(tmp_path / "test" / "near" / "s09")
     for name in ("rgb.png", "depth.npy"):
@@ -178,8 +187,10 @@ def test_label_typo(tmp_path, capsys):
     report = check_data(csv, classes=["far", "near"])
     assert report.errors == [f"train split: manifest: {csv}:5: label 'A' is not a class (['far', 'near'])"]
     assert main(["data", "check", csv, "--classes", "far,near"]) == 2
-    assert capsys.readouterr().err == f"mmh data: error: train split: manifest: {csv}:5: label 'A' is not a class " \
-                                      f"(['far', 'near'])\n"
+    assert (
+        capsys.readouterr().err == f"mmh data: error: train split: manifest: {csv}:5: label 'A' is not a class "
+        f"(['far', 'near'])\n"
+    )
     # paired_folder: classes= makes a class folder outside the list an error naming it
     os.rename(tmp_path / "train" / "near", tmp_path / "train" / "naer")
     with pytest.raises(ValueError, match=r"class folder 'naer' .* is not the given classes \['far', 'near'\]"):
@@ -196,10 +207,12 @@ def test_size_and_channel_mismatches(tmp_path):
     big = tmp_path / "test" / "near" / "s00" / "depth.npy"
     np.save(big, np.ones((10, 10), np.float32))
     report = check_data(tmp_path)
-    assert any(e.startswith("rgb: 1 file(s) have another channel count than the 3") and str(grey) in e
-               for e in report.errors), report.errors
-    assert any(e.startswith("depth: 1 file(s) are not 8x8") and str(big) in e and "resolution=" in e
-               for e in report.errors), report.errors
+    assert any(
+        e.startswith("rgb: 1 file(s) have another channel count than the 3") and str(grey) in e for e in report.errors
+    ), report.errors
+    assert any(
+        e.startswith("depth: 1 file(s) are not 8x8") and str(big) in e and "resolution=" in e for e in report.errors
+    ), report.errors
     # resized as training would resize: the size is no error (the channels still are)
     report = check_data(tmp_path, resolution=8)
     assert [e.split(":")[0] for e in report.errors] == ["rgb"]
@@ -234,8 +247,10 @@ def test_non_utf8_file_name_is_an_error_naming_it(tmp_path):
 def test_manifest_that_is_not_utf8(tmp_path):
     write_npy_tree(tmp_path, n=2)
     csv = tmp_path / "m.csv"
-    csv.write_bytes(b"label,rgb,depth\nfar,train/far/s00/rgb.png,train/far/s00/depth.npy\n"
-                    b"n\xe9ar,train/near/s00/rgb.png,train/near/s00/depth.npy\n")
+    csv.write_bytes(
+        b"label,rgb,depth\nfar,train/far/s00/rgb.png,train/far/s00/depth.npy\n"
+        b"n\xe9ar,train/near/s00/rgb.png,train/near/s00/depth.npy\n"
+    )
     with pytest.raises(ValueError, match=r"m\.csv:3 is not UTF-8 text"):
         build_dataset("manifest", csv=str(csv))
     csv.write_bytes(b"label,rgb,depth\nfar,train/far/s00/rgb.png,train/far/s00/depth.npy,extra\n")
@@ -264,8 +279,9 @@ def test_check_before_training(tmp_path):
     logged: list[str] = []
     report = check_before_training("paired_folder", {"train": kw, "test": kw}, tmp_path / "run", logged.append)
     assert report is not None and report.ok and (tmp_path / "run" / "data_check.json").is_file()
-    assert logged[0].startswith("[data check] paired_folder: 24 files (12 read by the check, 12 from the "
-                                "normalisation pass)")
+    assert logged[0].startswith(
+        "[data check] paired_folder: 24 files (12 read by the check, 12 from the normalisation pass)"
+    )
     assert check_before_training("synthetic_shapes", {"train": {}}, tmp_path / "run2", logged.append) is None
     assert not (tmp_path / "run2").exists()
     (tmp_path / "d" / "test" / "far" / "s00" / "rgb.png").write_bytes(b"junk")

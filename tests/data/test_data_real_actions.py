@@ -3,6 +3,7 @@ import os
 import numpy as np
 import pytest
 import torch
+
 from mmh.data import build_dataset
 from mmh.data.real.base import in_val_subset
 
@@ -11,8 +12,7 @@ def _ntu_tree(root, img, names, frames=6, depth_dir="nturgb+d_depth_masked"):
     for n in names:
         for f in range(frames):
             img(os.path.join(root, "rgb", n, f"{f + 1:05d}.jpg"), 10 * f, size=(8, 10))
-            img(os.path.join(root, depth_dir, n, f"MDepth-{f + 1:08d}.png"), 1000 * (f + 1), size=(6, 8),
-                mode="I;16")
+            img(os.path.join(root, depth_dir, n, f"MDepth-{f + 1:08d}.png"), 1000 * (f + 1), size=(6, 8), mode="I;16")
     return root
 
 
@@ -22,7 +22,10 @@ NTU_NAMES = ["S001C001P001R001A001", "S001C002P003R001A002", "S002C003P006R002A0
 def test_ntu60_protocols_and_items(tmp_path, img):
     root = _ntu_tree(str(tmp_path), img, NTU_NAMES)
     xsub = build_dataset("ntu60", split="test", root=root, protocol="xsub", val_fraction=0.0, resolution=16)
-    assert [s.name for s in xsub.samples] == ["S001C002P003R001A002", "S002C003P006R002A060"]  # P003, P006: not training subjects
+    assert [s.name for s in xsub.samples] == [
+        "S001C002P003R001A002",
+        "S002C003P006R002A060",
+    ]  # P003, P006: not training subjects
     assert xsub.labels == [1, 59] and xsub.num_classes == 60
     tr = build_dataset("ntu60", split="train", root=root, protocol="xview", val_fraction=0.0)
     assert [s.name for s in tr.samples] == ["S001C002P003R001A002", "S002C003P006R002A060"]  # cameras 2, 3
@@ -54,8 +57,7 @@ def test_ntu_missing_depth_folder(tmp_path, img):
     shutil.rmtree(os.path.join(root, "nturgb+d_depth_masked", NTU_NAMES[1]))
     with pytest.raises(FileNotFoundError, match="no depth files"):
         build_dataset("ntu60", split="test", root=root, val_fraction=0.0)
-    ds = build_dataset("ntu60", split="test", root=root, val_fraction=0.0, on_missing="skip",
-                       modalities=("rgb",))
+    ds = build_dataset("ntu60", split="test", root=root, val_fraction=0.0, on_missing="skip", modalities=("rgb",))
     assert len(ds) == 1 and ds.num_skipped == 0 and "depth" not in ds[0]
 
 

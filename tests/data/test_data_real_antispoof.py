@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+
 from mmh.data import build_dataset
 
 

@@ -3,6 +3,7 @@ import os
 import numpy as np
 import pytest
 import torch
+
 from mmh.data import build_dataset
 
 
@@ -17,8 +18,10 @@ def _frames(folder, img, n, flow_value=128):
 def test_ucf101_rawframes_and_splits(tmp_path, img, text):
     root = str(tmp_path)
     text(f"{root}/ucfTrainTestlist/classInd.txt", ["1 ApplyEyeMakeup", "2 Archery"])
-    text(f"{root}/ucfTrainTestlist/trainlist01.txt",
-         ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1", "Archery/v_Archery_g08_c01.avi 2"])
+    text(
+        f"{root}/ucfTrainTestlist/trainlist01.txt",
+        ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1", "Archery/v_Archery_g08_c01.avi 2"],
+    )
     text(f"{root}/ucfTrainTestlist/testlist01.txt", ["Archery/v_Archery_g01_c01.avi"])
     for v in ("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01", "Archery/v_Archery_g08_c01"):
         _frames(f"{root}/rawframes/{v}", img, 9)
@@ -34,8 +37,9 @@ def test_ucf101_rawframes_and_splits(tmp_path, img, text):
     assert abs(float(item["flow"][:, 1].mean()) - 20.0) < 0.01  # 255 → +bound
     segs = build_dataset("ucf101", split="train", root=root, val_fraction=0.0, num_frames=3, sampling="segment")
     assert segs[0]["rgb"].shape == (3, 3, 112, 112)
-    multi = build_dataset("ucf101", split="test", root=root, num_frames=2, sampling="multi_clip", num_clips=2,
-                          resolution=None)
+    multi = build_dataset(
+        "ucf101", split="test", root=root, num_frames=2, sampling="multi_clip", num_clips=2, resolution=None
+    )
     item = multi[0]
     assert item["rgb"].shape == (2, 2, 3, 8, 8) and item["flow"].shape == (2, 2, 2, 8, 8)
     assert item["frame_index"].tolist() == [[1, 5], [3, 7]]
@@ -51,8 +55,10 @@ def test_hmdb51_splits_and_missing_flow(tmp_path, img, text):
         _frames(f"{root}/rawframes/{cls}/{v}", img, 4)
     os.remove(f"{root}/rawframes/cartwheel/e/flow_y_00002.jpg")
     tr = build_dataset("hmdb51", split="train", root=root, val_fraction=0.0, num_frames=2)
-    assert tr.class_names == ["brush_hair", "cartwheel"] and [s.name for s in tr.samples] == ["brush_hair/a.avi",
-                                                                                              "cartwheel/d.avi"]
+    assert tr.class_names == ["brush_hair", "cartwheel"] and [s.name for s in tr.samples] == [
+        "brush_hair/a.avi",
+        "cartwheel/d.avi",
+    ]
     with pytest.raises(FileNotFoundError, match="cartwheel/e.avi"):
         build_dataset("hmdb51", split="test", root=root)
     te = build_dataset("hmdb51", split="test", root=root, on_missing="skip", resolution=None)

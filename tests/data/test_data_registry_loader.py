@@ -2,11 +2,25 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from mmh.data import build_dataset, list_datasets, make_loader, register_dataset
 from torch.utils.data import Dataset
 
-EXPECTED = {"synthetic_motion", "synthetic_shapes", "synthetic_antispoof", "uci_mfeat", "casia_surf",
-            "casia_cefa", "ntu60", "ntu120", "nwucla", "uwa3d2", "hmdb51", "ucf101", "nyud_objects"}
+from mmh.data import build_dataset, list_datasets, make_loader, register_dataset
+
+EXPECTED = {
+    "synthetic_motion",
+    "synthetic_shapes",
+    "synthetic_antispoof",
+    "uci_mfeat",
+    "casia_surf",
+    "casia_cefa",
+    "ntu60",
+    "ntu120",
+    "nwucla",
+    "uwa3d2",
+    "hmdb51",
+    "ucf101",
+    "nyud_objects",
+}
 
 
 def test_everything_registered():
@@ -88,6 +102,7 @@ def test_distributed_loader(tmp_path):
         pytest.skip("a process group is already initialised")
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
+
         def labels(**kw):
             return torch.cat([b["label"] for b in make_loader(_NumpyNoise(), 4, shuffle=True, seed=3, **kw)]).tolist()
 
@@ -96,7 +111,9 @@ def test_distributed_loader(tmp_path):
     finally:
         dist.destroy_process_group()
     one = [b["label"].tolist() for b in make_loader(_NumpyNoise(), 4, shuffle=True, seed=3)]
-    ranks = [[b["label"].tolist() for b in make_loader(_NumpyNoise(), 2, shuffle=True, seed=3, rank=r, world_size=2)]
-             for r in (0, 1)]
+    ranks = [
+        [b["label"].tolist() for b in make_loader(_NumpyNoise(), 2, shuffle=True, seed=3, rank=r, world_size=2)]
+        for r in (0, 1)
+    ]
     assert [a + b for a, b in zip(*ranks, strict=True)] == one
     assert [b["label"].tolist() for b in make_loader(_NumpyNoise(), 4, shuffle=True, seed=3, start_batch=1)] == one[1:]

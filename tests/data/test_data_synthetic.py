@@ -3,6 +3,7 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+
 from mmh.data import (
     SyntheticAntiSpoof,
     SyntheticMotion,
@@ -99,9 +100,17 @@ def test_labels_balanced():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"resolution": 8}, {"difficulty": 1.5}, {"difficulty": "hard"}, {"size": 0}, {"seed": -1},
-        {"modalities": ("rgb", "thermal")}, {"modalities": ()}, {"modalities": ("rgb", "rgb")},
-        {"num_frames": 1}, {"depth_failure": 2.0}, {"transform": 3},
+        {"resolution": 8},
+        {"difficulty": 1.5},
+        {"difficulty": "hard"},
+        {"size": 0},
+        {"seed": -1},
+        {"modalities": ("rgb", "thermal")},
+        {"modalities": ()},
+        {"modalities": ("rgb", "rgb")},
+        {"num_frames": 1},
+        {"depth_failure": 2.0},
+        {"transform": 3},
     ],
 )
 def test_bad_arguments_raise_value_or_type_error(kwargs):

@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from mmh.data.transforms import (
     Compose,
     DepthToJet,

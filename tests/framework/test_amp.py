@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-
 import copy
 import csv
 import json
@@ -23,19 +22,31 @@ from pathlib import Path
 import pytest
 import torch
 from _tiny import TinyNet, TinySet
+from torch import nn
+
 from mmh import runner
 from mmh.config import DEFAULTS, find_config, load_config, merge
 from mmh.methods import Supervised, list_methods
 from mmh.train import Trainer, load_checkpoint
 from mmh.utils import seed_everything
-from torch import nn
 
 mmh_ext = pytest.importorskip("mmh_ext")
 
 
 def _tcfg(**kw):
-    return merge(DEFAULTS["train"], {"batch_size": 8, "steps": 12, "lr": 0.05, "schedule": "cosine",
-                                     "warmup_steps": 2, "progress": False, "optimizer": "sgd", **kw})
+    return merge(
+        DEFAULTS["train"],
+        {
+            "batch_size": 8,
+            "steps": 12,
+            "lr": 0.05,
+            "schedule": "cosine",
+            "warmup_steps": 2,
+            "progress": False,
+            "optimizer": "sgd",
+            **kw,
+        },
+    )
 
 
 def _stage(seed: int) -> Supervised:
@@ -44,8 +55,10 @@ def _stage(seed: int) -> Supervised:
 
 
 # ------------------------------------------------------------------------------------------------ train.amp values
-@pytest.mark.parametrize("value, want", [("auto", "auto"), (False, "false"), ("false", "false"), (True, "true"),
-                                         ("FP16", "fp16"), ("bf16", "bf16")])
+@pytest.mark.parametrize(
+    "value, want",
+    [("auto", "auto"), (False, "false"), ("false", "false"), (True, "true"), ("FP16", "fp16"), ("bf16", "bf16")],
+)
 def test_amp_setting_values(value, want):
     from mmh.config import amp_setting
 
@@ -143,8 +156,10 @@ def test_resume_under_bf16_is_bit_exact(tmp_path: Path, stop_at: int):
     assert Trainer(resumed, ds, tcfg, out_dir=tmp_path / "run", seed=3).fit(resume=True).finished
     for k, v in ref.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
-    rows = [[{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(open(p / "metrics.csv"))]
-            for p in (tmp_path / "ref", tmp_path / "run")]
+    rows = [
+        [{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(open(p / "metrics.csv"))]
+        for p in (tmp_path / "ref", tmp_path / "run")
+    ]
     assert rows[0] == rows[1]
     # a float32 run from the same start differs: the autocast mattered
     seed_everything(0)
@@ -196,8 +211,13 @@ def test_no_host_read_per_step_and_sums_equal_python_floats(tmp_path: Path, monk
         prev, where[0] = where[0], "outside"
         logits, losses = output
         losses = {k: v.detach() for k, v in losses.items()}
-        per_step.append({"loss": float(sum(losses.values())), **{k: float(v) for k, v in losses.items()},
-                         "correct": float((logits.argmax(1) == inputs[0]["label"]).sum())})
+        per_step.append(
+            {
+                "loss": float(sum(losses.values())),
+                **{k: float(v) for k, v in losses.items()},
+                "correct": float((logits.argmax(1) == inputs[0]["label"]).sum()),
+            }
+        )
         where[0] = prev
 
     stage.register_forward_hook(record)
@@ -208,7 +228,7 @@ def test_no_host_read_per_step_and_sums_equal_python_floats(tmp_path: Path, monk
     assert counts["log"] >= 2  # the patch does see the reads of the log points (steps 4 and 8)
     assert len(per_step) == 10 and len(res.history) == 2
     for e, row in enumerate(res.history):
-        steps = per_step[5 * e: 5 * e + 5]
+        steps = per_step[5 * e : 5 * e + 5]
         for key in ("loss", "loss_ce"):
             total = 0.0
             for s in steps:
@@ -306,10 +326,15 @@ class _Recorder(Trainer):
         from mmh.methods.dad import DADDistiller
 
         mods = list(self.stage.modules())
-        rec = {"out": self.out_dir.name, "dtypes": set(),
-               "uses": {"rad_loss": any(isinstance(m, mmh_ext.nn.RegionAwareDistillation) for m in mods),
-                        "dad_loss": isinstance(self.stage, DADDistiller),
-                        "cross_stream_inject": any(getattr(m, "connected_stages", None) for m in mods)}}
+        rec = {
+            "out": self.out_dir.name,
+            "dtypes": set(),
+            "uses": {
+                "rad_loss": any(isinstance(m, mmh_ext.nn.RegionAwareDistillation) for m in mods),
+                "dad_loss": isinstance(self.stage, DADDistiller),
+                "cross_stream_inject": any(getattr(m, "connected_stages", None) for m in mods),
+            },
+        }
         _Recorder.stages.append(rec)
         _Recorder.op_calls = rec["calls"] = {op: [] for op in _OPS}
         before = {n: p.detach().clone() for n, p in self.stage.named_parameters() if p.requires_grad}
@@ -320,8 +345,11 @@ class _Recorder(Trainer):
 
         # the networks' layers (not those inside mmh_ext's loss modules: RAD's weighting runs in float32 by design)
         in_ops = {id(sub) for m in mods if type(m).__module__.startswith("mmh_ext") for sub in m.modules()}
-        hooks = [m.register_forward_hook(hook) for m in mods
-                 if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and id(m) not in in_ops]
+        hooks = [
+            m.register_forward_hook(hook)
+            for m in mods
+            if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and id(m) not in in_ops
+        ]
         try:
             res = super().fit(**kw)
         finally:
@@ -360,7 +388,8 @@ def amp_cache(tmp_path_factory) -> Path:
 def test_every_method_trains_under_cpu_bf16_autocast(method: str, tmp_path: Path, amp_cache: Path, monkeypatch):
     for op, op_module in _OPS.items():  # record the dtypes of the maps handed to the operators' Python entry points
         for mod in (mmh_ext, op_module):
-            def wrapped(a, b, *rest, _orig=getattr(mod, op), _op=op, **kw):
+
+            def wrapped(a, b, *rest, _orig=getattr(mod, op), _op=op, **kw):  # noqa: B008 (binds this loop's op)
                 if torch.is_autocast_enabled("cpu"):  # (not the float32 reference pass)
                     first = [x[0] if isinstance(x, (list, tuple)) else x for x in (a, b)]  # dad_loss: lists of maps
                     _Recorder.op_calls[_op].append(tuple(x.dtype for x in first))
@@ -385,8 +414,12 @@ def test_every_method_trains_under_cpu_bf16_autocast(method: str, tmp_path: Path
         # the first step's losses match float32 from the same initialisation and RNG state
         assert rec["bf16"].keys() == rec["f32"].keys(), where
         for k, v in rec["bf16"].items():
-            assert math.isfinite(v) and abs(v - rec["f32"][k]) <= 0.01 + 0.01 * abs(rec["f32"][k]), \
-                (where, k, v, rec["f32"][k])
+            assert math.isfinite(v) and abs(v - rec["f32"][k]) <= 0.01 + 0.01 * abs(rec["f32"][k]), (
+                where,
+                k,
+                v,
+                rec["f32"][k],
+            )
         assert all(math.isfinite(v) for row in rec["history"] for k, v in row.items() if k.startswith("loss")), where
         assert rec["float32"], where
         assert rec["changed"] >= max(1, rec["trainable"] // 2), (where, rec["changed"], rec["trainable"])

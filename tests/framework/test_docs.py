@@ -88,8 +88,10 @@ def test_no_commit_hashes_or_session_history_in_the_docs():
 
 def test_history_check_catches_hashes_and_sessions(tmp_path: Path):
     page = tmp_path / "x.md"
-    page.write_text("Measured at 24b4676 on the VM.\nIn the third session RAD got faster.\nRun 2 passed.\n"
-                    "2026-11-30, one NVIDIA H200: 63 of 63 tests, 40x2048x7x7, 1e-4, 1048576 B, cafe, 0.8233.\n")
+    page.write_text(
+        "Measured at 24b4676 on the VM.\nIn the third session RAD got faster.\nRun 2 passed.\n"
+        "2026-11-30, one NVIDIA H200: 63 of 63 tests, 40x2048x7x7, 1e-4, 1048576 B, cafe, 0.8233.\n"
+    )
     found = [line.split(": ", 1)[1] for line in history_problems(page)]
     assert found == ["Measured at 24b4676 on the VM.", "In the third session RAD got faster.", "Run 2 passed."]
 
@@ -99,8 +101,9 @@ def test_every_page_is_in_the_navigation_and_every_entry_exists():
     listed = _nav_files(config["nav"])
     pages = [str(p.relative_to(DOCS)) for p in _pages()]
     assert sorted(listed) == sorted(set(listed)), "a page is listed twice in mkdocs.yml's nav"
-    assert sorted(listed) == pages, f"not in nav: {sorted(set(pages) - set(listed))}; " \
-                                    f"in nav but missing: {sorted(set(listed) - set(pages))}"
+    assert sorted(listed) == pages, (
+        f"not in nav: {sorted(set(pages) - set(listed))}; in nav but missing: {sorted(set(listed) - set(pages))}"
+    )
 
 
 def test_docs_include_the_readme_main_job_table_and_code_map():
@@ -117,17 +120,24 @@ def test_hook_renders_sphinx_roles_as_code():
     spec = importlib.util.spec_from_file_location("mmh_docs_hooks", DOCS / "hooks.py")
     hooks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hooks)
-    html = ("<p>:func:<code>rad_loss</code>, :py:class:<code>mmh.train.Trainer</code>, :mod:<code>mmh_ext.nn</code>; "
-            "ratio: <code>x</code>, a:b</p>")
-    assert hooks.on_page_content(html, page=None) == ("<p><code>rad_loss</code>, <code>mmh.train.Trainer</code>, "
-                                                      "<code>mmh_ext.nn</code>; ratio: <code>x</code>, a:b</p>")
+    html = (
+        "<p>:func:<code>rad_loss</code>, :py:class:<code>mmh.train.Trainer</code>, :mod:<code>mmh_ext.nn</code>; "
+        "ratio: <code>x</code>, a:b</p>"
+    )
+    assert hooks.on_page_content(html, page=None) == (
+        "<p><code>rad_loss</code>, <code>mmh.train.Trainer</code>, "
+        "<code>mmh_ext.nn</code>; ratio: <code>x</code>, a:b</p>"
+    )
 
 
 def _test_functions(path: Path) -> set[str]:
     import ast
 
-    return {n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)
-            and n.name.startswith("test_")}
+    return {
+        n.name
+        for n in ast.walk(ast.parse(path.read_text()))
+        if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")
+    }
 
 
 def _cited_tests(text: str) -> list[tuple[str, str]]:

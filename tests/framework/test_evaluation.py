@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from mmh.evaluation import accuracy, compute_metrics, ensemble_metrics, pad_error_rates
 
 
@@ -44,14 +45,17 @@ def test_acer_errors():
         compute_metrics(_logits([0, 1, 2], 3), torch.tensor([0, 1, 2]), ["acer"])
 
 
-@pytest.mark.parametrize("logits, labels, err, match", [
-    (torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), ValueError, "empty"),
-    (torch.zeros(3), torch.zeros(3, dtype=torch.long), ValueError, r"\(N, K\)"),
-    (torch.zeros(3, 2), torch.zeros(2, dtype=torch.long), ValueError, "labels"),
-    (torch.zeros(3, 2), torch.zeros(3), TypeError, "integer"),
-    (torch.full((3, 2), float("nan")), torch.zeros(3, dtype=torch.long), ValueError, "NaN"),
-    (torch.zeros(3, 2), torch.tensor([0, 1, 5]), ValueError, "labels must lie"),
-])
+@pytest.mark.parametrize(
+    "logits, labels, err, match",
+    [
+        (torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), ValueError, "empty"),
+        (torch.zeros(3), torch.zeros(3, dtype=torch.long), ValueError, r"\(N, K\)"),
+        (torch.zeros(3, 2), torch.zeros(2, dtype=torch.long), ValueError, "labels"),
+        (torch.zeros(3, 2), torch.zeros(3), TypeError, "integer"),
+        (torch.full((3, 2), float("nan")), torch.zeros(3, dtype=torch.long), ValueError, "NaN"),
+        (torch.zeros(3, 2), torch.tensor([0, 1, 5]), ValueError, "labels must lie"),
+    ],
+)
 def test_metric_input_errors(logits, labels, err, match):
     with pytest.raises(err, match=match):
         accuracy(logits, labels)
@@ -73,8 +77,17 @@ def test_ensemble_and_oracle():
     assert m["accuracy/ensemble"] == 0.75
 
 
-@pytest.mark.parametrize("module", ["mmh.evaluation", "mmh.evaluation.metrics", "mmh.evaluation.prediction",
-                                    "mmh.evaluation.thesis", "mmh.evaluation.report", "mmh.evaluation.plots"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "mmh.evaluation",
+        "mmh.evaluation.metrics",
+        "mmh.evaluation.prediction",
+        "mmh.evaluation.thesis",
+        "mmh.evaluation.report",
+        "mmh.evaluation.plots",
+    ],
+)
 def test_evaluation_imports_no_training_module(module):
     # evaluation sits below the trainer, the runner and the methods: importing it (in a fresh interpreter) loads none
     import subprocess
@@ -82,9 +95,11 @@ def test_evaluation_imports_no_training_module(module):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    code = (f"import sys; sys.path[:0] = [{str(root / 'python')!r}, {str(root)!r}]; import {module}; "
-            "print(sorted(m for m in sys.modules if m.split('.')[:2] in (['mmh', 'train'], ['mmh', 'runner'], "
-            "['mmh', 'methods'])))")
+    code = (
+        f"import sys; sys.path[:0] = [{str(root / 'python')!r}, {str(root)!r}]; import {module}; "
+        "print(sorted(m for m in sys.modules if m.split('.')[:2] in (['mmh', 'train'], ['mmh', 'runner'], "
+        "['mmh', 'methods'])))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", f"import {module} loaded {out.strip()}"
 
@@ -93,8 +108,12 @@ def _cached(n: int, k: int = 3):
     from mmh.data import CachedDataset
 
     g = torch.Generator().manual_seed(0)
-    return CachedDataset({"x": torch.randn(n, 4, generator=g), "label": torch.arange(n) % k}, modalities=("x",),
-                         num_classes=k, class_names=[str(i) for i in range(k)])
+    return CachedDataset(
+        {"x": torch.randn(n, 4, generator=g), "label": torch.arange(n) % k},
+        modalities=("x",),
+        num_classes=k,
+        class_names=[str(i) for i in range(k)],
+    )
 
 
 def test_eval_batches_are_sequential_and_complete():

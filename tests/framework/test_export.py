@@ -16,23 +16,42 @@ from mmh.train.checkpoint import load_model
 
 pytest.importorskip("mmh_ext")
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["dataset.split_kwargs={train: {size: 32}, test: {size: 24}}", "train.batch_size=16", "train.steps=3",
-        "train.progress=false", "threads=1", "output.cache=''"]
+TINY = [
+    "dataset.split_kwargs={train: {size: 32}, test: {size: 24}}",
+    "train.batch_size=16",
+    "train.steps=3",
+    "train.progress=false",
+    "threads=1",
+    "output.cache=''",
+]
 
 
 @pytest.fixture(scope="module")
 def mmh_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("export") / "kd"
-    assert main(["train", "synthetic_motion/kd", *TINY, "model.kwargs={width: 8, shared_width: 8}",
-                 "--run-dir", str(run)]) == 0
+    assert (
+        main(["train", "synthetic_motion/kd", *TINY, "model.kwargs={width: 8, shared_width: 8}", "--run-dir", str(run)])
+        == 0
+    )
     return run
 
 
 @pytest.fixture(scope="module")
 def multiplier_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("export") / "multistream"
-    assert main(["train", str(ROOT / "configs/thesis/multistream.yaml"), *TINY, "model.kwargs.width=4",
-                 "--run-dir", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(ROOT / "configs/thesis/multistream.yaml"),
+                *TINY,
+                "model.kwargs.width=4",
+                "--run-dir",
+                str(run),
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -97,7 +116,7 @@ def test_multiplier_net_exports_without_mmh_ext(multiplier_run: Path, tmp_path: 
         sys.modules["mmh_ext"] = None
         sys.modules["mmh"] = None
         import torch
-        io = torch.load({str(tmp_path / 'io.pt')!r})
+        io = torch.load({str(tmp_path / "io.pt")!r})
         got = torch.jit.load({str(out)!r})(io["x"])
         print(float((got - io["want"]).abs().max()))
     """)

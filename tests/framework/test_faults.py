@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 from _tiny import TinyNet, TinySet
+
 from mmh.config import DEFAULTS, load_config, merge
 from mmh.methods import Supervised
 from mmh.train import NonFiniteError, Trainer, TrainingInterrupted, load_checkpoint, save_model
@@ -34,13 +35,30 @@ from mmh.utils import io as mio
 from mmh.utils import seed_everything
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["dataset.split_kwargs={train: {size: 48}, test: {size: 30}}", "train.batch_size=16", "train.steps=5",
-        "model.kwargs={width: 8, shared_width: 8}", "train.progress=false", "threads=1"]
+TINY = [
+    "dataset.split_kwargs={train: {size: 48}, test: {size: 30}}",
+    "train.batch_size=16",
+    "train.steps=5",
+    "model.kwargs={width: 8, shared_width: 8}",
+    "train.progress=false",
+    "threads=1",
+]
 
 
 def _tcfg(**kw):
-    return merge(DEFAULTS["train"], {"batch_size": 8, "steps": 12, "lr": 0.05, "optimizer": "sgd",
-                                     "schedule": "constant", "warmup_steps": 0, "progress": False, **kw})
+    return merge(
+        DEFAULTS["train"],
+        {
+            "batch_size": 8,
+            "steps": 12,
+            "lr": 0.05,
+            "optimizer": "sgd",
+            "schedule": "constant",
+            "warmup_steps": 0,
+            "progress": False,
+            **kw,
+        },
+    )
 
 
 def _stage(seed: int = 0) -> Supervised:
@@ -64,8 +82,11 @@ def test_a_state_that_turns_nonfinite_is_never_checkpointed(tmp_path: Path, mile
     tcfg = _tcfg(schedule="step", milestones=[milestone], gamma=float("inf"), checkpoint_every=every)
     seed_everything(0)
     trainer = Trainer(_stage(), TinySet(40), tcfg, out_dir=tmp_path / "run", seed=3, name="teacher")
-    with pytest.raises(NonFiniteError, match=rf"stage 'teacher' at step {milestone + 1}: non-finite state.*"
-                                             rf"latest.pt was not written"):
+    with pytest.raises(
+        NonFiniteError,
+        match=rf"stage 'teacher' at step {milestone + 1}: non-finite state.*"
+        rf"latest.pt was not written",
+    ):
         trainer.fit()
     files = {p.name for p in (tmp_path / "run").iterdir()}
     assert "best.pt" not in files  # (written at the last step only, without validation)
@@ -91,8 +112,9 @@ def test_a_nonfinite_loss_is_a_floating_point_error_naming_the_stage(tmp_path: P
             return logits, {"loss_ce": losses["loss_ce"] * (float("nan") if self.calls == 4 else 1.0)}
 
     torch.manual_seed(0)
-    trainer = Trainer(NaNAt3(TinyNet()), TinySet(40), _tcfg(checkpoint_every=1, log_every=0), out_dir=tmp_path,
-                      name="student")
+    trainer = Trainer(
+        NaNAt3(TinyNet()), TinySet(40), _tcfg(checkpoint_every=1, log_every=0), out_dir=tmp_path, name="student"
+    )
     with pytest.raises(FloatingPointError, match="stage 'student': non-finite loss at step 3") as err:
         trainer.fit()
     assert isinstance(err.value, NonFiniteError)
@@ -104,8 +126,10 @@ def test_runner_never_writes_or_publishes_a_nonfinite_network(tmp_path: Path):
     results say ``failed`` with the error."""
     from mmh.runner import run_experiment
 
-    cfg = load_config(ROOT / "configs" / "synthetic_motion" / "kd.yaml",
-                      [*TINY, "stages.teacher.lr=.inf", "stages.teacher.steps=1", f"output.cache={tmp_path / 'c'}"])
+    cfg = load_config(
+        ROOT / "configs" / "synthetic_motion" / "kd.yaml",
+        [*TINY, "stages.teacher.lr=.inf", "stages.teacher.steps=1", f"output.cache={tmp_path / 'c'}"],
+    )
     with pytest.raises(NonFiniteError, match="stage 'teacher' at step 1"):
         run_experiment(cfg, run_dir=tmp_path / "run", log=lambda _m: None)
     stage_dir = tmp_path / "run" / "stages" / "teacher"
@@ -236,11 +260,18 @@ def test_mmh_train_stopped_by_a_signal_exits_128_plus_signum_and_resumes_exactly
 
     run, ref, marker = tmp_path / "run", tmp_path / "ref", tmp_path / "marker"
     args = ["train", "synthetic_motion/kd", *TINY, "train.steps=8", "output.cache=''"]
-    child = _CHILD.format(paths=[str(ROOT / "python"), str(ROOT)], at=4, marker=str(marker),
-                          argv=[*args, "--run-dir", str(run)])
+    child = _CHILD.format(
+        paths=[str(ROOT / "python"), str(ROOT)], at=4, marker=str(marker), argv=[*args, "--run-dir", str(run)]
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", child], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not marker.is_file() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -1,6 +1,7 @@
 """The import layering the README's code map states: every ``mmh`` package imports only the packages listed for it
 (module-level and lazy imports alike), no module of ``mmh`` reaches itself through its imports (no import cycle), and
 ``mmh_ext`` imports nothing of ``mmh``."""
+
 from __future__ import annotations
 
 import ast
@@ -25,8 +26,19 @@ ALLOWED = {
     "runner": {"config", "data", "evaluation", "methods", "models", "train", "utils", "_optional"},
     "export": {"config", "data", "models", "runner", "train", "utils", "_optional"},
     "benchmarks": {"config", "data", "evaluation", "methods", "models", "runner", "train", "utils", "_optional"},
-    "cli": {"benchmarks", "config", "data", "evaluation", "export", "methods", "models", "runner", "train", "utils",
-            "_optional"},
+    "cli": {
+        "benchmarks",
+        "config",
+        "data",
+        "evaluation",
+        "export",
+        "methods",
+        "models",
+        "runner",
+        "train",
+        "utils",
+        "_optional",
+    },
     "__init__": set(),
 }
 
@@ -46,7 +58,7 @@ def _imported_pieces(path: Path, pkg_root: Path, top: str) -> set[tuple[str, int
             targets = [a.name.split(".") for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package[:len(package) - (node.level - 1)]
+                base = package[: len(package) - (node.level - 1)]
                 mod = base + (node.module.split(".") if node.module else [])
                 targets = [mod + [a.name] for a in node.names] if not node.module else [mod]
             elif node.module:
@@ -95,7 +107,7 @@ def import_graph(pkg_root: Path) -> dict[str, dict[str, int]]:
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
-                    base = package[:len(package) - (node.level - 1)]
+                    base = package[: len(package) - (node.level - 1)]
                     mod = ".".join(base + (node.module.split(".") if node.module else []))
                 else:
                     mod = node.module or ""
@@ -210,17 +222,30 @@ CYCLIC = {
 def test_both_planted_cycles_are_found_and_shown(tmp_path):
     graph = import_graph(_tree(tmp_path, CYCLIC))
     cycles = import_cycles(graph)
-    assert cycles == [["mmh.methods.base", "mmh.methods.registry", "mmh.methods.base"],
-                      ["mmh.config", "mmh.methods", "mmh.methods.rad", "mmh.methods.base", "mmh.train",
-                       "mmh.train.trainer", "mmh.config"]]
-    assert show_cycle(graph, cycles[0]) == ("mmh.methods.base (line 5) -> mmh.methods.registry (line 1) -> "
-                                            "mmh.methods.base")
+    assert cycles == [
+        ["mmh.methods.base", "mmh.methods.registry", "mmh.methods.base"],
+        [
+            "mmh.config",
+            "mmh.methods",
+            "mmh.methods.rad",
+            "mmh.methods.base",
+            "mmh.train",
+            "mmh.train.trainer",
+            "mmh.config",
+        ],
+    ]
+    assert show_cycle(graph, cycles[0]) == (
+        "mmh.methods.base (line 5) -> mmh.methods.registry (line 1) -> mmh.methods.base"
+    )
 
 
 def test_without_the_back_edges_the_planted_package_has_no_cycle(tmp_path):
     """A package importing its own submodules, ``from . import base`` and ``import mmh.utils`` are no cycle."""
-    acyclic = {**CYCLIC, "mmh/config.py": "from .utils import X\n",
-               "mmh/methods/base.py": "from ..train.stage import Batch\n"}
+    acyclic = {
+        **CYCLIC,
+        "mmh/config.py": "from .utils import X\n",
+        "mmh/methods/base.py": "from ..train.stage import Batch\n",
+    }
     graph = import_graph(_tree(tmp_path, acyclic))
     assert graph["mmh.methods.rad"] == {"mmh.methods.base": 1, "mmh.methods.registry": 2, "mmh.utils": 3}
     assert graph["mmh.methods.base"] == {"mmh.train": 1, "mmh.train.stage": 1}  # the package runs first

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+
 from mmh.config import load_config
 from mmh.methods import StageContext, get_method, kd_loss, list_methods, method_stages
 from mmh.models import FeatureExtractor
@@ -24,8 +25,11 @@ def _ctx(method: str, *overrides: str, inputs=None) -> tuple[dict, StageContext]
 @pytest.fixture(scope="module")
 def batch():
     g = torch.Generator().manual_seed(0)
-    return {"rgb": torch.randn(6, 3, 16, 16, generator=g), "depth": torch.randn(6, 1, 16, 16, generator=g),
-            "label": torch.tensor([0, 1, 2, 0, 1, 2])}
+    return {
+        "rgb": torch.randn(6, 3, 16, 16, generator=g),
+        "depth": torch.randn(6, 1, 16, 16, generator=g),
+        "label": torch.tensor([0, 1, 2, 0, 1, 2]),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +57,20 @@ def _features(net, batch, paths):
 
 
 def test_registry_has_the_methods():
-    for name in ("teacher", "baseline", "kd", "rad", "rad_attention", "rad_self", "rad_noweight", "rad_global", "dad",
-                 "rad_dad", "mars", "mers"):
+    for name in (
+        "teacher",
+        "baseline",
+        "kd",
+        "rad",
+        "rad_attention",
+        "rad_self",
+        "rad_noweight",
+        "rad_global",
+        "dad",
+        "rad_dad",
+        "mars",
+        "mers",
+    ):
         assert name in list_methods()
     with pytest.raises(KeyError, match="nope"):
         get_method("nope")
@@ -97,8 +113,15 @@ def test_rad_matches_reference_and_trains_student(batch, teacher, method, overri
     _, fs = _features(student, batch, [p_s])
     with torch.no_grad():
         _, ft = _features(teacher, batch, [p_t])
-    r = mmh_ext.reference.rad_loss(fs[p_s], ft[p_t], student.classifier.weight, student.classifier.bias,
-                                   teacher.classifier.weight, teacher.classifier.bias, reduction="region")
+    r = mmh_ext.reference.rad_loss(
+        fs[p_s],
+        ft[p_t],
+        student.classifier.weight,
+        student.classifier.bias,
+        teacher.classifier.weight,
+        teacher.classifier.bias,
+        reduction="region",
+    )
     hand = 0.4 * mmh_ext.reference.rad_weighting(r, "attention", stage.rad.q.weight, stage.rad.k.weight)
     assert torch.allclose(losses["loss_rad"], hand, atol=1e-5)
     # the trap of the reference code: RAD must send gradients to the student (and to q, k); never to the teacher
@@ -118,12 +141,15 @@ def test_rad_matches_reference_and_trains_student(batch, teacher, method, overri
     assert diag["rad_w_eff"] == pytest.approx(min(want_eff, 21.0), rel=1e-5)
 
 
-@pytest.mark.parametrize("method, overrides, weighting", [
-    ("rad", (), "none"),  # the library default (see the README)
-    ("rad", ("loss.rad.weighting=self",), "self"),  # rad follows the config
-    ("rad_self", (), "self"),
-    ("rad_noweight", ("loss.rad.weighting=attention",), "none"),  # an ablation variant overrides the config
-])
+@pytest.mark.parametrize(
+    "method, overrides, weighting",
+    [
+        ("rad", (), "none"),  # the library default (see the README)
+        ("rad", ("loss.rad.weighting=self",), "self"),  # rad follows the config
+        ("rad_self", (), "self"),
+        ("rad_noweight", ("loss.rad.weighting=attention",), "none"),  # an ablation variant overrides the config
+    ],
+)
 def test_rad_weighting_follows_config_or_variant(teacher, method, overrides, weighting):
     stage, _ = _student_stage(method, teacher, *overrides)
     assert stage.rad.weighting == weighting
@@ -138,8 +164,14 @@ def test_rad_noweight_is_region_mean(batch, teacher):
     _, fs = _features(student, batch, [p])
     with torch.no_grad():
         _, ft = _features(teacher, batch, [teacher.feature_paths["penultimate"]])
-    r = mmh_ext.reference.rad_loss(fs[p], ft[teacher.feature_paths["penultimate"]], student.classifier.weight,
-                                   student.classifier.bias, teacher.classifier.weight, teacher.classifier.bias)
+    r = mmh_ext.reference.rad_loss(
+        fs[p],
+        ft[teacher.feature_paths["penultimate"]],
+        student.classifier.weight,
+        student.classifier.bias,
+        teacher.classifier.weight,
+        teacher.classifier.bias,
+    )
     assert torch.allclose(losses["loss_rad"], r, atol=1e-5)
 
 

@@ -57,8 +57,9 @@ def test_paired_folder_reads_back_and_classes(tmp_path):
         np.testing.assert_array_equal(item["rgb"].numpy(), np.moveaxis(arrays["rgb"], -1, 0).astype(np.float32) / 255)
         np.testing.assert_allclose(item["depth"][0].numpy(), arrays["depth"].astype(np.float64) / 65535, rtol=1e-6)
         np.testing.assert_array_equal(item["ir"].numpy(), arrays["ir"])
-    assert read_any(os.path.join(tmp_path, "test/near/s00/depth.png"), depth_scale=1.0)[0, 0, 0] == \
-        float(w["test"]["test/near/s00"]["depth"][0, 0])
+    assert read_any(os.path.join(tmp_path, "test/near/s00/depth.png"), depth_scale=1.0)[0, 0, 0] == float(
+        w["test"]["test/near/s00"]["depth"][0, 0]
+    )
 
 
 def test_paired_folder_normalisation_is_the_train_statistics(tmp_path):
@@ -86,8 +87,9 @@ def test_paired_folder_normalisation_is_the_train_statistics(tmp_path):
     path.write_text(json.dumps({"normalization": stats}))
     given = build_dataset("paired_folder", split="test", root=str(tmp_path), stats=str(path))
     g = given[_by_name(given)[name]]
-    np.testing.assert_allclose(g["rgb"].numpy(), (np.moveaxis(w["test"][name]["rgb"], -1, 0) / 255 - 0.5) / 0.25,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        g["rgb"].numpy(), (np.moveaxis(w["test"][name]["rgb"], -1, 0) / 255 - 0.5) / 0.25, atol=1e-6
+    )
     with pytest.raises(ValueError, match="'depth'"):
         build_dataset("paired_folder", split="test", root=str(tmp_path), stats={"rgb": stats["rgb"]})
 
@@ -111,8 +113,7 @@ def test_paired_folder_resize_and_clips(tmp_path):
     for k, t in enumerate((0, 1, 2, 10)):
         np.testing.assert_array_equal(item["ir"][k, 0].numpy(), frames[("b", 1, t)] / np.float32(255))
     small = build_dataset("paired_folder", root=str(tmp_path), num_frames=4, resolution=3, normalize=False)
-    ref = torch.nn.functional.interpolate(item["ir"], size=(3, 3), mode="bilinear", align_corners=False,
-                                          antialias=True)
+    ref = torch.nn.functional.interpolate(item["ir"], size=(3, 3), mode="bilinear", align_corners=False, antialias=True)
     torch.testing.assert_close(small[_by_name(small)["train/b/v1"]]["ir"], ref)
     # normalising before resizing (what the dataset does) equals resizing before normalising
     norm = build_dataset("paired_folder", root=str(tmp_path), num_frames=4, resolution=3)
@@ -181,11 +182,13 @@ def test_manifest_matches_paired_folder(tmp_path):
         torch.testing.assert_close(a["rgb"], b["rgb"])
         torch.testing.assert_close(a["depth"], b["depth"])
     # one CSV per split (no split column), integer labels
-    (tmp_path / "tr.csv").write_text("label,rgb\n" + "".join(f"{k % 2},train/{c}/s0{k // 2}/rgb.png\n" for k, c in
-                                                           enumerate(["far", "near"] * 3)))
+    (tmp_path / "tr.csv").write_text(
+        "label,rgb\n" + "".join(f"{k % 2},train/{c}/s0{k // 2}/rgb.png\n" for k, c in enumerate(["far", "near"] * 3))
+    )
     (tmp_path / "te.csv").write_text("label,rgb\n1,test/near/s00/rgb.png\n")
-    te = build_dataset("manifest", split="test", csv={"train": str(tmp_path / "tr.csv"),
-                                                      "test": str(tmp_path / "te.csv")})
+    te = build_dataset(
+        "manifest", split="test", csv={"train": str(tmp_path / "tr.csv"), "test": str(tmp_path / "te.csv")}
+    )
     assert te.class_names == ["0", "1"] and int(te[0]["label"]) == 1
     for key in ("mean", "std"):  # the same train images, summed in another order
         np.testing.assert_allclose(te.normalization["rgb"][key], folder.normalization["rgb"][key], rtol=1e-12)
@@ -233,9 +236,21 @@ def test_train_teacher_and_rad_student_from_the_template(tmp_path, repo_root):
     write_easy_tree(data)
     run = tmp_path / "run"
     template = repo_root / "configs" / "templates" / "paired_folder" / "rad.yaml"
-    args = ["train", str(template), f"dataset.kwargs.root={data}", "dataset.kwargs.resolution=16",
-            "train.epochs=null", "train.steps=40", "train.batch_size=8", "train.progress=false", "threads=1",
-            "model.kwargs={width: 8, shared_width: 16}", f"output.cache={tmp_path / 'cache'}", "--run-dir", str(run)]
+    args = [
+        "train",
+        str(template),
+        f"dataset.kwargs.root={data}",
+        "dataset.kwargs.resolution=16",
+        "train.epochs=null",
+        "train.steps=40",
+        "train.batch_size=8",
+        "train.progress=false",
+        "threads=1",
+        "model.kwargs={width: 8, shared_width: 16}",
+        f"output.cache={tmp_path / 'cache'}",
+        "--run-dir",
+        str(run),
+    ]
     assert main(args) == 0
     res = json.loads((run / "results.json").read_text())
     assert res["status"] == "done" and list(res["stages"]) == ["teacher", "student"]
@@ -259,10 +274,17 @@ def test_train_teacher_and_rad_student_from_the_template(tmp_path, repo_root):
     assert main(["export", str(run), "--out", str(out)]) == 0
     side = json.loads((tmp_path / "student.pt.json").read_text())
     assert side["stage"] == "student" and side["class_names"] == ["far", "near"]
-    assert [(i["name"], i["shape"], i["normalization"]) for i in side["inputs"]] == \
-        [("rgb", ["batch", 3, 16, 16], facts["normalization"]["rgb"])]
-    test = build_dataset("paired_folder", split="test", root=str(data), resolution=16, modalities=["rgb"],
-                         stats=str(run / "dataset.json"))
+    assert [(i["name"], i["shape"], i["normalization"]) for i in side["inputs"]] == [
+        ("rgb", ["batch", 3, 16, 16], facts["normalization"]["rgb"])
+    ]
+    test = build_dataset(
+        "paired_folder",
+        split="test",
+        root=str(data),
+        resolution=16,
+        modalities=["rgb"],
+        stats=str(run / "dataset.json"),
+    )
     x = torch.stack([test[i]["rgb"] for i in range(len(test))])
     from mmh.train.checkpoint import load_model
 
@@ -289,15 +311,26 @@ def test_skipped_samples_are_reported_by_the_run(tmp_path, repo_root, capsys):
     write_tree(tmp_path / "data", n=3, size=8)
     os.remove(tmp_path / "data" / "test" / "near" / "s01" / "depth.png")
     template = repo_root / "configs" / "templates" / "paired_folder" / "teacher.yaml"
-    args = ["train", str(template), f"dataset.kwargs.root={tmp_path / 'data'}", "dataset.kwargs.resolution=8",
-            "dataset.kwargs.on_missing=skip", "train.epochs=null", "train.steps=2", "train.batch_size=4",
-            "train.progress=false", "threads=1", "model.kwargs={width: 4, shared_width: 4}", "output.cache=''",
-            "--run-dir", str(tmp_path / "run")]
+    args = [
+        "train",
+        str(template),
+        f"dataset.kwargs.root={tmp_path / 'data'}",
+        "dataset.kwargs.resolution=8",
+        "dataset.kwargs.on_missing=skip",
+        "train.epochs=null",
+        "train.steps=2",
+        "train.batch_size=4",
+        "train.progress=false",
+        "threads=1",
+        "model.kwargs={width: 4, shared_width: 4}",
+        "output.cache=''",
+        "--run-dir",
+        str(tmp_path / "run"),
+    ]
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "[paired_folder test] 1 sample(s) skipped (on_missing=skip), e.g. test/near/s01: no depth files" in err
     assert "[paired_folder train]" not in err
-
 
 
 def test_run_checks_own_data_before_training(tmp_path, repo_root, capsys):
@@ -312,13 +345,26 @@ def test_run_checks_own_data_before_training(tmp_path, repo_root, capsys):
     shutil.rmtree(data / "test" / "near" / "s02")
     shutil.copytree(data / "train" / "far" / "s01", data / "test" / "near" / "s02")  # a train sample, relabelled
     template = repo_root / "configs" / "templates" / "paired_folder" / "teacher.yaml"
-    args = ["train", str(template), f"dataset.kwargs.root={data}", "dataset.kwargs.resolution=8", "train.epochs=null",
-            "train.steps=2", "train.batch_size=4", "train.progress=false", "threads=1",
-            "model.kwargs={width: 4, shared_width: 4}", "output.cache=''"]
+    args = [
+        "train",
+        str(template),
+        f"dataset.kwargs.root={data}",
+        "dataset.kwargs.resolution=8",
+        "train.epochs=null",
+        "train.steps=2",
+        "train.batch_size=4",
+        "train.progress=false",
+        "threads=1",
+        "model.kwargs={width: 4, shared_width: 4}",
+        "output.cache=''",
+    ]
     assert main(args + ["--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("mmh train: error: 1 test sample(s) have the same content as train samples") and \
-        "'test/near/s02' = 'train/far/s01'" in err[-1] and "allow_overlap" in err[-1]
+    assert (
+        err[-1].startswith("mmh train: error: 1 test sample(s) have the same content as train samples")
+        and "'test/near/s02' = 'train/far/s01'" in err[-1]
+        and "allow_overlap" in err[-1]
+    )
     assert not (tmp_path / "run" / "stages").exists()  # stopped before training
     assert not json.loads((tmp_path / "run" / "data_check.json").read_text())["ok"]
 

@@ -102,8 +102,10 @@ def _stale(installed: dict[str, set[str | None]]) -> str | None:
     if installed == want:
         return None
     differ = sorted(n for n in set(installed) | set(want) if installed.get(n) != want.get(n))
-    return (f"the installed mmh's metadata is stale: it differs from pyproject.toml on {differ}; re-run "
-            f"pip install --no-build-isolation -e .")
+    return (
+        f"the installed mmh's metadata is stale: it differs from pyproject.toml on {differ}; re-run "
+        f"pip install --no-build-isolation -e ."
+    )
 
 
 def test_every_import_is_declared():
@@ -114,7 +116,8 @@ def test_every_import_is_declared():
         requirements = _pyproject_requirements()
     problems = check_imports(files, requirements)
     assert not problems, "undeclared imports (add them to pyproject.toml, extras imported lazily):\n" + "\n".join(
-        problems)
+        problems
+    )
 
 
 def test_installed_metadata_matches_pyproject():
@@ -131,15 +134,15 @@ def test_installed_metadata_matches_pyproject():
 def test_checker_catches_undeclared_and_eager_extras(tmp_path: Path):
     mod = tmp_path / "planted.py"
     mod.write_text(
-        "import os, json\n"                          # stdlib
-        "from . import sibling\n"                    # relative
-        "import mmh.config\n"                        # own package
-        "import yaml\n"                              # core (import name != distribution name)
-        "import no_such_dist_xyz.sub\n"              # undeclared, line 5
-        "import tensorboard\n"                       # extra at module load, line 6
+        "import os, json\n"  # stdlib
+        "from . import sibling\n"  # relative
+        "import mmh.config\n"  # own package
+        "import yaml\n"  # core (import name != distribution name)
+        "import no_such_dist_xyz.sub\n"  # undeclared, line 5
+        "import tensorboard\n"  # extra at module load, line 6
         "def f():\n"
-        "    import tensorboard\n"                   # extra, lazy: fine
-        "    from undeclared_lazy_xyz import g\n"    # undeclared even though lazy, line 9
+        "    import tensorboard\n"  # extra, lazy: fine
+        "    from undeclared_lazy_xyz import g\n"  # undeclared even though lazy, line 9
     )
     reqs = {"pyyaml": {None}, "tensorboard": {"tensorboard"}}
     problems = check_imports([mod], reqs)
@@ -154,8 +157,14 @@ def test_checker_catches_undeclared_and_eager_extras(tmp_path: Path):
 
 
 def _fresh_python(code: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                          cwd=cwd, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_every_shipped_config_loads_in_a_fresh_process(tmp_path: Path):
@@ -190,8 +199,13 @@ def test_every_shipped_config_loads_in_a_fresh_process(tmp_path: Path):
     assert res["configs"] == here
     fresh = res["configs"]
     assert fresh["thesis/admd"]["method"] == "admd" and fresh["thesis/admd"]["loss"]["admd"]["hidden"] == [128, 64]
-    assert fresh["synthetic_motion/rad"]["loss"]["rad"] == {"alpha": 0.4, "grid": 4, "levels": [4, 2, 1],
-                                                           "temperature": 2.0, "weighting": "none"}
+    assert fresh["synthetic_motion/rad"]["loss"]["rad"] == {
+        "alpha": 0.4,
+        "grid": 4,
+        "levels": [4, 2, 1],
+        "temperature": 2.0,
+        "weighting": "none",
+    }
     assert fresh["uci_mfeat/rad"]["loss"]["rad"]["levels"] == [1]
 
 
@@ -232,8 +246,10 @@ def test_config_dir_prefers_the_installed_package(tmp_path: Path, monkeypatch):
     shutil.copytree(ROOT / "python" / "mmh", pkg, ignore=shutil.ignore_patterns("__pycache__"))
     (pkg / "configs" / "demo").mkdir(parents=True)
     (pkg / "configs" / "demo" / "only_here.yaml").write_text("method: kd\nseed: 5\n")
-    code = ("import json, mmh.config as c\n"
-            "print(json.dumps([str(c.config_dir()), c.__file__, c.load_config(c.find_config('demo/only_here'))['seed']]))")
+    code = (
+        "import json, mmh.config as c\n"
+        "print(json.dumps([str(c.config_dir()), c.__file__, c.load_config(c.find_config('demo/only_here'))['seed']]))"
+    )
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
     env.pop("MMH_CONFIG_DIR", None)
     monkeypatch.delenv("MMH_CONFIG_DIR", raising=False)
@@ -255,9 +271,20 @@ def test_tensorboard_missing_names_the_extra(tmp_path: Path, monkeypatch, capsys
     from mmh.cli import main
 
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` now raises ImportError
-    args = ["train", "synthetic_motion/baseline", "train.tensorboard=true", "train.steps=1", "train.batch_size=8",
-            "dataset.split_kwargs={train: {size: 8}, test: {size: 8}}", "model.kwargs={width: 4, shared_width: 4}",
-            "train.progress=false", "threads=1", "output.cache=''", "--run-dir", str(tmp_path / "run")]
+    args = [
+        "train",
+        "synthetic_motion/baseline",
+        "train.tensorboard=true",
+        "train.steps=1",
+        "train.batch_size=8",
+        "dataset.split_kwargs={train: {size: 8}, test: {size: 8}}",
+        "model.kwargs={width: 4, shared_width: 4}",
+        "train.progress=false",
+        "threads=1",
+        "output.cache=''",
+        "--run-dir",
+        str(tmp_path / "run"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "train.tensorboard=true needs the optional dependency 'tensorboard'" in err

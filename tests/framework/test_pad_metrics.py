@@ -19,8 +19,10 @@ def test_pooled_and_iso_by_hand():
     assert pooled == pytest.approx({"apcer": 0.6, "bpcer": 1 / 3, "acer": 0.466667}, abs=1e-6)
     iso = pad_error_rates_by_species(PRED, TRUTH, SPECIES)
     # ISO: print 1/3, replay 2/2 -> APCER = the worst species = 1.0; ACER (1 + 1/3) / 2 = 0.666667
-    assert iso == pytest.approx({"apcer_iso/print": 1 / 3, "apcer_iso/replay": 1.0, "apcer_iso": 1.0,
-                                 "bpcer": 1 / 3, "acer_iso": 0.666667}, abs=1e-6)
+    assert iso == pytest.approx(
+        {"apcer_iso/print": 1 / 3, "apcer_iso/replay": 1.0, "apcer_iso": 1.0, "bpcer": 1 / 3, "acer_iso": 0.666667},
+        abs=1e-6,
+    )
 
 
 def test_pad_metrics_from_logits_has_both():
@@ -49,8 +51,15 @@ def test_main_job_iso_metrics_of_a_tiny_antispoof_run(tmp_path):
     from mmh.config import find_config, load_config
     from mmh.runner import run_experiment
 
-    over = ["seed=0", "train.steps=3", "train.batch_size=8", "train.progress=false", "threads=1",
-            "dataset.split_kwargs={train: {size: 16}, test: {size: 24}}", f"output.cache={tmp_path / 'cache'}"]
+    over = [
+        "seed=0",
+        "train.steps=3",
+        "train.batch_size=8",
+        "train.progress=false",
+        "threads=1",
+        "dataset.split_kwargs={train: {size: 16}, test: {size: 24}}",
+        f"output.cache={tmp_path / 'cache'}",
+    ]
     cfg = load_config(find_config("synthetic_antispoof/baseline"), over)
     res = run_experiment(cfg, run_dir=tmp_path / "run", log=lambda _m: None)
     iso = antispoof_iso_metrics(res)  # reads the run's saved config.yaml
@@ -64,11 +73,19 @@ def test_main_job_iso_metrics_of_a_tiny_antispoof_run(tmp_path):
     assert iso["apcer"] <= iso["apcer_iso"] + 1e-12
     from mmh.data import build_dataset
 
-    kinds = species_of(build_dataset("synthetic_antispoof", split="test", **cfg["dataset"]["split_kwargs"]["test"],
-                                     **(cfg["dataset"].get("kwargs") or {})))
+    kinds = species_of(
+        build_dataset(
+            "synthetic_antispoof",
+            split="test",
+            **cfg["dataset"]["split_kwargs"]["test"],
+            **(cfg["dataset"].get("kwargs") or {}),
+        )
+    )
     n = {k: kinds.count(k) for k in ("print", "replay")}
     pooled = (n["print"] * species["apcer_iso/print"] + n["replay"] * species["apcer_iso/replay"]) / sum(n.values())
     assert iso["apcer"] == pytest.approx(pooled, abs=1e-9)
-    table = format_table({"rad": {"accuracy": [0.5], "mean": 0.5, "std": 0.0}},
-                         {"rad": {"mean": 0.2, "std": 0.0, "acer_iso_mean": 0.3, "acer_iso_std": 0.0}})
+    table = format_table(
+        {"rad": {"accuracy": [0.5], "mean": 0.5, "std": 0.0}},
+        {"rad": {"mean": 0.2, "std": 0.0, "acer_iso_mean": 0.3, "acer_iso_std": 0.0}},
+    )
     assert "RAD, mean weighting: the paper's −IW ablation" in table and "| 0.2000 ± 0.0000 | 0.3000 ± 0.0000 |" in table

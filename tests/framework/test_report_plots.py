@@ -24,8 +24,10 @@ def test_format_duration_and_progress_line():
     assert format_duration(12.4) == "12s" and format_duration(245) == "4m05s" and format_duration(3723) == "1h02m03s"
     assert format_duration(math.inf) == "?"
     # 5 of 24 runs in 62 s: the remaining 19 at 12.4 s each = 235.6 s
-    assert format_progress(5, 24, 62.0, "synthetic_motion/rad s1") == \
-        "[ 5/24 runs] synthetic_motion/rad s1 done; elapsed 1m02s, ETA 3m56s"
+    assert (
+        format_progress(5, 24, 62.0, "synthetic_motion/rad s1")
+        == "[ 5/24 runs] synthetic_motion/rad s1 done; elapsed 1m02s, ETA 3m56s"
+    )
     assert format_progress(24, 24, 100.0) == "[24/24 runs] elapsed 1m40s, ETA 0s"
     assert format_progress(0, 3, 0.0).endswith("ETA ?")
     with pytest.raises(ValueError, match="done <= total"):
@@ -43,13 +45,24 @@ def test_progress_counts_with_a_given_clock():
 
 
 def test_plot_methods_and_sweep_write_pngs(tmp_path: Path):
-    panels = {"synthetic_motion: accuracy": {"teacher": [0.83, 0.82, 0.81], "baseline": [0.67, 0.68, 0.66],
-                                             "rad_attention": [0.675, 0.672, 0.68]},
-              "ACER": {"teacher": [0.0, 0.0, 0.0], "baseline": [0.25, 0.22, 0.27]}}
+    panels = {
+        "synthetic_motion: accuracy": {
+            "teacher": [0.83, 0.82, 0.81],
+            "baseline": [0.67, 0.68, 0.66],
+            "rad_attention": [0.675, 0.672, 0.68],
+        },
+        "ACER": {"teacher": [0.0, 0.0, 0.0], "baseline": [0.25, 0.22, 0.27]},
+    }
     _png(plot_methods(panels, tmp_path / "m.png", title="main job"))
-    _png(plot_sweep({"two-stream": {"0": [0.7, 0.71], "0.1": [0.48, 0.5], "void": [0.56, 0.57]},
-                     "hallucination": {"0": [0.57, 0.58], "0.1": [0.57, 0.58], "void": [0.57, 0.58]}},
-                    tmp_path / "s.png"))
+    _png(
+        plot_sweep(
+            {
+                "two-stream": {"0": [0.7, 0.71], "0.1": [0.48, 0.5], "void": [0.56, 0.57]},
+                "hallucination": {"0": [0.57, 0.58], "0.1": [0.57, 0.58], "void": [0.57, 0.58]},
+            },
+            tmp_path / "s.png",
+        )
+    )
     with pytest.raises(ValueError, match="nothing to plot"):
         plot_methods({"empty": {}}, tmp_path / "e.png")
 
@@ -61,13 +74,19 @@ def test_benchmark_figures_from_small_results(tmp_path: Path):
     methods = {m: {"accuracy": [0.6 + 0.01 * i, 0.62 + 0.01 * i]} for i, m in enumerate(MMH_METHODS)}
     anti = {m: {"acer": [0.2, 0.25]} for m in ("teacher", "baseline", "rad", "dad")}
     _png(plot_mmh_results(methods, anti, tmp_path / "mmh.png"))
-    thesis = {m: {"accuracy": [0.5, 0.55]} for m in (*STEP_VARIANTS, "hoffman", "admd", "admd_naive", "moddrop",
-                                                      "two_stream_step2")}
+    thesis = {
+        m: {"accuracy": [0.5, 0.55]}
+        for m in (*STEP_VARIANTS, "hoffman", "admd", "admd_naive", "moddrop", "two_stream_step2")
+    }
     grid = ["0", "0.001", "void"]
-    a = {"mcl": {m: {"rgb": [0.6, 0.62], "depth": [0.8, 0.81], "sum": [0.9, 0.91], "oracle": [0.99, 0.98]}
-                 for m in MCL_METHODS},
-         "noise_sweep": {"two-stream (step 2)": {g: [0.7, 0.6] for g in grid}},
-         "switch_signal": {"admd": {g: [0.1, 0.2] for g in grid}}}
+    a = {
+        "mcl": {
+            m: {"rgb": [0.6, 0.62], "depth": [0.8, 0.81], "sum": [0.9, 0.91], "oracle": [0.99, 0.98]}
+            for m in MCL_METHODS
+        },
+        "noise_sweep": {"two-stream (step 2)": {g: [0.7, 0.6] for g in grid}},
+        "switch_signal": {"admd": {g: [0.1, 0.2] for g in grid}},
+    }
     paths = plot_thesis_results(thesis, a, tmp_path)
     assert set(paths) == {"comparison", "noise_sweep", "switch_signal"}
     for p in paths.values():
@@ -77,8 +96,14 @@ def test_benchmark_figures_from_small_results(tmp_path: Path):
 def _fake_run(root: Path, dataset: str, method: str, seed: int, acc: float, val: bool) -> Path:
     d = root / f"{dataset}-{method}-s{seed}"
     (d / "stages" / "student").mkdir(parents=True)
-    res = {"method": method, "seed": seed, "dataset": dataset, "status": "done", "final": {"accuracy": acc},
-           "stages": {"student": {"kind": "x", "source": "trained", "metrics": {"accuracy": acc}}}}
+    res = {
+        "method": method,
+        "seed": seed,
+        "dataset": dataset,
+        "status": "done",
+        "final": {"accuracy": acc},
+        "stages": {"student": {"kind": "x", "source": "trained", "metrics": {"accuracy": acc}}},
+    }
     (d / "results.json").write_text(json.dumps(res))
     fields = ["epoch", "step", "loss", "train_accuracy"] + (["val_accuracy"] if val else [])
     with open(d / "stages" / "student" / "metrics.csv", "w", newline="") as fh:
@@ -96,26 +121,33 @@ def test_report_comparison_panels_per_dataset_and_val_curves(tmp_path: Path, mon
     import mmh.evaluation.plots as plots
     import mmh.evaluation.report as report
 
-    runs = [_fake_run(tmp_path, ds, m, s, 0.5 + 0.1 * s, val=(ds == "synthetic_antispoof"))
-            for ds in ("synthetic_motion", "synthetic_antispoof") for m in ("baseline", "rad_attention")
-            for s in (0, 1)]
+    runs = [
+        _fake_run(tmp_path, ds, m, s, 0.5 + 0.1 * s, val=(ds == "synthetic_antispoof"))
+        for ds in ("synthetic_motion", "synthetic_antispoof")
+        for m in ("baseline", "rad_attention")
+        for s in (0, 1)
+    ]
     seen: dict[str, object] = {}
     real = plots.plot_methods
-    monkeypatch.setattr(plots, "plot_methods", lambda panels, path, **kw: seen.update(panels=panels) or
-                        real(panels, path, **kw))
+    monkeypatch.setattr(
+        plots, "plot_methods", lambda panels, path, **kw: seen.update(panels=panels) or real(panels, path, **kw)
+    )
     paths = make_report(runs, tmp_path / "out")
     for key in ("curves", "comparison"):
         _png(paths[key])
     # one panel per dataset (no dataset names crammed into the tick labels), the seeds' values as dots
-    assert seen["panels"] == {"synthetic_motion": {"baseline": [0.5, 0.6], "rad_attention": [0.5, 0.6]},
-                              "synthetic_antispoof": {"baseline": [0.5, 0.6], "rad_attention": [0.5, 0.6]}}
+    assert seen["panels"] == {
+        "synthetic_motion": {"baseline": [0.5, 0.6], "rad_attention": [0.5, 0.6]},
+        "synthetic_antispoof": {"baseline": [0.5, 0.6], "rad_attention": [0.5, 0.6]},
+    }
 
     # the val metric is drawn where the runs have it
     import matplotlib.pyplot as plt
 
     drawn: list[list[str]] = []
-    monkeypatch.setattr(plt.Figure, "savefig", lambda fig, *a, **k: drawn.append(
-        [ln.get_label() for ax in fig.axes for ln in ax.lines]))
+    monkeypatch.setattr(
+        plt.Figure, "savefig", lambda fig, *a, **k: drawn.append([ln.get_label() for ax in fig.axes for ln in ax.lines])
+    )
     plots.plot_curves(report.collect_runs(runs), tmp_path / "c.png")
     labels = drawn[0]
     assert sum(lab.endswith(" val") for lab in labels) == 4  # the four antispoof runs (val split) only
@@ -141,8 +173,9 @@ def test_plot_methods_draws_the_means_stds_and_seeds_with_readable_ticks(tmp_pat
     figs = _capture_figures(monkeypatch)
     names = ["teacher", "baseline", "rad", "dad", "rad_dad", "kd", "rad_attention", "rad_self"]
     seeds = {m: [0.6 + 0.013 * i, 0.64 + 0.011 * i, 0.59 + 0.017 * i] for i, m in enumerate(names)}
-    plot_methods({"synthetic_motion: accuracy": seeds, "ACER": {"teacher": [0.1], "rad": [0.3, 0.2]}},
-                 tmp_path / "m.png")
+    plot_methods(
+        {"synthetic_motion: accuracy": seeds, "ACER": {"teacher": [0.1], "rad": [0.3, 0.2]}}, tmp_path / "m.png"
+    )
     fig = figs[-1]
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -186,8 +219,10 @@ def test_plot_sweep_draws_the_means_and_seeds(tmp_path: Path, monkeypatch):
     from matplotlib.collections import PathCollection
 
     figs = _capture_figures(monkeypatch)
-    curves = {"two-stream": {"0": [0.7, 0.72], "0.1": [0.48, 0.5], "void": [0.56, 0.6]},
-              "hallucination": {"0": [0.57, 0.58], "0.1": [0.55, 0.58], "void": [0.5, 0.57]}}
+    curves = {
+        "two-stream": {"0": [0.7, 0.72], "0.1": [0.48, 0.5], "void": [0.56, 0.6]},
+        "hallucination": {"0": [0.57, 0.58], "0.1": [0.55, 0.58], "void": [0.5, 0.57]},
+    }
     plot_sweep(curves, tmp_path / "s.png")
     ax = figs[-1].axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.1", "void"]
@@ -199,4 +234,3 @@ def test_plot_sweep_draws_the_means_and_seeds(tmp_path: Path, monkeypatch):
         for i, vals in enumerate(curve.values()):
             for v in vals:
                 assert any(abs(x - i) < 0.2 and y == v for x, y in dots)
-

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mmh.runner import Source, load_results, stage_artifact_path, stage_model_path
 from mmh.train.checkpoint import load_tensors, save_tensors
 
@@ -86,10 +87,12 @@ def test_a_stage_network_is_checked_against_its_record(tmp_path: Path):
     (run / "dataset.json").write_text(json.dumps({"num_classes": 3}))
     res = {"stages": {"ensemble": {"network": record}}}
     check_stage_network(LogitEnsemble({"rad": net(), "dad": net()}), "m.pt", run, res, "ensemble")  # the same: fine
-    for other, match in [(LogitEnsemble({"rad": net(width=6), "dad": net()}), "architecture"),
-                         (LogitEnsemble({"rad": net(classes=5), "dad": net(classes=5)}), "5 classes, the stage 3"),
-                         (LogitEnsemble({"rad": net(mods=("rgb", "depth")), "dad": net()}), r"\['rgb', 'depth'\]"),
-                         (net(), "architecture")]:
+    for other, match in [
+        (LogitEnsemble({"rad": net(width=6), "dad": net()}), "architecture"),
+        (LogitEnsemble({"rad": net(classes=5), "dad": net(classes=5)}), "5 classes, the stage 3"),
+        (LogitEnsemble({"rad": net(mods=("rgb", "depth")), "dad": net()}), r"\['rgb', 'depth'\]"),
+        (net(), "architecture"),
+    ]:
         with pytest.raises(ValueError, match=rf"m\.pt is not the network of stage 'ensemble' of run .*{match}"):
             check_stage_network(other, "m.pt", run, res, "ensemble")
     (run / "dataset.json").write_text(json.dumps({"num_classes": 4}))  # the run's data has 4 classes

@@ -24,16 +24,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from mmh.cli import main
-from mmh.train.checkpoint import (UnsafeFileError, decode_rng_state, encode_rng_state, load_checkpoint, load_model,
-                                  safe_load)
+from mmh.train.checkpoint import (
+    UnsafeFileError,
+    decode_rng_state,
+    encode_rng_state,
+    load_checkpoint,
+    load_model,
+    safe_load,
+)
 from mmh.utils.seed import get_rng_state, set_rng_state
 
 pytest.importorskip("mmh_ext")
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["dataset.split_kwargs={train: {size: 48}, test: {size: 30}}", "train.batch_size=16", "train.steps=5",
-        "model.kwargs={width: 8, shared_width: 8}", "train.progress=false", "threads=1"]
+TINY = [
+    "dataset.split_kwargs={train: {size: 48}, test: {size: 30}}",
+    "train.batch_size=16",
+    "train.steps=5",
+    "model.kwargs={width: 8, shared_width: 8}",
+    "train.progress=false",
+    "threads=1",
+]
 
 
 class Payload:
@@ -77,11 +90,37 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     assert main(["train", "synthetic_motion/dad", *TINY, cache, "--run-dir", str(out["dad"])]) == 0
     for name, stop in (("in_student", 7), ("in_teacher", 3)):
         out[name] = base / name
-        assert main(["train", "synthetic_motion/kd", *TINY, "output.cache=''", "--run-dir", str(out[name]),
-                     "--stop-after-steps", str(stop)]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "synthetic_motion/kd",
+                    *TINY,
+                    "output.cache=''",
+                    "--run-dir",
+                    str(out[name]),
+                    "--stop-after-steps",
+                    str(stop),
+                ]
+            )
+            == 0
+        )
     out["best"] = base / "best"
-    assert main(["train", "synthetic_motion/baseline", *TINY, "output.cache=''", "train.deploy=best",
-                 "dataset.val_split=test", "--run-dir", str(out["best"])]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "synthetic_motion/baseline",
+                *TINY,
+                "output.cache=''",
+                "train.deploy=best",
+                "dataset.val_split=test",
+                "--run-dir",
+                str(out["best"]),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -163,8 +202,9 @@ def test_train_refuses_a_planted_stage_cache_file(tmp_path: Path, runs, capsys):
     marker = tmp_path / "marker"
     _plant(target, marker)
     capsys.readouterr()
-    assert main(["train", "synthetic_motion/dad", *TINY, f"output.cache={cache}", "--run-dir",
-                 str(tmp_path / "run")]) == 2
+    assert (
+        main(["train", "synthetic_motion/dad", *TINY, f"output.cache={cache}", "--run-dir", str(tmp_path / "run")]) == 2
+    )
     err = _err(capsys)
     assert f"refused to load model artifact {target}" in err
     assert not marker.exists()
@@ -219,8 +259,7 @@ def test_train_refuses_a_planted_explicit_checkpoint(tmp_path: Path, runs, capsy
 def test_a_config_yaml_with_python_tags_is_refused(tmp_path: Path, runs, capsys):
     run, marker = _copy(runs, "in_teacher", tmp_path), tmp_path / "marker"
     cfg = run / "config.yaml"
-    cfg.write_text(f"!!python/object/apply:builtins.exec [\"open('{marker}', 'w').write('x')\"]\n"
-                   + cfg.read_text())
+    cfg.write_text(f"!!python/object/apply:builtins.exec [\"open('{marker}', 'w').write('x')\"]\n" + cfg.read_text())
     for argv in (["train", "--resume", str(run)], ["eval", str(run)]):
         capsys.readouterr()
         assert main(argv) == 2
@@ -256,14 +295,18 @@ def _malformed_artifacts(good: dict, other: dict) -> dict[str, tuple[object, str
         "not a dict": (5, "holds a int, not a dict"),
         "no state_dict": ({"config": good["config"]}, "lacks ['state_dict']"),
         "config without name": ({"config": {"width": 8}, "state_dict": sd}, "'config' must be a dict with a model"),
-        "unknown model": ({"config": {**good["config"], "name": "no_such_net"}, "state_dict": sd},
-                          "cannot build model 'no_such_net'"),
+        "unknown model": (
+            {"config": {**good["config"], "name": "no_such_net"}, "state_dict": sd},
+            "cannot build model 'no_such_net'",
+        ),
         "weights not tensors": ({"config": good["config"], "state_dict": {k: 1.0}}, "must map names to tensors"),
         "missing weight": ({"config": good["config"], "state_dict": missing}, f"missing weights ['{dropped}']"),
         "wrong shape": ({"config": good["config"], "state_dict": wrong_shape}, f"wrong shapes (file vs model) ['{k}"),
         # the student's config with the teacher's weights (the RGB-D teacher has depth weights the student lacks)
-        "another model's weights": ({"config": good["config"], "state_dict": other["state_dict"]},
-                                    "unexpected weights"),
+        "another model's weights": (
+            {"config": good["config"], "state_dict": other["state_dict"]},
+            "unexpected weights",
+        ),
     }
 
 
@@ -274,8 +317,10 @@ def test_eval_names_the_file_and_the_problem_of_malformed_artifacts(tmp_path: Pa
     other = safe_load(run / "stages" / "teacher" / "model.pt", "model artifact")
     cases = _malformed_artifacts(good, other)
     data = target.read_bytes()
-    cases_bytes = {"truncated": (data[: len(data) // 2], "not a torch.save archive"),
-                   "empty": (b"", "not a torch.save archive")}
+    cases_bytes = {
+        "truncated": (data[: len(data) // 2], "not a torch.save archive"),
+        "empty": (b"", "not a torch.save archive"),
+    }
     for name, (obj, phrase) in [*cases.items(), *cases_bytes.items()]:
         if isinstance(obj, bytes):
             target.write_bytes(obj)
@@ -295,11 +340,15 @@ def test_resume_names_the_file_and_the_problem_of_malformed_checkpoints(tmp_path
     other_stage = safe_load(runs["ref"] / "stages" / "student" / "latest.pt", "checkpoint")["stage"]
     cases = {
         "not a dict": ([1, 2], "holds a list, not a dict"),
-        "missing keys": ({k: v for k, v in good.items() if k not in ("optimizer", "rng")},
-                         "lacks ['optimizer', 'rng']"),
+        "missing keys": (
+            {k: v for k, v in good.items() if k not in ("optimizer", "rng")},
+            "lacks ['optimizer', 'rng']",
+        ),
         "bad step": ({**good, "step": "3"}, "'step' must be a non-negative int"),
-        "bad rng": ({**good, "rng": {**good["rng"], "numpy": {**good["rng"]["numpy"], "key": torch.zeros(3)}}},
-                    "malformed RNG state"),
+        "bad rng": (
+            {**good, "rng": {**good["rng"], "numpy": {**good["rng"]["numpy"], "key": torch.zeros(3)}}},
+            "malformed RNG state",
+        ),
         # the student stage's trainable weights in the teacher stage's checkpoint
         "another stage's weights": ({**good, "stage": other_stage}, "does not fit this run's stage"),
     }
@@ -325,13 +374,23 @@ def test_rng_states_survive_a_weights_only_round_trip(tmp_path: Path):
     random.random(), np.random.randn(), torch.randn(1)  # noqa: B018 - move off the seeded positions (and gauss)
     np.random.standard_normal()
     snap = get_rng_state()
-    expect = (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), np.random.standard_normal(),
-              torch.rand(3).tolist())
+    expect = (
+        random.random(),
+        random.gauss(0, 1),
+        np.random.rand(3).tolist(),
+        np.random.standard_normal(),
+        torch.rand(3).tolist(),
+    )
     torch.save({"rng": encode_rng_state(snap)}, tmp_path / "r.pt")
     random.seed(0), np.random.seed(0), torch.manual_seed(0)  # noqa: B018 - somewhere else entirely
     set_rng_state(decode_rng_state(safe_load(tmp_path / "r.pt")["rng"]))
-    got = (random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), np.random.standard_normal(),
-           torch.rand(3).tolist())
+    got = (
+        random.random(),
+        random.gauss(0, 1),
+        np.random.rand(3).tolist(),
+        np.random.standard_normal(),
+        torch.rand(3).tolist(),
+    )
     assert got == expect
 
 
@@ -365,8 +424,13 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path, runs)
     steps = ["train.steps=40", "train.checkpoint_every=1"]
     args = ["train", "synthetic_motion/kd", *TINY, *steps, "output.cache=''", "--run-dir", str(run)]
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'python'}:{ROOT}", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "mmh.cli", *args], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmh.cli", *args],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     latest = run / "stages" / "teacher" / "latest.pt"
     deadline = time.monotonic() + 120
     while not latest.is_file() and proc.poll() is None and time.monotonic() < deadline:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from _tiny import TinyNet, TinySet
+
 from mmh.config import DEFAULTS, merge
 from mmh.data import EpochBatchSampler
 from mmh.methods import Supervised
@@ -23,8 +24,10 @@ from mmh.utils import seed_everything
 
 
 def _tcfg(**kw):
-    return merge(DEFAULTS["train"], {"batch_size": 8, "steps": 12, "lr": 0.05, "schedule": "cosine",
-                                     "warmup_steps": 2, "progress": False, **kw})
+    return merge(
+        DEFAULTS["train"],
+        {"batch_size": 8, "steps": 12, "lr": 0.05, "schedule": "cosine", "warmup_steps": 2, "progress": False, **kw},
+    )
 
 
 def _stage(seed: int) -> Supervised:
@@ -104,10 +107,20 @@ def test_resume_after_sigterm_in_a_subprocess_gives_identical_weights(tmp_path: 
     tcfg = _tcfg(grad_clip=1.0, optimizer="sgd")
     ref = _run(tmp_path / "ref", tcfg, ds)
     out, marker = tmp_path / "run", tmp_path / "marker"
-    child = _SIGTERM_CHILD.format(paths=[str(Path(__file__).parent), str(Path(__file__).parents[2] / "python")],
-                                  at=6, marker=str(marker), tcfg=dict(tcfg), out=str(out))
-    proc = subprocess.Popen([sys.executable, "-c", child], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = _SIGTERM_CHILD.format(
+        paths=[str(Path(__file__).parent), str(Path(__file__).parents[2] / "python")],
+        at=6,
+        marker=str(marker),
+        tcfg=dict(tcfg),
+        out=str(out),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not marker.is_file() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -202,8 +215,9 @@ def test_schedules():
     p = [torch.nn.Parameter(torch.zeros(1))]
     lrs = {}
     for kind in ("constant", "step", "cosine", "onecycle"):
-        cfg = _tcfg(schedule=kind, lr=1.0, warmup_steps=2, warmup_start_factor=0.5, milestones=[5], gamma=0.1,
-                    optimizer="sgd")
+        cfg = _tcfg(
+            schedule=kind, lr=1.0, warmup_steps=2, warmup_start_factor=0.5, milestones=[5], gamma=0.1, optimizer="sgd"
+        )
         opt = build_optimizer(p, cfg)
         sch = build_scheduler(opt, cfg, 10)
         seq = []

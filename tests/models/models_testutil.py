@@ -21,8 +21,6 @@ def make_batch(modalities, batch=2, frames=None, size=32, seed=0, channels=None)
     return out
 
 
-
-
 def check_contract(model, batch, rows_per_sample=1):
     """logits == classifier(penultimate.mean((2, 3))) through FeatureExtractor; dad paths exist and give
     ``rows_per_sample`` rows per sample (T for models with frames folded into the batch)."""

@@ -31,8 +31,7 @@ def small(**kw):
 def capture_unit(model, path):
     """Record (args, output) of the unit at ``path``."""
     rec = {}
-    handle = model.get_submodule(path).register_forward_hook(
-        lambda mod, args, out: rec.update(args=args, out=out))
+    handle = model.get_submodule(path).register_forward_hook(lambda mod, args, out: rec.update(args=args, out=out))
     return rec, handle
 
 
@@ -48,10 +47,12 @@ def test_injection_goes_into_the_residual_branch_only(pure_inject):
     assert torch.equal(gate, depth_rec["args"][0])
     unit = m.streams["rgb"].layer2[1]
     with torch.no_grad():
+
         def branch(inp):
             return unit.bn2(unit.conv2(torch.relu(unit.bn1(unit.conv1(inp)))))
-        expected = torch.relu(branch(xa * torch.relu(gate)) + xa)           # skip path takes x_a untouched
-        tf_variant = torch.relu(branch(xa + xa * torch.relu(gate)) + xa)     # the released TF code's bug
+
+        expected = torch.relu(branch(xa * torch.relu(gate)) + xa)  # skip path takes x_a untouched
+        tf_variant = torch.relu(branch(xa + xa * torch.relu(gate)) + xa)  # the released TF code's bug
         gated_skip = torch.relu(branch(xa * torch.relu(gate)) + xa * torch.relu(gate))
     torch.testing.assert_close(rgb_rec["out"], expected)
     assert not torch.allclose(rgb_rec["out"], tf_variant, atol=1e-4)
@@ -120,12 +121,20 @@ def test_contract_student_and_hallucination_streams(pure_inject):
     s = derive_student(m, ["rgb"])
     assert list(s.streams) == ["rgb"] and s.connections is False and s.config["connections"] is False
     # step 4 of the thesis: RGB + hallucination streams, both fed RGB, hallucination gates RGB
-    h = build_model("small_multiplier", modalities=["rgb"], num_classes=3, width=4, num_frames=2,
-                    streams={"rgb": "rgb", "hall": "rgb"}, gate_from="hall")
+    h = build_model(
+        "small_multiplier",
+        modalities=["rgb"],
+        num_classes=3,
+        width=4,
+        num_frames=2,
+        streams={"rgb": "rgb", "hall": "rgb"},
+        gate_from="hall",
+    )
     assert h.connections and set(h.forward_streams(make_batch(["rgb"], frames=2))) == {"rgb", "hall"}
     # a hallucination stream can be initialised from a depth stream of the same shape
-    same = build_model("small_multiplier", modalities=["rgb", "depth"], num_classes=3, width=4, num_frames=2,
-                       in_channels={"depth": 3})
+    same = build_model(
+        "small_multiplier", modalities=["rgb", "depth"], num_classes=3, width=4, num_frames=2, in_channels={"depth": 3}
+    )
     h.streams["hall"].load_state_dict(same.streams["depth"].state_dict())
 
 

@@ -22,15 +22,18 @@ def test_unknown_model_names_itself():
         build_model("no_such_net", modalities=["rgb"], num_classes=2)
 
 
-@pytest.mark.parametrize("bad, exc, word", [
-    (dict(modalities="rgb", num_classes=2), TypeError, "modalities"),
-    (dict(modalities=[], num_classes=2), ValueError, "modalities"),
-    (dict(modalities=["rgb", "rgb"], num_classes=2), ValueError, "duplicates"),
-    (dict(modalities=["rgb"], num_classes=0), ValueError, "num_classes"),
-    (dict(modalities=["thermal"], num_classes=2), ValueError, "thermal"),
-    (dict(modalities=["rgb"], num_classes=2, in_channels={"rgb": 0}), ValueError, "in_channels"),
-    (dict(modalities=["rgb"], num_classes=2, seed="x"), TypeError, "seed"),
-])
+@pytest.mark.parametrize(
+    "bad, exc, word",
+    [
+        (dict(modalities="rgb", num_classes=2), TypeError, "modalities"),
+        (dict(modalities=[], num_classes=2), ValueError, "modalities"),
+        (dict(modalities=["rgb", "rgb"], num_classes=2), ValueError, "duplicates"),
+        (dict(modalities=["rgb"], num_classes=0), ValueError, "num_classes"),
+        (dict(modalities=["thermal"], num_classes=2), ValueError, "thermal"),
+        (dict(modalities=["rgb"], num_classes=2, in_channels={"rgb": 0}), ValueError, "in_channels"),
+        (dict(modalities=["rgb"], num_classes=2, seed="x"), TypeError, "seed"),
+    ],
+)
 def test_build_model_rejects_bad_arguments(bad, exc, word):
     with pytest.raises(exc, match=word):
         build_model("small_joint", **bad)
@@ -92,8 +95,15 @@ def test_derive_student_drops_the_missing_branch():
 
 
 def test_derive_student_filters_in_channels_and_streams():
-    t = build_model("small_late_fusion", modalities=["rgb", "depth"], num_classes=2, width=8, shared_width=8,
-                    in_channels={"rgb": 3, "depth": 3}, streams={"appearance": "rgb", "hall": "rgb", "d": "depth"})
+    t = build_model(
+        "small_late_fusion",
+        modalities=["rgb", "depth"],
+        num_classes=2,
+        width=8,
+        shared_width=8,
+        in_channels={"rgb": 3, "depth": 3},
+        streams={"appearance": "rgb", "hall": "rgb", "d": "depth"},
+    )
     s = derive_student(t, ["rgb"])
     assert s.config["in_channels"] == {"rgb": 3}
     assert set(s.streams) == {"appearance", "hall"}

@@ -76,8 +76,9 @@ def test_late_fusion_averages_stream_logits():
 
 
 def test_late_fusion_two_streams_on_one_modality():
-    m = build_model("small_late_fusion", modalities=["rgb"], num_classes=2, seed=0,
-                    streams={"rgb": "rgb", "hall": "rgb"})
+    m = build_model(
+        "small_late_fusion", modalities=["rgb"], num_classes=2, seed=0, streams={"rgb": "rgb", "hall": "rgb"}
+    )
     per = m.forward_streams(make_batch(["rgb"]))
     assert set(per) == {"rgb", "hall"} and not torch.allclose(per["rgb"], per["hall"])
     with pytest.raises(ValueError, match="depth"):
@@ -128,8 +129,9 @@ def test_small_joint_learns_a_toy_task():
 def test_late_fusion_copies_and_saves(tmp_path):
     import copy
 
-    m = build_model("small_late_fusion", modalities=["rgb", "depth"], num_classes=3, width=4, shared_width=4,
-                    seed=0).eval()
+    m = build_model(
+        "small_late_fusion", modalities=["rgb", "depth"], num_classes=3, width=4, shared_width=4, seed=0
+    ).eval()
     x = make_batch(["rgb", "depth"])
     c = copy.deepcopy(m)
     with torch.no_grad():

@@ -68,8 +68,9 @@ def test_temporal_conv_sits_on_the_residual_branch_of_the_second_unit():
     branch_in = (xt + torch.einsum("oc,btchw->btohw", w0, prev)).reshape_as(x)
     want = torch.relu(unit.bn2(unit.conv2(unit.relu(unit.bn1(unit.conv1(branch_in))))) + x)
     torch.testing.assert_close(unit(x, num_frames=3), want, rtol=1e-5, atol=1e-5)
-    old = build_model("resnet50_temporal", modalities=["rgb"], num_classes=3, arch="resnet18", seed=0,
-                      temporal="after_stage")
+    old = build_model(
+        "resnet50_temporal", modalities=["rgb"], num_classes=3, arch="resnet18", seed=0, temporal="after_stage"
+    )
     assert old.backbone.temporal is not None and "temporal" not in dict(old.backbone.layer2[1].named_children())
     with pytest.raises(ValueError, match="temporal"):
         build_model("resnet50_temporal", modalities=["rgb"], num_classes=3, arch="resnet18", temporal="middle")

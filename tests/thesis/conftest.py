@@ -16,8 +16,13 @@ for p in (ROOT / "python", ROOT):
 torch.set_num_threads(1)
 
 #: Overrides that make any thesis config run in about a second.
-TINY = ["dataset.split_kwargs={train: {size: 32}, test: {size: 24}}", "train.batch_size=16", "train.steps=3",
-        "train.progress=false", "threads=1"]
+TINY = [
+    "dataset.split_kwargs={train: {size: 32}, test: {size: 24}}",
+    "train.batch_size=16",
+    "train.steps=3",
+    "train.progress=false",
+    "threads=1",
+]
 
 
 @pytest.fixture

@@ -13,10 +13,27 @@ from mmh.models import FrameDiscriminator, build_model
 
 
 def _nets(naive: bool = False, frames: int = 3):
-    depth = build_model("small_framewise", modalities=("rgb", "depth"), num_classes=3, width=4, shared_width=4,
-                        bottleneck=6, num_frames=frames, seed=0)
-    hall = build_model("small_framewise", modalities=("rgb",), num_classes=3, width=4, shared_width=4,
-                       bottleneck=6, num_frames=frames, streams={"hall": "rgb"}, seed=1)
+    depth = build_model(
+        "small_framewise",
+        modalities=("rgb", "depth"),
+        num_classes=3,
+        width=4,
+        shared_width=4,
+        bottleneck=6,
+        num_frames=frames,
+        seed=0,
+    )
+    hall = build_model(
+        "small_framewise",
+        modalities=("rgb",),
+        num_classes=3,
+        width=4,
+        shared_width=4,
+        bottleneck=6,
+        num_frames=frames,
+        streams={"hall": "rgb"},
+        seed=1,
+    )
     copy_stream(hall, "hall", depth, "depth")
     torch.manual_seed(0)
     disc = FrameDiscriminator(6, 1 if naive else 3, frames, (8,))
@@ -25,8 +42,12 @@ def _nets(naive: bool = False, frames: int = 3):
 
 def _batch(b: int = 4, t: int = 3):
     g = torch.Generator().manual_seed(0)
-    return {"rgb": torch.rand(b, t, 3, 32, 32, generator=g), "depth": torch.rand(b, t, 1, 32, 32, generator=g),
-            "label": torch.tensor([0, 1, 2, 1])[:b], "frame_index": torch.arange(t).repeat(b, 1)}
+    return {
+        "rgb": torch.rand(b, t, 3, 32, 32, generator=g),
+        "depth": torch.rand(b, t, 1, 32, 32, generator=g),
+        "label": torch.tensor([0, 1, 2, 1])[:b],
+        "frame_index": torch.arange(t).repeat(b, 1),
+    }
 
 
 def test_target_layout_and_label_flipping():
@@ -50,6 +71,7 @@ def test_losses_by_hand_and_no_gradient_leak():
     with torch.no_grad():
         rpath, fpath = "streams.depth.bottleneck", "streams.hall.bottleneck"
         from mmh.models import FeatureExtractor
+
         with FeatureExtractor(depth, [rpath]) as rf:
             depth(batch)
         with FeatureExtractor(hall, [fpath]) as ff:
@@ -117,6 +139,7 @@ def test_switch_signal_values_and_discriminator_roundtrip():
     # p(fake) = the mean over all frames of softmax(D(features ‖ frame index))[C], computed here from the features
     batches = [_batch(), _batch(2)]
     from mmh.models import FeatureExtractor
+
     probs = []
     for b in batches:
         with torch.no_grad(), FeatureExtractor(depth.eval(), ["streams.depth.bottleneck"]) as f:
@@ -137,10 +160,27 @@ def test_switch_signal_values_and_discriminator_roundtrip():
 def test_framewise_concat_sees_frame_order_mean_does_not():
     batch = _batch()
     rev = {**batch, "rgb": batch["rgb"].flip(1), "depth": batch["depth"].flip(1)}
-    cat = build_model("small_framewise", modalities=("rgb", "depth"), num_classes=3, width=4, shared_width=4,
-                      bottleneck=6, num_frames=3, seed=0).eval()
-    mean = build_model("small_framewise", modalities=("rgb", "depth"), num_classes=3, width=4, shared_width=4,
-                       bottleneck=6, num_frames=3, temporal="mean", seed=0).eval()
+    cat = build_model(
+        "small_framewise",
+        modalities=("rgb", "depth"),
+        num_classes=3,
+        width=4,
+        shared_width=4,
+        bottleneck=6,
+        num_frames=3,
+        seed=0,
+    ).eval()
+    mean = build_model(
+        "small_framewise",
+        modalities=("rgb", "depth"),
+        num_classes=3,
+        width=4,
+        shared_width=4,
+        bottleneck=6,
+        num_frames=3,
+        temporal="mean",
+        seed=0,
+    ).eval()
     assert not torch.allclose(cat(batch), cat(rev), atol=1e-5)
     assert torch.allclose(mean(batch), mean(rev), atol=1e-5)
     with pytest.raises(ValueError, match="temporal"):
@@ -156,14 +196,22 @@ def test_admd_run_publishes_its_discriminator(tmp_path):
 
     from .conftest import TINY
 
-    cfg = load_config(find_config("thesis/admd"), [*TINY, "model.kwargs.width=4", "model.kwargs.shared_width=4",
-                                                   "model.kwargs.bottleneck=6", f"output.cache={tmp_path / 'c'}"])
+    cfg = load_config(
+        find_config("thesis/admd"),
+        [
+            *TINY,
+            "model.kwargs.width=4",
+            "model.kwargs.shared_width=4",
+            "model.kwargs.bottleneck=6",
+            f"output.cache={tmp_path / 'c'}",
+        ],
+    )
     res = run_experiment(cfg, run_dir=tmp_path / "a", log=lambda s: None)
     path = stage_artifact_path(tmp_path / "a", res, "hallucination", "discriminator")
     assert path == tmp_path / "a" / "stages" / "hallucination" / "discriminator.pt"
     state = load_tensors(path)
     trained = load_checkpoint(tmp_path / "a" / "stages" / "hallucination" / "latest.pt")["stage"]
-    assert state.keys() == {k[len("discriminator."):] for k in trained if k.startswith("discriminator.")}
+    assert state.keys() == {k[len("discriminator.") :] for k in trained if k.startswith("discriminator.")}
     assert all(torch.equal(v, trained[f"discriminator.{k}"]) for k, v in state.items())
     dim = load_model(stage_model_path(tmp_path / "a", res, "hallucination")).streams["hall"].bottleneck.out_channels
     disc = discriminator_from_state(state, dim, prefix="")

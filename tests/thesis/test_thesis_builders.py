@@ -18,8 +18,9 @@ pytest.importorskip("mmh_ext")
 
 
 def _net(**kw):
-    return build_model("small_multiplier", modalities=("rgb", "depth"), num_classes=3, num_frames=2, width=4,
-                       seed=0, **kw)
+    return build_model(
+        "small_multiplier", modalities=("rgb", "depth"), num_classes=3, num_frames=2, width=4, seed=0, **kw
+    )
 
 
 def _trained(net):
@@ -32,13 +33,20 @@ def _trained(net):
 
 def _batch(b: int = 4):
     g = torch.Generator().manual_seed(0)
-    return {"rgb": torch.rand(b, 2, 3, 32, 32, generator=g), "depth": torch.rand(b, 2, 1, 32, 32, generator=g),
-            "label": torch.arange(b) % 3}
+    return {
+        "rgb": torch.rand(b, 2, 3, 32, 32, generator=g),
+        "depth": torch.rand(b, 2, 1, 32, 32, generator=g),
+        "label": torch.arange(b) % 3,
+    }
 
 
 def _ctx(inputs, model="small_multiplier", kwargs=None, **sections):
-    cfg = {"seed": 0, "model": {"name": model, "kwargs": kwargs or {"width": 4}},
-           "modalities": {"teacher": ["rgb", "depth"], "student": ["rgb"]}, "loss": merge(method_defaults(), sections)}
+    cfg = {
+        "seed": 0,
+        "model": {"name": model, "kwargs": kwargs or {"width": 4}},
+        "modalities": {"teacher": ["rgb", "depth"], "student": ["rgb"]},
+        "loss": merge(method_defaults(), sections),
+    }
     return StageContext(cfg, 3, {"rgb": 3, "depth": 1}, {"num_frames": 2}, inputs)
 
 
@@ -121,8 +129,18 @@ def _framewise_ctx(inputs, **admd):
 
 
 def test_admd_builders_hallucination_from_depth_and_fusion_from_both():
-    streams = _trained(build_model("small_framewise", modalities=("rgb", "depth"), num_classes=3, width=4,
-                                   shared_width=4, bottleneck=6, num_frames=2, seed=0))
+    streams = _trained(
+        build_model(
+            "small_framewise",
+            modalities=("rgb", "depth"),
+            num_classes=3,
+            width=4,
+            shared_width=4,
+            bottleneck=6,
+            num_frames=2,
+            seed=0,
+        )
+    )
     stage = _build_hall(_framewise_ctx({"streams": streams}), naive=False)
     assert isinstance(stage, ADMDStage)
     h = stage.hall.streams["hall"]
@@ -140,6 +158,8 @@ def test_admd_builders_hallucination_from_depth_and_fusion_from_both():
     assert isinstance(fusion, AssembleStage)
     net = fusion.deployable().eval()
     batch = {"rgb": _batch()["rgb"], "label": torch.arange(4) % 3}
-    want = (streams.eval().forward_all({**batch, "depth": _batch()["depth"]})[1]["rgb"]
-            + hall_net.eval().forward_all(batch)[1]["hall"]) / 2
+    want = (
+        streams.eval().forward_all({**batch, "depth": _batch()["depth"]})[1]["rgb"]
+        + hall_net.eval().forward_all(batch)[1]["hall"]
+    ) / 2
     torch.testing.assert_close(net(batch), want)

@@ -28,8 +28,22 @@ def test_multistream_train_kill_resume(tmp_path: Path):
     res = json.loads((ref / "results.json").read_text())
     assert res["status"] == "done" and list(res["stages"]) == ["step1", "step2", "step3", "step4"]
     run = tmp_path / "run"
-    assert main(["train", cfg, *TINY, "output.cache=''", "model.kwargs.width=4", "--run-dir", str(run),
-                 "--stop-after-steps", "5"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                cfg,
+                *TINY,
+                "output.cache=''",
+                "model.kwargs.width=4",
+                "--run-dir",
+                str(run),
+                "--stop-after-steps",
+                "5",
+            ]
+        )
+        == 0
+    )
     part = json.loads((run / "results.json").read_text())
     assert part["status"] == "stopped" and part["stages"]["step2"]["step"] == 2
     assert main(["train", "--resume", str(run)]) == 0
@@ -43,7 +57,19 @@ def test_multistream_train_kill_resume(tmp_path: Path):
 @pytest.mark.parametrize("method", ["dmcl", "admd", "hoffman", "moddrop"])
 def test_other_methods_from_the_cli(tmp_path: Path, method: str):
     run = tmp_path / method
-    assert main(["train", str(ROOT / f"configs/thesis/{method}.yaml"), *TINY, "output.cache=''",
-                 "model.kwargs.width=4", "--run-dir", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(ROOT / f"configs/thesis/{method}.yaml"),
+                *TINY,
+                "output.cache=''",
+                "model.kwargs.width=4",
+                "--run-dir",
+                str(run),
+            ]
+        )
+        == 0
+    )
     res = json.loads((run / "results.json").read_text())
     assert res["status"] == "done" and 0.0 <= res["final"]["accuracy"] <= 1.0

@@ -7,17 +7,24 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmh.data import CachedDataset
 from mmh.evaluation.plots import plot_sweep
 from mmh.evaluation.thesis import SIGMA2_GRID, mcl_metrics, noise_sweep, noisy_batches, subset_logits
 from mmh.models import build_model
-from mmh.data import CachedDataset
 
 
 def _data(n: int = 12) -> CachedDataset:
     g = torch.Generator().manual_seed(0)
-    return CachedDataset({"rgb": torch.rand(n, 3, 32, 32, generator=g), "depth": torch.rand(n, 1, 32, 32, generator=g),
-                          "label": torch.arange(n) % 3}, modalities=("rgb", "depth"), num_classes=3,
-                         class_names=["a", "b", "c"])
+    return CachedDataset(
+        {
+            "rgb": torch.rand(n, 3, 32, 32, generator=g),
+            "depth": torch.rand(n, 1, 32, 32, generator=g),
+            "label": torch.arange(n) % 3,
+        },
+        modalities=("rgb", "depth"),
+        num_classes=3,
+        class_names=["a", "b", "c"],
+    )
 
 
 def test_subset_sum_and_oracle_by_hand():
@@ -55,8 +62,12 @@ def test_mcl_metrics_with_a_nontrivial_oracle():
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     rgb = _onehot([0, 1, 2, 1, 2, 0])
     depth = _onehot([1, 2, 2, 0, 0, 1], 2.0)
-    ds = CachedDataset({"rgb": rgb, "depth": depth, "label": y}, modalities=("rgb", "depth"), num_classes=3,
-                       class_names=["a", "b", "c"])
+    ds = CachedDataset(
+        {"rgb": rgb, "depth": depth, "label": y},
+        modalities=("rgb", "depth"),
+        num_classes=3,
+        class_names=["a", "b", "c"],
+    )
     m = mcl_metrics(_Readout(), ds, batch_size=4)
     # rgb 3/6, depth 2/6; oracle: samples 0, 1, 2, 3 -> 4/6 > either; Σ = the more confident depth wins the
     # disagreements (0, 1, 3, 4, 5) and both agree on 2 -> right on 2, 3 -> 2/6
@@ -103,8 +114,12 @@ def test_noise_sweep_uses_sigma2_as_the_variance():
     # σ² = 0 and void -> std 0 -> class 0 (accuracy 0); σ² = 1e-3 -> 0.5 · 0.0316 = 0.016 < 0.1 -> 0;
     # σ² = 1e-1 -> 0.5 · 0.316 = 0.158 > 0.1 -> 1 (had σ² been taken as the std: 0.05 -> 0); σ² = 1 -> 0.5 -> 1.
     # With 256 pixels the sample std is within ~5 % of 0.5·σ, far from the threshold at every level.
-    ds = CachedDataset({"depth": torch.full((8, 1, 16, 16), 0.5), "label": torch.ones(8, dtype=torch.long)},
-                       modalities=("depth",), num_classes=3, class_names=["a", "b", "c"])
+    ds = CachedDataset(
+        {"depth": torch.full((8, 1, 16, 16), 0.5), "label": torch.ones(8, dtype=torch.long)},
+        modalities=("depth",),
+        num_classes=3,
+        class_names=["a", "b", "c"],
+    )
     sweep = noise_sweep(_DepthSpread(), ds, sigma2s=(0.0, 1e-3, 1e-1, 1, "void"), batch_size=3)
     assert sweep == {"0.0": 0.0, "0.001": 0.0, "0.1": 1.0, "1": 1.0, "void": 0.0}
 
@@ -131,6 +146,10 @@ def test_stream_accuracies_by_hand():
     from mmh.evaluation.thesis import stream_accuracies
 
     y = torch.tensor([0, 1, 2, 0, 1, 2])
-    ds = CachedDataset({"rgb": _onehot([0, 1, 2, 1, 2, 0]), "depth": _onehot([1, 2, 2, 0, 0, 1], 2.0), "label": y},
-                       modalities=("rgb", "depth"), num_classes=3, class_names=["a", "b", "c"])
+    ds = CachedDataset(
+        {"rgb": _onehot([0, 1, 2, 1, 2, 0]), "depth": _onehot([1, 2, 2, 0, 0, 1], 2.0), "label": y},
+        modalities=("rgb", "depth"),
+        num_classes=3,
+        class_names=["a", "b", "c"],
+    )
     assert stream_accuracies(_Readout(), eval_batches(ds, 4)) == pytest.approx({"rgb": 0.5, "depth": 1 / 3})

@@ -11,8 +11,12 @@ from mmh.methods.thesis import MCLStage, mcl_loss
 from mmh.models import build_model
 
 # 2 networks, 2 samples, 2 classes. Labels (0, 1).
-LOGITS = torch.tensor([[[2.0, 0.0], [0.0, 0.5]],    # net 0: sample 0 confident right, sample 1 weakly right
-                       [[0.5, 0.0], [0.0, 3.0]]])   # net 1: sample 0 weakly right, sample 1 confident right
+LOGITS = torch.tensor(
+    [
+        [[2.0, 0.0], [0.0, 0.5]],  # net 0: sample 0 confident right, sample 1 weakly right
+        [[0.5, 0.0], [0.0, 3.0]],
+    ]
+)  # net 1: sample 0 weakly right, sample 1 confident right
 LABELS = torch.tensor([0, 1])
 
 
@@ -43,8 +47,10 @@ def test_dmcl_default_is_eq_5_3_by_hand():
     assert losses["loss_gd_soft"].item() == pytest.approx(0.5 * (0.643175 + 0.621546) / 2, abs=2e-6)
     # the same from the formulas (independent reference in plain Python)
     z = LOGITS.tolist()
-    soft = (-sum(p * math.log(q) for p, q in zip(_softmax(z[0][0], 2), _softmax(z[1][0], 2), strict=True))
-            - sum(p * math.log(q) for p, q in zip(_softmax(z[1][1], 2), _softmax(z[0][1], 2), strict=True))) / 2
+    soft = (
+        -sum(p * math.log(q) for p, q in zip(_softmax(z[0][0], 2), _softmax(z[1][0], 2), strict=True))
+        - sum(p * math.log(q) for p, q in zip(_softmax(z[1][1], 2), _softmax(z[0][1], 2), strict=True))
+    ) / 2
     assert losses["loss_gd_soft"].item() == pytest.approx(0.5 * soft, rel=1e-6)
 
 
@@ -56,8 +62,13 @@ def test_dmcl_options_lambda_temperature_t_squared():
     # T = 5: the soft targets get softer (teacher s0 [2, 0]/5 -> [0.598688, 0.401312])
     z = LOGITS.tolist()
     l5, _ = mcl_loss(LOGITS, LABELS, "dmcl", lam=0.5, temperature=5.0)
-    want = sum(-sum(p * math.log(q) for p, q in zip(_softmax(z[w][i], 5), _softmax(z[1 - w][i], 5), strict=True))
-               for i, w in ((0, 0), (1, 1))) / 2
+    want = (
+        sum(
+            -sum(p * math.log(q) for p, q in zip(_softmax(z[w][i], 5), _softmax(z[1 - w][i], 5), strict=True))
+            for i, w in ((0, 0), (1, 1))
+        )
+        / 2
+    )
     assert l5["loss_gd_soft"].item() == pytest.approx(0.5 * want, rel=1e-6)
     assert _softmax(z[0][0], 5)[0] == pytest.approx(0.598688, abs=1e-6)
     with pytest.raises(ValueError, match="lam"):
@@ -120,8 +131,13 @@ def test_random_teacher_losses_by_hand():
     lose = [(1 - int(w[i]), i) for i in range(2)]
     assert losses["loss_ce_winner"].item() == pytest.approx(sum(ce[m][i] for m, i in win) / 2, rel=1e-6)
     assert losses["loss_gd_hard"].item() == pytest.approx(0.5 * sum(ce[m][i] for m, i in lose) / 2, rel=1e-6)
-    soft = sum(-sum(p * math.log(q) for p, q in zip(_softmax(z[1 - m][i], 2), _softmax(z[m][i], 2), strict=True))
-               for m, i in lose) / 2
+    soft = (
+        sum(
+            -sum(p * math.log(q) for p, q in zip(_softmax(z[1 - m][i], 2), _softmax(z[m][i], 2), strict=True))
+            for m, i in lose
+        )
+        / 2
+    )
     assert losses["loss_gd_soft"].item() == pytest.approx(0.5 * soft, rel=1e-6)
     # sample 0 is taught by its CE loser: numbers written by hand (CE net1 s0 0.474077, net1 s1 0.048587;
     # loser net 0 on s0 [2, 0] taught by net 1 [0.5, 0]; on s1 [0, 0.5] by net 1 [0, 3])
@@ -141,8 +157,7 @@ def test_bad_inputs_are_clear_errors():
 
 
 def test_mcl_stage_on_a_late_fusion_net_trains_every_stream():
-    net = build_model("small_late_fusion", modalities=("rgb", "depth"), num_classes=3, width=4, shared_width=4,
-                      seed=0)
+    net = build_model("small_late_fusion", modalities=("rgb", "depth"), num_classes=3, width=4, shared_width=4, seed=0)
     stage = MCLStage(net, "dmcl")
     batch = {"rgb": torch.randn(4, 3, 32, 32), "depth": torch.randn(4, 1, 32, 32), "label": torch.tensor([0, 1, 2, 0])}
     logits, losses = stage(batch)

@@ -17,14 +17,18 @@ pytest.importorskip("mmh_ext")
 
 
 def _net(**kw):
-    return build_model("small_multiplier", modalities=("rgb", "depth"), num_classes=3, num_frames=2, width=4,
-                       seed=0, **kw)
+    return build_model(
+        "small_multiplier", modalities=("rgb", "depth"), num_classes=3, num_frames=2, width=4, seed=0, **kw
+    )
 
 
 def _clip_batch(b: int = 4) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return {"rgb": torch.rand(b, 2, 3, 32, 32, generator=g), "depth": torch.rand(b, 2, 1, 32, 32, generator=g),
-            "label": torch.arange(b) % 3}
+    return {
+        "rgb": torch.rand(b, 2, 3, 32, 32, generator=g),
+        "depth": torch.rand(b, 2, 1, 32, 32, generator=g),
+        "label": torch.arange(b) % 3,
+    }
 
 
 def test_hallucination_loss_by_hand_and_reductions():
@@ -94,8 +98,17 @@ def test_gradients_reach_both_streams_through_the_connections():
 
 def test_copy_stream_inflates_the_first_conv():
     teacher = _net()
-    student = build_model("small_multiplier", modalities=("rgb",), num_classes=3, num_frames=2, width=4, seed=1,
-                          streams={"rgb": "rgb", "hall": "rgb"}, gate_from="hall", gate_into="rgb")
+    student = build_model(
+        "small_multiplier",
+        modalities=("rgb",),
+        num_classes=3,
+        num_frames=2,
+        width=4,
+        seed=1,
+        streams={"rgb": "rgb", "hall": "rgb"},
+        gate_from="hall",
+        gate_into="rgb",
+    )
     copy_stream(student, "hall", teacher, "depth")
     w_t = teacher.streams["depth"].stem.conv[0].weight  # (4, 2 frames x 1, 3, 3)
     w_s = student.streams["hall"].stem.conv[0].weight  # (4, 2 frames x 3, 3, 3)
@@ -104,8 +117,12 @@ def test_copy_stream_inflates_the_first_conv():
     assert torch.equal(student.streams["hall"].layer4[1].conv2.weight, teacher.streams["depth"].layer4[1].conv2.weight)
     assert torch.equal(student.heads["hall"].weight, teacher.heads["depth"].weight)
     with pytest.raises(ValueError):
-        copy_stream(student, "hall", build_model("small_multiplier", modalities=("rgb", "depth"), num_classes=3,
-                                                 num_frames=2, width=8, seed=0), "depth")
+        copy_stream(
+            student,
+            "hall",
+            build_model("small_multiplier", modalities=("rgb", "depth"), num_classes=3, num_frames=2, width=8, seed=0),
+            "depth",
+        )
 
 
 def _loss(**sections):
@@ -114,8 +131,12 @@ def _loss(**sections):
 
 
 def _ctx(step2, **loss):
-    cfg = {"seed": 0, "model": {"name": "small_multiplier", "kwargs": {"width": 4}},
-           "modalities": {"teacher": ["rgb", "depth"], "student": ["rgb"]}, "loss": _loss(multistream=loss)}
+    cfg = {
+        "seed": 0,
+        "model": {"name": "small_multiplier", "kwargs": {"width": 4}},
+        "modalities": {"teacher": ["rgb", "depth"], "student": ["rgb"]},
+        "loss": _loss(multistream=loss),
+    }
     return StageContext(cfg, 3, {"rgb": 3, "depth": 1}, {"num_frames": 2}, {"step2": step2})
 
 
@@ -225,6 +246,7 @@ def test_step3_fused_teacher_reading_is_an_option():
 
 def test_hoffman_stage_uses_only_the_depth_stream_and_its_losses_by_hand():
     import torch.nn.functional as F
+
     from mmh.methods.thesis.multistream import _build_hoffman
 
     step1 = _net()
@@ -232,12 +254,19 @@ def test_hoffman_stage_uses_only_the_depth_stream_and_its_losses_by_hand():
         for p in step1.parameters():
             p.add_(0.01 * torch.randn_like(p))
     ctx = _ctx(None)
-    ctx = StageContext({**ctx.cfg, "loss": _loss(hoffman={"gamma": 0.5})}, 3, {"rgb": 3, "depth": 1},
-                       {"num_frames": 2}, {"step1": step1})
+    ctx = StageContext(
+        {**ctx.cfg, "loss": _loss(hoffman={"gamma": 0.5})},
+        3,
+        {"rgb": 3, "depth": 1},
+        {"num_frames": 2},
+        {"step1": step1},
+    )
     stage = _build_hoffman(ctx)
     d = stage.depth_net
     assert set(d.streams) == {"depth"}  # no RGB stream computed and thrown away
-    assert all(torch.equal(v, step1.streams["depth"].state_dict()[k]) for k, v in d.streams["depth"].state_dict().items())
+    assert all(
+        torch.equal(v, step1.streams["depth"].state_dict()[k]) for k, v in d.streams["depth"].state_dict().items()
+    )
     stage.eval()  # BN on running statistics: the hand computation below sees the same numbers
     batch = _clip_batch()
     _, losses = stage(batch)

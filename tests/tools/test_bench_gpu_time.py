@@ -1,6 +1,7 @@
 """The op benchmark's (benchmarks.ops) GPU kernel time columns on a machine without a GPU: the summing of profiler
 events, the per-case measurement loop and the separate process's results (with a stand-in for the profiler), the
 CSV round trip, and the "-" cells with a note when the profiling process fails."""
+
 from __future__ import annotations
 
 import csv
@@ -24,11 +25,16 @@ def _ev(us, device=DeviceType.CUDA, **kw):
 
 
 def test_bench_device_time_sums_device_events_only():
-    events = [_ev(100.0), _ev(60.0), _ev(40.0, activity_type="gpu_memset"),
-              _ev(0.0, time_range=SimpleNamespace(elapsed_us=lambda: 20.0)),  # a torch without the device property
-              _ev(500.0, device=DeviceType.CPU),  # a host op: its kernels are counted as device events already
-              _ev(220.0, is_user_annotation=True),  # an annotation spanning kernels on the GPU timeline
-              _ev(220.0, activity_type="gpu_user_annotation"), _ev(7.0, activity_type="cuda_sync")]
+    events = [
+        _ev(100.0),
+        _ev(60.0),
+        _ev(40.0, activity_type="gpu_memset"),
+        _ev(0.0, time_range=SimpleNamespace(elapsed_us=lambda: 20.0)),  # a torch without the device property
+        _ev(500.0, device=DeviceType.CPU),  # a host op: its kernels are counted as device events already
+        _ev(220.0, is_user_annotation=True),  # an annotation spanning kernels on the GPU timeline
+        _ev(220.0, activity_type="gpu_user_annotation"),
+        _ev(7.0, activity_type="cuda_sync"),
+    ]
     ms, launches = gpu_time.device_time_per_call(events, 2)
     assert ms == pytest.approx((100 + 60 + 40 + 20) / 2 / 1e3)
     assert launches == 2.0
@@ -45,17 +51,29 @@ def test_bench_device_time_sums_device_events_only():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
 def test_bench_gpu_kernel_time_raises_without_a_gpu():
     for _ in range(2):  # a failed profile leaves no profiler running that would break the next one differently
-        with pytest.raises(Exception):
+        with pytest.raises(RuntimeError):
             gpu_time.gpu_kernel_time(lambda: torch.ones(3).sum(), calls=2, warmup=1)
 
 
 def test_bench_fill_gpu_columns_ratios_and_suspect_numbers():
-    row = {"op": "rad_loss", "shape": "S", "pass_": "forward+backward", "eager_ms": 1.3, "mmh_ext_ms": 0.6,
-           "compile_ms": 1.0}
+    row = {
+        "op": "rad_loss",
+        "shape": "S",
+        "pass_": "forward+backward",
+        "eager_ms": 1.3,
+        "mmh_ext_ms": 0.6,
+        "compile_ms": 1.0,
+    }
     notes = []
-    gpu_time.fill_gpu_columns(row, {"eager": {"forward+backward": [0.5, 52.0]},
-                                 "mmh_ext": {"forward+backward": [0.1, 16.95]},
-                                 "compile": {"forward": [0.2, 9.0]}}, notes)
+    gpu_time.fill_gpu_columns(
+        row,
+        {
+            "eager": {"forward+backward": [0.5, 52.0]},
+            "mmh_ext": {"forward+backward": [0.1, 16.95]},
+            "compile": {"forward": [0.2, 9.0]},
+        },
+        notes,
+    )
     assert (row["eager_gpu_ms"], row["eager_launches"], row["mmh_ext_gpu_ms"]) == (0.5, 52.0, 0.1)
     assert row["compile_gpu_ms"] is None and row["cupy_gpu_ms"] is None and row["cupy_launches"] is None
     assert row["x_eager_gpu"] == pytest.approx(5.0) and row["x_compile_gpu"] is None and row["x_cupy_gpu"] is None
@@ -78,20 +96,26 @@ def test_bench_gpu_measure_case_and_worker_with_a_stand_in_profiler(monkeypatch,
     cpu_cases = registry.cases(False, "cpu")
     monkeypatch.setattr(registry, "cases", lambda quick, device: cpu_cases)
     spec, out = tmp_path / "spec.json", tmp_path / "out.json"
-    spec.write_text(json.dumps({"cases": [["dad_loss", "B=64 512x4x4", False], ["nope", "X", False]], "calls": 20,
-                                "deadline": None}))
+    spec.write_text(
+        json.dumps(
+            {"cases": [["dad_loss", "B=64 512x4x4", False], ["nope", "X", False]], "calls": 20, "deadline": None}
+        )
+    )
     assert gpu_time.gpu_worker(str(spec), str(out)) == 0
     res = json.loads(out.read_text())
-    assert res["dad_loss|B=64 512x4x4"] == {"gpu": {i: {"forward": [0.25, 7.0], "forward+backward": [0.25, 7.0]}
-                                                    for i in ("eager", "mmh_ext")}, "notes": []}
+    assert res["dad_loss|B=64 512x4x4"] == {
+        "gpu": {i: {"forward": [0.25, 7.0], "forward+backward": [0.25, 7.0]} for i in ("eager", "mmh_ext")},
+        "notes": [],
+    }
     assert res["nope|X"] == {"gpu": {}, "notes": ["GPU time: no case nope|X"]}
     # eager and mmh_ext x two passes, after the throwaway first session (which fails where there is no GPU)
     assert len(seen) == (5 if torch.cuda.is_available() else 4)
 
     spec.write_text(json.dumps({"cases": [["dad_loss", "B=64 512x4x4", True]], "deadline": time.time() + 1}))
     assert gpu_time.gpu_worker(str(spec), str(out)) == 0
-    assert json.loads(out.read_text()) == {"dad_loss|B=64 512x4x4": {
-        "gpu": {}, "notes": ["GPU kernel time not measured (time budget)"]}}
+    assert json.loads(out.read_text()) == {
+        "dad_loss|B=64 512x4x4": {"gpu": {}, "notes": ["GPU kernel time not measured (time budget)"]}
+    }
 
     def broken(fn, calls=20, warmup=3):
         raise RuntimeError("CUPTI_ERROR_NOT_INITIALIZED\nmore")
@@ -100,8 +124,11 @@ def test_bench_gpu_measure_case_and_worker_with_a_stand_in_profiler(monkeypatch,
     notes = []
     case = next(c for c in cpu_cases if c.label == "B=64 512x4x4")
     assert gpu_time.measure_case(case, False, 20, notes) == {}
-    assert notes == [f"GPU time of {i} {p}: RuntimeError: CUPTI_ERROR_NOT_INITIALIZED"
-                     for i in ("eager", "mmh_ext") for p in ("forward", "forward+backward")]
+    assert notes == [
+        f"GPU time of {i} {p}: RuntimeError: CUPTI_ERROR_NOT_INITIALIZED"
+        for i in ("eager", "mmh_ext")
+        for p in ("forward", "forward+backward")
+    ]
 
 
 def _cuda_rows(path, keys=(("rad_loss", "A"), ("cross_stream_inject", "B"))):
@@ -112,8 +139,9 @@ def _cuda_rows(path, keys=(("rad_loss", "A"), ("cross_stream_inject", "B"))):
         case = SimpleNamespace(op=op, label=label)
         case_rows = []
         for pas, e, m in (("forward", 0.37, 0.11), ("forward+backward", 1.31, 0.61)):
-            row = {k: None for k in report.CSV_FIELDS} | dict(op=op, shape=label, pass_=pas, device="cuda",
-                                                             eager_ms=e, mmh_ext_ms=m, x_eager=e / m, note="")
+            row = {k: None for k in report.CSV_FIELDS} | dict(
+                op=op, shape=label, pass_=pas, device="cuda", eager_ms=e, mmh_ext_ms=m, x_eager=e / m, note=""
+            )
             rows.add(row)
             case_rows.append(row)
         measured.append((case, False, case_rows))
@@ -128,14 +156,21 @@ def _worker_script(tmp_path, body):
 
 def test_bench_gpu_phase_fills_rows_rewrites_csv_and_marks_a_crash(monkeypatch, tmp_path):
     # the worker measures the first case, then dies as a CUPTI crash would: the second case reads "-" with why
-    monkeypatch.setattr(gpu_time, "worker_cmd", _worker_script(tmp_path, """
+    monkeypatch.setattr(
+        gpu_time,
+        "worker_cmd",
+        _worker_script(
+            tmp_path,
+            """
         cases = json.load(open(spec))["cases"]
         assert [c[0] for c in cases] == ["rad_loss", "cross_stream_inject"]
         gpu = {"eager": {"forward": [0.2, 20], "forward+backward": [0.5, 52]},
                "mmh_ext": {"forward": [0.05, 4], "forward+backward": [0.1, 17]}}
         json.dump({"rad_loss|A": {"gpu": gpu, "notes": ["GPU time of compile left out (time budget)"]}}, open(out, "w"))
         os.kill(os.getpid(), signal.SIGSEGV)
-    """))
+    """,
+        ),
+    )
     path = tmp_path / "bench.csv"
     rows, measured = _cuda_rows(path)
     gpu_time.gpu_phase(measured, None, rows)
@@ -160,8 +195,11 @@ def test_bench_gpu_phase_fills_rows_rewrites_csv_and_marks_a_crash(monkeypatch, 
 def test_bench_gpu_phase_without_time_or_results(monkeypatch, tmp_path):
     rows, measured = _cuda_rows(tmp_path / "a.csv")
     gpu_time.gpu_phase(measured, 12.0, rows)  # too little of the budget left: no process is started
-    assert all(r["note"] == "GPU kernel time not measured (time budget)" and r["eager_gpu_ms"] is None
-               for _, _, rs in measured for r in rs)
+    assert all(
+        r["note"] == "GPU kernel time not measured (time budget)" and r["eager_gpu_ms"] is None
+        for _, _, rs in measured
+        for r in rs
+    )
     monkeypatch.setattr(gpu_time, "worker_cmd", _worker_script(tmp_path, "open(out, 'w').write('{half')\n"))
     rows, measured = _cuda_rows(tmp_path / "b.csv")
     gpu_time.gpu_phase(measured, None, rows)
@@ -184,8 +222,16 @@ def test_bench_gpu_phase_runs_the_real_worker_process(tmp_path, capsys):
 
 
 def test_bench_markdown_of_a_csv_from_before_the_gpu_columns():
-    rows = [{"op": "rad_loss", "shape": "A", "pass_": "forward+backward", "eager_ms": "1.3", "mmh_ext_ms": "0.4",
-             "x_eager": "3.25"}]
+    rows = [
+        {
+            "op": "rad_loss",
+            "shape": "A",
+            "pass_": "forward+backward",
+            "eager_ms": "1.3",
+            "mmh_ext_ms": "0.4",
+            "x_eager": "3.25",
+        }
+    ]
     text = report.render_markdown(rows, "cuda")
     assert "GPU kernel time" not in text and "speed-up over eager 3.25x (target ≥ 3x): met" in text
     assert "GPU kernel time" not in report.render_markdown([dict(rows[0], eager_gpu_ms="")], "cpu")
@@ -199,7 +245,8 @@ def test_bench_summary_explains_the_two_tables(tmp_path):
     (out / "bench_ops.md").write_text(
         "| op |\n|---|\n\nGPU kernel time per call (`torch.profiler`, 20 calls: ...):\n\n"
         "| op | GPU ms eager / compile / mmh_ext |\n|---|---|\n| rad_loss | 0.5 / - / 0.1 |\n"
-        "\ntargets: 1 met, 0 missed, 0 not measured (of 1)\n")
+        "\ntargets: 1 met, 0 missed, 0 not measured (of 1)\n"
+    )
     assert summary.main([str(out)]) == 0
     text = (out / "summary.md").read_text()
     assert "then the GPU kernel time per call" in text and "| rad_loss | 0.5 / - / 0.1 |" in text
@@ -214,8 +261,9 @@ def test_bench_main_hands_each_case_its_rows_and_compile_flag(monkeypatch, tmp_p
     def fake_run_case(c, args, elapsed, rows):
         out = []
         for pas in (FWD, STEP):
-            row = {k: None for k in report.CSV_FIELDS} | dict(op=c.op, shape=c.label, pass_=pas, device="cuda",
-                                                             mmh_ext_ms=1.0, eager_ms=2.0)
+            row = {k: None for k in report.CSV_FIELDS} | dict(
+                op=c.op, shape=c.label, pass_=pas, device="cuda", mmh_ext_ms=1.0, eager_ms=2.0
+            )
             rows.add(row)
             out.append(row)
         return out, True

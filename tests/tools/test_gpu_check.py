@@ -1,5 +1,6 @@
 """The GPU-check tooling on a machine without a GPU: scripts/gpu_check.sh's no-GPU exit, the benchmark's target
 verdicts, the summary's exit status, and the sanitizer's op script on the CPU kernels."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
 def test_gpu_check_exits_2_at_once_without_cuda(tmp_path):
     out = tmp_path / "out"
-    res = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(out)], capture_output=True, text=True,
-                         env={**os.environ, "PYTHON": sys.executable}, timeout=120)
+    res = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+        timeout=120,
+    )
     assert res.returncode == 2, res.stdout + res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "sees no CUDA device" in lines[0], res.stderr
@@ -35,20 +41,32 @@ def _row(op, shape, pas, **kw):
 def test_benchmark_targets_met_missed_and_unmeasured():
     rows = [
         _row("rad_loss", "A", "forward", x_eager="1.0", x_compile="0.5"),  # forward rows are not judged
-        _row("rad_loss", "A", "forward+backward", x_eager="3.2", x_compile="1.4", mmh_ext_peak_mib="10",
-             eager_peak_mib="12"),
-        _row("rad_loss", "B", "forward+backward", x_eager="2.9", x_compile="", mmh_ext_peak_mib="13",
-             eager_peak_mib="12"),
+        _row(
+            "rad_loss",
+            "A",
+            "forward+backward",
+            x_eager="3.2",
+            x_compile="1.4",
+            mmh_ext_peak_mib="10",
+            eager_peak_mib="12",
+        ),
+        _row(
+            "rad_loss", "B", "forward+backward", x_eager="2.9", x_compile="", mmh_ext_peak_mib="13", eager_peak_mib="12"
+        ),
         _row("dad_loss", "C", "forward+backward", x_eager="2.0"),
         _row("cross_stream_inject", "D", "forward+backward", memcpy_fraction="0.79", x_cupy=""),
     ]
     got = {(c["op"], c["shape"], c["what"]): c["met"] for c in report.evaluate_targets(rows, "cuda")}
     assert got == {
-        ("rad_loss", "A", "x_eager"): True, ("rad_loss", "B", "x_eager"): False,
-        ("rad_loss", "A", "x_compile"): False, ("rad_loss", "B", "x_compile"): None,
-        ("rad_loss", "A", "peak_vs_eager"): True, ("rad_loss", "B", "peak_vs_eager"): False,
+        ("rad_loss", "A", "x_eager"): True,
+        ("rad_loss", "B", "x_eager"): False,
+        ("rad_loss", "A", "x_compile"): False,
+        ("rad_loss", "B", "x_compile"): None,
+        ("rad_loss", "A", "peak_vs_eager"): True,
+        ("rad_loss", "B", "peak_vs_eager"): False,
         ("dad_loss", "C", "x_eager"): True,
-        ("cross_stream_inject", "D", "memcpy_fraction"): False, ("cross_stream_inject", "D", "x_cupy"): None,
+        ("cross_stream_inject", "D", "memcpy_fraction"): False,
+        ("cross_stream_inject", "D", "x_cupy"): None,
     }
     text = report.render_markdown(rows, "cuda")
     assert text.rstrip().endswith("targets: 3 met, 4 missed, 2 not measured (of 9)")
@@ -69,8 +87,10 @@ def _fake_out(tmp_path, statuses, bench_tail):
     return out
 
 
-@pytest.mark.parametrize("case, want", [("all passed, targets met", 0), ("all passed, a target missed", 3),
-                                        ("tests failed", 1), ("racecheck missing", 1)])
+@pytest.mark.parametrize(
+    "case, want",
+    [("all passed, targets met", 0), ("all passed, a target missed", 3), ("tests failed", 1), ("racecheck missing", 1)],
+)
 def test_summary_exit_status_and_failed_log_tails(tmp_path, case, want):
     names = ["build", "tests", "memcheck", "racecheck", "train", "bench"]
     statuses = {n: "PASS" for n in names}
@@ -78,8 +98,11 @@ def test_summary_exit_status_and_failed_log_tails(tmp_path, case, want):
         statuses["tests"] = "FAIL"
     if case == "racecheck missing":
         del statuses["racecheck"]
-    tail = "targets: 5 met, 1 missed, 0 not measured (of 6)" if case.endswith("missed") else \
-        "targets: 6 met, 0 missed, 0 not measured (of 6)"
+    tail = (
+        "targets: 5 met, 1 missed, 0 not measured (of 6)"
+        if case.endswith("missed")
+        else "targets: 6 met, 0 missed, 0 not measured (of 6)"
+    )
     out = _fake_out(tmp_path, statuses, tail)
     assert summary.main([str(out)]) == want
     text = (out / "summary.md").read_text()
@@ -100,8 +123,12 @@ def test_benchmark_ops_filter():
     all_cases = registry.cases(False, "cpu")
     assert {c.op for c in all_cases} == {"rad_loss", "dad_loss", "cross_stream_inject"}
     rad = cli._selected(all_cases, "rad_loss", p)
-    assert [c.label for c in rad] == ["B=64 C=512 4x4 K=2", "B=64 C=512 4x4 K=60", "B=64 C=512 7x7 K=2",
-                                      "B=64 C=512 7x7 K=60"]
+    assert [c.label for c in rad] == [
+        "B=64 C=512 4x4 K=2",
+        "B=64 C=512 4x4 K=60",
+        "B=64 C=512 7x7 K=2",
+        "B=64 C=512 7x7 K=60",
+    ]
     two = cli._selected(all_cases, "dad_loss,cross_stream_inject", p)
     assert len(two) == len(all_cases) - 4 and "rad_loss" not in {c.op for c in two}
     assert cli._selected(all_cases, None, p) is all_cases

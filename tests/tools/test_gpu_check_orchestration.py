@@ -2,6 +2,7 @@
 script's before it), the time budget's arithmetic, which sections run, are cut or are not run given the elapsed
 times (fake sections on a fake clock), the summary and exit status of whole runs on a pretend CUDA machine, and a
 section stopped at its limit."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,16 @@ from benchmarks.gpu_check.check import GpuCheck, SectionShell, prepare_out
 from benchmarks.gpu_check.sections import Context
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOWN = ["TORCH_CUDA_ARCH_LIST", "MMH_EXT_FORCE_CUDA", "MMH_EXT_NO_CUDA", "MAX_JOBS", "CUDA_HOME", "PYTHONPATH",
-         "MMH_CUDA_TESTS_ON_CPU", "PYTORCH_NO_CUDA_MEMORY_CACHING"]
+SHOWN = [
+    "TORCH_CUDA_ARCH_LIST",
+    "MMH_EXT_FORCE_CUDA",
+    "MMH_EXT_NO_CUDA",
+    "MAX_JOBS",
+    "CUDA_HOME",
+    "PYTHONPATH",
+    "MMH_CUDA_TESTS_ON_CPU",
+    "PYTORCH_NO_CUDA_MEMORY_CACHING",
+]
 
 
 class RecordingShell:
@@ -32,7 +41,7 @@ class RecordingShell:
         self.answers = answers or {}
 
     def _answer(self, argv):
-        return next((a for k, a in self.answers.items() if tuple(argv[:len(k)]) == k), (0, ""))
+        return next((a for k, a in self.answers.items() if tuple(argv[: len(k)]) == k), (0, ""))
 
     def _record(self, argv, env, cwd):
         full = {**self.env, **{k: v for k, v in (env or {}).items() if v is not None}}
@@ -74,8 +83,21 @@ def _ctx(tmp_path, device="cuda", **kw) -> Context:
     out = tmp_path / "out"
     (out / "logs").mkdir(parents=True, exist_ok=True)
     (out / ".status").mkdir(exist_ok=True)
-    return Context(**{**dict(py="PY", root="ROOT", out=str(out), device=device, cores=16, cuda_home="/cuda",
-                             sanitizer="/cuda/bin/compute-sanitizer", env={"MMH_EXT_NO_CUDA": "1"}), **kw})
+    return Context(
+        **{
+            **dict(
+                py="PY",
+                root="ROOT",
+                out=str(out),
+                device=device,
+                cores=16,
+                cuda_home="/cuda",
+                sanitizer="/cuda/bin/compute-sanitizer",
+                env={"MMH_EXT_NO_CUDA": "1"},
+            ),
+            **kw,
+        }
+    )
 
 
 def _lines(tmp_path, ctx, body, answers=None):
@@ -86,10 +108,18 @@ def _lines(tmp_path, ctx, body, answers=None):
 
 # ------------------------------------------------------------------------------------------ pretend machine
 #: The variables whose values the fake python records with each command (unset: "-").
-RECORDED_ENV = ["TORCH_CUDA_ARCH_LIST", "MMH_EXT_FORCE_CUDA", "MMH_EXT_NO_CUDA", "MAX_JOBS", "CUDA_HOME", "PYTHONPATH",
-                "MMH_CUDA_TESTS_ON_CPU", "PYTORCH_NO_CUDA_MEMORY_CACHING"]
+RECORDED_ENV = [
+    "TORCH_CUDA_ARCH_LIST",
+    "MMH_EXT_FORCE_CUDA",
+    "MMH_EXT_NO_CUDA",
+    "MAX_JOBS",
+    "CUDA_HOME",
+    "PYTHONPATH",
+    "MMH_CUDA_TESTS_ON_CPU",
+    "PYTORCH_NO_CUDA_MEMORY_CACHING",
+]
 
-FAKE_PY = r'''#!/usr/bin/env bash
+FAKE_PY = r"""#!/usr/bin/env bash
 # every call: one line "cwd|argv...|VAR=value..." (arguments separated by \x1f)
 line=$PWD; for a in "$@"; do line+=$'\x1f'"$a"; done
 for v in __VARS__; do line+="|$v=${!v--}"; done
@@ -126,14 +156,14 @@ case "$1" in
     printf 'op,shape,pass_,x_eager,device\ndad_loss,S,forward+backward,%s,cuda\n' "${FAKE_X_EAGER:-2.5}" > "$csv" ;;
 esac
 exit 0
-'''
+"""
 
-FAKE_SANITIZER = r'''#!/usr/bin/env bash
+FAKE_SANITIZER = r"""#!/usr/bin/env bash
 [ "$1" = --version ] && { echo "Compute Sanitizer"; echo "Version 2025.3.0"; exit 0; }
 line=SANITIZER; for a in "$@"; do line+=$'\x1f'"$a"; done; printf '%s\n' "$line" >> "$FAKE_LOG"
 while [ "$#" -gt 0 ] && [ "${1#--}" != "$1" ]; do shift 2; done
 exec "$@"
-'''
+"""
 
 
 def make_fake_machine(tmp: Path) -> dict[str, str]:
@@ -144,18 +174,27 @@ def make_fake_machine(tmp: Path) -> dict[str, str]:
     bin_, cuda = tmp / "bin", tmp / "cuda" / "bin"
     bin_.mkdir(parents=True)
     cuda.mkdir(parents=True)
-    files = {bin_ / "python": FAKE_PY.replace("__VARS__", " ".join(RECORDED_ENV)),
-             cuda / "nvcc": "#!/usr/bin/env bash\necho 'Cuda compilation tools, release 13.0, V13.0.88'\n",
-             cuda / "compute-sanitizer": FAKE_SANITIZER,
-             bin_ / "nvidia-smi": "#!/usr/bin/env bash\necho 580.95\n"}
+    files = {
+        bin_ / "python": FAKE_PY.replace("__VARS__", " ".join(RECORDED_ENV)),
+        cuda / "nvcc": "#!/usr/bin/env bash\necho 'Cuda compilation tools, release 13.0, V13.0.88'\n",
+        cuda / "compute-sanitizer": FAKE_SANITIZER,
+        bin_ / "nvidia-smi": "#!/usr/bin/env bash\necho 580.95\n",
+    }
     for path, text in files.items():
         path.write_text(text)
         path.chmod(0o755)
     (bin_ / "nvcc").symlink_to(cuda / "nvcc")
-    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_HOME", "PYTHONPATH", "GPU_CHECK_BUDGET_S",
-                                                              "GPU_CHECK_SKIP_BUILD", "GPU_CHECK_ALLOW_NO_CUDA")}
-    env.update(PATH=f"{bin_}:{os.environ.get('PATH', '')}", FAKE_LOG=str(tmp / "calls.log"), REAL_PY=sys.executable,
-               PY=str(bin_ / "python"))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CUDA_HOME", "PYTHONPATH", "GPU_CHECK_BUDGET_S", "GPU_CHECK_SKIP_BUILD", "GPU_CHECK_ALLOW_NO_CUDA")
+    }
+    env.update(
+        PATH=f"{bin_}:{os.environ.get('PATH', '')}",
+        FAKE_LOG=str(tmp / "calls.log"),
+        REAL_PY=sys.executable,
+        PY=str(bin_ / "python"),
+    )
     return env
 
 
@@ -163,8 +202,9 @@ def fake_calls(env: dict[str, str], out: str, root: str) -> list[str]:
     """The recorded command lines, with OUT, the checkout and the fake python's path as placeholders."""
     path = Path(env["FAKE_LOG"])
     lines = path.read_text().splitlines() if path.exists() else []
-    return [line.replace(out, "OUT").replace(env["PY"], "PY").replace(root, "ROOT").replace("\x1f", " ")
-            for line in lines]
+    return [
+        line.replace(out, "OUT").replace(env["PY"], "PY").replace(root, "ROOT").replace("\x1f", " ") for line in lines
+    ]
 
 
 # ------------------------------------------------------------------------------------------- command lines
@@ -176,19 +216,24 @@ def test_section_command_lines_are_the_bash_scripts(tmp_path):
         "ROOT: PY -c " + sections.ARCH_SNIPPET + " | MMH_EXT_NO_CUDA=1",
         f"ROOT: PY -m pip install --no-build-isolation --no-deps --no-index -e . | {cuda}",
         f"OUT: PY -m mmh_ext.info | {cuda} PYTHONPATH=ROOT/python:ROOT",
-        f"OUT: PY -c {sections.KERNELS_SNIPPET} 9.0 | {cuda} PYTHONPATH=ROOT/python:ROOT"]
+        f"OUT: PY -c {sections.KERNELS_SNIPPET} 9.0 | {cuda} PYTHONPATH=ROOT/python:ROOT",
+    ]
 
     rc, lines, sh = _lines(tmp_path, ctx, sections.tests)
-    assert lines == ["ROOT: PY -m pytest -q -rs -p no:cacheprovider tests/ops/test_cuda.py --junitxml=OUT/test_cuda.xml"
-                     " | MMH_EXT_NO_CUDA=1"]
+    assert lines == [
+        "ROOT: PY -m pytest -q -rs -p no:cacheprovider tests/ops/test_cuda.py --junitxml=OUT/test_cuda.xml"
+        " | MMH_EXT_NO_CUDA=1"
+    ]
     assert rc == 1 and sh.notes == ["no junit report (FileNotFoundError)"]  # no report: a failure
 
     for tool, extra in (("memcheck", "--padding 256 --leak-check no "), ("racecheck", "")):
         rc, lines, _ = _lines(tmp_path, ctx, lambda s, c, t=tool: sections.sanitize(s, c, t))
-        assert lines == [f"ROOT: /cuda/bin/compute-sanitizer --tool {tool} {extra}--kernel-name kns=mmh_ext "
-                         "--report-api-errors no --target-processes application-only --error-exitcode 97 "
-                         "--print-limit 50 PY scripts/gpu_ops_smoke.py --device cuda "
-                         "| MMH_EXT_NO_CUDA=1 PYTORCH_NO_CUDA_MEMORY_CACHING=1"]
+        assert lines == [
+            f"ROOT: /cuda/bin/compute-sanitizer --tool {tool} {extra}--kernel-name kns=mmh_ext "
+            "--report-api-errors no --target-processes application-only --error-exitcode 97 "
+            "--print-limit 50 PY scripts/gpu_ops_smoke.py --device cuda "
+            "| MMH_EXT_NO_CUDA=1 PYTORCH_NO_CUDA_MEMORY_CACHING=1"
+        ]
 
     for d in ("main_quick", "thesis/multistream"):
         (Path(ctx.out) / "train" / d).mkdir(parents=True)
@@ -198,9 +243,12 @@ def test_section_command_lines_are_the_bash_scripts(tmp_path):
         "ROOT: PY -m mmh.cli benchmark mmh --quick --workers 6 --out OUT/train/main_quick device=cuda train.amp=auto"
         " | MMH_EXT_NO_CUDA=1",
         "ROOT: PY -m mmh.cli train thesis/multistream device=cuda train.amp=bf16 train.steps=40 train.progress=false "
-        "output.root=OUT/train/thesis --run-dir OUT/train/thesis/multistream | MMH_EXT_NO_CUDA=1"]
-    assert " ".join(sections.bench_argv(ctx, 270)).replace(ctx.out, "OUT") == \
-        "PY benchmarks/bench_ops.py --device cuda --csv OUT/bench_ops.csv --time-budget 270"
+        "output.root=OUT/train/thesis --run-dir OUT/train/thesis/multistream | MMH_EXT_NO_CUDA=1",
+    ]
+    assert (
+        " ".join(sections.bench_argv(ctx, 270)).replace(ctx.out, "OUT")
+        == "PY benchmarks/bench_ops.py --device cuda --csv OUT/bench_ops.csv --time-budget 270"
+    )
 
 
 def test_section_command_lines_on_the_cpu_and_when_pip_cannot_write(tmp_path):
@@ -211,7 +259,8 @@ def test_section_command_lines_on_the_cpu_and_when_pip_cannot_write(tmp_path):
         "ROOT: PY -m pip install --no-build-isolation --no-deps --no-index -e . | MMH_EXT_NO_CUDA=1 MAX_JOBS=4 "
         "PYTHONPATH=/x",
         "ROOT: PY setup.py build_ext --inplace -j 4 | MMH_EXT_NO_CUDA=1 MAX_JOBS=4 PYTHONPATH=/x",
-        "OUT: PY -m mmh_ext.info | MMH_EXT_NO_CUDA=1 MAX_JOBS=4 PYTHONPATH=ROOT/python:ROOT:/x"]
+        "OUT: PY -m mmh_ext.info | MMH_EXT_NO_CUDA=1 MAX_JOBS=4 PYTHONPATH=ROOT/python:ROOT:/x",
+    ]
     assert sh.notes == ["built in place (environment not writable): PYTHONPATH=ROOT/python:ROOT"]
     # any other pip failure fails the build, with nothing built in place
     rc, lines, _ = _lines(tmp_path, ctx, sections.build, {("PY", "-m", "pip"): (1, "No matching distribution\n")})
@@ -221,8 +270,10 @@ def test_section_command_lines_on_the_cpu_and_when_pip_cannot_write(tmp_path):
     assert lines[0].endswith("| TORCH_CUDA_ARCH_LIST=8.0 PYTHONPATH=/x MMH_CUDA_TESTS_ON_CPU=1")  # not the build's
     rc, lines, sh = _lines(tmp_path, ctx, sections.train)  # no results.json: the first run is a failure
     assert rc == 1 and sh.echoes[-1] == "no results.json from the main job"
-    assert lines == ["ROOT: PY -m mmh.cli benchmark mmh --quick --workers 2 --out OUT/train/main_quick --steps 10 "
-                     "--no-antispoof device=cpu train.amp=auto | TORCH_CUDA_ARCH_LIST=8.0 PYTHONPATH=/x"]
+    assert lines == [
+        "ROOT: PY -m mmh.cli benchmark mmh --quick --workers 2 --out OUT/train/main_quick --steps 10 "
+        "--no-antispoof device=cpu train.amp=auto | TORCH_CUDA_ARCH_LIST=8.0 PYTHONPATH=/x"
+    ]
     assert sections.bench_argv(ctx, 5)[-5:] == ["--time-budget", "5", "--quick", "--min-run-time", "0.05"]
 
 
@@ -230,7 +281,8 @@ def test_section_command_lines_on_the_cpu_and_when_pip_cannot_write(tmp_path):
 def test_tests_section_counts_a_skip_on_cuda_as_a_failure(tmp_path, skipped, device, want):
     ctx = _ctx(tmp_path, device=device)
     (Path(ctx.out) / "test_cuda.xml").write_text(
-        f"<testsuites><testsuite tests='5' failures='0' errors='0' skipped='{skipped}'/></testsuites>")
+        f"<testsuites><testsuite tests='5' failures='0' errors='0' skipped='{skipped}'/></testsuites>"
+    )
     rc, _, sh = _lines(tmp_path, ctx, sections.tests)
     assert rc == want and sh.notes == [f"5 tests: {5 - skipped} passed, 0 failed, 0 errors, {skipped} skipped"]
 
@@ -380,8 +432,10 @@ def test_section_shell_stops_a_command_and_its_children_at_the_limit(tmp_path, m
         sh = SectionShell(gc, "train", log, time.monotonic() + 1, ctx.env)
         assert sh.run(["bash", "-c", "trap '' TERM; sleep 60"]) == 137
         sh = SectionShell(gc, "bench", log, time.monotonic() + 30, ctx.env)
-        assert sh.capture([sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr)"]) == \
-            (0, "out\n")
+        assert sh.capture([sys.executable, "-c", "import sys; print('out'); print('err', file=sys.stderr)"]) == (
+            0,
+            "out\n",
+        )
     child = int(pid_file.read_text())
     time.sleep(0.2)
     with pytest.raises(ProcessLookupError):  # the background child went with its process group
@@ -395,9 +449,20 @@ def _check(tmp_path, args=None, **env_kw):
     env = make_fake_machine(tmp_path)
     env.update(env_kw)
     out = str(tmp_path / "out")
-    res = subprocess.run([sys.executable, "-c", "import sys; from benchmarks.gpu_check.check import main; "
-                          "sys.exit(main(sys.argv[2:], py=sys.argv[1]))", env["PY"], *(args or [out])],
-                         env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from benchmarks.gpu_check.check import main; sys.exit(main(sys.argv[2:], py=sys.argv[1]))",
+            env["PY"],
+            *(args or [out]),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     return res, fake_calls(env, out, str(ROOT)), Path(out)
 
 
@@ -431,8 +496,11 @@ def test_whole_check_on_a_pretend_gpu_machine(tmp_path, case, want):
 
 def test_whole_check_refuses_a_bad_budget_or_folder_and_reruns_into_its_own(tmp_path):
     res, calls, out = _check(tmp_path, GPU_CHECK_BUDGET_S="soon")
-    assert res.returncode == 1 and res.stderr.strip() == \
-        "gpu_check: GPU_CHECK_BUDGET_S='soon': expected a positive whole number of seconds (default 450)"
+    assert (
+        res.returncode == 1
+        and res.stderr.strip()
+        == "gpu_check: GPU_CHECK_BUDGET_S='soon': expected a positive whole number of seconds (default 450)"
+    )
     assert calls == [] and not out.exists()
     other = tmp_path / "notes"
     other.mkdir()

@@ -51,8 +51,11 @@ def _indexed_job(item: tuple[int, Job]) -> tuple[int, dict[str, Any]]:
 def map_jobs(jobs: Sequence[Job], pool: Any, progress: Progress | None = None) -> list[dict[str, Any]]:
     """``run_job`` over ``jobs`` (in ``pool`` when given), results in job order; ``progress.step`` per finished run."""
     out: list[dict[str, Any] | None] = [None] * len(jobs)
-    done = (map(_indexed_job, enumerate(jobs)) if pool is None
-            else pool.imap_unordered(_indexed_job, list(enumerate(jobs)), chunksize=1))
+    done = (
+        map(_indexed_job, enumerate(jobs))
+        if pool is None
+        else pool.imap_unordered(_indexed_job, list(enumerate(jobs)), chunksize=1)
+    )
     for i, res in done:
         out[i] = res
         if progress is not None:
@@ -73,8 +76,9 @@ def job_pool(workers: int) -> Iterator[Any]:
             pool.join()
 
 
-def run_phases(phases: Sequence[tuple[tuple[str, ...], Sequence[Job]]], workers: int,
-               log: Callable[[str], None] = print) -> dict[tuple[str, str, int], dict[str, Any]]:
+def run_phases(
+    phases: Sequence[tuple[tuple[str, ...], Sequence[Job]]], workers: int, log: Callable[[str], None] = print
+) -> dict[tuple[str, str, int], dict[str, Any]]:
     """Run ``(phase name, jobs)`` one phase after the other (a phase's jobs in parallel; later phases reuse the
     stages earlier ones cached); ``{(dataset, method, seed): result}``. Logs a line per run and per phase."""
     results: dict[tuple[str, str, int], dict[str, Any]] = {}
@@ -114,8 +118,9 @@ def format_progress(done: int, total: int, elapsed_s: float, what: str = "") -> 
 class Progress:
     """Counts finished runs and logs :func:`format_progress` lines: ``step(what)`` after each run."""
 
-    def __init__(self, total: int, log: Callable[[str], None] = print,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self, total: int, log: Callable[[str], None] = print, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         if total < 1:
             raise ValueError(f"Progress: total must be >= 1, got {total}")
         self.total, self.done, self.log, self.clock = int(total), 0, log, clock
@@ -127,5 +132,3 @@ class Progress:
         self.log(line)
         sys.stdout.flush()  # visible at once also when stdout is a file or a pipe (block-buffered)
         return line
-
-

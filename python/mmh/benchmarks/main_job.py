@@ -36,8 +36,15 @@ from ..evaluation.plots import plot_methods
 from ..utils.io import write_json
 from .jobs import Job, run_phases
 
-__all__ = ["benchmark_mmh", "MMH_METHODS", "ANTISPOOF_METHODS", "format_table", "plot_mmh_results",
-           "METHOD_LABELS", "antispoof_iso_metrics"]
+__all__ = [
+    "benchmark_mmh",
+    "MMH_METHODS",
+    "ANTISPOOF_METHODS",
+    "format_table",
+    "plot_mmh_results",
+    "METHOD_LABELS",
+    "antispoof_iso_metrics",
+]
 
 #: Methods of the main job on synthetic_motion, and of the ACER column on synthetic_antispoof.
 MMH_METHODS: tuple[str, ...] = ("teacher", "baseline", "rad", "dad", "rad_dad", "kd", "rad_attention", "rad_self")
@@ -46,8 +53,11 @@ ANTISPOOF_METHODS: tuple[str, ...] = ("teacher", "baseline", "rad", "dad")
 QUICK_OVERRIDES: tuple[str, ...] = ("train.steps=100",)
 # kd, rad_attention (the paper's trained weighting) and rad_self are ablations printed beside the required rows: rad
 # uses the configured weighting (none, selected on val), and these show what the other weightings and plain KD give.
-_PHASES: tuple[tuple[str, ...], ...] = (("teacher", "baseline"), ("rad", "dad", "kd", "rad_attention", "rad_self"),
-                                        ("rad_dad",))
+_PHASES: tuple[tuple[str, ...], ...] = (
+    ("teacher", "baseline"),
+    ("rad", "dad", "kd", "rad_attention", "rad_self"),
+    ("rad_dad",),
+)
 
 #: How the tables name a method (the paper's names for the RAD weightings).
 METHOD_LABELS: dict[str, str] = {
@@ -70,9 +80,11 @@ def _quick_overrides(quick: bool, steps: int | None) -> list[str]:
 
 def format_table(methods: dict[str, Any], antispoof: dict[str, Any] | None) -> str:
     """The main job's markdown table: accuracy mean ± std on synthetic_motion and ACER on synthetic_antispoof."""
-    lines = ["| method | synthetic_motion accuracy (mean ± std) | per seed | synthetic_antispoof ACER, pooled (the "
-             "paper's) | synthetic_antispoof ACER, ISO/IEC 30107-3 (worst attack species) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| method | synthetic_motion accuracy (mean ± std) | per seed | synthetic_antispoof ACER, pooled (the "
+        "paper's) | synthetic_antispoof ACER, ISO/IEC 30107-3 (worst attack species) |",
+        "|---|---|---|---|---|",
+    ]
     for name, entry in methods.items():
         seeds = ", ".join(f"{a:.3f}" for a in entry["accuracy"])
         acer = iso = "—"
@@ -93,8 +105,8 @@ def antispoof_iso_metrics(res: Mapping[str, Any]) -> dict[str, float]:
     from ..config import load_run_config
     from ..data import build_dataset
     from ..evaluation import eval_batches, pad_metrics, predict, species_of
-    from ..train.checkpoint import load_model
     from ..runner import load_split, split_kwargs, stage_model_path
+    from ..train.checkpoint import load_model
 
     cfg = load_run_config(res["run_dir"])
     split = cfg["dataset"]["eval_split"]
@@ -115,14 +127,22 @@ def plot_mmh_results(methods: dict[str, Any], antispoof: dict[str, Any] | None, 
     return plot_methods(panels, path, ylabels=ylabels, title="main job: mean ± std over seeds, dots = seeds")
 
 
-def _phases(out: Path, over: Sequence[str], seeds: int, antispoof: bool
-            ) -> list[tuple[tuple[str, ...], list[Job]]]:
+def _phases(out: Path, over: Sequence[str], seeds: int, antispoof: bool) -> list[tuple[tuple[str, ...], list[Job]]]:
     """The jobs of each phase: every (dataset, method of the phase, seed); run folders ``out/runs/<dataset>/``."""
-    datasets = [("synthetic_motion", MMH_METHODS)] + ([("synthetic_antispoof", ANTISPOOF_METHODS)] if antispoof
-                                                      else [])
-    return [(phase, [Job(ds, m, s, tuple(over), str(out / "runs" / ds / f"{m}-s{s}"))
-                     for ds, methods in datasets for m in phase if m in methods for s in range(seeds)])
-            for phase in _PHASES]
+    datasets = [("synthetic_motion", MMH_METHODS)] + ([("synthetic_antispoof", ANTISPOOF_METHODS)] if antispoof else [])
+    return [
+        (
+            phase,
+            [
+                Job(ds, m, s, tuple(over), str(out / "runs" / ds / f"{m}-s{s}"))
+                for ds, methods in datasets
+                for m in phase
+                if m in methods
+                for s in range(seeds)
+            ],
+        )
+        for phase in _PHASES
+    ]
 
 
 def _entry(results: Results, seeds: int, ds: str, m: str, metric: str) -> dict[str, Any]:
@@ -138,16 +158,23 @@ def _motion_entries(results: Results, seeds: int) -> dict[str, Any]:
     for m in MMH_METHODS:
         methods[m]["run_dirs"] = [results[("synthetic_motion", m, s)]["run_dir"] for s in range(seeds)]
     members = results[("synthetic_motion", "rad_dad", 0)]["final"]
-    methods["rad_dad"]["oracle"] = [results[("synthetic_motion", "rad_dad", s)]["final"]["accuracy/oracle"]
-                                    for s in range(seeds)] if "accuracy/oracle" in members else None
+    methods["rad_dad"]["oracle"] = (
+        [results[("synthetic_motion", "rad_dad", s)]["final"]["accuracy/oracle"] for s in range(seeds)]
+        if "accuracy/oracle" in members
+        else None
+    )
     return methods
 
 
 def _antispoof_entries(results: Results, seeds: int) -> dict[str, Any]:
     """synthetic_antispoof pooled ACER and accuracy per method, and the ISO/IEC 30107-3 rates of each run."""
-    anti = {m: {**_entry(results, seeds, "synthetic_antispoof", m, "acer"),
-                "accuracy": [results[("synthetic_antispoof", m, s)]["final"]["accuracy"] for s in range(seeds)]}
-            for m in ANTISPOOF_METHODS}
+    anti = {
+        m: {
+            **_entry(results, seeds, "synthetic_antispoof", m, "acer"),
+            "accuracy": [results[("synthetic_antispoof", m, s)]["final"]["accuracy"] for s in range(seeds)],
+        }
+        for m in ANTISPOOF_METHODS
+    }
     for m in ANTISPOOF_METHODS:
         iso = [antispoof_iso_metrics(results[("synthetic_antispoof", m, s)]) for s in range(seeds)]
         anti[m]["iso"] = iso
@@ -157,14 +184,20 @@ def _antispoof_entries(results: Results, seeds: int) -> dict[str, Any]:
 
 def _checks(methods: Mapping[str, Any]) -> dict[str, bool]:
     mean = {m: v["mean"] for m, v in methods.items()}
-    return {"teacher > baseline": mean["teacher"] > mean["baseline"],
-            "rad > baseline": mean["rad"] > mean["baseline"],
-            "dad > baseline": mean["dad"] > mean["baseline"]}
+    return {
+        "teacher > baseline": mean["teacher"] > mean["baseline"],
+        "rad > baseline": mean["rad"] > mean["baseline"],
+        "dad > baseline": mean["dad"] > mean["baseline"],
+    }
 
 
 def _machine() -> dict[str, Any]:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version()}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }
 
 
 def _write(payload: dict[str, Any], out: Path, log: Callable[[str], None]) -> None:
@@ -173,8 +206,9 @@ def _write(payload: dict[str, Any], out: Path, log: Callable[[str], None]) -> No
     anti = payload["antispoof"]["methods"] if payload["antispoof"] is not None else None
     table = format_table(methods, anti)
     write_json(payload, out / "results.json")
-    (out / "results.md").write_text(table + "\n" + "\n".join(f"- {k}: {'yes' if v else 'NO'}"
-                                                              for k, v in checks.items()) + "\n")
+    (out / "results.md").write_text(
+        table + "\n" + "\n".join(f"- {k}: {'yes' if v else 'NO'}" for k, v in checks.items()) + "\n"
+    )
     plot_mmh_results(methods, anti, out / "comparison.png")
     log(table)
     for k, v in checks.items():
@@ -183,9 +217,17 @@ def _write(payload: dict[str, Any], out: Path, log: Callable[[str], None]) -> No
     log(f"wall time {payload['wall_time_s']:.1f}s; results in {out / 'results.json'}")
 
 
-def benchmark_mmh(*, quick: bool = False, seeds: int = 3, out: str | Path = "runs/benchmark_mmh",
-                  workers: int = 2, antispoof: bool = True, steps: int | None = None,
-                  extra_overrides: Sequence[str] = (), log: Callable[[str], None] = print) -> dict[str, Any]:
+def benchmark_mmh(
+    *,
+    quick: bool = False,
+    seeds: int = 3,
+    out: str | Path = "runs/benchmark_mmh",
+    workers: int = 2,
+    antispoof: bool = True,
+    steps: int | None = None,
+    extra_overrides: Sequence[str] = (),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run the main job and write ``out/results.json``; returns its content.
 
     ``quick``: fewer steps and training clips (a smoke run, < 2 min). ``seeds``: seeds 0..seeds-1. ``workers``:

@@ -33,18 +33,38 @@ from .jobs import Job, run_phases
 __all__ = ["run_thesis_benchmark", "THESIS_PHASES", "MCL_METHODS", "STEP_VARIANTS", "plot_thesis_results"]
 
 MCL_METHODS: tuple[str, ...] = ("mcl_independent", "smcl", "cmcl", "dmcl", "mcl_random")
-STEP_VARIANTS: tuple[str, ...] = ("multistream", "multistream_noconn", "multistream_gd_only",
-                                  "multistream_hall_only", "multistream_inverted", "multistream_fused_teacher")
+STEP_VARIANTS: tuple[str, ...] = (
+    "multistream",
+    "multistream_noconn",
+    "multistream_gd_only",
+    "multistream_hall_only",
+    "multistream_inverted",
+    "multistream_fused_teacher",
+)
 #: Phases: the runs of a phase run in parallel; later phases reuse the cached stages of earlier ones.
 THESIS_PHASES: tuple[tuple[str, ...], ...] = (
     ("multistream", "admd", "dmcl", "mcl_independent"),
-    ("multistream_noconn", "multistream_gd_only", "multistream_hall_only", "multistream_inverted",
-     "multistream_fused_teacher", "hoffman", "moddrop", "admd_naive", "smcl", "cmcl", "mcl_random"),
+    (
+        "multistream_noconn",
+        "multistream_gd_only",
+        "multistream_hall_only",
+        "multistream_inverted",
+        "multistream_fused_teacher",
+        "hoffman",
+        "moddrop",
+        "admd_naive",
+        "smcl",
+        "cmcl",
+        "mcl_random",
+    ),
 )
 QUICK_OVERRIDES: tuple[str, ...] = ("train.steps=30", "dataset.split_kwargs={train: {size: 128}, test: {size: 120}}")
 #: The noise-sweep curves: label -> (method, stage whose network gets the noisy depth).
-_SWEPT: dict[str, tuple[str, str]] = {"two-stream (step 2)": ("multistream", "step2"),
-                                      "ModDrop": ("moddrop", "moddrop"), "ADMD streams (RGB+D)": ("admd", "streams")}
+_SWEPT: dict[str, tuple[str, str]] = {
+    "two-stream (step 2)": ("multistream", "step2"),
+    "ModDrop": ("moddrop", "moddrop"),
+    "ADMD streams (RGB+D)": ("admd", "streams"),
+}
 
 
 def admd_discriminator(res: dict[str, Any], hall_net: nn.Module) -> nn.Module:
@@ -71,8 +91,8 @@ class _Runs:
         self.results, self.seeds = results, seeds
 
     def model(self, method: str, seed: int, stage: str) -> nn.Module:
-        from ..train.checkpoint import load_model
         from ..runner import stage_model_path
+        from ..train.checkpoint import load_model
 
         res = self.results[(method, seed)]
         return load_model(stage_model_path(res["run_dir"], res, stage))
@@ -157,16 +177,23 @@ def _switch_signal(runs: _Runs, method: str, eval_set: Any) -> tuple[dict[str, l
         disc = admd_discriminator(runs.results[(method, s)], hall_net)
         for s2 in SIGMA2_GRID:
             sig.setdefault(str(s2), []).append(
-                fake_probability(streams, disc, noisy_batches(eval_set, 256, "depth", s2, seed=s)))
-    return sig, {"hallucination alone": hall_only,
-                 "RGB + hallucination": [runs.stage_acc(method, s, "fusion") for s in range(runs.seeds)]}
+                fake_probability(streams, disc, noisy_batches(eval_set, 256, "depth", s2, seed=s))
+            )
+    return sig, {
+        "hallucination alone": hall_only,
+        "RGB + hallucination": [runs.stage_acc(method, s, "fusion") for s in range(runs.seeds)],
+    }
 
 
 def _analyse(runs: _Runs, eval_set: Any, eval_set_mcl: Any) -> dict[str, Any]:
     """Evaluate the saved models for the thesis tables."""
-    out: dict[str, Any] = {"steps": {v: _step_rows(runs, v, eval_set) for v in STEP_VARIANTS},
-                           "mcl": {m: _mcl_rows(runs, m, eval_set_mcl) for m in MCL_METHODS},
-                           "noise_sweep": _noise_sweep(runs, eval_set), "switch_signal": {}, "admd": {}}
+    out: dict[str, Any] = {
+        "steps": {v: _step_rows(runs, v, eval_set) for v in STEP_VARIANTS},
+        "mcl": {m: _mcl_rows(runs, m, eval_set_mcl) for m in MCL_METHODS},
+        "noise_sweep": _noise_sweep(runs, eval_set),
+        "switch_signal": {},
+        "admd": {},
+    }
     # ModDrop as the thesis evaluates it: RGB + blank depth (the "void" column above) and the RGB stream alone
     out["moddrop_rgb_only"] = []
     for s in range(runs.seeds):
@@ -188,21 +215,38 @@ def plot_thesis_results(methods: dict[str, Any], a: dict[str, Any], out: Path) -
         "multistream steps / baselines (RGB at test)": {
             **{v: methods[v]["accuracy"] for v in STEP_VARIANTS},
             "two-stream (step 2, RGB+D)": methods["two_stream_step2"]["accuracy"],
-            "hoffman": methods["hoffman"]["accuracy"], "moddrop": methods["moddrop"]["accuracy"],
-            "admd": methods["admd"]["accuracy"], "admd_naive": methods["admd_naive"]["accuracy"]},
-        **{f"MCL: {'Σ' if c == 'sum' else 'Φ (oracle)' if c == 'oracle' else c}": {m: a["mcl"][m][c]
-                                                                                  for m in MCL_METHODS}
-           for c in ("sum", "oracle")},
+            "hoffman": methods["hoffman"]["accuracy"],
+            "moddrop": methods["moddrop"]["accuracy"],
+            "admd": methods["admd"]["accuracy"],
+            "admd_naive": methods["admd_naive"]["accuracy"],
+        },
+        **{
+            f"MCL: {'Σ' if c == 'sum' else 'Φ (oracle)' if c == 'oracle' else c}": {
+                m: a["mcl"][m][c] for m in MCL_METHODS
+            }
+            for c in ("sum", "oracle")
+        },
     }
     scaled = {p: {m: [100 * v for v in vals] for m, vals in ms.items()} for p, ms in panels.items()}
-    paths = {"comparison": plot_methods(scaled, out / "comparison.png", ylabel="test accuracy (%)",
-                                        title="thesis methods: mean ± std over seeds, dots = seeds")}
-    paths["noise_sweep"] = plot_sweep({k: {g: [100 * v for v in vals] for g, vals in c.items()}
-                                       for k, c in a["noise_sweep"].items()}, out / "noise_sweep.png",
-                                      ylabel="test accuracy (%)")
-    paths["switch_signal"] = plot_sweep({f"p(fake), {m}": c for m, c in a["switch_signal"].items()},
-                                        out / "switch_signal.png", ylabel="mean p(fake)",
-                                        title="ADMD switch signal on noisy depth")
+    paths = {
+        "comparison": plot_methods(
+            scaled,
+            out / "comparison.png",
+            ylabel="test accuracy (%)",
+            title="thesis methods: mean ± std over seeds, dots = seeds",
+        )
+    }
+    paths["noise_sweep"] = plot_sweep(
+        {k: {g: [100 * v for v in vals] for g, vals in c.items()} for k, c in a["noise_sweep"].items()},
+        out / "noise_sweep.png",
+        ylabel="test accuracy (%)",
+    )
+    paths["switch_signal"] = plot_sweep(
+        {f"p(fake), {m}": c for m, c in a["switch_signal"].items()},
+        out / "switch_signal.png",
+        ylabel="mean p(fake)",
+        title="ADMD switch signal on noisy depth",
+    )
     return paths
 
 
@@ -212,20 +256,31 @@ def _tables(methods: dict[str, Any], a: dict[str, Any]) -> str:
     lines += ["| row | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for row in a["steps"][variants[0]]:
         lines.append(f"| {row} | " + " | ".join(_fmt(a["steps"][v][row]) for v in variants) + " |")
-    lines += ["", "| baseline | accuracy (RGB input at test) |", "|---|---|",
-              f"| Hoffman et al. (end to end, no connections) | {_fmt(methods['hoffman']['accuracy'])} |",
-              f"| ModDrop, RGB + blank depth | {_fmt(methods['moddrop']['accuracy'])} |",
-              f"| ModDrop, RGB + depth | {_fmt(methods['moddrop']['with_depth'])} |",
-              f"| ModDrop, RGB stream's predictions only (depth blank) | {_fmt(methods['moddrop']['rgb_only'])} |",
-              ""]
+    lines += [
+        "",
+        "| baseline | accuracy (RGB input at test) |",
+        "|---|---|",
+        f"| Hoffman et al. (end to end, no connections) | {_fmt(methods['hoffman']['accuracy'])} |",
+        f"| ModDrop, RGB + blank depth | {_fmt(methods['moddrop']['accuracy'])} |",
+        f"| ModDrop, RGB + depth | {_fmt(methods['moddrop']['with_depth'])} |",
+        f"| ModDrop, RGB stream's predictions only (depth blank) | {_fmt(methods['moddrop']['rgb_only'])} |",
+        "",
+    ]
     lines += ["### MCL comparison (ch. 5, RGB / depth / flow networks): accuracy (%)", ""]
     cols = [c for c in a["mcl"][MCL_METHODS[0]] if c not in ("sum", "oracle")] + ["sum", "oracle"]
-    lines += ["| method | " + " | ".join("Σ" if c == "sum" else "Φ" if c == "oracle" else c for c in cols) + " |",
-              "|---|" + "---|" * len(cols)]
+    lines += [
+        "| method | " + " | ".join("Σ" if c == "sum" else "Φ" if c == "oracle" else c for c in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
     for m in MCL_METHODS:
         lines.append(f"| {m} | " + " | ".join(_fmt(a["mcl"][m][c]) for c in cols) + " |")
-    lines += ["", "### ADMD (ch. 4) vs its baselines: accuracy (%)", "", "| model | test input | accuracy |",
-              "|---|---|---|"]
+    lines += [
+        "",
+        "### ADMD (ch. 4) vs its baselines: accuracy (%)",
+        "",
+        "| model | test input | accuracy |",
+        "|---|---|---|",
+    ]
     for k, v in a["admd"]["streams"].items():
         lines.append(f"| ADMD step 1, {k} | {'RGB+D' if 'two' in k else k.split()[0]} | {_fmt(v)} |")
     for m in ("admd", "admd_naive"):
@@ -234,8 +289,13 @@ def _tables(methods: dict[str, Any], a: dict[str, Any]) -> str:
     lines.append(f"| ModDrop (RGB + blank depth) | RGB | {_fmt(methods['moddrop']['accuracy'])} |")
     lines.append(f"| Hoffman et al. | RGB | {_fmt(methods['hoffman']['accuracy'])} |")
     grid = list(next(iter(a["noise_sweep"].values())))
-    lines += ["", "### Noisy depth at test time (speckle σ²): accuracy (%) and ADMD's switch signal p(fake)", "",
-              "| model | " + " | ".join(grid) + " |", "|---|" + "---|" * len(grid)]
+    lines += [
+        "",
+        "### Noisy depth at test time (speckle σ²): accuracy (%) and ADMD's switch signal p(fake)",
+        "",
+        "| model | " + " | ".join(grid) + " |",
+        "|---|" + "---|" * len(grid),
+    ]
     for label, curve in a["noise_sweep"].items():
         lines.append(f"| {label} | " + " | ".join(_fmt(curve[g]) for g in grid) + " |")
     for m, curve in a["switch_signal"].items():
@@ -244,16 +304,27 @@ def _tables(methods: dict[str, Any], a: dict[str, Any]) -> str:
 
 
 def _overrides(out: Path, quick: bool, steps: int | None, extra: Sequence[str]) -> list[str]:
-    return ["train.progress=false", f"output.cache={out / 'cache'}", *(QUICK_OVERRIDES if quick else ()),
-            *([f"train.steps={steps}"] if steps is not None else []), *extra]
+    return [
+        "train.progress=false",
+        f"output.cache={out / 'cache'}",
+        *(QUICK_OVERRIDES if quick else ()),
+        *([f"train.steps={steps}"] if steps is not None else []),
+        *extra,
+    ]
 
 
-def _train(out: Path, over: Sequence[str], seeds: int, workers: int, log: Callable[[str], None]
-           ) -> dict[tuple[str, int], dict[str, Any]]:
+def _train(
+    out: Path, over: Sequence[str], seeds: int, workers: int, log: Callable[[str], None]
+) -> dict[tuple[str, int], dict[str, Any]]:
     """Every method of every phase for every seed (configs ``configs/thesis/<method>.yaml``); ``{(method, seed):
     results}``."""
-    phases = [(phase, [Job("thesis", m, s, tuple(over), str(out / "runs" / f"{m}-s{s}"))
-                       for m in phase for s in range(seeds)]) for phase in THESIS_PHASES]
+    phases = [
+        (
+            phase,
+            [Job("thesis", m, s, tuple(over), str(out / "runs" / f"{m}-s{s}")) for m in phase for s in range(seeds)],
+        )
+        for phase in THESIS_PHASES
+    ]
     return {(m, s): res for (_ds, m, s), res in run_phases(phases, workers, log).items()}
 
 
@@ -264,8 +335,7 @@ def _eval_sets(over: Sequence[str]) -> tuple[Any, Any]:
 
     cfg = load_config(find_config("thesis/multistream"), over)
     cfg_mcl = load_config(find_config("thesis/dmcl"), over)
-    return (load_split(cfg, cfg["dataset"]["eval_split"]),
-            load_split(cfg_mcl, cfg_mcl["dataset"]["eval_split"]))
+    return (load_split(cfg, cfg["dataset"]["eval_split"]), load_split(cfg_mcl, cfg_mcl["dataset"]["eval_split"]))
 
 
 def _method_entries(runs: _Runs, a: dict[str, Any]) -> dict[str, Any]:
@@ -281,9 +351,16 @@ def _method_entries(runs: _Runs, a: dict[str, Any]) -> dict[str, Any]:
     return methods_out
 
 
-def run_thesis_benchmark(quick: bool = False, seeds: int = 2, out: str | Path | None = None, *, workers: int = 2,
-                         steps: int | None = None, extra_overrides: Sequence[str] = (),
-                         log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_thesis_benchmark(
+    quick: bool = False,
+    seeds: int = 2,
+    out: str | Path | None = None,
+    *,
+    workers: int = 2,
+    steps: int | None = None,
+    extra_overrides: Sequence[str] = (),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run the thesis comparison; write ``out/results.json`` (default ``runs/benchmark_thesis``) and return it.
 
     ``quick``: 30 steps on 128 training clips (a smoke run of the whole pipeline). ``seeds``: seeds 0..seeds-1.
@@ -306,9 +383,12 @@ def run_thesis_benchmark(quick: bool = False, seeds: int = 2, out: str | Path | 
     methods_out = _method_entries(runs, a)
     plot_thesis_results(methods_out, a, out)
     table = _tables(methods_out, a)
-    payload = {"methods": methods_out, **a,
-               "settings": {"quick": quick, "seeds": seeds, "workers": workers, "overrides": over},
-               "wall_time_s": round(time.perf_counter() - t_start, 1)}
+    payload = {
+        "methods": methods_out,
+        **a,
+        "settings": {"quick": quick, "seeds": seeds, "workers": workers, "overrides": over},
+        "wall_time_s": round(time.perf_counter() - t_start, 1),
+    }
     write_json(payload, out / "results.json")
     (out / "results.md").write_text(table)
     log(table)

@@ -23,8 +23,9 @@ class CachedDataset(Dataset):
     Keeps ``modalities``, ``num_classes`` and ``class_names`` of the source dataset.
     """
 
-    def __init__(self, tensors: Mapping[str, Tensor], *, modalities: tuple[str, ...], num_classes: int,
-                 class_names: list[str]) -> None:
+    def __init__(
+        self, tensors: Mapping[str, Tensor], *, modalities: tuple[str, ...], num_classes: int, class_names: list[str]
+    ) -> None:
         sizes = {k: v.shape[0] for k, v in tensors.items()}
         if not sizes or len(set(sizes.values())) != 1:
             raise ValueError(f"CachedDataset needs tensors with one common first dimension, got sizes {sizes}")
@@ -59,9 +60,12 @@ def materialize(dataset: Dataset) -> CachedDataset:
             stacked[k] = torch.stack([torch.as_tensor(it[k]) for it in items])
         except (RuntimeError, KeyError) as exc:
             raise ValueError(f"items of {type(dataset).__name__} differ in key {k!r}; cannot cache: {exc}") from exc
-    cached = CachedDataset(stacked, modalities=tuple(getattr(dataset, "modalities", ())),
-                           num_classes=int(getattr(dataset, "num_classes")),
-                           class_names=list(getattr(dataset, "class_names", [])))
+    cached = CachedDataset(
+        stacked,
+        modalities=tuple(getattr(dataset, "modalities", ())),
+        num_classes=int(dataset.num_classes),
+        class_names=list(getattr(dataset, "class_names", [])),
+    )
     cached.normalization = getattr(dataset, "normalization", None)  # statistics the items were normalised with
     return cached
 
@@ -89,5 +93,9 @@ def dataset_facts(dataset: Dataset) -> dict[str, Any]:
             in_channels[m] = int(x.shape[0])
         else:
             raise ValueError(f"dataset item {m!r} has unsupported shape {tuple(x.shape)}")
-    return {"num_classes": int(dataset.num_classes), "modalities": tuple(dataset.modalities),  # type: ignore
-            "in_channels": in_channels, "num_frames": num_frames}
+    return {
+        "num_classes": int(dataset.num_classes),
+        "modalities": tuple(dataset.modalities),  # type: ignore
+        "in_channels": in_channels,
+        "num_frames": num_frames,
+    }

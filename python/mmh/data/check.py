@@ -103,15 +103,26 @@ class DataReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``data_check.json``)."""
-        return {"target": self.target, "dataset": self.dataset, "ok": self.ok, "errors": self.errors,
-                "warnings": self.warnings, "splits": self.splits, "modalities": self.modalities,
-                "normalization": self.normalization, "outliers": self.outliers, "duplicates": self.duplicates,
-                "cost": self.cost}
+        return {
+            "target": self.target,
+            "dataset": self.dataset,
+            "ok": self.ok,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "splits": self.splits,
+            "modalities": self.modalities,
+            "normalization": self.normalization,
+            "outliers": self.outliers,
+            "duplicates": self.duplicates,
+            "cost": self.cost,
+        }
 
     def to_text(self) -> str:
         """The short text form (``data_check.txt``, printed by ``mmh data check``)."""
-        lines = [f"data check: {self.dataset} {self.target}: {'ok' if self.ok else 'ERRORS'} "
-                 f"({len(self.errors)} error(s), {len(self.warnings)} warning(s))"]
+        lines = [
+            f"data check: {self.dataset} {self.target}: {'ok' if self.ok else 'ERRORS'} "
+            f"({len(self.errors)} error(s), {len(self.warnings)} warning(s))"
+        ]
         for split, info in self.splits.items():
             per = ", ".join(f"{c} {n}" for c, n in info["classes"].items())
             skipped = f", {info['skipped']} skipped" if info.get("skipped") else ""
@@ -119,16 +130,21 @@ class DataReport:
         for m, per_split in self.modalities.items():
             for split, s in per_split.items():
                 sizes = ", ".join(f"{k} x{v}" for k, v in s["sizes"].items())
-                lines.append(f"  {m} {split}: {s['files']} files, channels {s['channels']}, sizes {sizes}; mean "
-                             f"{_fmt(s['mean'])} std {_fmt(s['std'])} min {_fmt(s['min'])} max {_fmt(s['max'])}")
+                lines.append(
+                    f"  {m} {split}: {s['files']} files, channels {s['channels']}, sizes {sizes}; mean "
+                    f"{_fmt(s['mean'])} std {_fmt(s['std'])} min {_fmt(s['min'])} max {_fmt(s['max'])}"
+                )
         if self.normalization:
             left = sum(1 for o in self.outliers if o.get("excluded"))
-            lines.append(f"  normalisation (train{f', {left} outlier file(s) left out' if left else ''}): " +
-                         "; ".join(f"{m} mean {_fmt(v['mean'])} std {_fmt(v['std'])}"
-                                   for m, v in self.normalization.items()))
+            lines.append(
+                f"  normalisation (train{f', {left} outlier file(s) left out' if left else ''}): "
+                + "; ".join(f"{m} mean {_fmt(v['mean'])} std {_fmt(v['std'])}" for m, v in self.normalization.items())
+            )
         c = self.cost
-        lines.append(f"  cost: {c['files']} files, {c['read']} read by the check ({c['bytes_read']} bytes), "
-                     f"{c['reused']} from the normalisation pass")
+        lines.append(
+            f"  cost: {c['files']} files, {c['read']} read by the check ({c['bytes_read']} bytes), "
+            f"{c['reused']} from the normalisation pass"
+        )
         lines += [f"  error: {e}" for e in self.errors] + [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines) + "\n"
 
@@ -154,8 +170,7 @@ def is_own_data(name: str) -> bool:
     return isinstance(factory, type) and issubclass(factory, NormalizedFileDataset)
 
 
-def _resolve(target: str | os.PathLike, dataset: str | None, kwargs: dict[str, Any]
-             ) -> tuple[str, dict[str, Any]]:
+def _resolve(target: str | os.PathLike, dataset: str | None, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The dataset name and kwargs for ``target`` (a folder, a CSV file or a dataset name)."""
     text = os.fspath(target)
     if dataset is None:
@@ -170,8 +185,9 @@ def _resolve(target: str | os.PathLike, dataset: str | None, kwargs: dict[str, A
         else:
             raise FileNotFoundError(f"no such folder or CSV file: {text}")
     if not _registered(dataset) or not is_own_data(dataset):
-        raise ValueError(f"{dataset!r} is not an own-data dataset (paired_folder, manifest, or a "
-                         f"registered NormalizedFileDataset)")
+        raise ValueError(
+            f"{dataset!r} is not an own-data dataset (paired_folder, manifest, or a registered NormalizedFileDataset)"
+        )
     kwargs = dict(kwargs)
     if text:
         key = {"paired_folder": "root", "manifest": "csv"}.get(dataset)
@@ -231,8 +247,14 @@ class _File:
     record: FileStats
 
 
-def check_data(target: str | os.PathLike, *, dataset: str | None = None, splits: Sequence[str] | None = None,
-               split_kwargs: Mapping[str, Mapping[str, Any]] | None = None, **kwargs: Any) -> DataReport:
+def check_data(
+    target: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    splits: Sequence[str] | None = None,
+    split_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    **kwargs: Any,
+) -> DataReport:
     """Check own data (see the module docstring) and return the report; nothing is raised for problems in the data
     (they are the report's ``errors``), only for a ``target`` that is no data set.
 
@@ -297,11 +319,12 @@ class _Checker:
         scan = ds.normalization_scan
         known = {(x.modality, x.path): x for x in scan.records} if scan is not None else {}
         resize = {m: PairedResize(ds.resolution, keys=[m]) for m in ds.modalities} if ds.resolution else {}
-        r.splits[split] = {"samples": len(ds), "skipped": ds.num_skipped,
-                           "classes": {c: 0 for c in ds.class_names}}
+        r.splits[split] = {"samples": len(ds), "skipped": ds.num_skipped, "classes": {c: 0 for c in ds.class_names}}
         if ds.num_skipped:
-            r.warnings.append(f"{split}: {ds.num_skipped} sample(s) skipped for missing files (on_missing=skip), "
-                              f"e.g. {ds.skipped[0][0]}: {ds.skipped[0][1]}")
+            r.warnings.append(
+                f"{split}: {ds.num_skipped} sample(s) skipped for missing files (on_missing=skip), "
+                f"e.g. {ds.skipped[0][0]}: {ds.skipped[0][1]}"
+            )
         for s in ds.samples:
             for m in ds.modalities:
                 for entry in s.files[m]:
@@ -333,7 +356,8 @@ class _Checker:
             elif median >= 3 and (n == 1 or n * 10 < median):
                 self.report.warnings.append(
                     f"class {c!r} has {n} train sample(s) against a median of {median:g} per class: a label typo? "
-                    f"(pass classes=[...] to make a label outside the list an error)")
+                    f"(pass classes=[...] to make a label outside the list an error)"
+                )
 
     # ---------------------------------------------------------------------------------------------- values
     def _values(self) -> None:
@@ -348,8 +372,15 @@ class _Checker:
                     continue
                 sizes = Counter("x".join(str(v) for v in r.shape[1:]) for r in recs)
                 chans = sorted({r.channels for r in recs})
-                entry: dict[str, Any] = {"files": len(recs), "channels": chans, "sizes": dict(sizes.most_common()),
-                                         "mean": None, "std": None, "min": None, "max": None}
+                entry: dict[str, Any] = {
+                    "files": len(recs),
+                    "channels": chans,
+                    "sizes": dict(sizes.most_common()),
+                    "mean": None,
+                    "std": None,
+                    "min": None,
+                    "max": None,
+                }
                 if len(chans) == 1:
                     n = sum(r.count for r in recs)
                     total = np.sum([r.sum for r in recs], axis=0)
@@ -357,9 +388,12 @@ class _Checker:
                     mean = total / n
                     with np.errstate(over="ignore", invalid="ignore"):
                         std = np.sqrt(np.clip(sq / n - mean * mean, 0.0, None))
-                    entry.update(mean=mean.tolist(), std=std.tolist(),
-                                 min=np.min([r.min for r in recs], axis=0).tolist(),
-                                 max=np.max([r.max for r in recs], axis=0).tolist())
+                    entry.update(
+                        mean=mean.tolist(),
+                        std=std.tolist(),
+                        min=np.min([r.min for r in recs], axis=0).tolist(),
+                        max=np.max([r.max for r in recs], axis=0).tolist(),
+                    )
                 self.report.modalities[m][split] = entry
 
     def _mismatches(self) -> None:
@@ -374,20 +408,26 @@ class _Checker:
             chans = Counter(f.record.channels for f in base).most_common(1)[0][0]
             odd = [f for f in files if f.record.channels != chans]
             if odd:
-                r.errors.append(f"{m}: {len(odd)} file(s) have another channel count than the {chans} of the "
-                                f"{m} files: " + _examples([f"{f.record.path} ({f.record.channels})" for f in odd]))
+                r.errors.append(
+                    f"{m}: {len(odd)} file(s) have another channel count than the {chans} of the "
+                    f"{m} files: " + _examples([f"{f.record.path} ({f.record.channels})" for f in odd])
+                )
             sizes = Counter(f.record.shape[1:] for f in base)
             usual_size[m] = sizes.most_common(1)[0][0]
             if ref.resolution is None:
                 odd = [f for f in files if f.record.shape[1:] != usual_size[m]]
                 if odd:
-                    r.errors.append(f"{m}: {len(odd)} file(s) are not {_hw(usual_size[m])} like the other {m} "
-                                    f"files (pass resolution= to resize): " +
-                                    _examples([f"{f.record.path} ({_hw(f.record.shape[1:])})" for f in odd]))
+                    r.errors.append(
+                        f"{m}: {len(odd)} file(s) are not {_hw(usual_size[m])} like the other {m} "
+                        f"files (pass resolution= to resize): "
+                        + _examples([f"{f.record.path} ({_hw(f.record.shape[1:])})" for f in odd])
+                    )
         if ref.resolution is None and len({usual_size[m] for m in usual_size}) > 1:
-            r.errors.append("modalities have different sizes (" + ", ".join(f"{m} {_hw(v)}" for m, v in
-                                                                           usual_size.items()) +
-                            "); pass resolution= to resize them to one size")
+            r.errors.append(
+                "modalities have different sizes ("
+                + ", ".join(f"{m} {_hw(v)}" for m, v in usual_size.items())
+                + "); pass resolution= to resize them to one size"
+            )
 
     def _outliers(self) -> None:
         r = self.report
@@ -403,11 +443,16 @@ class _Checker:
             z = found.get(f.record.path)
             if z is None:
                 continue
-            what = ("left out of the normalisation statistics" if excluded else
-                    "the normalisation statistics were given or are off: nothing left out")
+            what = (
+                "left out of the normalisation statistics"
+                if excluded
+                else "the normalisation statistics were given or are off: nothing left out"
+            )
             r.outliers.append(self._outlier_entry(f, z, excluded))
-            r.warnings.append(f"{f.record.modality}: train file {f.record.path} is an outlier (robust z {z:.3g}; "
-                              f"values {_fmt(f.record.min)}..{_fmt(f.record.max)}); {what}")
+            r.warnings.append(
+                f"{f.record.modality}: train file {f.record.path} is an outlier (robust z {z:.3g}; "
+                f"values {_fmt(f.record.min)}..{_fmt(f.record.max)}); {what}"
+            )
         limit = z_max if z_max else OUTLIER_Z
         for m in self.modalities:
             ref = [f.record for f in train if f.record.modality == m]
@@ -419,14 +464,23 @@ class _Checker:
             for f, z in zip(others, robust_z(feats, floor, ref_feats), strict=True):
                 if z > limit:
                     r.outliers.append(self._outlier_entry(f, float(z), False))
-                    r.warnings.append(f"{m}: {f.split} file {f.record.path} is unlike the train files (robust z "
-                                      f"{z:.3g}; values {_fmt(f.record.min)}..{_fmt(f.record.max)})")
+                    r.warnings.append(
+                        f"{m}: {f.split} file {f.record.path} is unlike the train files (robust z "
+                        f"{z:.3g}; values {_fmt(f.record.min)}..{_fmt(f.record.max)})"
+                    )
 
     @staticmethod
     def _outlier_entry(f: _File, z: float, excluded: bool) -> dict[str, Any]:
-        return {"split": f.split, "modality": f.record.modality, "file": f.record.path, "sample": f.sample,
-                "z": z if math.isfinite(z) else str(z), "min": list(f.record.min), "max": list(f.record.max),
-                "excluded": excluded}
+        return {
+            "split": f.split,
+            "modality": f.record.modality,
+            "file": f.record.path,
+            "sample": f.sample,
+            "z": z if math.isfinite(z) else str(z),
+            "min": list(f.record.min),
+            "max": list(f.record.max),
+            "excluded": excluded,
+        }
 
     # ---------------------------------------------------------------------------------------------- overlap
     def _overlap(self) -> None:
@@ -446,18 +500,27 @@ class _Checker:
             for names in dups:
                 r.duplicates.append({"samples": [{"split": split, "name": n} for n in names]})
             if dups:
-                report(f"{split}: {len(dups)} sample(s) appear more than once with the same content, e.g. "
-                       + _examples([" = ".join(repr(n) for n in names) for names in dups]) + hint)
+                report(
+                    f"{split}: {len(dups)} sample(s) appear more than once with the same content, e.g. "
+                    + _examples([" = ".join(repr(n) for n in names) for names in dups])
+                    + hint
+                )
         splits = list(keys)
         for i, a in enumerate(splits):
-            for b in splits[i + 1:]:
+            for b in splits[i + 1 :]:
                 shared = [k for k in keys[b] if k in keys[a]]
                 for k in shared:
-                    r.duplicates.append({"samples": [{"split": a, "name": n} for n in keys[a][k]] +
-                                                    [{"split": b, "name": n} for n in keys[b][k]]})
+                    r.duplicates.append(
+                        {
+                            "samples": [{"split": a, "name": n} for n in keys[a][k]]
+                            + [{"split": b, "name": n} for n in keys[b][k]]
+                        }
+                    )
                 if shared:
-                    report(f"{len(shared)} {b} sample(s) have the same content as {a} samples (a {a}/{b} overlap), "
-                           f"e.g. " + _examples([f"{keys[b][k][0]!r} = {keys[a][k][0]!r}" for k in shared]) + hint)
+                    report(
+                        f"{len(shared)} {b} sample(s) have the same content as {a} samples (a {a}/{b} overlap), "
+                        f"e.g. " + _examples([f"{keys[b][k][0]!r} = {keys[a][k][0]!r}" for k in shared]) + hint
+                    )
         # single files shared between splits (a sample not repeated as a whole): leakage through one modality
         whole = {(x["split"], x["name"]) for d in r.duplicates for x in d["samples"]}
         seen: dict[tuple[str, str], _File] = {}
@@ -468,16 +531,22 @@ class _Checker:
             if first.split != f.split and (f.split, f.sample) not in whole and len(shared_files) < 1000:
                 shared_files.append(f"{f.record.path} ({f.split}) = {first.record.path} ({first.split})")
         if shared_files:
-            r.warnings.append(f"{len(shared_files)} file(s) of one split have the same content as a file of "
-                              f"another: " + _examples(shared_files))
+            r.warnings.append(
+                f"{len(shared_files)} file(s) of one split have the same content as a file of "
+                f"another: " + _examples(shared_files)
+            )
 
 
 def _hw(shape: Sequence[int]) -> str:
     return "x".join(str(v) for v in shape)
 
 
-def check_before_training(name: str, split_kwargs: Mapping[str, Mapping[str, Any]], out_dir: str | os.PathLike | None,
-                          log: Callable[[str], None] = print) -> DataReport | None:
+def check_before_training(
+    name: str,
+    split_kwargs: Mapping[str, Mapping[str, Any]],
+    out_dir: str | os.PathLike | None,
+    log: Callable[[str], None] = print,
+) -> DataReport | None:
     """The runner's check of own data (None for other datasets): :func:`check_data` over the run's splits
     (``{split: dataset kwargs}``), the report written to ``out_dir`` (``data_check.json`` / ``.txt``; None: not
     written), a summary and the warnings logged; :class:`DataCheckError` when there are errors. Cheap after the
@@ -489,8 +558,10 @@ def check_before_training(name: str, split_kwargs: Mapping[str, Mapping[str, Any
     if out_dir is not None:
         where = f" -> {report.write(out_dir)[1]}"
     c = report.cost
-    log(f"[data check] {name}: {c['files']} files ({c['read']} read by the check, {c['reused']} from the "
-        f"normalisation pass), {len(report.errors)} error(s), {len(report.warnings)} warning(s){where}")
+    log(
+        f"[data check] {name}: {c['files']} files ({c['read']} read by the check, {c['reused']} from the "
+        f"normalisation pass), {len(report.errors)} error(s), {len(report.warnings)} warning(s){where}"
+    )
     for w in report.warnings:
         log(f"[data check] warning: {w}")
     if report.errors:

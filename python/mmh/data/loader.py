@@ -43,8 +43,19 @@ class EpochBatchSampler(Sampler[list[int]]):
     ``drop_last``: drop the last incomplete global batch (otherwise it is kept and split as evenly as possible).
     """
 
-    def __init__(self, n: int, batch_size: int, *, seed: int, epoch: int, shuffle: bool = True,
-                 drop_last: bool = True, start_batch: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        seed: int,
+        epoch: int,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        start_batch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if n <= 0:
             raise ValueError(f"EpochBatchSampler: the dataset is empty (n = {n})")
         if batch_size < 1:
@@ -60,8 +71,9 @@ class EpochBatchSampler(Sampler[list[int]]):
         return n // g if drop_last else math.ceil(n / g)
 
     def __len__(self) -> int:
-        return max(0, self.batches_per_epoch(self.n, self.batch_size, self.world_size, self.drop_last)
-                   - self.start_batch)
+        return max(
+            0, self.batches_per_epoch(self.n, self.batch_size, self.world_size, self.drop_last) - self.start_batch
+        )
 
     def __iter__(self) -> Iterator[list[int]]:
         if self.shuffle:
@@ -72,9 +84,9 @@ class EpochBatchSampler(Sampler[list[int]]):
         g_size = self.batch_size * self.world_size
         total = self.batches_per_epoch(self.n, self.batch_size, self.world_size, self.drop_last)
         for j in range(self.start_batch, total):
-            chunk = order[j * g_size:(j + 1) * g_size]
+            chunk = order[j * g_size : (j + 1) * g_size]
             per = math.ceil(len(chunk) / self.world_size)
-            part = chunk[self.rank * per:(self.rank + 1) * per]
+            part = chunk[self.rank * per : (self.rank + 1) * per]
             if part:
                 yield part
 
@@ -99,9 +111,20 @@ def _check_args(dataset: Dataset, batch_size: Any, num_workers: Any, seed: Any) 
     return n
 
 
-def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, epoch: int = 0,
-                start_batch: int = 0, drop_last: bool = False, num_workers: int = 0, rank: int | None = None,
-                world_size: int | None = None, distributed: bool = False) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    epoch: int = 0,
+    start_batch: int = 0,
+    drop_last: bool = False,
+    num_workers: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+    distributed: bool = False,
+) -> DataLoader:
     """A reproducible DataLoader over one epoch of :class:`EpochBatchSampler` batches.
 
     - ``shuffle``: epoch ``epoch``'s order from ``(seed, epoch)``; the same arguments give the same batches,
@@ -116,13 +139,27 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, 
 
         info = dist_info()
         rank, world_size = info.rank, info.world_size
-    sampler = EpochBatchSampler(n, batch_size, seed=seed, epoch=epoch, shuffle=shuffle, drop_last=drop_last,
-                                start_batch=start_batch, rank=rank or 0, world_size=world_size or 1)
+    sampler = EpochBatchSampler(
+        n,
+        batch_size,
+        seed=seed,
+        epoch=epoch,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        start_batch=start_batch,
+        rank=rank or 0,
+        world_size=world_size or 1,
+    )
     cached = isinstance(dataset, CachedDataset)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                      collate_fn=_passthrough if cached else None, pin_memory=torch.cuda.is_available(),
-                      worker_init_fn=seed_worker if num_workers else None,
-                      generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=_passthrough if cached else None,
+        pin_memory=torch.cuda.is_available(),
+        worker_init_fn=seed_worker if num_workers else None,
+        generator=torch.Generator().manual_seed(seed * 100003 + epoch),
+    )
 
 
 def eval_batches(dataset: Dataset, batch_size: int, *, num_workers: int = 0) -> DataLoader:

@@ -41,8 +41,9 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[str], list[dict[str, st
             text = fh.read()
     except UnicodeDecodeError as exc:
         line = text_line(path, exc.start)
-        raise ValueError(f"manifest: {path}:{line} is not UTF-8 text (byte {exc.object[exc.start]:#04x}); save the "
-                         f"CSV as UTF-8") from None
+        raise ValueError(
+            f"manifest: {path}:{line} is not UTF-8 text (byte {exc.object[exc.start]:#04x}); save the CSV as UTF-8"
+        ) from None
     reader = csv_module.DictReader(io.StringIO(text, newline=""))
     fields = [f.strip() for f in (reader.fieldnames or [])]
     if "label" not in fields:
@@ -53,8 +54,10 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[str], list[dict[str, st
     rows = []
     for row in reader:
         if None in row:  # DictReader keeps the cells beyond the header under the key None
-            raise ValueError(f"manifest: {path}:{reader.line_num}: {len(fields) + len(row[None])} cells for "
-                             f"{len(fields)} columns ({fields})")
+            raise ValueError(
+                f"manifest: {path}:{reader.line_num}: {len(fields) + len(row[None])} cells for "
+                f"{len(fields)} columns ({fields})"
+            )
         row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
         row["_line"] = f"{path}:{reader.line_num}"
         for k, v in row.items():
@@ -93,11 +96,21 @@ class Manifest(NormalizedFileDataset):
 
     name = "manifest"
 
-    def __init__(self, split: str = "train", *, csv: str | os.PathLike | Mapping[str, str | os.PathLike],
-                 modalities: Sequence[str] | None = None, classes: Sequence[str] | None = None,
-                 num_frames: int | None = None, resolution: int | Sequence[int] | None = None,
-                 normalize: bool = True, stats: Any = None, depth_scale: float = 65535.0,
-                 on_missing: str = "error", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        *,
+        csv: str | os.PathLike | Mapping[str, str | os.PathLike],
+        modalities: Sequence[str] | None = None,
+        classes: Sequence[str] | None = None,
+        num_frames: int | None = None,
+        resolution: int | Sequence[int] | None = None,
+        normalize: bool = True,
+        stats: Any = None,
+        depth_scale: float = 65535.0,
+        on_missing: str = "error",
+        **kwargs: Any,
+    ) -> None:
         check_split(split)
         if isinstance(csv, Mapping):
             if split not in csv:
@@ -119,8 +132,10 @@ class Manifest(NormalizedFileDataset):
         mods = list(modalities) if modalities is not None else cols
         unknown = [m for m in mods if m not in cols]
         if isinstance(modalities, str) or not mods or unknown:
-            raise ValueError(f"manifest: modality {unknown[0] if unknown else modalities!r} is not a column of "
-                             f"{path} (modality columns: {cols})")
+            raise ValueError(
+                f"manifest: modality {unknown[0] if unknown else modalities!r} is not a column of "
+                f"{path} (modality columns: {cols})"
+            )
         class_names = self._classes(classes, train_rows, rows, path)
         base = os.path.dirname(os.path.abspath(path))
         samples = self._samples(rows, mods, class_names, base)
@@ -128,18 +143,37 @@ class Manifest(NormalizedFileDataset):
 
         def train_samples() -> list[FileSample]:
             if train_rows is None:
-                raise ValueError(f"manifest: {path} gives no train rows to compute normalisation statistics from; "
-                                 f"pass csv={{train: ..., {split}: ...}}, a split column, or stats=")
+                raise ValueError(
+                    f"manifest: {path} gives no train rows to compute normalisation statistics from; "
+                    f"pass csv={{train: ..., {split}: ...}}, a split column, or stats="
+                )
             tr = self._samples(train_rows, mods, class_names, tbase)
-            return FileListDataset(tr, modalities=mods, readers={m: self._read for m in mods},
-                                   class_names=class_names, on_missing=on_missing).samples
+            return FileListDataset(
+                tr,
+                modalities=mods,
+                readers={m: self._read for m in mods},
+                class_names=class_names,
+                on_missing=on_missing,
+            ).samples
 
-        if any(len(s.files[m]) > 1 or os.path.isdir(s.meta.get(m, "")) for s in samples for m in mods) \
-                and num_frames is None:
+        if (
+            any(len(s.files[m]) > 1 or os.path.isdir(s.meta.get(m, "")) for s in samples for m in mods)
+            and num_frames is None
+        ):
             raise ValueError(f"manifest: {path} lists clip folders; pass num_frames=T")
-        super().__init__(samples, modalities=mods, class_names=class_names, train_samples=train_samples,
-                         normalize=normalize, stats=stats, depth_scale=depth_scale, resolution=resolution,
-                         num_frames=num_frames, on_missing=on_missing, **kwargs)
+        super().__init__(
+            samples,
+            modalities=mods,
+            class_names=class_names,
+            train_samples=train_samples,
+            normalize=normalize,
+            stats=stats,
+            depth_scale=depth_scale,
+            resolution=resolution,
+            num_frames=num_frames,
+            on_missing=on_missing,
+            **kwargs,
+        )
         self.csv = path
 
     @staticmethod
@@ -148,13 +182,15 @@ class Manifest(NormalizedFileDataset):
             return rows
         bad = [r for r in rows if r.get("split") not in ("train", "val", "test")]
         if bad:
-            raise ValueError(f"manifest: {bad[0]['_line']}: split must be train / val / test, got "
-                             f"{bad[0].get('split')!r}")
+            raise ValueError(
+                f"manifest: {bad[0]['_line']}: split must be train / val / test, got {bad[0].get('split')!r}"
+            )
         return [r for r in rows if r["split"] == split]
 
     @staticmethod
-    def _classes(classes: Sequence[str] | None, train_rows: list[dict[str, str]] | None,
-                 rows: list[dict[str, str]], path: str) -> list[str]:
+    def _classes(
+        classes: Sequence[str] | None, train_rows: list[dict[str, str]] | None, rows: list[dict[str, str]], path: str
+    ) -> list[str]:
         if classes is not None:
             if isinstance(classes, str) or not list(classes):
                 raise ValueError(f"manifest: classes must be a non-empty list of names, got {classes!r}")
@@ -170,13 +206,15 @@ class Manifest(NormalizedFileDataset):
                 raise ValueError(f"manifest: integer labels must be >= 0 (got {min(values)} in {path})")
             return [str(i) for i in range(max(values) + 1)]
         if train_rows is None:
-            raise ValueError(f"manifest: {path} has class-name labels but no train rows to take the classes from; "
-                             f"pass classes=[...]")
+            raise ValueError(
+                f"manifest: {path} has class-name labels but no train rows to take the classes from; pass classes=[...]"
+            )
         return sorted(set(labels))
 
     @staticmethod
-    def _samples(rows: list[dict[str, str]], mods: Sequence[str], class_names: list[str], base: str
-                 ) -> list[FileSample]:
+    def _samples(
+        rows: list[dict[str, str]], mods: Sequence[str], class_names: list[str], base: str
+    ) -> list[FileSample]:
         index = {c: i for i, c in enumerate(class_names)}
         samples = []
         for r in rows:
@@ -188,11 +226,16 @@ class Manifest(NormalizedFileDataset):
             else:
                 raise ValueError(f"manifest: {r['_line']}: label {lab!r} is not a class ({class_names})")
             files = {m: _entries(r.get(m, ""), base) for m in mods}
-            meta = {m: (r.get(m, "") if os.path.isabs(r.get(m, "")) else os.path.join(base, r.get(m, "")))
-                    for m in mods if r.get(m)}
+            meta = {
+                m: (r.get(m, "") if os.path.isabs(r.get(m, "")) else os.path.join(base, r.get(m, "")))
+                for m in mods
+                if r.get(m)
+            }
             for m, v in meta.items():
                 if not os.path.isdir(v) and not v.lower().endswith(FILE_EXTS):
-                    raise ValueError(f"manifest: {r['_line']}: {m} path {v} has an unsupported extension "
-                                     f"(use {', '.join(FILE_EXTS)})")
+                    raise ValueError(
+                        f"manifest: {r['_line']}: {m} path {v} has an unsupported extension "
+                        f"(use {', '.join(FILE_EXTS)})"
+                    )
             samples.append(FileSample(files, label, name=r.get("name") or r["_line"], meta=meta))
         return samples

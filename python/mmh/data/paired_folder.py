@@ -61,10 +61,27 @@ from .real.base import FileListDataset, FileSample
 from .registry import SPLITS, check_split, register_dataset
 from .transforms import PairedResize
 
-__all__ = ["PairedFolder", "NormalizedFileDataset", "read_any", "read_bytes", "decode_frame", "FILE_EXTS",
-           "FileStats", "NormalizationScan", "frame_stats", "pooled_stats", "robust_z", "scan_normalization",
-           "read_frame", "find_outliers", "scan_paired_folder", "compute_stats", "load_stats", "check_name",
-           "OUTLIER_Z"]
+__all__ = [
+    "PairedFolder",
+    "NormalizedFileDataset",
+    "read_any",
+    "read_bytes",
+    "decode_frame",
+    "FILE_EXTS",
+    "FileStats",
+    "NormalizationScan",
+    "frame_stats",
+    "pooled_stats",
+    "robust_z",
+    "scan_normalization",
+    "read_frame",
+    "find_outliers",
+    "scan_paired_folder",
+    "compute_stats",
+    "load_stats",
+    "check_name",
+    "OUTLIER_Z",
+]
 
 #: File extensions a modality file (or a clip frame) may have.
 FILE_EXTS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".npy")
@@ -83,8 +100,7 @@ def check_name(path: str, what: str = "file") -> None:
     bad = any(0xD800 <= ord(ch) <= 0xDFFF or unicodedata.category(ch) == "Cc" for ch in name)
     if bad:
         raw = os.fsencode(path) if any(0xD800 <= ord(ch) <= 0xDFFF for ch in name) else path
-        raise ValueError(f"{what} name {raw!r} is not valid text (non-UTF-8 bytes or control characters); "
-                         f"rename it")
+        raise ValueError(f"{what} name {raw!r} is not valid text (non-UTF-8 bytes or control characters); rename it")
 
 
 def read_bytes(path: str, digest: bool = True) -> tuple[bytes, str]:
@@ -138,8 +154,9 @@ def decode_frame(data: bytes, path: str, depth_scale: float = 65535.0) -> torch.
         if a.ndim == 2:
             a = a[None]
         if a.ndim != 3 or a.size == 0 or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
-            raise ValueError(f"array file {path}: expected a numeric (H, W) or (C, H, W) array, got {a.dtype} "
-                             f"{a.shape}")
+            raise ValueError(
+                f"array file {path}: expected a numeric (H, W) or (C, H, W) array, got {a.dtype} {a.shape}"
+            )
         a = a.astype(np.float32)
         if not np.isfinite(a).all():
             raise ValueError(f"array file {path} contains NaN or inf")
@@ -162,8 +179,11 @@ def _natural_key(name: str) -> list[Any]:
 
 
 def _frames(folder: str) -> list[str]:
-    frames = [os.path.join(folder, f) for f in sorted(os.listdir(folder), key=_natural_key)
-              if f.lower().endswith(FILE_EXTS) and os.path.isfile(os.path.join(folder, f))]
+    frames = [
+        os.path.join(folder, f)
+        for f in sorted(os.listdir(folder), key=_natural_key)
+        if f.lower().endswith(FILE_EXTS) and os.path.isfile(os.path.join(folder, f))
+    ]
     for f in frames:
         check_name(f, "frame file")
     return frames
@@ -197,14 +217,17 @@ def _subdirs(folder: str, what: str = "folder") -> list[str]:
     return names
 
 
-def scan_paired_folder(root: str, split: str, class_names: Sequence[str] | None = None
-                       ) -> tuple[list[FileSample], list[str], bool]:
+def scan_paired_folder(
+    root: str, split: str, class_names: Sequence[str] | None = None
+) -> tuple[list[FileSample], list[str], bool]:
     """The samples of ``root/<split>`` (files as found, not yet checked), the class names (given, or the split's
     class folders sorted) and whether any modality is a clip folder."""
     top = os.path.join(root, split)
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"paired_folder: root {root!r} is not a folder (dataset.kwargs.root=DIR: the folder "
-                                f"holding train/ and test/)")
+        raise FileNotFoundError(
+            f"paired_folder: root {root!r} is not a folder (dataset.kwargs.root=DIR: the folder "
+            f"holding train/ and test/)"
+        )
     if not os.path.isdir(top):
         have = [s for s in SPLITS if os.path.isdir(os.path.join(root, s))]
         raise FileNotFoundError(f"paired_folder: no {split!r} split folder {top} (root {root!r} has splits {have})")
@@ -223,15 +246,19 @@ def scan_paired_folder(root: str, split: str, class_names: Sequence[str] | None 
             continue
         names = _subdirs(cdir, "sample folder")
         if not names and class_names is None:  # a class of the train split must have samples to be learnt
-            raise ValueError(f"paired_folder: class folder {cdir} has no sample folders (layout "
-                             f"ROOT/<split>/<class>/<sample>/<modality>.<ext>); remove it or add its samples")
+            raise ValueError(
+                f"paired_folder: class folder {cdir} has no sample folders (layout "
+                f"ROOT/<split>/<class>/<sample>/<modality>.<ext>); remove it or add its samples"
+            )
         for name in names:
             files, clips = _sample_files(os.path.join(cdir, name))
             any_clip = any_clip or bool(clips)
             samples.append(FileSample(files, label, name=f"{split}/{cls}/{name}"))
     if not samples:
-        raise ValueError(f"paired_folder: the {split!r} split {top} has no sample folders (layout "
-                         f"ROOT/<split>/<class>/<sample>/<modality>.<ext>)")
+        raise ValueError(
+            f"paired_folder: the {split!r} split {top} has no sample folders (layout "
+            f"ROOT/<split>/<class>/<sample>/<modality>.<ext>)"
+        )
     return samples, list(classes), any_clip
 
 
@@ -291,21 +318,37 @@ class FileStats:
         return [math.sqrt(max(q / self.count - (v / self.count) ** 2, 0.0)) for v, q in zip(self.sum, self.sumsq)]
 
 
-def frame_stats(x: torch.Tensor, path: str, modality: str, sample: str, digest: str = "",
-                resize: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> FileStats:
+def frame_stats(
+    x: torch.Tensor,
+    path: str,
+    modality: str,
+    sample: str,
+    digest: str = "",
+    resize: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+) -> FileStats:
     """The :class:`FileStats` of one decoded frame ``x`` (C, H, W); ``resize`` as the dataset resizes it."""
     shape = tuple(int(v) for v in x.shape)
     raw = x.double().reshape(x.shape[0], -1)
     if resize is not None:
         x = resize({modality: x})[modality]
     flat = x.double().reshape(x.shape[0], -1)
-    return FileStats(path, modality, sample, shape, digest, int(flat.shape[1]), tuple(flat.sum(1).tolist()),
-                     tuple((flat * flat).sum(1).tolist()), tuple(raw.min(1).values.tolist()),
-                     tuple(raw.max(1).values.tolist()))
+    return FileStats(
+        path,
+        modality,
+        sample,
+        shape,
+        digest,
+        int(flat.shape[1]),
+        tuple(flat.sum(1).tolist()),
+        tuple((flat * flat).sum(1).tolist()),
+        tuple(raw.min(1).values.tolist()),
+        tuple(raw.max(1).values.tolist()),
+    )
 
 
-def pooled_stats(records: Sequence[FileStats], modalities: Sequence[str], exclude: Any = ()
-                 ) -> dict[str, dict[str, list[float]]]:
+def pooled_stats(
+    records: Sequence[FileStats], modalities: Sequence[str], exclude: Any = ()
+) -> dict[str, dict[str, list[float]]]:
     """Per modality and channel, mean and population std over every value of ``records`` (float64 sums in record
     order) but those whose path is in ``exclude``; ValueError naming the sample when channel counts differ."""
     sums: dict[str, list[Any]] = {}
@@ -315,8 +358,10 @@ def pooled_stats(records: Sequence[FileStats], modalities: Sequence[str], exclud
         acc = [np.asarray(r.sum), np.asarray(r.sumsq), float(r.count)]
         if r.modality in sums:
             if sums[r.modality][0].shape != acc[0].shape:
-                raise ValueError(f"modality {r.modality!r}: {r.sample} has {acc[0].shape[0]} channels ({r.path}), "
-                                 f"earlier samples {sums[r.modality][0].shape[0]}")
+                raise ValueError(
+                    f"modality {r.modality!r}: {r.sample} has {acc[0].shape[0]} channels ({r.path}), "
+                    f"earlier samples {sums[r.modality][0].shape[0]}"
+                )
             sums[r.modality] = [a + b for a, b in zip(sums[r.modality], acc, strict=True)]
         else:
             sums[r.modality] = acc
@@ -353,8 +398,7 @@ def robust_z(features: np.ndarray, floor: np.ndarray, reference: np.ndarray | No
     return np.nan_to_num(z, nan=np.inf).max(axis=1)
 
 
-def find_outliers(records: Sequence[FileStats], modalities: Sequence[str], outlier_z: float | None
-                  ) -> dict[str, float]:
+def find_outliers(records: Sequence[FileStats], modalities: Sequence[str], outlier_z: float | None) -> dict[str, float]:
     """``{path: z}`` of the records whose per-channel mean or std is beyond ``outlier_z`` robust z-scores from the
     other files of their modality (see :func:`robust_z`); empty when ``outlier_z`` is None."""
     out: dict[str, float] = {}
@@ -382,8 +426,13 @@ class NormalizationScan:
     outlier_z: float | None
 
 
-def read_frame(path: str, modality: str, sample: str, depth_scale: float = 65535.0,
-               resize: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> FileStats:
+def read_frame(
+    path: str,
+    modality: str,
+    sample: str,
+    depth_scale: float = 65535.0,
+    resize: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+) -> FileStats:
     """Read ``path`` once: hash its bytes and decode them into its :class:`FileStats`. Errors name the file:
     FileNotFoundError (missing), ValueError (cannot be decoded or holds bad values)."""
     data, digest = read_bytes(path)
@@ -396,36 +445,57 @@ def read_frame(path: str, modality: str, sample: str, depth_scale: float = 65535
     return frame_stats(x, path, modality, sample, digest, resize)
 
 
-def scan_normalization(samples: Sequence[FileSample], modalities: Sequence[str], depth_scale: float = 65535.0,
-                       resolution: int | Sequence[int] | None = None, outlier_z: float | None = OUTLIER_Z
-                       ) -> NormalizationScan:
+def scan_normalization(
+    samples: Sequence[FileSample],
+    modalities: Sequence[str],
+    depth_scale: float = 65535.0,
+    resolution: int | Sequence[int] | None = None,
+    outlier_z: float | None = OUTLIER_Z,
+) -> NormalizationScan:
     """Read every frame of ``samples`` once (bytes hashed in chunks, then decoded from memory) and return the
     normalisation statistics with the outlier files (:func:`find_outliers`) left out. Cost: one read and one decode
     of every train frame, the same as the plain statistics."""
     resize = {m: PairedResize(resolution, keys=[m]) for m in modalities} if resolution is not None else {}
-    records = [read_frame(entry, m, s.name, depth_scale, resize.get(m))
-               for s in samples for m in modalities for entry in s.files[m]]
+    records = [
+        read_frame(entry, m, s.name, depth_scale, resize.get(m))
+        for s in samples
+        for m in modalities
+        for entry in s.files[m]
+    ]
     pooled_stats(records, modalities)  # channel mismatches first: they make per-file comparisons meaningless
     outliers = find_outliers(records, modalities, outlier_z)  # never every file of a modality: the median is kept
     return NormalizationScan(pooled_stats(records, modalities, outliers), records, outliers, outlier_z)
 
 
-def compute_stats(samples: Sequence[FileSample], modalities: Sequence[str], reader: Callable[[str], torch.Tensor],
-                  resolution: int | Sequence[int] | None = None) -> dict[str, dict[str, list[float]]]:
+def compute_stats(
+    samples: Sequence[FileSample],
+    modalities: Sequence[str],
+    reader: Callable[[str], torch.Tensor],
+    resolution: int | Sequence[int] | None = None,
+) -> dict[str, dict[str, list[float]]]:
     """Per modality and channel, mean and population std over every pixel of every frame of ``samples`` read by
     ``reader`` (float64 sums), after resizing to ``resolution`` if given (as the dataset resizes); no file left
     out (:func:`scan_normalization` leaves outliers out)."""
     resize = {m: PairedResize(resolution, keys=[m]) for m in modalities} if resolution is not None else {}
-    records = [frame_stats(reader(entry), entry, m, s.name, resize=resize.get(m))
-               for s in samples for m in modalities for entry in s.files[m]]
+    records = [
+        frame_stats(reader(entry), entry, m, s.name, resize=resize.get(m))
+        for s in samples
+        for m in modalities
+        for entry in s.files[m]
+    ]
     return pooled_stats(records, modalities)
 
 
 _STATS_MEMO: dict[Any, NormalizationScan] = {}
 
 
-def _memo_key(samples: Sequence[FileSample], modalities: Sequence[str], resolution: Any, depth_scale: float,
-              outlier_z: float | None) -> Any:
+def _memo_key(
+    samples: Sequence[FileSample],
+    modalities: Sequence[str],
+    resolution: Any,
+    depth_scale: float,
+    outlier_z: float | None,
+) -> Any:
     files = []
     for s in samples:
         for m in modalities:
@@ -449,15 +519,26 @@ class NormalizedFileDataset(FileListDataset):
 
     name = "files"
 
-    def __init__(self, samples: Sequence[FileSample], *, modalities: Sequence[str], class_names: Sequence[str],
-                 train_samples: Callable[[], Sequence[FileSample]] | None, normalize: bool = True,
-                 stats: str | os.PathLike | Mapping[str, Any] | None = None, depth_scale: float = 65535.0,
-                 resolution: int | Sequence[int] | None = None, outlier_z: float | None = OUTLIER_Z,
-                 allow_overlap: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        samples: Sequence[FileSample],
+        *,
+        modalities: Sequence[str],
+        class_names: Sequence[str],
+        train_samples: Callable[[], Sequence[FileSample]] | None,
+        normalize: bool = True,
+        stats: str | os.PathLike | Mapping[str, Any] | None = None,
+        depth_scale: float = 65535.0,
+        resolution: int | Sequence[int] | None = None,
+        outlier_z: float | None = OUTLIER_Z,
+        allow_overlap: bool = False,
+        **kwargs: Any,
+    ) -> None:
         if not isinstance(depth_scale, (int, float)) or isinstance(depth_scale, bool) or depth_scale <= 0:
             raise ValueError(f"{self.name}: depth_scale must be a positive number, got {depth_scale!r}")
-        if outlier_z is not None and (not isinstance(outlier_z, (int, float)) or isinstance(outlier_z, bool)
-                                      or not outlier_z > 0):
+        if outlier_z is not None and (
+            not isinstance(outlier_z, (int, float)) or isinstance(outlier_z, bool) or not outlier_z > 0
+        ):
             raise ValueError(f"{self.name}: outlier_z must be a positive number or None, got {outlier_z!r}")
         if not isinstance(allow_overlap, bool):
             raise ValueError(f"{self.name}: allow_overlap must be true or false, got {allow_overlap!r}")
@@ -470,25 +551,36 @@ class NormalizedFileDataset(FileListDataset):
         self._stats: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         mods = list(modalities)
         reader = self._read
-        super().__init__(samples, modalities=mods, readers={m: reader for m in mods}, class_names=class_names,
-                         resolution=resolution, **kwargs)
+        super().__init__(
+            samples,
+            modalities=mods,
+            readers={m: reader for m in mods},
+            class_names=class_names,
+            resolution=resolution,
+            **kwargs,
+        )
         self.normalization: dict[str, dict[str, list[float]]] | None = None
         if stats is not None:
             loaded = load_stats(stats)
             missing = [m for m in self.modalities if m not in loaded]
             if missing:
-                raise ValueError(f"{self.name}: the given normalisation statistics have no entry for modality "
-                                 f"{missing[0]!r} (they cover {sorted(loaded)})")
+                raise ValueError(
+                    f"{self.name}: the given normalisation statistics have no entry for modality "
+                    f"{missing[0]!r} (they cover {sorted(loaded)})"
+                )
             self.normalization = {m: loaded[m] for m in self.modalities}
         elif normalize:
             if train_samples is None:
-                raise ValueError(f"{self.name}: cannot compute normalisation statistics without the train split; "
-                                 f"pass stats= (a mapping or a run's dataset.json) or normalize=False")
+                raise ValueError(
+                    f"{self.name}: cannot compute normalisation statistics without the train split; "
+                    f"pass stats= (a mapping or a run's dataset.json) or normalize=False"
+                )
             train = list(train_samples())
             key = _memo_key(train, self.modalities, resolution, self.depth_scale, self.outlier_z)
             if key not in _STATS_MEMO:
-                _STATS_MEMO[key] = scan_normalization(train, self.modalities, self.depth_scale, resolution,
-                                                      self.outlier_z)
+                _STATS_MEMO[key] = scan_normalization(
+                    train, self.modalities, self.depth_scale, resolution, self.outlier_z
+                )
             scan = self.normalization_scan = _STATS_MEMO[key]
             self.normalization_outliers = sorted(scan.outliers)
             self.normalization = {m: dict(v) for m, v in scan.normalization.items()}
@@ -510,8 +602,10 @@ class NormalizedFileDataset(FileListDataset):
         if self._stats is not None:
             mean, std = self._stats[m]
             if x.shape[0] != mean.shape[0]:
-                raise ValueError(f"{self.name}: {entry} has {x.shape[0]} channels but the normalisation statistics "
-                                 f"of {m!r} have {mean.shape[0]}")
+                raise ValueError(
+                    f"{self.name}: {entry} has {x.shape[0]} channels but the normalisation statistics "
+                    f"of {m!r} have {mean.shape[0]}"
+                )
             x = (x - mean) / std
         return x
 
@@ -525,8 +619,9 @@ def _check_modalities(modalities: Sequence[str] | None, found: Sequence[str], wh
         raise ValueError(f"paired_folder: modalities must be a non-empty list of names, got {modalities!r}")
     unknown = [m for m in modalities if m not in found]
     if unknown:
-        raise ValueError(f"paired_folder: modality {unknown[0]!r} is in no sample of {where} "
-                         f"(found modalities {sorted(found)})")
+        raise ValueError(
+            f"paired_folder: modality {unknown[0]!r} is in no sample of {where} (found modalities {sorted(found)})"
+        )
     return list(modalities)
 
 
@@ -540,8 +635,10 @@ def _check_discovered(train: Sequence[FileSample], mods: Sequence[str]) -> None:
         having = [s for s in train if m in s.files]
         msg = f"paired_folder: sample {lacking[0]!r} has no {m!r} file (modality found in the train split)"
         if len(having) < len(lacking):
-            msg += (f"; only {len(having)} of {len(train)} train samples have one, e.g. {having[0].files[m][0]}: a "
-                    f"stray file? remove it or pass modalities=[...]")
+            msg += (
+                f"; only {len(having)} of {len(train)} train samples have one, e.g. {having[0].files[m][0]}: a "
+                f"stray file? remove it or pass modalities=[...]"
+            )
         raise FileNotFoundError(msg)
 
 
@@ -563,11 +660,21 @@ class PairedFolder(NormalizedFileDataset):
 
     name = "paired_folder"
 
-    def __init__(self, split: str = "train", *, root: str | os.PathLike, modalities: Sequence[str] | None = None,
-                 num_frames: int | None = None, resolution: int | Sequence[int] | None = None,
-                 normalize: bool = True, stats: str | os.PathLike | Mapping[str, Any] | None = None,
-                 depth_scale: float = 65535.0, on_missing: str = "error", classes: Sequence[str] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        *,
+        root: str | os.PathLike,
+        modalities: Sequence[str] | None = None,
+        num_frames: int | None = None,
+        resolution: int | Sequence[int] | None = None,
+        normalize: bool = True,
+        stats: str | os.PathLike | Mapping[str, Any] | None = None,
+        depth_scale: float = 65535.0,
+        on_missing: str = "error",
+        classes: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         check_split(split)
         if root is None:
             raise ValueError("paired_folder: give the data folder: root=DIR (in a config: dataset.kwargs.root=DIR)")
@@ -585,15 +692,31 @@ class PairedFolder(NormalizedFileDataset):
         else:
             samples, _, any_clip = scan_paired_folder(root, split, classes)
         if any_clip and num_frames is None:
-            raise ValueError(f"paired_folder: {root} has clip folders (<sample>/<modality>/<frames>); pass "
-                             f"num_frames=T")
+            raise ValueError(
+                f"paired_folder: {root} has clip folders (<sample>/<modality>/<frames>); pass num_frames=T"
+            )
 
         def train_samples() -> list[FileSample]:
             # the train samples that the train split keeps (same modalities, same on_missing rule)
-            return FileListDataset(train, modalities=mods, readers={m: self._read for m in mods},
-                                   class_names=classes, on_missing=on_missing).samples
+            return FileListDataset(
+                train,
+                modalities=mods,
+                readers={m: self._read for m in mods},
+                class_names=classes,
+                on_missing=on_missing,
+            ).samples
 
-        super().__init__(samples, modalities=mods, class_names=classes, train_samples=train_samples,
-                         normalize=normalize, stats=stats, depth_scale=depth_scale, resolution=resolution,
-                         num_frames=num_frames, on_missing=on_missing, **kwargs)
+        super().__init__(
+            samples,
+            modalities=mods,
+            class_names=classes,
+            train_samples=train_samples,
+            normalize=normalize,
+            stats=stats,
+            depth_scale=depth_scale,
+            resolution=resolution,
+            num_frames=num_frames,
+            on_missing=on_missing,
+            **kwargs,
+        )
         self.root = root

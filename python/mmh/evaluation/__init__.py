@@ -15,12 +15,30 @@ Data flows one way: ``mmh.data`` / ``mmh.models`` -> here; the runner, the bench
 from __future__ import annotations
 
 from .metrics import (
-    METRICS, accuracy, compute_metrics, ensemble_metrics, mean_std, pad_error_rates, pad_error_rates_by_species,
-    pad_metrics, species_of,
+    METRICS,
+    accuracy,
+    compute_metrics,
+    ensemble_metrics,
+    mean_std,
+    pad_error_rates,
+    pad_error_rates_by_species,
+    pad_metrics,
+    species_of,
 )
 from .prediction import eval_batches, evaluate_model, predict, predict_outputs
 
 __all__ = [
-    "accuracy", "pad_error_rates", "pad_error_rates_by_species", "pad_metrics", "species_of", "ensemble_metrics",
-    "compute_metrics", "METRICS", "mean_std", "eval_batches", "predict_outputs", "predict", "evaluate_model",
+    "accuracy",
+    "pad_error_rates",
+    "pad_error_rates_by_species",
+    "pad_metrics",
+    "species_of",
+    "ensemble_metrics",
+    "compute_metrics",
+    "METRICS",
+    "mean_std",
+    "eval_batches",
+    "predict_outputs",
+    "predict",
+    "evaluate_model",
 ]

@@ -27,8 +27,15 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "accuracy", "pad_error_rates", "pad_error_rates_by_species", "pad_metrics", "species_of", "ensemble_metrics",
-    "compute_metrics", "METRICS", "mean_std",
+    "accuracy",
+    "pad_error_rates",
+    "pad_error_rates_by_species",
+    "pad_metrics",
+    "species_of",
+    "ensemble_metrics",
+    "compute_metrics",
+    "METRICS",
+    "mean_std",
 ]
 
 
@@ -46,8 +53,9 @@ def _check_logits_labels(logits: Tensor, labels: Tensor) -> None:
     if not torch.isfinite(logits).all():
         raise ValueError("logits contain NaN or Inf")
     if labels.min() < 0 or labels.max() >= logits.shape[1]:
-        raise ValueError(f"labels must lie in [0, {logits.shape[1]}), got range [{int(labels.min())}, "
-                         f"{int(labels.max())}]")
+        raise ValueError(
+            f"labels must lie in [0, {logits.shape[1]}), got range [{int(labels.min())}, {int(labels.max())}]"
+        )
 
 
 def accuracy(logits: Tensor, labels: Tensor) -> float:
@@ -81,13 +89,15 @@ def pad_error_rates(pred_bona_fide: Tensor, is_bona_fide: Tensor) -> dict[str, f
 def _pad_from_logits(logits: Tensor, labels: Tensor) -> dict[str, float]:
     _check_logits_labels(logits, labels)
     if logits.shape[1] != 2:
-        raise ValueError(f"APCER/BPCER/ACER need binary logits (N, 2) with class 1 = bona fide, got "
-                         f"{tuple(logits.shape)}")
+        raise ValueError(
+            f"APCER/BPCER/ACER need binary logits (N, 2) with class 1 = bona fide, got {tuple(logits.shape)}"
+        )
     return pad_error_rates(logits.argmax(1) == 1, labels == 1)
 
 
-def pad_error_rates_by_species(pred_bona_fide: Tensor, is_bona_fide: Tensor, species: Sequence[str]
-                               ) -> dict[str, float]:
+def pad_error_rates_by_species(
+    pred_bona_fide: Tensor, is_bona_fide: Tensor, species: Sequence[str]
+) -> dict[str, float]:
     """ISO/IEC 30107-3 rates: APCER of each PAI species (``apcer_iso/<species>``: that species' attack
     presentations accepted as bona fide / that species' attack presentations), ``apcer_iso`` = the worst species'
     APCER, ``bpcer``, ``acer_iso`` = (apcer_iso + bpcer) / 2.
@@ -97,8 +107,10 @@ def pad_error_rates_by_species(pred_bona_fide: Tensor, is_bona_fide: Tensor, spe
     pred = torch.as_tensor(pred_bona_fide).bool().flatten()
     truth = torch.as_tensor(is_bona_fide).bool().flatten()
     if pred.shape != truth.shape or len(species) != pred.numel():
-        raise ValueError(f"pred_bona_fide ({pred.numel()}), is_bona_fide ({truth.numel()}) and species "
-                         f"({len(species)}) must have one entry per sample")
+        raise ValueError(
+            f"pred_bona_fide ({pred.numel()}), is_bona_fide ({truth.numel()}) and species "
+            f"({len(species)}) must have one entry per sample"
+        )
     pooled = pad_error_rates(pred, truth)
     out: dict[str, float] = {}
     names = [str(x) for x in species]  # one pass over the samples in Python; the rest on tensors
@@ -127,8 +139,10 @@ def species_of(dataset: Any) -> list[str]:
     dataset when it cannot tell."""
     fn = getattr(dataset, "attack_type", None)
     if fn is None:
-        raise TypeError(f"{type(dataset).__name__} has no attack_type(i): the ISO per-species APCER needs each "
-                        f"sample's presentation-attack species")
+        raise TypeError(
+            f"{type(dataset).__name__} has no attack_type(i): the ISO per-species APCER needs each "
+            f"sample's presentation-attack species"
+        )
     return [str(fn(i)) for i in range(len(dataset))]
 
 

@@ -54,11 +54,15 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
             val = [(row["step"], row["val_accuracy"]) for row in rows if "val_accuracy" in row]
             if val:
                 has_val = True
-                ax_acc.plot(*zip(*val), linestyle="--", marker="o", markersize=3, color=line.get_color(),
-                            label=f"{label} val")
+                ax_acc.plot(
+                    *zip(*val), linestyle="--", marker="o", markersize=3, color=line.get_color(), label=f"{label} val"
+                )
     ax_loss.set(xlabel="step", ylabel="training loss (sum of weighted terms)", title="training loss")
-    ax_acc.set(xlabel="step", ylabel="accuracy", title="train (solid) and val (dashed) accuracy" if has_val
-               else "train accuracy (no val split)")
+    ax_acc.set(
+        xlabel="step",
+        ylabel="accuracy",
+        title="train (solid) and val (dashed) accuracy" if has_val else "train accuracy (no val split)",
+    )
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         if 0 < len(ax.lines) <= 16:
@@ -67,17 +71,27 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     return _save(fig, path, dpi=110)
 
 
-def plot_comparison(summary: Mapping[tuple[str, str], Mapping[str, tuple[float, float, int]]], path: str | Path,
-                    metric: str = "accuracy", values: Mapping[tuple[str, str], Sequence[float]] | None = None
-                    ) -> Path:
+def plot_comparison(
+    summary: Mapping[tuple[str, str], Mapping[str, tuple[float, float, int]]],
+    path: str | Path,
+    metric: str = "accuracy",
+    values: Mapping[tuple[str, str], Sequence[float]] | None = None,
+) -> Path:
     """``metric`` per method, one panel per dataset: mean ± std over seeds (tick + error bar) and, when ``values``
     gives the per-seed numbers ``{(dataset, method): [...]}``, each seed as a dot."""
     datasets = list(dict.fromkeys(d for (d, _m), v in summary.items() if metric in v))
-    panels = {d: {m: (list(values[(d, m)]) if values and (d, m) in values else [v[metric][0]])
-                  for (dd, m), v in summary.items() if dd == d and metric in v} for d in datasets}
+    panels = {
+        d: {
+            m: (list(values[(d, m)]) if values and (d, m) in values else [v[metric][0]])
+            for (dd, m), v in summary.items()
+            if dd == d and metric in v
+        }
+        for d in datasets
+    }
     errs = {d: {m: summary[(d, m)][metric][1] for m in panels[d]} for d in datasets}
-    return plot_methods(panels, path, ylabel=f"{metric} (mean ± std over seeds)",
-                        title=f"method comparison: {metric}", std=errs)
+    return plot_methods(
+        panels, path, ylabel=f"{metric} (mean ± std over seeds)", title=f"method comparison: {metric}", std=errs
+    )
 
 
 def _method_panel(ax: Any, methods: Mapping[str, Sequence[float]], std: Mapping[str, float]) -> None:
@@ -91,13 +105,23 @@ def _method_panel(ax: Any, methods: Mapping[str, Sequence[float]], std: Mapping[
         stds.append(std[m] if m in std else sd)
     x = list(range(len(labels)))
     # the mean as a wide tick with the std as error bar (no bars: the axis does not start at 0)
-    ax.errorbar(x, means, yerr=stds, fmt="_", markersize=24, markeredgewidth=2.5, capsize=6, elinewidth=1.4,
-                color="tab:blue", zorder=2, label="mean ± std")
+    ax.errorbar(
+        x,
+        means,
+        yerr=stds,
+        fmt="_",
+        markersize=24,
+        markeredgewidth=2.5,
+        capsize=6,
+        elinewidth=1.4,
+        color="tab:blue",
+        zorder=2,
+        label="mean ± std",
+    )
     for i, m in enumerate(labels):
         vals = list(methods[m])
         offs = [0.0] if len(vals) == 1 else [-0.18 + 0.36 * j / (len(vals) - 1) for j in range(len(vals))]
-        ax.scatter([i + o for o in offs], vals, s=16, color="black", zorder=3,
-                   label="one seed" if i == 0 else None)
+        ax.scatter([i + o for o in offs], vals, s=16, color="black", zorder=3, label="one seed" if i == 0 else None)
     ax.set_xlim(-0.6, len(labels) - 0.4)
     ax.set_xticks(x, labels, rotation=35, ha="right", rotation_mode="anchor", fontsize=9)
     lo = min(min(v) for v in methods.values())
@@ -107,9 +131,15 @@ def _method_panel(ax: Any, methods: Mapping[str, Sequence[float]], std: Mapping[
     ax.set_ylim(lo - pad, hi + pad)
 
 
-def plot_methods(panels: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path, *, ylabel: str = "accuracy",
-                 title: str = "", std: Mapping[str, Mapping[str, float]] | None = None,
-                 ylabels: Mapping[str, str] | None = None) -> Path:
+def plot_methods(
+    panels: Mapping[str, Mapping[str, Sequence[float]]],
+    path: str | Path,
+    *,
+    ylabel: str = "accuracy",
+    title: str = "",
+    std: Mapping[str, Mapping[str, float]] | None = None,
+    ylabels: Mapping[str, str] | None = None,
+) -> Path:
     """One panel per key of ``panels`` (``{panel title: {method: [value per seed]}}``): each method's mean (a wide
     tick) with the standard deviation over seeds as error bar, each seed a dot; method names as rotated tick labels.
     ``std`` overrides the error bars (``{panel: {method: std}}``); ``ylabels`` the y label of a panel."""
@@ -118,8 +148,9 @@ def plot_methods(panels: Mapping[str, Mapping[str, Sequence[float]]], path: str 
     if not panels:
         raise ValueError("plot_methods: nothing to plot")
     widths = [max(3.0, 0.55 * len(v) + 1.2) for v in panels.values()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths) + 0.8, 4.6), squeeze=False,
-                             gridspec_kw={"width_ratios": widths})
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(sum(widths) + 0.8, 4.6), squeeze=False, gridspec_kw={"width_ratios": widths}
+    )
     for ax, (name, methods) in zip(axes[0], panels.items(), strict=True):
         _method_panel(ax, methods, (std or {}).get(name, {}))
         ax.set_title(name, fontsize=10)
@@ -132,9 +163,14 @@ def plot_methods(panels: Mapping[str, Mapping[str, Sequence[float]]], path: str 
     return _save(fig, path, dpi=120)
 
 
-def plot_sweep(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path, *,
-               xlabel: str = "σ² of the multiplicative noise on depth", ylabel: str = "accuracy",
-               title: str = "noisy depth at test time") -> Path:
+def plot_sweep(
+    curves: Mapping[str, Mapping[str, Sequence[float]]],
+    path: str | Path,
+    *,
+    xlabel: str = "σ² of the multiplicative noise on depth",
+    ylabel: str = "accuracy",
+    title: str = "noisy depth at test time",
+) -> Path:
     """``{label: {level: [value per seed]}}``: one line per label through the means over seeds, the standard
     deviation as error bars, each seed a dot; the levels are categories (e.g. σ² 0 ... 10, "void")."""
     plt = _pyplot()

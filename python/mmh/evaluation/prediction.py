@@ -44,9 +44,14 @@ def _float_cpu(out: Tensor | Mapping[str, Tensor]) -> Tensor | dict[str, Tensor]
 
 
 @torch.no_grad()
-def predict_outputs(model: Model, batches: Iterable[Mapping[str, Any]], device: torch.device | str = "cpu", *,
-                    forward: Callable[[dict[str, Any]], Any] | None = None, who: str = "predict"
-                    ) -> tuple[list[Any], Tensor]:
+def predict_outputs(
+    model: Model,
+    batches: Iterable[Mapping[str, Any]],
+    device: torch.device | str = "cpu",
+    *,
+    forward: Callable[[dict[str, Any]], Any] | None = None,
+    who: str = "predict",
+) -> tuple[list[Any], Tensor]:
     """The prediction loop: ``forward(inputs)`` (default ``model(inputs)``; a tensor or a dict of tensors) for
     every batch dict, its tensors moved to ``device``, with ``model`` in eval mode (restored afterwards). Returns
     the outputs per batch (float32, on CPU) and the labels (N,). KeyError for a batch without ``label``,
@@ -66,8 +71,9 @@ def predict_outputs(model: Model, batches: Iterable[Mapping[str, Any]], device: 
     return outputs, torch.cat(labels)
 
 
-def predict(model: Model, batches: Iterable[Mapping[str, Any]], device: torch.device | str = "cpu"
-            ) -> tuple[Tensor, Tensor]:
+def predict(
+    model: Model, batches: Iterable[Mapping[str, Any]], device: torch.device | str = "cpu"
+) -> tuple[Tensor, Tensor]:
     """Run ``model`` over an iterable of batch dicts; return (logits (N, K) float32 on CPU, labels (N,)).
 
     The model is put in eval mode for the pass and restored afterwards.
@@ -76,8 +82,9 @@ def predict(model: Model, batches: Iterable[Mapping[str, Any]], device: torch.de
     return torch.cat(outputs), labels
 
 
-def evaluate_model(model: nn.Module, dataset: Dataset, metrics: Sequence[str], batch_size: int,
-                   device: torch.device | str = "cpu") -> dict[str, float]:
+def evaluate_model(
+    model: nn.Module, dataset: Dataset, metrics: Sequence[str], batch_size: int, device: torch.device | str = "cpu"
+) -> dict[str, float]:
     """``metrics`` of ``model`` on ``dataset`` (moved to ``device``). For an output ensemble (the mean of its
     members' logits, e.g. RAD+DAD) the metrics of that mean, plus each member's, the mean's and the oracle's
     accuracy (:func:`mmh.evaluation.metrics.ensemble_metrics`)."""
@@ -86,8 +93,12 @@ def evaluate_model(model: nn.Module, dataset: Dataset, metrics: Sequence[str], b
     if members is None:
         logits, labels = predict(model, eval_batches(dataset, batch_size), device)
         return compute_metrics(logits, labels, metrics)
-    outputs, labels = predict_outputs(model, eval_batches(dataset, batch_size), device,
-                                      forward=lambda inputs: {n: m(inputs) for n, m in members.items()})
+    outputs, labels = predict_outputs(
+        model,
+        eval_batches(dataset, batch_size),
+        device,
+        forward=lambda inputs: {n: m(inputs) for n, m in members.items()},
+    )
     per = {name: torch.cat([o[name] for o in outputs]) for name in members}
     out = compute_metrics(torch.stack(list(per.values())).mean(0), labels, metrics)
     out.update(ensemble_metrics(per, labels))

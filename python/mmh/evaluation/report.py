@@ -69,13 +69,13 @@ def seed_values(runs: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> 
     return {g: metrics[metric] for g, metrics in final_values(runs).items() if metric in metrics}
 
 
-def markdown_table(summary: Mapping[tuple[str, str], Mapping[str, tuple[float, float, int]]],
-                   metrics: Sequence[str] | None = None) -> str:
+def markdown_table(
+    summary: Mapping[tuple[str, str], Mapping[str, tuple[float, float, int]]], metrics: Sequence[str] | None = None
+) -> str:
     """A markdown table: one row per (dataset, method), one column per metric (mean ± std, n seeds)."""
     if metrics is None:
         metrics = sorted({m for v in summary.values() for m in v if "/" not in m})
-    lines = ["| dataset | method | seeds | " + " | ".join(metrics) + " |",
-             "|---|---|---|" + "---|" * len(metrics)]
+    lines = ["| dataset | method | seeds | " + " | ".join(metrics) + " |", "|---|---|---|" + "---|" * len(metrics)]
     for (dataset, method), vals in summary.items():
         n = max((v[2] for v in vals.values()), default=0)
         cells = [f"{vals[m][0]:.4f} ± {vals[m][1]:.4f}" if m in vals else "—" for m in metrics]

@@ -31,13 +31,15 @@ def _streams_of(model: nn.Module) -> list[str]:
     return list(model.streams)
 
 
-def stream_logits(model: nn.Module, batches: Any, device: torch.device | str = "cpu"
-                  ) -> tuple[dict[str, Tensor], Tensor]:
+def stream_logits(
+    model: nn.Module, batches: Any, device: torch.device | str = "cpu"
+) -> tuple[dict[str, Tensor], Tensor]:
     """Per-stream logits {stream: (N, K)} and labels (N,) of ``model`` over ``batches`` (eval mode)."""
     streams = _streams_of(model)
     model.to(device)
-    outputs, labels = predict_outputs(model, batches, device, forward=lambda inputs: model.forward_all(inputs)[1],
-                                      who="stream_logits")
+    outputs, labels = predict_outputs(
+        model, batches, device, forward=lambda inputs: model.forward_all(inputs)[1], who="stream_logits"
+    )
     return {s: torch.cat([out[s] for out in outputs]) for s in streams}, labels
 
 
@@ -67,8 +69,9 @@ def mcl_metrics(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> di
     return out
 
 
-def noisy_batches(dataset: Dataset, batch_size: int, modality: str, sigma2: float | str, seed: int = 0
-                  ) -> Iterator[dict[str, Tensor]]:
+def noisy_batches(
+    dataset: Dataset, batch_size: int, modality: str, sigma2: float | str, seed: int = 0
+) -> Iterator[dict[str, Tensor]]:
     """Evaluation batches of ``dataset`` with :class:`mmh.data.transforms.SpeckleNoise` on ``modality`` (noise
     drawn from a generator seeded with ``seed``: the same seed gives the same noise)."""
     noise = SpeckleNoise(modality, sigma2, generator=torch.Generator().manual_seed(seed))
@@ -76,9 +79,15 @@ def noisy_batches(dataset: Dataset, batch_size: int, modality: str, sigma2: floa
         yield noise(dict(batch))
 
 
-def noise_sweep(model: nn.Module, dataset: Dataset, *, modality: str = "depth",
-                sigma2s: Sequence[float | str] = SIGMA2_GRID, batch_size: int = 256, seed: int = 0
-                ) -> dict[str, float]:
+def noise_sweep(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    modality: str = "depth",
+    sigma2s: Sequence[float | str] = SIGMA2_GRID,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict[str, float]:
     """Accuracy of ``model`` with speckle noise of variance σ² on ``modality`` for every σ² (keys ``str(σ²)``)."""
     out = {}
     for s2 in sigma2s:

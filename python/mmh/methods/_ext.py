@@ -15,5 +15,6 @@ def require_ext() -> ModuleType:
         raise ImportError(
             "this method needs the mmh_ext operators (RAD/DAD); build them with "
             "`pip install --no-build-isolation -e .` at the repository root "
-            f"(import failed: {exc})") from exc
+            f"(import failed: {exc})"
+        ) from exc
     return mmh_ext

@@ -27,7 +27,11 @@ from ..models import build_model, derive_student
 from ..train.stage import Batch, LossDict, StageModule
 
 __all__ = [
-    "Supervised", "Distiller", "Stage", "StageContext", "freeze",
+    "Supervised",
+    "Distiller",
+    "Stage",
+    "StageContext",
+    "freeze",
     "cross_entropy_term",
 ]
 
@@ -103,8 +107,14 @@ class Distiller(StageModule):
         self.s_paths: list[str] = []
         self.t_paths: list[str] = []
 
-    def distill_losses(self, student_logits: Tensor, teacher_logits: Tensor, student_feats: Mapping[str, Tensor],
-                       teacher_feats: Mapping[str, Tensor], batch: Batch) -> LossDict:  # pragma: no cover
+    def distill_losses(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor,
+        student_feats: Mapping[str, Tensor],
+        teacher_feats: Mapping[str, Tensor],
+        batch: Batch,
+    ) -> LossDict:  # pragma: no cover
         """The weighted distillation terms."""
         raise NotImplementedError
 
@@ -150,9 +160,14 @@ class StageContext:
         ``overrides`` replace model kwargs (e.g. ``streams``, ``connections``)."""
         mods = self.modalities(role)
         kwargs = {**self.model_kwargs, **self.cfg["model"].get("kwargs", {}), **overrides}
-        return build_model(self.cfg["model"]["name"], modalities=mods, num_classes=self.num_classes,
-                           in_channels={m: self.in_channels[m] for m in mods if m in self.in_channels} or None,
-                           seed=int(self.cfg["seed"]), **kwargs)
+        return build_model(
+            self.cfg["model"]["name"],
+            modalities=mods,
+            num_classes=self.num_classes,
+            in_channels={m: self.in_channels[m] for m in mods if m in self.in_channels} or None,
+            seed=int(self.cfg["seed"]),
+            **kwargs,
+        )
 
     def build_student(self, teacher_role: str = "teacher", student_role: str = "student") -> nn.Module:
         """The student architecture: the ``teacher_role`` network without the missing modalities' branches.

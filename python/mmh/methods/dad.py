@@ -45,30 +45,49 @@ def per_sample(feats: Tensor, batch_size: int, path: str = "features") -> Tensor
 def _default_layers(net: nn.Module, role: str) -> list[str]:
     layers = list(getattr(net, "feature_paths", {}).get("dad") or [])
     if not layers:
-        raise ValueError(f"DAD needs layer paths: {role}.feature_paths['dad'] is empty (e.g. a late-fusion "
-                         f"network has no joint representation); set loss.dad.layers")
+        raise ValueError(
+            f"DAD needs layer paths: {role}.feature_paths['dad'] is empty (e.g. a late-fusion "
+            f"network has no joint representation); set loss.dad.layers"
+        )
     return layers
 
 
 class DADDistiller(Distiller):
     """CE + ``beta`` * ``mmh_ext.dad_loss`` summed over (student layer, teacher layer) pairs."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, *, beta: float = DAD_DEFAULTS["beta"],
-                 form: str = DAD_DEFAULTS["form"], layers: Sequence[str] | None = None,
-                 teacher_layers: Sequence[str] | None = None, gather: bool = DAD_DEFAULTS["gather"],
-                 ce_weight: float = 1.0) -> None:
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        *,
+        beta: float = DAD_DEFAULTS["beta"],
+        form: str = DAD_DEFAULTS["form"],
+        layers: Sequence[str] | None = None,
+        teacher_layers: Sequence[str] | None = None,
+        gather: bool = DAD_DEFAULTS["gather"],
+        ce_weight: float = 1.0,
+    ) -> None:
         super().__init__(student, teacher, ce_weight)
         self.s_paths = list(layers) if layers else _default_layers(student, "student")
-        self.t_paths = list(teacher_layers) if teacher_layers else (
-            list(layers) if layers else _default_layers(teacher, "teacher"))
+        self.t_paths = (
+            list(teacher_layers)
+            if teacher_layers
+            else (list(layers) if layers else _default_layers(teacher, "teacher"))
+        )
         if len(self.s_paths) != len(self.t_paths):
             raise ValueError(f"loss.dad.layers {self.s_paths} and teacher_layers {self.t_paths} must pair up")
         self._ext = require_ext()
         self._ext.dad.check_dad_form(form, "loss.dad.form")
         self.beta, self.form, self.gather = float(beta), form, bool(gather)
 
-    def distill_losses(self, student_logits: Tensor, teacher_logits: Tensor, student_feats: Mapping[str, Tensor],
-                       teacher_feats: Mapping[str, Tensor], batch: Batch) -> LossDict:
+    def distill_losses(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor,
+        student_feats: Mapping[str, Tensor],
+        teacher_feats: Mapping[str, Tensor],
+        batch: Batch,
+    ) -> LossDict:
         gather = all_gather_with_grad if self.gather else (lambda x: x)
         b = student_logits.shape[0]
         s = [gather(per_sample(student_feats[p], b, p)) for p in self.s_paths]
@@ -78,9 +97,16 @@ class DADDistiller(Distiller):
 
 def _build(ctx: StageContext) -> DADDistiller:
     c = ctx.loss_cfg("dad")
-    return DADDistiller(ctx.build_student(), ctx.input("teacher"), beta=c["beta"], form=c["form"],
-                        layers=c["layers"], teacher_layers=c["teacher_layers"], gather=c["gather"],
-                        ce_weight=ctx.cfg["loss"]["ce"])
+    return DADDistiller(
+        ctx.build_student(),
+        ctx.input("teacher"),
+        beta=c["beta"],
+        form=c["form"],
+        layers=c["layers"],
+        teacher_layers=c["teacher_layers"],
+        gather=c["gather"],
+        ce_weight=ctx.cfg["loss"]["ce"],
+    )
 
 
 def dad_stage(name: str = "student") -> Stage:
@@ -88,7 +114,10 @@ def dad_stage(name: str = "student") -> Stage:
     return Stage(name, "student/dad", _build, inputs=("teacher",), depends_on=("loss.ce", "loss.dad", "modalities"))
 
 
-@register_method("dad", "MMH-DAD: CE + beta * discrepancy-aware distillation over layer pairs (loss.dad)",
-                 defaults={"dad": DAD_DEFAULTS})
+@register_method(
+    "dad",
+    "MMH-DAD: CE + beta * discrepancy-aware distillation over layer pairs (loss.dad)",
+    defaults={"dad": DAD_DEFAULTS},
+)
 def dad(cfg: Mapping[str, Any]) -> list[Stage]:
     return [teacher_stage(), dad_stage()]

@@ -43,12 +43,17 @@ class EnsembleStage(StageModule):
 
 def ensemble_stage(inputs: Sequence[str], name: str = "ensemble") -> Stage:
     """A stage averaging the logits of the networks of ``inputs``."""
+
     def build(ctx: StageContext) -> EnsembleStage:
         return EnsembleStage({i: ctx.input(i) for i in inputs})
+
     return Stage(name, "ensemble", build, inputs=tuple(inputs), trains=False)
 
 
-@register_method("rad_dad", "MMH ensemble: mean of the RAD and DAD students' logits (reuses their stages)",
-                 defaults={"rad": RAD_DEFAULTS, "dad": DAD_DEFAULTS})
+@register_method(
+    "rad_dad",
+    "MMH ensemble: mean of the RAD and DAD students' logits (reuses their stages)",
+    defaults={"rad": RAD_DEFAULTS, "dad": DAD_DEFAULTS},
+)
 def rad_dad(cfg: Mapping[str, Any]) -> list[Stage]:
     return [teacher_stage(), rad_stage("rad", name="rad"), dad_stage(name="dad"), ensemble_stage(("rad", "dad"))]

@@ -34,35 +34,57 @@ MERS_DEFAULTS: dict[str, Any] = METHOD_DEFAULTS["mers"]
 class FeatureMSEDistiller(Distiller):
     """``ce_weight`` * CE + ``weight`` * :func:`mmh.losses.feature_matching_loss` (sum over layers of MSE)."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, *, weight: float = MARS_DEFAULTS["weight"],
-                 layers: Sequence[str] | None = None, ce_weight: float = 1.0) -> None:
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        *,
+        weight: float = MARS_DEFAULTS["weight"],
+        layers: Sequence[str] | None = None,
+        ce_weight: float = 1.0,
+    ) -> None:
         super().__init__(student, teacher, ce_weight)
         self.s_paths = list(layers) if layers else [student.feature_paths["penultimate"]]
         self.t_paths = list(layers) if layers else [teacher.feature_paths["penultimate"]]
         self.weight = float(weight)
 
-    def distill_losses(self, student_logits: Tensor, teacher_logits: Tensor, student_feats: Mapping[str, Tensor],
-                       teacher_feats: Mapping[str, Tensor], batch: Batch) -> LossDict:
+    def distill_losses(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor,
+        student_feats: Mapping[str, Tensor],
+        teacher_feats: Mapping[str, Tensor],
+        batch: Batch,
+    ) -> LossDict:
         for ps, pt in zip(self.s_paths, self.t_paths):
             s, t = student_feats[ps], teacher_feats[pt]
             if s.shape != t.shape:
-                raise ValueError(f"feature matching needs equal shapes: student {ps!r} {tuple(s.shape)} vs "
-                                 f"teacher {pt!r} {tuple(t.shape)}")
-        total = feature_matching_loss([student_feats[p] for p in self.s_paths],
-                                      [teacher_feats[p] for p in self.t_paths])
+                raise ValueError(
+                    f"feature matching needs equal shapes: student {ps!r} {tuple(s.shape)} vs "
+                    f"teacher {pt!r} {tuple(t.shape)}"
+                )
+        total = feature_matching_loss(
+            [student_feats[p] for p in self.s_paths], [teacher_feats[p] for p in self.t_paths]
+        )
         return {"loss_mse": self.weight * total}
 
 
 def _build_mars(ctx: StageContext) -> FeatureMSEDistiller:
     c = ctx.loss_cfg("mars")
-    return FeatureMSEDistiller(ctx.build_student(), ctx.input("teacher"), weight=c["weight"], layers=c["layers"],
-                               ce_weight=ctx.cfg["loss"]["ce"])
+    return FeatureMSEDistiller(
+        ctx.build_student(),
+        ctx.input("teacher"),
+        weight=c["weight"],
+        layers=c["layers"],
+        ce_weight=ctx.cfg["loss"]["ce"],
+    )
 
 
 def _build_emulate(ctx: StageContext) -> FeatureMSEDistiller:
     c = ctx.loss_cfg("mars")
-    return FeatureMSEDistiller(ctx.build_student(), ctx.input("teacher"), weight=c["weight"], layers=c["layers"],
-                               ce_weight=0.0)
+    return FeatureMSEDistiller(
+        ctx.build_student(), ctx.input("teacher"), weight=c["weight"], layers=c["layers"], ce_weight=0.0
+    )
 
 
 def _build_finetune(ctx: StageContext) -> Supervised:
@@ -72,22 +94,48 @@ def _build_finetune(ctx: StageContext) -> Supervised:
     student = copy.deepcopy(ctx.input("emulate"))
     for p in student.parameters():
         p.requires_grad_(True)
-    return Supervised(student, ce_weight=ctx.cfg["loss"]["ce"],
-                      train_only=("classifier",) if mode == "classifier" else None)
+    return Supervised(
+        student, ce_weight=ctx.cfg["loss"]["ce"], train_only=("classifier",) if mode == "classifier" else None
+    )
 
 
-@register_method("mars", "MARS: CE + w * MSE between student and teacher feature maps (loss.mars)",
-                 defaults={"mars": MARS_DEFAULTS})
+@register_method(
+    "mars", "MARS: CE + w * MSE between student and teacher feature maps (loss.mars)", defaults={"mars": MARS_DEFAULTS}
+)
 def mars(cfg: Mapping[str, Any]) -> list[Stage]:
-    return [teacher_stage(), Stage("student", "student/mars", _build_mars, inputs=("teacher",),
-                                   depends_on=("loss.ce", "loss.mars", "modalities"))]
+    return [
+        teacher_stage(),
+        Stage(
+            "student",
+            "student/mars",
+            _build_mars,
+            inputs=("teacher",),
+            depends_on=("loss.ce", "loss.mars", "modalities"),
+        ),
+    ]
 
 
-@register_method("mers", "MERS: feature MSE alone, then CE fine-tuning (loss.mers.finetune)",
-                 defaults={"mars": MARS_DEFAULTS, "mers": MERS_DEFAULTS})
+@register_method(
+    "mers",
+    "MERS: feature MSE alone, then CE fine-tuning (loss.mers.finetune)",
+    defaults={"mars": MARS_DEFAULTS, "mers": MERS_DEFAULTS},
+)
 def mers(cfg: Mapping[str, Any]) -> list[Stage]:
-    return [teacher_stage(),
-            Stage("emulate", "student/mers_emulate", _build_emulate, inputs=("teacher",),
-                  depends_on=("loss.mars", "modalities")),
-            Stage("finetune", "finetune/mers", _build_finetune, inputs=("emulate",), section="finetune",
-                  depends_on=("loss.ce", "loss.mers"))]
+    return [
+        teacher_stage(),
+        Stage(
+            "emulate",
+            "student/mers_emulate",
+            _build_emulate,
+            inputs=("teacher",),
+            depends_on=("loss.mars", "modalities"),
+        ),
+        Stage(
+            "finetune",
+            "finetune/mers",
+            _build_finetune,
+            inputs=("emulate",),
+            section="finetune",
+            depends_on=("loss.ce", "loss.mers"),
+        ),
+    ]

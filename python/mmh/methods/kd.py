@@ -25,23 +25,43 @@ KD_DEFAULTS: dict[str, Any] = METHOD_DEFAULTS["kd"]
 class KDDistiller(Distiller):
     """CE + ``weight`` * :func:`kd_loss` on the logits."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, *, weight: float = KD_DEFAULTS["weight"],
-                 temperature: float = KD_DEFAULTS["temperature"], ce_weight: float = 1.0) -> None:
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        *,
+        weight: float = KD_DEFAULTS["weight"],
+        temperature: float = KD_DEFAULTS["temperature"],
+        ce_weight: float = 1.0,
+    ) -> None:
         super().__init__(student, teacher, ce_weight)
         self.weight, self.temperature = float(weight), float(temperature)
 
-    def distill_losses(self, student_logits: Tensor, teacher_logits: Tensor, student_feats: Mapping[str, Tensor],
-                       teacher_feats: Mapping[str, Tensor], batch: Batch) -> LossDict:
+    def distill_losses(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor,
+        student_feats: Mapping[str, Tensor],
+        teacher_feats: Mapping[str, Tensor],
+        batch: Batch,
+    ) -> LossDict:
         return {"loss_kd": self.weight * kd_loss(student_logits, teacher_logits, self.temperature)}
 
 
 def _build(ctx: StageContext) -> KDDistiller:
     c = ctx.loss_cfg("kd")
-    return KDDistiller(ctx.build_student(), ctx.input("teacher"), weight=c["weight"], temperature=c["temperature"],
-                       ce_weight=ctx.cfg["loss"]["ce"])
+    return KDDistiller(
+        ctx.build_student(),
+        ctx.input("teacher"),
+        weight=c["weight"],
+        temperature=c["temperature"],
+        ce_weight=ctx.cfg["loss"]["ce"],
+    )
 
 
 @register_method("kd", "Hinton KD from the frozen teacher: CE + w * T^2 * KL (loss.kd)", defaults={"kd": KD_DEFAULTS})
 def kd(cfg: Mapping[str, Any]) -> list[Stage]:
-    return [teacher_stage(), Stage("student", "student/kd", _build, inputs=("teacher",),
-                                   depends_on=("loss.ce", "loss.kd", "modalities"))]
+    return [
+        teacher_stage(),
+        Stage("student", "student/kd", _build, inputs=("teacher",), depends_on=("loss.ce", "loss.kd", "modalities")),
+    ]

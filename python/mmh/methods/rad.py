@@ -44,10 +44,18 @@ RAD_DEFAULTS: dict[str, Any] = METHOD_DEFAULTS["rad"]
 class RADDistiller(Distiller):
     """CE + ``alpha`` * RegionAwareDistillation(student penultimate, teacher penultimate, fcs)."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, *, alpha: float = RAD_DEFAULTS["alpha"],
-                 grid: int = RAD_DEFAULTS["grid"], levels: Sequence[int] = tuple(RAD_DEFAULTS["levels"]),
-                 temperature: float = RAD_DEFAULTS["temperature"], weighting: str = RAD_DEFAULTS["weighting"],
-                 ce_weight: float = 1.0) -> None:
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        *,
+        alpha: float = RAD_DEFAULTS["alpha"],
+        grid: int = RAD_DEFAULTS["grid"],
+        levels: Sequence[int] = tuple(RAD_DEFAULTS["levels"]),
+        temperature: float = RAD_DEFAULTS["temperature"],
+        weighting: str = RAD_DEFAULTS["weighting"],
+        ce_weight: float = 1.0,
+    ) -> None:
         super().__init__(student, teacher, ce_weight)
         for net, role in ((student, "student"), (teacher, "teacher")):
             if "penultimate" not in getattr(net, "feature_paths", {}):
@@ -57,11 +65,18 @@ class RADDistiller(Distiller):
         self.alpha = float(alpha)
         self.s_paths = [student.feature_paths["penultimate"]]
         self.t_paths = [teacher.feature_paths["penultimate"]]
-        self.rad = require_ext().nn.RegionAwareDistillation(grid=grid, levels=tuple(levels),
-                                                            temperature=temperature, weighting=weighting)
+        self.rad = require_ext().nn.RegionAwareDistillation(
+            grid=grid, levels=tuple(levels), temperature=temperature, weighting=weighting
+        )
 
-    def distill_losses(self, student_logits: Tensor, teacher_logits: Tensor, student_feats: Mapping[str, Tensor],
-                       teacher_feats: Mapping[str, Tensor], batch: Batch) -> LossDict:
+    def distill_losses(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor,
+        student_feats: Mapping[str, Tensor],
+        teacher_feats: Mapping[str, Tensor],
+        batch: Batch,
+    ) -> LossDict:
         s, t = student_feats[self.s_paths[0]], teacher_feats[self.t_paths[0]]
         return {"loss_rad": self.alpha * self.rad(s, t, self.student.classifier, self.teacher.classifier)}
 
@@ -92,21 +107,35 @@ RAD_VARIANTS: dict[str, dict[str, Any]] = {
 def _builder(variant: str) -> Callable[[StageContext], RADDistiller]:
     def build(ctx: StageContext) -> RADDistiller:
         c = {**ctx.loss_cfg("rad"), **RAD_VARIANTS[variant]}
-        return RADDistiller(ctx.build_student(), ctx.input("teacher"), alpha=c["alpha"], grid=c["grid"],
-                            levels=c["levels"], temperature=c["temperature"], weighting=c["weighting"],
-                            ce_weight=ctx.cfg["loss"]["ce"])
+        return RADDistiller(
+            ctx.build_student(),
+            ctx.input("teacher"),
+            alpha=c["alpha"],
+            grid=c["grid"],
+            levels=c["levels"],
+            temperature=c["temperature"],
+            weighting=c["weighting"],
+            ce_weight=ctx.cfg["loss"]["ce"],
+        )
+
     return build
 
 
 def rad_stage(variant: str = "rad", name: str = "student") -> Stage:
     """The student stage of a RAD variant (receives the ``teacher`` stage)."""
-    return Stage(name, f"student/{variant}", _builder(variant), inputs=("teacher",),
-                 depends_on=("loss.ce", "loss.rad", "modalities"))
+    return Stage(
+        name,
+        f"student/{variant}",
+        _builder(variant),
+        inputs=("teacher",),
+        depends_on=("loss.ce", "loss.rad", "modalities"),
+    )
 
 
 def _register(variant: str, description: str) -> None:
     def recipe(cfg: Mapping[str, Any]) -> list[Stage]:
         return [teacher_stage(), rad_stage(variant)]
+
     register_method(variant, description, defaults={"rad": RAD_DEFAULTS})(recipe)
 
 

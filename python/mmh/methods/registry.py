@@ -24,8 +24,9 @@ Recipe = Callable[[Mapping[str, Any]], list[Stage]]
 _METHODS: dict[str, tuple[Recipe, str]] = {}
 
 
-def register_method(name: str, description: str = "", *,
-                    defaults: Mapping[str, Mapping[str, Any]] | None = None) -> Callable[[Recipe], Recipe]:
+def register_method(
+    name: str, description: str = "", *, defaults: Mapping[str, Mapping[str, Any]] | None = None
+) -> Callable[[Recipe], Recipe]:
     """Register ``recipe(cfg) -> list[Stage]`` under ``name`` (ValueError on a duplicate name).
 
     ``defaults``: ``{section: {key: value}}``, the defaults of the ``loss.<section>`` entries the method reads
@@ -78,8 +79,9 @@ def method_stages(cfg: Mapping[str, Any]) -> list[Stage]:
             raise ValueError(f"method {cfg['method']!r} has two stages named {st.name!r}")
         missing = [i for i in st.inputs if i not in seen]
         if missing:
-            raise ValueError(f"stage {st.name!r} of method {cfg['method']!r} takes inputs {missing} that no earlier "
-                             f"stage produces")
+            raise ValueError(
+                f"stage {st.name!r} of method {cfg['method']!r} takes inputs {missing} that no earlier stage produces"
+            )
         seen.add(st.name)
     if not stages:
         raise ValueError(f"method {cfg['method']!r} has no stages")

@@ -25,14 +25,18 @@ def _build_baseline(ctx: StageContext) -> Supervised:
 
 def teacher_stage() -> Stage:
     """Train the network on ``modalities.teacher`` with cross-entropy (``stages.teacher`` overrides)."""
-    return Stage("teacher", "teacher", _build_teacher, section="teacher",
-                 depends_on=("loss.ce", "modalities.teacher"))
+    return Stage("teacher", "teacher", _build_teacher, section="teacher", depends_on=("loss.ce", "modalities.teacher"))
 
 
 def baseline_stage() -> Stage:
     """Train the student architecture on ``modalities.student`` with cross-entropy alone."""
-    return Stage("student", "baseline", _build_baseline, section="student",
-                 depends_on=("loss.ce", "modalities.teacher", "modalities.student"))
+    return Stage(
+        "student",
+        "baseline",
+        _build_baseline,
+        section="student",
+        depends_on=("loss.ce", "modalities.teacher", "modalities.student"),
+    )
 
 
 @register_method("teacher", "multimodal network trained with cross-entropy on modalities.teacher (upper bound)")

@@ -19,12 +19,15 @@ class FrameDiscriminator(nn.Module):
     the thesis's action-recognition discriminator is ``hidden=(2048, 1024)``.
     """
 
-    def __init__(self, feature_dim: int = 128, num_classes: int = 2, num_frames: int = 0,
-                 hidden: Sequence[int] = (2048, 1024)) -> None:
+    def __init__(
+        self, feature_dim: int = 128, num_classes: int = 2, num_frames: int = 0, hidden: Sequence[int] = (2048, 1024)
+    ) -> None:
         super().__init__()
         if feature_dim < 1 or num_classes < 1 or num_frames < 0:
-            raise ValueError(f"bad FrameDiscriminator sizes: feature_dim={feature_dim}, num_classes={num_classes}, "
-                             f"num_frames={num_frames}")
+            raise ValueError(
+                f"bad FrameDiscriminator sizes: feature_dim={feature_dim}, num_classes={num_classes}, "
+                f"num_frames={num_frames}"
+            )
         self.feature_dim, self.num_classes, self.num_frames = feature_dim, num_classes, num_frames
         layers: list[nn.Module] = []
         prev = feature_dim + num_frames
@@ -52,10 +55,14 @@ class FrameDiscriminator(nn.Module):
         if frame_index is None:
             raise ValueError(f"frame_index is required (discriminator built with num_frames={self.num_frames})")
         if frame_index.dtype not in (torch.int64, torch.int32) or frame_index.shape != features.shape[:1]:
-            raise ValueError(f"frame_index must be an integer tensor of shape ({features.shape[0]},), got "
-                             f"{tuple(frame_index.shape)} {frame_index.dtype}")
+            raise ValueError(
+                f"frame_index must be an integer tensor of shape ({features.shape[0]},), got "
+                f"{tuple(frame_index.shape)} {frame_index.dtype}"
+            )
         if frame_index.numel() and (frame_index.min() < 0 or frame_index.max() >= self.num_frames):
-            raise ValueError(f"frame_index values must lie in [0, {self.num_frames}), got "
-                             f"[{int(frame_index.min())}, {int(frame_index.max())}]")
+            raise ValueError(
+                f"frame_index values must lie in [0, {self.num_frames}), got "
+                f"[{int(frame_index.min())}, {int(frame_index.max())}]"
+            )
         onehot = nn.functional.one_hot(frame_index.long(), self.num_frames).to(features.dtype)
         return self.net(torch.cat([features, onehot], dim=1))

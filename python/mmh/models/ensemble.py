@@ -25,8 +25,9 @@ class LogitEnsemble(nn.Module):
         if not members:
             raise ValueError("LogitEnsemble needs at least one member")
         self.members = nn.ModuleDict(dict(members))
-        self.modalities = tuple(dict.fromkeys(m for net in self.members.values()
-                                              for m in getattr(net, "modalities", ())))
+        self.modalities = tuple(
+            dict.fromkeys(m for net in self.members.values() for m in getattr(net, "modalities", ()))
+        )
         self.config = {"ensemble": {k: getattr(v, "config", None) for k, v in self.members.items()}}
 
     def member_logits(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:

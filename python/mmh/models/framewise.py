@@ -49,9 +49,18 @@ class FramewiseLateFusion(LateFusionNet):
 
 
 @register_model("small_framewise")
-def small_framewise(*, modalities: tuple[str, ...], num_classes: int, in_channels: Mapping[str, int] | None = None,
-                    num_frames: int = 1, width: int = 16, shared_width: int = 32, bottleneck: int = 128,
-                    streams: Mapping[str, str] | None = None, temporal: str = "concat") -> FramewiseLateFusion:
+def small_framewise(
+    *,
+    modalities: tuple[str, ...],
+    num_classes: int,
+    in_channels: Mapping[str, int] | None = None,
+    num_frames: int = 1,
+    width: int = 16,
+    shared_width: int = 32,
+    bottleneck: int = 128,
+    streams: Mapping[str, str] | None = None,
+    temporal: str = "concat",
+) -> FramewiseLateFusion:
     """Per-frame small streams with a ``bottleneck``-d head, aggregated over time (``temporal``: "concat" — the
     heads take ``num_frames * bottleneck`` features, clips must have ``num_frames`` frames — or "mean"), logits
     averaged over streams."""
@@ -59,11 +68,15 @@ def small_framewise(*, modalities: tuple[str, ...], num_classes: int, in_channel
         raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
     specs = image_specs(modalities, in_channels, 1)
     smap = resolve_streams(modalities, streams)
-    backbones = {s: nn.Sequential(OrderedDict(stem=small_stem(specs[m].channels, width),
-                                              **small_trunk(width, shared_width, bottleneck)))
-                 for s, m in smap.items()}
+    backbones = {
+        s: nn.Sequential(
+            OrderedDict(stem=small_stem(specs[m].channels, width), **small_trunk(width, shared_width, bottleneck))
+        )
+        for s, m in smap.items()
+    }
     for b in backbones.values():
         assert isinstance(b.bottleneck, BottleneckHead)
     width_out = bottleneck * (num_frames if temporal == "concat" else 1)
-    return FramewiseLateFusion(modalities, specs, backbones, smap, {s: width_out for s in smap}, num_classes,
-                               temporal=temporal)
+    return FramewiseLateFusion(
+        modalities, specs, backbones, smap, {s: width_out for s in smap}, num_classes, temporal=temporal
+    )

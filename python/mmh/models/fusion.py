@@ -23,9 +23,16 @@ class JointNet(ZooModel):
     are ``feature_paths["dad"]``. ``logits == classifier(<last shared output>.mean((2, 3)))``.
     """
 
-    def __init__(self, modalities: tuple[str, ...], specs: Mapping[str, InputSpec], stems: Mapping[str, nn.Module],
-                 shared: Mapping[str, nn.Module], out_channels: int, num_classes: int,
-                 reduce: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        specs: Mapping[str, InputSpec],
+        stems: Mapping[str, nn.Module],
+        shared: Mapping[str, nn.Module],
+        out_channels: int,
+        num_classes: int,
+        reduce: nn.Module | None = None,
+    ) -> None:
         super().__init__(modalities)
         self.specs = dict(specs)
         self.stems = nn.ModuleDict({m: stems[m] for m in modalities})
@@ -37,8 +44,12 @@ class JointNet(ZooModel):
         for name, module in shared.items():
             self.add_module(name, module)
         self.classifier = nn.Linear(out_channels, num_classes)
-        self.feature_paths = {"penultimate": self.shared_names[-1], "dad": list(self.shared_names),
-                              "fused": "fuse", **{f"stem.{m}": f"stems.{m}" for m in modalities}}
+        self.feature_paths = {
+            "penultimate": self.shared_names[-1],
+            "dad": list(self.shared_names),
+            "fused": "fuse",
+            **{f"stem.{m}": f"stems.{m}" for m in modalities},
+        }
 
     def forward_features(self, inputs: Mapping[str, Tensor]) -> Tensor:
         """The penultimate map (B, C, H, W)."""
@@ -65,8 +76,15 @@ class LateFusionNet(ZooModel):
     ``forward_streams`` returns the per-stream logits.
     """
 
-    def __init__(self, modalities: tuple[str, ...], specs: Mapping[str, InputSpec], backbones: Mapping[str, nn.Module],
-                 streams: Mapping[str, str], out_channels: Mapping[str, int], num_classes: int) -> None:
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        specs: Mapping[str, InputSpec],
+        backbones: Mapping[str, nn.Module],
+        streams: Mapping[str, str],
+        out_channels: Mapping[str, int],
+        num_classes: int,
+    ) -> None:
         super().__init__(modalities)
         if not streams:
             raise ValueError("LateFusionNet needs at least one stream")
@@ -76,8 +94,7 @@ class LateFusionNet(ZooModel):
         self.heads = nn.ModuleDict({s: nn.Linear(out_channels[s], num_classes) for s in streams})
         self.fuse = Concat()
         self.classifier = AveragedLinear(self.heads)
-        self.feature_paths = {"penultimate": "fuse", "dad": [],
-                              **{f"stream.{s}": f"streams.{s}" for s in streams}}
+        self.feature_paths = {"penultimate": "fuse", "dad": [], **{f"stream.{s}": f"streams.{s}" for s in streams}}
 
     def stream_maps(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The last feature map (B, C, H, W) of every stream (subclasses change how streams interact)."""
@@ -113,5 +130,3 @@ def resolve_streams(modalities: tuple[str, ...], streams: Mapping[str, str] | No
     if unused:
         raise ValueError(f"modalities {unused} are read by no stream in streams={dict(streams)}")
     return dict(streams)
-
-

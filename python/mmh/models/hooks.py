@@ -20,8 +20,7 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
         names = [n for n, _ in model.named_modules() if n]
         head = path.rsplit(".", 1)[0]
         near = [n for n in names if n.startswith(head)][:10] or names[:10]
-        raise ValueError(f"model {type(model).__name__} has no module at path {path!r}; "
-                         f"e.g. {near}") from None
+        raise ValueError(f"model {type(model).__name__} has no module at path {path!r}; e.g. {near}") from None
 
 
 class FeatureExtractor:
@@ -52,6 +51,7 @@ class FeatureExtractor:
             if self.detach and hasattr(output, "detach"):
                 output = output.detach()
             self._features[path] = output
+
         return hook
 
     def __enter__(self) -> FeatureExtractor:
@@ -74,8 +74,10 @@ class FeatureExtractor:
         if path not in self._modules:
             raise KeyError(f"{path!r} is not one of the hooked paths {self.paths}")
         if path not in self._features:
-            raise KeyError(f"module {path!r} produced no output (was the model run inside the 'with' block, and "
-                           f"does its forward call that module?)")
+            raise KeyError(
+                f"module {path!r} produced no output (was the model run inside the 'with' block, and "
+                f"does its forward call that module?)"
+            )
         return self._features[path]
 
     def __contains__(self, path: object) -> bool:

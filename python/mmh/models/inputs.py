@@ -18,8 +18,9 @@ DEFAULT_CHANNELS: dict[str, int] = {"rgb": 3, "depth": 1, "ir": 1, "flow": 2}
 def resolve_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     """Validate a modality list: non-empty, strings, no duplicates."""
     if isinstance(modalities, str):
-        raise TypeError(f"modalities must be a sequence of names, got the string {modalities!r}; "
-                        f"write ({modalities!r},)")
+        raise TypeError(
+            f"modalities must be a sequence of names, got the string {modalities!r}; write ({modalities!r},)"
+        )
     mods = tuple(modalities)
     if not mods:
         raise ValueError("modalities must name at least one modality")
@@ -31,8 +32,11 @@ def resolve_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     return mods
 
 
-def resolve_in_channels(modalities: Sequence[str], in_channels: Mapping[str, int] | None,
-                        defaults: Mapping[str, int] | None = DEFAULT_CHANNELS) -> dict[str, int]:
+def resolve_in_channels(
+    modalities: Sequence[str],
+    in_channels: Mapping[str, int] | None,
+    defaults: Mapping[str, int] | None = DEFAULT_CHANNELS,
+) -> dict[str, int]:
     """Channels (or vector length) per modality: ``in_channels`` first, then ``defaults``.
 
     Raises ValueError naming a modality that neither gives, or a non-positive count.
@@ -77,8 +81,9 @@ class InputSpec:
         return self.channels * (self.num_frames if self.kind == "image" else 1)
 
 
-def image_specs(modalities: tuple[str, ...], in_channels: Mapping[str, int] | None,
-                num_frames: int) -> dict[str, InputSpec]:
+def image_specs(
+    modalities: tuple[str, ...], in_channels: Mapping[str, int] | None, num_frames: int
+) -> dict[str, InputSpec]:
     """InputSpec per modality for image/clip models (time folded into channels)."""
     if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
         raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
@@ -112,17 +117,23 @@ def prepare(inputs: Mapping[str, Tensor], name: str, spec: InputSpec) -> Tensor:
         return x.reshape(shape[0], shape[1], 1, 1)
     if x.ndim == 4 and spec.num_frames == 1:
         if shape[1] != spec.channels:
-            raise ValueError(f"input {name!r} has {shape[1]} channels (shape {shape}) but the model was built "
-                             f"with in_channels[{name!r}]={spec.channels}")
+            raise ValueError(
+                f"input {name!r} has {shape[1]} channels (shape {shape}) but the model was built "
+                f"with in_channels[{name!r}]={spec.channels}"
+            )
         return x
     if x.ndim == 5:
         b, t, c, h, w = shape
         if c != spec.channels:
-            raise ValueError(f"input {name!r} has {c} channels (shape {shape}, layout B,T,C,H,W) but the model "
-                             f"was built with in_channels[{name!r}]={spec.channels}")
+            raise ValueError(
+                f"input {name!r} has {c} channels (shape {shape}, layout B,T,C,H,W) but the model "
+                f"was built with in_channels[{name!r}]={spec.channels}"
+            )
         if t != spec.num_frames:
-            raise ValueError(f"input {name!r} is a clip of {t} frames (shape {shape}) but the model was built "
-                             f"with num_frames={spec.num_frames}; pass num_frames={t} to build_model")
+            raise ValueError(
+                f"input {name!r} is a clip of {t} frames (shape {shape}) but the model was built "
+                f"with num_frames={spec.num_frames}; pass num_frames={t} to build_model"
+            )
         return x.reshape(b, t * c, h, w)
     want = "(B, C, H, W)" if spec.num_frames == 1 else f"(B, {spec.num_frames}, C, H, W)"
     raise ValueError(f"input {name!r} must have shape {want}, got {shape}")
@@ -145,8 +156,10 @@ def as_clip(inputs: Mapping[str, Tensor], name: str, channels: int, layout: str 
     else:
         raise ValueError(f"input {name!r} must be a clip of shape ({', '.join(layout)}), got {tuple(x.shape)}")
     if x.shape[2] != channels:
-        raise ValueError(f"input {name!r} has {x.shape[2]} channels (shape {tuple(x.shape)} as B,T,C,H,W) but the "
-                         f"model was built with in_channels[{name!r}]={channels}")
+        raise ValueError(
+            f"input {name!r} has {x.shape[2]} channels (shape {tuple(x.shape)} as B,T,C,H,W) but the "
+            f"model was built with in_channels[{name!r}]={channels}"
+        )
     return x
 
 
@@ -154,6 +167,7 @@ def check_same_spatial(maps: Mapping[str, Tensor]) -> None:
     """Raise ValueError if the feature maps of different branches have different spatial sizes."""
     sizes = {k: tuple(int(d) for d in v.shape[2:]) for k, v in maps.items()}  # ints: sizes are tensors when traced
     if len(set(sizes.values())) > 1:
-        raise ValueError(f"branches produce feature maps of different spatial sizes {sizes}; feed every "
-                         f"modality at the same resolution")
-
+        raise ValueError(
+            f"branches produce feature maps of different spatial sizes {sizes}; feed every "
+            f"modality at the same resolution"
+        )

@@ -36,12 +36,24 @@ class MultiplierNet(LateFusionNet):
     convolutions inside the streams, stream maps averaged over frames by ``time_pool`` before fusion).
     """
 
-    def __init__(self, modalities: tuple[str, ...], specs: Mapping[str, InputSpec],
-                 backbones: Mapping[str, ResNetStream], streams: Mapping[str, str], num_classes: int, *,
-                 connections: bool = True, gate_from: str = "depth", gate_into: str = "rgb",
-                 stages: Sequence[int] = (1, 2, 3, 4), unit: int = 1, time_mode: str = "channels") -> None:
-        super().__init__(modalities, specs, backbones, streams,
-                         {s: b.out_channels for s, b in backbones.items()}, num_classes)
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        specs: Mapping[str, InputSpec],
+        backbones: Mapping[str, ResNetStream],
+        streams: Mapping[str, str],
+        num_classes: int,
+        *,
+        connections: bool = True,
+        gate_from: str = "depth",
+        gate_into: str = "rgb",
+        stages: Sequence[int] = (1, 2, 3, 4),
+        unit: int = 1,
+        time_mode: str = "channels",
+    ) -> None:
+        super().__init__(
+            modalities, specs, backbones, streams, {s: b.out_channels for s, b in backbones.items()}, num_classes
+        )
         if time_mode not in ("channels", "frames"):
             raise ValueError(f"time_mode must be 'channels' or 'frames', got {time_mode!r}")
         if connections:
@@ -84,8 +96,12 @@ class MultiplierNet(LateFusionNet):
             stage = {s: getattr(self.streams[s], name) for s in xs}
             for u in range(len(stage[first])):
                 gated = name in self.connected_stages and u == self.unit
-                xs = {s: stage[s][u](x, xs[self.gate_from], num_frames=t) if gated and s == self.gate_into
-                      else stage[s][u](x, num_frames=t) for s, x in xs.items()}
+                xs = {
+                    s: stage[s][u](x, xs[self.gate_from], num_frames=t)
+                    if gated and s == self.gate_into
+                    else stage[s][u](x, num_frames=t)
+                    for s, x in xs.items()
+                }
             xs = {s: self.streams[s].after_stage(name, x, t) for s, x in xs.items()}
         if self.time_mode == "frames":
             xs = {s: self.time_pool(x, t) for s, x in xs.items()}
@@ -134,25 +150,51 @@ def small_resnet_stream(in_channels: int, width: int = 16) -> ResNetStream:
 
 
 @register_model("small_multiplier", student_rule=_multiplier_student_rule)
-def small_multiplier(*, modalities: tuple[str, ...], num_classes: int, in_channels: Mapping[str, int] | None = None,
-                     num_frames: int = 1, width: int = 8, streams: Mapping[str, str] | None = None,
-                     connections: bool = True, gate_from: str = "depth", gate_into: str = "rgb",
-                     stages: Sequence[int] = (1, 2, 3, 4)) -> MultiplierNet:
+def small_multiplier(
+    *,
+    modalities: tuple[str, ...],
+    num_classes: int,
+    in_channels: Mapping[str, int] | None = None,
+    num_frames: int = 1,
+    width: int = 8,
+    streams: Mapping[str, str] | None = None,
+    connections: bool = True,
+    gate_from: str = "depth",
+    gate_into: str = "rgb",
+    stages: Sequence[int] = (1, 2, 3, 4),
+) -> MultiplierNet:
     """Multiplier network for the built-in 32x32 data: one ``small_resnet_stream`` per stream, clips folded
     time-into-channels. See MultiplierNet for the connection options."""
     specs = image_specs(modalities, in_channels, num_frames)
     smap = resolve_streams(modalities, streams)
     backbones = {s: small_resnet_stream(specs[m].folded_channels, width) for s, m in smap.items()}
-    return MultiplierNet(modalities, specs, backbones, smap, num_classes, connections=connections,
-                         gate_from=gate_from, gate_into=gate_into, stages=stages)
+    return MultiplierNet(
+        modalities,
+        specs,
+        backbones,
+        smap,
+        num_classes,
+        connections=connections,
+        gate_from=gate_from,
+        gate_into=gate_into,
+        stages=stages,
+    )
 
 
 @register_model("multiplier_resnet", student_rule=_multiplier_student_rule)
-def multiplier_resnet(*, modalities: tuple[str, ...], num_classes: int,
-                      in_channels: Mapping[str, int] | None = None, arch: str = "resnet50",
-                      temporal: bool | str = True, streams: Mapping[str, str] | None = None,
-                      connections: bool = True, gate_from: str = "depth", gate_into: str = "rgb",
-                      stages: Sequence[int] = (1, 2, 3, 4)) -> MultiplierNet:
+def multiplier_resnet(
+    *,
+    modalities: tuple[str, ...],
+    num_classes: int,
+    in_channels: Mapping[str, int] | None = None,
+    arch: str = "resnet50",
+    temporal: bool | str = True,
+    streams: Mapping[str, str] | None = None,
+    connections: bool = True,
+    gate_from: str = "depth",
+    gate_into: str = "rgb",
+    stages: Sequence[int] = (1, 2, 3, 4),
+) -> MultiplierNet:
     """The thesis's multiplier network: torchvision ResNet streams (``arch``, default resnet50, random init) on
     frames folded into the batch, identity-initialised 3x1x1 temporal convs inside the 2nd residual unit of each
     stage (``temporal``: True / "unit", thesis Fig. 3.2; "after_stage" the earlier placement; False none),
@@ -160,5 +202,15 @@ def multiplier_resnet(*, modalities: tuple[str, ...], num_classes: int,
     specs = image_specs(modalities, in_channels, 1)
     smap = resolve_streams(modalities, streams)
     backbones = {s: torchvision_stream(arch, specs[m].channels, temporal) for s, m in smap.items()}
-    return MultiplierNet(modalities, specs, backbones, smap, num_classes, connections=connections,
-                         gate_from=gate_from, gate_into=gate_into, stages=stages, time_mode="frames")
+    return MultiplierNet(
+        modalities,
+        specs,
+        backbones,
+        smap,
+        num_classes,
+        connections=connections,
+        gate_from=gate_from,
+        gate_into=gate_into,
+        stages=stages,
+        time_mode="frames",
+    )

@@ -44,8 +44,15 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def build_model(name: str, *, modalities: Sequence[str], num_classes: int,
-                in_channels: Mapping[str, int] | None = None, seed: int | None = None, **kwargs: Any) -> nn.Module:
+def build_model(
+    name: str,
+    *,
+    modalities: Sequence[str],
+    num_classes: int,
+    in_channels: Mapping[str, int] | None = None,
+    seed: int | None = None,
+    **kwargs: Any,
+) -> nn.Module:
     """Build the registered model ``name``.
 
     ``modalities``: the input keys the model reads; ``num_classes``: K of the (B, K) logits; ``in_channels``:
@@ -73,10 +80,15 @@ def build_model(name: str, *, modalities: Sequence[str], num_classes: int,
             model = builder(modalities=mods, num_classes=num_classes, in_channels=in_channels, **kw)
     for attr in ("modalities", "feature_paths", "classifier"):
         if not hasattr(model, attr):
-            raise TypeError(f"model builder {name!r} returned a {type(model).__name__} without the contract "
-                            f"attribute {attr!r}")
-    config: dict[str, Any] = {"name": name, "modalities": list(mods), "num_classes": num_classes,
-                              "in_channels": dict(in_channels) if in_channels is not None else None}
+            raise TypeError(
+                f"model builder {name!r} returned a {type(model).__name__} without the contract attribute {attr!r}"
+            )
+    config: dict[str, Any] = {
+        "name": name,
+        "modalities": list(mods),
+        "num_classes": num_classes,
+        "in_channels": dict(in_channels) if in_channels is not None else None,
+    }
     if seed is not None:
         config["seed"] = seed
     config.update(copy.deepcopy(kwargs))

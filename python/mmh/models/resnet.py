@@ -24,9 +24,11 @@ def cross_stream_inject(x: Tensor, gate: Tensor) -> Tensor:
     try:
         import mmh_ext
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("cross-stream connections need the mmh_ext operator package "
-                          "(pip install --no-build-isolation -e <repo>); build the model with "
-                          "connections=False to run without it") from err
+        raise ImportError(
+            "cross-stream connections need the mmh_ext operator package "
+            "(pip install --no-build-isolation -e <repo>); build the model with "
+            "connections=False to run without it"
+        ) from err
     return mmh_ext.cross_stream_inject(x, gate)
 
 
@@ -34,8 +36,9 @@ def _gated_input(x: Tensor, gate: Tensor | None) -> Tensor:
     if gate is None:
         return x
     if gate.shape != x.shape:
-        raise ValueError(f"cross-stream gate of shape {tuple(gate.shape)} does not match the residual input "
-                         f"{tuple(x.shape)}")
+        raise ValueError(
+            f"cross-stream gate of shape {tuple(gate.shape)} does not match the residual input {tuple(x.shape)}"
+        )
     return cross_stream_inject(x, gate)
 
 
@@ -140,8 +143,7 @@ class ResNetStream(nn.Module):
         self.layer_names = [f"layer{i}" for i in range(1, 5)]
         self.out_channels = self.stage_channels[-1]
         pairs = zip(self.layer_names, self.stage_channels, strict=True)
-        self.temporal = (nn.ModuleDict({n: TemporalConv(c) for n, c in pairs}) if placement == "after_stage"
-                         else None)
+        self.temporal = nn.ModuleDict({n: TemporalConv(c) for n, c in pairs}) if placement == "after_stage" else None
 
     def after_stage(self, name: str, x: Tensor, num_frames: int) -> Tensor:
         """Apply the temporal convolution that follows stage ``name`` (identity unless ``"after_stage"``)."""
@@ -175,8 +177,15 @@ def torchvision_stream(arch: str, in_channels: int, temporal: bool | str = False
 
 
 @register_model("surf_resnet18")
-def surf_resnet18(*, modalities: tuple[str, ...], num_classes: int, in_channels: Mapping[str, int] | None = None,
-                  num_frames: int = 1, se: bool = True, reduce: bool = True) -> JointNet:
+def surf_resnet18(
+    *,
+    modalities: tuple[str, ...],
+    num_classes: int,
+    in_channels: Mapping[str, int] | None = None,
+    num_frames: int = 1,
+    se: bool = True,
+    reduce: bool = True,
+) -> JointNet:
     """SURF-style joint net: per modality a ResNet18 stem up to layer2 (``stems.<m>``: conv1 ... layer2, then an
     SE block if ``se``), concatenated (128*M channels), a 1x1 conv-BN-ReLU back to 128 channels if ``reduce``
     (else layer3 takes 128*M channels), shared ``layer3``, ``layer4``, GAP, ``classifier``.
@@ -198,14 +207,21 @@ def surf_resnet18(*, modalities: tuple[str, ...], num_classes: int, in_channels:
 
 
 @register_model("late_fusion")
-def late_fusion(*, modalities: tuple[str, ...], num_classes: int, in_channels: Mapping[str, int] | None = None,
-                num_frames: int = 1, arch: str = "resnet18", streams: Mapping[str, str] | None = None
-                ) -> LateFusionNet:
+def late_fusion(
+    *,
+    modalities: tuple[str, ...],
+    num_classes: int,
+    in_channels: Mapping[str, int] | None = None,
+    num_frames: int = 1,
+    arch: str = "resnet18",
+    streams: Mapping[str, str] | None = None,
+) -> LateFusionNet:
     """One torchvision ResNet (``arch``: resnet18/34/50, random init) per stream, logits averaged.
     ``streams``: stream name -> modality (default one per modality). Per-stream logits: ``forward_streams``.
     Clips fold time into channels."""
     specs = image_specs(modalities, in_channels, num_frames)
     smap = resolve_streams(modalities, streams)
     backbones = {s: torchvision_stream(arch, specs[m].folded_channels) for s, m in smap.items()}
-    return LateFusionNet(modalities, specs, backbones, smap, {s: b.out_channels for s, b in backbones.items()},
-                         num_classes)
+    return LateFusionNet(
+        modalities, specs, backbones, smap, {s: b.out_channels for s, b in backbones.items()}, num_classes
+    )

@@ -40,9 +40,17 @@ def small_trunk(in_channels: int, width: int = 48, bottleneck: int | None = None
 
 
 @register_model("small_joint")
-def small_joint(*, modalities: tuple[str, ...], num_classes: int, in_channels: Mapping[str, int] | None = None,
-                num_frames: int = 1, width: int = 24, shared_width: int = 48, first_stride: int = 2,
-                bottleneck: int | None = None) -> JointNet:
+def small_joint(
+    *,
+    modalities: tuple[str, ...],
+    num_classes: int,
+    in_channels: Mapping[str, int] | None = None,
+    num_frames: int = 1,
+    width: int = 24,
+    shared_width: int = 48,
+    first_stride: int = 2,
+    bottleneck: int | None = None,
+) -> JointNet:
     """SURF-style joint net sized for CPU: a ``width``-channel stem per modality (``stems.<m>``), concatenated,
     two shared ``shared_width``-channel 3x3 convs (``layer3``, ``layer4``; 8x8 on 32x32 input), GAP, linear
     ``classifier``. ``first_stride``: see ``small_stem``. ``bottleneck=d`` adds ADMD's pool + 1x1 conv head
@@ -55,23 +63,44 @@ def small_joint(*, modalities: tuple[str, ...], num_classes: int, in_channels: M
 
 
 @register_model("small_late_fusion")
-def small_late_fusion(*, modalities: tuple[str, ...], num_classes: int, in_channels: Mapping[str, int] | None = None,
-                      num_frames: int = 1, width: int = 24, shared_width: int = 48, first_stride: int = 2,
-                      streams: Mapping[str, str] | None = None, bottleneck: int | None = None) -> LateFusionNet:
+def small_late_fusion(
+    *,
+    modalities: tuple[str, ...],
+    num_classes: int,
+    in_channels: Mapping[str, int] | None = None,
+    num_frames: int = 1,
+    width: int = 24,
+    shared_width: int = 48,
+    first_stride: int = 2,
+    streams: Mapping[str, str] | None = None,
+    bottleneck: int | None = None,
+) -> LateFusionNet:
     """One small net (stem + layer3 + layer4 [+ bottleneck]) per stream, logits averaged (see LateFusionNet).
     ``streams``: stream name -> modality (default one per modality)."""
     specs = image_specs(modalities, in_channels, num_frames)
     smap = resolve_streams(modalities, streams)
-    backbones = {s: nn.Sequential(OrderedDict(stem=small_stem(specs[m].folded_channels, width, first_stride),
-                                       **small_trunk(width, shared_width, bottleneck)))
-                 for s, m in smap.items()}
+    backbones = {
+        s: nn.Sequential(
+            OrderedDict(
+                stem=small_stem(specs[m].folded_channels, width, first_stride),
+                **small_trunk(width, shared_width, bottleneck),
+            )
+        )
+        for s, m in smap.items()
+    }
     out = {s: bottleneck or shared_width for s in smap}
     return LateFusionNet(modalities, specs, backbones, smap, out, num_classes)
 
 
 @register_model("mlp_joint")
-def mlp_joint(*, modalities: tuple[str, ...], num_classes: int, in_channels: Mapping[str, int] | None = None,
-              hidden: int = 64, width: int = 64) -> JointNet:
+def mlp_joint(
+    *,
+    modalities: tuple[str, ...],
+    num_classes: int,
+    in_channels: Mapping[str, int] | None = None,
+    hidden: int = 64,
+    width: int = 64,
+) -> JointNet:
     """Joint net for vector modalities (e.g. the six UCI mfeat views): per-view Linear-BN-ReLU encoders
     (``stems.<m>``, ``hidden`` units), concatenated, two shared Linear-BN-ReLU layers (``layer3``, ``layer4``,
     ``width`` units), classifier. ``in_channels`` gives each view's length and is required.
@@ -80,6 +109,8 @@ def mlp_joint(*, modalities: tuple[str, ...], num_classes: int, in_channels: Map
     chans = resolve_in_channels(modalities, in_channels, defaults=None)
     specs = {m: InputSpec("vector", chans[m]) for m in modalities}
     stems = {m: conv_bn_relu(chans[m], hidden, kernel_size=1) for m in modalities}
-    shared = {"layer3": conv_bn_relu(hidden * len(modalities), width, kernel_size=1),
-              "layer4": conv_bn_relu(width, width, kernel_size=1)}
+    shared = {
+        "layer3": conv_bn_relu(hidden * len(modalities), width, kernel_size=1),
+        "layer4": conv_bn_relu(width, width, kernel_size=1),
+    }
     return JointNet(modalities, specs, stems, shared, width, num_classes)

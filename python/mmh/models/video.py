@@ -57,8 +57,14 @@ class R2Plus1D18(_ClipModel):
     (B, C, T', H', W')), ``time_pool`` (mean over time: the penultimate map (B, 512, H', W')), ``classifier``.
     ``logits == classifier(time_pool_output.mean((2, 3)))``, which is torchvision's 3-D average pooling + fc."""
 
-    def __init__(self, *, modalities: tuple[str, ...], num_classes: int,
-                 in_channels: Mapping[str, int] | None = None, layout: str = "BTCHW") -> None:
+    def __init__(
+        self,
+        *,
+        modalities: tuple[str, ...],
+        num_classes: int,
+        in_channels: Mapping[str, int] | None = None,
+        layout: str = "BTCHW",
+    ) -> None:
         super().__init__(modalities, in_channels, layout)
         net = tv_r2plus1d_18(weights=None, num_classes=num_classes)
         total = sum(self.channels.values())
@@ -92,14 +98,24 @@ class ResNetTemporal(_ClipModel):
     sample-major (row b*T + t is frame t of sample b).
     """
 
-    def __init__(self, *, modalities: tuple[str, ...], num_classes: int,
-                 in_channels: Mapping[str, int] | None = None, layout: str = "BTCHW", arch: str = "resnet50",
-                 temporal: bool | str = True) -> None:
+    def __init__(
+        self,
+        *,
+        modalities: tuple[str, ...],
+        num_classes: int,
+        in_channels: Mapping[str, int] | None = None,
+        layout: str = "BTCHW",
+        arch: str = "resnet50",
+        temporal: bool | str = True,
+    ) -> None:
         super().__init__(modalities, in_channels, layout)
         self.backbone = torchvision_stream(arch, sum(self.channels.values()), temporal=temporal)
         self.classifier = nn.Linear(self.backbone.out_channels, num_classes)
-        self.feature_paths = {"penultimate": "time_pool", "dad": ["backbone.layer3", "backbone.layer4"],
-                              "frames": "backbone.layer4"}
+        self.feature_paths = {
+            "penultimate": "time_pool",
+            "dad": ["backbone.layer3", "backbone.layer4"],
+            "frames": "backbone.layer4",
+        }
 
     def _frame_maps(self, inputs: Mapping[str, Tensor]) -> tuple[Tensor, int]:
         x = self.clip(inputs)

@@ -11,6 +11,16 @@ from .stage import StageModule
 from .trainer import Trainer, TrainResult
 
 __all__ = [
-    "NonFiniteError", "StageModule", "TrainResult", "Trainer", "TrainingInterrupted", "build_optimizer",
-    "build_scheduler", "check_finite", "load_checkpoint", "load_model", "save_checkpoint", "save_model",
+    "NonFiniteError",
+    "StageModule",
+    "TrainResult",
+    "Trainer",
+    "TrainingInterrupted",
+    "build_optimizer",
+    "build_scheduler",
+    "check_finite",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+    "save_model",
 ]

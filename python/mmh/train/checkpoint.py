@@ -40,13 +40,34 @@ from ..models import LogitEnsemble, build_model, ensemble_members
 from ..utils.io import atomic_torch_save
 from .finite import check_finite
 
-__all__ = ["save_checkpoint", "load_checkpoint", "save_model", "load_model", "model_payload", "model_from_payload",
-           "save_tensors", "load_tensors", "safe_load", "UnsafeFileError", "encode_rng_state", "decode_rng_state",
-           "CHECKPOINT_KEYS"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "save_model",
+    "load_model",
+    "model_payload",
+    "model_from_payload",
+    "save_tensors",
+    "load_tensors",
+    "safe_load",
+    "UnsafeFileError",
+    "encode_rng_state",
+    "decode_rng_state",
+    "CHECKPOINT_KEYS",
+]
 
 #: Keys every trainer checkpoint holds (checked by :func:`load_checkpoint`).
-CHECKPOINT_KEYS: tuple[str, ...] = ("stage", "optimizer", "scheduler", "scaler", "step", "sums", "history", "best",
-                                    "rng")
+CHECKPOINT_KEYS: tuple[str, ...] = (
+    "stage",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "step",
+    "sums",
+    "history",
+    "best",
+    "rng",
+)
 
 
 class UnsafeFileError(ValueError):
@@ -76,14 +97,18 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     if not p.is_file():
         raise FileNotFoundError(f"{what} not found: {p}")
     if not zipfile.is_zipfile(p):  # torch.save writes a zip archive; a raw pickle is never handed to any unpickler
-        raise ValueError(f"corrupt {what} {p}: not a torch.save archive (truncated, empty or another format, "
-                         f"e.g. a raw pickle, which is never loaded)")
+        raise ValueError(
+            f"corrupt {what} {p}: not a torch.save archive (truncated, empty or another format, "
+            f"e.g. a raw pickle, which is never loaded)"
+        )
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise UnsafeFileError(f"refused to load {what} {p}: {_refusal_reason(exc)}; run folders and checkpoints "
-                              f"may hold only tensors and plain containers, and loading never runs code from a "
-                              f"file") from None
+        raise UnsafeFileError(
+            f"refused to load {what} {p}: {_refusal_reason(exc)}; run folders and checkpoints "
+            f"may hold only tensors and plain containers, and loading never runs code from a "
+            f"file"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any other failure means a damaged archive
         raise ValueError(f"corrupt or unreadable {what} {p}: {type(exc).__name__}: {exc}") from None
 
@@ -107,8 +132,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     _check_tensor_dict(state["stage"], f"checkpoint {p}: 'stage'")
     if isinstance(state["step"], bool) or not isinstance(state["step"], int) or state["step"] < 0:
         raise ValueError(f"checkpoint {p}: 'step' must be a non-negative int, got {state['step']!r}")
-    for key, kind in (("optimizer", dict), ("scheduler", dict), ("scaler", dict), ("sums", dict), ("best", dict),
-                      ("history", list), ("rng", dict)):
+    for key, kind in (
+        ("optimizer", dict),
+        ("scheduler", dict),
+        ("scaler", dict),
+        ("sums", dict),
+        ("best", dict),
+        ("history", list),
+        ("rng", dict),
+    ):
         if not isinstance(state[key], kind):
             raise ValueError(f"checkpoint {p}: {key!r} must be a {kind.__name__}, got {type(state[key]).__name__}")
     return state
@@ -128,12 +160,20 @@ def encode_rng_state(state: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "python" in state:
         version, internal, gauss = state["python"]
-        out["python"] = {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
-                         "gauss_next": gauss}
+        out["python"] = {
+            "version": int(version),
+            "state": torch.tensor(internal, dtype=torch.int64),
+            "gauss_next": gauss,
+        }
     if "numpy" in state:
         kind, key, pos, has_gauss, cached = state["numpy"]
-        out["numpy"] = {"kind": str(kind), "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
-                        "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+        out["numpy"] = {
+            "kind": str(kind),
+            "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        }
     if "torch" in state:
         out["torch"] = state["torch"]
     if "cuda" in state:
@@ -156,8 +196,13 @@ def decode_rng_state(enc: Mapping[str, Any], source: str = "<rng state>") -> dic
             key = nps["key"]
             if not isinstance(key, torch.Tensor) or key.shape != (624,):
                 raise ValueError(f"numpy key must be a tensor of 624 words, got {getattr(key, 'shape', key)!r}")
-            out["numpy"] = (str(nps["kind"]), key.numpy().astype(np.uint32), int(nps["pos"]), int(nps["has_gauss"]),
-                            float(nps["cached_gaussian"]))
+            out["numpy"] = (
+                str(nps["kind"]),
+                key.numpy().astype(np.uint32),
+                int(nps["pos"]),
+                int(nps["has_gauss"]),
+                float(nps["cached_gaussian"]),
+            )
             np.random.RandomState().set_state(out["numpy"])
         if "torch" in enc:
             t = enc["torch"]
@@ -182,8 +227,10 @@ def model_payload(model: nn.Module) -> dict[str, Any]:
         return {"ensemble": {name: model_payload(m) for name, m in members.items()}}
     config = getattr(model, "config", None)
     if not isinstance(config, dict) or "name" not in config:
-        raise ValueError(f"cannot save {type(model).__name__} as an artifact: it has no build_model config "
-                         f"(build it with mmh.models.build_model)")
+        raise ValueError(
+            f"cannot save {type(model).__name__} as an artifact: it has no build_model config "
+            f"(build it with mmh.models.build_model)"
+        )
     return {"config": dict(config), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
@@ -191,14 +238,16 @@ def model_from_payload(payload: Any, source: str = "<payload>") -> nn.Module:
     """Inverse of :func:`model_payload`; ValueError naming ``source`` and what is wrong (not a dict, missing
     ``config`` / ``state_dict``, an unknown model or bad config, weights that do not fit the model)."""
     if not isinstance(payload, dict):
-        raise ValueError(f"model artifact {source} holds a {type(payload).__name__}, not a dict "
-                         f"{{'config', 'state_dict'}}")
+        raise ValueError(
+            f"model artifact {source} holds a {type(payload).__name__}, not a dict {{'config', 'state_dict'}}"
+        )
     if "ensemble" in payload:
         members = payload["ensemble"]
         if not isinstance(members, dict) or not members:
             raise ValueError(f"model artifact {source}: 'ensemble' must be a non-empty dict of member artifacts")
-        return LogitEnsemble({str(k): model_from_payload(v, f"{source} (ensemble member {k!r})")
-                              for k, v in members.items()})
+        return LogitEnsemble(
+            {str(k): model_from_payload(v, f"{source} (ensemble member {k!r})") for k, v in members.items()}
+        )
     missing = [k for k in ("config", "state_dict") if k not in payload]
     if missing:
         raise ValueError(f"model artifact {source} lacks {missing} (has {sorted(map(str, payload))})")
@@ -217,8 +266,9 @@ def model_from_payload(payload: Any, source: str = "<payload>") -> nn.Module:
     return model
 
 
-def _check_weights(given: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str,
-                   name: str) -> None:
+def _check_weights(
+    given: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str, name: str
+) -> None:
     """ValueError naming ``source`` when ``given`` weights do not fit the model (missing, extra, wrong shapes)."""
     problems = []
     lost = [k for k in expected if k not in given]
@@ -227,13 +277,18 @@ def _check_weights(given: Mapping[str, torch.Tensor], expected: Mapping[str, tor
         problems.append(f"missing weights {lost[:5]}{' ...' if len(lost) > 5 else ''} ({len(lost)} in all)")
     if extra:
         problems.append(f"unexpected weights {extra[:5]}{' ...' if len(extra) > 5 else ''} ({len(extra)} in all)")
-    shapes = [f"{k}: {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in given and given[k].shape != v.shape]
+    shapes = [
+        f"{k}: {tuple(given[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in given and given[k].shape != v.shape
+    ]
     if shapes:
         problems.append(f"wrong shapes (file vs model) {shapes[:5]}{' ...' if len(shapes) > 5 else ''}")
     if problems:
-        raise ValueError(f"model artifact {source}: its weights do not fit the model its config describes "
-                         f"({name}): {'; '.join(problems)}")
+        raise ValueError(
+            f"model artifact {source}: its weights do not fit the model its config describes "
+            f"({name}): {'; '.join(problems)}"
+        )
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> None:
@@ -251,9 +306,12 @@ def load_model(path: str | os.PathLike, *, check_finite_weights: bool = True) ->
     payload = safe_load(path, "model artifact")
     model = model_from_payload(payload, str(path))
     if check_finite_weights:
-        check_finite(model.state_dict(), f"model artifact {path}",
-                     "; a non-finite network is never reused (delete the file, or the stage-cache folder holding "
-                     "it, and train the stage again)")
+        check_finite(
+            model.state_dict(),
+            f"model artifact {path}",
+            "; a non-finite network is never reused (delete the file, or the stage-cache folder holding "
+            "it, and train the stage again)",
+        )
     return model
 
 

@@ -16,8 +16,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["NonFiniteError", "TrainingInterrupted", "all_finite", "nonfinite_names", "named_tensors",
-           "check_finite"]
+__all__ = ["NonFiniteError", "TrainingInterrupted", "all_finite", "nonfinite_names", "named_tensors", "check_finite"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -36,8 +35,11 @@ class TrainingInterrupted(Exception):
 
     def __init__(self, signum: int, step: int, checkpoint: str | None, message: str | None = None) -> None:
         self.signum, self.step, self.checkpoint = int(signum), int(step), checkpoint
-        super().__init__(message or f"interrupted by signal {self.signum} at step {self.step}"
-                         + (f"; saved {checkpoint}" if checkpoint else ""))
+        super().__init__(
+            message
+            or f"interrupted by signal {self.signum} at step {self.step}"
+            + (f"; saved {checkpoint}" if checkpoint else "")
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes with its attributes
         return type(self), (self.signum, self.step, self.checkpoint, str(self))
@@ -81,8 +83,11 @@ def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
 def nonfinite_names(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
     """Names of the floating-point tensors holding a NaN or an infinity (one read per tensor: for error messages,
     after :func:`all_finite` found something)."""
-    return [name for name, t in named
-            if t.is_floating_point() and t.numel() > 0 and not bool(torch.isfinite(t.detach()).all())]
+    return [
+        name
+        for name, t in named
+        if t.is_floating_point() and t.numel() > 0 and not bool(torch.isfinite(t.detach()).all())
+    ]
 
 
 def check_finite(state: Any, what: str, then: str = "") -> None:

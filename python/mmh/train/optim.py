@@ -25,8 +25,9 @@ def build_optimizer(params: Iterable[nn.Parameter], tcfg: Mapping[str, Any]) -> 
     name = str(tcfg["optimizer"]).lower()
     lr, wd = float(tcfg["lr"]), float(tcfg["weight_decay"])
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=float(tcfg["momentum"]), nesterov=bool(tcfg["nesterov"]),
-                               weight_decay=wd)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=float(tcfg["momentum"]), nesterov=bool(tcfg["nesterov"]), weight_decay=wd
+        )
     if name in ("adam", "adamw"):
         cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
         return cls(params, lr=lr, betas=tuple(float(b) for b in tcfg["betas"]), weight_decay=wd)
@@ -63,6 +64,7 @@ def build_scheduler(optimizer: Optimizer, tcfg: Mapping[str, Any], total_steps: 
     if tcfg["schedule"] not in SCHEDULES:
         raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {tcfg['schedule']!r}")
     if tcfg["schedule"] == "onecycle":
-        return OneCycleLR(optimizer, max_lr=float(tcfg["lr"]), total_steps=total_steps,
-                          pct_start=float(tcfg["pct_start"]))
+        return OneCycleLR(
+            optimizer, max_lr=float(tcfg["lr"]), total_steps=total_steps, pct_start=float(tcfg["pct_start"])
+        )
     return LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, tcfg))

@@ -123,10 +123,20 @@ class Trainer:
         name: the stage's name in error messages (default: the name of ``out_dir``).
     """
 
-    def __init__(self, stage: StageModule, train_set: Dataset, tcfg: Mapping[str, Any], *, out_dir: str | Path,
-                 seed: int = 0, device: torch.device | str = "cpu",
-                 val_fn: Callable[[nn.Module], dict[str, float]] | None = None, val_metric: str = "accuracy",
-                 config: Mapping[str, Any] | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        stage: StageModule,
+        train_set: Dataset,
+        tcfg: Mapping[str, Any],
+        *,
+        out_dir: str | Path,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        val_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+        val_metric: str = "accuracy",
+        config: Mapping[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
         if not isinstance(stage, StageModule):
             raise TypeError(f"stage must be a StageModule, got {type(stage).__name__}")
         self.stage, self.train_set, self.tcfg = stage, train_set, dict(tcfg)
@@ -152,7 +162,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.model = DistributedDataParallel(
-                stage, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                stage, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {}
@@ -166,8 +177,10 @@ class Trainer:
         bs = int(self.tcfg["batch_size"])
         per_epoch = EpochBatchSampler.batches_per_epoch(n, bs, self.dist.world_size, bool(self.tcfg["drop_last"]))
         if per_epoch < 1:
-            raise ValueError(f"train.batch_size {bs} x {self.dist.world_size} rank(s) exceeds the {n} training "
-                             f"samples with drop_last: no complete batch; lower batch_size or set drop_last=false")
+            raise ValueError(
+                f"train.batch_size {bs} x {self.dist.world_size} rank(s) exceeds the {n} training "
+                f"samples with drop_last: no complete batch; lower batch_size or set drop_last=false"
+            )
         if self.tcfg.get("steps") is not None:
             total = int(self.tcfg["steps"])
         elif self.tcfg.get("epochs") is not None:
@@ -185,16 +198,23 @@ class Trainer:
             return None
         if amp == "bf16":
             if cuda and not torch.cuda.is_bf16_supported():
-                raise ValueError(f"train.amp=bf16: {torch.cuda.get_device_name(self.device)} has no bfloat16 "
-                                 f"support; use train.amp=fp16 (or auto)")
+                raise ValueError(
+                    f"train.amp=bf16: {torch.cuda.get_device_name(self.device)} has no bfloat16 "
+                    f"support; use train.amp=fp16 (or auto)"
+                )
             return torch.bfloat16
         if cuda:
             return torch.float16
         if amp == "fp16":
-            raise ValueError(f"train.amp=fp16 needs a CUDA device (this run is on {self.device}); on the CPU use "
-                             f"train.amp=bf16 (bfloat16 autocast) or train.amp=false")
-        _log.warning("train.amp=true: float16 mixed precision runs on CUDA only; it is off on %s "
-                     "(train.amp=bf16 runs bfloat16 autocast on the CPU)", self.device)
+            raise ValueError(
+                f"train.amp=fp16 needs a CUDA device (this run is on {self.device}); on the CPU use "
+                f"train.amp=bf16 (bfloat16 autocast) or train.amp=false"
+            )
+        _log.warning(
+            "train.amp=true: float16 mixed precision runs on CUDA only; it is off on %s "
+            "(train.amp=bf16 runs bfloat16 autocast on the CPU)",
+            self.device,
+        )
         return None
 
     def autocast(self) -> torch.autocast:
@@ -205,27 +225,41 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: tensors and plain containers only (the RNG states as tensors), so that
         :func:`mmh.train.checkpoint.load_checkpoint` reads it back with ``weights_only=True``."""
-        return {"stage": self.stage.trainable_state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
-                "epoch": self.step // self.steps_per_epoch, "sums": dict(self._sums), "history": list(self.history),
-                "best": dict(self.best), "rng": encode_rng_state(get_rng_state()), "train_config": self.tcfg,
-                "config": self.config}
+        return {
+            "stage": self.stage.trainable_state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "sums": dict(self._sums),
+            "history": list(self.history),
+            "best": dict(self.best),
+            "rng": encode_rng_state(get_rng_state()),
+            "train_config": self.tcfg,
+            "config": self.config,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any], source: str | Path = "<state dict>") -> None:
         """Restore :meth:`state_dict` output (the total step count must match); ValueError naming ``source`` (the
         checkpoint file) when the state does not fit this stage / optimizer / scheduler."""
         rng = decode_rng_state(state["rng"], f"checkpoint {source}")
-        check_finite({"stage": state["stage"], "optimizer": state["optimizer"]}, f"checkpoint {source}",
-                     "; it cannot be resumed (checkpoints written since non-finite states are refused hold only "
-                     "finite values: this one comes from elsewhere or an older version)")
+        check_finite(
+            {"stage": state["stage"], "optimizer": state["optimizer"]},
+            f"checkpoint {source}",
+            "; it cannot be resumed (checkpoints written since non-finite states are refused hold only "
+            "finite values: this one comes from elsewhere or an older version)",
+        )
         try:
             self.stage.load_trainable_state_dict(state["stage"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
-            raise ValueError(f"checkpoint {source} does not fit this run's stage / optimizer / scheduler "
-                             f"(another model or method?): {type(exc).__name__}: {exc}") from None
+            raise ValueError(
+                f"checkpoint {source} does not fit this run's stage / optimizer / scheduler "
+                f"(another model or method?): {type(exc).__name__}: {exc}"
+            ) from None
         self.step, self._sums = int(state["step"]), dict(state["sums"])
         self.history, self.best = list(state["history"]), dict(state["best"])
         set_rng_state(rng)
@@ -257,8 +291,11 @@ class Trainer:
     def check_state_finite(self, then: str = "") -> None:
         """NonFiniteError naming the stage and step when the trainable state (weights, buffers) or the optimizer
         state holds NaN or inf (one fused reduction, one read; the same on every DDP rank, whose states are equal)."""
-        check_finite({"stage": self.stage.trainable_state_dict(), "optimizer": self.optimizer.state_dict()["state"]},
-                     f"stage {self.name!r} at step {self.step}: non-finite state", then)
+        check_finite(
+            {"stage": self.stage.trainable_state_dict(), "optimizer": self.optimizer.state_dict()["state"]},
+            f"stage {self.name!r} at step {self.step}: non-finite state",
+            then,
+        )
 
     # ------------------------------------------------------------------------------------------------ running sums
     @property
@@ -272,8 +309,11 @@ class Trainer:
     def _sums(self, sums: Mapping[str, float]) -> None:
         """Restore the running sums (from a checkpoint) onto the device."""
         self._count = {k: float(v) for k, v in sums.items() if k in _HOST_SUMS}
-        self._acc = {k: torch.tensor(float(v), dtype=torch.float64, device=self.device)
-                     for k, v in sums.items() if k not in _HOST_SUMS}
+        self._acc = {
+            k: torch.tensor(float(v), dtype=torch.float64, device=self.device)
+            for k, v in sums.items()
+            if k not in _HOST_SUMS
+        }
 
     def _add(self, key: str, value: torch.Tensor | float) -> None:
         """``sums[key] += value`` on the device, in float64, without reading anything back."""
@@ -300,7 +340,8 @@ class Trainer:
                 f"stage {self.name!r}: non-finite loss at step {bad} (detected at step {self.step}: the loss is "
                 f"read from the device every train.log_every={self.tcfg.get('log_every')} steps and before every "
                 f"checkpoint; nothing after the last finite checkpoint was saved); sums of the loss terms over the "
-                f"epoch so far: {sums}")
+                f"epoch so far: {sums}"
+            )
 
     # ------------------------------------------------------------------------------------------------ loop
     def _train_step(self, batch: dict[str, Any]) -> None:
@@ -430,8 +471,7 @@ class Trainer:
                     if self._stop_signal(sync=True):
                         self._interrupted(save=False)
                     t0 = time.perf_counter()
-                    if (stop_after_steps is not None and done_here >= stop_after_steps
-                            and self.step < self.total_steps):
+                    if stop_after_steps is not None and done_here >= stop_after_steps and self.step < self.total_steps:
                         return TrainResult(self.step, self.total_steps, self.history, self.best, True, done_here)
         finally:
             if bar is not None:
@@ -441,10 +481,18 @@ class Trainer:
     def _run_epoch(self, epoch: int, bar: Any, done_here: int, stop_after_steps: int | None) -> tuple[int, bool]:
         """The remaining steps of ``epoch`` (from the current step): (steps done by this fit call, whether
         ``stop_after_steps`` stopped it inside the epoch, ``latest.pt`` saved)."""
-        loader = make_loader(self.train_set, int(self.tcfg["batch_size"]), shuffle=True, seed=self.seed, epoch=epoch,
-                             start_batch=self.step % self.steps_per_epoch, drop_last=bool(self.tcfg["drop_last"]),
-                             num_workers=int(self.tcfg["num_workers"]), rank=self.dist.rank,
-                             world_size=self.dist.world_size)
+        loader = make_loader(
+            self.train_set,
+            int(self.tcfg["batch_size"]),
+            shuffle=True,
+            seed=self.seed,
+            epoch=epoch,
+            start_batch=self.step % self.steps_per_epoch,
+            drop_last=bool(self.tcfg["drop_last"]),
+            num_workers=int(self.tcfg["num_workers"]),
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
         log_every = int(self.tcfg.get("log_every") or 0)
         for batch in self._batches(loader):
             self._train_step(batch)
@@ -499,8 +547,12 @@ class Trainer:
         def handler(signum: int, _frame: Any) -> None:
             if self._signal is None:
                 self._signal = signum
-                _log.warning("stage %r: %s received; latest.pt is saved once the step in flight finishes, then "
-                             "training stops (send it again to stop without saving)", self.name, _signal_name(signum))
+                _log.warning(
+                    "stage %r: %s received; latest.pt is saved once the step in flight finishes, then "
+                    "training stops (send it again to stop without saving)",
+                    self.name,
+                    _signal_name(signum),
+                )
             with contextlib.suppress(ValueError, OSError, TypeError):
                 signal.signal(signum, previous.get(signum) or signal.SIG_DFL)
 
@@ -526,8 +578,9 @@ class Trainer:
             return self._signal is not None
         if not sync:
             return False
-        flag = torch.tensor(self._signal or 0, dtype=torch.int64,
-                            device=self.device if self.device.type == "cuda" else "cpu")
+        flag = torch.tensor(
+            self._signal or 0, dtype=torch.int64, device=self.device if self.device.type == "cuda" else "cpu"
+        )
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         agreed = int(flag)
         if agreed and self._signal is None:
@@ -540,14 +593,17 @@ class Trainer:
         path = self.out_dir / "latest.pt"
         if save:
             self._save("latest.pt")
-        raise TrainingInterrupted(signum, self.step, str(path),
-                                  f"stage {self.name!r} interrupted by {_signal_name(signum)} at step "
-                                  f"{self.step}/{self.total_steps}; saved {path} (resume continues from it)")
+        raise TrainingInterrupted(
+            signum,
+            self.step,
+            str(path),
+            f"stage {self.name!r} interrupted by {_signal_name(signum)} at step "
+            f"{self.step}/{self.total_steps}; saved {path} (resume continues from it)",
+        )
 
     def _progress(self) -> Any:
         if not (self.dist.is_main and self.tcfg.get("progress")) or self.step >= self.total_steps:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.total_steps, initial=self.step, desc=self.out_dir.name, leave=False,
-                    dynamic_ncols=True)
+        return tqdm(total=self.total_steps, initial=self.step, desc=self.out_dir.name, leave=False, dynamic_ncols=True)

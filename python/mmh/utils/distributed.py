@@ -8,8 +8,14 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "dist_info", "is_main_process", "init_distributed_from_env", "all_gather_with_grad",
-           "elastic_restart_count"]
+__all__ = [
+    "DistInfo",
+    "dist_info",
+    "is_main_process",
+    "init_distributed_from_env",
+    "all_gather_with_grad",
+    "elastic_restart_count",
+]
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,7 @@ class _GatherWithGrad(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 
 
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:

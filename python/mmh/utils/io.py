@@ -24,8 +24,15 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_torch_save", "write_json", "write_text", "atomic_copy", "read_json", "remove_stale_temps",
-           "TEMP_SUFFIX"]
+__all__ = [
+    "atomic_torch_save",
+    "write_json",
+    "write_text",
+    "atomic_copy",
+    "read_json",
+    "remove_stale_temps",
+    "TEMP_SUFFIX",
+]
 
 #: Suffix of the temporary files of the atomic writes (``.<name>.<random>.tmp``).
 TEMP_SUFFIX = ".tmp"
@@ -134,12 +141,6 @@ def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
             shutil.copyfileobj(fin, fh, 1 << 20)
 
     _atomic_write(Path(dst), copy)
-
-
-def write_text(text: str, path: str | os.PathLike) -> None:
-    """Write ``text`` (UTF-8) to ``path``, atomically."""
-    data = text.encode()
-    _atomic_write(Path(path), lambda fh: fh.write(data))
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -23,9 +23,43 @@ from .io import IMAGE_EXTS, read_depth, read_image
 __all__ = ["NTU60", "NTU60_XSUB_TRAIN", "NTU120", "NTU120_XSUB_TRAIN", "NTURGBD", "NWUCLA", "UWA3DII"]
 
 NTU60_XSUB_TRAIN = frozenset({1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38})
-NTU120_XSUB_TRAIN = NTU60_XSUB_TRAIN | frozenset({
-    45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85, 86, 89, 91, 92, 93,
-    94, 95, 97, 98, 100, 103})
+NTU120_XSUB_TRAIN = NTU60_XSUB_TRAIN | frozenset(
+    {
+        45,
+        46,
+        47,
+        49,
+        50,
+        52,
+        53,
+        54,
+        55,
+        56,
+        57,
+        58,
+        59,
+        70,
+        74,
+        78,
+        80,
+        81,
+        82,
+        83,
+        84,
+        85,
+        86,
+        89,
+        91,
+        92,
+        93,
+        94,
+        95,
+        97,
+        98,
+        100,
+        103,
+    }
+)
 _NTU_NAME = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
 _UWA_NAME = re.compile(r"^a(\d+)_s(\d+)_v(\d+)_e(\d+)$")
 _UCLA_NAME = re.compile(r"^a(\d+)_s(\d+)_e(\d+)$")
@@ -58,12 +92,28 @@ def _readers(max_depth_mm: float) -> dict[str, Callable]:
 class _ActionDataset(FileListDataset):
     """Shared constructor of the clip datasets."""
 
-    def __init__(self, samples: list[FileSample], *, modalities: Sequence[str], class_names: Sequence[str],
-                 max_depth_mm: float, num_frames: int | None, resolution, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        samples: list[FileSample],
+        *,
+        modalities: Sequence[str],
+        class_names: Sequence[str],
+        max_depth_mm: float,
+        num_frames: int | None,
+        resolution,
+        **kwargs: Any,
+    ) -> None:
         if not samples:
             raise ValueError(f"{self.name}: no samples found for this split / protocol")
-        super().__init__(samples, modalities=modalities, readers=_readers(max_depth_mm), class_names=class_names,
-                         num_frames=num_frames, resolution=resolution, **kwargs)
+        super().__init__(
+            samples,
+            modalities=modalities,
+            readers=_readers(max_depth_mm),
+            class_names=class_names,
+            num_frames=num_frames,
+            resolution=resolution,
+            **kwargs,
+        )
 
 
 class NTURGBD(_ActionDataset):
@@ -79,10 +129,19 @@ class NTURGBD(_ActionDataset):
     protocols = ("xsub", "xview")
     xsub_train = NTU60_XSUB_TRAIN
 
-    def __init__(self, split: str = "train", *, root: str, protocol: str = "xsub",
-                 modalities: Sequence[str] = ("rgb", "depth"), num_frames: int | None = 5,
-                 resolution: int | Sequence[int] | None = 112, val_fraction: float = 0.05,
-                 max_depth_mm: float = 8000.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        *,
+        root: str,
+        protocol: str = "xsub",
+        modalities: Sequence[str] = ("rgb", "depth"),
+        num_frames: int | None = 5,
+        resolution: int | Sequence[int] | None = 112,
+        val_fraction: float = 0.05,
+        max_depth_mm: float = 8000.0,
+        **kwargs: Any,
+    ) -> None:
         check_split(split)
         if protocol not in self.protocols:
             raise ValueError(f"{self.name}: protocol must be one of {self.protocols}, got {protocol!r}")
@@ -94,15 +153,21 @@ class NTURGBD(_ActionDataset):
             setup, camera, subject, _, action = map(int, _NTU_NAME.match(n).groups())
             if action > self.num_actions:
                 continue
-            is_train = {"xsub": subject in self.xsub_train, "xview": camera in (2, 3),
-                        "xset": setup % 2 == 0}[protocol]
+            is_train = {"xsub": subject in self.xsub_train, "xview": camera in (2, 3), "xset": setup % 2 == 0}[protocol]
             if _split_part(split, is_train, n, val_fraction):
                 files = {m: _frame_files(os.path.join(d, n), m) for m, d in mdirs.items()}
-                samples.append(FileSample(files, action - 1, name=n,
-                                          meta={"setup": setup, "camera": camera, "subject": subject}))
-        super().__init__(samples, modalities=modalities,
-                         class_names=[f"A{k + 1:03d}" for k in range(self.num_actions)],
-                         max_depth_mm=max_depth_mm, num_frames=num_frames, resolution=resolution, **kwargs)
+                samples.append(
+                    FileSample(files, action - 1, name=n, meta={"setup": setup, "camera": camera, "subject": subject})
+                )
+        super().__init__(
+            samples,
+            modalities=modalities,
+            class_names=[f"A{k + 1:03d}" for k in range(self.num_actions)],
+            max_depth_mm=max_depth_mm,
+            num_frames=num_frames,
+            resolution=resolution,
+            **kwargs,
+        )
 
 
 @register_dataset("ntu60")
@@ -131,10 +196,19 @@ class NWUCLA(_ActionDataset):
 
     name = "nwucla"
 
-    def __init__(self, split: str = "train", *, root: str, train_views: Sequence[int] = (1, 2),
-                 modalities: Sequence[str] = ("rgb", "depth"), num_frames: int | None = 5,
-                 resolution: int | Sequence[int] | None = 112, val_fraction: float = 0.05,
-                 max_depth_mm: float = 8000.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        *,
+        root: str,
+        train_views: Sequence[int] = (1, 2),
+        modalities: Sequence[str] = ("rgb", "depth"),
+        num_frames: int | None = 5,
+        resolution: int | Sequence[int] | None = 112,
+        val_fraction: float = 0.05,
+        max_depth_mm: float = 8000.0,
+        **kwargs: Any,
+    ) -> None:
         check_split(split)
         suffix = {"rgb": "_rgb.jpg", "depth": "_depth.png"}
         samples = []
@@ -153,11 +227,23 @@ class NWUCLA(_ActionDataset):
                 folder = os.path.join(root, vdir, n)
                 frames = sorted({f[: -len(suffix["rgb"])] for f in os.listdir(folder) if f.endswith(suffix["rgb"])})
                 files = {m: [os.path.join(folder, f + suffix[m]) for f in frames] for m in suffix}
-                samples.append(FileSample(files, NWUCLA_ACTIONS.index(int(m_.group(1))), name=name,
-                                          meta={"view": view, "subject": int(m_.group(2))}))
-        super().__init__(samples, modalities=modalities, class_names=[f"a{a:02d}" for a in NWUCLA_ACTIONS],
-                         max_depth_mm=max_depth_mm,
-                         num_frames=num_frames, resolution=resolution, **kwargs)
+                samples.append(
+                    FileSample(
+                        files,
+                        NWUCLA_ACTIONS.index(int(m_.group(1))),
+                        name=name,
+                        meta={"view": view, "subject": int(m_.group(2))},
+                    )
+                )
+        super().__init__(
+            samples,
+            modalities=modalities,
+            class_names=[f"a{a:02d}" for a in NWUCLA_ACTIONS],
+            max_depth_mm=max_depth_mm,
+            num_frames=num_frames,
+            resolution=resolution,
+            **kwargs,
+        )
 
 
 @register_dataset("uwa3d2")
@@ -170,10 +256,20 @@ class UWA3DII(_ActionDataset):
 
     name = "uwa3d2"
 
-    def __init__(self, split: str = "train", *, root: str, train_views: Sequence[int] = (1, 2),
-                 test_views: Sequence[int] = (3, 4), modalities: Sequence[str] = ("rgb", "depth"),
-                 num_frames: int | None = 5, resolution: int | Sequence[int] | None = 112,
-                 val_fraction: float = 0.05, max_depth_mm: float = 8000.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        *,
+        root: str,
+        train_views: Sequence[int] = (1, 2),
+        test_views: Sequence[int] = (3, 4),
+        modalities: Sequence[str] = ("rgb", "depth"),
+        num_frames: int | None = 5,
+        resolution: int | Sequence[int] | None = 112,
+        val_fraction: float = 0.05,
+        max_depth_mm: float = 8000.0,
+        **kwargs: Any,
+    ) -> None:
         check_split(split)
         if set(train_views) & set(test_views):
             raise ValueError(f"uwa3d2: train_views {train_views} and test_views {test_views} overlap")
@@ -187,6 +283,12 @@ class UWA3DII(_ActionDataset):
             if _split_part(split, view in train_views, n, val_fraction):
                 files = {m: _frame_files(os.path.join(d, n), m) for m, d in mdirs.items()}
                 samples.append(FileSample(files, action - 1, name=n, meta={"view": view, "subject": subject}))
-        super().__init__(samples, modalities=modalities, class_names=[f"a{k:02d}" for k in range(1, 31)],
-                         max_depth_mm=max_depth_mm,
-                         num_frames=num_frames, resolution=resolution, **kwargs)
+        super().__init__(
+            samples,
+            modalities=modalities,
+            class_names=[f"a{k:02d}" for k in range(1, 31)],
+            max_depth_mm=max_depth_mm,
+            num_frames=num_frames,
+            resolution=resolution,
+            **kwargs,
+        )

@@ -51,13 +51,26 @@ class CasiaSurf(FileListDataset):
 
     name = "casia_surf"
 
-    def __init__(self, split: str = "train", *, root: str, list_file: str | None = None,
-                 modalities: Sequence[str] = ("rgb", "depth", "ir"), resolution: int | None = 112,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        *,
+        root: str,
+        list_file: str | None = None,
+        modalities: Sequence[str] = ("rgb", "depth", "ir"),
+        resolution: int | None = 112,
+        **kwargs: Any,
+    ) -> None:
         check_split(split)
         path = list_file if list_file is not None else os.path.join(root, SURF_LISTS[split])
-        super().__init__(parse_surf_list(path, root), modalities=modalities, readers=_FAS_READERS,
-                         class_names=_FAS_CLASSES, resolution=resolution, **kwargs)
+        super().__init__(
+            parse_surf_list(path, root),
+            modalities=modalities,
+            readers=_FAS_READERS,
+            class_names=_FAS_CLASSES,
+            resolution=resolution,
+            **kwargs,
+        )
 
 
 def _cefa_subject_split(subject: int, ranges: Mapping[str, tuple[int, int]]) -> str | None:
@@ -81,10 +94,19 @@ class CasiaCeFA(FileListDataset):
 
     name = "casia_cefa"
 
-    def __init__(self, split: str = "train", *, root: str, protocol: str | None = "4@1",
-                 modalities: Sequence[str] = ("rgb", "depth", "ir"), resolution: int | None = 112,
-                 subject_ranges: Mapping[str, tuple[int, int]] | None = None, live_code: str = "1",
-                 labels: Mapping[str, int] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        *,
+        root: str,
+        protocol: str | None = "4@1",
+        modalities: Sequence[str] = ("rgb", "depth", "ir"),
+        resolution: int | None = 112,
+        subject_ranges: Mapping[str, tuple[int, int]] | None = None,
+        live_code: str = "1",
+        labels: Mapping[str, int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         check_split(split)
         ranges = dict(subject_ranges or {"train": (1, 200), "val": (201, 300), "test": (301, 500)})
         if protocol is None:
@@ -111,8 +133,14 @@ class CasiaCeFA(FileListDataset):
                     samples.append(self._video_sample(os.path.join(root, rel), rel, live_code, labels))
         if not samples:
             raise ValueError(f"casia_cefa: no videos for split {split!r} (protocol {protocol!r}) under {root}")
-        super().__init__(samples, modalities=modalities, readers=_FAS_READERS, class_names=_FAS_CLASSES,
-                         resolution=resolution, **kwargs)
+        super().__init__(
+            samples,
+            modalities=modalities,
+            readers=_FAS_READERS,
+            class_names=_FAS_CLASSES,
+            resolution=resolution,
+            **kwargs,
+        )
 
     @staticmethod
     def _video_sample(path: str, rel: str, live_code: str, labels: Mapping[str, int] | None) -> FileSample:

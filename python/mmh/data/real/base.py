@@ -51,8 +51,11 @@ def list_frames(folder: str, prefix: str = "", suffixes: Sequence[str] = (".jpg"
     """Sorted files in ``folder`` starting with ``prefix`` and ending with one of ``suffixes`` ([] if absent)."""
     if not os.path.isdir(folder):
         return []
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                  if f.startswith(prefix) and f.lower().endswith(tuple(suffixes)))
+    return sorted(
+        os.path.join(folder, f)
+        for f in os.listdir(folder)
+        if f.startswith(prefix) and f.lower().endswith(tuple(suffixes))
+    )
 
 
 class FileListDataset(Dataset):
@@ -184,8 +187,9 @@ class FileListDataset(Dataset):
             item = self.resize(item)
         sizes = {m: tuple(item[m].shape[-2:]) for m in self.modalities}
         if len(set(sizes.values())) != 1:
-            raise ValueError(f"{self.name}: sample {s.name!r}: modalities have different sizes {sizes}; "
-                             f"pass resolution=")
+            raise ValueError(
+                f"{self.name}: sample {s.name!r}: modalities have different sizes {sizes}; pass resolution="
+            )
         item["label"] = torch.tensor(s.label, dtype=torch.int64)
         if self.is_clip:
             item["frame_index"] = idx

@@ -95,7 +95,9 @@ def read_flow(paths: Sequence[str], bound: float = 20.0) -> torch.Tensor:
         raise ValueError(f"read_flow: expected an (x, y) pair of files, got {paths!r}")
     x, y = (read_gray(p) for p in paths)
     if x.shape != y.shape:
-        raise ValueError(f"read_flow: {paths[0]} and {paths[1]} have different sizes {tuple(x.shape)} / {tuple(y.shape)}")
+        raise ValueError(
+            f"read_flow: {paths[0]} and {paths[1]} have different sizes {tuple(x.shape)} / {tuple(y.shape)}"
+        )
     return torch.cat([x, y], 0) * (2.0 * bound) - bound
 
 

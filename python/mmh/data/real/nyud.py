@@ -24,8 +24,11 @@ __all__ = ["NYUDObjects"]
 def _by_stem(folder: str, exts: Sequence[str]) -> dict[str, str]:
     if not os.path.isdir(folder):
         return {}
-    return {os.path.splitext(f)[0]: os.path.join(folder, f) for f in sorted(os.listdir(folder))
-            if f.lower().endswith(tuple(exts))}
+    return {
+        os.path.splitext(f)[0]: os.path.join(folder, f)
+        for f in sorted(os.listdir(folder))
+        if f.lower().endswith(tuple(exts))
+    }
 
 
 @register_dataset("nyud_objects")
@@ -34,10 +37,19 @@ class NYUDObjects(FileListDataset):
 
     name = "nyud_objects"
 
-    def __init__(self, split: str = "train", *, root: str, modalities: Sequence[str] = ("rgb", "depth"),
-                 depth_encoding: str = "hha", class_names: Sequence[str] | None = None,
-                 split_dirs: Mapping[str, str] | None = None, resolution: int | Sequence[int] | None = 112,
-                 max_depth_mm: float = 10000.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        *,
+        root: str,
+        modalities: Sequence[str] = ("rgb", "depth"),
+        depth_encoding: str = "hha",
+        class_names: Sequence[str] | None = None,
+        split_dirs: Mapping[str, str] | None = None,
+        resolution: int | Sequence[int] | None = 112,
+        max_depth_mm: float = 10000.0,
+        **kwargs: Any,
+    ) -> None:
         check_split(split)
         if depth_encoding not in ("hha", "raw"):
             raise ValueError(f"nyud_objects: depth_encoding must be 'hha' or 'raw', got {depth_encoding!r}")
@@ -59,5 +71,11 @@ class NYUDObjects(FileListDataset):
                 dpath = depth.get(stem, os.path.join(root, "depth", dirs[split], cls, stem + ".png"))
                 samples.append(FileSample({"rgb": [path], "depth": [dpath]}, classes.index(cls), name=f"{cls}/{stem}"))
         depth_reader = read_hha if depth_encoding == "hha" else functools.partial(read_depth, max_value=max_depth_mm)
-        super().__init__(samples, modalities=modalities, readers={"rgb": read_image, "depth": depth_reader},
-                         class_names=classes, resolution=resolution, **kwargs)
+        super().__init__(
+            samples,
+            modalities=modalities,
+            readers={"rgb": read_image, "depth": depth_reader},
+            class_names=classes,
+            resolution=resolution,
+            **kwargs,
+        )

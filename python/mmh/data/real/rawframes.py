@@ -31,8 +31,10 @@ def _read_lines(path: str, what: str) -> list[list[str]]:
 def parse_ucf101_split(split_dir: str, split_id: int, train: bool) -> tuple[list[str], list[tuple[str, int]]]:
     """UCF101 ``ucfTrainTestlist``: ``classInd.txt`` (``1 ApplyEyeMakeup``) and ``trainlist0k.txt`` /
     ``testlist0k.txt`` (``ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi [label]``) → (classes, [(video, label)])."""
-    classes = [parts[1] for parts in sorted(_read_lines(os.path.join(split_dir, "classInd.txt"), "ucf101"),
-                                            key=lambda p: int(p[0]))]
+    classes = [
+        parts[1]
+        for parts in sorted(_read_lines(os.path.join(split_dir, "classInd.txt"), "ucf101"), key=lambda p: int(p[0]))
+    ]
     lst = os.path.join(split_dir, f"{'train' if train else 'test'}list{split_id:02d}.txt")
     videos = []
     for parts in _read_lines(lst, "ucf101"):
@@ -70,16 +72,27 @@ class RawFrames(FileListDataset):
     split_dir_name = ""
     parser = staticmethod(parse_ucf101_split)
 
-    def __init__(self, split: str = "train", *, root: str, split_id: int = 1, split_dir: str | None = None,
-                 frames_dir: str = "rawframes", modalities: Sequence[str] = ("rgb", "flow"),
-                 num_frames: int | None = 8, resolution: int | Sequence[int] | None = 112,
-                 val_fraction: float = 0.05, flow_bound: float = 20.0, rgb_prefix: str = "img_",
-                 flow_prefixes: tuple[str, str] = ("flow_x_", "flow_y_"), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        *,
+        root: str,
+        split_id: int = 1,
+        split_dir: str | None = None,
+        frames_dir: str = "rawframes",
+        modalities: Sequence[str] = ("rgb", "flow"),
+        num_frames: int | None = 8,
+        resolution: int | Sequence[int] | None = 112,
+        val_fraction: float = 0.05,
+        flow_bound: float = 20.0,
+        rgb_prefix: str = "img_",
+        flow_prefixes: tuple[str, str] = ("flow_x_", "flow_y_"),
+        **kwargs: Any,
+    ) -> None:
         check_split(split)
         if split_id not in (1, 2, 3):
             raise ValueError(f"{self.name}: split_id must be 1, 2 or 3, got {split_id!r}")
-        classes, videos = self.parser(split_dir or os.path.join(root, self.split_dir_name), split_id,
-                                      split != "test")
+        classes, videos = self.parser(split_dir or os.path.join(root, self.split_dir_name), split_id, split != "test")
         samples = []
         for rel, label in videos:
             if split != "test" and in_val_subset(rel, val_fraction) != (split == "val"):
@@ -94,8 +107,15 @@ class RawFrames(FileListDataset):
             files = {"rgb": list_frames(folder, rgb_prefix), "flow": list(zip(fx, fy))}
             samples.append(FileSample(files, label, name=rel))
         readers = {"rgb": read_image, "flow": functools.partial(read_flow, bound=flow_bound)}
-        super().__init__(samples, modalities=modalities, readers=readers, class_names=classes,
-                         num_frames=num_frames, resolution=resolution, **kwargs)
+        super().__init__(
+            samples,
+            modalities=modalities,
+            readers=readers,
+            class_names=classes,
+            num_frames=num_frames,
+            resolution=resolution,
+            **kwargs,
+        )
 
 
 @register_dataset("ucf101")

@@ -61,13 +61,18 @@ def _face(g: np.random.Generator, d: np.ndarray, z: float) -> Surfaces:
     """A head in front of a wall; the head's albedo carries painted eyes, brows and mouth."""
     s = Surfaces()
     wall_z = g.uniform(1.5, 2.5)
-    s.add(R.plane(d, [0.0, 0.0, wall_z], [g.uniform(-0.2, 0.2), g.uniform(-0.2, 0.2), -1.0]),
-          g.uniform(0.2, 0.8, 3), 2.0 * np.pi / g.uniform(0.1, 0.3), g.uniform(0.05, 0.25), g.uniform(0.2, 0.6))
+    s.add(
+        R.plane(d, [0.0, 0.0, wall_z], [g.uniform(-0.2, 0.2), g.uniform(-0.2, 0.2), -1.0]),
+        g.uniform(0.2, 0.8, 3),
+        2.0 * np.pi / g.uniform(0.1, 0.3),
+        g.uniform(0.05, 0.25),
+        g.uniform(0.2, 0.6),
+    )
     center = np.array([g.uniform(-0.03, 0.03), g.uniform(-0.02, 0.02), z], dtype=_F32)
     radii = np.array([0.075, 0.1, 0.08], dtype=_F32) * g.uniform(0.9, 1.1, 3).astype(_F32)
     t, n, q = R.ellipsoid(*R.to_local(d, center), radii)
     x, y = q[:, 0] / radii[0], q[:, 1] / radii[1]
-    dark = ((np.abs(x) - 0.4) ** 2 / 0.03 + (y + 0.25) ** 2 / 0.012 < 1.0)  # eyes
+    dark = (np.abs(x) - 0.4) ** 2 / 0.03 + (y + 0.25) ** 2 / 0.012 < 1.0  # eyes
     dark |= (x / 0.35) ** 2 + ((y - 0.45) / 0.08) ** 2 < 1.0  # mouth
     skin = g.uniform(0.35, 0.95) * _SKIN * g.uniform(0.9, 1.1, 3)
     albedo = np.where(dark[:, None], (skin * 0.3).astype(_F32), skin.astype(_F32))  # = where(...).astype(f32)
@@ -87,7 +92,7 @@ class SyntheticAntiSpoof(SyntheticDataset):
     default_modalities = ("rgb", "depth", "ir")
 
     def attack_type(self, index: int) -> str:
-        """"live", or the attack of a spoof sample ("print" / "replay", alternating)."""
+        """ "live", or the attack of a spoof sample ("print" / "replay", alternating)."""
         if self.label_of(index) == 1:
             return "live"
         return ATTACKS[(index // 2) % len(ATTACKS)]
@@ -98,16 +103,22 @@ class SyntheticAntiSpoof(SyntheticDataset):
         z = g.uniform(0.45, 0.6)
         light = random_light(g)
         ambient = g.uniform(0.25, 0.45)
-        common = {"noise": 0.01 + 0.03 * hard, "depth_noise": 0.004 + 0.004 * hard, "dropout": 0.01 + 0.03 * hard,
-                  "depth_range": _DEPTH_RANGE, "ir_ref": 0.45}
+        common = {
+            "noise": 0.01 + 0.03 * hard,
+            "depth_noise": 0.004 + 0.004 * hard,
+            "dropout": 0.01 + 0.03 * hard,
+            "depth_range": _DEPTH_RANGE,
+            "ir_ref": 0.45,
+        }
         scene = _face(g, d, z)
         idx, t, n, q = R.composite(scene.hits, (d.shape[0],))
         # a spoof shows a photo of this (other) live face, so its RGB is rendered whatever was requested
         needed = self.modalities if label == 1 else ("rgb",)
         tex = texture(idx, q, scene.materials) if "rgb" in needed or "ir" in needed else None  # shared
-        live = {m: shade(m, idx, t, n, q, d, scene.materials, rng.noise(m), light=light, ambient=ambient,
-                         tex=tex, **common)
-                for m in needed}
+        live = {
+            m: shade(m, idx, t, n, q, d, scene.materials, rng.noise(m), light=light, ambient=ambient, tex=tex, **common)
+            for m in needed
+        }
         if label == 1:
             return {m: to_chw(live[m], res) for m in self.modalities}
         return self._attack(g, rng, d, live["rgb"], self.attack_type(index), common)

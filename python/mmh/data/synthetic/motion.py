@@ -110,8 +110,21 @@ class SyntheticMotion(SyntheticDataset):
                 out[m] = to_chw(self._flow(idx == main, t, q, d, pose(s_next)), res)
                 continue
             img = shade(
-                m, idx, t, n, q, d, scene.materials, rng.noise(m), light=light, point_light=True, ambient=ambient, gain=gain,
-                noise=0.015 + 0.05 * hard, depth_noise=0.002 + 0.004 * hard, dropout=0.01 + 0.04 * hard,
+                m,
+                idx,
+                t,
+                n,
+                q,
+                d,
+                scene.materials,
+                rng.noise(m),
+                light=light,
+                point_light=True,
+                ambient=ambient,
+                gain=gain,
+                noise=0.015 + 0.05 * hard,
+                depth_noise=0.002 + 0.004 * hard,
+                dropout=0.01 + 0.04 * hard,
             )
             if m == "depth" and depth_fails:
                 img[:] = 0.0

@@ -217,8 +217,12 @@ def composite(hits: list[tuple[np.ndarray, np.ndarray, np.ndarray]], shape: tupl
     """
     if len(hits) == 1:
         t0, n0, q0 = hits[0]
-        return (np.zeros(shape, dtype=np.intp), np.broadcast_to(t0, shape), np.broadcast_to(n0, (*shape, 3)),
-                np.broadcast_to(q0, (*shape, 3)))
+        return (
+            np.zeros(shape, dtype=np.intp),
+            np.broadcast_to(t0, shape),
+            np.broadcast_to(n0, (*shape, 3)),
+            np.broadcast_to(q0, (*shape, 3)),
+        )
     # running minimum with a strict "<": the first nearest surface wins, as np.argmin over the stack
     tz = np.empty(shape, dtype=np.result_type(*(h[0] for h in hits)))
     tz[...] = hits[0][0]

@@ -74,7 +74,9 @@ def wall_and_clutter(
     zw = rng.uniform(*z_range)
     normal = np.array([rng.uniform(-0.25, 0.25), rng.uniform(-0.25, 0.25), -1.0], dtype=_F32)
     grey = rng.uniform(0.35, 0.7) * (1 + rng.uniform(-0.15, 0.15, 3))
-    s.add(R.plane(d, [0.0, 0.0, zw], normal), grey, _period(rng, 0.3, 0.8), rng.uniform(0.1, 0.3), rng.uniform(0.3, 0.6))
+    s.add(
+        R.plane(d, [0.0, 0.0, zw], normal), grey, _period(rng, 0.3, 0.8), rng.uniform(0.1, 0.3), rng.uniform(0.3, 0.6)
+    )
     if num_clutter > 0:
         z = rng.uniform(*clutter_z, num_clutter)
         xy = rng.uniform(-1.0, 1.0, (num_clutter, 2)) * z[:, None] * R.TAN_HALF_FOV
@@ -82,8 +84,13 @@ def wall_and_clutter(
         radii = rng.uniform(0.2, 0.5, num_clutter)
         t, n, q = R.sphere(*R.to_local(d, centers), radii)
         for k in range(num_clutter):
-            s.add((t[k], n[k], q[k]), rng.uniform(0.1, 0.9, 3), _period(rng, 0.1, 0.4), rng.uniform(0.1, 0.4),
-                  rng.uniform(0.2, 0.9))
+            s.add(
+                (t[k], n[k], q[k]),
+                rng.uniform(0.1, 0.9, 3),
+                _period(rng, 0.1, 0.4),
+                rng.uniform(0.1, 0.4),
+                rng.uniform(0.2, 0.9),
+            )
     return s
 
 

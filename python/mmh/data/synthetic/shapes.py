@@ -67,8 +67,13 @@ class SyntheticShapes(SyntheticDataset):
             size = g.uniform(0.45, 0.7)
         center = np.array([xy[0], xy[1], z_obj], dtype=_F32)
         relief = label in (2, 3) and self.task == "shape_pairs"
-        scene = wall_and_clutter(g, d, round(1 + 3 * hard), z_range=(4.0, 5.0) if relief else (5.5, 7.0),
-                                 clutter_z=(3.6, 4.5) if not relief else (3.0, 3.4))
+        scene = wall_and_clutter(
+            g,
+            d,
+            round(1 + 3 * hard),
+            z_range=(4.0, 5.0) if relief else (5.5, 7.0),
+            clutter_z=(3.6, 4.5) if not relief else (3.0, 3.4),
+        )
         if relief:
             z_wall = float(scene.hits[0][0][d.shape[0] // 2 + res // 2])  # wall depth at the image centre
             sign = 1.0 if label == 2 else -1.0
@@ -89,9 +94,22 @@ class SyntheticShapes(SyntheticDataset):
         ambient = g.uniform(0.25, 0.4)
         out = {}
         for m in self.modalities:
-            img = shade(m, idx, t, n, q, d, scene.materials, rng.noise(m), light=light, ambient=ambient,
-                        gain=g.uniform(0.85, 1.1), noise=0.015 + 0.04 * hard,
-                        depth_noise=0.002 + 0.004 * hard, dropout=0.01 + 0.04 * hard)
+            img = shade(
+                m,
+                idx,
+                t,
+                n,
+                q,
+                d,
+                scene.materials,
+                rng.noise(m),
+                light=light,
+                ambient=ambient,
+                gain=g.uniform(0.85, 1.1),
+                noise=0.015 + 0.04 * hard,
+                depth_noise=0.002 + 0.004 * hard,
+                dropout=0.01 + 0.04 * hard,
+            )
             out[m] = to_chw(img, res)
         return out
 

@@ -40,8 +40,15 @@ from ..base import Stage, StageContext, cross_entropy_term, freeze
 from ..registry import register_method
 from .common import StreamsCE, copy_stream
 
-__all__ = ["ADMDStage", "AssembleStage", "admd_targets", "fake_probability", "discriminator_from_state",
-           "frame_indices", "ADMD_DEFAULTS"]
+__all__ = [
+    "ADMDStage",
+    "AssembleStage",
+    "admd_targets",
+    "fake_probability",
+    "discriminator_from_state",
+    "frame_indices",
+    "ADMD_DEFAULTS",
+]
 
 #: Defaults of ``loss.admd`` (``admd`` and ``admd_naive``): the config schema (written in
 #: :data:`mmh.config.METHOD_DEFAULTS`) and :class:`ADMDStage`'s.
@@ -53,8 +60,10 @@ def frame_indices(batch: Batch, b: int, t: int, conditioning: bool) -> Tensor | 
     if not conditioning:
         return None
     if "frame_index" not in batch:
-        raise KeyError("batch has no 'frame_index' key (needed by the frame-conditioned discriminator; set "
-                       "loss.admd.frame_conditioning=false for data without it)")
+        raise KeyError(
+            "batch has no 'frame_index' key (needed by the frame-conditioned discriminator; set "
+            "loss.admd.frame_conditioning=false for data without it)"
+        )
     fi = batch["frame_index"]
     if tuple(fi.shape) != (b, t):
         raise ValueError(f"batch['frame_index'] must be (B, T) = ({b}, {t}), got {tuple(fi.shape)}")
@@ -68,18 +77,27 @@ class ADMDStage(StageModule):
 
     frozen = ("depth_net",)
 
-    def __init__(self, hall: nn.Module, depth_net: nn.Module, disc: FrameDiscriminator, *,
-                 naive: bool = ADMD_DEFAULTS["naive"], d_weight: float = ADMD_DEFAULTS["d_weight"],
-                 h_weight: float = ADMD_DEFAULTS["h_weight"], h_ce: float = ADMD_DEFAULTS["h_ce"],
-                 depth_stream: str = "depth",
-                 frame_conditioning: bool = ADMD_DEFAULTS["frame_conditioning"]) -> None:
+    def __init__(
+        self,
+        hall: nn.Module,
+        depth_net: nn.Module,
+        disc: FrameDiscriminator,
+        *,
+        naive: bool = ADMD_DEFAULTS["naive"],
+        d_weight: float = ADMD_DEFAULTS["d_weight"],
+        h_weight: float = ADMD_DEFAULTS["h_weight"],
+        h_ce: float = ADMD_DEFAULTS["h_ce"],
+        depth_stream: str = "depth",
+        frame_conditioning: bool = ADMD_DEFAULTS["frame_conditioning"],
+    ) -> None:
         super().__init__()
         self.hall, self.depth_net, self.discriminator = hall, freeze(depth_net), disc
         self.naive, self.d_weight, self.h_weight, self.h_ce = bool(naive), float(d_weight), float(h_weight), float(h_ce)
         self.frame_conditioning = bool(frame_conditioning)
         if (disc.num_frames > 0) != self.frame_conditioning:
-            raise ValueError(f"discriminator num_frames={disc.num_frames} disagrees with frame_conditioning="
-                             f"{frame_conditioning}")
+            raise ValueError(
+                f"discriminator num_frames={disc.num_frames} disagrees with frame_conditioning={frame_conditioning}"
+            )
         self.real_path = depth_net.feature_paths[f"bottleneck.{depth_stream}"]
         self.fake_path = hall.feature_paths["bottleneck.hall"]
         self.num_classes = disc.num_classes if not naive else None
@@ -97,8 +115,9 @@ class ADMDStage(StageModule):
         y = batch["label"].repeat_interleave(t)
         fi = frame_indices(batch, b, t, self.frame_conditioning)
         y_real, y_fake, y_h = admd_targets(y, self.discriminator.num_classes, self.naive)
-        d_loss = admd_discriminator_loss(self.discriminator(real, fi), self.discriminator(fake.detach(), fi),
-                                         y_real, y_fake)
+        d_loss = admd_discriminator_loss(
+            self.discriminator(real, fi), self.discriminator(fake.detach(), fi), y_real, y_fake
+        )
         frozen_d = {k: v.detach() for k, v in self.discriminator.named_parameters()}
         h_loss = admd_hallucination_loss(functional_call(self.discriminator, frozen_d, (fake, fi)), y_h)
         losses = {"loss_d": self.d_weight * d_loss, "loss_h": self.h_weight * h_loss}
@@ -142,8 +161,16 @@ def _build_hall(ctx: StageContext, naive: bool) -> ADMDStage:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(ctx.cfg["seed"]) + 1)
         disc = FrameDiscriminator(dim, 1 if c["naive"] else ctx.num_classes, frames, tuple(c["hidden"]))
-    return ADMDStage(hall, depth_net, disc, naive=c["naive"], d_weight=c["d_weight"], h_weight=c["h_weight"],
-                     h_ce=c["h_ce"], frame_conditioning=bool(c["frame_conditioning"]))
+    return ADMDStage(
+        hall,
+        depth_net,
+        disc,
+        naive=c["naive"],
+        d_weight=c["d_weight"],
+        h_weight=c["h_weight"],
+        h_ce=c["h_ce"],
+        frame_conditioning=bool(c["frame_conditioning"]),
+    )
 
 
 def _build_fusion(ctx: StageContext) -> AssembleStage:
@@ -161,42 +188,75 @@ def admd_stages(naive: bool = False) -> list[Stage]:
     def build_hall(ctx: StageContext) -> ADMDStage:
         return _build_hall(ctx, naive)
 
-    return [Stage("streams", "admd/streams", _build_streams, section="streams", depends_on=("modalities.teacher",)),
-            Stage("hallucination", f"{kind}/hallucination", build_hall, inputs=("streams",), section="hallucination",
-                  depends_on=("loss.admd", "modalities"), artifacts=("discriminator",)),
-            Stage("fusion", f"{kind}/fusion", _build_fusion, inputs=("streams", "hallucination"), trains=False,
-                  depends_on=("modalities",))]
+    return [
+        Stage("streams", "admd/streams", _build_streams, section="streams", depends_on=("modalities.teacher",)),
+        Stage(
+            "hallucination",
+            f"{kind}/hallucination",
+            build_hall,
+            inputs=("streams",),
+            section="hallucination",
+            depends_on=("loss.admd", "modalities"),
+            artifacts=("discriminator",),
+        ),
+        Stage(
+            "fusion",
+            f"{kind}/fusion",
+            _build_fusion,
+            inputs=("streams", "hallucination"),
+            trains=False,
+            depends_on=("modalities",),
+        ),
+    ]
 
 
-@register_method("admd", "thesis ch. 4: adversarial hallucination with a (C+1)-way frame-aware discriminator "
-                         "(loss.admd); deploys RGB + hallucination late fusion", defaults={"admd": ADMD_DEFAULTS})
+@register_method(
+    "admd",
+    "thesis ch. 4: adversarial hallucination with a (C+1)-way frame-aware discriminator "
+    "(loss.admd); deploys RGB + hallucination late fusion",
+    defaults={"admd": ADMD_DEFAULTS},
+)
 def admd(cfg: Mapping[str, Any]) -> list[Stage]:
     return admd_stages(bool(cfg["loss"]["admd"]["naive"]))
 
 
-@register_method("admd_naive", "ADMD baseline: the discriminator solves only real/fake (binary adversarial)",
-                 defaults={"admd": ADMD_DEFAULTS})
+@register_method(
+    "admd_naive",
+    "ADMD baseline: the discriminator solves only real/fake (binary adversarial)",
+    defaults={"admd": ADMD_DEFAULTS},
+)
 def admd_naive(cfg: Mapping[str, Any]) -> list[Stage]:
     return admd_stages(naive=True)
 
 
-def discriminator_from_state(state: Mapping[str, Tensor], feature_dim: int, prefix: str = "discriminator."
-                             ) -> FrameDiscriminator:
+def discriminator_from_state(
+    state: Mapping[str, Tensor], feature_dim: int, prefix: str = "discriminator."
+) -> FrameDiscriminator:
     """Rebuild the discriminator saved in an ADMD stage checkpoint (``checkpoint["stage"]``), sizes from the
     weights: hidden widths, ``num_classes`` (outputs − 1) and ``num_frames`` (input − ``feature_dim``)."""
     ws = [(k, v) for k, v in state.items() if k.startswith(prefix + "net.") and k.endswith(".weight")]
     if not ws:
         raise KeyError(f"no discriminator weights under {prefix!r} in the checkpoint state")
-    ws.sort(key=lambda kv: int(kv[0][len(prefix) + 4:].split(".")[0]))
-    d = FrameDiscriminator(feature_dim, int(ws[-1][1].shape[0]) - 1, int(ws[0][1].shape[1]) - feature_dim,
-                           [int(v.shape[0]) for _, v in ws[:-1]])
-    d.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    ws.sort(key=lambda kv: int(kv[0][len(prefix) + 4 :].split(".")[0]))
+    d = FrameDiscriminator(
+        feature_dim,
+        int(ws[-1][1].shape[0]) - 1,
+        int(ws[0][1].shape[1]) - feature_dim,
+        [int(v.shape[0]) for _, v in ws[:-1]],
+    )
+    d.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
     return d.eval()
 
 
 @torch.no_grad()
-def fake_probability(depth_net: nn.Module, disc: FrameDiscriminator, batches: Iterable[Batch], *,
-                     depth_stream: str = "depth", device: torch.device | str = "cpu") -> float:
+def fake_probability(
+    depth_net: nn.Module,
+    disc: FrameDiscriminator,
+    batches: Iterable[Batch],
+    *,
+    depth_stream: str = "depth",
+    device: torch.device | str = "cpu",
+) -> float:
     """Mean probability D assigns to "fake" for the depth stream's per-frame bottleneck features on ``batches``
     (apply the noise to the batches first). The switch signal of thesis Fig. 4.5."""
     path = depth_net.feature_paths[f"bottleneck.{depth_stream}"]

@@ -20,10 +20,16 @@ from ...train.stage import Batch, LossDict, StageModule
 from ..base import cross_entropy_term
 
 __all__ = [
-    "copy_stream", "soft_cross_entropy",
-    "generalized_distillation", "hallucination_loss", "StreamsCE", "stream_names", "freeze_parts",
+    "copy_stream",
+    "soft_cross_entropy",
+    "generalized_distillation",
+    "hallucination_loss",
+    "StreamsCE",
+    "stream_names",
+    "freeze_parts",
     "HALL_REDUCTIONS",
 ]
+
 
 def stream_names(model: nn.Module) -> list[str]:
     """Stream names of a late-fusion net (TypeError if ``model`` has no ``streams``)."""
@@ -59,8 +65,10 @@ def copy_stream(dst: nn.Module, dst_stream: str, src: nn.Module, src_stream: str
         s_state = s_mod.state_dict()
         d_state = d_mod.state_dict()
         if s_state.keys() != d_state.keys():
-            raise ValueError(f"streams {src_stream!r} and {dst_stream!r} have different layers: "
-                             f"{sorted(set(s_state) ^ set(d_state))[:5]}")
+            raise ValueError(
+                f"streams {src_stream!r} and {dst_stream!r} have different layers: "
+                f"{sorted(set(s_state) ^ set(d_state))[:5]}"
+            )
         new = {}
         for k, v in s_state.items():
             want = d_state[k].shape
@@ -69,8 +77,7 @@ def copy_stream(dst: nn.Module, dst_stream: str, src: nn.Module, src_stream: str
             elif v.dim() == 4 and v.shape[0] == want[0] and v.shape[2:] == want[2:]:
                 new[k] = _first_conv_inflate(v, want)
             else:
-                raise ValueError(f"cannot copy {src_stream}.{k} {tuple(v.shape)} into {dst_stream}.{k} "
-                                 f"{tuple(want)}")
+                raise ValueError(f"cannot copy {src_stream}.{k} {tuple(v.shape)} into {dst_stream}.{k} {tuple(want)}")
         d_mod.load_state_dict(new)
 
 

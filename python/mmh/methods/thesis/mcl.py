@@ -42,8 +42,13 @@ __all__ = ["MCL_MODES", "mcl_loss", "MCLStage", "mcl_stage", "METHOD_OF_MODE", "
 MCL_DEFAULTS: dict[str, Any] = METHOD_DEFAULTS["mcl"]
 
 #: Registered method name of each mode.
-METHOD_OF_MODE = {"independent": "mcl_independent", "smcl": "smcl", "cmcl": "cmcl", "dmcl": "dmcl",
-                  "random": "mcl_random"}
+METHOD_OF_MODE = {
+    "independent": "mcl_independent",
+    "smcl": "smcl",
+    "cmcl": "cmcl",
+    "dmcl": "dmcl",
+    "random": "mcl_random",
+}
 
 
 class MCLStage(StageModule):
@@ -52,9 +57,17 @@ class MCLStage(StageModule):
     ``last_winners`` holds the winners (B,) of the last training batch (for diagnostics).
     """
 
-    def __init__(self, model: nn.Module, mode: str, *, lam: float = MCL_DEFAULTS["lam"],
-                 temperature: float = MCL_DEFAULTS["temperature"], t_squared: bool = MCL_DEFAULTS["t_squared"],
-                 winner_ce: float = MCL_DEFAULTS["winner_ce"], beta: float = MCL_DEFAULTS["beta"]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        mode: str,
+        *,
+        lam: float = MCL_DEFAULTS["lam"],
+        temperature: float = MCL_DEFAULTS["temperature"],
+        t_squared: bool = MCL_DEFAULTS["t_squared"],
+        winner_ce: float = MCL_DEFAULTS["winner_ce"],
+        beta: float = MCL_DEFAULTS["beta"],
+    ) -> None:
         super().__init__()
         if mode not in MCL_MODES:
             raise ValueError(f"MCL mode must be one of {MCL_MODES}, got {mode!r}")
@@ -62,8 +75,13 @@ class MCLStage(StageModule):
         if len(self.streams) < 2:
             raise ValueError(f"MCL needs at least two networks (streams), got {self.streams}")
         self.model, self.mode = model, mode
-        self.kw = {"lam": float(lam), "temperature": float(temperature), "t_squared": bool(t_squared),
-                   "winner_ce": float(winner_ce), "beta": float(beta)}
+        self.kw = {
+            "lam": float(lam),
+            "temperature": float(temperature),
+            "t_squared": bool(t_squared),
+            "winner_ce": float(winner_ce),
+            "beta": float(beta),
+        }
         self.last_winners: Tensor | None = None
 
     def forward(self, batch: Batch) -> tuple[Tensor, LossDict]:
@@ -82,8 +100,16 @@ def _builder(mode: str) -> Callable[[StageContext], MCLStage]:
     def build(ctx: StageContext) -> MCLStage:
         c = ctx.loss_cfg("mcl")
         model = ctx.build_model("mcl")
-        return MCLStage(model, mode, lam=c["lam"], temperature=c["temperature"], t_squared=c["t_squared"],
-                        winner_ce=c["winner_ce"], beta=c["beta"])
+        return MCLStage(
+            model,
+            mode,
+            lam=c["lam"],
+            temperature=c["temperature"],
+            t_squared=c["t_squared"],
+            winner_ce=c["winner_ce"],
+            beta=c["beta"],
+        )
+
     return build
 
 
@@ -95,11 +121,15 @@ def mcl_stage(mode: str) -> Stage:
 def _register(mode: str, description: str) -> None:
     def recipe(cfg: Mapping[str, Any]) -> list[Stage]:
         return [mcl_stage(mode)]
+
     register_method(METHOD_OF_MODE[mode], description, defaults={"mcl": MCL_DEFAULTS})(recipe)
 
 
-_register("dmcl", "DMCL: the per-sample lowest-CE network teaches the others, (1-λ) CE + λ soft CE (Eq. 5.3) — "
-                  "thesis ch. 5 (loss.mcl)")
+_register(
+    "dmcl",
+    "DMCL: the per-sample lowest-CE network teaches the others, (1-λ) CE + λ soft CE (Eq. 5.3) — "
+    "thesis ch. 5 (loss.mcl)",
+)
 _register("independent", "MCL baseline: the networks of modalities.mcl trained independently with CE")
 _register("smcl", "MCL baseline: stochastic MCL, only the per-sample winner gets its CE")
 _register("cmcl", "MCL baseline: confident MCL, losers pushed to the uniform distribution (weight loss.mcl.beta)")

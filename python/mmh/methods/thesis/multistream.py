@@ -54,8 +54,17 @@ from ..registry import register_method
 from .common import StreamsCE, copy_stream, freeze_parts
 
 __all__ = [
-    "HallucinationStage", "HoffmanStage", "ModDropStage", "build_streams", "multistream_stages", "unit_path",
-    "DIRECTIONS", "TEACHER_MODES", "MULTISTREAM_DEFAULTS", "HOFFMAN_DEFAULTS", "MODDROP_DEFAULTS",
+    "HallucinationStage",
+    "HoffmanStage",
+    "ModDropStage",
+    "build_streams",
+    "multistream_stages",
+    "unit_path",
+    "DIRECTIONS",
+    "TEACHER_MODES",
+    "MULTISTREAM_DEFAULTS",
+    "HOFFMAN_DEFAULTS",
+    "MODDROP_DEFAULTS",
 ]
 
 #: Defaults of ``loss.multistream`` (the four steps; hoffman and moddrop read its connections and direction), of
@@ -81,8 +90,14 @@ def _direction(c: Mapping[str, Any], student: bool) -> tuple[str, str]:
     return DIRECTIONS[c["direction"]][int(student)]
 
 
-def build_streams(ctx: StageContext, role: str, *, streams: Mapping[str, str] | None = None,
-                  connections: bool = False, direction: tuple[str, str] = ("depth", "rgb")) -> nn.Module:
+def build_streams(
+    ctx: StageContext,
+    role: str,
+    *,
+    streams: Mapping[str, str] | None = None,
+    connections: bool = False,
+    direction: tuple[str, str] = ("depth", "rgb"),
+) -> nn.Module:
     """``cfg.model`` (a multiplier net) on ``modalities.<role>`` with the given streams and connections."""
     extra = {"streams": dict(streams)} if streams is not None else {}
     return ctx.build_model(role, connections=connections, gate_from=direction[0], gate_into=direction[1], **extra)
@@ -97,8 +112,9 @@ def unit_path(model: nn.Module, stream: str, layer: str) -> str:
     return f"streams.{stream}.{layer}.{len(stage) - 1}"
 
 
-def _check_step3(alpha: float, gd_on: str, teacher_mode: str, hall_layers: tuple[str, ...],
-                 hall_reduction: str) -> None:
+def _check_step3(
+    alpha: float, gd_on: str, teacher_mode: str, hall_layers: tuple[str, ...], hall_reduction: str
+) -> None:
     """ValueError naming the step-3 setting that is out of range."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
@@ -131,21 +147,33 @@ class HallucinationStage(StageModule):
       deployed).
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, *, alpha: float = _MSD["alpha"],
-                 lam: float = _MSD["lam"], temperature: float = _MSD["temperature"],
-                 t_squared: bool = _MSD["t_squared"], student_temperature: bool = _MSD["student_temperature"],
-                 hall_layers: tuple[str, ...] = tuple(_MSD["hall_layers"]),
-                 hall_reduction: str = _MSD["hall_reduction"], hall_scale: float = _MSD["hall_scale"],
-                 gd_on: str = _MSD["gd_on"], teacher_stream: str = "depth", teacher_mode: str = _MSD["teacher"],
-                 deploy: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        *,
+        alpha: float = _MSD["alpha"],
+        lam: float = _MSD["lam"],
+        temperature: float = _MSD["temperature"],
+        t_squared: bool = _MSD["t_squared"],
+        student_temperature: bool = _MSD["student_temperature"],
+        hall_layers: tuple[str, ...] = tuple(_MSD["hall_layers"]),
+        hall_reduction: str = _MSD["hall_reduction"],
+        hall_scale: float = _MSD["hall_scale"],
+        gd_on: str = _MSD["gd_on"],
+        teacher_stream: str = "depth",
+        teacher_mode: str = _MSD["teacher"],
+        deploy: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         _check_step3(alpha, gd_on, teacher_mode, hall_layers, hall_reduction)
         self.teacher_mode = teacher_mode
         self.student = student
         if teacher_mode == "depth_stream":
             if teacher is not None:
-                raise ValueError("teacher_mode 'depth_stream': the teacher is the student's frozen depth stream "
-                                 "(pass teacher=None)")
+                raise ValueError(
+                    "teacher_mode 'depth_stream': the teacher is the student's frozen depth stream (pass teacher=None)"
+                )
             if deploy is None:
                 raise ValueError("teacher_mode 'depth_stream' needs the deploy net (streams rgb, hall)")
             self._frozen_parts = freeze_parts(student, ("streams.depth", "heads.depth"))
@@ -189,14 +217,25 @@ class HallucinationStage(StageModule):
                 t_fused, t_per = self.teacher.forward_all(batch)
             with FeatureExtractor(self.student, self.s_paths) as s_feats:
                 s_fused, s_per = self.student.forward_all(batch)
-            s_logits, t_logits = ((s_fused, t_fused) if self.gd_on == "fused"
-                                  else (s_per["hall"], t_per[self.teacher_stream]))
+            s_logits, t_logits = (
+                (s_fused, t_fused) if self.gd_on == "fused" else (s_per["hall"], t_per[self.teacher_stream])
+            )
             out = s_fused
             s_maps, t_maps = [s_feats[p] for p in self.s_paths], [t_feats[p] for p in self.t_paths]
-        losses = modality_distillation_loss(s_logits, t_logits, batch["label"], s_maps, t_maps, alpha=self.alpha,
-                                            lam=self.lam, temperature=self.temperature, t_squared=self.t_squared,
-                                            student_temperature=self.student_temperature,
-                                            hall_reduction=self.hall_reduction, hall_scale=self.hall_scale)
+        losses = modality_distillation_loss(
+            s_logits,
+            t_logits,
+            batch["label"],
+            s_maps,
+            t_maps,
+            alpha=self.alpha,
+            lam=self.lam,
+            temperature=self.temperature,
+            t_squared=self.t_squared,
+            student_temperature=self.student_temperature,
+            hall_reduction=self.hall_reduction,
+            hall_scale=self.hall_scale,
+        )
         return out, losses
 
     def deployable(self) -> nn.Module:
@@ -216,9 +255,15 @@ class HoffmanStage(StageModule):
     of ``depth_net`` trained jointly: CE(rgb) + CE(hall) + CE(rgb+hall) + CE(depth) + γ·L_hall(hall, depth) (the
     depth features detached in L_hall, so only the hallucination stream chases them)."""
 
-    def __init__(self, student: nn.Module, depth_net: nn.Module, *, gamma: float = HOFFMAN_DEFAULTS["gamma"],
-                 hall_layers: tuple[str, ...] = tuple(HOFFMAN_DEFAULTS["hall_layers"]),
-                 hall_reduction: str = HOFFMAN_DEFAULTS["hall_reduction"]) -> None:
+    def __init__(
+        self,
+        student: nn.Module,
+        depth_net: nn.Module,
+        *,
+        gamma: float = HOFFMAN_DEFAULTS["gamma"],
+        hall_layers: tuple[str, ...] = tuple(HOFFMAN_DEFAULTS["hall_layers"]),
+        hall_reduction: str = HOFFMAN_DEFAULTS["hall_reduction"],
+    ) -> None:
         super().__init__()
         if hall_reduction not in HALL_REDUCTIONS:
             raise ValueError(f"hall_reduction must be one of {HALL_REDUCTIONS}, got {hall_reduction!r}")
@@ -235,8 +280,10 @@ class HoffmanStage(StageModule):
         losses = {f"loss_ce/{s}": cross_entropy_term(z, batch, 1.0) for s, z in s_per.items()}
         losses["loss_ce/fused"] = cross_entropy_term(s_fused, batch, 1.0)
         losses["loss_ce/depth"] = cross_entropy_term(t_per["depth"], batch, 1.0)
-        losses["loss_hall"] = self.gamma * sum(hallucination_loss(s_feats[s], t_feats[t], self.hall_reduction)
-                                               for s, t in zip(self.s_paths, self.t_paths, strict=True))
+        losses["loss_hall"] = self.gamma * sum(
+            hallucination_loss(s_feats[s], t_feats[t], self.hall_reduction)
+            for s, t in zip(self.s_paths, self.t_paths, strict=True)
+        )
         return s_fused, losses
 
     def deployable(self) -> nn.Module:
@@ -256,9 +303,14 @@ class ModDropStage(StageModule):
     noise sweep) and with the RGB stream's predictions only.
     """
 
-    def __init__(self, model: nn.Module, *, p_drop: float = MODDROP_DEFAULTS["p_drop"],
-                 modality: str | list[str] = MODDROP_DEFAULTS["modality"],
-                 p_input: float = MODDROP_DEFAULTS["p_input"]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        p_drop: float = MODDROP_DEFAULTS["p_drop"],
+        modality: str | list[str] = MODDROP_DEFAULTS["modality"],
+        p_input: float = MODDROP_DEFAULTS["p_input"],
+    ) -> None:
         super().__init__()
         for name, p in (("p_drop", p_drop), ("p_input", p_input)):
             if not 0.0 <= p <= 1.0:
@@ -296,8 +348,13 @@ class ModDropStage(StageModule):
 
 # ------------------------------------------------------------------------------------------------ builders
 def _student(ctx: StageContext, c: Mapping[str, Any]) -> nn.Module:
-    return build_streams(ctx, "student", streams={"rgb": "rgb", "hall": "rgb"}, connections=bool(c["connections"]),
-                         direction=_direction(c, student=True))
+    return build_streams(
+        ctx,
+        "student",
+        streams={"rgb": "rgb", "hall": "rgb"},
+        connections=bool(c["connections"]),
+        direction=_direction(c, student=True),
+    )
 
 
 def _build_step1(ctx: StageContext) -> StreamsCE:
@@ -318,10 +375,18 @@ def _build_step2(ctx: StageContext) -> StageModule:
 def _build_step3(ctx: StageContext) -> HallucinationStage:
     c = ctx.loss_cfg("multistream")
     step2 = ctx.input("step2")
-    kw = {"alpha": c["alpha"], "lam": c["lam"], "temperature": c["temperature"], "t_squared": c["t_squared"],
-          "student_temperature": c["student_temperature"], "hall_layers": tuple(c["hall_layers"]),
-          "hall_reduction": c["hall_reduction"], "hall_scale": c["hall_scale"], "gd_on": c["gd_on"],
-          "teacher_mode": c["teacher"]}
+    kw = {
+        "alpha": c["alpha"],
+        "lam": c["lam"],
+        "temperature": c["temperature"],
+        "t_squared": c["t_squared"],
+        "student_temperature": c["student_temperature"],
+        "hall_layers": tuple(c["hall_layers"]),
+        "hall_reduction": c["hall_reduction"],
+        "hall_scale": c["hall_scale"],
+        "gd_on": c["gd_on"],
+        "teacher_mode": c["teacher"],
+    }
     if c["teacher"] == "fused":
         student = _student(ctx, c)
         copy_stream(student, "rgb", step2, "rgb")
@@ -333,8 +398,9 @@ def _build_step3(ctx: StageContext) -> HallucinationStage:
     # with the inverted direction the depth stream sends none, so the hallucination stream trains unconnected
     connect = bool(c["connections"]) and c["direction"] == "depth_to_rgb"
     _direction(c, student=True)
-    net = ctx.build_model("teacher", streams={"depth": "depth", "hall": "rgb"}, connections=connect,
-                    gate_from="depth", gate_into="hall")
+    net = ctx.build_model(
+        "teacher", streams={"depth": "depth", "hall": "rgb"}, connections=connect, gate_from="depth", gate_into="hall"
+    )
     copy_stream(net, "depth", step2, "depth")
     copy_stream(net, "hall", step2, "depth")
     deploy = _student(ctx, c)  # RGB input: step 2's RGB stream + the hallucination stream, connections as step 4
@@ -358,8 +424,9 @@ def _build_hoffman(ctx: StageContext) -> HoffmanStage:
     copy_stream(student, "hall", step1, "depth")
     depth_net = derive_student(step1, ["depth"])  # only the stream that is used, with step 1's weights
     copy_stream(depth_net, "depth", step1, "depth")
-    return HoffmanStage(student, depth_net, gamma=h["gamma"], hall_layers=tuple(h["hall_layers"]),
-                        hall_reduction=h["hall_reduction"])
+    return HoffmanStage(
+        student, depth_net, gamma=h["gamma"], hall_layers=tuple(h["hall_layers"]), hall_reduction=h["hall_reduction"]
+    )
 
 
 def _build_moddrop(ctx: StageContext) -> ModDropStage:
@@ -376,32 +443,75 @@ def multistream_stages() -> list[Stage]:
     """The four steps (names ``step1`` .. ``step4``, sections of the same names for ``stages.<name>``)."""
     return [
         Stage("step1", "multistream/step1", _build_step1, section="step1", depends_on=("modalities.teacher",)),
-        Stage("step2", "multistream/step2", _build_step2, inputs=("step1",), section="step2",
-              depends_on=(f"{_MS}.connections", f"{_MS}.direction", f"{_MS}.step2_loss")),
-        Stage("step3", "multistream/step3", _build_step3, inputs=("step2",), section="step3",
-              depends_on=(_MS, "modalities")),
-        Stage("step4", "multistream/step4", _build_step4, inputs=("step3",), section="step4",
-              depends_on=(_MS, "modalities")),
+        Stage(
+            "step2",
+            "multistream/step2",
+            _build_step2,
+            inputs=("step1",),
+            section="step2",
+            depends_on=(f"{_MS}.connections", f"{_MS}.direction", f"{_MS}.step2_loss"),
+        ),
+        Stage(
+            "step3",
+            "multistream/step3",
+            _build_step3,
+            inputs=("step2",),
+            section="step3",
+            depends_on=(_MS, "modalities"),
+        ),
+        Stage(
+            "step4",
+            "multistream/step4",
+            _build_step4,
+            inputs=("step3",),
+            section="step4",
+            depends_on=(_MS, "modalities"),
+        ),
     ]
 
 
-@register_method("multistream", "thesis ch. 3: modality distillation with multiplier networks, 4 steps "
-                                "(loss.multistream)", defaults={"multistream": MULTISTREAM_DEFAULTS})
+@register_method(
+    "multistream",
+    "thesis ch. 3: modality distillation with multiplier networks, 4 steps (loss.multistream)",
+    defaults={"multistream": MULTISTREAM_DEFAULTS},
+)
 def multistream(cfg: Mapping[str, Any]) -> list[Stage]:
     return multistream_stages()
 
 
-@register_method("hoffman", "Hoffman et al.: RGB, depth and hallucination streams trained end to end after step 1",
-                 defaults={"multistream": MULTISTREAM_DEFAULTS, "hoffman": HOFFMAN_DEFAULTS})
+@register_method(
+    "hoffman",
+    "Hoffman et al.: RGB, depth and hallucination streams trained end to end after step 1",
+    defaults={"multistream": MULTISTREAM_DEFAULTS, "hoffman": HOFFMAN_DEFAULTS},
+)
 def hoffman(cfg: Mapping[str, Any]) -> list[Stage]:
-    return [multistream_stages()[0],
-            Stage("hoffman", "multistream/hoffman", _build_hoffman, inputs=("step1",), section="hoffman",
-                  depends_on=("loss.hoffman", f"{_MS}.direction", "modalities"))]
+    return [
+        multistream_stages()[0],
+        Stage(
+            "hoffman",
+            "multistream/hoffman",
+            _build_hoffman,
+            inputs=("step1",),
+            section="hoffman",
+            depends_on=("loss.hoffman", f"{_MS}.direction", "modalities"),
+        ),
+    ]
 
 
-@register_method("moddrop", "ModDrop: the two-stream net fine-tuned from step 1 with whole-modality dropout",
-                 defaults={"multistream": MULTISTREAM_DEFAULTS, "moddrop": MODDROP_DEFAULTS})
+@register_method(
+    "moddrop",
+    "ModDrop: the two-stream net fine-tuned from step 1 with whole-modality dropout",
+    defaults={"multistream": MULTISTREAM_DEFAULTS, "moddrop": MODDROP_DEFAULTS},
+)
 def moddrop(cfg: Mapping[str, Any]) -> list[Stage]:
-    return [multistream_stages()[0],
-            Stage("moddrop", "multistream/moddrop", _build_moddrop, inputs=("step1",), section="moddrop",
-                  depends_on=("loss.moddrop", f"{_MS}.connections", f"{_MS}.direction"))]
+    return [
+        multistream_stages()[0],
+        Stage(
+            "moddrop",
+            "multistream/moddrop",
+            _build_moddrop,
+            inputs=("step1",),
+            section="moddrop",
+            depends_on=("loss.moddrop", f"{_MS}.connections", f"{_MS}.direction"),
+        ),
+    ]
