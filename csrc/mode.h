@@ -1,5 +1,5 @@
 // Which RAD CPU kernels run (mmh_ext.cpu_kernel_mode, set through the op mmh_ext::_set_cpu_kernel_mode):
-// - "fast" (default): the fast kernels, and where they apply (cpu/rad.cpp, "fused passes") each pass as one parallel
+// - "fast" (default): the fast kernels, and where they apply (cpu/rad_fused.cpp) each pass as one parallel
 //   loop over chunks of samples, every stage of a chunk run while its rows are in cache;
 // - "separate": the same fast kernels, each a pass over the whole batch (pooling, GEMMs with the pooling and region
 //   matrices or their AVX forms, region math) — what "fast" runs where the fused passes do not apply; a mode of its

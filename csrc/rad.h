@@ -1,5 +1,5 @@
 // Region-aware distillation (RAD), host API: validation and the device-independent orchestration (GEMMs through ATen)
-// in rad.cpp; the device-specific kernels (cpu/rad.cpp, cuda/rad.cu) fill a Kernels table. The per-item math the
+// in rad.cpp; the device-specific kernels (cpu/rad*.cpp, cuda/rad.cu) fill a Kernels table. The per-item math the
 // kernels run is rad_math.h.
 #pragma once
 
@@ -37,7 +37,7 @@ struct Kernels {
   void (*unpool)(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat);
   // A pass's independent GEMMs (forward: both networks' cell logits; backward: d weight and d pooled of each side
   // that needs them), for K = classes. CUDA: one cuBLAS call each. CPU: side by side over the threads from 16
-  // classes on (see cpu/rad.cpp).
+  // classes on (see cpu/rad_parallel.cpp).
   void (*gemms)(std::vector<Gemm>& jobs, int64_t classes);
   // The cell logits' GEMM for K classes: false -> pooled (B*G2, C) @ W^T, contiguous (B, G2, K); true -> W @ pooled^T,
   // row-major (K, B*G2), which `forward` then gets as a (B, G2, K) view with strides (G2, 1, B*G2) (on one thread MKL

@@ -11,7 +11,7 @@
 // This header: the per-item __host__ __device__ math (MMH_HD), no ATen. The *_item functions at the end are the whole
 // bodies of the CUDA kernels (cuda/rad.cu, one thread per item; the forward in two launches, per (sample, region,
 // class) for the region logits and per (sample, region) for the softmax rows and the KL; the backward in one, per
-// (sample, cell, class)). The CPU kernels (cpu/rad.cpp) run them for every item
+// (sample, cell, class)). The CPU kernels (cpu/rad*.cpp) run them for every item
 // in device-emulation mode (mode.h); in the default mode only the (un)pooling ones, for float16/bfloat16 feature maps
 // and layouts other than NCHW / channels_last, and GEMMs and ATen ops over whole blocks otherwise. The host API
 // (validation, GEMMs, the kernel table) is rad.h.

@@ -14,11 +14,16 @@
 #include <type_traits>
 #include <vector>
 
+// -DMMH_EXT_RAD_AVX=0 leaves the AVX code out on x86-64 too: the build other CPUs get, checkable on this one.
+#ifndef MMH_EXT_RAD_AVX
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define MMH_EXT_RAD_AVX 1
-#include <immintrin.h>
 #else
 #define MMH_EXT_RAD_AVX 0
+#endif
+#endif
+#if MMH_EXT_RAD_AVX
+#include <immintrin.h>
 #endif
 
 namespace mmh_ext {

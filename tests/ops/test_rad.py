@@ -328,7 +328,7 @@ def test_fast_cpu_region_math_against_float64(k, scale):
 @pytest.mark.parametrize("grads", ["both sides", "student", "student, frozen weight"])
 def test_cpu_gemms_split_over_threads_match_one_thread(grads):
     """On the CPU the separate kernels run a pass's GEMMs side by side over the threads from 16 classes on
-    (csrc/cpu/rad.cpp, gemms_cpu),
+    (csrc/cpu/rad_parallel.cpp, gemms_cpu),
     or cut into blocks of rows when there are fewer GEMMs than threads: the same loss and gradients as with one
     thread (K = 60 here). The backward has 4 GEMMs (both sides), 2 (the student: d pooled and d weight) or 1 (a frozen
     student weight); with 3 threads the last two are cut into row blocks, the d weight one through a transposed
@@ -378,8 +378,8 @@ def test_narrow_pooling_whole_blocks_equals_the_per_item_kernels(hw):
 
 
 # (B, Cs, Hs, Ws, Ct, Ht, Wt, K, grid, levels, student dtype, teacher dtype). All but the first touch more than 2^17
-# values in each pass (kParallelWork, csrc/cpu/rad.cpp), so their chunks run over the threads; the first runs them on
-# the calling thread.
+# values in each pass (kParallelWork, csrc/cpu/rad_parallel.h), so their chunks run over the threads; the first runs
+# them on the calling thread.
 CHUNKED = [
     # channels past a multiple of 8 on both sides, the narrow pooling (7x7) and the general one (5x6)
     (7, 20, 7, 7, 13, 5, 6, 9, 4, (4, 2, 1), torch.float32, torch.float32),
@@ -397,8 +397,8 @@ CHUNKED = [
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("trainable", ["student", "student, frozen weight", "both sides"])
 def test_chunked_cpu_passes(case, threads, trainable):
-    """"fast" mode runs each pass as one loop over chunks of samples where its AVX kernels apply (csrc/cpu/rad.cpp,
-    fused passes): pooling, cell-logit GEMMs and region math of a chunk together; backward, the student's cell
+    """"fast" mode runs each pass as one loop over chunks of samples where its AVX kernels apply (the fused passes,
+    csrc/cpu/rad_fused.cpp): pooling, cell-logit GEMMs and region math of a chunk together; backward, the student's cell
     gradients, d pooled and its unpooling, with d weight and d bias summed per chunk (the threads take chunks as they
     come free). Against the same kernels as separate passes and against the float64 reference, on 1-3 threads; the
     pass counter shows the chunked code ran (the backward only for the student side: a teacher that needs gradients
