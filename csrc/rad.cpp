@@ -1,9 +1,15 @@
-// RAD: validation and the device-independent part (GEMMs via ATen); the kernels come from cpu/ or cuda/.
+// RAD: the operators' schemas, the argument checks (the only ones: the Python API calls the op as it is), the
+// device-independent part (GEMMs via ATen) and the autograd kernel; the kernels come from cpu/ or cuda/.
 #include "rad.h"
 
 #include "checks.h"
+#include "library.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/Exception.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <string>
 
 namespace mmh_ext {
 namespace rad {
@@ -170,6 +176,201 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& gs, c
     out[s.first + 2] = db;
   }
   return out;
+}
+
+namespace {
+
+// rad_loss's reduction: "none" -> (B, N), "region" -> (N,) batch means, "mean" -> the mean of all.
+enum Reduction : int64_t { kNone = 0, kRegion = 1, kMean = 2 };
+
+int64_t parse_reduction(c10::string_view reduction) {
+  if (reduction == "none") return kNone;
+  if (reduction == "region") return kRegion;
+  TORCH_CHECK_VALUE(reduction == "mean", "reduction must be 'none', 'region' or 'mean', got '", std::string(reduction),
+                    "'");
+  return kMean;
+}
+
+using ForwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+    int64_t, at::IntArrayRef, double);
+using BackwardSig = std::vector<at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                            const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                            const at::Tensor&, c10::SymIntArrayRef, c10::SymIntArrayRef, at::ScalarType,
+                                            at::ScalarType, int64_t, at::IntArrayRef, double, bool, bool);
+
+const c10::TypedOperatorHandle<ForwardSig>& forward_op() {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("mmh_ext::rad_forward", "").typed<ForwardSig>();
+  return op;
+}
+
+// The region losses (B, N) reduced as rad_loss's `reduction` says.
+at::Tensor reduce(const at::Tensor& loss, int64_t reduction) {
+  if (reduction == kMean) return loss.mean();
+  if (reduction == kRegion) return loss.mean(0);
+  return loss;
+}
+
+// rad_loss below autograd (no gradient wanted, or a traced graph's forward): rad_forward's kernel, reduced. A
+// composite of rad_forward (CompositeExplicitAutograd): it runs wherever rad_forward has kernels.
+at::Tensor loss_composite(const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs,
+                          const at::Tensor& wt, const at::Tensor& bt, int64_t grid, at::IntArrayRef levels,
+                          double temperature, c10::string_view reduction) {
+  const int64_t r = parse_reduction(reduction);
+  return reduce(std::get<0>(forward_op().call(fs, ft, ws, bs, wt, bt, grid, levels, temperature)), r);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(mmh_ext, m) {
+  define_op(m,
+            "rad_forward(Tensor student_feat, Tensor teacher_feat, Tensor student_fc_weight, Tensor student_fc_bias, "
+            "Tensor teacher_fc_weight, Tensor teacher_fc_bias, int grid, int[] levels, float temperature) -> "
+            "(Tensor loss, Tensor student_pooled, Tensor teacher_pooled, Tensor student_logp, Tensor teacher_logp)");
+  define_op(m,
+            "rad_backward(Tensor grad, Tensor student_pooled, Tensor teacher_pooled, Tensor student_logp, "
+            "Tensor teacher_logp, Tensor student_fc_weight, Tensor teacher_fc_weight, SymInt[] student_hw, "
+            "SymInt[] teacher_hw, ScalarType student_dtype, ScalarType teacher_dtype, int grid, int[] levels, "
+            "float temperature, bool need_student, bool need_teacher) -> Tensor[]");
+  // rad_forward's loss reduced in the same op: mmh_ext.rad_loss is one call and, with gradients, one autograd node
+  // (a separate mean would be a second node, which cost a third of a tiny call's host time)
+  define_op(m,
+            "rad_loss(Tensor student_feat, Tensor teacher_feat, Tensor student_fc_weight, Tensor student_fc_bias, "
+            "Tensor teacher_fc_weight, Tensor teacher_fc_bias, int grid, int[] levels, float temperature, "
+            "str reduction) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(mmh_ext, CompositeExplicitAutograd, m) { m.impl("rad_loss", &loss_composite); }
+
+// Autograd of rad_forward and rad_loss, in C++ (as torchvision's csrc/ops/autograd/): one dispatcher call per forward
+// and one per backward, no Python in between. (A Python torch.library.register_autograd formula costs more than the
+// whole kernel at small and medium sizes: the generic wrapper rebuilds the schema's defaults and re-enters Python
+// twice.) torch.compile traces through them like any C++ autograd kernel; rad_backward has a fake implementation for
+// that.
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Runs rad_forward below autograd and saves what its backward needs; returns its outputs.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_and_save(
+    AutogradContext* ctx, const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs,
+    const at::Tensor& wt, const at::Tensor& bt, int64_t grid, at::IntArrayRef levels, double temperature) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  auto out = forward_op().call(fs, ft, ws, bs, wt, bt, grid, levels, temperature);
+  const auto& [loss, gs, gt, ls, lt] = out;
+  ctx->set_materialize_grads(false);  // outputs without a gradient get none: no zeros are made for them
+  // a network's pooled cells serve only its weight's gradient: not kept when that weight needs none (a frozen
+  // teacher's 2 MiB at B = 64, C = 512, grid 4)
+  const auto keep_pooled = [](const at::Tensor& pooled, const at::Tensor& w) {
+    return w.requires_grad() ? pooled : at::empty({0}, pooled.options());
+  };
+  ctx->save_for_backward({keep_pooled(gs, ws), keep_pooled(gt, wt), ls, lt, ws, wt});
+  ctx->saved_data["grid"] = grid;
+  ctx->saved_data["levels"] = levels.vec();
+  ctx->saved_data["temperature"] = temperature;
+  ctx->saved_data["shw"] = fs.sym_sizes().slice(2).vec();  // symbolic under torch.compile(dynamic=True)
+  ctx->saved_data["thw"] = ft.sym_sizes().slice(2).vec();
+  ctx->saved_data["dtypes"] = std::vector<int64_t>{static_cast<int64_t>(fs.scalar_type()),
+                                                   static_cast<int64_t>(ft.scalar_type()),
+                                                   static_cast<int64_t>(bs.scalar_type()),
+                                                   static_cast<int64_t>(bt.scalar_type())};
+  return out;
+}
+
+// The gradients of the six tensor inputs (undefined where none is needed), given d loss (B, N), read through its
+// strides; `out` holds one entry per input of the op, the non-tensor ones left undefined.
+void input_grads(AutogradContext* ctx, const at::Tensor& grad, variable_list& out) {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("mmh_ext::rad_backward", "").typed<BackwardSig>();
+  // inputs: student_feat, teacher_feat, student_w, student_b, teacher_w, teacher_b, then the non-tensor arguments
+  const bool need_s = ctx->needs_input_grad(0) || ctx->needs_input_grad(2) || ctx->needs_input_grad(3);
+  const bool need_t = ctx->needs_input_grad(1) || ctx->needs_input_grad(4) || ctx->needs_input_grad(5);
+  if (!grad.defined() || !(need_s || need_t)) return;
+  const auto saved = ctx->get_saved_variables();
+  check_no_double_backward({grad}, saved, "mmh_ext.rad_loss", "mmh_ext.reference.rad_loss");
+  const auto dtypes = ctx->saved_data["dtypes"].toIntVector();
+  const auto dt = [&](int i) { return static_cast<at::ScalarType>(dtypes[i]); };
+  const auto shw = ctx->saved_data["shw"].toSymIntVector(), thw = ctx->saved_data["thw"].toSymIntVector();
+  const auto levels = ctx->saved_data["levels"].toIntVector();
+  std::vector<at::Tensor> g = op.call(grad, saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], shw, thw, dt(0),
+                                      dt(1), ctx->saved_data["grid"].toInt(), levels,
+                                      ctx->saved_data["temperature"].toDouble(), need_s, need_t);
+  // g: d student_feat, d student_w, d student_b (acc dtype), d teacher_feat, d teacher_w, d teacher_b (acc dtype)
+  const auto keep = [&](int input, const at::Tensor& t) { return ctx->needs_input_grad(input) ? t : at::Tensor(); };
+  out[0] = keep(0, g[0]);
+  out[2] = keep(2, g[1]);
+  if (ctx->needs_input_grad(3)) out[3] = g[2].to(dt(2));  // d bias: from the acc dtype to the bias's
+  out[1] = keep(1, g[3]);
+  out[4] = keep(4, g[4]);
+  if (ctx->needs_input_grad(5)) out[5] = g[5].to(dt(3));
+}
+
+class RadFunction : public torch::autograd::Function<RadFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& fs, const at::Tensor& ft,
+                               const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& wt,
+                               const at::Tensor& bt, int64_t grid, at::IntArrayRef levels, double temperature) {
+    auto [loss, gs, gt, ls, lt] = forward_and_save(ctx, fs, ft, ws, bs, wt, bt, grid, levels, temperature);
+    ctx->mark_non_differentiable({gs, gt, ls, lt});
+    return {loss, gs, gt, ls, lt};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list out(9);  // the six tensors, grid, levels, temperature
+    input_grads(ctx, grads[0], out);
+    return out;
+  }
+};
+
+// rad_loss: rad_forward and the reduction in one autograd node; its backward spreads d loss over the (B, N) region
+// losses as a strided view (the kernels read the gradient through its strides: no (B, N) copy).
+class RadLossFunction : public torch::autograd::Function<RadLossFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws,
+                            const at::Tensor& bs, const at::Tensor& wt, const at::Tensor& bt, int64_t grid,
+                            at::IntArrayRef levels, double temperature, c10::string_view reduction) {
+    const int64_t r = parse_reduction(reduction);
+    const at::Tensor loss = std::get<0>(forward_and_save(ctx, fs, ft, ws, bs, wt, bt, grid, levels, temperature));
+    ctx->saved_data["reduction"] = r;
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return reduce(loss, r);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list out(10);  // the six tensors, grid, levels, temperature, reduction
+    at::Tensor g = grads[0];
+    if (g.defined()) {
+      const at::Tensor& logp = ctx->get_saved_variables()[2];  // (B, N, K)
+      const c10::SymInt b = logp.sym_size(0), n = logp.sym_size(1);
+      const int64_t r = ctx->saved_data["reduction"].toInt();
+      if (r == kMean) g = g.div(c10::Scalar(b * n)).expand_symint({b, n});
+      if (r == kRegion) g = g.div(c10::Scalar(b)).expand_symint({b, n});
+    }
+    input_grads(ctx, g, out);
+    return out;
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rad_forward_autograd(
+    const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& wt,
+    const at::Tensor& bt, int64_t grid, at::IntArrayRef levels, double temperature) {
+  auto out = RadFunction::apply(fs, ft, ws, bs, wt, bt, grid, levels, temperature);
+  return {out[0], out[1], out[2], out[3], out[4]};
+}
+
+at::Tensor rad_loss_autograd(const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs,
+                             const at::Tensor& wt, const at::Tensor& bt, int64_t grid, at::IntArrayRef levels,
+                             double temperature, c10::string_view reduction) {
+  return RadLossFunction::apply(fs, ft, ws, bs, wt, bt, grid, levels, temperature, reduction);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mmh_ext, Autograd, m) {
+  m.impl("rad_forward", &rad_forward_autograd);
+  m.impl("rad_loss", &rad_loss_autograd);
 }
 
 }  // namespace rad

@@ -14,14 +14,14 @@ from torch import nn
 import mmh_ext
 from mmh_ext import reference as R
 from mmh_ext.nn import RegionAwareDistillation
+from mmh_ext.testing import operators
 
 from .optester import KERNEL_MODES
 
 BF16_TOL = dict(rtol=3e-2, atol=3e-3)  # a float32 computation vs the same network's activations in bfloat16
 F32_TOL = dict(rtol=1e-4, atol=1e-5)  # float32 accumulation vs float64, on exactly the same input values
 HALF = [torch.bfloat16, torch.float16]
-OPS = ["rad_forward", "rad_backward", "cosine_discrepancy_forward", "cosine_discrepancy_backward", "dad_forward",
-       "dad_backward", "cross_stream_inject", "cross_stream_inject_backward"]
+OPS = operators()  # every operator the library registers (read from the dispatcher)
 
 
 def _close_scaled(got, want, rtol):
