@@ -15,9 +15,6 @@ namespace dad {
 
 namespace {
 
-// t in the dtype `acc` (itself when it already is: no dispatcher call on the common path).
-at::Tensor as_acc(const at::Tensor& t, at::ScalarType acc) { return t.scalar_type() == acc ? t : t.to(acc); }
-
 // (B, ...) -> (B, D) in the accumulation dtype `acc`; a view when the input is contiguous and already of that dtype.
 // float16/bfloat16 features are converted to float32 here (the Gram GEMM then runs in float32; ATen has no CPU GEMM
 // with a float32 output from half inputs).
@@ -26,7 +23,7 @@ at::Tensor flat(const at::Tensor& f, const char* name, at::ScalarType acc) {
                     f.sizes());
   TORCH_CHECK_VALUE(f.size(0) > 0, name, " has an empty batch (B = 0)");
   TORCH_CHECK_VALUE(f.numel() > 0, name, " has no features: shape ", f.sizes());
-  return as_acc(f.dim() == 2 ? f : f.reshape({f.size(0), -1}), acc);
+  return as_dtype(f.dim() == 2 ? f : f.reshape({f.size(0), -1}), acc);
 }
 
 // M (B, B) and the norms (B,) of H (B, D): one GEMM and one kernel.
@@ -46,7 +43,7 @@ at::Tensor feat_grad(const GradSource& src, const at::Tensor& M, const at::Tenso
   at::Tensor S = at::empty({B, B}, M.options());
   k.gram_grad(src, M, n, form, eps, S);
   at::Tensor dH = at::mm(S, flat(like, "feat", M.scalar_type()));
-  return as_acc(like.dim() == 2 ? dH : dH.view(like.sizes()), like.scalar_type());
+  return as_dtype(like.dim() == 2 ? dH : dH.view(like.sizes()), like.scalar_type());
 }
 
 void check_eps(double eps) { TORCH_CHECK_VALUE(eps > 0, "eps must be positive, got ", eps); }
@@ -79,7 +76,7 @@ at::Tensor cosine_backward(const at::Tensor& grad, const at::Tensor& feat, const
   check_saved(D, norm, "discrepancy");
   TORCH_CHECK_VALUE(grad.sizes() == D.sizes(), "grad has shape ", grad.sizes(), " but discrepancy has ", D.sizes());
   GradSource src;
-  src.dM = as_acc(grad, D.scalar_type()).contiguous();
+  src.dM = as_dtype(grad, D.scalar_type()).contiguous();
   return feat_grad(src, D, norm, feat, kPaper, eps, k);
 }
 
@@ -121,8 +118,8 @@ std::vector<at::Tensor> loss_backward(const at::Tensor& grad, const at::Tensor& 
   GradSource src;
   src.Ms = Ms;
   src.Mt = Mt;
-  src.grad = as_acc(grad, Ms.scalar_type());
-  src.loss = as_acc(loss, Ms.scalar_type());
+  src.grad = as_dtype(grad, Ms.scalar_type());
+  src.loss = as_dtype(loss, Ms.scalar_type());
   std::vector<at::Tensor> out(2);
   if (need_student) out[0] = feat_grad(src, Ms, ns, hs, form, eps, k);
   src.sign = -1;
@@ -188,6 +185,7 @@ class CosineFunction : public torch::autograd::Function<CosineFunction> {
     if (!grads[0].defined() || !ctx->needs_input_grad(0)) return out;
     const auto saved = ctx->get_saved_variables();
     check_no_double_backward(grads, saved, "mmh_ext.cosine_discrepancy", "mmh_ext.reference.cosine_discrepancy");
+    at::AutoDispatchBelowADInplaceOrView below_autograd;  // no autograd of its own: straight to its kernel
     out[0] = op.call(grads[0], saved[0], saved[1], saved[2], ctx->saved_data["eps"].toDouble());
     return out;
   }
@@ -219,6 +217,7 @@ class LossFunction : public torch::autograd::Function<LossFunction> {
     if (!grads[0].defined() || !(need_s || need_t)) return out;
     const auto s = ctx->get_saved_variables();
     check_no_double_backward(grads, s, "mmh_ext.dad_loss", "mmh_ext.reference.dad_loss");
+    at::AutoDispatchBelowADInplaceOrView below_autograd;  // no autograd of its own: straight to its kernel
     std::vector<at::Tensor> g = op.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6],
                                         ctx->saved_data["form"].toStringRef(), ctx->saved_data["eps"].toDouble(),
                                         need_s, need_t);

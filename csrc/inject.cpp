@@ -11,13 +11,6 @@
 namespace mmh_ext {
 namespace inject {
 
-namespace {
-
-// t in `dtype` (itself when it already is: no dispatcher call on the common, single-dtype path).
-at::Tensor as_dtype(const at::Tensor& t, at::ScalarType dtype) { return t.scalar_type() == dtype ? t : t.to(dtype); }
-
-}  // namespace
-
 std::tuple<at::Tensor, at::Tensor> prepare(const at::Tensor& x_in, const at::Tensor& gate_in) {
   check_float_same_device({{&x_in, "x"}, {&gate_in, "gate"}});
   TORCH_CHECK_VALUE(x_in.sizes() == gate_in.sizes(), "x has shape ", x_in.sizes(), " but gate has shape ",
@@ -50,8 +43,8 @@ TORCH_LIBRARY_FRAGMENT(mmh_ext, m) {
 }
 
 // Autograd of cross_stream_inject, in C++ (as RAD's in csrc/rad.cpp): one dispatcher call per forward and one per
-// backward, no Python in between. (The Python torch.library.register_autograd wrapper cost more than the two elementwise
-// kernels at small and medium sizes.) torch.compile traces through it like any C++ autograd kernel;
+// backward, no Python in between. (The Python torch.library.register_autograd wrapper cost more than the two
+// elementwise kernels at small and medium sizes.) torch.compile traces through it like any C++ autograd kernel;
 // cross_stream_inject_backward has a fake implementation for that (mmh_ext/inject.py).
 namespace {
 
@@ -79,6 +72,7 @@ class InjectFunction : public torch::autograd::Function<InjectFunction> {
     if (!grads[0].defined()) return out;
     const auto saved = ctx->get_saved_variables();
     check_no_double_backward(grads, saved, "mmh_ext.cross_stream_inject", "mmh_ext.reference.cross_stream_inject");
+    at::AutoDispatchBelowADInplaceOrView below_autograd;  // no autograd of its own: straight to its kernel
     auto [dx, dgate] = op.call(grads[0], saved[0], saved[1]);  // one pass computes both
     if (ctx->needs_input_grad(0)) out[0] = dx;
     if (ctx->needs_input_grad(1)) out[1] = dgate;

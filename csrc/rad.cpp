@@ -88,14 +88,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
   const bool kmajor = k.kmajor_cells(K);
   const auto cell_logits = [&](const at::Tensor& pooled, const at::Tensor& w) {
     const at::Tensor flat = pooled.view({B * G2, pooled.size(2)});
-    return kmajor ? Gemm{at::empty({K, B * G2}, opts), w.to(acc), flat.t()}
-                  : Gemm{at::empty({B * G2, K}, opts), flat, w.to(acc).t()};
+    return kmajor ? Gemm{at::empty({K, B * G2}, opts), as_dtype(w, acc), flat.t()}
+                  : Gemm{at::empty({B * G2, K}, opts), flat, as_dtype(w, acc).t()};
   };
   std::vector<Gemm> jobs{cell_logits(gs, ws), cell_logits(gt, wt)};
   k.gemms(jobs, K);
   const auto cells = [&](const at::Tensor& out) { return (kmajor ? out.t() : out).view({B, G2, K}); };
   const at::Tensor cs = cells(jobs[0].out), ct = cells(jobs[1].out);
-  k.forward(cs, ct, bs.to(acc).contiguous(), bt.to(acc).contiguous(), p, temperature, loss, ls, lt);
+  k.forward(cs, ct, as_dtype(bs, acc).contiguous(), as_dtype(bt, acc).contiguous(), p, temperature, loss, ls, lt);
   return {loss, gs, gt, ls, lt};
 }
 
@@ -111,7 +111,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& gs, c
   TORCH_CHECK_VALUE(grad.dim() == 2 && grad.size(0) == B && grad.size(1) == p.num_regions, "grad must have shape (", B,
                     ", ", p.num_regions, "), got ", grad.sizes());
   const auto acc = ls.scalar_type();
-  const at::Tensor g = grad.to(acc);  // read through its strides (the gradient of a mean is an expanded scalar)
+  const at::Tensor g = as_dtype(grad, acc);  // read through its strides (the gradient of a mean is an expanded scalar)
   at::Tensor none = at::empty({0}, ls.options());
   if (k.fused_backward != nullptr && need_student && !need_teacher && at::isFloatingType(student_dtype) &&
       (student_dtype == at::kDouble) == (acc == at::kDouble)) {
@@ -120,7 +120,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& gs, c
     at::Tensor dw = gs.numel() != 0 ? at::empty({K, C}, ls.options()) : at::Tensor();
     at::Tensor db = at::empty({K}, ls.options());
     if (k.fused_backward(g, gs, ls, lt, ws, p, temperature, df, dw, db))
-      return {df, dw.defined() ? dw.to(ws.scalar_type()) : none, db, none, none, none};
+      return {df, dw.defined() ? as_dtype(dw, ws.scalar_type()) : none, db, none, none, none};
   }
   at::Tensor dcs, dct;
   if (need_student) dcs = at::empty({B, G2, K}, ls.options());
@@ -152,7 +152,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& gs, c
     const int64_t C = s.w.size(1);
     const at::Tensor dc2 = s.dcells.view({B * G2, K});
     s.dg = at::empty({B * G2, C}, ls.options());
-    jobs.push_back({s.dg, dc2, s.w.to(acc)});
+    jobs.push_back({s.dg, dc2, as_dtype(s.w, acc)});
     if (s.pooled.numel() != 0) {
       s.dw = at::empty({K, C}, ls.options());
       jobs.push_back({s.dw, dc2.t(), s.pooled.view({B * G2, C})});
@@ -172,7 +172,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& gs, c
     k.unpool(s.dg.view({B, G2, C}), grid, df);
     if (!direct) df = df.to(s.feat_dtype);
     out[s.first] = df;
-    out[s.first + 1] = s.pooled.numel() == 0 ? none : s.dw.to(s.w.scalar_type());
+    out[s.first + 1] = s.pooled.numel() == 0 ? none : as_dtype(s.dw, s.w.scalar_type());
     out[s.first + 2] = db;
   }
   return out;
@@ -267,44 +267,47 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_a
     return w.requires_grad() ? pooled : at::empty({0}, pooled.options());
   };
   ctx->save_for_backward({keep_pooled(gs, ws), keep_pooled(gt, wt), ls, lt, ws, wt});
-  ctx->saved_data["grid"] = grid;
-  ctx->saved_data["levels"] = levels.vec();
+  // three entries (each is a hashed string key and an IValue: host time on every call): the integers — the dtypes of
+  // student_feat, teacher_feat, student_fc_bias, teacher_fc_bias, the grid, then the levels —, both maps' H and W
+  // (symbolic under torch.compile(dynamic=True)) and the temperature
+  std::vector<int64_t> ints{static_cast<int64_t>(fs.scalar_type()), static_cast<int64_t>(ft.scalar_type()),
+                            static_cast<int64_t>(bs.scalar_type()), static_cast<int64_t>(bt.scalar_type()), grid};
+  ints.insert(ints.end(), levels.begin(), levels.end());
+  ctx->saved_data["ints"] = std::move(ints);
+  ctx->saved_data["hw"] = std::vector<c10::SymInt>{fs.sym_size(2), fs.sym_size(3), ft.sym_size(2), ft.sym_size(3)};
   ctx->saved_data["temperature"] = temperature;
-  ctx->saved_data["shw"] = fs.sym_sizes().slice(2).vec();  // symbolic under torch.compile(dynamic=True)
-  ctx->saved_data["thw"] = ft.sym_sizes().slice(2).vec();
-  ctx->saved_data["dtypes"] = std::vector<int64_t>{static_cast<int64_t>(fs.scalar_type()),
-                                                   static_cast<int64_t>(ft.scalar_type()),
-                                                   static_cast<int64_t>(bs.scalar_type()),
-                                                   static_cast<int64_t>(bt.scalar_type())};
   return out;
 }
 
 // The gradients of the six tensor inputs (undefined where none is needed), given d loss (B, N), read through its
-// strides; `out` holds one entry per input of the op, the non-tensor ones left undefined.
-void input_grads(AutogradContext* ctx, const at::Tensor& grad, variable_list& out) {
+// strides, and the saved tensors; `out` holds one entry per input of the op, the non-tensor ones left undefined.
+void input_grads(AutogradContext* ctx, const at::Tensor& grad, const variable_list& saved, variable_list& out) {
   static const auto op =
       c10::Dispatcher::singleton().findSchemaOrThrow("mmh_ext::rad_backward", "").typed<BackwardSig>();
   // inputs: student_feat, teacher_feat, student_w, student_b, teacher_w, teacher_b, then the non-tensor arguments
   const bool need_s = ctx->needs_input_grad(0) || ctx->needs_input_grad(2) || ctx->needs_input_grad(3);
   const bool need_t = ctx->needs_input_grad(1) || ctx->needs_input_grad(4) || ctx->needs_input_grad(5);
   if (!grad.defined() || !(need_s || need_t)) return;
-  const auto saved = ctx->get_saved_variables();
   check_no_double_backward({grad}, saved, "mmh_ext.rad_loss", "mmh_ext.reference.rad_loss");
-  const auto dtypes = ctx->saved_data["dtypes"].toIntVector();
-  const auto dt = [&](int i) { return static_cast<at::ScalarType>(dtypes[i]); };
-  const auto shw = ctx->saved_data["shw"].toSymIntVector(), thw = ctx->saved_data["thw"].toSymIntVector();
-  const auto levels = ctx->saved_data["levels"].toIntVector();
-  std::vector<at::Tensor> g = op.call(grad, saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], shw, thw, dt(0),
-                                      dt(1), ctx->saved_data["grid"].toInt(), levels,
-                                      ctx->saved_data["temperature"].toDouble(), need_s, need_t);
+  const auto ints = ctx->saved_data["ints"].toIntVector();
+  const auto dt = [&](int i) { return static_cast<at::ScalarType>(ints[i]); };
+  const auto hw = ctx->saved_data["hw"].toSymIntVector();
+  const c10::SymIntArrayRef shw(hw.data(), 2), thw(hw.data() + 2, 2);
+  const at::IntArrayRef levels(ints.data() + 5, ints.size() - 5);
+  std::vector<at::Tensor> g;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;  // no autograd of its own: straight to its kernel
+    g = op.call(grad, saved[0], saved[1], saved[2], saved[3], saved[4], saved[5], shw, thw, dt(0), dt(1), ints[4],
+                levels, ctx->saved_data["temperature"].toDouble(), need_s, need_t);
+  }
   // g: d student_feat, d student_w, d student_b (acc dtype), d teacher_feat, d teacher_w, d teacher_b (acc dtype)
   const auto keep = [&](int input, const at::Tensor& t) { return ctx->needs_input_grad(input) ? t : at::Tensor(); };
   out[0] = keep(0, g[0]);
   out[2] = keep(2, g[1]);
-  if (ctx->needs_input_grad(3)) out[3] = g[2].to(dt(2));  // d bias: from the acc dtype to the bias's
+  if (ctx->needs_input_grad(3)) out[3] = as_dtype(g[2], dt(2));  // d bias: from the acc dtype to the bias's
   out[1] = keep(1, g[3]);
   out[4] = keep(4, g[4]);
-  if (ctx->needs_input_grad(5)) out[5] = g[5].to(dt(3));
+  if (ctx->needs_input_grad(5)) out[5] = as_dtype(g[5], dt(3));
 }
 
 class RadFunction : public torch::autograd::Function<RadFunction> {
@@ -319,7 +322,7 @@ class RadFunction : public torch::autograd::Function<RadFunction> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     variable_list out(9);  // the six tensors, grid, levels, temperature
-    input_grads(ctx, grads[0], out);
+    input_grads(ctx, grads[0], ctx->get_saved_variables(), out);
     return out;
   }
 };
@@ -340,15 +343,15 @@ class RadLossFunction : public torch::autograd::Function<RadLossFunction> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     variable_list out(10);  // the six tensors, grid, levels, temperature, reduction
+    const variable_list saved = ctx->get_saved_variables();
     at::Tensor g = grads[0];
     if (g.defined()) {
-      const at::Tensor& logp = ctx->get_saved_variables()[2];  // (B, N, K)
-      const c10::SymInt b = logp.sym_size(0), n = logp.sym_size(1);
+      const c10::SymInt b = saved[2].sym_size(0), n = saved[2].sym_size(1);  // student log-probabilities (B, N, K)
       const int64_t r = ctx->saved_data["reduction"].toInt();
       if (r == kMean) g = g.div(c10::Scalar(b * n)).expand_symint({b, n});
       if (r == kRegion) g = g.div(c10::Scalar(b)).expand_symint({b, n});
     }
-    input_grads(ctx, g, out);
+    input_grads(ctx, g, saved, out);
     return out;
   }
 };

@@ -19,7 +19,9 @@ def operators(namespace: str = "mmh_ext") -> list[str]:
     names = sorted(n[len(prefix):] for n in torch._C._dispatch_get_all_op_names() if n.startswith(prefix))
 
     def has_tensor(name: str) -> bool:
-        schema = getattr(torch.ops, namespace).__getattr__(name).default._schema
+        # plain attribute access: it keeps the cached OpOverload objects (calling __getattr__ would replace them, and
+        # ``func is torch.ops.mmh_ext.<op>.default`` in a dispatch mode would then be False)
+        schema = getattr(getattr(torch.ops, namespace), name).default._schema
         return any("Tensor" in str(a.type) for a in (*schema.arguments, *schema.returns))
 
     return [n for n in names if has_tensor(n)]

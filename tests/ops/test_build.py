@@ -23,8 +23,8 @@ def test_info_command():
 
 def test_every_operator_is_complete():
     """Each operator the library registers (read from the dispatcher, no list kept here) has a CPU kernel, a CUDA
-    kernel exactly when the build has CUDA kernels (or is a composite of the others), the Autocast kernels (define_op, csrc/library.h), a fake (meta)
-    implementation for torch.compile, and each forward op its autograd kernel."""
+    kernel exactly when the build has CUDA kernels (or is a composite of the others), the Autocast kernels (define_op,
+    csrc/library.h), a fake (meta) implementation for torch.compile, and each forward op its autograd kernel."""
     ops = operators()
     assert {"rad_forward", "dad_forward", "cross_stream_inject"} <= set(ops), ops  # the registry is read, not empty
     has_cuda = mmh_ext.BUILD_INFO["cuda_kernels"] == "1"
