@@ -5,6 +5,8 @@
 #include "checks.h"
 #include "library.h"
 
+#include <ATen/Dispatch.h>
+#include <ATen/TensorSubclassLikeUtils.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -205,11 +207,38 @@ const c10::TypedOperatorHandle<ForwardSig>& forward_op() {
   return op;
 }
 
+// A plain CPU tensor (not fake, functional or under a dispatch mode), contiguous: one a loop may read and write
+// directly. Tiny calls then skip a TensorIterator, whose setup costs more than their arithmetic.
+bool plain_cpu(const at::Tensor& t) { return t.is_cpu() && t.is_contiguous() && !at::isTensorSubclassLike(t); }
+
 // The region losses (B, N) reduced as rad_loss's `reduction` says.
 at::Tensor reduce(const at::Tensor& loss, int64_t reduction) {
-  if (reduction == kMean) return loss.mean();
   if (reduction == kRegion) return loss.mean(0);
-  return loss;
+  if (reduction == kNone) return loss;
+  if (!plain_cpu(loss)) return loss.mean();
+  at::Tensor out = at::empty({}, loss.options());
+  AT_DISPATCH_FLOATING_TYPES(loss.scalar_type(), "rad_loss_mean", [&] {
+    const scalar_t* l = loss.const_data_ptr<scalar_t>();
+    scalar_t sum = 0;
+    for (int64_t i = 0, n = loss.numel(); i < n; ++i) sum += l[i];
+    *out.mutable_data_ptr<scalar_t>() = sum / static_cast<scalar_t>(loss.numel());
+  });
+  return out;
+}
+
+// d region losses (B, N) from d loss of the reduction: grad / (B N) (mean) or grad / B (region), expanded (the
+// kernels read the gradient through its strides: no (B, N) copy).
+at::Tensor spread(const at::Tensor& grad, int64_t reduction, const c10::SymInt& b, const c10::SymInt& n) {
+  if (reduction == kNone) return grad;
+  const c10::SymInt count = reduction == kMean ? b * n : b;
+  if (reduction == kMean && plain_cpu(grad) && !count.is_symbolic()) {
+    at::Tensor g = at::empty({}, grad.options());
+    AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "rad_loss_spread", [&] {
+      *g.mutable_data_ptr<scalar_t>() = *grad.const_data_ptr<scalar_t>() / static_cast<scalar_t>(count.expect_int());
+    });
+    return g.expand_symint({b, n});
+  }
+  return grad.div(c10::Scalar(count)).expand_symint({b, n});
 }
 
 // rad_loss below autograd (no gradient wanted, or a traced graph's forward): rad_forward's kernel, reduced. A
@@ -346,10 +375,8 @@ class RadLossFunction : public torch::autograd::Function<RadLossFunction> {
     const variable_list saved = ctx->get_saved_variables();
     at::Tensor g = grads[0];
     if (g.defined()) {
-      const c10::SymInt b = saved[2].sym_size(0), n = saved[2].sym_size(1);  // student log-probabilities (B, N, K)
-      const int64_t r = ctx->saved_data["reduction"].toInt();
-      if (r == kMean) g = g.div(c10::Scalar(b * n)).expand_symint({b, n});
-      if (r == kRegion) g = g.div(c10::Scalar(b)).expand_symint({b, n});
+      // student log-probabilities (B, N, K)
+      g = spread(g, ctx->saved_data["reduction"].toInt(), saved[2].sym_size(0), saved[2].sym_size(1));
     }
     input_grads(ctx, g, saved, out);
     return out;

@@ -64,8 +64,11 @@ class TestRadLoss(OpTester):
         return dict(rtol=1e-7, atol=1e-7 * scale) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5 * scale)
 
     def gradcheck_inputs(self):
+        # and the reductions rad_loss's op does itself (the backward spreads d loss over the region losses)
         return [Sample(_inputs(shape, torch.float64), dict(grid=shape[8], levels=shape[9], reduction="none"))
-                for shape in GRADCHECK_SHAPES]
+                for shape in GRADCHECK_SHAPES] + [
+            Sample(_inputs(GRADCHECK_SHAPES[2], torch.float64), dict(grid=5, levels=(5, 3, 2, 1), reduction=r))
+            for r in ("mean", "region")]
 
     def opcheck_calls(self, device):
         calls = []
