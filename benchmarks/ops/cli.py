@@ -87,7 +87,8 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="CUDA: leave out the GPU kernel time per call (torch.profiler, in a separate process)")
     p.add_argument("--overhead", action="store_true",
                    help="per-call overhead at tiny shapes instead: forward+backward of each operator's tiny case "
-                        "against the eager reference, alternating, one thread unless --threads (benchmarks.ops.overhead)")
+                        "against the eager reference, alternating, one thread unless --threads "
+                        "(benchmarks.ops.overhead)")
     p.add_argument("--gpu-time-worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     return p
 
