@@ -25,6 +25,12 @@ inline void check_float_same_device(std::initializer_list<std::pair<const at::Te
   }
 }
 
+// t in `dtype`: t itself when it already is, without a dispatcher call (at::Tensor::to always makes one, a measurable
+// part of a small call's host time).
+inline at::Tensor as_dtype(const at::Tensor& t, at::ScalarType dtype) {
+  return t.scalar_type() == dtype ? t : t.to(dtype);
+}
+
 // The accumulation dtype of a set of inputs: float64 when any of them is float64, float32 otherwise.
 inline at::ScalarType acc_dtype(std::initializer_list<const at::Tensor*> ts) {
   for (const at::Tensor* t : ts)

@@ -1,17 +1,15 @@
-// Injection: validation, dtype promotion and layout; the kernels come from cpu/ or cuda/.
+// Injection: the operators' schemas, the argument checks (the only ones: the Python API calls the op as it is),
+// dtype promotion and layout, and the autograd kernel; the kernels come from cpu/ or cuda/.
 #include "inject.h"
 
 #include "checks.h"
+#include "library.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 namespace mmh_ext {
 namespace inject {
-
-namespace {
-
-// t in `dtype` (itself when it already is: no dispatcher call on the common, single-dtype path).
-at::Tensor as_dtype(const at::Tensor& t, at::ScalarType dtype) { return t.scalar_type() == dtype ? t : t.to(dtype); }
-
-}  // namespace
 
 std::tuple<at::Tensor, at::Tensor> prepare(const at::Tensor& x_in, const at::Tensor& gate_in) {
   check_float_same_device({{&x_in, "x"}, {&gate_in, "gate"}});
@@ -38,6 +36,55 @@ std::tuple<at::Tensor, at::Tensor> finish_backward(at::Tensor dx, at::Tensor dga
                                                    const at::Tensor& gate_in) {
   return {as_dtype(dx, x_in.scalar_type()), as_dtype(dgate, gate_in.scalar_type())};
 }
+
+TORCH_LIBRARY_FRAGMENT(mmh_ext, m) {
+  define_op(m, "cross_stream_inject(Tensor x, Tensor gate) -> Tensor");
+  define_op(m, "cross_stream_inject_backward(Tensor grad, Tensor x, Tensor gate) -> (Tensor grad_x, Tensor grad_gate)");
+}
+
+// Autograd of cross_stream_inject, in C++ (as RAD's in csrc/rad.cpp): one dispatcher call per forward and one per
+// backward, no Python in between. (The Python torch.library.register_autograd wrapper cost more than the two
+// elementwise kernels at small and medium sizes.) torch.compile traces through it like any C++ autograd kernel;
+// cross_stream_inject_backward has a fake implementation for that (mmh_ext/inject.py).
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+using ForwardSig = at::Tensor(const at::Tensor&, const at::Tensor&);
+using BackwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&);
+
+class InjectFunction : public torch::autograd::Function<InjectFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& gate) {
+    static auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("mmh_ext::cross_stream_inject", "").typed<ForwardSig>();
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    ctx->save_for_backward({x, gate});  // the inputs only: the output is not needed by the backward
+    return op.call(x, gate);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mmh_ext::cross_stream_inject_backward", "")
+                         .typed<BackwardSig>();
+    variable_list out(2);
+    if (!grads[0].defined()) return out;
+    const auto saved = ctx->get_saved_variables();
+    check_no_double_backward(grads, saved, "mmh_ext.cross_stream_inject", "mmh_ext.reference.cross_stream_inject");
+    at::AutoDispatchBelowADInplaceOrView below_autograd;  // no autograd of its own: straight to its kernel
+    auto [dx, dgate] = op.call(grads[0], saved[0], saved[1]);  // one pass computes both
+    if (ctx->needs_input_grad(0)) out[0] = dx;
+    if (ctx->needs_input_grad(1)) out[1] = dgate;
+    return out;
+  }
+};
+
+at::Tensor inject_autograd(const at::Tensor& x, const at::Tensor& gate) { return InjectFunction::apply(x, gate); }
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mmh_ext, Autograd, m) { m.impl("cross_stream_inject", &inject_autograd); }
 
 }  // namespace inject
 }  // namespace mmh_ext

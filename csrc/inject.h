@@ -1,8 +1,8 @@
-// Cross-stream multiplicative injection, host API: validation, dtype promotion and layout (inject.cpp); the kernels
-// (cpu/inject.cpp, cuda/inject.cu) run the per-element math of inject_math.h over the dense storage.
+// Cross-stream multiplicative injection, out = x * relu(gate): the per-element math that the CPU and the CUDA kernels
+// both run, and the host API (validation, dtype promotion and layout, in inject.cpp).
 #pragma once
 
-#include "inject_math.h"
+#include "common.h"
 
 #include <ATen/ATen.h>
 
@@ -10,6 +10,26 @@
 
 namespace mmh_ext {
 namespace inject {
+
+// Per-element math, __host__ __device__ (MMH_HD): the CPU kernels' plain loops (cpu/inject.cpp, vectorised by the
+// compiler) and the CUDA kernels (cuda/inject.cu) both evaluate exactly these, in the accumulation type, over the dense
+// storage. Backward in one pass: dx = dout * relu(gate), dgate = 0 where gate <= 0, dout * x elsewhere (NaN gates pass
+// the gradient, exactly as torch.relu's threshold_backward).
+template <typename T>
+MMH_HD T relu(T g) {
+  return mmh_max(g, T(0));
+}
+
+template <typename T>
+MMH_HD T forward(T x, T gate) {
+  return x * relu(gate);
+}
+
+template <typename T>
+MMH_HD void backward(T dout, T x, T gate, T& dx, T& dgate) {
+  dx = dout * relu(gate);
+  dgate = gate <= T(0) ? T(0) : dout * x;
+}
 
 // Validation + layout: x and gate must match in shape and device; their dtypes may differ (any of float64, float32,
 // float16, bfloat16): both are then taken in the promoted dtype, which is the output's dtype (as x * relu(gate) in

@@ -6,10 +6,11 @@ Functional API (all differentiable, all traceable by ``torch.compile(fullgraph=T
 * :func:`cosine_discrepancy`, :func:`dad_loss` — discrepancy-aware distillation;
 * :func:`cross_stream_inject` — cross-stream multiplicative residual injection ``x * relu(gate)``.
 
-One module per operator — :mod:`mmh_ext.rad`, :mod:`mmh_ext.dad`, :mod:`mmh_ext.inject` — holds its Python API, fake
-(meta) implementations and autograd registration; shared checks in ``mmh_ext._common``. Modules in :mod:`mmh_ext.nn`;
-pure-PyTorch references with the same signatures in :mod:`mmh_ext.reference`; build information with
-``python -m mmh_ext.info``. The raw operators are ``torch.ops.mmh_ext.*``.
+One module per operator — :mod:`mmh_ext.rad`, :mod:`mmh_ext.dad`, :mod:`mmh_ext.inject` — holds its Python API (which
+defaults the arguments and calls the op: the argument checks live once, in the C++ op) and its fake (meta)
+implementations; what they share is in ``mmh_ext._common``. Modules in :mod:`mmh_ext.nn`; pure-PyTorch references with
+the same signatures in :mod:`mmh_ext.reference`; build information with ``python -m mmh_ext.info``. The raw operators
+are ``torch.ops.mmh_ext.*``; the compiled library's test hooks are ``torch.ops.mmh_ext_testing.*``.
 """
 from ._build import MmhExtBuildError, load as _load
 

@@ -49,6 +49,8 @@ def load() -> dict[str, str]:
     if not hasattr(torch.ops.mmh_ext, "build_info"):
         raise _fail("the compiled library loaded but registered no operators.")
     info = parse_build_info(torch.ops.mmh_ext.build_info())
+    if "rad_max_levels" not in info:  # what the Python package reads from the build (mmh_ext/rad.py)
+        raise _fail("the compiled library is older than this package (its build information lacks rad_max_levels).")
     built_for = info.get("torch_version", "unknown")
     if built_for != torch.__version__:
         raise _fail(f"the compiled library was built for torch {built_for}, but torch {torch.__version__} is installed.")

@@ -1,39 +1,42 @@
 """Discrepancy-aware distillation (DAD): :func:`cosine_discrepancy` and :func:`dad_loss`, with the fake (meta)
-implementations of their operators (``torch.ops.mmh_ext.cosine_discrepancy_*``, ``dad_*``; kernels in csrc/cpu/dad.cpp
-and csrc/cuda/dad.cu, autograd in csrc/dad_autograd.cpp)."""
+implementations of their operators (``torch.ops.mmh_ext.cosine_discrepancy_*``, ``dad_*``: schemas, argument checks and
+autograd in csrc/dad.cpp, kernels in csrc/cpu/dad.cpp and csrc/cuda/dad.cu)."""
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 
 import torch
 
-from ._common import DAD_FORMS, acc_dtype, check_dad_form, check_devices, check_tensor, out_dtype
+from ._common import DAD_FORMS, acc_dtype, as_out_dtype, check_dad_form, fake_check_floats, raise_binding_error
 
 __all__ = ["DAD_FORMS", "DEFAULT_EPS", "check_dad_form", "cosine_discrepancy", "dad_loss"]
 
-_ops = torch.ops.mmh_ext
+_cosine = torch.ops.mmh_ext.cosine_discrepancy_forward.default
+_dad = torch.ops.mmh_ext.dad_forward.default
 DEFAULT_EPS = 1e-8
+#: the op's argument names in a message, to be given the layer index of the Python API's lists
+_FEAT_NAME = re.compile(r"\b(student|teacher)_feat\b")
 
 
-def _check_feat2(f, name: str) -> None:
-    check_tensor(f, name)
-    if f.dim() < 2:
-        raise ValueError(f"{name} must have a batch dimension and at least one feature dimension, got shape "
-                         f"{tuple(f.shape)}")
-    if f.shape[0] == 0:
-        raise ValueError(f"{name} has an empty batch (B = 0)")
-    if f.numel() == 0:
-        raise ValueError(f"{name} has no features: shape {tuple(f.shape)}")
+def _fake_check_feat(f, name: str) -> None:
+    """csrc/dad.cpp ``flat``'s checks."""
+    torch._check_value(f.dim() >= 2, lambda: f"{name} must have a batch dimension and at least one feature dimension, "
+                       f"got shape {list(f.shape)}")
+    torch._check_value(f.shape[0] > 0, lambda: f"{name} has an empty batch (B = 0)")
+    torch._check_value(f.numel() > 0, lambda: f"{name} has no features: shape {list(f.shape)}")
 
 
-def _check_eps(eps) -> None:
-    if not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"eps must be a positive number, got {eps!r}")
+def _fake_check_eps(eps) -> None:
+    torch._check_value(eps > 0 and not math.isnan(eps), lambda: f"eps must be positive, got {eps}")
 
 
 @torch.library.register_fake("mmh_ext::cosine_discrepancy_forward")
 def _cos_fake(feat, eps):
-    _check_feat2(feat, "feat")
+    fake_check_floats([(feat, "feat")])
+    _fake_check_eps(eps)
+    _fake_check_feat(feat, "feat")
     b, acc = feat.shape[0], acc_dtype(feat)
     return feat.new_empty((b, b), dtype=acc), feat.new_empty((b,), dtype=acc)
 
@@ -49,19 +52,28 @@ def cosine_discrepancy(feat: torch.Tensor, *, eps: float = DEFAULT_EPS) -> torch
     Row norms are clamped at ``eps``: an all-zero sample has cosine 0 with everything (discrepancy 1/2), no NaN.
     Computed from the Gram matrix (one GEMM); no normalised copy of the features is made. float16/bfloat16 features
     are computed in float32; the result has ``feat``'s dtype, float32 under ``torch.autocast``.
+
+    Raises:
+        ValueError: ``feat`` without a batch or feature dimension, ``eps <= 0``. TypeError: ``feat`` not a float
+        tensor.
     """
-    _check_feat2(feat, "feat")
-    _check_eps(eps)
-    d = _ops.cosine_discrepancy_forward.default(feat, float(eps))[0]
-    dtype = out_dtype(feat)
-    return d if d.dtype == dtype else d.to(dtype)
+    try:
+        d = _cosine(feat, eps)[0]
+    except RuntimeError as e:
+        raise_binding_error(e)
+        raise
+    return as_out_dtype(d, feat)
 
 
 @torch.library.register_fake("mmh_ext::dad_forward")
 def _dad_fake(hs, ht, form, eps):
-    _check_feat2(hs, "student_feat")
-    _check_feat2(ht, "teacher_feat")
-    check_devices([(hs, "student_feat"), (ht, "teacher_feat")])
+    fake_check_floats([(hs, "student_feat"), (ht, "teacher_feat")])
+    _fake_check_eps(eps)
+    torch._check_value(form in DAD_FORMS, lambda: f'form must be "paper" or "sp", got "{form}"')
+    _fake_check_feat(hs, "student_feat")
+    _fake_check_feat(ht, "teacher_feat")
+    torch._check_value(hs.shape[0] == ht.shape[0],
+                       lambda: f"student_feat has batch size {hs.shape[0]} but teacher_feat has {ht.shape[0]}")
     b, acc = hs.shape[0], acc_dtype(hs, ht)
     m = lambda: hs.new_empty((b, b), dtype=acc)  # noqa: E731
     return hs.new_empty((), dtype=acc), m(), m(), hs.new_empty((b,), dtype=acc), hs.new_empty((b,), dtype=acc)
@@ -72,6 +84,20 @@ def _dad_backward_fake(grad, hs, ht, ms, mt, ns, nt, loss, form, eps, need_s, ne
     none = hs.new_empty((0,))
     return [torch.empty_like(hs, memory_format=torch.contiguous_format) if need_s else none,
             torch.empty_like(ht, memory_format=torch.contiguous_format) if need_t else none]
+
+
+def _layer_error(err: Exception, i: int) -> Exception | None:
+    """The op's error about one layer pair, naming the Python API's argument (``student_feats[i]``, ...) instead of
+    the op's (``student_feat``); a binding error as the TypeError it is. None when ``err`` is neither."""
+    msg = str(err)
+    if isinstance(err, RuntimeError) and not isinstance(err, NotImplementedError):
+        try:
+            raise_binding_error(err)
+        except TypeError as t:
+            msg, err = str(t), t
+        else:
+            return None
+    return type(err)(_FEAT_NAME.sub(lambda m: f"{m.group(1)}_feats[{i}]", msg))
 
 
 def dad_loss(
@@ -99,28 +125,30 @@ def dad_loss(
     dtypes: any of float64/float32/float16/bfloat16, and student and teacher may differ (a student under
     ``torch.autocast`` against a float32 teacher). Computed in float32 (float64 when an input is float64); the loss
     has the promoted dtype of all the features, float32 under ``torch.autocast``; each gradient has its input's dtype.
+
+    Raises:
+        ValueError: batch sizes that differ, a layer without features, lists that do not pair up, a bad ``form`` or
+        ``eps``, tensors on different devices. TypeError: a tensor and a list, or a tensor that is not float. Each
+        message names the argument (``student_feats[i]`` for a layer of a list).
     """
-    check_dad_form(form)
-    _check_eps(eps)
-    if isinstance(student_feats, torch.Tensor) != isinstance(teacher_feats, torch.Tensor):
+    if isinstance(student_feats, torch.Tensor) and isinstance(teacher_feats, torch.Tensor):
+        pairs: Sequence[tuple[torch.Tensor, torch.Tensor]] = ((student_feats, teacher_feats),)
+    elif isinstance(student_feats, torch.Tensor) or isinstance(teacher_feats, torch.Tensor):
         raise TypeError("student_feats and teacher_feats must both be tensors or both be lists of tensors")
-    if isinstance(student_feats, torch.Tensor):
-        student_feats, teacher_feats = [student_feats], [teacher_feats]
-    student_feats, teacher_feats = list(student_feats), list(teacher_feats)
-    if len(student_feats) != len(teacher_feats) or not student_feats:
-        raise ValueError(f"student_feats and teacher_feats must pair up: got {len(student_feats)} student and "
-                         f"{len(teacher_feats)} teacher layers")
+    else:
+        student_feats, teacher_feats = list(student_feats), list(teacher_feats)
+        if len(student_feats) != len(teacher_feats) or not student_feats:
+            raise ValueError(f"student_feats and teacher_feats must pair up: got {len(student_feats)} student and "
+                             f"{len(teacher_feats)} teacher layers")
+        pairs = tuple(zip(student_feats, teacher_feats))
     total = None
-    eps = float(eps)
-    for i, (s, t) in enumerate(zip(student_feats, teacher_feats)):
-        sname, tname = f"student_feats[{i}]", f"teacher_feats[{i}]"
-        _check_feat2(s, sname)
-        _check_feat2(t, tname)
-        if t.device != s.device:  # check_devices' message; the tensors themselves were checked just above
-            raise ValueError(f"{tname} is on {t.device} but {sname} is on {s.device}")
-        if s.shape[0] != t.shape[0]:
-            raise ValueError(f"{sname} has batch size {s.shape[0]} but {tname} has {t.shape[0]}")
-        loss = _ops.dad_forward.default(s, t, form, eps)[0]
+    for i, (s, t) in enumerate(pairs):
+        try:
+            loss = _dad(s, t, form, eps)[0]
+        except (RuntimeError, ValueError, TypeError) as e:
+            named = _layer_error(e, i)
+            if named is None:
+                raise
+            raise named from None
         total = loss if total is None else total + loss
-    dtype = out_dtype(*student_feats, *teacher_feats)
-    return total if total.dtype == dtype else total.to(dtype)
+    return as_out_dtype(total, *(p[0] for p in pairs), *(p[1] for p in pairs))

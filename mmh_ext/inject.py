@@ -1,23 +1,23 @@
 """Cross-stream injection ``x * relu(gate)``: :func:`cross_stream_inject`, with the fake (meta) implementations of its
-operators (``torch.ops.mmh_ext.cross_stream_inject*``; kernels in csrc/cpu/inject.cpp and csrc/cuda/inject.cu, autograd
-in csrc/inject_autograd.cpp)."""
+operators (``torch.ops.mmh_ext.cross_stream_inject*``: schemas, argument checks and autograd in csrc/inject.cpp,
+kernels in csrc/cpu/inject.cpp and csrc/cuda/inject.cu)."""
 from __future__ import annotations
 
 import torch
 from torch._prims_common import is_non_overlapping_and_dense_or_false as is_non_overlapping_and_dense
 
-from ._common import check_devices
+from ._common import fake_check_floats, raise_binding_error
 
 __all__ = ["cross_stream_inject"]
 
-_ops = torch.ops.mmh_ext
+_inject = torch.ops.mmh_ext.cross_stream_inject.default
 
 
 @torch.library.register_fake("mmh_ext::cross_stream_inject")
 def _inject_fake(x, gate):
-    check_devices([(x, "x"), (gate, "gate")])
-    if x.shape != gate.shape:
-        raise ValueError(f"x has shape {tuple(x.shape)} but gate has shape {tuple(gate.shape)}")
+    fake_check_floats([(x, "x"), (gate, "gate")])
+    torch._check_value(x.shape == gate.shape, lambda: f"x has shape {list(x.shape)} but gate has shape "
+                       f"{list(gate.shape)} (they must match; no broadcasting)")
     dtype = torch.promote_types(x.dtype, gate.dtype)
     if x.stride() == gate.stride() and is_non_overlapping_and_dense(x):
         return torch.empty_like(x, dtype=dtype)
@@ -41,8 +41,12 @@ def cross_stream_inject(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     (``torch.promote_types(x.dtype, gate.dtype)``, what ``x * torch.relu(gate)`` gives in eager mode), with or without
     ``torch.autocast`` (autocast's "promote" policy: nothing is cast down). float16/bfloat16 are computed in float32 and
     rounded once. ``grad_x`` has ``x``'s dtype and ``grad_gate`` ``gate``'s.
+
+    Raises:
+        ValueError: shapes or devices that differ. TypeError: an argument that is not a float tensor.
     """
-    check_devices([(x, "x"), (gate, "gate")])
-    if x.shape != gate.shape:
-        raise ValueError(f"x has shape {tuple(x.shape)} but gate has shape {tuple(gate.shape)} (they must match)")
-    return _ops.cross_stream_inject(x, gate)
+    try:
+        return _inject(x, gate)
+    except RuntimeError as e:
+        raise_binding_error(e)
+        raise

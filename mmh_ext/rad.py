@@ -1,20 +1,27 @@
 """Region-aware distillation (RAD): :func:`rad_loss`, its fake (meta) implementations, and the CPU kernel mode.
 
-The operator ``torch.ops.mmh_ext.rad_forward`` / ``rad_backward`` is defined in csrc/ (schema in ops.cpp, kernels in
-cpu/rad.cpp and cuda/rad.cu); its autograd is registered in C++ (csrc/rad_autograd.cpp): one dispatcher call per pass.
+The operators ``torch.ops.mmh_ext.rad_forward`` / ``rad_backward`` and ``rad_loss`` (rad_forward's loss reduced, one
+autograd node: what :func:`rad_loss` calls) are defined in csrc/rad.cpp (schemas, argument checks, autograd: one
+dispatcher call per pass), with kernels in csrc/cpu/rad.cpp and csrc/cuda/rad.cu.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 
 import torch
 
-from ._common import acc_dtype, check_devices, out_dtype
+from . import BUILD_INFO
+from ._common import acc_dtype, as_out_dtype, fake_check_floats, raise_binding_error
 
 __all__ = ["cpu_kernel_mode", "rad_loss", "rad_num_regions"]
 
-_ops = torch.ops.mmh_ext
+_loss = torch.ops.mmh_ext.rad_loss.default
+_set_mode = torch.ops.mmh_ext_testing.set_cpu_kernel_mode.default
+#: csrc/rad_math.h kMaxLevels, as the build reports it
+_MAX_LEVELS = int(BUILD_INFO["rad_max_levels"])
+_REDUCTIONS = ("none", "region", "mean")
 
 
 @contextlib.contextmanager
@@ -33,11 +40,11 @@ def cpu_kernel_mode(mode: str):
     per-element functions their CUDA kernels run (csrc/dad_math.h, csrc/inject_math.h), so the mode does not change
     them.
     """
-    previous = _ops._set_cpu_kernel_mode(mode)
+    previous = _set_mode(mode)
     try:
         yield
     finally:
-        _ops._set_cpu_kernel_mode(previous)
+        _set_mode(previous)
 
 
 def rad_num_regions(levels: Sequence[int]) -> int:
@@ -45,48 +52,54 @@ def rad_num_regions(levels: Sequence[int]) -> int:
     return sum(int(s) ** 2 for s in levels)
 
 
-def _check_rad(fs, ft, ws, bs, wt, bt, grid, levels, temperature) -> None:
-    check_devices([(fs, "student_feat"), (ft, "teacher_feat"), (ws, "student_fc_weight"), (bs, "student_fc_bias"),
-                   (wt, "teacher_fc_weight"), (bt, "teacher_fc_bias")])
+def _rad_fake_checks(fs, ft, ws, bs, wt, bt, grid, levels, temperature) -> None:
+    """csrc/rad.cpp's checks of rad_forward, for the fake implementation."""
+    fake_check_floats([(fs, "student_feat"), (ft, "teacher_feat"), (ws, "student_fc_weight"), (bs, "student_fc_bias"),
+                       (wt, "teacher_fc_weight"), (bt, "teacher_fc_bias")])
     for f, name in ((fs, "student_feat"), (ft, "teacher_feat")):
-        if f.dim() != 4:
-            raise ValueError(f"{name} must be 4-D (B, C, H, W), got shape {tuple(f.shape)}")
-        if f.shape[0] == 0:
-            raise ValueError(f"{name} has an empty batch (B = 0)")
-        if min(f.shape[1:]) == 0:
-            raise ValueError(f"{name} has an empty dimension: shape {tuple(f.shape)}")
-    if fs.shape[0] != ft.shape[0]:
-        raise ValueError(f"student_feat has batch size {fs.shape[0]} but teacher_feat has {ft.shape[0]}")
+        torch._check_value(f.dim() == 4, lambda: f"{name} must be 4-D (B, C, H, W), got shape {list(f.shape)}")
+        torch._check_value(f.shape[0] > 0, lambda: f"{name} has an empty batch (B = 0)")
+        torch._check_value(f.shape[1] > 0 and f.shape[2] > 0 and f.shape[3] > 0,
+                           lambda: f"{name} has an empty dimension: {list(f.shape)}")
+    torch._check_value(fs.shape[0] == ft.shape[0],
+                       lambda: f"student_feat has batch size {fs.shape[0]} but teacher_feat has {ft.shape[0]}")
     for w, b, f, wn, bn, fn in ((ws, bs, fs, "student_fc_weight", "student_fc_bias", "student_feat"),
                                 (wt, bt, ft, "teacher_fc_weight", "teacher_fc_bias", "teacher_feat")):
-        if w.dim() != 2 or w.shape[1] != f.shape[1]:
-            raise ValueError(f"{wn} must have shape (K, {f.shape[1]}) to match the channels of {fn}, "
-                             f"got {tuple(w.shape)}")
-        if b.shape != (w.shape[0],):
-            raise ValueError(f"{bn} must have shape ({w.shape[0]},), got {tuple(b.shape)}")
-    if ws.shape[0] != wt.shape[0]:
-        raise ValueError(f"student_fc_weight has {ws.shape[0]} classes but teacher_fc_weight has {wt.shape[0]}")
-    if ws.shape[0] < 2:
-        raise ValueError(f"the classifiers need at least 2 classes, got {ws.shape[0]}")
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
-        raise ValueError(f"grid must be a positive int, got {grid!r}")
-    if len(levels) == 0 or len(levels) > 8:
-        raise ValueError(f"levels must hold 1 to 8 pyramid sizes, got {list(levels)}")
+        torch._check_value(w.dim() == 2, lambda: f"{wn} must be 2-D (K, C), got shape {list(w.shape)}")
+        torch._check_value(w.shape[1] == f.shape[1], lambda: f"{wn} has {w.shape[1]} input features but {fn} has "
+                           f"{f.shape[1]} channels")
+        torch._check_value(b.dim() == 1 and b.shape[0] == w.shape[0],
+                           lambda: f"{bn} must have shape ({w.shape[0]},), got {list(b.shape)}")
+    torch._check_value(ws.shape[0] == wt.shape[0], lambda: f"student_fc_weight has {ws.shape[0]} classes but "
+                       f"teacher_fc_weight has {wt.shape[0]}")
+    torch._check_value(ws.shape[0] >= 2, lambda: f"the classifiers need at least 2 classes, got {ws.shape[0]}")
+    torch._check_value(0 < temperature < math.inf,
+                       lambda: f"temperature must be a positive finite number, got {temperature}")
+    torch._check_value(grid >= 1, lambda: f"grid must be >= 1, got {grid}")
+    torch._check_value(len(levels) > 0, lambda: "levels must not be empty")
+    torch._check_value(len(levels) <= _MAX_LEVELS,
+                       lambda: f"levels: at most {_MAX_LEVELS} levels are supported, got {len(levels)}")
     for i, s in enumerate(levels):
-        if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= grid:
-            raise ValueError(f"levels[{i}] = {s!r} must be an int between 1 and grid = {grid}")
-    if not isinstance(temperature, (int, float)) or not temperature > 0 or temperature == float("inf"):
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+        torch._check_value(1 <= s <= grid, lambda: f"levels[{i}] = {s} must be between 1 and grid = {grid}")
 
 
 @torch.library.register_fake("mmh_ext::rad_forward")
 def _rad_forward_fake(fs, ft, ws, bs, wt, bt, grid, levels, temperature):
-    _check_rad(fs, ft, ws, bs, wt, bt, grid, list(levels), temperature)
+    _rad_fake_checks(fs, ft, ws, bs, wt, bt, grid, levels, temperature)
     b, k, n, g2 = fs.shape[0], ws.shape[0], rad_num_regions(levels), grid * grid
     acc = acc_dtype(fs, ft, ws, bs, wt, bt)
     return (fs.new_empty((b, n), dtype=acc), fs.new_empty((b, g2, fs.shape[1]), dtype=acc),
             fs.new_empty((b, g2, ft.shape[1]), dtype=acc), fs.new_empty((b, n, k), dtype=acc),
             fs.new_empty((b, n, k), dtype=acc))
+
+
+@torch.library.register_fake("mmh_ext::rad_loss")
+def _rad_loss_fake(fs, ft, ws, bs, wt, bt, grid, levels, temperature, reduction):
+    _rad_fake_checks(fs, ft, ws, bs, wt, bt, grid, levels, temperature)
+    torch._check_value(reduction in _REDUCTIONS,
+                       lambda: f"reduction must be 'none', 'region' or 'mean', got '{reduction}'")
+    shape = {"none": (fs.shape[0], rad_num_regions(levels)), "region": (rad_num_regions(levels),), "mean": ()}
+    return fs.new_empty(shape[reduction], dtype=acc_dtype(fs, ft, ws, bs, wt, bt))
 
 
 @torch.library.register_fake("mmh_ext::rad_backward")
@@ -137,17 +150,17 @@ def rad_loss(
     and everything accumulates in float32 — float64 when any input is float64. The loss has the inputs' promoted
     dtype (float32 for bfloat16 features with float32 classifiers); under ``torch.autocast`` on the inputs' device it
     is float32. Each gradient comes back in its own input's dtype.
+
+    Raises:
+        ValueError: shapes that do not fit together, a bad ``grid``, ``levels``, ``temperature`` or ``reduction``,
+            tensors on different devices. TypeError: an argument of the wrong type (a tensor that is not float64,
+            float32, float16 or bfloat16 included). Each message names the argument.
     """
-    levels = [int(s) for s in levels] if isinstance(levels, (list, tuple)) else levels
-    if reduction not in ("none", "region", "mean"):
-        raise ValueError(f"reduction must be 'none', 'region' or 'mean', got {reduction!r}")
-    _check_rad(student_feat, teacher_feat, student_fc_weight, student_fc_bias, teacher_fc_weight, teacher_fc_bias,
-               grid, levels, temperature)
-    loss = _ops.rad_forward(student_feat, teacher_feat, student_fc_weight, student_fc_bias, teacher_fc_weight,
-                            teacher_fc_bias, grid, levels, float(temperature))[0]
-    if reduction == "region":
-        loss = loss.mean(0)
-    elif reduction == "mean":
-        loss = loss.mean()
-    return loss.to(out_dtype(student_feat, teacher_feat, student_fc_weight, student_fc_bias, teacher_fc_weight,
-                              teacher_fc_bias))
+    try:
+        loss = _loss(student_feat, teacher_feat, student_fc_weight, student_fc_bias, teacher_fc_weight,
+                     teacher_fc_bias, grid, levels, temperature, reduction)
+    except RuntimeError as e:
+        raise_binding_error(e)
+        raise
+    return as_out_dtype(loss, student_feat, teacher_feat, student_fc_weight, student_fc_bias, teacher_fc_weight,
+                        teacher_fc_bias)

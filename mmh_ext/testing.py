@@ -1,12 +1,30 @@
-"""Tolerances for comparing an operator's result with another computation of it (the CPU kernels, the float64
-reference), shared by ``tests/ops/test_cuda.py`` and ``scripts/gpu_ops_smoke.py``."""
+"""What the tests and tools share: the operators as the dispatcher has them registered (the tests' op lists), and the
+tolerances for comparing an operator's result with another computation of it (the CPU kernels, the float64
+reference), shared by ``tests/ops/test_cuda.py`` and ``scripts/gpu_ops_smoke.py``. The test-only hooks of the compiled
+library are the operators of ``torch.ops.mmh_ext_testing`` (csrc/testing.cpp)."""
 from __future__ import annotations
 
 import math
 
 import torch
 
-__all__ = ["REL_TOL", "assert_rel", "rel_error"]
+__all__ = ["REL_TOL", "assert_rel", "operators", "rel_error"]
+
+
+def operators(namespace: str = "mmh_ext") -> list[str]:
+    """The tensor operators registered in ``torch.ops.<namespace>`` (those with a Tensor argument or result: not
+    ``build_info``), sorted, as the dispatcher has them: each operator's file defines its own (csrc/<op>.cpp), and
+    nothing else lists them."""
+    prefix = namespace + "::"
+    names = sorted(n[len(prefix):] for n in torch._C._dispatch_get_all_op_names() if n.startswith(prefix))
+
+    def has_tensor(name: str) -> bool:
+        # plain attribute access: it keeps the cached OpOverload objects (calling __getattr__ would replace them, and
+        # ``func is torch.ops.mmh_ext.<op>.default`` in a dispatch mode would then be False)
+        schema = getattr(getattr(torch.ops, namespace), name).default._schema
+        return any("Tensor" in str(a.type) for a in (*schema.arguments, *schema.returns))
+
+    return [n for n in names if has_tensor(n)]
 
 #: ||got - want|| / ||want|| allowed between two computations on the same inputs with float32 math inside (float64 for
 #: float64): summation order (which the KL's cancellation amplifies) and, for half outputs, one rounding more or less.

@@ -6,9 +6,10 @@
 Made to run under ``compute-sanitizer`` (memcheck, racecheck) by the GPU check (``scripts/gpu_check.sh``): few,
 small calls whose sizes are not multiples of the 256-thread blocks, in the layouts the kernels index differently
 (contiguous, channels_last, strided views, 5-D), with the teacher side requiring grad (RAD's and DAD's second
-backward path), a zero sample and B = 1 for DAD, and one call of each operator with mixed input dtypes (what
-autocast hands over). Every result is compared with :mod:`mmh_ext.reference` in float64 on the CPU, so the script
-also fails on wrong values. Prints one line per check; exit status 1 if any check failed.
+backward path), a zero sample and B = 1 for DAD, one call of each operator with mixed input dtypes (what autocast
+hands over), and every benchmarked operator at its tiny shape (benchmarks.ops). Every result is compared with
+:mod:`mmh_ext.reference` in float64 on the CPU, so the script also fails on wrong values. Prints one line per check;
+exit status 1 if any check failed.
 """
 
 from __future__ import annotations
@@ -189,6 +190,29 @@ def _dtypes(c: Checker, name: str, grads, want) -> None:
         raise AssertionError(f"{name}: gradient dtypes {got}, expected each input's dtype {list(want)}")
 
 
+def check_tiny_cases(c: Checker, device: str, dtype: torch.dtype) -> None:
+    """Every benchmarked operator (:mod:`benchmarks.ops.registry`, so a new one without an edit here) at its tiny
+    shape, forward and backward, against its reference in float64 on the CPU."""
+    from benchmarks.ops import registry
+
+    for m in registry.OPS:
+        case = m.tiny_case(device)
+        name = f"{case.op} tiny {dtype}"
+
+        def one():
+            inputs, grads = case.make()
+            need = [any(t is g for g in grads) for t in inputs]
+            dev = [t.detach().to(dtype).requires_grad_(n) for t, n in zip(inputs, need)]
+            ref = [t.detach().cpu().double().requires_grad_(n) for t, n in zip(dev, need)]
+            out, want = case.fused(*dev), case.ref(*ref)
+            w = torch.randn(want.shape, dtype=torch.float64)
+            got_g = torch.autograd.grad((out.double() * w.to(out.device)).sum(), [t for t in dev if t.requires_grad])
+            want_g = torch.autograd.grad((want * w).sum(), [t for t in ref if t.requires_grad])
+            c.compare(name, [out, *got_g], [want, *want_g], dtype)
+
+        c.run(name, one)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
@@ -217,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         check_rad(c, args.device, dt)
         check_dad(c, args.device, dt)
         check_inject(c, args.device, dt)
+        check_tiny_cases(c, args.device, dt)
     if not args.no_mixed:
         for low in [d for d in dtypes if d in (torch.float16, torch.bfloat16)]:
             check_mixed(c, args.device, low)

@@ -2,6 +2,7 @@
 
     python -m benchmarks.ops [--quick] [--csv out.csv] [--markdown out.md] [--device cpu|cuda] [--threads N]
     python -m benchmarks.ops --from-csv out.csv [--markdown out.md]    # table + targets of an earlier run
+    python -m benchmarks.ops --overhead [--markdown out.md]            # per-call overhead at tiny shapes
 
 (``python benchmarks/bench_ops.py`` runs the same, with the same flags.)
 
@@ -37,10 +38,10 @@ from typing import Any
 
 import torch
 
-from . import gpu_time, report
+from . import gpu_time, overhead, report
 from .common import FWD, STEP, Case
 from .inject import cupy_inject
-from .registry import cases, op_names
+from .registry import OPS, cases, op_names
 from .report import CSV_FIELDS, Rows, read_csv, render_markdown
 from .timing import fwd_and_step, median_seconds, memcpy_bandwidth, peak_mib
 
@@ -84,6 +85,10 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
                         "the wall times and are cut to what is left of S")
     p.add_argument("--no-gpu-time", action="store_true",
                    help="CUDA: leave out the GPU kernel time per call (torch.profiler, in a separate process)")
+    p.add_argument("--overhead", action="store_true",
+                   help="per-call overhead at tiny shapes instead: forward+backward of each operator's tiny case "
+                        "against the eager reference, alternating, one thread unless --threads "
+                        "(benchmarks.ops.overhead)")
     p.add_argument("--gpu-time-worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     return p
 
@@ -213,6 +218,23 @@ def _selected(all_cases: list[Case], ops: str | None, p: argparse.ArgumentParser
     return [c for c in all_cases if c.op in wanted]
 
 
+def _overhead(p: argparse.ArgumentParser, args: argparse.Namespace, header: str) -> int:
+    """``--overhead``: the per-call overhead table at tiny shapes (:mod:`benchmarks.ops.overhead`)."""
+    wanted = None if args.ops is None else set(args.ops.split(","))
+    if wanted is not None and wanted - set(op_names()):
+        p.error(f"--ops: unknown operator(s) {sorted(wanted - set(op_names()))}; known: {op_names()}")
+    modules = [m for m in OPS if wanted is None or m.OP in wanted]
+    _, text = overhead.run(modules, args.device, args.quick, "Per-call overhead at tiny shapes, forward+backward "
+                           f"(median of {overhead.ROUNDS} alternating rounds)\n\n{header}")
+    print()
+    print(text, end="")
+    if args.markdown:
+        with open(args.markdown, "w") as out:
+            out.write(text)
+        print(f"# wrote {args.markdown}")
+    return 0
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """The benchmark's command line (``prog``: its name in the usage line; default the script's)."""
     p = _parser(prog)
@@ -221,7 +243,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         return _render_csv(p, args)
     if args.gpu_time_worker:
         return gpu_time.gpu_worker(*args.gpu_time_worker)
+    if args.overhead and not args.threads:
+        args.threads = 1
     header = _setup(p, args)
+    if args.overhead:
+        return _overhead(p, args, header)
     rows = Rows(args.csv)
     report.print_table_head(args.device == "cuda")
     t_start = time.perf_counter()

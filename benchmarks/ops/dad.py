@@ -26,5 +26,14 @@ def case(b: int, c: int, hw: int, device: str) -> Case:
     return Case(OP, f"B={b} {c}x{hw}x{hw}", make, mmh_ext.dad_loss, R.dad_loss)
 
 
+#: Per-call overhead at tiny shapes (:mod:`benchmarks.ops.overhead`), as in :mod:`benchmarks.ops.rad`.
+TINY = (4, 8, 4)
+OVERHEAD_TARGET = 0.3
+
+
+def tiny_case(device: str) -> Case:
+    return case(*TINY, device)
+
+
 def cases(quick: bool, device: str) -> list[Case]:
     return [case(*s, device) for s in (QUICK if quick else SHAPES)]

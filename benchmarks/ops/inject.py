@@ -32,6 +32,16 @@ def case(n: int, c: int, hw: int, device: str) -> Case:
                 R.cross_stream_inject, bytes_fwd=3 * 4 * numel, bytes_bwd=5 * 4 * numel, extra={"numel": numel})
 
 
+#: Per-call overhead at tiny shapes (:mod:`benchmarks.ops.overhead`), as in :mod:`benchmarks.ops.rad`; against eager's
+#: three ops (multiply, relu and their backward).
+TINY = (2, 8, 4)
+OVERHEAD_TARGET = 1.0
+
+
+def tiny_case(device: str) -> Case:
+    return case(*TINY, device)
+
+
 def cases(quick: bool, device: str) -> list[Case]:
     return [case(*s, device) for s in (QUICK if quick else SHAPES)]
 

@@ -32,5 +32,15 @@ def case(b: int, c: int, hw: int, k: int, device: str) -> Case:
     return Case(OP, f"B={b} C={c} {hw}x{hw} K={k}", make, mmh_ext.rad_loss, R.rad_loss)
 
 
+#: Per-call overhead at tiny shapes (:mod:`benchmarks.ops.overhead`): the tiny case, and the most mmh_ext's
+#: forward+backward may cost as a fraction of the eager reference's (issue 21).
+TINY = (2, 8, 4, 3)
+OVERHEAD_TARGET = 0.3
+
+
+def tiny_case(device: str) -> Case:
+    return case(*TINY, device)
+
+
 def cases(quick: bool, device: str) -> list[Case]:
     return [case(*s, device) for s in (QUICK if quick else SHAPES)]

@@ -1,4 +1,4 @@
-// Injection CPU kernels: plain loops over the shared expressions of inject_math.h (the CUDA kernels' math), which GCC
+// Injection CPU kernels: plain loops over the shared expressions of inject.h (the CUDA kernels' math), which GCC
 // vectorises at -O3. (at::vec::Vectorized without a CPU_CAPABILITY build falls back to a generic emulation that was
 // several times slower here, so it is not used.)
 #include <ATen/Parallel.h>

@@ -1,5 +1,5 @@
 // Injection CUDA kernels: elementwise over the (dense) storage, in the accumulation type, through the shared
-// expressions of inject_math.h (the same the CPU kernels' loops evaluate); 16-byte vector loads where aligned.
+// expressions of inject.h (the same the CPU kernels' loops evaluate); 16-byte vector loads where aligned.
 #include <torch/library.h>
 
 #include "../inject.h"

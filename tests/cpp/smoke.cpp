@@ -35,6 +35,28 @@ int main() {
   auto info = op("mmh_ext::build_info").typed<std::string()>().call();
   expect(info.find("cpu_kernels=1") != std::string::npos, "build_info reports CPU kernels");
 
+  // every operator the library registers (read from the dispatcher: no list here) has its CPU and Autocast kernels;
+  // the test hooks are in mmh_ext_testing, not in the public namespace
+  int tensor_ops = 0;
+  for (const c10::OperatorName& name : c10::Dispatcher::singleton().getAllOpNames()) {
+    const std::string ns = name.getNamespace().has_value() ? std::string(*name.getNamespace()) : "";
+    if (ns == "mmh_ext") expect(name.name.find("::_") == std::string::npos, name.name + " is not a test hook");
+    if (ns != "mmh_ext") continue;
+    const auto handle = c10::Dispatcher::singleton().findOp(name);
+    bool has_tensor = false;
+    for (const auto& a : handle->schema().arguments())
+      has_tensor = has_tensor || a.type()->kind() == c10::TypeKind::TensorType;
+    if (!has_tensor) continue;
+    ++tensor_ops;
+    expect((handle->hasKernelForDispatchKey(c10::DispatchKey::CPU) ||
+            handle->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd)) &&
+               handle->hasKernelForDispatchKey(c10::DispatchKey::AutocastCPU),
+           name.name + " has CPU (or composite) and AutocastCPU kernels");
+  }
+  expect(tensor_ops >= 8, "the operators are registered (" + std::to_string(tensor_ops) + ")");
+  expect(c10::Dispatcher::singleton().findOp({"mmh_ext_testing::rad_cpu_fused_passes", ""}).has_value(),
+         "the test hooks are in mmh_ext_testing");
+
   // cross_stream_inject + backward
   at::Tensor x = at::randn({2, 3, 4, 5}, f64), g = at::randn({2, 3, 4, 5}, f64), d = at::randn({2, 3, 4, 5}, f64);
   auto inject = op("mmh_ext::cross_stream_inject").typed<at::Tensor(const at::Tensor&, const at::Tensor&)>();

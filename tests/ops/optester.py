@@ -8,7 +8,7 @@ inputs. The base runs, over device x dtype x layout (contiguous / a non-contiguo
 * gradients of a randomly weighted output against the reference's;
 * ``torch.autograd.gradcheck`` in float64; ``torch.library.opcheck`` of the raw operators;
 * ``torch.compile(fullgraph=True)`` values and gradients against the reference in the inputs' dtype;
-* bad inputs: the error type and the argument named in the message.
+* bad inputs: the error type and the argument named in the message, from the op and from its fake implementation.
 
 CUDA parametrisations skip without a GPU and a build with CUDA kernels. ``kernel_modes`` lists the CPU kernel modes a
 test runs in (:func:`mmh_ext.cpu_kernel_mode`; only RAD has several).
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 import mmh_ext
 from mmh_ext import reference as R
@@ -213,4 +214,11 @@ class OpTester:
     def test_bad_input_names_the_argument(self, bad_input):
         call, exc, word = bad_input
         with pytest.raises(exc, match=re.escape(word)):
+            self.call_bad(call)
+
+    def test_fake_refuses_bad_input_alike(self, bad_input):
+        """The same call with fake tensors (what torch.compile traces) reaches the op's fake implementation instead of
+        its C++ code: it must refuse the input with the same exception, naming the same argument."""
+        call, exc, word = bad_input
+        with FakeTensorMode(allow_non_fake_inputs=True), pytest.raises(exc, match=re.escape(word)):
             self.call_bad(call)

@@ -7,6 +7,7 @@ import torch
 
 import mmh_ext
 from mmh_ext import _build
+from mmh_ext.testing import operators
 
 
 def test_build_info_matches_installed_torch():
@@ -20,12 +21,34 @@ def test_info_command():
     assert "CPU kernels: yes" in out and "rad_forward" in out and torch.__version__ in out
 
 
-def test_cuda_kernels_are_registered_when_built():
+def test_every_operator_is_complete():
+    """Each operator the library registers (read from the dispatcher, no list kept here) has a CPU kernel, a CUDA
+    kernel exactly when the build has CUDA kernels (or is a composite of the others), the Autocast kernels (define_op,
+    csrc/library.h), a fake (meta) implementation for torch.compile, and each forward op its autograd kernel."""
+    ops = operators()
+    assert {"rad_forward", "dad_forward", "cross_stream_inject"} <= set(ops), ops  # the registry is read, not empty
     has_cuda = mmh_ext.BUILD_INFO["cuda_kernels"] == "1"
-    for op in ("rad_forward", "rad_backward", "dad_forward", "dad_backward", "cosine_discrepancy_forward",
-               "cosine_discrepancy_backward", "cross_stream_inject", "cross_stream_inject_backward"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"mmh_ext::{op}", "CPU")
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"mmh_ext::{op}", "CUDA") == has_cuda, op
+    for op in ops:
+        name = f"mmh_ext::{op}"
+        if torch._C._dispatch_has_kernel_for_dispatch_key(name, "CompositeExplicitAutograd"):
+            pass  # a composite of other mmh_ext ops (rad_loss): it runs where they have kernels
+        else:
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU"), op
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA") == has_cuda, op
+        for key in ("AutocastCPU", "AutocastCUDA", "Meta"):
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(name, key), (op, key)
+        if not op.endswith("_backward"):
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "Autograd"), op
+
+
+def test_test_hooks_are_out_of_the_public_namespace():
+    """The test-only hooks live in torch.ops.mmh_ext_testing; torch.ops.mmh_ext holds the operators and build_info."""
+    public = [n for n in torch._C._dispatch_get_all_op_names() if n.startswith("mmh_ext::")]
+    assert public and not [n for n in public if n.split("::")[1].startswith("_")], public
+    assert {"mmh_ext::build_info"} == set(public) - {f"mmh_ext::{op}" for op in operators()}
+    assert set(operators("mmh_ext_testing")) == set()  # hooks take and return no tensors
+    hooks = {n for n in torch._C._dispatch_get_all_op_names() if n.startswith("mmh_ext_testing::")}
+    assert hooks == {"mmh_ext_testing::set_cpu_kernel_mode", "mmh_ext_testing::rad_cpu_fused_passes"}
 
 
 def test_missing_library_gives_one_clear_error(monkeypatch):
@@ -70,15 +93,15 @@ def test_import_without_library_in_a_fresh_interpreter(tmp_path):
 
 
 def test_cpu_kernel_mode_switches_and_restores():
-    assert torch.ops.mmh_ext._set_cpu_kernel_mode("fast") == "fast"
+    assert torch.ops.mmh_ext_testing.set_cpu_kernel_mode("fast") == "fast"
     with mmh_ext.cpu_kernel_mode("device"):
-        assert torch.ops.mmh_ext._set_cpu_kernel_mode("device") == "device"
+        assert torch.ops.mmh_ext_testing.set_cpu_kernel_mode("device") == "device"
         with mmh_ext.cpu_kernel_mode("separate"):
-            assert torch.ops.mmh_ext._set_cpu_kernel_mode("separate") == "separate"
-        assert torch.ops.mmh_ext._set_cpu_kernel_mode("device") == "device"
-    assert torch.ops.mmh_ext._set_cpu_kernel_mode("fast") == "fast"
+            assert torch.ops.mmh_ext_testing.set_cpu_kernel_mode("separate") == "separate"
+        assert torch.ops.mmh_ext_testing.set_cpu_kernel_mode("device") == "device"
+    assert torch.ops.mmh_ext_testing.set_cpu_kernel_mode("fast") == "fast"
     with pytest.raises(ValueError, match="mode"):
-        torch.ops.mmh_ext._set_cpu_kernel_mode("gpu")
+        torch.ops.mmh_ext_testing.set_cpu_kernel_mode("gpu")
 
 
 def test_kernel_mode_changes_only_rad():

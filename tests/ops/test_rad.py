@@ -64,8 +64,11 @@ class TestRadLoss(OpTester):
         return dict(rtol=1e-7, atol=1e-7 * scale) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5 * scale)
 
     def gradcheck_inputs(self):
+        # and the reductions rad_loss's op does itself (the backward spreads d loss over the region losses)
         return [Sample(_inputs(shape, torch.float64), dict(grid=shape[8], levels=shape[9], reduction="none"))
-                for shape in GRADCHECK_SHAPES]
+                for shape in GRADCHECK_SHAPES] + [
+            Sample(_inputs(GRADCHECK_SHAPES[2], torch.float64), dict(grid=5, levels=(5, 3, 2, 1), reduction=r))
+            for r in ("mean", "region")]
 
     def opcheck_calls(self, device):
         calls = []
@@ -75,8 +78,15 @@ class TestRadLoss(OpTester):
         # the feature maps and a bias train, both classifier weights are frozen: the forward keeps no pooled grid
         args = [t.to(device).requires_grad_(i in (0, 1, 3)) for i, t in enumerate(_inputs(SHAPES[4], torch.float64))]
         calls.append((torch.ops.mmh_ext.rad_forward.default, (*args, SHAPES[4][8], list(SHAPES[4][9]), 2.0)))
+        # rad_loss, what mmh_ext.rad_loss calls: rad_forward and the reduction as one autograd node
+        for i, reduction in enumerate(("none", "region", "mean")):
+            args = [t.to(device).requires_grad_(j in (0, 2, 3) or i == 0) for j, t in
+                    enumerate(_inputs(SHAPES[4 if i == 1 else 0], torch.float64))]
+            grid, levels = (SHAPES[4][8], list(SHAPES[4][9])) if i == 1 else (4, [4, 2, 1])
+            calls.append((torch.ops.mmh_ext.rad_loss.default, (*args, grid, levels, 2.0, reduction)))
         args = [t.to(device) for t in _inputs(SHAPES[0], torch.float32)]
-        return calls + [(torch.ops.mmh_ext.rad_forward.default, (*args, 4, [4, 2, 1], 2.0))]
+        return calls + [(torch.ops.mmh_ext.rad_forward.default, (*args, 4, [4, 2, 1], 2.0)),
+                        (torch.ops.mmh_ext.rad_loss.default, (*args, 4, [4, 2, 1], 2.0, "mean"))]
 
     def compile_inputs(self):
         return list(_inputs(SHAPES[0], torch.float32, requires_grad=True))
@@ -421,14 +431,14 @@ def test_chunked_cpu_passes(case, threads, trainable):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        count = torch.ops.mmh_ext._rad_cpu_fused_passes()
+        count = torch.ops.mmh_ext_testing.rad_cpu_fused_passes()
         fast = run(mmh_ext.rad_loss)
-        ran = torch.ops.mmh_ext._rad_cpu_fused_passes() - count
+        ran = torch.ops.mmh_ext_testing.rad_cpu_fused_passes() - count
         again = run(mmh_ext.rad_loss)
         with mmh_ext.cpu_kernel_mode("separate"):
-            count = torch.ops.mmh_ext._rad_cpu_fused_passes()
+            count = torch.ops.mmh_ext_testing.rad_cpu_fused_passes()
             separate = run(mmh_ext.rad_loss)
-            assert torch.ops.mmh_ext._rad_cpu_fused_passes() == count
+            assert torch.ops.mmh_ext_testing.rad_cpu_fused_passes() == count
     finally:
         torch.set_num_threads(before)
     assert ran == (1 if trainable == "both sides" else 2)
@@ -454,9 +464,9 @@ def test_chunked_cpu_passes_need_as_many_samples_as_threads():
         g = torch.Generator().manual_seed(0)
         args = [torch.randn(s, generator=g) for s in ((2, 16, 7, 7), (2, 16, 7, 7), (5, 16), (5,), (5, 16), (5,))]
         fs = args[0].clone().requires_grad_(True)
-        count = torch.ops.mmh_ext._rad_cpu_fused_passes()
+        count = torch.ops.mmh_ext_testing.rad_cpu_fused_passes()
         got = torch.autograd.grad(mmh_ext.rad_loss(fs, *args[1:]), fs)[0]
-        assert torch.ops.mmh_ext._rad_cpu_fused_passes() == count
+        assert torch.ops.mmh_ext_testing.rad_cpu_fused_passes() == count
     finally:
         torch.set_num_threads(before)
     fs64 = args[0].double().requires_grad_(True)
@@ -480,10 +490,10 @@ def test_chunked_backward_bounds_its_weight_partial_sums():
             res = {}
             for mode in ("fast", "separate"):
                 leaves = [a.clone().requires_grad_(i in (0, 2)) for i, a in enumerate(args)]
-                count = torch.ops.mmh_ext._rad_cpu_fused_passes()
+                count = torch.ops.mmh_ext_testing.rad_cpu_fused_passes()
                 with mmh_ext.cpu_kernel_mode(mode):
                     mmh_ext.rad_loss(*leaves, grid=2, levels=(2, 1)).backward()
-                res[mode] = (torch.ops.mmh_ext._rad_cpu_fused_passes() - count, leaves[0].grad, leaves[2].grad)
+                res[mode] = (torch.ops.mmh_ext_testing.rad_cpu_fused_passes() - count, leaves[0].grad, leaves[2].grad)
             assert res["fast"][0] == chunked_passes and res["separate"][0] == 0
             for x, y in zip(res["fast"][1:], res["separate"][1:]):
                 torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-8)
