@@ -48,8 +48,10 @@ inline void check_no_double_backward(const std::vector<at::Tensor>& grads, const
   bool needs = false;
   for (const auto* list : {&grads, &saved})
     for (const at::Tensor& t : *list) needs = needs || (t.defined() && t.requires_grad());
-  TORCH_CHECK(!needs, op, " has no double backward: a gradient taken with create_graph=True through it cannot be "
-              "differentiated again (use ", reference, ", the pure-PyTorch version, for second-order gradients)");
+  TORCH_CHECK(!needs, op,
+              " has no double backward: a gradient taken with create_graph=True through it cannot be "
+              "differentiated again (use ",
+              reference, ", the pure-PyTorch version, for second-order gradients)");
 }
 
 }  // namespace mmh_ext

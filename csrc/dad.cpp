@@ -81,9 +81,9 @@ at::Tensor cosine_backward(const at::Tensor& grad, const at::Tensor& feat, const
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_forward(const at::Tensor& hs,
-                                                                                     const at::Tensor& ht,
-                                                                                     c10::string_view form_name,
-                                                                                     double eps, const Kernels& k) {
+                                                                                    const at::Tensor& ht,
+                                                                                    c10::string_view form_name,
+                                                                                    double eps, const Kernels& k) {
   // Student and teacher may differ in dtype (a student under autocast against a float32 teacher): both sides are
   // computed in one accumulation dtype (float64 when either is float64, float32 otherwise).
   check_float_same_device({{&hs, "student_feat"}, {&ht, "teacher_feat"}});
@@ -108,8 +108,8 @@ std::vector<at::Tensor> loss_backward(const at::Tensor& grad, const at::Tensor& 
   check_saved(Ms, ns, "student_matrix");
   check_saved(Mt, nt, "teacher_matrix");
   TORCH_CHECK_VALUE(Mt.sizes() == Ms.sizes() && Mt.scalar_type() == Ms.scalar_type(),
-                    "student_matrix and teacher_matrix differ in shape or dtype: ", Ms.sizes(), " ",
-                    Ms.scalar_type(), " and ", Mt.sizes(), " ", Mt.scalar_type());
+                    "student_matrix and teacher_matrix differ in shape or dtype: ", Ms.sizes(), " ", Ms.scalar_type(),
+                    " and ", Mt.sizes(), " ", Mt.scalar_type());
   TORCH_CHECK_VALUE(grad.numel() == 1 && loss.numel() == 1, "grad and loss must have one element each, got shapes ",
                     grad.sizes(), " and ", loss.sizes());
   TORCH_CHECK_VALUE(grad.device() == Ms.device() && loss.device() == Ms.device(), "grad (on ", grad.device(),
@@ -155,8 +155,9 @@ using torch::autograd::variable_list;
 
 using CosForwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, double);
 using CosBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double);
-using LossForwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-    const at::Tensor&, const at::Tensor&, c10::string_view, double);
+using LossForwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&,
+                                                                                              const at::Tensor&,
+                                                                                              c10::string_view, double);
 using LossBackwardSig = std::vector<at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                 const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                 const at::Tensor&, const at::Tensor&, c10::string_view, double, bool,
@@ -195,8 +196,7 @@ class LossFunction : public torch::autograd::Function<LossFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& hs, const at::Tensor& ht, c10::string_view form,
                                double eps) {
-    static auto op =
-        c10::Dispatcher::singleton().findSchemaOrThrow("mmh_ext::dad_forward", "").typed<LossForwardSig>();
+    static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("mmh_ext::dad_forward", "").typed<LossForwardSig>();
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [loss, ms, mt, ns, nt] = op.call(hs, ht, form, eps);
     ctx->mark_non_differentiable({ms, mt, ns, nt});
@@ -218,9 +218,9 @@ class LossFunction : public torch::autograd::Function<LossFunction> {
     const auto s = ctx->get_saved_variables();
     check_no_double_backward(grads, s, "mmh_ext.dad_loss", "mmh_ext.reference.dad_loss");
     at::AutoDispatchBelowADInplaceOrView below_autograd;  // no autograd of its own: straight to its kernel
-    std::vector<at::Tensor> g = op.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6],
-                                        ctx->saved_data["form"].toStringRef(), ctx->saved_data["eps"].toDouble(),
-                                        need_s, need_t);
+    std::vector<at::Tensor> g =
+        op.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6], ctx->saved_data["form"].toStringRef(),
+                ctx->saved_data["eps"].toDouble(), need_s, need_t);
     if (need_s) out[0] = g[0];  // the side not asked for is an empty placeholder
     if (need_t) out[1] = g[1];
     return out;

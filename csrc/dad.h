@@ -48,9 +48,9 @@ std::tuple<at::Tensor, at::Tensor> cosine_forward(const at::Tensor& feat, double
 at::Tensor cosine_backward(const at::Tensor& grad, const at::Tensor& feat, const at::Tensor& D, const at::Tensor& norm,
                            double eps, const Kernels& k);
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_forward(const at::Tensor& hs,
-                                                                                     const at::Tensor& ht,
-                                                                                     c10::string_view form,
-                                                                                     double eps, const Kernels& k);
+                                                                                    const at::Tensor& ht,
+                                                                                    c10::string_view form, double eps,
+                                                                                    const Kernels& k);
 std::vector<at::Tensor> loss_backward(const at::Tensor& grad, const at::Tensor& hs, const at::Tensor& ht,
                                       const at::Tensor& Ms, const at::Tensor& Mt, const at::Tensor& ns,
                                       const at::Tensor& nt, const at::Tensor& loss, c10::string_view form, double eps,

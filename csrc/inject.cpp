@@ -72,7 +72,7 @@ class InjectFunction : public torch::autograd::Function<InjectFunction> {
     if (!grads[0].defined()) return out;
     const auto saved = ctx->get_saved_variables();
     check_no_double_backward(grads, saved, "mmh_ext.cross_stream_inject", "mmh_ext.reference.cross_stream_inject");
-    at::AutoDispatchBelowADInplaceOrView below_autograd;  // no autograd of its own: straight to its kernel
+    at::AutoDispatchBelowADInplaceOrView below_autograd;       // no autograd of its own: straight to its kernel
     auto [dx, dgate] = op.call(grads[0], saved[0], saved[1]);  // one pass computes both
     if (ctx->needs_input_grad(0)) out[0] = dx;
     if (ctx->needs_input_grad(1)) out[1] = dgate;

@@ -56,16 +56,20 @@ Pyramid make_pyramid(int64_t grid, at::IntArrayRef levels) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
     const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& wt,
     const at::Tensor& bt, int64_t grid, at::IntArrayRef levels, double temperature, const Kernels& k) {
-  check_float_same_device({{&fs, "student_feat"}, {&ft, "teacher_feat"}, {&ws, "student_fc_weight"},
-                    {&bs, "student_fc_bias"}, {&wt, "teacher_fc_weight"}, {&bt, "teacher_fc_bias"}});
+  check_float_same_device({{&fs, "student_feat"},
+                           {&ft, "teacher_feat"},
+                           {&ws, "student_fc_weight"},
+                           {&bs, "student_fc_bias"},
+                           {&wt, "teacher_fc_weight"},
+                           {&bt, "teacher_fc_bias"}});
   check_feat(fs, "student_feat");
   check_feat(ft, "teacher_feat");
   TORCH_CHECK_VALUE(fs.size(0) == ft.size(0), "student_feat has batch size ", fs.size(0), " but teacher_feat has ",
                     ft.size(0));
   check_fc(ws, bs, fs, "student_fc_weight", "student_fc_bias", "student_feat");
   check_fc(wt, bt, ft, "teacher_fc_weight", "teacher_fc_bias", "teacher_feat");
-  TORCH_CHECK_VALUE(ws.size(0) == wt.size(0), "student_fc_weight has ", ws.size(0), " classes but teacher_fc_weight has ",
-                    wt.size(0));
+  TORCH_CHECK_VALUE(ws.size(0) == wt.size(0), "student_fc_weight has ", ws.size(0),
+                    " classes but teacher_fc_weight has ", wt.size(0));
   TORCH_CHECK_VALUE(ws.size(0) >= 2, "the classifiers need at least 2 classes, got ", ws.size(0));
   TORCH_CHECK_VALUE(temperature > 0 && std::isfinite(temperature), "temperature must be a positive finite number, got ",
                     temperature);
@@ -102,11 +106,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
 }
 
 std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& gs, const at::Tensor& gt,
-                                 const at::Tensor& ls, const at::Tensor& lt, const at::Tensor& ws,
-                                 const at::Tensor& wt, at::IntArrayRef student_hw, at::IntArrayRef teacher_hw,
-                                 at::ScalarType student_dtype, at::ScalarType teacher_dtype, int64_t grid,
-                                 at::IntArrayRef levels, double temperature, bool need_student, bool need_teacher,
-                                 const Kernels& k) {
+                                 const at::Tensor& ls, const at::Tensor& lt, const at::Tensor& ws, const at::Tensor& wt,
+                                 at::IntArrayRef student_hw, at::IntArrayRef teacher_hw, at::ScalarType student_dtype,
+                                 at::ScalarType teacher_dtype, int64_t grid, at::IntArrayRef levels, double temperature,
+                                 bool need_student, bool need_teacher, const Kernels& k) {
   const Pyramid p = make_pyramid(grid, levels);
   TORCH_CHECK_VALUE(student_hw.size() == 2 && teacher_hw.size() == 2, "student_hw and teacher_hw must have 2 entries");
   const int64_t B = ls.size(0), G2 = grid * grid, K = ws.size(0);
@@ -196,14 +199,13 @@ int64_t parse_reduction(c10::string_view reduction) {
 using ForwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
     int64_t, at::IntArrayRef, double);
-using BackwardSig = std::vector<at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+using BackwardSig = std::vector<at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                             const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                            const at::Tensor&, c10::SymIntArrayRef, c10::SymIntArrayRef, at::ScalarType,
-                                            at::ScalarType, int64_t, at::IntArrayRef, double, bool, bool);
+                                            c10::SymIntArrayRef, c10::SymIntArrayRef, at::ScalarType, at::ScalarType,
+                                            int64_t, at::IntArrayRef, double, bool, bool);
 
 const c10::TypedOperatorHandle<ForwardSig>& forward_op() {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("mmh_ext::rad_forward", "").typed<ForwardSig>();
+  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("mmh_ext::rad_forward", "").typed<ForwardSig>();
   return op;
 }
 
@@ -341,9 +343,9 @@ void input_grads(AutogradContext* ctx, const at::Tensor& grad, const variable_li
 
 class RadFunction : public torch::autograd::Function<RadFunction> {
  public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& fs, const at::Tensor& ft,
-                               const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& wt,
-                               const at::Tensor& bt, int64_t grid, at::IntArrayRef levels, double temperature) {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws,
+                               const at::Tensor& bs, const at::Tensor& wt, const at::Tensor& bt, int64_t grid,
+                               at::IntArrayRef levels, double temperature) {
     auto [loss, gs, gt, ls, lt] = forward_and_save(ctx, fs, ft, ws, bs, wt, bt, grid, levels, temperature);
     ctx->mark_non_differentiable({gs, gt, ls, lt});
     return {loss, gs, gt, ls, lt};

@@ -69,9 +69,9 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& stude
                                  const at::Tensor& teacher_pooled, const at::Tensor& student_logp,
                                  const at::Tensor& teacher_logp, const at::Tensor& student_weight,
                                  const at::Tensor& teacher_weight, at::IntArrayRef student_hw,
-                                 at::IntArrayRef teacher_hw, at::ScalarType student_dtype,
-                                 at::ScalarType teacher_dtype, int64_t grid, at::IntArrayRef levels, double temperature,
-                                 bool need_student, bool need_teacher, const Kernels& k);
+                                 at::IntArrayRef teacher_hw, at::ScalarType student_dtype, at::ScalarType teacher_dtype,
+                                 int64_t grid, at::IntArrayRef levels, double temperature, bool need_student,
+                                 bool need_teacher, const Kernels& k);
 
 }  // namespace rad
 }  // namespace mmh_ext

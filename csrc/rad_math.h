@@ -177,8 +177,8 @@ MMH_HD void row_item(int64_t i, int64_t K, acc t2, acc* ls, acc* lt, acc* loss) 
 // gradient (B, N), element (b, n) at g[b * gb + n * gn] (any strides: the gradient of a mean is an expanded scalar).
 // kl: KL(p_t || p_s) of each (b, n), (B, N) contiguous, read only for the teacher side (dt not null).
 template <typename acc>
-MMH_HD void cell_grad_item(int64_t i, const acc* g, int64_t gb, int64_t gn, const acc* ls, const acc* lt,
-                           const acc* kl, const Pyramid& p, int64_t K, acc t, acc* ds, acc* dt) {
+MMH_HD void cell_grad_item(int64_t i, const acc* g, int64_t gb, int64_t gn, const acc* ls, const acc* lt, const acc* kl,
+                           const Pyramid& p, int64_t K, acc t, acc* ds, acc* dt) {
   const int64_t G2 = p.grid * p.grid, N = p.num_regions;
   const int64_t k = i % K, cell = (i / K) % G2, b = i / (K * G2);
   acc sum_s = acc(0), sum_t = acc(0);

@@ -12,14 +12,16 @@ implementations; what they share is in ``mmh_ext._common``. Modules in :mod:`mmh
 the same signatures in :mod:`mmh_ext.reference`; build information with ``python -m mmh_ext.info``. The raw operators
 are ``torch.ops.mmh_ext.*``; the compiled library's test hooks are ``torch.ops.mmh_ext_testing.*``.
 """
-from ._build import MmhExtBuildError, load as _load
+
+from ._build import MmhExtBuildError
+from ._build import load as _load
 
 BUILD_INFO = _load()
 
-from .rad import cpu_kernel_mode, rad_loss, rad_num_regions  # noqa: E402  (one module per operator)
+from . import nn, reference  # noqa: E402
 from .dad import cosine_discrepancy, dad_loss  # noqa: E402
 from .inject import cross_stream_inject  # noqa: E402
-from . import nn, reference  # noqa: E402
+from .rad import cpu_kernel_mode, rad_loss, rad_num_regions  # noqa: E402  (one module per operator)
 
 __version__ = "0.1.0"
 __all__ = [

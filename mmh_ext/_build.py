@@ -1,4 +1,5 @@
 """Loading of the compiled operator library, with one clear error when it is missing or stale."""
+
 from __future__ import annotations
 
 import importlib
@@ -45,7 +46,9 @@ def load() -> dict[str, str]:
             raise _fail("the compiled library mmh_ext._C is not built.", e) from None
         raise
     except (ImportError, OSError) as e:  # undefined symbols: built against another torch
-        raise _fail(f"the compiled library could not be loaded ({e}); it was probably built for another torch.", e) from None
+        raise _fail(
+            f"the compiled library could not be loaded ({e}); it was probably built for another torch.", e
+        ) from None
     if not hasattr(torch.ops.mmh_ext, "build_info"):
         raise _fail("the compiled library loaded but registered no operators.")
     info = parse_build_info(torch.ops.mmh_ext.build_info())
@@ -53,5 +56,7 @@ def load() -> dict[str, str]:
         raise _fail("the compiled library is older than this package (its build information lacks rad_max_levels).")
     built_for = info.get("torch_version", "unknown")
     if built_for != torch.__version__:
-        raise _fail(f"the compiled library was built for torch {built_for}, but torch {torch.__version__} is installed.")
+        raise _fail(
+            f"the compiled library was built for torch {built_for}, but torch {torch.__version__} is installed."
+        )
     return info

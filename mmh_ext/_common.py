@@ -7,6 +7,7 @@ ValueError / TypeError in Python); the Python functions only default their argum
 implementations, which run instead of the C++ code under ``torch.compile`` and for meta tensors, check the same with
 ``torch._check_value`` / ``torch._check_type`` and the same messages (``tests/ops/test_validation.py`` holds the two to
 each other)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -73,7 +74,9 @@ def fake_check_floats(tensors: Sequence[tuple[torch.Tensor, str]]) -> None:
     """csrc/checks.h ``check_float_same_device``: each a float tensor, all on the first one's device."""
     first, fname = tensors[0]
     for t, name in tensors:
-        torch._check_type(t.dtype in DTYPES,
-                          lambda: f"{name} must be a float64, float32, float16 or bfloat16 tensor, got {t.dtype}")
-        torch._check_value(t.device == first.device,
-                           lambda: f"{name} is on {t.device} but {fname} is on {first.device}")
+        torch._check_type(
+            t.dtype in DTYPES, lambda: f"{name} must be a float64, float32, float16 or bfloat16 tensor, got {t.dtype}"
+        )
+        torch._check_value(
+            t.device == first.device, lambda: f"{name} is on {t.device} but {fname} is on {first.device}"
+        )

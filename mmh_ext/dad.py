@@ -1,6 +1,7 @@
 """Discrepancy-aware distillation (DAD): :func:`cosine_discrepancy` and :func:`dad_loss`, with the fake (meta)
 implementations of their operators (``torch.ops.mmh_ext.cosine_discrepancy_*``, ``dad_*``: schemas, argument checks and
 autograd in csrc/dad.cpp, kernels in csrc/cpu/dad.cpp and csrc/cuda/dad.cu)."""
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,10 @@ _FEAT_NAME = re.compile(r"\b(student|teacher)_feat\b")
 
 def _fake_check_feat(f, name: str) -> None:
     """csrc/dad.cpp ``flat``'s checks."""
-    torch._check_value(f.dim() >= 2, lambda: f"{name} must have a batch dimension and at least one feature dimension, "
-                       f"got shape {list(f.shape)}")
+    torch._check_value(
+        f.dim() >= 2,
+        lambda: f"{name} must have a batch dimension and at least one feature dimension, got shape {list(f.shape)}",
+    )
     torch._check_value(f.shape[0] > 0, lambda: f"{name} has an empty batch (B = 0)")
     torch._check_value(f.numel() > 0, lambda: f"{name} has no features: shape {list(f.shape)}")
 
@@ -72,8 +75,10 @@ def _dad_fake(hs, ht, form, eps):
     torch._check_value(form in DAD_FORMS, lambda: f'form must be "paper" or "sp", got "{form}"')
     _fake_check_feat(hs, "student_feat")
     _fake_check_feat(ht, "teacher_feat")
-    torch._check_value(hs.shape[0] == ht.shape[0],
-                       lambda: f"student_feat has batch size {hs.shape[0]} but teacher_feat has {ht.shape[0]}")
+    torch._check_value(
+        hs.shape[0] == ht.shape[0],
+        lambda: f"student_feat has batch size {hs.shape[0]} but teacher_feat has {ht.shape[0]}",
+    )
     b, acc = hs.shape[0], acc_dtype(hs, ht)
     m = lambda: hs.new_empty((b, b), dtype=acc)  # noqa: E731
     return hs.new_empty((), dtype=acc), m(), m(), hs.new_empty((b,), dtype=acc), hs.new_empty((b,), dtype=acc)
@@ -82,8 +87,10 @@ def _dad_fake(hs, ht, form, eps):
 @torch.library.register_fake("mmh_ext::dad_backward")
 def _dad_backward_fake(grad, hs, ht, ms, mt, ns, nt, loss, form, eps, need_s, need_t):
     none = hs.new_empty((0,))
-    return [torch.empty_like(hs, memory_format=torch.contiguous_format) if need_s else none,
-            torch.empty_like(ht, memory_format=torch.contiguous_format) if need_t else none]
+    return [
+        torch.empty_like(hs, memory_format=torch.contiguous_format) if need_s else none,
+        torch.empty_like(ht, memory_format=torch.contiguous_format) if need_t else none,
+    ]
 
 
 def _layer_error(err: Exception, i: int) -> Exception | None:
@@ -138,8 +145,10 @@ def dad_loss(
     else:
         student_feats, teacher_feats = list(student_feats), list(teacher_feats)
         if len(student_feats) != len(teacher_feats) or not student_feats:
-            raise ValueError(f"student_feats and teacher_feats must pair up: got {len(student_feats)} student and "
-                             f"{len(teacher_feats)} teacher layers")
+            raise ValueError(
+                f"student_feats and teacher_feats must pair up: got {len(student_feats)} student and "
+                f"{len(teacher_feats)} teacher layers"
+            )
         pairs = tuple(zip(student_feats, teacher_feats))
     total = None
     for i, (s, t) in enumerate(pairs):

@@ -1,6 +1,7 @@
 """Cross-stream injection ``x * relu(gate)``: :func:`cross_stream_inject`, with the fake (meta) implementations of its
 operators (``torch.ops.mmh_ext.cross_stream_inject*``: schemas, argument checks and autograd in csrc/inject.cpp,
 kernels in csrc/cpu/inject.cpp and csrc/cuda/inject.cu)."""
+
 from __future__ import annotations
 
 import torch
@@ -16,8 +17,10 @@ _inject = torch.ops.mmh_ext.cross_stream_inject.default
 @torch.library.register_fake("mmh_ext::cross_stream_inject")
 def _inject_fake(x, gate):
     fake_check_floats([(x, "x"), (gate, "gate")])
-    torch._check_value(x.shape == gate.shape, lambda: f"x has shape {list(x.shape)} but gate has shape "
-                       f"{list(gate.shape)} (they must match; no broadcasting)")
+    torch._check_value(
+        x.shape == gate.shape,
+        lambda: f"x has shape {list(x.shape)} but gate has shape {list(gate.shape)} (they must match; no broadcasting)",
+    )
     dtype = torch.promote_types(x.dtype, gate.dtype)
     if x.stride() == gate.stride() and is_non_overlapping_and_dense(x):
         return torch.empty_like(x, dtype=dtype)

@@ -1,4 +1,5 @@
 """nn.Modules over the mmh_ext operators."""
+
 from __future__ import annotations
 
 import contextlib
@@ -52,13 +53,18 @@ class RegionAwareDistillation(nn.Module):
     ``nn.Linear`` or a (weight, bias) pair); the loss is float32 under autocast and the weighting runs in float32.
     """
 
-    def __init__(self, grid: int = 4, levels: Sequence[int] = (4, 2, 1), temperature: float = 2.0,
-                 weighting: str = "none") -> None:
+    def __init__(
+        self, grid: int = 4, levels: Sequence[int] = (4, 2, 1), temperature: float = 2.0, weighting: str = "none"
+    ) -> None:
         super().__init__()
         if weighting not in ("attention", "self", "none"):
             raise ValueError(f"weighting must be 'attention', 'self' or 'none', got {weighting!r}")
-        self.grid, self.levels, self.temperature, self.weighting = int(grid), tuple(int(s) for s in levels), \
-            float(temperature), weighting
+        self.grid, self.levels, self.temperature, self.weighting = (
+            int(grid),
+            tuple(int(s) for s in levels),
+            float(temperature),
+            weighting,
+        )
         n = rad.rad_num_regions(self.levels)
         if any(not 1 <= s <= self.grid for s in self.levels):
             raise ValueError(f"levels {self.levels} must lie between 1 and grid = {self.grid}")
@@ -68,13 +74,24 @@ class RegionAwareDistillation(nn.Module):
             self.q = nn.Linear(n, n, bias=False)
             self.k = nn.Linear(n, n, bias=False)
 
-    def region_losses(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor, student_fc: _Classifier,
-                      teacher_fc: _Classifier) -> torch.Tensor:
+    def region_losses(
+        self, student_feat: torch.Tensor, teacher_feat: torch.Tensor, student_fc: _Classifier, teacher_fc: _Classifier
+    ) -> torch.Tensor:
         """The (N,) batch-mean region losses r."""
         ws, bs = _fc(student_fc, "student_fc")
         wt, bt = _fc(teacher_fc, "teacher_fc")
-        return rad.rad_loss(student_feat, teacher_feat, ws, bs, wt, bt, grid=self.grid, levels=self.levels,
-                            temperature=self.temperature, reduction="region")
+        return rad.rad_loss(
+            student_feat,
+            teacher_feat,
+            ws,
+            bs,
+            wt,
+            bt,
+            grid=self.grid,
+            levels=self.levels,
+            temperature=self.temperature,
+            reduction="region",
+        )
 
     def region_weights(self, r: torch.Tensor) -> torch.Tensor:
         """The (N,) weights w of the region losses r (N,): ``loss = w @ r``, ``w >= 0``, ``w.sum() == 1``.
@@ -115,13 +132,16 @@ class RegionAwareDistillation(nn.Module):
         eff = min(max(float(ent.exp()), 1.0), float(w.numel()))  # rounding of float32 weights
         return {"max": float(w.max()), "last": float(w[-1]), "effective_regions": eff}
 
-    def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor, student_fc: _Classifier,
-                teacher_fc: _Classifier) -> torch.Tensor:
+    def forward(
+        self, student_feat: torch.Tensor, teacher_feat: torch.Tensor, student_fc: _Classifier, teacher_fc: _Classifier
+    ) -> torch.Tensor:
         return self.weigh(self.region_losses(student_feat, teacher_feat, student_fc, teacher_fc))
 
     def extra_repr(self) -> str:
-        return (f"grid={self.grid}, levels={self.levels}, temperature={self.temperature}, "
-                f"weighting={self.weighting!r}, num_regions={self.num_regions}")
+        return (
+            f"grid={self.grid}, levels={self.levels}, temperature={self.temperature}, "
+            f"weighting={self.weighting!r}, num_regions={self.num_regions}"
+        )
 
 
 class DiscrepancyAwareDistillation(nn.Module):

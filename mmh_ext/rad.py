@@ -4,6 +4,7 @@ The operators ``torch.ops.mmh_ext.rad_forward`` / ``rad_backward`` and ``rad_los
 autograd node: what :func:`rad_loss` calls) are defined in csrc/rad.cpp (schemas, argument checks, autograd: one
 dispatcher call per pass), with kernels in csrc/cpu/rad.cpp and csrc/cuda/rad.cu.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,31 +55,52 @@ def rad_num_regions(levels: Sequence[int]) -> int:
 
 def _rad_fake_checks(fs, ft, ws, bs, wt, bt, grid, levels, temperature) -> None:
     """csrc/rad.cpp's checks of rad_forward, for the fake implementation."""
-    fake_check_floats([(fs, "student_feat"), (ft, "teacher_feat"), (ws, "student_fc_weight"), (bs, "student_fc_bias"),
-                       (wt, "teacher_fc_weight"), (bt, "teacher_fc_bias")])
+    fake_check_floats(
+        [
+            (fs, "student_feat"),
+            (ft, "teacher_feat"),
+            (ws, "student_fc_weight"),
+            (bs, "student_fc_bias"),
+            (wt, "teacher_fc_weight"),
+            (bt, "teacher_fc_bias"),
+        ]
+    )
     for f, name in ((fs, "student_feat"), (ft, "teacher_feat")):
         torch._check_value(f.dim() == 4, lambda: f"{name} must be 4-D (B, C, H, W), got shape {list(f.shape)}")
         torch._check_value(f.shape[0] > 0, lambda: f"{name} has an empty batch (B = 0)")
-        torch._check_value(f.shape[1] > 0 and f.shape[2] > 0 and f.shape[3] > 0,
-                           lambda: f"{name} has an empty dimension: {list(f.shape)}")
-    torch._check_value(fs.shape[0] == ft.shape[0],
-                       lambda: f"student_feat has batch size {fs.shape[0]} but teacher_feat has {ft.shape[0]}")
-    for w, b, f, wn, bn, fn in ((ws, bs, fs, "student_fc_weight", "student_fc_bias", "student_feat"),
-                                (wt, bt, ft, "teacher_fc_weight", "teacher_fc_bias", "teacher_feat")):
+        torch._check_value(
+            f.shape[1] > 0 and f.shape[2] > 0 and f.shape[3] > 0,
+            lambda: f"{name} has an empty dimension: {list(f.shape)}",
+        )
+    torch._check_value(
+        fs.shape[0] == ft.shape[0],
+        lambda: f"student_feat has batch size {fs.shape[0]} but teacher_feat has {ft.shape[0]}",
+    )
+    for w, b, f, wn, bn, fn in (
+        (ws, bs, fs, "student_fc_weight", "student_fc_bias", "student_feat"),
+        (wt, bt, ft, "teacher_fc_weight", "teacher_fc_bias", "teacher_feat"),
+    ):
         torch._check_value(w.dim() == 2, lambda: f"{wn} must be 2-D (K, C), got shape {list(w.shape)}")
-        torch._check_value(w.shape[1] == f.shape[1], lambda: f"{wn} has {w.shape[1]} input features but {fn} has "
-                           f"{f.shape[1]} channels")
-        torch._check_value(b.dim() == 1 and b.shape[0] == w.shape[0],
-                           lambda: f"{bn} must have shape ({w.shape[0]},), got {list(b.shape)}")
-    torch._check_value(ws.shape[0] == wt.shape[0], lambda: f"student_fc_weight has {ws.shape[0]} classes but "
-                       f"teacher_fc_weight has {wt.shape[0]}")
+        torch._check_value(
+            w.shape[1] == f.shape[1], lambda: f"{wn} has {w.shape[1]} input features but {fn} has {f.shape[1]} channels"
+        )
+        torch._check_value(
+            b.dim() == 1 and b.shape[0] == w.shape[0],
+            lambda: f"{bn} must have shape ({w.shape[0]},), got {list(b.shape)}",
+        )
+    torch._check_value(
+        ws.shape[0] == wt.shape[0],
+        lambda: f"student_fc_weight has {ws.shape[0]} classes but teacher_fc_weight has {wt.shape[0]}",
+    )
     torch._check_value(ws.shape[0] >= 2, lambda: f"the classifiers need at least 2 classes, got {ws.shape[0]}")
-    torch._check_value(0 < temperature < math.inf,
-                       lambda: f"temperature must be a positive finite number, got {temperature}")
+    torch._check_value(
+        0 < temperature < math.inf, lambda: f"temperature must be a positive finite number, got {temperature}"
+    )
     torch._check_value(grid >= 1, lambda: f"grid must be >= 1, got {grid}")
     torch._check_value(len(levels) > 0, lambda: "levels must not be empty")
-    torch._check_value(len(levels) <= _MAX_LEVELS,
-                       lambda: f"levels: at most {_MAX_LEVELS} levels are supported, got {len(levels)}")
+    torch._check_value(
+        len(levels) <= _MAX_LEVELS, lambda: f"levels: at most {_MAX_LEVELS} levels are supported, got {len(levels)}"
+    )
     for i, s in enumerate(levels):
         torch._check_value(1 <= s <= grid, lambda: f"levels[{i}] = {s} must be between 1 and grid = {grid}")
 
@@ -88,23 +110,27 @@ def _rad_forward_fake(fs, ft, ws, bs, wt, bt, grid, levels, temperature):
     _rad_fake_checks(fs, ft, ws, bs, wt, bt, grid, levels, temperature)
     b, k, n, g2 = fs.shape[0], ws.shape[0], rad_num_regions(levels), grid * grid
     acc = acc_dtype(fs, ft, ws, bs, wt, bt)
-    return (fs.new_empty((b, n), dtype=acc), fs.new_empty((b, g2, fs.shape[1]), dtype=acc),
-            fs.new_empty((b, g2, ft.shape[1]), dtype=acc), fs.new_empty((b, n, k), dtype=acc),
-            fs.new_empty((b, n, k), dtype=acc))
+    return (
+        fs.new_empty((b, n), dtype=acc),
+        fs.new_empty((b, g2, fs.shape[1]), dtype=acc),
+        fs.new_empty((b, g2, ft.shape[1]), dtype=acc),
+        fs.new_empty((b, n, k), dtype=acc),
+        fs.new_empty((b, n, k), dtype=acc),
+    )
 
 
 @torch.library.register_fake("mmh_ext::rad_loss")
 def _rad_loss_fake(fs, ft, ws, bs, wt, bt, grid, levels, temperature, reduction):
     _rad_fake_checks(fs, ft, ws, bs, wt, bt, grid, levels, temperature)
-    torch._check_value(reduction in _REDUCTIONS,
-                       lambda: f"reduction must be 'none', 'region' or 'mean', got '{reduction}'")
+    torch._check_value(
+        reduction in _REDUCTIONS, lambda: f"reduction must be 'none', 'region' or 'mean', got '{reduction}'"
+    )
     shape = {"none": (fs.shape[0], rad_num_regions(levels)), "region": (rad_num_regions(levels),), "mean": ()}
     return fs.new_empty(shape[reduction], dtype=acc_dtype(fs, ft, ws, bs, wt, bt))
 
 
 @torch.library.register_fake("mmh_ext::rad_backward")
-def _rad_backward_fake(grad, gs, gt, ls, lt, ws, wt, shw, thw, sdt, tdt, grid, levels, temperature, need_s,
-                       need_t):
+def _rad_backward_fake(grad, gs, gt, ls, lt, ws, wt, shw, thw, sdt, tdt, grid, levels, temperature, need_s, need_t):
     # pooled (gs / gt) is empty when its weight needs no gradient (not kept by the forward): d weight is empty then
     b = ls.shape[0]
     none = ls.new_empty((0,))
@@ -112,7 +138,7 @@ def _rad_backward_fake(grad, gs, gt, ls, lt, ws, wt, shw, thw, sdt, tdt, grid, l
     for i, (need, pooled, w, hw, dt) in enumerate(((need_s, gs, ws, shw, sdt), (need_t, gt, wt, thw, tdt))):
         if need:
             dw = w.new_empty(w.shape) if pooled.numel() != 0 else none
-            out[3 * i:3 * i + 3] = [ls.new_empty((b, w.shape[1], *hw), dtype=dt), dw, ls.new_empty((w.shape[0],))]
+            out[3 * i : 3 * i + 3] = [ls.new_empty((b, w.shape[1], *hw), dtype=dt), dw, ls.new_empty((w.shape[0],))]
     return out
 
 
@@ -157,10 +183,21 @@ def rad_loss(
             float32, float16 or bfloat16 included). Each message names the argument.
     """
     try:
-        loss = _loss(student_feat, teacher_feat, student_fc_weight, student_fc_bias, teacher_fc_weight,
-                     teacher_fc_bias, grid, levels, temperature, reduction)
+        loss = _loss(
+            student_feat,
+            teacher_feat,
+            student_fc_weight,
+            student_fc_bias,
+            teacher_fc_weight,
+            teacher_fc_bias,
+            grid,
+            levels,
+            temperature,
+            reduction,
+        )
     except RuntimeError as e:
         raise_binding_error(e)
         raise
-    return as_out_dtype(loss, student_feat, teacher_feat, student_fc_weight, student_fc_bias, teacher_fc_weight,
-                        teacher_fc_bias)
+    return as_out_dtype(
+        loss, student_feat, teacher_feat, student_fc_weight, student_fc_bias, teacher_fc_weight, teacher_fc_bias
+    )

@@ -4,6 +4,7 @@ They follow the definitions literally (N separate poolings for RAD, normalised c
 by autograd. Tests compare the fused operators with them, benchmarks time them as the eager / torch.compile baseline,
 and users may call them where the compiled library is not available. Signatures match :mod:`mmh_ext`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -16,9 +17,18 @@ from ._common import check_dad_form
 __all__ = ["cosine_discrepancy", "cross_stream_inject", "dad_loss", "rad_loss", "rad_region_losses", "rad_weighting"]
 
 
-def rad_region_losses(student_feat, teacher_feat, student_fc_weight, student_fc_bias, teacher_fc_weight,
-                      teacher_fc_bias, *, grid: int = 4, levels: Sequence[int] = (4, 2, 1),
-                      temperature: float = 2.0) -> torch.Tensor:
+def rad_region_losses(
+    student_feat,
+    teacher_feat,
+    student_fc_weight,
+    student_fc_bias,
+    teacher_fc_weight,
+    teacher_fc_bias,
+    *,
+    grid: int = 4,
+    levels: Sequence[int] = (4, 2, 1),
+    temperature: float = 2.0,
+) -> torch.Tensor:
     """(B, N) per-sample, per-region ``T^2 * KL(softmax(teacher/T) || softmax(student/T))``."""
 
     def region_logits(feat, weight, bias):
@@ -33,13 +43,29 @@ def rad_region_losses(student_feat, teacher_feat, student_fc_weight, student_fc_
 
 
 def rad_loss(
-    student_feat, teacher_feat, student_fc_weight, student_fc_bias, teacher_fc_weight, teacher_fc_bias, *, grid=4,
-    levels=(4, 2, 1), temperature=2.0, reduction="mean",
+    student_feat,
+    teacher_feat,
+    student_fc_weight,
+    student_fc_bias,
+    teacher_fc_weight,
+    teacher_fc_bias,
+    *,
+    grid=4,
+    levels=(4, 2, 1),
+    temperature=2.0,
+    reduction="mean",
 ) -> torch.Tensor:
     """Reference of :func:`mmh_ext.rad_loss`."""
     g = rad_region_losses(
-        student_feat, teacher_feat, student_fc_weight, student_fc_bias, teacher_fc_weight, teacher_fc_bias,
-        grid=grid, levels=levels, temperature=temperature,
+        student_feat,
+        teacher_feat,
+        student_fc_weight,
+        student_fc_bias,
+        teacher_fc_weight,
+        teacher_fc_bias,
+        grid=grid,
+        levels=levels,
+        temperature=temperature,
     )
     if reduction == "none":
         return g
@@ -50,8 +76,9 @@ def rad_loss(
     raise ValueError(f"reduction must be 'none', 'region' or 'mean', got {reduction!r}")
 
 
-def rad_weighting(region_losses: torch.Tensor, mode: str, q: torch.Tensor | None = None,
-                  k: torch.Tensor | None = None) -> torch.Tensor:
+def rad_weighting(
+    region_losses: torch.Tensor, mode: str, q: torch.Tensor | None = None, k: torch.Tensor | None = None
+) -> torch.Tensor:
     """Information weighting over the N batch-mean region losses r (see :class:`mmh_ext.nn.RegionAwareDistillation`)."""
     r = region_losses
     n = r.numel()

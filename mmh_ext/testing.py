@@ -2,6 +2,7 @@
 tolerances for comparing an operator's result with another computation of it (the CPU kernels, the float64
 reference), shared by ``tests/ops/test_cuda.py`` and ``scripts/gpu_ops_smoke.py``. The test-only hooks of the compiled
 library are the operators of ``torch.ops.mmh_ext_testing`` (csrc/testing.cpp)."""
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ def operators(namespace: str = "mmh_ext") -> list[str]:
     ``build_info``), sorted, as the dispatcher has them: each operator's file defines its own (csrc/<op>.cpp), and
     nothing else lists them."""
     prefix = namespace + "::"
-    names = sorted(n[len(prefix):] for n in torch._C._dispatch_get_all_op_names() if n.startswith(prefix))
+    names = sorted(n[len(prefix) :] for n in torch._C._dispatch_get_all_op_names() if n.startswith(prefix))
 
     def has_tensor(name: str) -> bool:
         # plain attribute access: it keeps the cached OpOverload objects (calling __getattr__ would replace them, and
@@ -25,6 +26,7 @@ def operators(namespace: str = "mmh_ext") -> list[str]:
         return any("Tensor" in str(a.type) for a in (*schema.arguments, *schema.returns))
 
     return [n for n in names if has_tensor(n)]
+
 
 #: ||got - want|| / ||want|| allowed between two computations on the same inputs with float32 math inside (float64 for
 #: float64): summation order (which the KL's cancellation amplifies) and, for half outputs, one rounding more or less.
@@ -48,5 +50,7 @@ def rel_error(got: torch.Tensor, want: torch.Tensor, floor: float = 1e-6) -> flo
 def assert_rel(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, what: str = "", floor: float = 1e-6) -> None:
     """:func:`rel_error` within ``REL_TOL[dtype]``."""
     err = rel_error(got, want, floor)
-    assert err <= REL_TOL[dtype], (f"{what}: relative error {err:.2e} > {REL_TOL[dtype]:.0e} ({dtype}; inf: the shapes "
-                                   f"{tuple(got.shape)}, {tuple(want.shape)} or the non-finite entries differ)")
+    assert err <= REL_TOL[dtype], (
+        f"{what}: relative error {err:.2e} > {REL_TOL[dtype]:.0e} ({dtype}; inf: the shapes "
+        f"{tuple(got.shape)}, {tuple(want.shape)} or the non-finite entries differ)"
+    )

@@ -9,6 +9,20 @@ t0=$SECONDS
 bash scripts/setup.sh
 echo "== setup: $(( SECONDS - t0 )) s"
 
+# Lint and format, first (seconds, and nothing else needs to run when the tree is not clean): ruff (pyproject.toml) and
+# clang-format (.clang-format). Required when MMH_EXTRAS asks for the lint extra (CI); otherwise run when installed.
+if [[ ",${MMH_EXTRAS:-test}," == *,lint,* ]] || { [ -x "$MMH_ENV/bin/ruff" ] && [ -x "$MMH_ENV/bin/clang-format" ]; }; then
+  echo "== lint (ruff check, ruff format --check, clang-format --dry-run --Werror)"
+  t0=$SECONDS
+  "$MMH_ENV/bin/ruff" check .
+  "$MMH_ENV/bin/ruff" format --check .
+  git ls-files -co --exclude-standard -- 'csrc/*' 'tests/cpp/*' 'examples/cpp/*' | grep -E '\.(cpp|h|cu|cuh)$' | \
+    xargs "$MMH_ENV/bin/clang-format" --dry-run --Werror
+  echo "== lint: $(( SECONDS - t0 )) s"
+else
+  echo "== lint: skipped (the lint extra is not installed: MMH_EXTRAS=test,lint bash scripts/setup.sh)"
+fi
+
 echo "== C++ library (CMake, LibTorch) + ctest"
 t0=$SECONDS
 if ! command -v cmake >/dev/null 2>&1 || ! command -v ctest >/dev/null 2>&1; then  # no system CMake: the wheel
@@ -32,11 +46,6 @@ cmake --build build/cmake -j "$(nproc)" > build/cmake-build.log 2>&1 || { tail -
 ctest --test-dir build/cmake --output-on-failure
 echo "== cmake + ctest: $(( SECONDS - t0 )) s"
 
-echo "== Python tests"
-t0=$SECONDS
-$PY -m pytest -q -p no:cacheprovider tests "$@"
-echo "== Python tests: $(( SECONDS - t0 )) s"
-
 # The documentation site, warnings as errors (a broken link or anchor, a page left out of mkdocs.yml's nav, an API page
 # naming something that is gone). Required when MMH_EXTRAS asks for the docs extra (CI); otherwise run when installed.
 if [[ ",${MMH_EXTRAS:-test}," == *,docs,* ]] || $PY -c 'import mkdocs, mkdocstrings' 2>/dev/null; then
@@ -47,3 +56,9 @@ if [[ ",${MMH_EXTRAS:-test}," == *,docs,* ]] || $PY -c 'import mkdocs, mkdocstri
 else
   echo "== docs: skipped (the docs extra is not installed: MMH_EXTRAS=test,docs bash scripts/setup.sh)"
 fi
+
+echo "== Python tests"
+t0=$SECONDS
+$PY -m pytest -q -p no:cacheprovider tests "$@"
+echo "== Python tests: $(( SECONDS - t0 )) s"
+

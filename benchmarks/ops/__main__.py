@@ -1,4 +1,5 @@
 """``python -m benchmarks.ops``: the operator microbenchmark (:mod:`benchmarks.ops.cli`)."""
+
 from __future__ import annotations
 
 from .cli import main

@@ -28,6 +28,7 @@ torch 2.11, wall times taken after a profile were up to 2x the benchmark's), and
 timeout or ``--time-budget`` leaves those cells "-" with a note and never fails the run. They are added to the CSV,
 which is rewritten once they are in (``--no-gpu-time`` leaves them out).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,10 @@ def _time_impl(name, f, inputs, grads, args, notes):
         t0 = time.perf_counter()
         fwd(), step()  # warm-up (and compilation)
         warm = time.perf_counter() - t0
-        times = {FWD: median_seconds(fwd, args.min_run, args.device), STEP: median_seconds(step, args.min_run,
-                                                                                          args.device)}
+        times = {
+            FWD: median_seconds(fwd, args.min_run, args.device),
+            STEP: median_seconds(step, args.min_run, args.device),
+        }
         peaks = {FWD: peak_mib(fwd, args.device), STEP: peak_mib(step, args.device)}
         return times, peaks, grad_out, warm
     except Exception as exc:  # noqa: BLE001  (one failing implementation must not stop the others)
@@ -75,20 +78,36 @@ def _parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
-    p.add_argument("--ops", default=None, metavar="OP[,OP]",
-                   help=f"only these operators ({', '.join(op_names())}; default: all)")
-    p.add_argument("--min-run-time", type=float, default=None,
-                   help="seconds per measurement (default: cpu 1.0 / quick 0.3; cuda 0.2 / quick 0.05)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="S",
-                   help="stop starting operators after S seconds, and leave torch.compile out of those that "
-                        "start after 60%% of it (each skip is noted in the rows); the GPU kernel times come after "
-                        "the wall times and are cut to what is left of S")
-    p.add_argument("--no-gpu-time", action="store_true",
-                   help="CUDA: leave out the GPU kernel time per call (torch.profiler, in a separate process)")
-    p.add_argument("--overhead", action="store_true",
-                   help="per-call overhead at tiny shapes instead: forward+backward of each operator's tiny case "
-                        "against the eager reference, alternating, one thread unless --threads "
-                        "(benchmarks.ops.overhead)")
+    p.add_argument(
+        "--ops", default=None, metavar="OP[,OP]", help=f"only these operators ({', '.join(op_names())}; default: all)"
+    )
+    p.add_argument(
+        "--min-run-time",
+        type=float,
+        default=None,
+        help="seconds per measurement (default: cpu 1.0 / quick 0.3; cuda 0.2 / quick 0.05)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="S",
+        help="stop starting operators after S seconds, and leave torch.compile out of those that "
+        "start after 60%% of it (each skip is noted in the rows); the GPU kernel times come after "
+        "the wall times and are cut to what is left of S",
+    )
+    p.add_argument(
+        "--no-gpu-time",
+        action="store_true",
+        help="CUDA: leave out the GPU kernel time per call (torch.profiler, in a separate process)",
+    )
+    p.add_argument(
+        "--overhead",
+        action="store_true",
+        help="per-call overhead at tiny shapes instead: forward+backward of each operator's tiny case "
+        "against the eager reference, alternating, one thread unless --threads "
+        "(benchmarks.ops.overhead)",
+    )
     p.add_argument("--gpu-time-worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     return p
 
@@ -122,16 +141,22 @@ def _setup(p: argparse.ArgumentParser, args: argparse.Namespace) -> str:
         args.min_run = 0.05 if args.quick else 0.2
     else:
         args.min_run = 0.3 if args.quick else 1.0
-    where = (f"{torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}" if args.device == "cuda" else
-             f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
-    header = (f"# mmh_ext {mmh_ext.__version__}, torch {torch.__version__}, {where}, device {args.device}, "
-              f"python {sys.version.split()[0]}")
+    where = (
+        f"{torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}"
+        if args.device == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
+    header = (
+        f"# mmh_ext {mmh_ext.__version__}, torch {torch.__version__}, {where}, device {args.device}, "
+        f"python {sys.version.split()[0]}"
+    )
     print(header, flush=True)
     return header
 
 
-def _measure(case: Case, args: argparse.Namespace, late: bool, notes: list[str]
-             ) -> tuple[Times, Peaks, dict[str, float], float | None]:
+def _measure(
+    case: Case, args: argparse.Namespace, late: bool, notes: list[str]
+) -> tuple[Times, Peaks, dict[str, float], float | None]:
     """Times and peaks per implementation (eager, mmh_ext, compile unless left out), for the injection on CUDA
     cupy's times, and for a memory-bound op the copy bandwidth (measured while the inputs are still held)."""
     inputs, grads = case.make()
@@ -151,15 +176,25 @@ def _measure(case: Case, args: argparse.Namespace, late: bool, notes: list[str]
         if isinstance(got, str):
             notes.append(got)
         else:
-            cupy_t = {FWD: median_seconds(got[0], args.min_run, "cuda"),
-                      STEP: median_seconds(got[1], args.min_run, "cuda")}
+            cupy_t = {
+                FWD: median_seconds(got[0], args.min_run, "cuda"),
+                STEP: median_seconds(got[1], args.min_run, "cuda"),
+            }
     bw = memcpy_bandwidth(case.extra["numel"], args.device, args.min_run) if case.bytes_fwd else None
     del inputs, grads, grad_out
     return times, peaks, cupy_t, bw
 
 
-def _row(case: Case, pas: str, times: Times, peaks: Peaks, cupy_t: dict[str, float], bw: float | None,
-         args: argparse.Namespace, notes: list[str]) -> tuple[dict[str, Any], float | None]:
+def _row(
+    case: Case,
+    pas: str,
+    times: Times,
+    peaks: Peaks,
+    cupy_t: dict[str, float],
+    bw: float | None,
+    args: argparse.Namespace,
+    notes: list[str],
+) -> tuple[dict[str, Any], float | None]:
     """One CSV row (and the fraction of the copy bandwidth) of a pass."""
     e, m = times["eager"].get(pas), times["mmh_ext"].get(pas)
     c = times.get("compile", {}).get(pas)
@@ -167,13 +202,26 @@ def _row(case: Case, pas: str, times: Times, peaks: Peaks, cupy_t: dict[str, flo
     nbytes = (case.bytes_fwd if pas == FWD else case.bytes_fwd + case.bytes_bwd) if bw else None
     frac = nbytes / m / bw if (bw and m) else None
     ratio = lambda a: a / m if (a is not None and m) else None  # noqa: E731
-    row = dict(op=case.op, shape=case.label, pass_=pas, eager_ms=e * 1e3 if e else None,
-               compile_ms=c * 1e3 if c else None, mmh_ext_ms=m * 1e3 if m else None, x_eager=ratio(e),
-               x_compile=ratio(c), memcpy_fraction=frac, device=args.device,
-               cupy_ms=cp * 1e3 if cp else None, x_cupy=ratio(cp),
-               eager_peak_mib=peaks["eager"].get(pas), compile_peak_mib=peaks.get("compile", {}).get(pas),
-               mmh_ext_peak_mib=peaks["mmh_ext"].get(pas), copy_gb_s=bw / 1e9 if bw else None,
-               mmh_ext_gb_s=nbytes / m / 1e9 if (nbytes and m) else None, note="; ".join(notes))
+    row = dict(
+        op=case.op,
+        shape=case.label,
+        pass_=pas,
+        eager_ms=e * 1e3 if e else None,
+        compile_ms=c * 1e3 if c else None,
+        mmh_ext_ms=m * 1e3 if m else None,
+        x_eager=ratio(e),
+        x_compile=ratio(c),
+        memcpy_fraction=frac,
+        device=args.device,
+        cupy_ms=cp * 1e3 if cp else None,
+        x_cupy=ratio(cp),
+        eager_peak_mib=peaks["eager"].get(pas),
+        compile_peak_mib=peaks.get("compile", {}).get(pas),
+        mmh_ext_peak_mib=peaks["mmh_ext"].get(pas),
+        copy_gb_s=bw / 1e9 if bw else None,
+        mmh_ext_gb_s=nbytes / m / 1e9 if (nbytes and m) else None,
+        note="; ".join(notes),
+    )
     return row, frac
 
 
@@ -182,12 +230,12 @@ def _skip(case: Case, args: argparse.Namespace, rows: Rows) -> None:
     note = f"not measured: the time budget of {args.time_budget:.0f} s was spent"
     print(f"# {case.op} {case.label}: {note}", flush=True)
     for pas in (FWD, STEP):
-        rows.add({k: None for k in CSV_FIELDS} | dict(op=case.op, shape=case.label, pass_=pas, device=args.device,
-                                                      note=note))
+        rows.add(
+            {k: None for k in CSV_FIELDS} | dict(op=case.op, shape=case.label, pass_=pas, device=args.device, note=note)
+        )
 
 
-def _run_case(case: Case, args: argparse.Namespace, elapsed: float, rows: Rows) -> tuple[list[dict[str, Any]],
-                                                                                              bool]:
+def _run_case(case: Case, args: argparse.Namespace, elapsed: float, rows: Rows) -> tuple[list[dict[str, Any]], bool]:
     """Time one operator and shape; add and print its two rows (forward, forward+backward) and its notes. Returns
     the rows and whether torch.compile was timed."""
     notes: list[str] = []
@@ -224,8 +272,13 @@ def _overhead(p: argparse.ArgumentParser, args: argparse.Namespace, header: str)
     if wanted is not None and wanted - set(op_names()):
         p.error(f"--ops: unknown operator(s) {sorted(wanted - set(op_names()))}; known: {op_names()}")
     modules = [m for m in OPS if wanted is None or m.OP in wanted]
-    _, text = overhead.run(modules, args.device, args.quick, "Per-call overhead at tiny shapes, forward+backward "
-                           f"(median of {overhead.ROUNDS} alternating rounds)\n\n{header}")
+    _, text = overhead.run(
+        modules,
+        args.device,
+        args.quick,
+        "Per-call overhead at tiny shapes, forward+backward "
+        f"(median of {overhead.ROUNDS} alternating rounds)\n\n{header}",
+    )
     print()
     print(text, end="")
     if args.markdown:

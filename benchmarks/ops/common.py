@@ -1,9 +1,10 @@
 """What every operator's benchmark case shares: the two passes, the :class:`Case` record, the implementations whose
 GPU kernel time is measured, and the short one-line form of an exception used in notes."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 

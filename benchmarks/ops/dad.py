@@ -1,5 +1,6 @@
 """Benchmark cases of discrepancy-aware distillation (``mmh_ext.dad_loss``): B=64 feature maps of ResNet stages
 (128x28x28, 256x7x7, 512x4x4); its targets (forward+backward) per device."""
+
 from __future__ import annotations
 
 import torch

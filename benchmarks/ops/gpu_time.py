@@ -2,6 +2,7 @@
 memsets) over warmed-up calls, measured in a separate process after every wall time was taken (CUPTI can keep
 slowing launches after a profile, and could crash or hang), and merged into the rows. Nothing in here fails a run:
 a failure leaves the cells "-" with a note."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,8 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -122,8 +124,10 @@ def gpu_worker(spec_path: str, out_path: str) -> int:
     by_key = {f"{c.op}|{c.label}": c for c in registry.cases(False, "cuda")}
     results: dict[str, Any] = {}
     print(f"\n# GPU kernel time per call (torch.profiler, {calls} calls after warm-up; separate process)")
-    head = (f"{'op':<20} {'shape':<24} {'pass':<9} {'GPU ms e/c/m':>26} {'launches e/c/m':>16} {'x eager':>8} "
-            f"{'x compile':>9} {'cupy GPU ms':>11} {'x cupy':>7}")
+    head = (
+        f"{'op':<20} {'shape':<24} {'pass':<9} {'GPU ms e/c/m':>26} {'launches e/c/m':>16} {'x eager':>8} "
+        f"{'x compile':>9} {'cupy GPU ms':>11} {'x cupy':>7}"
+    )
     print(head)
     print("-" * len(head), flush=True)
     try:  # a throwaway first session: CUPTI's start-up stays out of the first measured case
@@ -189,8 +193,9 @@ def worker_cmd(spec: str, out: str) -> list[str]:
     return [sys.executable, "-m", "benchmarks.ops", "--device", "cuda", "--gpu-time-worker", spec, out]
 
 
-def run_worker(measured: list[tuple[Case, bool, list[dict[str, Any]]]], remaining: float | None
-               ) -> tuple[dict[str, Any], str | None]:
+def run_worker(
+    measured: list[tuple[Case, bool, list[dict[str, Any]]]], remaining: float | None
+) -> tuple[dict[str, Any], str | None]:
     """Run :func:`gpu_worker` on the measured cases; its results (what it wrote before it ended, however it
     ended) and why it ended early, if it did."""
     import mmh_ext
@@ -203,8 +208,14 @@ def run_worker(measured: list[tuple[Case, bool, list[dict[str, Any]]]], remainin
     timeout = remaining if remaining is not None else 120 + 60 * len(measured)
     with tempfile.TemporaryDirectory(prefix="mmh_bench_gpu_") as tmp:
         spec, out = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
-        write_json(spec, {"cases": [[c.op, c.label, compiled] for c, compiled, _ in measured], "calls": GPU_CALLS,
-                           "deadline": None if remaining is None else time.time() + remaining - 10})
+        write_json(
+            spec,
+            {
+                "cases": [[c.op, c.label, compiled] for c, compiled, _ in measured],
+                "calls": GPU_CALLS,
+                "deadline": None if remaining is None else time.time() + remaining - 10,
+            },
+        )
         sys.stdout.flush()
         why = None
         try:
@@ -250,8 +261,10 @@ def gpu_phase(measured: list[tuple[Case, bool, list[dict[str, Any]]]], remaining
                 row["note"] = "; ".join([row["note"]] * bool(row.get("note")) + notes)
         rows.rewrite()
         cells = sum(num(r.get(f"{i}_gpu_ms")) is not None for _, _, rs in measured for r in rs for i in GPU_IMPLS)
-        print(f"# GPU kernel time: {cells} implementation-passes measured in {time.perf_counter() - t0:.0f} s"
-              + (f"; {why}" if why else ""), flush=True)
+        print(
+            f"# GPU kernel time: {cells} implementation-passes measured in {time.perf_counter() - t0:.0f} s"
+            + (f"; {why}" if why else ""),
+            flush=True,
+        )
     except Exception as exc:  # noqa: BLE001
         print(f"# GPU time: not added: {short_error(exc)}", flush=True)
-

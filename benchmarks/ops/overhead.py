@@ -8,6 +8,7 @@ compared, so that a co-tenant's load spreads over both. On the CPU a round count
 (``time.process_time``; the mode runs on one thread unless ``--threads`` says otherwise), which time slices given to
 other processes do not inflate; on CUDA it is the wall time of :func:`benchmarks.ops.timing.median_seconds`.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -45,8 +46,7 @@ class OverheadRow:
 def _cpu_seconds(fn, min_run_time: float) -> float:
     """Median process CPU seconds per call of ``fn`` over blocks of calls (torch.utils.benchmark's blocked_autorange
     with ``time.process_time`` as its clock)."""
-    t = benchmark.Timer(stmt="fn()", globals={"fn": fn}, timer=time.process_time,
-                        num_threads=torch.get_num_threads())
+    t = benchmark.Timer(stmt="fn()", globals={"fn": fn}, timer=time.process_time, num_threads=torch.get_num_threads())
     return t.blocked_autorange(min_run_time=min_run_time).median
 
 
@@ -71,11 +71,17 @@ def measure(case: Case, target: float, device: str, round_time: float, rounds: i
 
 def render(rows: list[OverheadRow], header: str) -> str:
     """The markdown table of the per-call overhead and its targets."""
-    out = [header, "", "| op | tiny shape | eager fwd+bwd (us) | mmh_ext fwd+bwd (us) | mmh_ext / eager | target | |",
-           "|---|---|---:|---:|---:|---:|---|"]
+    out = [
+        header,
+        "",
+        "| op | tiny shape | eager fwd+bwd (us) | mmh_ext fwd+bwd (us) | mmh_ext / eager | target | |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
-        out.append(f"| {r.op} | {r.shape} | {r.eager_us:.1f} | {r.mmh_ext_us:.1f} | {r.ratio:.2f}x | "
-                   f"<= {r.target:.2f}x | {'met' if r.met else 'MISSED'} |")
+        out.append(
+            f"| {r.op} | {r.shape} | {r.eager_us:.1f} | {r.mmh_ext_us:.1f} | {r.ratio:.2f}x | "
+            f"<= {r.target:.2f}x | {'met' if r.met else 'MISSED'} |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -85,7 +91,10 @@ def run(modules, device: str, quick: bool, header: str) -> tuple[list[OverheadRo
     rows = []
     for m in modules:
         row = measure(m.tiny_case(device), m.OVERHEAD_TARGET, device, round_time)
-        print(f"{row.op:<20} {row.shape:<24} eager {row.eager_us:8.1f} us  mmh_ext {row.mmh_ext_us:8.1f} us  "
-              f"{row.ratio:5.2f}x (target <= {row.target:.2f}x: {'met' if row.met else 'MISSED'})", flush=True)
+        print(
+            f"{row.op:<20} {row.shape:<24} eager {row.eager_us:8.1f} us  mmh_ext {row.mmh_ext_us:8.1f} us  "
+            f"{row.ratio:5.2f}x (target <= {row.target:.2f}x: {'met' if row.met else 'MISSED'})",
+            flush=True,
+        )
         rows.append(row)
     return rows, render(rows, header)

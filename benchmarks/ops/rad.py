@@ -1,5 +1,6 @@
 """Benchmark cases of region-aware distillation (``mmh_ext.rad_loss``): B=64 penultimate maps of 512 channels at
 4x4 and 7x7, K = 2 and 60 classes; its targets (forward+backward) per device."""
+
 from __future__ import annotations
 
 import torch
@@ -12,8 +13,10 @@ SHAPES = [(64, 512, 4, 2), (64, 512, 4, 60), (64, 512, 7, 2), (64, 512, 7, 60)]
 QUICK = [SHAPES[1], SHAPES[3]]
 #: (what, threshold) per device; see :data:`benchmarks.ops.registry.TARGETS`. CUDA: issue 9 (at B=64); CPU: the
 #: README's microbenchmark section (RAD 5x from issue 9).
-TARGETS = {"cuda": [("x_eager", 3.0), ("x_compile", 1.5), ("peak_vs_eager", 1.0)],
-           "cpu": [("x_eager", 5.0), ("x_compile", 1.5)]}
+TARGETS = {
+    "cuda": [("x_eager", 3.0), ("x_compile", 1.5), ("peak_vs_eager", 1.0)],
+    "cpu": [("x_eager", 5.0), ("x_compile", 1.5)],
+}
 
 
 def case(b: int, c: int, hw: int, k: int, device: str) -> Case:

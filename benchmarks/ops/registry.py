@@ -1,6 +1,7 @@
 """The benchmarked operators: one case module per operator (its shapes, its case builder, its targets, its tiny case
 for the per-call overhead), found in this package — every module that defines ``OP`` — and run and reported in the
 order of their module names. A new operator gets a module like :mod:`benchmarks.ops.rad`; nothing here lists it."""
+
 from __future__ import annotations
 
 import importlib
@@ -16,8 +17,11 @@ TOOLS = frozenset({"cli", "common", "gpu_time", "overhead", "registry", "report"
 
 def _case_modules() -> tuple[ModuleType, ...]:
     """The package's modules but :data:`TOOLS`, by module name; each must define ``OP``."""
-    names = sorted(i.name for i in pkgutil.iter_modules([os.path.dirname(__file__)])
-                   if not i.name.startswith("_") and i.name not in TOOLS)
+    names = sorted(
+        i.name
+        for i in pkgutil.iter_modules([os.path.dirname(__file__)])
+        if not i.name.startswith("_") and i.name not in TOOLS
+    )
     mods = tuple(importlib.import_module(f"{__package__}.{name}") for name in names)
     for m in mods:
         if not hasattr(m, "OP"):
@@ -32,7 +36,8 @@ OPS = _case_modules()
 #: mmh_ext's peak memory must not exceed eager's.
 TARGETS: dict[str, list[tuple[str, str, float]]] = {
     device: [(m.OP, what, threshold) for m in OPS for what, threshold in m.TARGETS.get(device, [])]
-    for device in ("cuda", "cpu")}
+    for device in ("cuda", "cpu")
+}
 
 
 def cases(quick: bool, device: str) -> list[Case]:

@@ -1,22 +1,47 @@
 """The benchmark's rows and how they are reported: the CSV columns (streamed as each operator finishes), the printed
 table lines, the markdown table, and the targets of :data:`benchmarks.ops.registry.TARGETS` judged on the
 forward+backward rows (met / MISSED / not measured)."""
+
 from __future__ import annotations
 
 import csv
 import math
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .common import GPU_CALLS, GPU_IMPLS, STEP, Case
 from .registry import TARGETS
 
 #: GPU kernel ms and launches per call per implementation, and mmh_ext's GPU-time ratios (informational, no targets).
-GPU_FIELDS = ([f"{i}_gpu_ms" for i in GPU_IMPLS] + [f"{i}_launches" for i in GPU_IMPLS]
-              + ["x_eager_gpu", "x_compile_gpu", "x_cupy_gpu"])
-CSV_FIELDS = ["op", "shape", "pass_", "eager_ms", "compile_ms", "mmh_ext_ms", "x_eager", "x_compile",
-              "memcpy_fraction", "device", "cupy_ms", "x_cupy", "eager_peak_mib", "compile_peak_mib",
-              "mmh_ext_peak_mib", "copy_gb_s", "mmh_ext_gb_s"] + GPU_FIELDS + ["note"]
+GPU_FIELDS = (
+    [f"{i}_gpu_ms" for i in GPU_IMPLS]
+    + [f"{i}_launches" for i in GPU_IMPLS]
+    + ["x_eager_gpu", "x_compile_gpu", "x_cupy_gpu"]
+)
+CSV_FIELDS = (
+    [
+        "op",
+        "shape",
+        "pass_",
+        "eager_ms",
+        "compile_ms",
+        "mmh_ext_ms",
+        "x_eager",
+        "x_compile",
+        "memcpy_fraction",
+        "device",
+        "cupy_ms",
+        "x_cupy",
+        "eager_peak_mib",
+        "compile_peak_mib",
+        "mmh_ext_peak_mib",
+        "copy_gb_s",
+        "mmh_ext_gb_s",
+    ]
+    + GPU_FIELDS
+    + ["note"]
+)
 
 
 def num(v: Any) -> float | None:
@@ -33,8 +58,10 @@ def fmt(v: Any, spec: str) -> str:
 
 # ---------------------------------------------------------------------------------------------------- printed table
 def print_table_head(cuda: bool) -> None:
-    head = (f"{'op':<20} {'shape':<24} {'pass':<9} {'eager ms':>9} {'compile ms':>10} {'mmh_ext ms':>10} "
-            f"{'x eager':>8} {'x compile':>9} {'% memcpy':>8}")
+    head = (
+        f"{'op':<20} {'shape':<24} {'pass':<9} {'eager ms':>9} {'compile ms':>10} {'mmh_ext ms':>10} "
+        f"{'x eager':>8} {'x compile':>9} {'% memcpy':>8}"
+    )
     if cuda:
         head += f" {'cupy ms':>9} {'x cupy':>7} {'peak MiB e/c/m':>20}"
     print(head)
@@ -43,15 +70,16 @@ def print_table_head(cuda: bool) -> None:
 
 def line(case: Case, pas: str, row: dict[str, Any], frac: float | None, cuda: bool) -> str:
     """One printed line of the wall-time table (the head is :func:`print_table_head`)."""
-    text = (f"{case.op:<20} {case.label:<24} {pas:<9.9} {fmt(row['eager_ms'], '>9.3f')} "
-            f"{fmt(row['compile_ms'], '>10.3f')} {fmt(row['mmh_ext_ms'], '>10.3f')} "
-            f"{fmt(row['x_eager'], '>7.2f')}{'x' if row['x_eager'] else ' '} "
-            f"{fmt(row['x_compile'], '>8.2f')}{'x' if row['x_compile'] else ' '} "
-            f"{fmt(frac * 100 if frac else None, '>7.0f')}{'%' if frac else ' '}")
+    text = (
+        f"{case.op:<20} {case.label:<24} {pas:<9.9} {fmt(row['eager_ms'], '>9.3f')} "
+        f"{fmt(row['compile_ms'], '>10.3f')} {fmt(row['mmh_ext_ms'], '>10.3f')} "
+        f"{fmt(row['x_eager'], '>7.2f')}{'x' if row['x_eager'] else ' '} "
+        f"{fmt(row['x_compile'], '>8.2f')}{'x' if row['x_compile'] else ' '} "
+        f"{fmt(frac * 100 if frac else None, '>7.0f')}{'%' if frac else ' '}"
+    )
     if cuda:
         pk = "/".join(fmt(row[k], ".1f") for k in ("eager_peak_mib", "compile_peak_mib", "mmh_ext_peak_mib"))
-        text += (f" {fmt(row['cupy_ms'], '>9.3f')} {fmt(row['x_cupy'], '>6.2f')}"
-                 f"{'x' if row['x_cupy'] else ' '} {pk:>20}")
+        text += f" {fmt(row['cupy_ms'], '>9.3f')} {fmt(row['x_cupy'], '>6.2f')}{'x' if row['x_cupy'] else ' '} {pk:>20}"
     return text
 
 
@@ -61,8 +89,10 @@ def gpu_line(row: dict[str, Any]) -> str:
     ms = "/".join(fmt(num(row.get(f"{i}_gpu_ms")), ".3f") for i in ("eager", "compile", "mmh_ext"))
     la = "/".join(fmt(num(row.get(f"{i}_launches")), "g") for i in ("eager", "compile", "mmh_ext"))
     x = lambda k, w: cell(k, ".2f", w - 1) + ("x" if num(row.get(k)) is not None else " ")  # noqa: E731
-    return (f"{row['op']:<20} {row['shape']:<24} {row['pass_']:<9.9} {ms:>26} {la:>16} {x('x_eager_gpu', 8)} "
-            f"{x('x_compile_gpu', 9)} {cell('cupy_gpu_ms', '.3f', 11)} {x('x_cupy_gpu', 7)}")
+    return (
+        f"{row['op']:<20} {row['shape']:<24} {row['pass_']:<9.9} {ms:>26} {la:>16} {x('x_eager_gpu', 8)} "
+        f"{x('x_compile_gpu', 9)} {cell('cupy_gpu_ms', '.3f', 11)} {x('x_cupy_gpu', 7)}"
+    )
 
 
 class Rows:
@@ -130,10 +160,13 @@ def evaluate_targets(rows: list[dict[str, Any]], device: str) -> list[dict[str, 
     return out
 
 
-_WHAT = {"x_eager": ("speed-up over eager", "≥ {:g}x"), "x_compile": ("speed-up over torch.compile", "≥ {:g}x"),
-         "x_cupy": ("speed-up over the cupy ElementwiseKernel", "≥ {:g}x"),
-         "memcpy_fraction": ("fraction of the copy bandwidth", "≥ {:.0%}"),
-         "peak_vs_eager": ("peak memory / eager's", "≤ {:g}")}
+_WHAT = {
+    "x_eager": ("speed-up over eager", "≥ {:g}x"),
+    "x_compile": ("speed-up over torch.compile", "≥ {:g}x"),
+    "x_cupy": ("speed-up over the cupy ElementwiseKernel", "≥ {:g}x"),
+    "memcpy_fraction": ("fraction of the copy bandwidth", "≥ {:.0%}"),
+    "peak_vs_eager": ("peak memory / eager's", "≤ {:g}"),
+}
 
 
 def _fmt_value(what: str, v: float | None) -> str:
@@ -151,12 +184,22 @@ def render_markdown(rows: list[dict[str, Any]], device: str, header: str = "") -
     cols += ["% copy BW"]
     lines = ([header, ""] if header else []) + ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        cells = [r["op"], r["shape"], r["pass_"], f(r.get("eager_ms")), f(r.get("compile_ms")),
-                 f(r.get("mmh_ext_ms")), f(r.get("x_eager"), "{:.2f}x"), f(r.get("x_compile"), "{:.2f}x")]
+        cells = [
+            r["op"],
+            r["shape"],
+            r["pass_"],
+            f(r.get("eager_ms")),
+            f(r.get("compile_ms")),
+            f(r.get("mmh_ext_ms")),
+            f(r.get("x_eager"), "{:.2f}x"),
+            f(r.get("x_compile"), "{:.2f}x"),
+        ]
         if cuda:
-            cells += [f(r.get("cupy_ms")), f(r.get("x_cupy"), "{:.2f}x"),
-                      " / ".join(f(r.get(k), "{:.1f}") for k in ("eager_peak_mib", "compile_peak_mib",
-                                                                 "mmh_ext_peak_mib"))]
+            cells += [
+                f(r.get("cupy_ms")),
+                f(r.get("x_cupy"), "{:.2f}x"),
+                " / ".join(f(r.get(k), "{:.1f}") for k in ("eager_peak_mib", "compile_peak_mib", "mmh_ext_peak_mib")),
+            ]
         cells.append(f(r.get("memcpy_fraction"), "{:.0%}"))
         lines.append("| " + " | ".join(cells) + " |")
     if cuda and any("eager_gpu_ms" in r for r in rows):  # a CSV from before the GPU columns has none
@@ -169,8 +212,10 @@ def render_markdown(rows: list[dict[str, Any]], device: str, header: str = "") -
     for c in checks:
         name, goal = _WHAT[c["what"]]
         verdict = {True: "met", False: "**MISSED**", None: "not measured"}[c["met"]]
-        lines.append(f"- {c['op']} {c['shape']}: {name} {_fmt_value(c['what'], c['value'])} "
-                     f"(target {goal.format(c['threshold'])}): {verdict}")
+        lines.append(
+            f"- {c['op']} {c['shape']}: {name} {_fmt_value(c['what'], c['value'])} "
+            f"(target {goal.format(c['threshold'])}): {verdict}"
+        )
     met = sum(c["met"] is True for c in checks)
     missed = sum(c["met"] is False for c in checks)
     unmeasured = sum(c["met"] is None for c in checks)
@@ -180,19 +225,45 @@ def render_markdown(rows: list[dict[str, Any]], device: str, header: str = "") -
 
 def _gpu_markdown(rows: list[dict[str, Any]], f: Callable) -> list[str]:
     """The GPU kernel time table of :func:`render_markdown` (CUDA rows with the GPU columns)."""
-    cols = ["op", "shape", "pass", "GPU ms eager / compile / mmh_ext", "launches eager / compile / mmh_ext",
-            "x eager (GPU)", "x compile (GPU)", "cupy GPU ms (launches)", "x cupy (GPU)"]
-    lines = ["", f"GPU kernel time per call (`torch.profiler`, {GPU_CALLS} calls: summed kernels, memcpys and memsets, "
-             "without the host overhead that the wall times above include; informational, no target is judged on "
-             "it):", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    cols = [
+        "op",
+        "shape",
+        "pass",
+        "GPU ms eager / compile / mmh_ext",
+        "launches eager / compile / mmh_ext",
+        "x eager (GPU)",
+        "x compile (GPU)",
+        "cupy GPU ms (launches)",
+        "x cupy (GPU)",
+    ]
+    lines = [
+        "",
+        f"GPU kernel time per call (`torch.profiler`, {GPU_CALLS} calls: summed kernels, memcpys and memsets, "
+        "without the host overhead that the wall times above include; informational, no target is judged on "
+        "it):",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
     for r in rows:
-        cupy = f(r.get("cupy_gpu_ms")) + (f" ({f(r.get('cupy_launches'), '{:g}')})"
-                                          if num(r.get("cupy_launches")) is not None else "")
-        lines.append("| " + " | ".join([
-            r["op"], r["shape"], r["pass_"],
-            " / ".join(f(r.get(f"{i}_gpu_ms")) for i in ("eager", "compile", "mmh_ext")),
-            " / ".join(f(r.get(f"{i}_launches"), "{:g}") for i in ("eager", "compile", "mmh_ext")),
-            f(r.get("x_eager_gpu"), "{:.2f}x"), f(r.get("x_compile_gpu"), "{:.2f}x"), cupy,
-            f(r.get("x_cupy_gpu"), "{:.2f}x")]) + " |")
+        cupy = f(r.get("cupy_gpu_ms")) + (
+            f" ({f(r.get('cupy_launches'), '{:g}')})" if num(r.get("cupy_launches")) is not None else ""
+        )
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["op"],
+                    r["shape"],
+                    r["pass_"],
+                    " / ".join(f(r.get(f"{i}_gpu_ms")) for i in ("eager", "compile", "mmh_ext")),
+                    " / ".join(f(r.get(f"{i}_launches"), "{:g}") for i in ("eager", "compile", "mmh_ext")),
+                    f(r.get("x_eager_gpu"), "{:.2f}x"),
+                    f(r.get("x_compile_gpu"), "{:.2f}x"),
+                    cupy,
+                    f(r.get("x_cupy_gpu"), "{:.2f}x"),
+                ]
+            )
+            + " |"
+        )
     return lines
-

@@ -1,10 +1,11 @@
 """Timing and memory of one callable: the median seconds per call (CPU: ``torch.utils.benchmark``; CUDA: CUDA
 events around blocks of back-to-back calls), the peak memory of one call, the forward / forward+backward callables
 of an implementation, and the copy bandwidth that the memory-bound ops are compared with."""
+
 from __future__ import annotations
 
 import statistics
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.utils import benchmark
@@ -79,4 +80,3 @@ def memcpy_bandwidth(numel: int, device: str, min_run_time: float) -> float:
     src.clone()
     t = median_seconds(lambda: src.clone(), min_run_time, device)
     return 2 * 4 * numel / t
-

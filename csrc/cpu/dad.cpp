@@ -91,9 +91,9 @@ at::Tensor cosine_backward_cpu(const at::Tensor& grad, const at::Tensor& feat, c
   return cosine_backward(grad, feat, D, norm, eps, kCpu);
 }
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_forward_cpu(const at::Tensor& hs,
-                                                                                         const at::Tensor& ht,
-                                                                                         c10::string_view form,
-                                                                                         double eps) {
+                                                                                        const at::Tensor& ht,
+                                                                                        c10::string_view form,
+                                                                                        double eps) {
   return loss_forward(hs, ht, form, eps, kCpu);
 }
 std::vector<at::Tensor> loss_backward_cpu(const at::Tensor& grad, const at::Tensor& hs, const at::Tensor& ht,

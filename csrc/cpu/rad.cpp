@@ -27,8 +27,8 @@ constexpr auto fused_forward_cpu = nullptr;
 constexpr auto fused_backward_cpu = nullptr;
 #endif
 
-const Kernels kCpu{pool_cpu, forward_cpu, cell_grads_cpu, unpool_cpu, gemms_cpu, many_classes, fused_forward_cpu,
-                   fused_backward_cpu};
+const Kernels kCpu{pool_cpu,  forward_cpu,  cell_grads_cpu,    unpool_cpu,
+                   gemms_cpu, many_classes, fused_forward_cpu, fused_backward_cpu};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rad_forward_cpu(
     const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& wt,

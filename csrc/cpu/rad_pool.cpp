@@ -78,9 +78,10 @@ namespace {
 
 #if MMH_EXT_RAD_AVX
 // The dtypes simd_pooling admits (float32, float16, bfloat16): no float64 instantiation of the AVX code.
-#define MMH_DISPATCH_SIMD_TYPES(TYPE, NAME, ...)                                                          \
-  AT_DISPATCH_SWITCH(TYPE, NAME, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__) \
-                                     AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
+#define MMH_DISPATCH_SIMD_TYPES(TYPE, NAME, ...)                                                        \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                                                                        \
+                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__) \
+                         AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__))
 
 // NCHW float32/float16/bfloat16 features (sums in float32), C >= 8, on a CPU with AVX: the channel-vectorised pooling
 // of rad_pool_avx.h; channels past the last multiple of 8 are summed one plane at a time, in the same order.
@@ -139,9 +140,8 @@ void pool_simd(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
   float* o = out.mutable_data_ptr<float>();
   MMH_DISPATCH_SIMD_TYPES(feat.scalar_type(), "rad_pool_simd", [&] {
     const scalar_t* f = feat.const_data_ptr<scalar_t>();
-    at::parallel_for(0, B * nblk, grain(16 * HW), [&](int64_t begin, int64_t end) {
-      pool_range(f, cp, C, begin, end, B * nblk, o);
-    });
+    at::parallel_for(0, B * nblk, grain(16 * HW),
+                     [&](int64_t begin, int64_t end) { pool_range(f, cp, C, begin, end, B * nblk, o); });
     if (C8 == C) return;
     for_items(B * (C - C8), 2 * HW, [&](int64_t i) { pool_tail(f, cp, C, i / (C - C8), C8 + i % (C - C8), o); });
   });
@@ -154,9 +154,8 @@ void unpool_simd(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
   const float* g = dg.const_data_ptr<float>();
   MMH_DISPATCH_SIMD_TYPES(dfeat.scalar_type(), "rad_unpool_simd", [&] {
     scalar_t* o = dfeat.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, B * nblk, grain(16 * HW), [&](int64_t begin, int64_t end) {
-      unpool_blocks(g, cp, C, HW, begin, end, o);
-    });
+    at::parallel_for(0, B * nblk, grain(16 * HW),
+                     [&](int64_t begin, int64_t end) { unpool_blocks(g, cp, C, HW, begin, end, o); });
     if (C8 == C) return;
     for_items(B * (C - C8), 2 * HW, [&](int64_t i) { unpool_tail(g, cp, C, i / (C - C8), C8 + i % (C - C8), o); });
   });

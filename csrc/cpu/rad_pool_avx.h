@@ -1,9 +1,9 @@
-// RAD's grid pooling and its adjoint for NCHW feature maps (float32, float16, bfloat16; sums in float32) on x86-64 CPUs with AVX, vectorised across
-// channels: a block of 8 channel planes is transposed in registers (8x8 float transposes) into a per-pixel buffer of
-// 8-channel vectors, and every cell is a sum of its pixels' vectors (the adjoint: every pixel a sum of its cells'
-// vectors, transposed back into the planes). The pooling touches each input value once per cell that holds it —
-// about 100 additions per 7x7 plane — where the GEMM with the dense (H*W, grid*grid) pooling matrix spends 784
-// multiply-adds per plane, mostly on zeros.
+// RAD's grid pooling and its adjoint for NCHW feature maps (float32, float16, bfloat16; sums in float32) on x86-64 CPUs
+// with AVX, vectorised across channels: a block of 8 channel planes is transposed in registers (8x8 float transposes)
+// into a per-pixel buffer of 8-channel vectors, and every cell is a sum of its pixels' vectors (the adjoint: every
+// pixel a sum of its cells' vectors, transposed back into the planes). The pooling touches each input value once per
+// cell that holds it — about 100 additions per 7x7 plane — where the GEMM with the dense (H*W, grid*grid) pooling
+// matrix spends 784 multiply-adds per plane, mostly on zeros.
 //
 // Compiled for AVX with a function attribute and chosen at run time (cpu_has_avx), so the build needs no -mavx flag
 // and runs on any x86-64 CPU; elsewhere (other architectures, compilers without the attribute) the callers keep the
@@ -120,7 +120,8 @@ MMH_EXT_AVX inline void pool_block8(const float* buf, const CellPixels& cp, int6
   const int64_t G2 = static_cast<int64_t>(cp.inv_area.size());
   for (int64_t j = 0; j < G2; ++j) {
     __m256 acc = _mm256_setzero_ps();
-    for (int64_t k = cp.offset[j]; k < cp.offset[j + 1]; ++k) acc = _mm256_add_ps(acc, _mm256_loadu_ps(buf + cp.pixels[k] * 8));
+    for (int64_t k = cp.offset[j]; k < cp.offset[j + 1]; ++k)
+      acc = _mm256_add_ps(acc, _mm256_loadu_ps(buf + cp.pixels[k] * 8));
     _mm256_storeu_ps(out + j * C, _mm256_mul_ps(acc, _mm256_set1_ps(cp.inv_area[j])));
   }
 }
@@ -188,10 +189,11 @@ MMH_EXT_AVX inline void pool_blocks_narrow(const float* feat, const CellPixels& 
         __m256 acc = _mm256_setzero_ps();
         if (last && l == 7) {
           for (int64_t y = cp.y_start[iy]; y < cp.y_end[iy]; ++y)
-            acc = _mm256_add_ps(acc, y * W + 8 > HW ? _mm256_maskload_ps(plane + y * W, wmask)
-                                                    : _mm256_loadu_ps(plane + y * W));
+            acc = _mm256_add_ps(
+                acc, y * W + 8 > HW ? _mm256_maskload_ps(plane + y * W, wmask) : _mm256_loadu_ps(plane + y * W));
         } else {
-          for (int64_t y = cp.y_start[iy]; y < cp.y_end[iy]; ++y) acc = _mm256_add_ps(acc, _mm256_loadu_ps(plane + y * W));
+          for (int64_t y = cp.y_start[iy]; y < cp.y_end[iy]; ++y)
+            acc = _mm256_add_ps(acc, _mm256_loadu_ps(plane + y * W));
         }
         r[l] = acc;
       }

@@ -60,8 +60,13 @@ bool fast_region_math(const at::Tensor& t) {
 
 #if MMH_EXT_RAD_AVX
 RegionForward::RegionForward(const Pyramid& p, const at::Tensor& bs, const at::Tensor& bt, double temperature)
-    : p(p), K(bs.size(0)), G2(p.grid * p.grid), N(p.num_regions), ldc((K + 7) / 8 * 8),
-      inv_t(static_cast<float>(1.0 / temperature)), t2(static_cast<float>(temperature * temperature)),
+    : p(p),
+      K(bs.size(0)),
+      G2(p.grid * p.grid),
+      N(p.num_regions),
+      ldc((K + 7) / 8 * 8),
+      inv_t(static_cast<float>(1.0 / temperature)),
+      t2(static_cast<float>(temperature * temperature)),
       bias(2 * ldc, 0.f) {
   const at::Tensor b_s = bs.to(at::kFloat).contiguous(), b_t = bt.to(at::kFloat).contiguous();
   std::copy(b_s.const_data_ptr<float>(), b_s.const_data_ptr<float>() + K, bias.begin());

@@ -51,8 +51,8 @@ MMH_EXT_AVX2 inline __m256 exp8(__m256 x) {
   const __m256i ni = _mm256_cvtps_epi32(n);
   const __m256i half = _mm256_srai_epi32(ni, 1);
   const __m256 p1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
-  const __m256 p2 = _mm256_castsi256_ps(
-      _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
+  const __m256 p2 =
+      _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
   y = _mm256_mul_ps(_mm256_mul_ps(y, p1), p2);
   y = _mm256_andnot_ps(_mm256_cmp_ps(x, lo, _CMP_LE_OQ), y);  // exp(x <= -88.38) -> 0 (exp(-inf) = 0)
   return _mm256_blendv_ps(y, _mm256_set1_ps(NAN), nan);
@@ -118,7 +118,8 @@ MMH_EXT_AVX2 inline void region_logits8(const float* cells, int64_t ldc, const f
   for (int64_t k0 = 0; k0 < Kp; k0 += 8) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t y = r.y0; y < r.y1; ++y)
-      for (int64_t x = r.x0; x < r.x1; ++x) acc = _mm256_add_ps(acc, _mm256_loadu_ps(cells + (y * grid + x) * ldc + k0));
+      for (int64_t x = r.x0; x < r.x1; ++x)
+        acc = _mm256_add_ps(acc, _mm256_loadu_ps(cells + (y * grid + x) * ldc + k0));
     _mm256_storeu_ps(out + k0, _mm256_fmadd_ps(acc, scale, _mm256_mul_ps(_mm256_loadu_ps(bias + k0), it)));
   }
 }
@@ -136,7 +137,8 @@ MMH_EXT_AVX2 inline void cells_from_kmajor(const float* src, int64_t lds, int64_
   for (int64_t k0 = 0; k0 < K; k0 += 8)
     for (int64_t c0 = 0; c0 < G2; c0 += 8) {
       __m256 r[8];
-      for (int64_t l = 0; l < 8; ++l) r[l] = k0 + l < K ? _mm256_loadu_ps(src + (k0 + l) * lds + c0) : _mm256_setzero_ps();
+      for (int64_t l = 0; l < 8; ++l)
+        r[l] = k0 + l < K ? _mm256_loadu_ps(src + (k0 + l) * lds + c0) : _mm256_setzero_ps();
       transpose8(r);
       for (int64_t q = 0; q < 8; ++q) _mm256_storeu_ps(dst + (c0 + q) * ldd + k0, r[q]);
     }
@@ -158,7 +160,8 @@ MMH_EXT_AVX2 inline void region_forward_sample(const float* cs, const float* ct,
     const float sum_t = log_softmax8(zt, K, Kp, e);  // e: exp(z_t - max), so p_t = e / sum_t
     __m256 kl = _mm256_setzero_ps();
     for (int64_t k0 = 0; k0 < Kp; k0 += 8) {
-      __m256 term = _mm256_mul_ps(_mm256_loadu_ps(e + k0), _mm256_sub_ps(_mm256_loadu_ps(zt + k0), _mm256_loadu_ps(zs + k0)));
+      __m256 term =
+          _mm256_mul_ps(_mm256_loadu_ps(e + k0), _mm256_sub_ps(_mm256_loadu_ps(zt + k0), _mm256_loadu_ps(zs + k0)));
       if (k0 + 8 > K) term = _mm256_and_ps(term, _mm256_castsi256_ps(tail));  // past K: 0 * (-inf + inf)
       kl = _mm256_add_ps(kl, term);
     }
@@ -178,8 +181,8 @@ MMH_EXT_AVX2 inline void region_forward_sample(const float* cs, const float* ct,
 // upstream gradient of its N losses, g[n * gn]; ls / lt (N, K) its log-softmax rows; kl (N) its KLs (teacher side).
 // acc: 2 * G2 * Kp floats of scratch (the sums, in whole vectors).
 MMH_EXT_AVX2 inline void cell_grads_sample(const float* g, int64_t gn, const float* ls, const float* lt,
-                                           const float* kl, const Pyramid& p, int64_t K, float temperature,
-                                           float* dcs, float* dct, float* acc) {
+                                           const float* kl, const Pyramid& p, int64_t K, float temperature, float* dcs,
+                                           float* dct, float* acc) {
   const int64_t G2 = p.grid * p.grid, Kp = (K + 7) / 8 * 8;
   float *acc_s = acc, *acc_t = acc + G2 * Kp;
   std::fill(acc, acc + 2 * G2 * Kp, 0.f);

@@ -30,9 +30,9 @@ dim3 row_blocks(int64_t B) { return blocks_for(B * kWarp); }
 
 // Rows over the warps of the grid, one row per warp at a time (`i` is the same in all lanes of a warp: kThreads is a
 // multiple of the warp size, so the whole warp leaves the loop together and the shuffles see every lane).
-#define MMH_WARP_ROWS(i, lane, B)                                                                               \
-  const int lane = threadIdx.x % kWarp;                                                                         \
-  for (int64_t i = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kWarp; i < (B);           \
+#define MMH_WARP_ROWS(i, lane, B)                                                                  \
+  const int lane = threadIdx.x % kWarp;                                                            \
+  for (int64_t i = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kWarp; i < (B); \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x / kWarp)
 
 template <typename acc>
@@ -157,9 +157,9 @@ at::Tensor cosine_backward_cuda(const at::Tensor& grad, const at::Tensor& feat, 
   return cosine_backward(grad, feat, D, norm, eps, kCuda);
 }
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> loss_forward_cuda(const at::Tensor& hs,
-                                                                                          const at::Tensor& ht,
-                                                                                          c10::string_view form,
-                                                                                          double eps) {
+                                                                                         const at::Tensor& ht,
+                                                                                         c10::string_view form,
+                                                                                         double eps) {
   const c10::cuda::CUDAGuard guard(hs.device());
   return loss_forward(hs, ht, form, eps, kCuda);
 }

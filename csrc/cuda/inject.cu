@@ -117,8 +117,8 @@ std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_in, cons
     scalar_t *dxp = dx.mutable_data_ptr<scalar_t>(), *dgp = dgate.mutable_data_ptr<scalar_t>();
     auto stream = at::cuda::getCurrentCUDAStream();
     if (aligned16(dp) && aligned16(xp) && aligned16(gp) && aligned16(dxp) && aligned16(dgp))
-      backward_vec_kernel<scalar_t><<<blocks_for(n / Vec<scalar_t>::kSize), kThreads, 0, stream>>>(dp, xp, gp, n, dxp,
-                                                                                                 dgp);
+      backward_vec_kernel<scalar_t>
+          <<<blocks_for(n / Vec<scalar_t>::kSize), kThreads, 0, stream>>>(dp, xp, gp, n, dxp, dgp);
     else
       backward_kernel<scalar_t><<<blocks_for(n), kThreads, 0, stream>>>(dp, xp, gp, n, dxp, dgp);
     C10_CUDA_KERNEL_LAUNCH_CHECK();

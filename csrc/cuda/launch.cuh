@@ -17,8 +17,9 @@ inline dim3 blocks_for(int64_t n) {
   return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(b, 65535 * 32))));
 }
 
-#define MMH_GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+#define MMH_GRID_STRIDE(i, n)                                                            \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 }  // namespace cuda
 }  // namespace mmh_ext

@@ -1,6 +1,6 @@
 // RAD CUDA kernels: one thread per output item, each calling the shared MMH_HD math of rad_math.h (the same functions
-// the CPU kernels run in device-emulation mode, mode.h). GEMMs go through ATen (cuBLAS), one call each. Per pass: forward
-// pool x2, region logits, softmax rows + KL; backward cell gradients (both sides), unpool per side.
+// the CPU kernels run in device-emulation mode, mode.h). GEMMs go through ATen (cuBLAS), one call each. Per pass:
+// forward pool x2, region logits, softmax rows + KL; backward cell gradients (both sides), unpool per side.
 #include <torch/library.h>
 
 #include "../rad.h"
@@ -26,7 +26,8 @@ template <typename scalar_t, typename I>
 __global__ void pool_kernel(const scalar_t* f, I sb, I sc, I sh, I sw, I H, I W, I C, I grid, I total,
                             acc_t<scalar_t>* out) {
   // consecutive threads take consecutive channels: coalesced writes, and coalesced reads for channels_last input
-  for (I i = blockIdx.x * static_cast<I>(blockDim.x) + threadIdx.x; i < total; i += static_cast<I>(blockDim.x) * gridDim.x)
+  for (I i = blockIdx.x * static_cast<I>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<I>(blockDim.x) * gridDim.x)
     pool_item(i, f, sb, sc, sh, sw, H, W, C, grid, out);
 }
 
@@ -49,7 +50,8 @@ __global__ void cell_grad_kernel(const acc* g, int64_t gb, int64_t gn, const acc
 
 template <typename scalar_t, typename I>
 __global__ void unpool_kernel(const acc_t<scalar_t>* dg, I C, I H, I W, I grid, I total, scalar_t* out) {
-  for (I i = blockIdx.x * static_cast<I>(blockDim.x) + threadIdx.x; i < total; i += static_cast<I>(blockDim.x) * gridDim.x)
+  for (I i = blockIdx.x * static_cast<I>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<I>(blockDim.x) * gridDim.x)
     unpool_item(i, dg, C, H, W, grid, out);
 }
 
@@ -62,12 +64,16 @@ void pool_cuda(const at::Tensor& feat, int64_t grid, at::Tensor& out) {
       using I = decltype(zero);
       pool_kernel<scalar_t, I><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
           feat.const_data_ptr<scalar_t>(), I(feat.stride(0)), I(feat.stride(1)), I(feat.stride(2)), I(feat.stride(3)),
-          I(feat.size(2)), I(feat.size(3)), I(feat.size(1)), I(grid), I(total), out.mutable_data_ptr<acc_t<scalar_t>>());
+          I(feat.size(2)), I(feat.size(3)), I(feat.size(1)), I(grid), I(total),
+          out.mutable_data_ptr<acc_t<scalar_t>>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
     // the bin arithmetic forms (cell + 1) * H + grid and (cell + 1) * W + grid
     const int64_t bins = (grid + 1) * std::max(feat.size(2), feat.size(3)) + grid;
-    if (fits_int32(total) && fits_int32(span) && fits_int32(bins)) launch(int32_t(0)); else launch(int64_t(0));
+    if (fits_int32(total) && fits_int32(span) && fits_int32(bins))
+      launch(int32_t(0));
+    else
+      launch(int64_t(0));
   });
 }
 
@@ -97,8 +103,7 @@ void cell_grads_cuda(const at::Tensor& grad, const at::Tensor& ls, const at::Ten
     cell_grad_kernel<scalar_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         grad.const_data_ptr<scalar_t>(), grad.stride(0), grad.stride(1), ls.const_data_ptr<scalar_t>(),
         lt.const_data_ptr<scalar_t>(), kl.defined() ? kl.const_data_ptr<scalar_t>() : nullptr, p, K,
-        static_cast<scalar_t>(temperature), total,
-        dcs.defined() ? dcs.mutable_data_ptr<scalar_t>() : nullptr,
+        static_cast<scalar_t>(temperature), total, dcs.defined() ? dcs.mutable_data_ptr<scalar_t>() : nullptr,
         dct.defined() ? dct.mutable_data_ptr<scalar_t>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -110,13 +115,16 @@ void unpool_cuda(const at::Tensor& dg, int64_t grid, at::Tensor& dfeat) {
     const auto launch = [&](auto zero) {
       using I = decltype(zero);
       unpool_kernel<scalar_t, I><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-          dg.const_data_ptr<acc_t<scalar_t>>(), I(dfeat.size(1)), I(dfeat.size(2)), I(dfeat.size(3)), I(grid),
-          I(total), dfeat.mutable_data_ptr<scalar_t>());
+          dg.const_data_ptr<acc_t<scalar_t>>(), I(dfeat.size(1)), I(dfeat.size(2)), I(dfeat.size(3)), I(grid), I(total),
+          dfeat.mutable_data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
     // the bin arithmetic forms (y + 1) * grid and (x + 1) * grid
     const int64_t bins = (std::max(dfeat.size(2), dfeat.size(3)) + 1) * grid;
-    if (fits_int32(total) && fits_int32(dg.numel()) && fits_int32(bins)) launch(int32_t(0)); else launch(int64_t(0));
+    if (fits_int32(total) && fits_int32(dg.numel()) && fits_int32(bins))
+      launch(int32_t(0));
+    else
+      launch(int64_t(0));
   });
 }
 
@@ -126,7 +134,8 @@ void gemms_cuda(std::vector<Gemm>& jobs, int64_t /*classes*/) {
 
 bool row_major_cells(int64_t) { return false; }
 
-const Kernels kCuda{pool_cuda, forward_cuda, cell_grads_cuda, unpool_cuda, gemms_cuda, row_major_cells, nullptr, nullptr};
+const Kernels kCuda{pool_cuda,  forward_cuda,    cell_grads_cuda, unpool_cuda,
+                    gemms_cuda, row_major_cells, nullptr,         nullptr};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rad_forward_cuda(
     const at::Tensor& fs, const at::Tensor& ft, const at::Tensor& ws, const at::Tensor& bs, const at::Tensor& wt,

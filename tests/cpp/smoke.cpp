@@ -61,9 +61,9 @@ int main() {
   at::Tensor x = at::randn({2, 3, 4, 5}, f64), g = at::randn({2, 3, 4, 5}, f64), d = at::randn({2, 3, 4, 5}, f64);
   auto inject = op("mmh_ext::cross_stream_inject").typed<at::Tensor(const at::Tensor&, const at::Tensor&)>();
   expect(at::allclose(inject.call(x, g), x * at::relu(g)), "cross_stream_inject == x * relu(gate)");
-  auto inject_bw = op("mmh_ext::cross_stream_inject_backward")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                 const at::Tensor&)>();
+  auto inject_bw =
+      op("mmh_ext::cross_stream_inject_backward")
+          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
   auto [dx, dg] = inject_bw.call(d, x, g);
   expect(at::allclose(dx, d * at::relu(g)) && at::allclose(dg, at::where(g > 0, d * x, at::zeros_like(x))),
          "cross_stream_inject_backward");
@@ -91,9 +91,8 @@ int main() {
   auto rad_bw = op("mmh_ext::rad_backward")
                     .typed<std::vector<at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                    const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                   const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
-                                                   at::ScalarType, at::ScalarType, int64_t, at::IntArrayRef, double,
-                                                   bool, bool)>();
+                                                   const at::Tensor&, at::IntArrayRef, at::IntArrayRef, at::ScalarType,
+                                                   at::ScalarType, int64_t, at::IntArrayRef, double, bool, bool)>();
   std::vector<int64_t> shw{8, 8}, thw{5, 7};
   auto grads = rad_bw.call(at::ones({B, 21}, f64), std::get<1>(out), std::get<2>(out), std::get<3>(out),
                            std::get<4>(out), ws, wt, shw, thw, at::kDouble, at::kDouble, 4, levels, 2.0, true, false);
@@ -103,8 +102,8 @@ int main() {
 
   // cosine discrepancy and dad
   at::Tensor h = at::randn({6, 3, 4}, f64), h2 = at::randn({6, 7}, f64);
-  auto cosd = op("mmh_ext::cosine_discrepancy_forward")
-                  .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, double)>();
+  auto cosd =
+      op("mmh_ext::cosine_discrepancy_forward").typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, double)>();
   at::Tensor hn = h.flatten(1) / h.flatten(1).norm(2, 1, true);
   expect(at::allclose(std::get<0>(cosd.call(h, 1e-8)), 0.5 - 0.5 * at::mm(hn, hn.t())), "cosine_discrepancy");
   auto dad = op("mmh_ext::dad_forward")

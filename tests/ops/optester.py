@@ -13,6 +13,7 @@ inputs. The base runs, over device x dtype x layout (contiguous / a non-contiguo
 CUDA parametrisations skip without a GPU and a build with CUDA kernels. ``kernel_modes`` lists the CPU kernel modes a
 test runs in (:func:`mmh_ext.cpu_kernel_mode`; only RAD has several).
 """
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,13 @@ import mmh_ext
 from mmh_ext import reference as R
 
 HAS_CUDA = torch.cuda.is_available() and mmh_ext.BUILD_INFO.get("cuda_kernels") == "1"
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not HAS_CUDA, reason="needs a CUDA device and an mmh_ext build with CUDA kernels"))]
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and an mmh_ext build with CUDA kernels"),
+    ),
+]
 DTYPES = [torch.float64, torch.float32]
 LAYOUTS = ["contiguous", "noncontiguous"]
 #: mmh_ext.cpu_kernel_mode: the fast CPU kernels (chunked passes where they apply), the same kernels as separate passes
@@ -81,6 +87,7 @@ def to_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
 def prepare(sample: Sample, device, dtype, layout: str, requires_grad: bool):
     """The sample's float tensors as ``dtype`` on ``device`` in ``layout`` (leaves), and float64 CPU copies of the same
     rounded values for the reference."""
+
     def convert(t):
         t = to_layout(t.to(device=device, dtype=dtype), layout)
         return t.requires_grad_(requires_grad)
@@ -167,8 +174,9 @@ class OpTester:
             expected = torch.autograd.grad((want * w.double()).sum(), tensors(ref))
             for x, a, b in zip(tensors(args), got, expected):
                 assert a.dtype == x.dtype, sample
-                torch.testing.assert_close(a.cpu(), b.to(a.dtype), **self.grad_tol(dtype, b),
-                                           msg=lambda m: f"{sample}: {m}")
+                torch.testing.assert_close(
+                    a.cpu(), b.to(a.dtype), **self.grad_tol(dtype, b), msg=lambda m: f"{sample}: {m}"
+                )
 
     @pytest.mark.parametrize("layout", LAYOUTS)
     @pytest.mark.parametrize("device", DEVICES)

@@ -7,6 +7,7 @@
   kernels accumulate in float32, so a float32 output is float32-accurate even when the features are bfloat16.
 * opcheck with bf16 / fp16 / mixed inputs; the Autocast kernels are registered for "cpu" and "cuda"; bad dtypes.
 """
+
 import pytest
 import torch
 from torch import nn
@@ -76,8 +77,19 @@ def test_rad_loss_under_autocast():
             assert fs.dtype == ft.dtype == torch.bfloat16  # what autocast hands the op
         return mmh_ext.rad_loss(fs, ft, n.s_fc.weight, n.s_fc.bias, n.t_fc.weight, n.t_fc.bias, temperature=2.0)
 
-    _check_autocast_run(fn, ["s_conv.weight", "s_conv.bias", "s_fc.weight", "s_fc.bias", "t_conv.weight",
-                             "t_conv.bias", "t_fc.weight", "t_fc.bias"])
+    _check_autocast_run(
+        fn,
+        [
+            "s_conv.weight",
+            "s_conv.bias",
+            "s_fc.weight",
+            "s_fc.bias",
+            "t_conv.weight",
+            "t_conv.bias",
+            "t_fc.weight",
+            "t_fc.bias",
+        ],
+    )
 
 
 @pytest.mark.parametrize("weighting", ["none", "self", "attention"])
@@ -131,8 +143,14 @@ def test_cross_stream_inject_under_autocast():
 
 
 def test_losses_are_float32_under_autocast_even_from_bf16_only_inputs():
-    a = [torch.randn(4, 8, 5, 5).bfloat16(), torch.randn(4, 6, 4, 4).bfloat16(), torch.randn(3, 8).bfloat16(),
-         torch.randn(3).bfloat16(), torch.randn(3, 6).bfloat16(), torch.randn(3).bfloat16()]
+    a = [
+        torch.randn(4, 8, 5, 5).bfloat16(),
+        torch.randn(4, 6, 4, 4).bfloat16(),
+        torch.randn(3, 8).bfloat16(),
+        torch.randn(3).bfloat16(),
+        torch.randn(3, 6).bfloat16(),
+        torch.randn(3).bfloat16(),
+    ]
     assert mmh_ext.rad_loss(*a).dtype == torch.bfloat16  # without autocast: the inputs' dtype
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert mmh_ext.rad_loss(*a).dtype == torch.float32
@@ -155,8 +173,14 @@ def test_autocast_kernels_are_registered_for_cpu_and_cuda():
 
 def _mixed_rad_inputs():
     torch.manual_seed(1)
-    return [torch.randn(6, 32, 7, 7).bfloat16(), torch.randn(6, 24, 5, 5).bfloat16(), torch.randn(10, 32) * 0.2,
-            torch.randn(10), torch.randn(10, 24) * 0.2, torch.randn(10)]
+    return [
+        torch.randn(6, 32, 7, 7).bfloat16(),
+        torch.randn(6, 24, 5, 5).bfloat16(),
+        torch.randn(10, 32) * 0.2,
+        torch.randn(10),
+        torch.randn(10, 24) * 0.2,
+        torch.randn(10),
+    ]
 
 
 def test_autocast_is_off_inside_the_ops():
@@ -175,13 +199,16 @@ def test_autocast_is_off_inside_the_ops():
     for p, q in zip(plain, auto):
         assert p.dtype == q.dtype == torch.float32
         assert torch.equal(p, q)
+
     def rad_separate():
         with mmh_ext.cpu_kernel_mode("separate"):
             return mmh_ext.rad_loss(*a, reduction="none")
 
     # rad_loss calls rad_forward inside: both Autocast kernels go for autocast to reach its GEMMs
-    for op, call, want in (("cosine_discrepancy_forward", lambda: mmh_ext.cosine_discrepancy(h[1]), plain[2]),
-                           ("rad_loss,rad_forward", rad_separate, rad_separate())):
+    for op, call, want in (
+        ("cosine_discrepancy_forward", lambda: mmh_ext.cosine_discrepancy(h[1]), plain[2]),
+        ("rad_loss,rad_forward", rad_separate, rad_separate()),
+    ):
         lib = torch.library.Library("mmh_ext", "IMPL")
         try:
             for name in op.split(","):
@@ -203,15 +230,33 @@ def test_autocast_is_off_inside_the_ops():
 RAD_MIXES = {  # dtypes of (student_feat, teacher_feat, student_w, student_b, teacher_w, teacher_b)
     "bf16 feats, f32 fc": (torch.bfloat16, torch.bfloat16, torch.float32, torch.float32, torch.float32, torch.float32),
     "f16 feats, f32 fc": (torch.float16, torch.float16, torch.float32, torch.float32, torch.float32, torch.float32),
-    "bf16 student, f32 teacher": (torch.bfloat16, torch.float32, torch.float32, torch.float32, torch.float32,
-                                  torch.float32),
-    "f16 student, bf16 teacher, bf16 bias": (torch.float16, torch.bfloat16, torch.float32, torch.bfloat16,
-                                             torch.float32, torch.float32),
+    "bf16 student, f32 teacher": (
+        torch.bfloat16,
+        torch.float32,
+        torch.float32,
+        torch.float32,
+        torch.float32,
+        torch.float32,
+    ),
+    "f16 student, bf16 teacher, bf16 bias": (
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.bfloat16,
+        torch.float32,
+        torch.float32,
+    ),
     "all bf16": (torch.bfloat16,) * 6,
     "all f16": (torch.float16,) * 6,
     "f32 feats, f64 fc": (torch.float32, torch.float32, torch.float64, torch.float64, torch.float64, torch.float64),
-    "bf16 student, f64 rest": (torch.bfloat16, torch.float64, torch.float64, torch.float64, torch.float64,
-                               torch.float64),
+    "bf16 student, f64 rest": (
+        torch.bfloat16,
+        torch.float64,
+        torch.float64,
+        torch.float64,
+        torch.float64,
+        torch.float64,
+    ),
 }
 
 
@@ -228,8 +273,14 @@ def _promoted(dtypes):
 def test_rad_mixed_dtypes_against_float64_reference(mix, channels_last, kernel_mode):
     dtypes = RAD_MIXES[mix]
     torch.manual_seed(2)
-    base = [torch.randn(5, 12, 7, 6), torch.randn(5, 9, 4, 5), torch.randn(7, 12) * 0.3, torch.randn(7),
-            torch.randn(7, 9) * 0.3, torch.randn(7)]
+    base = [
+        torch.randn(5, 12, 7, 6),
+        torch.randn(5, 9, 4, 5),
+        torch.randn(7, 12) * 0.3,
+        torch.randn(7),
+        torch.randn(7, 9) * 0.3,
+        torch.randn(7),
+    ]
     args = [b.to(d) for b, d in zip(base, dtypes)]
     if channels_last:
         args[0] = args[0].to(memory_format=torch.channels_last)
@@ -255,9 +306,16 @@ def test_rad_mixed_dtypes_against_float64_reference(mix, channels_last, kernel_m
 
 
 @pytest.mark.parametrize("form", ["paper", "sp"])
-@pytest.mark.parametrize("ds,dt", [(torch.bfloat16, torch.float32), (torch.float32, torch.float16),
-                                   (torch.float16, torch.bfloat16), (torch.bfloat16, torch.bfloat16),
-                                   (torch.float16, torch.float64)])
+@pytest.mark.parametrize(
+    "ds,dt",
+    [
+        (torch.bfloat16, torch.float32),
+        (torch.float32, torch.float16),
+        (torch.float16, torch.bfloat16),
+        (torch.bfloat16, torch.bfloat16),
+        (torch.float16, torch.float64),
+    ],
+)
 def test_dad_mixed_dtypes_against_float64_reference(form, ds, dt):
     torch.manual_seed(4)
     hs = torch.randn(12, 6, 3, 3).to(ds).requires_grad_(True)
@@ -286,9 +344,17 @@ def test_cosine_discrepancy_half_against_float64_reference(dtype):
     _close_scaled(g.double(), gw, 3e-2)
 
 
-@pytest.mark.parametrize("dx,dg", [(torch.bfloat16, torch.float32), (torch.float32, torch.float16),
-                                   (torch.float16, torch.bfloat16), (torch.bfloat16, torch.bfloat16),
-                                   (torch.float16, torch.float16), (torch.float64, torch.bfloat16)])
+@pytest.mark.parametrize(
+    "dx,dg",
+    [
+        (torch.bfloat16, torch.float32),
+        (torch.float32, torch.float16),
+        (torch.float16, torch.bfloat16),
+        (torch.bfloat16, torch.bfloat16),
+        (torch.float16, torch.float16),
+        (torch.float64, torch.bfloat16),
+    ],
+)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_inject_mixed_dtypes_exact(dx, dg, channels_last):
     """Computed in float32 (float64) from the exact input values and rounded once: equal to the float64 product
@@ -312,8 +378,13 @@ def test_inject_mixed_dtypes_exact(dx, dg, channels_last):
     d64 = d.double()
     # rounded to the promoted dtype (the kernel's dtype), then to each input's own dtype
     torch.testing.assert_close(gx, (d64 * torch.relu(g64)).to(promoted).to(dx), rtol=0, atol=0, equal_nan=True)
-    torch.testing.assert_close(gg, torch.where(g64 > 0, d64 * x64, 0.0).where(~g64.isnan(), d64 * x64)
-                               .to(promoted).to(dg), rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(
+        gg,
+        torch.where(g64 > 0, d64 * x64, 0.0).where(~g64.isnan(), d64 * x64).to(promoted).to(dg),
+        rtol=0,
+        atol=0,
+        equal_nan=True,
+    )
 
 
 @pytest.mark.parametrize("dtype", HALF)
@@ -336,8 +407,15 @@ def test_opcheck_rad(mix):
     torch.library.opcheck(torch.ops.mmh_ext.rad_forward.default, (*args, 4, [4, 2, 1], 2.0))
 
 
-@pytest.mark.parametrize("ds,dt", [(torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16),
-                                   (torch.bfloat16, torch.float32), (torch.float16, torch.float64)])
+@pytest.mark.parametrize(
+    "ds,dt",
+    [
+        (torch.bfloat16, torch.bfloat16),
+        (torch.float16, torch.float16),
+        (torch.bfloat16, torch.float32),
+        (torch.float16, torch.float64),
+    ],
+)
 def test_opcheck_dad_and_cosine(ds, dt):
     hs = torch.randn(6, 3, 2).to(ds).requires_grad_(True)
     ht = torch.randn(6, 5).to(dt).requires_grad_(True)
@@ -346,8 +424,15 @@ def test_opcheck_dad_and_cosine(ds, dt):
     torch.library.opcheck(torch.ops.mmh_ext.cosine_discrepancy_forward.default, (hs, 1e-8))
 
 
-@pytest.mark.parametrize("dx,dg", [(torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16),
-                                   (torch.bfloat16, torch.float32), (torch.float32, torch.float16)])
+@pytest.mark.parametrize(
+    "dx,dg",
+    [
+        (torch.bfloat16, torch.bfloat16),
+        (torch.float16, torch.float16),
+        (torch.bfloat16, torch.float32),
+        (torch.float32, torch.float16),
+    ],
+)
 def test_opcheck_inject(dx, dg):
     x = torch.randn(2, 3, 4, 5).to(dx).requires_grad_(True)
     g = torch.randn(2, 3, 4, 5).to(dg).requires_grad_(True)
@@ -359,8 +444,9 @@ def test_opcheck_inject(dx, dg):
 
 def test_torch_compile_under_autocast():
     a = [t.requires_grad_(True) for t in _mixed_rad_inputs()]
-    fn = torch.compile(lambda *t: mmh_ext.rad_loss(*t) + mmh_ext.dad_loss(t[0], t[1]), fullgraph=True,
-                       backend="aot_eager")
+    fn = torch.compile(
+        lambda *t: mmh_ext.rad_loss(*t) + mmh_ext.dad_loss(t[0], t[1]), fullgraph=True, backend="aot_eager"
+    )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = fn(*a)
         want = mmh_ext.rad_loss(*a) + mmh_ext.dad_loss(a[0], a[1])
@@ -372,22 +458,44 @@ def test_torch_compile_under_autocast():
 
 
 # ----------------------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("call,exc,word", [
-    (lambda: mmh_ext.rad_loss(*_mixed_rad_inputs()[:5], torch.randn(10).to(torch.float8_e4m3fn)), TypeError,
-     "teacher_fc_bias"),
-    (lambda: mmh_ext.rad_loss(_mixed_rad_inputs()[0].int(), *_mixed_rad_inputs()[1:]), TypeError, "student_feat"),
-    (lambda: mmh_ext.rad_loss(*_mixed_rad_inputs()[:2], torch.randn(10, 32, device="meta"),
-                              *_mixed_rad_inputs()[3:]), ValueError, "student_fc_weight"),
-    (lambda: mmh_ext.rad_loss(*_mixed_rad_inputs()[:2], torch.randn(10, 31).bfloat16(), *_mixed_rad_inputs()[3:]),
-     ValueError, "student_fc_weight"),
-    (lambda: mmh_ext.dad_loss(torch.randn(4, 3).bfloat16(), torch.randn(5, 3)), ValueError, "batch size"),
-    (lambda: mmh_ext.dad_loss(torch.randn(4, 3).half(), torch.randn(4, 3).cfloat()), TypeError, "teacher_feats[0]"),
-    (lambda: mmh_ext.cross_stream_inject(torch.randn(2, 3).bfloat16(), torch.randn(3, 2)), ValueError, "gate"),
-    (lambda: mmh_ext.cross_stream_inject(torch.randn(2, 3).half(), torch.randn(2, 3, device="meta")), ValueError,
-     "gate"),
-    (lambda: torch.ops.mmh_ext.cross_stream_inject(torch.randn(2, 3).to(torch.float8_e5m2), torch.randn(2, 3)),
-     TypeError, "x"),
-])
+@pytest.mark.parametrize(
+    "call,exc,word",
+    [
+        (
+            lambda: mmh_ext.rad_loss(*_mixed_rad_inputs()[:5], torch.randn(10).to(torch.float8_e4m3fn)),
+            TypeError,
+            "teacher_fc_bias",
+        ),
+        (lambda: mmh_ext.rad_loss(_mixed_rad_inputs()[0].int(), *_mixed_rad_inputs()[1:]), TypeError, "student_feat"),
+        (
+            lambda: mmh_ext.rad_loss(
+                *_mixed_rad_inputs()[:2], torch.randn(10, 32, device="meta"), *_mixed_rad_inputs()[3:]
+            ),
+            ValueError,
+            "student_fc_weight",
+        ),
+        (
+            lambda: mmh_ext.rad_loss(
+                *_mixed_rad_inputs()[:2], torch.randn(10, 31).bfloat16(), *_mixed_rad_inputs()[3:]
+            ),
+            ValueError,
+            "student_fc_weight",
+        ),
+        (lambda: mmh_ext.dad_loss(torch.randn(4, 3).bfloat16(), torch.randn(5, 3)), ValueError, "batch size"),
+        (lambda: mmh_ext.dad_loss(torch.randn(4, 3).half(), torch.randn(4, 3).cfloat()), TypeError, "teacher_feats[0]"),
+        (lambda: mmh_ext.cross_stream_inject(torch.randn(2, 3).bfloat16(), torch.randn(3, 2)), ValueError, "gate"),
+        (
+            lambda: mmh_ext.cross_stream_inject(torch.randn(2, 3).half(), torch.randn(2, 3, device="meta")),
+            ValueError,
+            "gate",
+        ),
+        (
+            lambda: torch.ops.mmh_ext.cross_stream_inject(torch.randn(2, 3).to(torch.float8_e5m2), torch.randn(2, 3)),
+            TypeError,
+            "x",
+        ),
+    ],
+)
 def test_bad_input_still_names_the_argument(call, exc, word):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         with pytest.raises(exc, match=__import__("re").escape(word)):

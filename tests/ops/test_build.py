@@ -1,4 +1,5 @@
 """Build metadata, the info command, and the error when the compiled library is missing or stale."""
+
 import subprocess
 import sys
 
@@ -84,10 +85,12 @@ def test_import_without_library_in_a_fresh_interpreter(tmp_path):
     src = Path(mmh_ext.__file__).parent
     dst = tmp_path / "mmh_ext"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
-    code = ("import sys; sys.path.insert(0, %r)\n"
-            # an editable install maps mmh_ext to the checkout through a meta-path finder: take it out
-            "sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
-            "try:\n    import mmh_ext\nexcept ImportError as e:\n    print(type(e).__name__); print(e)\n") % str(tmp_path)
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+        # an editable install maps mmh_ext to the checkout through a meta-path finder: take it out
+        "sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
+        "try:\n    import mmh_ext\nexcept ImportError as e:\n    print(type(e).__name__); print(e)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path).stdout
     assert out.startswith("MmhExtBuildError") and "pip install" in out
 

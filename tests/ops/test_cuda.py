@@ -4,9 +4,10 @@ stream, no host synchronisation), a grid-stride launch larger than the grid, and
 CUDA device and a build with CUDA kernels; ``scripts/gpu_check.sh`` runs it and fails if anything here is skipped.
 
 Without a GPU these tests cannot run; the CPU tests still cover the kernels' math, which lives in the shared
-__host__ __device__ functions of csrc/*_math.h that the CPU kernels call (see the README). Nothing here uses an API newer
-than torch 2.11 (the GPU machine's torch).
+__host__ __device__ functions of csrc/*_math.h that the CPU kernels call (see docs/operators.md). Nothing here uses an
+API newer than torch 2.11 (the GPU machine's torch).
 """
+
 import os
 
 import pytest
@@ -24,12 +25,15 @@ from mmh_ext.testing import assert_rel, operators
 ON_CPU = os.environ.get("MMH_CUDA_TESTS_ON_CPU") == "1"
 DEV = "cpu" if ON_CPU else "cuda"
 HAS_CUDA = torch.cuda.is_available() and mmh_ext.BUILD_INFO.get("cuda_kernels") == "1"
-pytestmark = pytest.mark.skipif(not (HAS_CUDA or ON_CPU),
-                                reason="needs a CUDA device and an mmh_ext build with CUDA kernels")
+pytestmark = pytest.mark.skipif(
+    not (HAS_CUDA or ON_CPU), reason="needs a CUDA device and an mmh_ext build with CUDA kernels"
+)
 cuda_only = pytest.mark.skipif(ON_CPU, reason="CUDA streams, graphs or memory: not on the CPU")
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 LOW = [torch.float16, torch.bfloat16]
+
+
 def _run(fn, tensors, device, dtype, weight=None, memory_format=None):
     """fn on copies of ``tensors`` (as ``dtype`` on ``device``, requiring grad): output and all input gradients."""
     inputs = []
@@ -45,9 +49,14 @@ def _run(fn, tensors, device, dtype, weight=None, memory_format=None):
 
 def _rad_base(seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(16, 64, 7, 7, generator=g), torch.randn(16, 96, 4, 4, generator=g),
-            torch.randn(10, 64, generator=g) * 0.1, torch.randn(10, generator=g),
-            torch.randn(10, 96, generator=g) * 0.1, torch.randn(10, generator=g)]
+    return [
+        torch.randn(16, 64, 7, 7, generator=g),
+        torch.randn(16, 96, 4, 4, generator=g),
+        torch.randn(10, 64, generator=g) * 0.1,
+        torch.randn(10, generator=g),
+        torch.randn(10, 96, generator=g) * 0.1,
+        torch.randn(10, generator=g),
+    ]
 
 
 # ------------------------------------------------------------------------------------- CUDA kernels vs CPU kernels
@@ -62,8 +71,14 @@ def test_rad_cuda_vs_cpu(dtype, channels_last):
     out_g, g_g, ins = _run(fn, base, DEV, dtype, weight, fmt)
     assert_rel(out_g, out_c, dtype, "loss")
     assert out_g.dtype == out_c.dtype
-    names = ["student_feat", "teacher_feat", "student_fc_weight", "student_fc_bias", "teacher_fc_weight",
-             "teacher_fc_bias"]
+    names = [
+        "student_feat",
+        "teacher_feat",
+        "student_fc_weight",
+        "student_fc_bias",
+        "teacher_fc_weight",
+        "teacher_fc_bias",
+    ]
     for name, a, b, x in zip(names, g_g, g_c, ins):
         assert a.dtype == x.dtype, f"grad of {name}: {a.dtype}, input {x.dtype}"
         assert_rel(a, b, dtype, f"grad of {name}")
@@ -87,8 +102,12 @@ def test_dad_cuda_vs_cpu(dtype, form):
     for a, b, x in zip(g_g, g_c, ins):
         assert a.dtype == x.dtype
         assert_rel(a, b, dtype, "grad")
-    assert_rel(mmh_ext.cosine_discrepancy(base[1].to(DEV, dtype)), R.cosine_discrepancy(base[1].to(dtype).double()),
-               dtype, "cosine_discrepancy")
+    assert_rel(
+        mmh_ext.cosine_discrepancy(base[1].to(DEV, dtype)),
+        R.cosine_discrepancy(base[1].to(dtype).double()),
+        dtype,
+        "cosine_discrepancy",
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -132,8 +151,9 @@ def test_inject_grid_stride_beyond_one_grid(offset):
     out = mmh_ext.cross_stream_inject(x, gate)
     with torch.no_grad():
         want = x * gate.relu()
-        assert torch.equal(out, want), "forward differs from x * relu(gate) (first mismatch at index " \
-            f"{int((out != want).nonzero()[0])} of {n})"
+        assert torch.equal(out, want), (
+            f"forward differs from x * relu(gate) (first mismatch at index {int((out != want).nonzero()[0])} of {n})"
+        )
         del want
     grad = torch.randn(n + offset, device=DEV, dtype=torch.bfloat16, generator=gen)[offset:]
     dx, dg = torch.autograd.grad(out, (x, gate), grad)
@@ -146,8 +166,10 @@ def test_cuda_gradcheck_float64():
     x = torch.randn(2, 3, 4, 5, dtype=torch.float64, device=DEV, requires_grad=True)
     g = torch.randn(2, 3, 4, 5, dtype=torch.float64, device=DEV, requires_grad=True)
     assert torch.autograd.gradcheck(mmh_ext.cross_stream_inject, (x, g))
-    args = [torch.randn(*s, dtype=torch.float64, device=DEV, requires_grad=True)
-            for s in ((3, 4, 5, 5), (3, 6, 4, 4), (5, 4), (5,), (5, 6), (5,))]
+    args = [
+        torch.randn(*s, dtype=torch.float64, device=DEV, requires_grad=True)
+        for s in ((3, 4, 5, 5), (3, 6, 4, 4), (5, 4), (5,), (5, 6), (5,))
+    ]
     assert torch.autograd.gradcheck(lambda *a: mmh_ext.rad_loss(*a, reduction="none"), args)
     h = torch.randn(6, 7, dtype=torch.float64, device=DEV, requires_grad=True)
     assert torch.autograd.gradcheck(mmh_ext.cosine_discrepancy, (h,))
@@ -164,10 +186,18 @@ def _mixed_cases(low):
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
     f32 = torch.float32
     return [
-        ("rad", lambda *a: mmh_ext.rad_loss(*a, reduction="none"),
-         [r(8, 32, 7, 7), r(8, 48, 7, 7), r(6, 32) * 0.2, r(6), r(6, 48) * 0.2, r(6)], [low, low, f32, f32, f32, f32]),
-        ("rad_fp32_teacher", lambda *a: mmh_ext.rad_loss(*a, reduction="none"),
-         [r(8, 32, 7, 7), r(8, 48, 4, 4), r(6, 32) * 0.2, r(6), r(6, 48) * 0.2, r(6)], [low, f32, f32, f32, f32, f32]),
+        (
+            "rad",
+            lambda *a: mmh_ext.rad_loss(*a, reduction="none"),
+            [r(8, 32, 7, 7), r(8, 48, 7, 7), r(6, 32) * 0.2, r(6), r(6, 48) * 0.2, r(6)],
+            [low, low, f32, f32, f32, f32],
+        ),
+        (
+            "rad_fp32_teacher",
+            lambda *a: mmh_ext.rad_loss(*a, reduction="none"),
+            [r(8, 32, 7, 7), r(8, 48, 4, 4), r(6, 32) * 0.2, r(6), r(6, 48) * 0.2, r(6)],
+            [low, f32, f32, f32, f32, f32],
+        ),
         ("dad_low_student", lambda a, b: mmh_ext.dad_loss(a, b), [r(12, 16, 4, 4), r(12, 40)], [low, f32]),
         ("dad_low_teacher", lambda a, b: mmh_ext.dad_loss(a, b, form="sp"), [r(12, 16, 4, 4), r(12, 40)], [f32, low]),
         ("inject_low_x", mmh_ext.cross_stream_inject, [r(4, 8, 5, 5), r(4, 8, 5, 5)], [low, f32]),
@@ -216,8 +246,9 @@ def test_autocast_training_steps(low):
     autocast outputs against float32 classifiers: the losses match float32 math on the same features, every
     parameter gradient is float32 and finite, and the parameters move."""
     torch.manual_seed(5)
-    student = nn.ModuleDict({"conv": nn.Conv2d(3, 16, 3, padding=1), "gate": nn.Conv2d(3, 16, 1),
-                             "fc": nn.Linear(16, 5)}).to(DEV)
+    student = nn.ModuleDict(
+        {"conv": nn.Conv2d(3, 16, 3, padding=1), "gate": nn.Conv2d(3, 16, 1), "fc": nn.Linear(16, 5)}
+    ).to(DEV)
     teacher = nn.ModuleDict({"conv": nn.Conv2d(3, 24, 3, padding=1), "fc": nn.Linear(24, 5)}).to(DEV)
     teacher.requires_grad_(False)
     opt = torch.optim.SGD(student.parameters(), lr=0.1)
@@ -231,20 +262,24 @@ def test_autocast_training_steps(low):
             fs = mmh_ext.cross_stream_inject(fs, student["gate"](x).float())
             ft = teacher["conv"](x).float()  # the teacher's features in float32
             logits = student["fc"](fs.mean((2, 3)))
-            rad = mmh_ext.rad_loss(fs, ft, student["fc"].weight, student["fc"].bias, teacher["fc"].weight,
-                                   teacher["fc"].bias)
+            rad = mmh_ext.rad_loss(
+                fs, ft, student["fc"].weight, student["fc"].bias, teacher["fc"].weight, teacher["fc"].bias
+            )
             dad = mmh_ext.dad_loss(fs, ft)
             loss = F.cross_entropy(logits, y) + rad + dad
         fs64, ft64 = fs.detach().double(), ft.detach().double()
-        w = [p.detach().double() for p in (student["fc"].weight, student["fc"].bias, teacher["fc"].weight,
-                                           teacher["fc"].bias)]
+        w = [
+            p.detach().double()
+            for p in (student["fc"].weight, student["fc"].bias, teacher["fc"].weight, teacher["fc"].bias)
+        ]
         assert_rel(rad, R.rad_loss(fs64, ft64, *w), torch.float32 if rad.dtype == torch.float32 else low, "rad")
         assert_rel(dad, R.dad_loss(fs64, ft64), torch.float32 if dad.dtype == torch.float32 else low, "dad")
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         for n, p in student.named_parameters():
-            assert p.grad is not None and p.grad.dtype == torch.float32, \
+            assert p.grad is not None and p.grad.dtype == torch.float32, (
                 f"{n}: grad {None if p.grad is None else p.grad.dtype}"
+            )
             assert torch.isfinite(p.grad).all() or scaler.is_enabled(), f"{n}: non-finite gradient"
         scaler.step(opt)
         scaler.update()
@@ -270,18 +305,32 @@ class _RecordOps(TorchDispatchMode):
 def test_opcheck_every_op(dtypes):
     """torch.library.opcheck (schema, fake tensor, autograd registration, AOT dispatch) on every raw operator call the
     public functions make on CUDA, forward and backward, for uniform and mixed dtypes."""
-    low = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "mixed_bf16": torch.bfloat16,
-           "mixed_fp16": torch.float16}[dtypes]
+    low = {
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+        "mixed_bf16": torch.bfloat16,
+        "mixed_fp16": torch.float16,
+    }[dtypes]
     hi = torch.float32 if dtypes.startswith("mixed") else low
     g = torch.Generator().manual_seed(6)
     c = lambda *s, dt=low, scale=1.0: (torch.randn(*s, generator=g) * scale).to(DEV, dt).requires_grad_(True)  # noqa
-    rad_args = [c(4, 8, 5, 5), c(4, 12, 3, 3), c(3, 8, dt=hi, scale=0.3), c(3, dt=hi), c(3, 12, dt=hi, scale=0.3),
-                c(3, dt=hi)]
+    rad_args = [
+        c(4, 8, 5, 5),
+        c(4, 12, 3, 3),
+        c(3, 8, dt=hi, scale=0.3),
+        c(3, dt=hi),
+        c(3, 12, dt=hi, scale=0.3),
+        c(3, dt=hi),
+    ]
     with _RecordOps() as rec:
-        loss = (mmh_ext.rad_loss(*rad_args) + mmh_ext.dad_loss(c(5, 6, 2, 2), c(5, 7, dt=hi))
-                + mmh_ext.dad_loss(c(5, 6), c(5, 3, dt=hi), form="sp")
-                + mmh_ext.cross_stream_inject(c(2, 3, 4, 4), c(2, 3, 4, 4, dt=hi)).square().mean()
-                + mmh_ext.cosine_discrepancy(c(4, 9)).sum())
+        loss = (
+            mmh_ext.rad_loss(*rad_args)
+            + mmh_ext.dad_loss(c(5, 6, 2, 2), c(5, 7, dt=hi))
+            + mmh_ext.dad_loss(c(5, 6), c(5, 3, dt=hi), form="sp")
+            + mmh_ext.cross_stream_inject(c(2, 3, 4, 4), c(2, 3, 4, 4, dt=hi)).square().mean()
+            + mmh_ext.cosine_discrepancy(c(4, 9)).sum()
+        )
         loss.float().backward()
     names = {f.__name__ for f, _, _ in rec.calls}
     for op in operators():  # every operator the library registers
@@ -296,16 +345,27 @@ def test_opcheck_every_op(dtypes):
 
 
 def _all_ops(fs, ft, ws, bs, wt, bt, x, gate):
-    return (mmh_ext.rad_loss(fs, ft, ws, bs, wt, bt) + mmh_ext.dad_loss([fs, x], [ft, gate])
-            + mmh_ext.cross_stream_inject(x, gate).square().mean())
+    return (
+        mmh_ext.rad_loss(fs, ft, ws, bs, wt, bt)
+        + mmh_ext.dad_loss([fs, x], [ft, gate])
+        + mmh_ext.cross_stream_inject(x, gate).square().mean()
+    )
 
 
 def _all_inputs(low, seed=7):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s, dt=low, scale=1.0: (torch.randn(*s, generator=g) * scale).to(DEV, dt).requires_grad_(True)  # noqa
     f32 = torch.float32
-    return [r(8, 32, 7, 7), r(8, 16, 7, 7), r(5, 32, dt=f32, scale=0.2), r(5, dt=f32), r(5, 16, dt=f32, scale=0.2),
-            r(5, dt=f32), r(8, 4, 6, 6), r(8, 4, 6, 6, dt=f32)]
+    return [
+        r(8, 32, 7, 7),
+        r(8, 16, 7, 7),
+        r(5, 32, dt=f32, scale=0.2),
+        r(5, dt=f32),
+        r(5, 16, dt=f32, scale=0.2),
+        r(5, dt=f32),
+        r(8, 4, 6, 6),
+        r(8, 4, 6, 6, dt=f32),
+    ]
 
 
 @pytest.mark.parametrize("low", [torch.float32, torch.bfloat16])

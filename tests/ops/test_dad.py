@@ -1,5 +1,6 @@
 """DAD operators: cosine_discrepancy and dad_loss through the op-tester sections (optester.OpTester: reference,
 gradients, gradcheck, opcheck, torch.compile, bad input), and what is particular to DAD."""
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -53,13 +54,20 @@ class TestDadLoss(OpTester):
     op = "dad_loss"
 
     def sample_inputs(self):
-        return [Sample((torch.randn(b, *rs, dtype=torch.float64), torch.randn(b, *rt, dtype=torch.float64)),
-                       dict(form=form)) for form in FORMS for b, rs, rt in PAIR_SHAPES]
+        return [
+            Sample(
+                (torch.randn(b, *rs, dtype=torch.float64), torch.randn(b, *rt, dtype=torch.float64)), dict(form=form)
+            )
+            for form in FORMS
+            for b, rs, rt in PAIR_SHAPES
+        ]
 
     def grad_inputs(self):
         f64 = torch.float64
-        return [Sample((torch.randn(64, 128, 4, 4, dtype=f64), torch.randn(64, 256, 2, 2, dtype=f64)), dict(form=form))
-                for form in FORMS]
+        return [
+            Sample((torch.randn(64, 128, 4, 4, dtype=f64), torch.randn(64, 256, 2, 2, dtype=f64)), dict(form=form))
+            for form in FORMS
+        ]
 
     def gradcheck_inputs(self):
         return [Sample(_gradcheck_feats(), dict(form=form)) for form in FORMS]
@@ -86,13 +94,18 @@ class TestDadLoss(OpTester):
         (lambda: mmh_ext.dad_loss([torch.randn(4, 3)], torch.randn(4, 3)), TypeError, "both"),
         (lambda: mmh_ext.dad_loss(torch.randn(4, 3), torch.randint(0, 2, (4, 3))), TypeError, "teacher_feats[0]"),
         (lambda: mmh_ext.dad_loss(torch.randn(4, 3), torch.randn(4, 3).cfloat()), TypeError, "teacher_feats[0]"),
-        (lambda: mmh_ext.dad_loss([torch.randn(4, 3)] * 2, [torch.randn(4, 3), torch.randn(4, 3).bool()]), TypeError,
-         "teacher_feats[1]"),
-        (lambda: mmh_ext.dad_loss(torch.randn(4, 3), torch.randn(4, 3, device="meta")), ValueError,
-         "teacher_feats[0]"),
+        (
+            lambda: mmh_ext.dad_loss([torch.randn(4, 3)] * 2, [torch.randn(4, 3), torch.randn(4, 3).bool()]),
+            TypeError,
+            "teacher_feats[1]",
+        ),
+        (lambda: mmh_ext.dad_loss(torch.randn(4, 3), torch.randn(4, 3, device="meta")), ValueError, "teacher_feats[0]"),
         (lambda: mmh_ext.dad_loss(torch.randn(4, 3), torch.randn(4, 3), eps=0.0), ValueError, "eps"),
-        (lambda: torch.ops.mmh_ext.dad_forward(torch.randn(4, 3), torch.ones(4, 3, dtype=torch.int32), "sp", 1e-8),
-         TypeError, "teacher_feat"),
+        (
+            lambda: torch.ops.mmh_ext.dad_forward(torch.randn(4, 3), torch.ones(4, 3, dtype=torch.int32), "sp", 1e-8),
+            TypeError,
+            "teacher_feat",
+        ),
     ]
 
 

@@ -1,5 +1,6 @@
 """Cross-stream injection x * relu(gate) through the op-tester sections (optester.OpTester: reference, gradients,
 gradcheck, opcheck, torch.compile, bad input), and what is particular to it: special values, layouts kept."""
+
 import torch
 
 import mmh_ext

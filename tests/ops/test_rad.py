@@ -1,5 +1,6 @@
 """RAD operator: the op-tester sections (optester.OpTester: reference, gradients, gradcheck, opcheck, torch.compile,
 bad input) in both CPU kernel modes, and what is particular to RAD."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -38,8 +39,14 @@ GRADCHECK_SHAPES = [  # small, so finite differences stay cheap; cover odd sizes
 
 def _bad(**over):
     fs, ft, ws, bs, wt, bt = _inputs(SHAPES[0], torch.float32)
-    args = dict(student_feat=fs, teacher_feat=ft, student_fc_weight=ws, student_fc_bias=bs, teacher_fc_weight=wt,
-                teacher_fc_bias=bt)
+    args = dict(
+        student_feat=fs,
+        teacher_feat=ft,
+        student_fc_weight=ws,
+        student_fc_bias=bs,
+        teacher_fc_weight=wt,
+        teacher_fc_bias=bt,
+    )
     kw = {k: over.pop(k) for k in list(over) if k in ("grid", "levels", "temperature", "reduction")}
     args.update(over)
     return lambda: mmh_ext.rad_loss(*args.values(), **kw)
@@ -50,13 +57,20 @@ class TestRadLoss(OpTester):
     kernel_modes = tuple(KERNEL_MODES)  # the only operator whose CPU kernels have several modes
 
     def sample_inputs(self):
-        return [Sample(_inputs(shape, torch.float64), dict(grid=shape[8], levels=shape[9], temperature=3.0,
-                                                           reduction=reduction))
-                for shape in SHAPES for reduction in ("none", "region", "mean")]
+        return [
+            Sample(
+                _inputs(shape, torch.float64),
+                dict(grid=shape[8], levels=shape[9], temperature=3.0, reduction=reduction),
+            )
+            for shape in SHAPES
+            for reduction in ("none", "region", "mean")
+        ]
 
     def grad_inputs(self):
-        return [Sample(_inputs(shape, torch.float64), dict(grid=shape[8], levels=shape[9], reduction="none"))
-                for shape in (SHAPES[0], SHAPES[2], SHAPES[3])]
+        return [
+            Sample(_inputs(shape, torch.float64), dict(grid=shape[8], levels=shape[9], reduction="none"))
+            for shape in (SHAPES[0], SHAPES[2], SHAPES[3])
+        ]
 
     def grad_tol(self, dtype, want):
         """Within float32 rounding of the gradient's scale."""
@@ -65,10 +79,13 @@ class TestRadLoss(OpTester):
 
     def gradcheck_inputs(self):
         # and the reductions rad_loss's op does itself (the backward spreads d loss over the region losses)
-        return [Sample(_inputs(shape, torch.float64), dict(grid=shape[8], levels=shape[9], reduction="none"))
-                for shape in GRADCHECK_SHAPES] + [
+        return [
+            Sample(_inputs(shape, torch.float64), dict(grid=shape[8], levels=shape[9], reduction="none"))
+            for shape in GRADCHECK_SHAPES
+        ] + [
             Sample(_inputs(GRADCHECK_SHAPES[2], torch.float64), dict(grid=5, levels=(5, 3, 2, 1), reduction=r))
-            for r in ("mean", "region")]
+            for r in ("mean", "region")
+        ]
 
     def opcheck_calls(self, device):
         calls = []
@@ -80,13 +97,17 @@ class TestRadLoss(OpTester):
         calls.append((torch.ops.mmh_ext.rad_forward.default, (*args, SHAPES[4][8], list(SHAPES[4][9]), 2.0)))
         # rad_loss, what mmh_ext.rad_loss calls: rad_forward and the reduction as one autograd node
         for i, reduction in enumerate(("none", "region", "mean")):
-            args = [t.to(device).requires_grad_(j in (0, 2, 3) or i == 0) for j, t in
-                    enumerate(_inputs(SHAPES[4 if i == 1 else 0], torch.float64))]
+            args = [
+                t.to(device).requires_grad_(j in (0, 2, 3) or i == 0)
+                for j, t in enumerate(_inputs(SHAPES[4 if i == 1 else 0], torch.float64))
+            ]
             grid, levels = (SHAPES[4][8], list(SHAPES[4][9])) if i == 1 else (4, [4, 2, 1])
             calls.append((torch.ops.mmh_ext.rad_loss.default, (*args, grid, levels, 2.0, reduction)))
         args = [t.to(device) for t in _inputs(SHAPES[0], torch.float32)]
-        return calls + [(torch.ops.mmh_ext.rad_forward.default, (*args, 4, [4, 2, 1], 2.0)),
-                        (torch.ops.mmh_ext.rad_loss.default, (*args, 4, [4, 2, 1], 2.0, "mean"))]
+        return calls + [
+            (torch.ops.mmh_ext.rad_forward.default, (*args, 4, [4, 2, 1], 2.0)),
+            (torch.ops.mmh_ext.rad_loss.default, (*args, 4, [4, 2, 1], 2.0, "mean")),
+        ]
 
     def compile_inputs(self):
         return list(_inputs(SHAPES[0], torch.float32, requires_grad=True))
@@ -113,8 +134,16 @@ class TestRadLoss(OpTester):
         (dict(teacher_feat=torch.randn(4, 6, 4, 4, dtype=torch.complex64)), TypeError, "teacher_feat"),
         (dict(student_fc_bias=torch.randn(5).to(torch.float8_e4m3fn)), TypeError, "student_fc_bias"),
         (dict(teacher_feat=torch.randn(4, 6, 4, 4, device="meta")), ValueError, "teacher_feat"),
-        (dict(student_fc_weight=torch.randn(1, 8), student_fc_bias=torch.randn(1), teacher_fc_weight=torch.randn(1, 6),
-              teacher_fc_bias=torch.randn(1)), ValueError, "2 classes"),
+        (
+            dict(
+                student_fc_weight=torch.randn(1, 8),
+                student_fc_bias=torch.randn(1),
+                teacher_fc_weight=torch.randn(1, 6),
+                teacher_fc_bias=torch.randn(1),
+            ),
+            ValueError,
+            "2 classes",
+        ),
     ]
 
     def call_bad(self, over):
@@ -132,7 +161,7 @@ def test_reference_is_the_definition():
         step = grid // s
         for iy in range(s):
             for ix in range(s):
-                cell = lambda g: g[:, :, iy * step:(iy + 1) * step, ix * step:(ix + 1) * step].mean((2, 3))  # noqa
+                cell = lambda g: g[:, :, iy * step : (iy + 1) * step, ix * step : (ix + 1) * step].mean((2, 3))  # noqa
                 zs, zt = (cell(gs) @ ws.t() + bs) / 2, (cell(gt) @ wt.t() + bt) / 2
                 kl = F.kl_div(F.log_softmax(zs, 1), F.log_softmax(zt, 1), log_target=True, reduction="none").sum(1)
                 torch.testing.assert_close(loss[:, n], 4 * kl)
@@ -260,14 +289,27 @@ def test_fast_cpu_pooling_equals_the_per_item_kernels(dtype, hw, channels_last):
 
 
 @pytest.mark.parametrize("kernel_mode", KERNEL_MODES, indirect=True)
-@pytest.mark.parametrize("trainable", [("student_feat",), ("student_feat", "student_fc_bias"),
-                                       ("teacher_feat", "teacher_fc_weight"), ("student_fc_weight", "teacher_feat")])
+@pytest.mark.parametrize(
+    "trainable",
+    [
+        ("student_feat",),
+        ("student_feat", "student_fc_bias"),
+        ("teacher_feat", "teacher_fc_weight"),
+        ("student_fc_weight", "teacher_feat"),
+    ],
+)
 def test_gradients_of_a_subset_of_inputs(kernel_mode, trainable):
-    """Only some inputs require grad (a frozen teacher; a frozen classifier, whose pooled cells the forward then does not
-    keep): the gradients that are asked for equal the float64 reference's, with a mean-reduced (expanded) upstream
+    """Only some inputs require grad (a frozen teacher; a frozen classifier, whose pooled cells the forward then does
+    not keep): the gradients that are asked for equal the float64 reference's, with a mean-reduced (expanded) upstream
     gradient."""
-    names = ["student_feat", "teacher_feat", "student_fc_weight", "student_fc_bias", "teacher_fc_weight",
-             "teacher_fc_bias"]
+    names = [
+        "student_feat",
+        "teacher_feat",
+        "student_fc_weight",
+        "student_fc_bias",
+        "teacher_fc_weight",
+        "teacher_fc_bias",
+    ]
     shape = (3, 6, 5, 7, 4, 6, 6, 4, 5, (5, 3, 2, 1))
     ins = [t.requires_grad_(n in trainable) for t, n in zip(_inputs(shape, torch.float64), names)]
     kw = dict(grid=5, levels=(5, 3, 2, 1), temperature=1.5)
@@ -357,7 +399,7 @@ def test_cpu_gemms_split_over_threads_match_one_thread(grads):
             results[n] = [loss.detach()] + [leaves[i].grad for i in trainable]
     finally:
         torch.set_num_threads(threads)
-    for n, got in results.items():
+    for got in results.values():
         for a, b in zip(got, results[1]):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * b.abs().max().item())
 
@@ -407,7 +449,7 @@ CHUNKED = [
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("trainable", ["student", "student, frozen weight", "both sides"])
 def test_chunked_cpu_passes(case, threads, trainable):
-    """"fast" mode runs each pass as one loop over chunks of samples where its AVX kernels apply (the fused passes,
+    """ "fast" mode runs each pass as one loop over chunks of samples where its AVX kernels apply (the fused passes,
     csrc/cpu/rad_fused.cpp): pooling, cell-logit GEMMs and region math of a chunk together; backward, the student's cell
     gradients, d pooled and its unpooling, with d weight and d bias summed per chunk (the threads take chunks as they
     come free). Against the same kernels as separate passes and against the float64 reference, on 1-3 threads; the
@@ -415,9 +457,14 @@ def test_chunked_cpu_passes(case, threads, trainable):
     takes the separate kernels), and the same call gives the same bits twice, whichever thread ran which chunk."""
     B, Cs, Hs, Ws, Ct, Ht, Wt, K, grid, levels, sdt, tdt = case
     g = torch.Generator().manual_seed(B * K)
-    base = [torch.randn(B, Cs, Hs, Ws, generator=g).to(sdt), torch.randn(B, Ct, Ht, Wt, generator=g).to(tdt),
-            torch.randn(K, Cs, generator=g) * 0.3, torch.randn(K, generator=g), torch.randn(K, Ct, generator=g) * 0.3,
-            torch.randn(K, generator=g)]
+    base = [
+        torch.randn(B, Cs, Hs, Ws, generator=g).to(sdt),
+        torch.randn(B, Ct, Ht, Wt, generator=g).to(tdt),
+        torch.randn(K, Cs, generator=g) * 0.3,
+        torch.randn(K, generator=g),
+        torch.randn(K, Ct, generator=g) * 0.3,
+        torch.randn(K, generator=g),
+    ]
     grad = torch.rand(B, mmh_ext.rad_num_regions(levels), generator=g)
     idx = {"student": (0, 2, 3), "student, frozen weight": (0, 3), "both sides": (0, 1, 2, 3, 4, 5)}[trainable]
     kw = dict(grid=grid, levels=levels, reduction="none")
@@ -447,12 +494,19 @@ def test_chunked_cpu_passes(case, threads, trainable):
     for name, a, a2, b, r in zip(names, fast, again, separate, want):
         assert a.dtype == b.dtype and torch.equal(a, a2), name
         # a half-precision d feat: rounded once from the float32 sum in both paths (the sums' order differs)
-        tol = dict(rtol=1e-5, atol=1e-6 * r.abs().max().item()) if a.dtype == torch.float32 else dict(rtol=1e-2,
-                                                                                                       atol=1e-3)
+        tol = (
+            dict(rtol=1e-5, atol=1e-6 * r.abs().max().item())
+            if a.dtype == torch.float32
+            else dict(rtol=1e-2, atol=1e-3)
+        )
         torch.testing.assert_close(a, b, **tol, msg=lambda m: f"{name}, chunked vs separate: {m}")
-        torch.testing.assert_close(a.double(), r, rtol=2e-4 if a.dtype == torch.float32 else 1e-2,
-                                   atol=2e-5 * max(r.abs().max().item(), 1.0) if a.dtype == torch.float32 else 1e-2,
-                                   msg=lambda m: f"{name}, chunked vs float64: {m}")
+        torch.testing.assert_close(
+            a.double(),
+            r,
+            rtol=2e-4 if a.dtype == torch.float32 else 1e-2,
+            atol=2e-5 * max(r.abs().max().item(), 1.0) if a.dtype == torch.float32 else 1e-2,
+            msg=lambda m: f"{name}, chunked vs float64: {m}",
+        )
 
 
 def test_chunked_cpu_passes_need_as_many_samples_as_threads():
@@ -480,8 +534,12 @@ def test_chunked_backward_bounds_its_weight_partial_sums():
     chunked), 3 samples 3 chunks (67.6 MB, separate); both give the separate kernels' result."""
     g = torch.Generator().manual_seed(3)
     k, c = 1100, 5120
-    w = [torch.randn(k, c, generator=g) * 0.01, torch.randn(k, generator=g), torch.randn(k, 8, generator=g),
-         torch.randn(k, generator=g)]
+    w = [
+        torch.randn(k, c, generator=g) * 0.01,
+        torch.randn(k, generator=g),
+        torch.randn(k, 8, generator=g),
+        torch.randn(k, generator=g),
+    ]
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

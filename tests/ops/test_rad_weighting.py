@@ -20,7 +20,7 @@ from mmh_ext.nn import RegionAwareDistillation  # noqa: E402
 
 def _r(seed: int = 0, n: int = 21) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, generator=g, dtype=torch.float64) * 0.5 + 0.05)
+    return torch.rand(n, generator=g, dtype=torch.float64) * 0.5 + 0.05
 
 
 @pytest.mark.parametrize("weighting", ["attention", "self", "none"])

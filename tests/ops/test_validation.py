@@ -1,6 +1,7 @@
 """One validation layer: each operator's arguments are checked once, in C++ (TORCH_CHECK_VALUE / TORCH_CHECK_TYPE
 naming the argument); the fake implementations (torch.compile, meta tensors) check the same with torch._check_value /
 torch._check_type; the Python functions only default their arguments and call the op."""
+
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -14,8 +15,17 @@ ops = torch.ops.mmh_ext
 
 
 def _rad(**over):
-    args = dict(fs=torch.randn(4, 8, 7, 7), ft=torch.randn(4, 6, 4, 4), ws=torch.randn(5, 8), bs=torch.randn(5),
-                wt=torch.randn(5, 6), bt=torch.randn(5), grid=4, levels=[4, 2, 1], temperature=2.0)
+    args = dict(
+        fs=torch.randn(4, 8, 7, 7),
+        ft=torch.randn(4, 6, 4, 4),
+        ws=torch.randn(5, 8),
+        bs=torch.randn(5),
+        wt=torch.randn(5, 6),
+        bt=torch.randn(5),
+        grid=4,
+        levels=[4, 2, 1],
+        temperature=2.0,
+    )
     args.update(over)
     return ops.rad_forward.default, tuple(args.values())
 
@@ -52,8 +62,11 @@ BAD = [
     (_rad(ws=torch.randn(5, 9)), ValueError, "student_fc_weight has 9 input features"),
     (_rad(bt=torch.randn(4)), ValueError, "teacher_fc_bias must have shape (5,)"),
     (_rad(wt=torch.randn(3, 6), bt=torch.randn(3)), ValueError, "classes"),
-    (_rad(ws=torch.randn(1, 8), bs=torch.randn(1), wt=torch.randn(1, 6), bt=torch.randn(1)), ValueError,
-     "at least 2 classes"),
+    (
+        _rad(ws=torch.randn(1, 8), bs=torch.randn(1), wt=torch.randn(1, 6), bt=torch.randn(1)),
+        ValueError,
+        "at least 2 classes",
+    ),
     (_rad(temperature=0.0), ValueError, "temperature"),
     (_rad(temperature=float("inf")), ValueError, "temperature"),
     (_rad(temperature=float("nan")), ValueError, "temperature"),
@@ -118,11 +131,14 @@ def test_the_fake_accepts_what_the_op_accepts():
             assert (g.shape, g.dtype) == (w.shape, w.dtype), op
 
 
-@pytest.mark.parametrize("module,name,call", [
-    (rad_module, "_loss", lambda: mmh_ext.rad_loss(*[torch.randn(2, 2)] * 6, levels=[9] * 20, reduction="sum")),
-    (dad_module, "_dad", lambda: mmh_ext.dad_loss(torch.randn(3), torch.randn(5), form="cos", eps=-1.0)),
-    (inject_module, "_inject", lambda: mmh_ext.cross_stream_inject(torch.randn(2), torch.randn(3).int())),
-])
+@pytest.mark.parametrize(
+    "module,name,call",
+    [
+        (rad_module, "_loss", lambda: mmh_ext.rad_loss(*[torch.randn(2, 2)] * 6, levels=[9] * 20, reduction="sum")),
+        (dad_module, "_dad", lambda: mmh_ext.dad_loss(torch.randn(3), torch.randn(5), form="cos", eps=-1.0)),
+        (inject_module, "_inject", lambda: mmh_ext.cross_stream_inject(torch.randn(2), torch.randn(3).int())),
+    ],
+)
 def test_the_python_functions_leave_the_checks_to_the_op(monkeypatch, module, name, call):
     """Arguments the op refuses reach the op: the Python function checks none of them itself (a second list of checks
     would drift from the C++ one and cost host time on every call)."""
@@ -137,16 +153,29 @@ def test_the_python_functions_leave_the_checks_to_the_op(monkeypatch, module, na
     assert seen
 
 
-@pytest.mark.parametrize("call,word", [
-    (lambda: mmh_ext.rad_loss(*[torch.randn(2, 3, 4, 4)] * 2, *[torch.randn(3, 3), torch.randn(3)] * 2,
-                              temperature="hot"), "temperature"),
-    (lambda: mmh_ext.rad_loss(*[torch.randn(2, 3, 4, 4)] * 2, *[torch.randn(3, 3), torch.randn(3)] * 2,
-                              levels=[4, 2.5]), "levels"),
-    (lambda: mmh_ext.cosine_discrepancy([[1.0, 2.0]]), "feat"),
-    (lambda: mmh_ext.dad_loss([torch.randn(4, 3), torch.randn(4, 3)], [torch.randn(4, 3), "layer"]),
-     "teacher_feats[1]"),
-    (lambda: mmh_ext.dad_loss(torch.randn(4, 3), torch.randn(4, 3), form=None), "form"),
-])
+@pytest.mark.parametrize(
+    "call,word",
+    [
+        (
+            lambda: mmh_ext.rad_loss(
+                *[torch.randn(2, 3, 4, 4)] * 2, *[torch.randn(3, 3), torch.randn(3)] * 2, temperature="hot"
+            ),
+            "temperature",
+        ),
+        (
+            lambda: mmh_ext.rad_loss(
+                *[torch.randn(2, 3, 4, 4)] * 2, *[torch.randn(3, 3), torch.randn(3)] * 2, levels=[4, 2.5]
+            ),
+            "levels",
+        ),
+        (lambda: mmh_ext.cosine_discrepancy([[1.0, 2.0]]), "feat"),
+        (
+            lambda: mmh_ext.dad_loss([torch.randn(4, 3), torch.randn(4, 3)], [torch.randn(4, 3), "layer"]),
+            "teacher_feats[1]",
+        ),
+        (lambda: mmh_ext.dad_loss(torch.randn(4, 3), torch.randn(4, 3), form=None), "form"),
+    ],
+)
 def test_a_value_of_the_wrong_python_type_is_a_type_error(call, word):
     """The op binding refuses it with a RuntimeError; the Python API raises it as the TypeError it is, naming the
     argument."""

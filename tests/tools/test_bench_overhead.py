@@ -1,5 +1,6 @@
 """The op benchmark's per-call overhead mode (``python -m benchmarks.ops --overhead``): every case module's tiny case,
 eager and mmh_ext timed in alternating rounds, the medians compared with each operator's target."""
+
 from __future__ import annotations
 
 import pytest
@@ -47,8 +48,7 @@ def test_rounds_alternate_and_the_medians_are_compared(monkeypatch):
 
     case = Case("op", "tiny", lambda: ([], []), mmh_ext, eager)
     row = overhead.measure(case, 0.5, "cpu", 0.01, rounds=5)
-    assert calls == ["eager", "mmh_ext", "mmh_ext", "eager", "eager", "mmh_ext", "mmh_ext", "eager", "eager",
-                     "mmh_ext"]
+    assert calls == ["eager", "mmh_ext", "mmh_ext", "eager", "eager", "mmh_ext", "mmh_ext", "eager", "eager", "mmh_ext"]
     assert (row.eager_us, row.mmh_ext_us) == pytest.approx((10.0, 4.0))
     assert row.ratio == pytest.approx(0.4) and row.met
     assert not overhead.OverheadRow("op", "tiny", 10.0, 6.0, 0.5).met
