@@ -4,11 +4,17 @@
 epoch of every trained stage, with the validation metric where the run has a val split) and ``out/comparison.png``
 (final accuracy per method: mean ± std over seeds with error bars, each seed a dot; one panel per dataset).
 Means and standard deviations over seeds: :func:`mmh.evaluation.metrics.mean_std`.
+
+A run folder may come from someone else, so its files are checked before use (:func:`read_results`,
+:func:`read_metrics_csv`): a ``results.json`` that is not a finished run's record, a stage name that is not a plain
+name (stage names become read paths, ``stages/<name>/metrics.csv``) or a ``metrics.csv`` cell that is not a number
+is a ValueError naming the file and the problem.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,32 +24,112 @@ from ..utils.io import read_json
 from .metrics import mean_std
 from .plots import plot_comparison, plot_curves
 
-__all__ = ["collect_runs", "final_values", "summarize", "seed_values", "markdown_table", "make_report"]
+__all__ = [
+    "read_results",
+    "read_metrics_csv",
+    "collect_runs",
+    "final_values",
+    "summarize",
+    "seed_values",
+    "markdown_table",
+    "make_report",
+]
 
 
-def _read_csv(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as fh:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
+#: Stage names a run may record: the runner's stage-name rule, so that ``stages/<name>/`` stays inside the run.
+STAGE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_results(run_dir: str | Path) -> dict[str, Any]:
+    """``run_dir/results.json`` of a finished run, checked: a mapping with ``status`` ``"done"``, ``method`` and
+    ``dataset`` names, an integer ``seed``, a ``final`` mapping of metric -> number and a non-empty ``stages``
+    mapping whose names are plain names (``[A-Za-z0-9_][A-Za-z0-9_.-]*``) and entries mappings.
+
+    FileNotFoundError when there is no ``results.json``; ValueError naming the file and the problem otherwise."""
+    d = Path(run_dir)
+    p = d / "results.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"{d} is not a run directory (no results.json)")
+    try:
+        res = read_json(p)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"corrupt JSON file {p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not isinstance(res, dict):
+        raise ValueError(f"{p} is not a run's results file: it holds a JSON {type(res).__name__}, not a mapping")
+    if res.get("status") != "done":
+        raise ValueError(f"run {d} did not finish ({p}: status {res.get('status')!r:.100}); resume it first")
+    stages = res.get("stages")
+    if not isinstance(stages, dict) or not stages:
+        raise ValueError(f"{p} is not a run's results file: it needs a non-empty 'stages' mapping")
+    for name, record in stages.items():
+        if not STAGE_NAME.fullmatch(name) or not isinstance(record, dict):
+            raise ValueError(
+                f"{p}: malformed stage entry {name!r:.100} (names are [A-Za-z0-9_.-], entries are mappings)"
+            )
+    for key in ("method", "dataset"):
+        if not isinstance(res.get(key), str) or not res[key]:
+            raise ValueError(f"{p}: {key!r} must be a non-empty string, got {res.get(key)!r:.100}")
+    if not isinstance(res.get("seed"), int) or isinstance(res["seed"], bool):
+        raise ValueError(f"{p}: 'seed' must be an integer, got {res.get('seed')!r:.100}")
+    final = res.get("final")
+    if not isinstance(final, dict):
+        raise ValueError(f"{p}: 'final' must be a mapping of metric -> number, got {final!r:.100}")
+    for metric, value in final.items():
+        if not _is_number(value):
+            raise ValueError(f"{p}: final metric {metric!r:.100} is not a number: {value!r:.100}")
+    return res
+
+
+def read_metrics_csv(path: str | Path) -> list[dict[str, float]]:
+    """The rows of a stage's ``metrics.csv`` as ``{column: value}`` (empty cells left out), checked: a ``step``
+    value in every row, every cell a number. ValueError naming the file, the line and the column otherwise."""
+    path = Path(path)
+    rows: list[dict[str, float]] = []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            for row in reader:
+                if None in row:
+                    raise ValueError(f"{path}: line {reader.line_num} has more cells than the header")
+                values = {}
+                for column, cell in row.items():
+                    if cell in ("", None):
+                        continue
+                    try:
+                        values[column] = float(cell)
+                    except ValueError:
+                        raise ValueError(
+                            f"{path}: line {reader.line_num}, column {column!r:.100}: {cell!r:.100} is not a number"
+                        ) from None
+                if "step" not in values:  # the curves' x axis
+                    raise ValueError(f"{path}: line {reader.line_num} has no 'step' value")
+                rows.append(values)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise ValueError(f"{path}: not a CSV file ({exc})") from None
+    return rows
 
 
 def collect_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """Read ``results.json`` and each stage's ``metrics.csv`` of every run directory.
+    """Read ``results.json`` (:func:`read_results`) and each stage's ``metrics.csv`` (:func:`read_metrics_csv`) of
+    every run directory.
 
-    A directory that is not a finished run is a FileNotFoundError naming it.
+    A directory that is not a finished run is a FileNotFoundError naming it; a malformed file a ValueError naming it.
     """
     runs = []
     for d in run_dirs:
         d = Path(d)
-        res = read_json(d / "results.json") if (d / "results.json").is_file() else None
-        if res is None:
-            raise FileNotFoundError(f"{d} is not a run directory (no results.json)")
-        if res.get("status") != "done":
-            raise ValueError(f"run {d} did not finish (status {res.get('status')!r}); resume it first")
+        res = read_results(d)
         curves = {}
         for stage in res["stages"]:
             csv_path = d / "stages" / stage / "metrics.csv"
             if csv_path.is_file():
-                curves[stage] = _read_csv(csv_path)
+                curves[stage] = read_metrics_csv(csv_path)
         runs.append({"dir": str(d), "results": res, "curves": curves})
     return runs
 
