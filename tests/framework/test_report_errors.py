@@ -68,7 +68,7 @@ def test_report_of_a_good_run_still_works(tmp_path: Path, capsys):
         (lambda res: {k: v for k, v in res.items() if k != "method"}, "'method' must be a non-empty string"),
         (lambda res: {**res, "dataset": ["synthetic_motion"]}, "'dataset' must be a non-empty string"),
     ],
-    ids=["list", "no-stages", "empty-stages", "stage-not-mapping", "no-final", "final-text", "seed", "method", "dataset"],
+    ids=["list", "no-stages", "empty-stages", "stage-list", "no-final", "final-text", "seed", "method", "dataset"],
 )
 def test_a_malformed_results_json_is_one_line_naming_it(tmp_path: Path, capsys, edit, problem: str):
     d = _run(tmp_path)
