@@ -375,3 +375,25 @@ def test_run_checks_own_data_before_training(tmp_path, repo_root, capsys):
     assert report["ok"] and any("overlap" in w for w in report["warnings"])
     assert (tmp_path / "run2" / "data_check.txt").read_text().startswith(f"data check: paired_folder {data}: ok")
     assert (tmp_path / "run2" / "stages" / "teacher" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b'{"normalization": {"rgb": {"mean": [0.5], ', "not a JSON file of normalisation statistics"),
+        (b'{"rgb": {"mean": [0.5], "std": [\xff]}}', "not a JSON file of normalisation statistics"),
+        (b'{"rgb": {"mean": [0.5], "std": ["abc"]}}', "statistics of 'rgb' must be"),
+        (b'{"rgb": {"mean": 0.5, "std": 0.2}}', "statistics of 'rgb' must be"),
+        (b'{"rgb": {"mean": [0.5, 0.5], "std": [0.2]}}', "statistics of 'rgb' must be"),
+        (b"[0.5, 0.2]", "must be a mapping, got list"),
+    ],
+    ids=["truncated", "not-utf8", "text-value", "not-lists", "lengths", "list"],
+)
+def test_bad_stats_file_is_an_error_naming_it(tmp_path, content, problem):
+    from mmh.data.paired_folder import load_stats
+
+    path = tmp_path / "dataset.json"
+    path.write_bytes(content)
+    with pytest.raises((ValueError, TypeError)) as info:
+        load_stats(path)
+    assert str(info.value).startswith(f"{path}: ") and problem in str(info.value), info.value

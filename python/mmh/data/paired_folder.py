@@ -264,24 +264,37 @@ def scan_paired_folder(
 
 def load_stats(stats: str | os.PathLike | Mapping[str, Any]) -> dict[str, dict[str, list[float]]]:
     """Normalisation statistics ``{modality: {"mean": [...], "std": [...]}}`` from a mapping or a JSON file (a
-    run's ``dataset.json`` holds them under ``"normalization"``)."""
+    run's ``dataset.json`` holds them under ``"normalization"``). A file that is missing, not JSON or not such
+    statistics is an error naming it (FileNotFoundError, else ValueError / TypeError)."""
     source = "stats"
     if isinstance(stats, (str, os.PathLike)):
         source = str(stats)
         if not os.path.isfile(stats):
             raise FileNotFoundError(f"normalisation statistics file not found: {stats}")
-        stats = json.loads(Path(stats).read_text())
+        try:
+            stats = json.loads(Path(stats).read_bytes())
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise ValueError(f"{source}: not a JSON file of normalisation statistics ({exc})") from None
     if not isinstance(stats, Mapping):
         raise TypeError(f"{source}: normalisation statistics must be a mapping, got {type(stats).__name__}")
     if "normalization" in stats:
         stats = stats["normalization"]
         if not isinstance(stats, Mapping):
-            raise ValueError(f"{source}: 'normalization' holds no statistics ({stats!r})")
+            raise ValueError(f"{source}: 'normalization' holds no statistics ({stats!r:.100})")
     out = {}
     for m, s in stats.items():
-        if not isinstance(s, Mapping) or "mean" not in s or "std" not in s or len(s["mean"]) != len(s["std"]):
-            raise ValueError(f"{source}: statistics of {m!r} must be {{'mean': [...], 'std': [...]}} of equal length")
-        out[str(m)] = {"mean": [float(v) for v in s["mean"]], "std": [float(v) for v in s["std"]]}
+        try:
+            if not isinstance(s, Mapping) or isinstance(s.get("mean"), str) or isinstance(s.get("std"), str):
+                raise TypeError
+            mean, std = [float(v) for v in s["mean"]], [float(v) for v in s["std"]]
+            if len(mean) != len(std):
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(
+                f"{source}: statistics of {m!r:.100} must be {{'mean': [...], 'std': [...]}}, numbers of equal "
+                f"length; got {s!r:.100}"
+            ) from None
+        out[str(m)] = {"mean": mean, "std": std}
     return out
 
 
