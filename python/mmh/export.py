@@ -10,6 +10,11 @@ class names, and the largest difference between the file's logits and the run's 
 export. The stage's ``model.pt`` is first checked against the run (:func:`mmh.runner.check_stage_network`): a
 network of other modalities, class count or architecture than the stage saved is refused, naming both.
 
+The file and the sidecar are written as temporary files beside ``--out`` (``.<name>.<random>.tmp``) and renamed
+over ``--out`` and ``<out>.json`` only once every check passed: a failed export (a difference over the tolerance,
+the ONNX checker or onnxruntime failing, any exception, Ctrl-C) removes them and leaves an existing ``--out`` and
+its sidecar as they were.
+
 Networks that call ``mmh_ext.cross_stream_inject`` (the multiplier nets) are traced with the operator's
 decomposition ``x * relu(gate)`` (:func:`mmh.models.multiplier.decomposed_injection`), so the file does not need
 mmh_ext. ONNX needs the ``export`` extra (onnx, onnxruntime); the check then runs the file in onnxruntime.
@@ -17,7 +22,9 @@ mmh_ext. ONNX needs the ``export`` extra (onnx, onnxruntime); the check then run
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .utils.io import read_json, write_json
+from .utils.io import TEMP_SUFFIX, read_json, write_json
 
 __all__ = ["FORMATS", "export_run", "input_names", "PositionalInputs", "load_run_network"]
 
@@ -123,6 +130,28 @@ def _onnx_modules() -> tuple[Any, Any]:
     return onnx, onnxruntime
 
 
+def _temp_beside(path: Path) -> Path:
+    """A new empty file ``.<name>.<random>.tmp`` beside ``path``, created with mode 0o666 (the umask applies, as for
+    ``open()``), that the exporters then write into."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"cannot create a temporary file beside {path}")
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path``'s content to the disk before it is renamed into place (so a crash leaves no empty file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_and_run(
     wrapper: nn.Module,
     names: Sequence[str],
@@ -209,12 +238,15 @@ def export_run(
 
     The network is traced on random inputs of the dataset's item shapes with batch ``batch`` (the batch size stays
     free in the file); the file's logits are then compared with the run's network on other random inputs of batch
-    ``batch + 1`` and the largest difference recorded (a RuntimeError above ``TOLERANCE``).
+    ``batch + 1`` and the largest difference recorded (a RuntimeError above ``TOLERANCE``). ``out`` and
+    ``<out>.json`` are replaced only when every check passed; on any failure they stay as they were.
     """
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: unknown format; formats: {list(FORMATS)}")
     if fmt == "onnx":
         _onnx_modules()  # a missing extra is reported before any work
+    if Path(out).is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder; give the file to write")
     model, stage, cfg = load_run_network(run_dir, stage)
     run, out = Path(run_dir), Path(out)
     facts = _facts(run, cfg)
@@ -223,19 +255,46 @@ def export_run(
     example = _example_inputs(names, facts, batch)
     check = tuple(torch.randn(batch + 1, *x.shape[1:], generator=torch.Generator().manual_seed(1)) for x in example)
     out.parent.mkdir(parents=True, exist_ok=True)
-    expected, got = _write_and_run(wrapper, names, example, check, out, fmt, opset)
-    diff = float((got - expected).abs().max())
-    if not diff <= TOLERANCE:
-        raise RuntimeError(
-            f"the exported {fmt} network {out} differs from the run's by {diff:.3g} (> {TOLERANCE}); not usable"
-        )
-    width, classes = int(expected.shape[1]), facts.get("num_classes")
-    if classes is not None and width != classes:  # check_stage_network compares the configs; this, the output
-        out.unlink(missing_ok=True)
-        raise ValueError(
-            f"stage {stage!r} of {run}: the network gives {width} logits but the run's dataset.json "
-            f"has {classes} classes"
-        )
-    sidecar = _sidecar(fmt, out, run, stage, facts, names, width, diff, batch + 1, opset)
-    write_json(sidecar, f"{out}.json")
+    side = Path(f"{out}.json")
+    tmp, side_tmp = _temp_beside(out), None
+    try:
+        expected, got = _write_and_run(wrapper, names, example, check, tmp, fmt, opset)
+        diff = float((got - expected).abs().max())
+        if not diff <= TOLERANCE:
+            raise RuntimeError(
+                f"the exported {fmt} network differs from the run's by {diff:.3g} (> {TOLERANCE}); not usable, "
+                f"{out} not written"
+            )
+        width, classes = int(expected.shape[1]), facts.get("num_classes")
+        if classes is not None and width != classes:  # check_stage_network compares the configs; this, the output
+            raise ValueError(
+                f"stage {stage!r} of {run}: the network gives {width} logits but the run's dataset.json "
+                f"has {classes} classes"
+            )
+        sidecar = _sidecar(fmt, out, run, stage, facts, names, width, diff, batch + 1, opset)
+        side_tmp = _temp_beside(side)
+        write_json(sidecar, side_tmp)
+        _fsync(tmp)
+        os.replace(tmp, out)
+        os.replace(side_tmp, side)
+    except BaseException:
+        for p in (tmp, side_tmp):
+            if p is not None:
+                p.unlink(missing_ok=True)
+        raise
+    _fsync_dir(out.parent)
     return sidecar
+
+
+def _fsync_dir(folder: Path) -> None:
+    """fsync ``folder`` so that the renames in it survive a crash (best effort: not every system allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

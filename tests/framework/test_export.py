@@ -189,3 +189,74 @@ def test_prepare_reads_and_resizes_as_the_dataset(tmp_path: Path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(SystemExit, match="bad.png"):
         prepare.read_image(tmp_path / "bad.png", 3, (16, 16), 65535.0, "rgb")
+
+
+def _temps(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp"))
+
+
+def _fail_after_writing(monkeypatch, exc: BaseException) -> None:
+    """The export writes its file, then ``exc`` is raised (a fault or Ctrl-C in the middle of the checks)."""
+    import mmh.export as export
+
+    real = export._write_and_run
+
+    def write_then_fail(*args, **kwargs):
+        real(*args, **kwargs)
+        raise exc
+
+    monkeypatch.setattr(export, "_write_and_run", write_then_fail)
+
+
+@pytest.mark.parametrize("failure", ["difference", "classes", "exception", "ctrl-c"])
+def test_a_failed_export_leaves_the_previous_file_and_no_temp(mmh_run: Path, tmp_path: Path, monkeypatch, failure):
+    """Each failure after the file was written: --out and its sidecar stay as they were (or absent), no temp file."""
+    import mmh.export as export
+
+    good, fresh = tmp_path / "good" / "student.pt", tmp_path / "fresh" / "student.pt"
+    assert main(["export", str(mmh_run), "--stage", "student", "--out", str(good)]) == 0
+    side = Path(f"{good}.json")
+    before = good.read_bytes(), side.read_bytes()
+    if failure == "difference":
+        monkeypatch.setattr(export, "TOLERANCE", -1.0)  # no difference passes
+    elif failure == "classes":
+        real = export._facts
+        monkeypatch.setattr(export, "_facts", lambda run, cfg: {**real(run, cfg), "num_classes": 5})
+    elif failure == "exception":
+        _fail_after_writing(monkeypatch, RuntimeError("onnxruntime failed"))
+    else:
+        _fail_after_writing(monkeypatch, KeyboardInterrupt())
+    status = {"difference": 1, "classes": 2, "exception": 1, "ctrl-c": 130}[failure]
+    for out in (good, fresh):
+        # the teacher (other inputs, other weights) over the student's good file
+        assert main(["export", str(mmh_run), "--stage", "teacher", "--out", str(out)]) == status
+        assert _temps(out.parent) == []
+    assert (good.read_bytes(), side.read_bytes()) == before
+    assert json.loads(side.read_text())["stage"] == "student"
+    assert not fresh.exists() and not Path(f"{fresh}.json").exists()
+
+
+def test_a_successful_export_replaces_the_previous_file(mmh_run: Path, tmp_path: Path):
+    out = tmp_path / "model.pt"
+    assert main(["export", str(mmh_run), "--stage", "student", "--out", str(out)]) == 0
+    assert main(["export", str(mmh_run), "--stage", "teacher", "--out", str(out)]) == 0
+    assert json.loads(Path(f"{out}.json").read_text())["stage"] == "teacher"
+    assert len(list(torch.jit.load(str(out)).graph.inputs())) == 3  # self, rgb, depth
+    assert _temps(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "model.pt.json"]
+
+
+def test_a_failed_onnx_check_leaves_the_previous_file(mmh_run: Path, tmp_path: Path, monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "student.onnx"
+    assert main(["export", str(mmh_run), "--format", "onnx", "--out", str(out)]) == 0
+    before = out.read_bytes(), Path(f"{out}.json").read_bytes()
+
+    def reject(path, *args, **kwargs):
+        assert Path(path).is_file() and Path(path) != out  # the check reads the temporary file
+        raise onnx.checker.ValidationError("rejected")
+
+    monkeypatch.setattr(onnx.checker, "check_model", reject)
+    assert main(["export", str(mmh_run), "--stage", "teacher", "--format", "onnx", "--out", str(out)]) == 1
+    assert (out.read_bytes(), Path(f"{out}.json").read_bytes()) == before
+    assert _temps(tmp_path) == []
