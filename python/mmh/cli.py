@@ -4,7 +4,7 @@
 
     mmh train CONFIG [key=value ...] [--run-dir DIR [--overwrite]] [--stop-after-steps N]
     mmh train --resume RUN_DIR [key=value ...]   (only resume-safe settings: mmh.config.RESUME_SAFE)
-    mmh eval RUN_DIR [--split test] [--stage NAME]
+    mmh eval RUN_DIR [--split test] [--stage NAME] [--out FILE]
     mmh report RUN_DIR [RUN_DIR ...] --out DIR
     mmh benchmark mmh [--quick] [--seeds N] [--out DIR] [--workers W]
     mmh export RUN_DIR [--stage student] [--format torchscript|onnx] --out FILE
@@ -18,8 +18,9 @@ Run under ``torchrun --nproc_per_node N -m mmh.cli train ...`` for DDP (rank 0 w
 Every failure ends in one line on stderr, ``mmh <command>: error: <what, naming the argument or file>``, and exit
 status 2 for bad input (a config, an argument, a data or run file) or 1 for a fault (a failed write such as a full
 disk, a non-finite loss, an internal error); ``--debug`` (or ``MMH_DEBUG=1``) shows the traceback instead. A training
-run stopped by SIGTERM/SIGINT says where it stopped and how to resume, with exit status 128 + the signal number;
-Ctrl-C elsewhere exits with 130.
+run stopped by SIGTERM/SIGINT (in training: at the step reached; elsewhere: after the write in flight, its
+``results.json`` marked ``interrupted``) says where it stopped and how to resume, with exit status 128 + the signal
+number; Ctrl-C elsewhere exits with 130.
 """
 
 from __future__ import annotations
@@ -90,6 +91,14 @@ def _add_eval_report(sub: Any) -> None:
     e.add_argument("run_dir", type=Path)
     e.add_argument("--split", default=None, help="dataset split (default: the config's dataset.eval_split)")
     e.add_argument("--stage", default=None, help="stage name (default: the last stage)")
+    e.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the metrics JSON here (default: RUN_DIR/eval_<stage>_<split>.json; a read-only run folder "
+        "only gets a warning)",
+    )
 
     r = sub.add_parser("report", help="markdown table + PNG plots from run directories")
     r.add_argument("run_dirs", nargs="+", type=Path)
@@ -247,8 +256,20 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
     metrics = evaluate_model(
         model, load_split(cfg, split), list(cfg["eval"]["metrics"]), int(cfg["eval"]["batch_size"]), device
     )
-    write_json({"stage": stage, "split": split, "metrics": metrics}, ns.run_dir / f"eval_{stage}_{split}.json")
-    print(json.dumps({"stage": stage, "split": split, "metrics": metrics}, indent=2))
+    result = {"stage": stage, "split": split, "metrics": metrics}
+    print(json.dumps(result, indent=2), flush=True)  # first: a run folder that cannot be written loses nothing
+    if ns.out is not None:  # asked for: a failed write is a fault naming the file
+        write_json(result, ns.out)
+        return 0
+    path = ns.run_dir / f"eval_{stage}_{split}.json"
+    try:
+        write_json(result, path)
+    except OSError as exc:  # a shared, read-only run folder: the metrics are printed above
+        print(
+            f"mmh eval: warning: {_one_line(exc.strerror) if exc.strerror and exc.filename is None else _message(exc)}"
+            "; the metrics are printed only (--out FILE writes them elsewhere)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -412,12 +433,15 @@ def _failure(ns: argparse.Namespace, exc: BaseException) -> tuple[int, str] | No
     interrupted = _interrupted_type()
     if interrupted is not None and isinstance(exc, interrupted):
         signum = int(getattr(exc, "signum", signal.SIGINT))
-        step, ckpt = getattr(exc, "step", None), getattr(exc, "checkpoint", None)
-        # latest.pt is <run>/stages/<stage>/latest.pt; else the folder the command named
-        run = Path(ckpt).parents[2] if ckpt else (getattr(ns, "resume", None) or getattr(ns, "run_dir", None))
+        step, ckpt, run = getattr(exc, "step", None), getattr(exc, "checkpoint", None), getattr(exc, "run_dir", None)
+        name = signal.Signals(signum).name
+        if ckpt is None and run is None and step is None:  # before the run folder was written
+            return 128 + signum, f"mmh {command}: interrupted by {name} before the run folder was written"
+        if run is None:  # latest.pt is <run>/stages/<stage>/latest.pt; else the folder the command named
+            run = Path(ckpt).parents[2] if ckpt else (getattr(ns, "resume", None) or getattr(ns, "run_dir", None))
         where = f" at step {step}" if step is not None else ""
         resume = f"mmh train --resume {run}" if run is not None else "mmh train --resume RUN_DIR"
-        return 128 + signum, f"mmh {command}: interrupted by {signal.Signals(signum).name}{where}; resume with {resume}"
+        return 128 + signum, f"mmh {command}: interrupted by {name}{where}; resume with {resume}"
     if isinstance(exc, KeyboardInterrupt):
         return 130, f"mmh {command}: interrupted"
     if isinstance(exc, _bad_input_types()):

@@ -18,12 +18,15 @@ artifact instead of training that stage.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,7 +41,7 @@ from torch.utils.data import Dataset
 
 from .config import config_hash, get_path, load_run_config, resume_changes, save_config, stage_train_config
 from .data import build_dataset, dataset_facts, materialize
-from .data.check import check_before_training
+from .data.check import REPORT_FILES, DataReport, check_before_training
 from .evaluation import evaluate_model
 from .methods import Stage, StageContext, method_stages
 from .train import (
@@ -53,8 +56,8 @@ from .train import (
 )
 from .train.checkpoint import save_tensors
 from .utils.device import resolve_device
-from .utils.distributed import elastic_restart_count, init_distributed_from_env
-from .utils.io import atomic_copy, read_json, remove_stale_temps, write_json
+from .utils.distributed import elastic_job_id, elastic_restart_count, init_distributed_from_env
+from .utils.io import atomic_copy, json_form, read_json, remove_stale_temps, write_json
 from .utils.seed import seed_everything
 
 __all__ = [
@@ -73,6 +76,7 @@ __all__ = [
     "network_record",
     "check_stage_network",
     "load_stage_network",
+    "expected_network",
 ]
 
 #: Bump when a change makes cached artifacts stale.
@@ -81,6 +85,11 @@ CACHE_VERSION = 1
 _COSMETIC = ("progress", "log_every", "tensorboard", "checkpoint_every", "eval_every", "num_workers")
 #: Names of stages and artifacts: they become file names.
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+#: What a run writes at the top of its folder; ``--overwrite`` removes these, ``eval_*.json`` and ``stages/`` only.
+_RUN_FILES = ("results.json", "config.yaml", "dataset.json", *REPORT_FILES)
+_EVAL_FILE = re.compile(r"eval_.+\.json")
+#: A temporary file in the stage cache untouched for this long (seconds) is a killed publisher's: removed.
+STALE_CACHE_TEMP_S = 600.0
 
 _DATASETS: dict[str, Dataset] = {}
 
@@ -211,6 +220,77 @@ class Source:
         return cls(kind, path)
 
 
+# ------------------------------------------------------------------------------------------------ signals
+class _RunSignals:
+    """SIGTERM / SIGINT anywhere in :func:`run_experiment` outside :meth:`mmh.train.Trainer.fit` (which installs its
+    own handler for the step-exact save of ``latest.pt``): data loading and check, evaluation, the writes.
+
+    The run ends at the next safe point with :class:`mmh.train.TrainingInterrupted`: at once, or, inside
+    :meth:`deferred` (the run folder's creation, ``model.pt`` and the cache publish, ``results.json``), once the
+    write in flight is complete. The first signal puts the previous handler back, so a second one acts as it did
+    before the run. Main thread only (Python delivers signals there); the previous handlers are restored on exit.
+    ``run_dir`` is set once the folder holds this run (there is something to resume), ``results`` once this process
+    may mark its ``results.json`` interrupted.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.run_dir: Path | None = None
+        self.results: dict[str, Any] | None = None
+        self._depth = 0
+        self._raised = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _RunSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                try:
+                    if signal.getsignal(sig) == signal.SIG_IGN:  # ignored on purpose (a background job's SIGINT)
+                        continue
+                    self._previous[sig] = signal.signal(sig, self._handler)
+                except (ValueError, OSError):  # not settable here (an embedding interpreter)
+                    continue
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, old in self._previous.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(signum, self._previous.get(signum) or signal.SIG_DFL)
+        if self._depth == 0:
+            self.raise_pending()
+
+    def raise_pending(self) -> None:
+        """Raise TrainingInterrupted if a signal arrived (once)."""
+        if self.signum is None or self._raised:
+            return
+        self._raised = True
+        name = signal.Signals(self.signum).name
+        if self.run_dir is None:
+            msg = f"interrupted by {name} before the run folder was written (nothing to resume)"
+        else:
+            msg = f"interrupted by {name}; {self.run_dir} is marked interrupted (resume continues it)"
+        raise TrainingInterrupted(self.signum, None, None, msg, None if self.run_dir is None else str(self.run_dir))
+
+    @contextlib.contextmanager
+    def deferred(self) -> Any:
+        """A write that a signal must not cut: the signal takes effect when the block is done."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if self._depth == 0:
+            self.raise_pending()
+
+
 # ------------------------------------------------------------------------------------------------ the run
 @dataclass
 class _Run:
@@ -233,6 +313,7 @@ class _Run:
     nets: dict[str, nn.Module] = field(default_factory=dict)  # each finished stage's network
     keys: dict[str, str] = field(default_factory=dict)  # each finished stage's cache key
     steps: dict[str, int] = field(default_factory=dict)  # each trained stage's final step (for error messages)
+    signals: _RunSignals = field(default_factory=_RunSignals)  # writes are deferred past a signal
 
     def evaluate(self, model: nn.Module, dataset: Dataset) -> dict[str, float]:
         return evaluate_model(
@@ -241,7 +322,8 @@ class _Run:
 
     def write_results(self) -> None:
         if self.is_main:
-            write_json(self.results, self.run_dir / "results.json")
+            with self.signals.deferred():
+                write_json(self.results, self.run_dir / "results.json")
 
 
 def _barrier() -> None:
@@ -256,35 +338,35 @@ def _start(
     budget: int | None,
     log: Callable[[str], None],
     overwrite: bool = False,
+    signals: _RunSignals | None = None,
 ) -> _Run:
-    """Process group, threads, device, the run folder (config.yaml, dataset.json), the global seed, the datasets.
+    """Process group, threads, device, the global seed, the datasets and the check of own data, then the run folder.
 
-    A new run writes ``config.yaml`` once; a resumed one reads it and never rewrites it (``cfg`` may differ from it
-    only in :data:`mmh.config.RESUME_SAFE` settings, recorded in the results as ``resume_changes``)."""
+    Nothing is written before the data loaded and passed its check (a retry needs no ``--overwrite``). A new run then
+    writes ``results.json`` (``running``; under torchrun the job that created it, see :func:`_elastic_takeover`),
+    ``config.yaml``, ``dataset.json`` and the data check's report, once; a resumed one reads them and never rewrites
+    them: ``cfg`` may differ from its config only in :data:`mmh.config.RESUME_SAFE` settings (recorded in the results
+    as ``resume_changes``), and the data must still give its ``dataset.json`` (:func:`_check_dataset_record`)."""
+    signals = signals if signals is not None else _RunSignals()
     info = init_distributed_from_env()
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     changes = _claim_run_dir(run_dir, cfg, resume, overwrite)  # every rank checks before rank 0 writes
     _barrier()
+    if resume:
+        signals.run_dir = run_dir
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     device = resolve_device(cfg.get("device", "auto"))
-    if info.is_main and not resume:
-        if overwrite:
-            _clear_run_dir(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
     seed_everything(int(cfg["seed"]))
     d = cfg["dataset"]
     train_set, eval_set = load_split(cfg, d["train_split"]), load_split(cfg, d["eval_split"])
     val_set = load_split(cfg, d["val_split"]) if d.get("val_split") else None
-    if info.is_main:  # own recordings: checked before any training (mmh.data.check), the report in the run folder
+    report = None
+    if info.is_main:  # own recordings: checked before training (and before a new run's folder is written)
         splits = (d["train_split"], d.get("val_split"), d["eval_split"])
-        check_before_training(
-            d["name"], {s: split_kwargs(cfg, s) for s in splits if s}, None if resume else run_dir, log
-        )
+        report = check_before_training(d["name"], {s: split_kwargs(cfg, s) for s in splits if s}, None, log)
     facts, fingerprint = dataset_facts(train_set), dataset_fingerprint(train_set)
-    if info.is_main:  # what a deployment needs to feed the networks: class names, input shapes, normalisation
-        write_json(dataset_record(cfg, train_set, facts), run_dir / "dataset.json")
+    record = dataset_record(cfg, train_set, facts)  # what a deployment needs: class names, input shapes, normalisation
     results = {
         "method": cfg["method"],
         "seed": cfg["seed"],
@@ -293,8 +375,20 @@ def _start(
         "status": "running",
         "stages": {},
     }
+    job = elastic_job_id()
+    if job is not None:  # a torchrun restart resumes only a run its own job created (_elastic_takeover)
+        results["elastic_job"] = job
     if changes:
         results["resume_changes"] = changes
+    if info.is_main:
+        with signals.deferred():
+            if resume:
+                _check_dataset_record(run_dir / "dataset.json", record)
+            else:
+                _create_run_dir(run_dir, cfg, results, record, report, overwrite, log)
+            signals.run_dir, signals.results = run_dir, results
+    else:
+        signals.run_dir = run_dir
     return _Run(
         cfg,
         run_dir,
@@ -310,7 +404,48 @@ def _start(
         _cache_dir(cfg),
         budget,
         results,
+        signals=signals,
     )
+
+
+def _create_run_dir(
+    run_dir: Path,
+    cfg: Mapping[str, Any],
+    results: Mapping[str, Any],
+    record: Mapping[str, Any],
+    report: DataReport | None,
+    overwrite: bool,
+    log: Callable[[str], None],
+) -> None:
+    """Write a new run's folder: ``results.json`` first (it names the torchrun job that created the folder), then
+    ``config.yaml``, ``dataset.json`` and the data check's report. ``overwrite``: the run the folder held is removed
+    first (:func:`_clear_run_dir`)."""
+    if overwrite:
+        _clear_run_dir(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(results, run_dir / "results.json")
+    save_config(cfg, run_dir / "config.yaml")
+    write_json(record, run_dir / "dataset.json")
+    if report is not None:
+        log(f"[data check] report -> {report.write(run_dir)[1]}")
+
+
+def _check_dataset_record(path: Path, record: Mapping[str, Any]) -> None:
+    """On resume: the data must still give the run's ``dataset.json`` (the trained weights expect its
+    normalisation, classes and input shapes); ValueError naming the file and what changed. Written here only when
+    the run's first attempt stopped before writing it."""
+    if not path.is_file():
+        write_json(record, path)
+        return
+    old, now = read_json(path), json_form(record)
+    if not isinstance(old, dict):
+        raise ValueError(f"{path} is not a run's dataset record (a JSON mapping); the run folder is damaged")
+    changed = [f"{k}: {_brief(old.get(k), 80)} -> {_brief(v, 80)}" for k, v in now.items() if old.get(k) != v]
+    if changed:
+        raise ValueError(
+            f"cannot resume: the data no longer matches the run's {path} ({'; '.join(changed)}); the trained "
+            f"weights were trained with the recorded values. Restore the data, or train a new run (--run-dir NEW_DIR)"
+        )
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -338,26 +473,61 @@ def _claim_run_dir(run_dir: Path, cfg: Mapping[str, Any], resume: bool, overwrit
 
 
 def _clear_run_dir(run_dir: Path) -> None:
-    """Remove what a run wrote in ``run_dir`` (config.yaml, the JSON records, stages/); other files stay."""
-    if not run_dir.is_dir():
+    """Remove the run ``run_dir`` holds: its own files (:data:`_RUN_FILES`, ``eval_*.json``, ``stages/``); every
+    other file stays. A folder that holds no run (:func:`is_run_dir`) is left as it is."""
+    if not is_run_dir(run_dir):
         return
     if (run_dir / "stages").is_dir():
         shutil.rmtree(run_dir / "stages")
     for p in run_dir.iterdir():
-        if p.is_file() and (p.name == "config.yaml" or p.suffix == ".json"):
+        if p.is_file() and (p.name in _RUN_FILES or _EVAL_FILE.fullmatch(p.name)):
             p.unlink()
+    remove_stale_temps(run_dir, _RUN_FILES)
 
 
-def _reuse(run: _Run, stage: Stage, stage_dir: Path, cached: Path | None) -> tuple[nn.Module, Source] | None:
-    """The stage's network without training: its ``checkpoint`` file, the run folder (on resume) or the cache."""
+def _reuse(
+    run: _Run, stage: Stage, stage_dir: Path, cached: Path | None
+) -> tuple[nn.Module, Source, dict[str, Any]] | None:
+    """The stage's network without training and its ``network`` record: its ``checkpoint`` file (recorded as it
+    is), the run folder (on resume) or the cache, each checked against the network the run's config builds for the
+    stage (:func:`_expected`), which is then the record: never one read back from the file under check."""
     explicit = (run.cfg.get("stages", {}).get(stage.section) or {}).get("checkpoint")
     if explicit:
-        return load_model(explicit), Source("checkpoint", str(explicit))
+        model = load_model(explicit)
+        return model, Source("checkpoint", str(explicit)), network_record(model)
     if (stage_dir / "model.pt").is_file() and run.resume:
-        return load_model(stage_dir / "model.pt"), Source("run")
-    if cached is not None and all((cached / f"{a}.pt").is_file() for a in ("model", *stage.artifacts)):
-        return load_model(cached / "model.pt"), Source("cache", str(cached))
-    return None
+        path, source = stage_dir / "model.pt", Source("run")
+    elif cached is not None and all((cached / f"{a}.pt").is_file() for a in ("model", *stage.artifacts)):
+        path, source = cached / "model.pt", Source("cache", str(cached))
+    else:
+        return None
+    model, want = load_model(path), _expected(run, stage)
+    problems = _network_problems(network_record(model), want)
+    if problems:
+        raise ValueError(
+            f"{path} is not the network of stage {stage.name!r} of run {run.run_dir} (as its config builds it): "
+            f"{'; '.join(problems)}"
+        )
+    return model, source, want
+
+
+def _context(cfg: Mapping[str, Any], facts: Mapping[str, Any], inputs: Mapping[str, nn.Module]) -> StageContext:
+    """What a stage builder gets: the data's facts and copies of the input stages' networks."""
+    return StageContext(
+        dict(cfg),
+        facts["num_classes"],
+        dict(facts["in_channels"]),
+        _model_kwargs(facts),
+        {k: copy.deepcopy(v) for k, v in inputs.items()},
+    )
+
+
+def _expected(run: _Run, stage: Stage) -> dict[str, Any]:
+    """The ``network`` record of the network the run's config builds for ``stage`` (built, never trained; the
+    global RNG is left as it was, so that a resumed run draws what an uninterrupted one draws)."""
+    with torch.random.fork_rng(devices=[]):
+        module = stage.build(_context(run.cfg, run.facts, {i: run.nets[i] for i in stage.inputs}))
+        return network_record(module.deployable())
 
 
 def _train(run: _Run, stage: Stage, module: StageModule, stage_dir: Path, record: dict[str, Any]) -> bool:
@@ -386,7 +556,8 @@ def _train(run: _Run, stage: Stage, module: StageModule, stage_dir: Path, record
         try:
             fit = trainer.fit(resume=run.resume, stop_after_steps=run.budget)
         except TrainingInterrupted as exc:  # latest.pt saved at exc.step: record it, then let the caller exit
-            _stopped(run, stage, record, trainer, None, status="interrupted", note=str(exc))
+            if exc.step is not None:  # else a second signal stopped it without saving: run_experiment records it
+                _stopped(run, stage, record, trainer, None, status="interrupted", note=str(exc))
             raise
         except NonFiniteError as exc:  # nothing non-finite was saved; the last finite latest.pt stays
             _stopped(run, stage, record, trainer, None, status="failed", note=str(exc))
@@ -443,15 +614,18 @@ def _save(run: _Run, stage: Stage, module: StageModule, stage_dir: Path, cached:
         f"; model.pt was not written{' nor published to the stage cache' if cached is not None else ''}",
     )
     if run.is_main:
-        remove_stale_temps(stage_dir, tuple(f"{name}.pt" for name in (*extra, "model")))
-        for name, state in extra.items():
-            if not _NAME.fullmatch(name) or name == "model":
-                raise ValueError(f"stage {stage.name!r}: bad artifact name {name!r}")
-            save_tensors(state, stage_dir / f"{name}.pt")
-        save_model(model, stage_dir / "model.pt")
-        if cached is not None:
-            for name in (*extra, "model"):
-                _publish(stage_dir / f"{name}.pt", cached / f"{name}.pt")
+        names = tuple(f"{name}.pt" for name in (*extra, "model"))
+        with run.signals.deferred():  # a signal ends the run after these writes, not inside them
+            remove_stale_temps(stage_dir, names)
+            for name, state in extra.items():
+                if not _NAME.fullmatch(name) or name == "model":
+                    raise ValueError(f"stage {stage.name!r}: bad artifact name {name!r}")
+                save_tensors(state, stage_dir / f"{name}.pt")
+            save_model(model, stage_dir / "model.pt")
+            if cached is not None:
+                remove_stale_temps(cached, names, older_than=STALE_CACHE_TEMP_S)  # a killed publisher's
+                for name in (*extra, "model"):
+                    _publish(stage_dir / f"{name}.pt", cached / f"{name}.pt")
     return model
 
 
@@ -465,23 +639,17 @@ def _run_stage(run: _Run, stage: Stage) -> bool:
     record: dict[str, Any] = {"kind": stage.kind, "key": key}
     reused = _reuse(run, stage, stage_dir, cached)
     if reused is not None:
-        model, source = reused
+        model, source, network = reused
         if source.kind == "checkpoint":
             key = config_hash(["path", str(Path(source.path or "").resolve())])
     else:
-        ctx = StageContext(
-            run.cfg,
-            run.facts["num_classes"],
-            run.facts["in_channels"],
-            _model_kwargs(run.facts),
-            {i: copy.deepcopy(run.nets[i]) for i in stage.inputs},
-        )
-        module = stage.build(ctx)
+        module = stage.build(_context(run.cfg, run.facts, {i: run.nets[i] for i in stage.inputs}))
         if stage.trains and not _train(run, stage, module, stage_dir, record):
             return False
         model, source = _save(run, stage, module, stage_dir, cached), Source("trained")
+        network = network_record(model)
     record["source"] = source.as_dict()
-    record["network"] = network_record(model)  # what eval/export check a model.pt against
+    record["network"] = network  # what eval/export check a model.pt against
     model = model.to(run.device).eval()
     run.nets[stage.name], run.keys[stage.name] = model, key
     record["metrics"] = run.evaluate(model, run.eval_set)
@@ -516,16 +684,23 @@ def run_experiment(
     ``stop_after_steps``: stop the current stage after that many steps (as if killed); the result then has
     ``status == "stopped"``.
     """
-    resume = resume or _elastic_resume(cfg, run_dir, overwrite, log)
-    run = _start(copy.deepcopy(dict(cfg)), run_dir, resume, stop_after_steps, log, overwrite)
-    stages = method_stages(run.cfg)
-    for stage in stages:
-        if not _run_stage(run, stage):
+    with _RunSignals() as signals:
+        try:
+            resume, overwrite = _elastic_takeover(cfg, run_dir, resume, overwrite, log)
+            run = _start(copy.deepcopy(dict(cfg)), run_dir, resume, stop_after_steps, log, overwrite, signals)
+            stages = method_stages(run.cfg)
+            for stage in stages:
+                if not _run_stage(run, stage):
+                    return run.results
+            run.results["final"] = run.results["stages"][stages[-1].name]["metrics"]
+            run.results["status"] = "done"
+            run.write_results()
             return run.results
-    run.results["final"] = run.results["stages"][stages[-1].name]["metrics"]
-    run.results["status"] = "done"
-    run.write_results()
-    return run.results
+        except TrainingInterrupted as exc:
+            if exc.step is None and signals.results is not None and signals.run_dir is not None:
+                signals.results["status"] = "interrupted"  # outside training: latest.pt stays as it was
+                write_json(signals.results, signals.run_dir / "results.json")
+            raise
 
 
 def _silent(_msg: str) -> None:
@@ -538,35 +713,59 @@ def _publish(src: Path, dst: Path) -> None:
     atomic_copy(src, dst)
 
 
-def _elastic_resume(
-    cfg: Mapping[str, Any], run_dir: str | Path | None, overwrite: bool, log: Callable[[str], None]
-) -> bool:
-    """Whether this process is a ``torchrun --max-restarts`` restart (``TORCHELASTIC_RESTART_COUNT`` > 0) of a run
-    whose folder already exists, which then resumes (from each stage's ``latest.pt``) instead of starting over.
+def _elastic_takeover(
+    cfg: Mapping[str, Any], run_dir: str | Path | None, resume: bool, overwrite: bool, log: Callable[[str], None]
+) -> tuple[bool, bool]:
+    """(resume, overwrite) for this process. A ``torchrun --max-restarts`` restart (``TORCHELASTIC_RESTART_COUNT``
+    > 0) of a run that this job's first attempt created resumes it (from each stage's ``latest.pt``, or step 0 where
+    there is none yet), whatever the flags: ``--overwrite`` would otherwise clear what the first attempt trained.
 
-    The folder must be fixed for that (``--run-dir`` or ``output.name``): an automatic name has a new timestamp on
-    each restart, so such a run starts over, and says so. Rank 0 decides and tells the others."""
+    A run folder records the job that created it (``results.json``: ``elastic_job``, :func:`elastic_job_id`); a
+    folder that holds another job's run is treated as on the first attempt (refused without ``--overwrite``), so a
+    restart never resumes an old run that the first attempt was refused. The folder must be fixed (``--run-dir`` or
+    ``output.name``): an automatic name has a new timestamp on each restart, so such a run starts over, and says so.
+    Rank 0 decides and tells the others."""
     restarts = elastic_restart_count()
-    if restarts < 1 or overwrite:
-        return False
+    if restarts < 1 or resume:
+        return resume, overwrite
     fixed = run_dir is not None or bool(cfg["output"].get("name"))
     folder = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     info = init_distributed_from_env()
-    decision = [fixed and (folder / "config.yaml").is_file()]
+    decision = [_elastic_state(folder) if fixed else "auto"]
     if info.distributed:
         dist.broadcast_object_list(decision, src=0)
-    if not info.is_main:
-        return bool(decision[0])
-    if decision[0]:
-        log(f"elastic restart {restarts}: resuming {folder} from its latest checkpoints")
-    elif not fixed:
+    state = decision[0]
+    if info.is_main:
         log(
-            f"elastic restart {restarts}: the run folder has an automatic name, so this restart starts over in a "
-            f"new folder; give --run-dir (or output.name) to resume from latest.pt after a restart"
+            f"elastic restart {restarts}: "
+            + {
+                "own": f"resuming {folder} from its latest checkpoints",
+                "own-partial": f"{folder} was being created by the first attempt; creating it again",
+                "other": f"{folder} holds a run this job did not create; treated as on the first attempt",
+                "none": f"{folder} holds no run yet; starting it",
+                "auto": "the run folder has an automatic name, so this restart starts over in a new folder; give "
+                "--run-dir (or output.name) to resume from latest.pt after a restart",
+            }[state]
         )
-    else:
-        log(f"elastic restart {restarts}: {folder} holds no run yet; starting it")
-    return bool(decision[0])
+    if state == "own":
+        return True, False
+    if state == "own-partial":
+        return False, True
+    return False, overwrite
+
+
+def _elastic_state(folder: Path) -> str:
+    """``own`` (this job created the run in ``folder``), ``own-partial`` (it began to: no config.yaml yet),
+    ``other`` (another job's or a plain run) or ``none`` (no run)."""
+    if not is_run_dir(folder):
+        return "none"
+    try:
+        job = read_json(folder / "results.json").get("elastic_job")
+    except (OSError, ValueError, AttributeError):
+        job = None
+    if job is None or job != elastic_job_id():
+        return "other"
+    return "own" if (folder / "config.yaml").is_file() else "own-partial"
 
 
 def _fmt(metrics: Mapping[str, float]) -> str:
@@ -645,22 +844,32 @@ def _config_classes(config: Any) -> int | None:
     return k if isinstance(k, int) and not isinstance(k, bool) else None
 
 
+def _network_problems(got: Mapping[str, Any], want: Mapping[str, Any]) -> list[str]:
+    """How the network record ``got`` (of a file) differs from ``want`` (the stage's): modalities, class count,
+    architecture (the last only when the first two agree)."""
+    problems = []
+    if got["modalities"] != want.get("modalities"):
+        problems.append(f"it reads modalities {got['modalities']}, the stage reads {want.get('modalities')}")
+    if got["num_classes"] != want.get("num_classes"):
+        problems.append(f"it has {got['num_classes']} classes, the stage {want.get('num_classes')}")
+    if not problems and got["config"] != json_form(want.get("config")):
+        problems.append(f"its architecture {_brief(got['config'])} is not the stage's {_brief(want.get('config'))}")
+    return problems
+
+
 def check_stage_network(
     model: nn.Module, path: str | Path, run_dir: str | Path, results: Mapping[str, Any], stage: str
 ) -> None:
     """ValueError naming the file, the run and both sides when the network read from ``path`` is not the one
-    ``stage`` of the run saved: other modalities, class count or architecture than the stage's ``network`` record,
-    or a class count other than the run's ``dataset.json`` (a model.pt copied from another stage or run)."""
+    ``stage`` of the run saved: other modalities, class count or architecture than the stage's ``network`` record
+    (for a results file without one: the network the run's ``config.yaml`` builds for the stage,
+    :func:`expected_network`), or a class count other than the run's ``dataset.json`` (a model.pt copied from
+    another stage or run)."""
     got = network_record(model)
     want = results["stages"][stage].get("network")
-    problems = []
-    if isinstance(want, Mapping):
-        if got["modalities"] != want.get("modalities"):
-            problems.append(f"it reads modalities {got['modalities']}, the stage reads {want.get('modalities')}")
-        if got["num_classes"] != want.get("num_classes"):
-            problems.append(f"it has {got['num_classes']} classes, the stage {want.get('num_classes')}")
-        if not problems and got["config"] != want.get("config"):
-            problems.append(f"its architecture {_brief(got['config'])} is not the stage's {_brief(want.get('config'))}")
+    if not isinstance(want, Mapping) and (Path(run_dir) / "config.yaml").is_file():
+        want = expected_network(run_dir, stage)
+    problems = _network_problems(got, want) if isinstance(want, Mapping) else []
     facts = Path(run_dir) / "dataset.json"
     if facts.is_file():
         record = read_json(facts)
@@ -673,9 +882,50 @@ def check_stage_network(
         raise ValueError(f"{path} is not the network of stage {stage!r} of run {run_dir}: {'; '.join(problems)}")
 
 
-def _brief(config: Any) -> str:
-    """A build config in a few words (its model name and kwargs, without the weights' provenance)."""
-    return json.dumps(config, sort_keys=True, default=str)[:300]
+def expected_network(run_dir: str | Path, stage: str) -> dict[str, Any] | None:
+    """The ``network`` record of the network that the run's ``config.yaml`` builds for ``stage`` (its stages built
+    in order, none trained; the data's facts from the run's ``dataset.json``, else from its training split); None
+    when the stage is not one of the method's or depends on a ``checkpoint`` file that is not there."""
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    facts = _record_facts(run_dir / "dataset.json")
+    if facts is None:
+        facts = dataset_facts(load_split(cfg, cfg["dataset"]["train_split"]))
+    nets: dict[str, nn.Module] = {}
+    with torch.random.fork_rng(devices=[]):
+        for st in method_stages(cfg):
+            explicit = (cfg.get("stages", {}).get(st.section) or {}).get("checkpoint")
+            if explicit:
+                if not Path(explicit).is_file():
+                    return None
+                nets[st.name] = load_model(explicit)
+            else:
+                nets[st.name] = st.build(_context(cfg, facts, {i: nets[i] for i in st.inputs})).deployable()
+            if st.name == stage:
+                return network_record(nets[st.name])
+    return None
+
+
+def _record_facts(path: Path) -> dict[str, Any] | None:
+    """:func:`mmh.data.dataset_facts` from a run's ``dataset.json`` (None when there is none or it is malformed)."""
+    try:
+        record = read_json(path)
+        shapes = record["input_shapes"]
+        channels = {m: int(shape[1] if len(shape) == 4 else shape[0]) for m, shape in shapes.items()}
+        return {
+            "num_classes": int(record["num_classes"]),
+            "modalities": tuple(record["modalities"]),
+            "in_channels": channels,
+            "num_frames": record.get("num_frames"),
+        }
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+
+
+def _brief(config: Any, limit: int = 300) -> str:
+    """A value (a build config) in a few words: its JSON, cut at ``limit`` characters."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_stage_network(run_dir: str | Path, results: Mapping[str, Any], stage: str) -> tuple[nn.Module, Path]:

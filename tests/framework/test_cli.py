@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -302,6 +303,7 @@ def test_run_dir_holding_a_run_needs_overwrite(finished: Path, tmp_path: Path, c
     (old / "model.pt").write_bytes(b"old")
     (run / "eval_old_test.json").write_text("{}")
     (run / "notes.txt").write_text("mine")
+    (run / "package.json").write_text("{}")  # a JSON file the run did not write
     args = ["train", "synthetic_motion/kd", *TINY, "output.cache=''", "--run-dir", str(run)]
     assert main(args) == 2
     line = _one_line(capsys)
@@ -311,9 +313,265 @@ def test_run_dir_holding_a_run_needs_overwrite(finished: Path, tmp_path: Path, c
     res = json.loads((run / "results.json").read_text())
     assert res["method"] == "kd" and sorted(p.name for p in (run / "stages").iterdir()) == ["student", "teacher"]
     assert not (run / "eval_old_test.json").exists() and (run / "notes.txt").read_text() == "mine"
+    assert (run / "package.json").read_text() == "{}"
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--overwrite"]) == 2
     assert "exclude each other" in _one_line(capsys)
+
+
+def test_overwrite_leaves_a_folder_that_holds_no_run_alone(tmp_path: Path):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "package.json").write_text("{}")
+    (folder / "stages").mkdir()
+    (folder / "stages" / "plan.txt").write_text("mine")
+    args = ["train", "synthetic_motion/baseline", *TINY, "output.cache=''", "--run-dir", str(folder), "--overwrite"]
+    assert main(args) == 0
+    assert (folder / "package.json").read_text() == "{}" and (folder / "stages" / "plan.txt").read_text() == "mine"
+    assert json.loads((folder / "results.json").read_text())["status"] == "done"
+
+
+def _elastic(monkeypatch, attempt: int) -> None:
+    """This process as attempt ``attempt`` of a ``torchrun --max-restarts`` job (its id: the run id "none", the
+    default, and this test process's parent as the agent)."""
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", str(attempt))
+
+
+def test_an_elastic_restart_resumes_only_a_run_of_its_own_job(finished: Path, tmp_path: Path, monkeypatch, capsys):
+    """Attempt 0 on a folder that holds another run is refused; its restart must be refused too, not resume it."""
+    old = _copy(finished, tmp_path)
+    before = (old / "results.json").read_bytes()
+    args = ["train", "synthetic_motion/rad", *TINY, "output.cache=''", "--run-dir", str(old)]
+    for attempt in (0, 1):
+        _elastic(monkeypatch, attempt)
+        assert main(args) == 2
+        assert f"run directory {old} already holds a run" in capsys.readouterr().err
+    assert (old / "results.json").read_bytes() == before
+    # attempt 0 killed before its first checkpoint: the restart trains the stage from step 0, as if never killed
+    import mmh.runner as runner
+
+    def killed(*_args, **_kwargs):
+        raise RuntimeError("killed")
+
+    fresh = tmp_path / "fresh"
+    args = ["train", "synthetic_motion/rad", *TINY, "output.cache=''", "--run-dir", str(fresh)]
+    _elastic(monkeypatch, 0)
+    with monkeypatch.context() as m:
+        m.setattr(runner.Trainer, "fit", killed)
+        assert main(args) == 1
+    assert json.loads((fresh / "results.json").read_text())["status"] == "running"
+    assert not (fresh / "stages" / "teacher" / "latest.pt").exists()
+    _elastic(monkeypatch, 1)
+    assert main(args) == 0
+    res = json.loads((fresh / "results.json").read_text())
+    assert res["status"] == "done" and res["stages"]["teacher"]["source"] == {"kind": "trained"}
+    for stage in ("teacher", "student"):
+        assert _same(_state(finished, stage), _state(fresh, stage)), stage
+
+
+def test_an_elastic_restart_with_overwrite_resumes_what_attempt_0_trained(
+    finished: Path, tmp_path: Path, monkeypatch, capsys
+):
+    run = _copy(finished, tmp_path)
+    args = ["train", "synthetic_motion/rad", *TINY, "output.cache=''", "--run-dir", str(run), "--overwrite"]
+    _elastic(monkeypatch, 0)
+    assert main([*args, "--stop-after-steps", "3"]) == 0  # stands for a kill at step 3 of the teacher
+    assert safe_load(run / "stages" / "teacher" / "latest.pt")["step"] == 3
+    _elastic(monkeypatch, 1)
+    assert main([*args, "--stop-after-steps", "3"]) == 0  # the teacher's steps 4-5, then the student's step 1
+    assert "elastic restart 1: resuming" in capsys.readouterr().out
+    res = json.loads((run / "results.json").read_text())
+    assert res["stages"]["teacher"]["source"] == {"kind": "trained"} and res["stages"]["student"]["step"] == 1
+    assert main(args) == 0
+    assert json.loads((run / "results.json").read_text())["status"] == "done"
+    for stage in ("teacher", "student"):
+        assert _same(_state(finished, stage), _state(run, stage)), stage
+
+
+def test_resume_checks_the_run_folders_model_against_the_config(tmp_path: Path, capsys):
+    """A teacher's model.pt swapped for another architecture (same classes and modalities) before a resume."""
+    from mmh.models import build_model
+    from mmh.train.checkpoint import load_model, save_model
+
+    run = tmp_path / "run"
+    args = ["train", "synthetic_motion/rad", *TINY, "output.cache=''", "--run-dir", str(run)]
+    assert main([*args, "--stop-after-steps", "7"]) == 0  # the teacher done, the student at step 2
+    teacher = run / "stages" / "teacher" / "model.pt"
+    original = teacher.read_bytes()
+    config = dict(load_model(teacher).config)
+    save_model(build_model(config.pop("name"), **{**config, "width": 4}), teacher)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 2
+    line = _one_line(capsys)
+    assert f"{teacher} is not the network of stage 'teacher' of run {run} (as its config builds it)" in line, line
+    assert "its architecture" in line and '"width": 4' in line and '"width": 8' in line
+    teacher.write_bytes(original)
+    assert main(["train", "--resume", str(run)]) == 0
+    res = json.loads((run / "results.json").read_text())
+    assert res["status"] == "done" and res["stages"]["teacher"]["network"]["config"]["width"] == 8
+
+
+def test_resume_refuses_data_that_no_longer_gives_the_runs_dataset_json(
+    tmp_path: Path, repo_root: Path, monkeypatch, capsys
+):
+    import numpy as np
+    from PIL import Image
+
+    import mmh.runner as runner
+
+    _pngs(tmp_path / "data")
+    run = tmp_path / "run"
+    args = [
+        "train",
+        str(repo_root / "configs/templates/paired_folder/teacher.yaml"),
+        f"dataset.kwargs.root={tmp_path / 'data'}",
+        "dataset.kwargs.resolution=8",
+        "train.epochs=null",
+        "train.steps=4",
+        "train.batch_size=4",
+        "train.progress=false",
+        "threads=1",
+        "model.kwargs={width: 4, shared_width: 4}",
+        "output.cache=''",
+        "--run-dir",
+        str(run),
+    ]
+    assert main([*args, "--stop-after-steps", "2"]) == 0
+    record = (run / "dataset.json").read_bytes()
+    png = tmp_path / "data" / "train" / "far" / "s0" / "rgb.png"  # the training data changes: other statistics
+    Image.fromarray(np.full((8, 8, 3), 255, dtype=np.uint8)).save(png)
+    monkeypatch.setattr(runner, "_DATASETS", {})  # a resume is a new process: the data is read again
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 2
+    line = _one_line(capsys)
+    assert f"the data no longer matches the run's {run / 'dataset.json'} (normalization: " in line, line
+    assert (run / "dataset.json").read_bytes() == record
+    assert json.loads((run / "results.json").read_text())["status"] == "stopped"
+
+
+def test_a_failed_data_check_leaves_no_run_folder_so_a_retry_needs_no_flag(tmp_path: Path, repo_root: Path, capsys):
+    import shutil
+
+    _pngs(tmp_path / "data")
+    copy = tmp_path / "data" / "test" / "far" / "s9"
+    shutil.copytree(tmp_path / "data" / "train" / "far" / "s0", copy)  # a training sample repeated as a test one
+    run = tmp_path / "run"
+    args = [
+        "train",
+        str(repo_root / "configs/templates/paired_folder/teacher.yaml"),
+        f"dataset.kwargs.root={tmp_path / 'data'}",
+        "dataset.kwargs.resolution=8",
+        "train.epochs=null",
+        "train.steps=2",
+        "train.batch_size=4",
+        "train.progress=false",
+        "threads=1",
+        "model.kwargs={width: 4, shared_width: 4}",
+        "output.cache=''",
+        "--run-dir",
+        str(run),
+    ]
+    assert main(args) == 2
+    assert "mmh train: error: " in capsys.readouterr().err
+    assert not run.exists()
+    shutil.rmtree(copy)
+    assert main(args) == 0  # the same command once the data is fixed
+    assert (run / "data_check.json").is_file() and (run / "data_check.txt").is_file()
+
+
+def test_eval_prints_first_and_a_read_only_run_folder_only_warns(finished: Path, tmp_path: Path, monkeypatch, capsys):
+    import errno
+
+    import mmh.utils.io as io
+
+    real = io._open_temp
+
+    def read_only(path: Path):  # the shared run folder is on a read-only mount
+        if Path(path).parent == finished:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(path)
+
+    monkeypatch.setattr(io, "_open_temp", read_only)
+    capsys.readouterr()
+    assert main(["eval", str(finished)]) == 0
+    captured = capsys.readouterr()
+    metrics = json.loads(captured.out)["metrics"]
+    assert captured.err.startswith("mmh eval: warning: cannot write ") and "Read-only file system" in captured.err
+    assert len(captured.err.splitlines()) == 1 and "--out FILE" in captured.err
+    assert not (finished / "eval_student_test.json").exists()
+    out = tmp_path / "metrics.json"
+    assert main(["eval", str(finished), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["metrics"] == metrics and capsys.readouterr().err == ""
+
+
+_SIGNAL_WORKER = """
+import os, signal, sys
+sys.path[:0] = {paths!r}
+import mmh.runner as runner
+real = getattr(runner, {name!r})
+sent = []
+
+
+def hooked(*args, **kwargs):  # SIGTERM at the first call, outside the trainer's handler
+    if not sent:
+        sent.append(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(*args, **kwargs)
+
+
+setattr(runner, {name!r}, hooked)
+from mmh.cli import main
+sys.exit(main({argv!r}))
+"""
+
+
+def _signalled(tmp_path: Path, name: str, argv: list[str]) -> subprocess.CompletedProcess:
+    """``mmh`` in a process that sends itself SIGTERM at its first call of ``mmh.runner.<name>``."""
+    script = tmp_path / f"{name}_worker.py"
+    script.write_text(_SIGNAL_WORKER.format(paths=[str(ROOT / "python"), str(ROOT)], name=name, argv=argv))
+    env = {k: v for k, v in os.environ.items() if k != "MMH_DEBUG"}
+    return subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+
+
+def test_sigterm_outside_training_ends_the_run_at_a_safe_point(finished: Path, tmp_path: Path):
+    """SIGTERM while the teacher is published to the cache, while it is evaluated, and while the data loads: one
+    line, exit status 143, results.json marked interrupted, the publish completed, a killed publisher's stale
+    temporary file cleaned from the cache, and the run resumes."""
+    key = json.loads((finished / "results.json").read_text())["stages"]["teacher"]["key"]
+    entry = tmp_path / "cache" / f"teacher-{key}"
+    entry.mkdir(parents=True)
+    stale, live = entry / ".model.pt.dead0000.tmp", entry / ".model.pt.live0000.tmp"
+    stale.write_bytes(b"a killed publisher's")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    live.write_bytes(b"another process is writing this one")
+    run = tmp_path / "published"
+    args = ["train", "synthetic_motion/rad", *TINY, f"output.cache={tmp_path / 'cache'}", "--run-dir", str(run)]
+    out = _signalled(tmp_path, "_publish", args)
+    assert out.returncode == 143, out.stderr
+    assert out.stderr == f"mmh train: interrupted by SIGTERM; resume with mmh train --resume {run}\n"
+    assert json.loads((run / "results.json").read_text())["status"] == "interrupted"
+    assert (entry / "model.pt").read_bytes() == (run / "stages" / "teacher" / "model.pt").read_bytes()
+    assert not stale.exists() and live.exists()
+    assert sorted(p.name for p in entry.iterdir()) == [live.name, "model.pt"]
+
+    run = tmp_path / "evaluated"
+    args = ["train", "synthetic_motion/rad", *TINY, "output.cache=''", "--run-dir", str(run)]
+    out = _signalled(tmp_path, "evaluate_model", args)
+    assert out.returncode == 143, out.stderr
+    assert out.stderr == f"mmh train: interrupted by SIGTERM; resume with mmh train --resume {run}\n"
+    assert json.loads((run / "results.json").read_text())["status"] == "interrupted"
+    assert main(["train", "--resume", str(run)]) == 0
+    res = json.loads((run / "results.json").read_text())
+    assert res["status"] == "done" and res["stages"]["teacher"]["source"] == {"kind": "run"}
+
+    run = tmp_path / "loading"
+    out = _signalled(tmp_path, "load_split", [*args[:-1], str(run)])
+    assert out.returncode == 143, out.stderr
+    assert out.stderr == "mmh train: interrupted by SIGTERM before the run folder was written\n"
+    assert not run.exists()
 
 
 def test_eval_and_export_check_the_weights_against_the_run(finished: Path, tmp_path: Path, capsys):
@@ -352,8 +610,19 @@ def test_eval_and_export_check_the_weights_against_the_run(finished: Path, tmp_p
             }
         )
     )
+    assert main(["eval", str(run)]) == 2  # the stage's network then comes from the run's config.yaml
+    assert "it has 5 classes, the stage 3" in _one_line(capsys)
+    # a student of another width, with the right classes and modalities: only the config can tell
+    save_model(build_model(name, **{**config, "width": 4}), student)
+    for command in (["eval", str(run)], ["export", str(run), "--out", str(out)]):
+        assert main(command) == 2
+        line = _one_line(capsys)
+        assert f"{student} is not the network of stage 'student' of run {run}: its architecture" in line, line
+        assert '"width": 4' in line and '"width": 8' in line
+    assert not out.exists()
+    (run / "dataset.json").unlink()  # the data's facts then come from the training split
     assert main(["eval", str(run)]) == 2
-    assert f"it has 5 classes, the run's dataset ({run / 'dataset.json'}) 3" in _one_line(capsys)
+    assert "its architecture" in _one_line(capsys)
     capsys.readouterr()
     assert main(["eval", str(finished)]) == 0  # the untouched run evaluates
 

@@ -24,25 +24,36 @@ class NonFiniteError(FloatingPointError):
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped on a signal (SIGTERM, SIGINT) after saving ``latest.pt`` at the step it reached.
+    """A run stopped on a signal (SIGTERM, SIGINT): during training after saving ``latest.pt`` at the step it
+    reached; elsewhere in a run (data loading, evaluation, a write) at the next safe point, after the write in flight.
 
     Attributes:
         signum: the signal number (``signal.SIGTERM``, ``signal.SIGINT``); the conventional exit status is
             ``128 + signum``.
-        step: the training step saved (the run resumes from it with ``--resume``).
+        step: the training step saved (the run resumes from it with ``--resume``); None outside training.
         checkpoint: path of the saved ``latest.pt`` (None when nothing could be saved).
+        run_dir: the run folder when it holds the run (None: unknown, or not written yet: nothing to resume).
     """
 
-    def __init__(self, signum: int, step: int, checkpoint: str | None, message: str | None = None) -> None:
-        self.signum, self.step, self.checkpoint = int(signum), int(step), checkpoint
+    def __init__(
+        self,
+        signum: int,
+        step: int | None,
+        checkpoint: str | None,
+        message: str | None = None,
+        run_dir: str | None = None,
+    ) -> None:
+        self.signum, self.checkpoint, self.run_dir = int(signum), checkpoint, run_dir
+        self.step = None if step is None else int(step)
         super().__init__(
             message
-            or f"interrupted by signal {self.signum} at step {self.step}"
+            or f"interrupted by signal {self.signum}"
+            + (f" at step {self.step}" if self.step is not None else "")
             + (f"; saved {checkpoint}" if checkpoint else "")
         )
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes with its attributes
-        return type(self), (self.signum, self.step, self.checkpoint, str(self))
+        return type(self), (self.signum, self.step, self.checkpoint, str(self), self.run_dir)
 
 
 def named_tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:

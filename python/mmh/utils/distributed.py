@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,7 @@ __all__ = [
     "init_distributed_from_env",
     "all_gather_with_grad",
     "elastic_restart_count",
+    "elastic_job_id",
 ]
 
 
@@ -58,6 +60,25 @@ def elastic_restart_count() -> int:
         return max(int(value), 0)
     except ValueError:
         raise ValueError(f"TORCHELASTIC_RESTART_COUNT must be an integer, got {value!r}") from None
+
+
+def elastic_job_id() -> str | None:
+    """An id of this ``torchrun`` job, the same in each of its restart attempts and another for another job (None
+    outside torchrun): ``TORCHELASTIC_RUN_ID`` (``--rdzv-id``, "none" unless given, so not enough alone), the host
+    and process id of the elastic agent that started this worker (its parent, which outlives the attempts) and that
+    agent's start time (so that a reused process id is another job). A restart resumes only a run folder that its
+    own job created (:func:`mmh.runner.run_experiment`)."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id is None:
+        return None
+    agent = os.getppid()
+    started = ""
+    try:  # Linux: field 22 of /proc/<pid>/stat, the start time in clock ticks after boot (after the ")" of comm)
+        with open(f"/proc/{agent}/stat", encoding="ascii", errors="replace") as fh:
+            started = fh.read().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        pass
+    return f"{run_id}@{socket.gethostname()}:{agent}:{started}"
 
 
 def init_distributed_from_env(backend: str | None = None) -> DistInfo:

@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -31,6 +32,7 @@ __all__ = [
     "atomic_copy",
     "read_json",
     "remove_stale_temps",
+    "json_form",
     "TEMP_SUFFIX",
 ]
 
@@ -97,15 +99,24 @@ def _named(exc: OSError, path: Path) -> OSError:
     return out if exc.errno is not None else OSError(f"cannot write {path}: {reason}")
 
 
-def remove_stale_temps(folder: str | os.PathLike, names: tuple[str, ...]) -> list[Path]:
+def remove_stale_temps(
+    folder: str | os.PathLike, names: tuple[str, ...], older_than: float | None = None
+) -> list[Path]:
     """Remove the temporary files of interrupted atomic writes of ``names`` in ``folder`` (left by SIGKILL or a
-    power cut; the files themselves are intact); returns what was removed. Call it only where no other process
-    writes the same files at the same time (a run's own stage folder)."""
+    power cut; the files themselves are intact); returns what was removed.
+
+    ``older_than`` (seconds): only temporary files not modified for that long. Without it, call this only where no
+    other process writes the same files at the same time (a run's own stage folder); with it, also in a folder that
+    other processes write (the shared stage cache): a live writer's temporary file is modified while it is written,
+    so one untouched for minutes belongs to a killed writer."""
     removed = []
     folder = Path(folder)
+    now = time.time()
     for name in names:
         for tmp in folder.glob(f".{name}.*{TEMP_SUFFIX}"):
             try:
+                if older_than is not None and now - tmp.stat().st_mtime < older_than:
+                    continue
                 tmp.unlink()
                 removed.append(tmp)
             except FileNotFoundError:
@@ -141,6 +152,12 @@ def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
             shutil.copyfileobj(fin, fh, 1 << 20)
 
     _atomic_write(Path(dst), copy)
+
+
+def json_form(obj: Any) -> Any:
+    """``obj`` as :func:`write_json` writes it and :func:`read_json` reads it back (tuples become lists, tensors and
+    arrays numbers or lists): what a value compares equal to once it has been through a JSON file."""
+    return json.loads(json.dumps(obj, default=_json_default))
 
 
 def read_json(path: str | os.PathLike) -> Any:
