@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 
 from .config import config_hash, get_path, load_run_config, resume_changes, save_config, stage_train_config
 from .data import build_dataset, dataset_facts, materialize
-from .data.check import REPORT_FILES, DataReport, check_before_training
+from .data.check import REPORT_FILES, DataCheckError, DataReport, check_before_training
 from .evaluation import evaluate_model
 from .methods import Stage, StageContext, method_stages
 from .train import (
@@ -276,7 +276,7 @@ class _RunSignals:
         if self.run_dir is None:
             msg = f"interrupted by {name} before the run folder was written (nothing to resume)"
         else:
-            msg = f"interrupted by {name}; {self.run_dir} is marked interrupted (resume continues it)"
+            msg = f"interrupted by {name}; the run in {self.run_dir} continues with a resume"
         raise TrainingInterrupted(self.signum, None, None, msg, None if self.run_dir is None else str(self.run_dir))
 
     @contextlib.contextmanager
@@ -342,7 +342,8 @@ def _start(
 ) -> _Run:
     """Process group, threads, device, the global seed, the datasets and the check of own data, then the run folder.
 
-    Nothing is written before the data loaded and passed its check (a retry needs no ``--overwrite``). A new run then
+    Nothing of the run is written before the data loaded and passed its check (a failed check leaves only its
+    report, in a folder that holds no run, so the same command runs once the data is fixed). A new run then
     writes ``results.json`` (``running``; under torchrun the job that created it, see :func:`_elastic_takeover`),
     ``config.yaml``, ``dataset.json`` and the data check's report, once; a resumed one reads them and never rewrites
     them: ``cfg`` may differ from its config only in :data:`mmh.config.RESUME_SAFE` settings (recorded in the results
@@ -364,7 +365,12 @@ def _start(
     report = None
     if info.is_main:  # own recordings: checked before training (and before a new run's folder is written)
         splits = (d["train_split"], d.get("val_split"), d["eval_split"])
-        report = check_before_training(d["name"], {s: split_kwargs(cfg, s) for s in splits if s}, None, log)
+        try:
+            report = check_before_training(d["name"], {s: split_kwargs(cfg, s) for s in splits if s}, None, log)
+        except DataCheckError as exc:  # the report alone in a folder that holds no run: not a run, a retry works
+            if not resume and not is_run_dir(run_dir):
+                log(f"[data check] report -> {exc.report.write(run_dir)[1]}")
+            raise
     facts, fingerprint = dataset_facts(train_set), dataset_fingerprint(train_set)
     record = dataset_record(cfg, train_set, facts)  # what a deployment needs: class names, input shapes, normalisation
     results = {

@@ -474,10 +474,11 @@ def test_a_failed_data_check_leaves_no_run_folder_so_a_retry_needs_no_flag(tmp_p
     ]
     assert main(args) == 2
     assert "mmh train: error: " in capsys.readouterr().err
-    assert not run.exists()
+    assert sorted(p.name for p in run.iterdir()) == ["data_check.json", "data_check.txt"]  # the report alone
+    assert not json.loads((run / "data_check.json").read_text())["ok"]
     shutil.rmtree(copy)
     assert main(args) == 0  # the same command once the data is fixed
-    assert (run / "data_check.json").is_file() and (run / "data_check.txt").is_file()
+    assert json.loads((run / "data_check.json").read_text())["ok"]
 
 
 def test_eval_prints_first_and_a_read_only_run_folder_only_warns(finished: Path, tmp_path: Path, monkeypatch, capsys):
