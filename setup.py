@@ -9,6 +9,7 @@ Environment switches:
   MMH_EXT_DEBUG=1        -O0 -g.
 By default the CUDA kernels are compiled when torch is a CUDA build, a CUDA toolkit is found and a GPU is visible.
 """
+
 import glob
 import os
 import sys
