@@ -22,9 +22,7 @@ mmh_ext. ONNX needs the ``export`` extra (onnx, onnxruntime); the check then run
 
 from __future__ import annotations
 
-import errno
 import os
-import secrets
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .utils.io import TEMP_SUFFIX, read_json, write_json
+from .utils.io import fsync_file, read_json, sync_dir, temp_file_beside, write_json
 
 __all__ = ["FORMATS", "export_run", "input_names", "PositionalInputs", "load_run_network"]
 
@@ -128,28 +126,6 @@ def _onnx_modules() -> tuple[Any, Any]:
     except ImportError as exc:
         raise MissingExtraError("onnxruntime", "export", "mmh export --format onnx") from exc
     return onnx, onnxruntime
-
-
-def _temp_beside(path: Path) -> Path:
-    """A new empty file ``.<name>.<random>.tmp`` beside ``path``, created with mode 0o666 (the umask applies, as for
-    ``open()``), that the exporters then write into."""
-    for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, f"cannot create a temporary file beside {path}")
-
-
-def _fsync(path: Path) -> None:
-    """Flush ``path``'s content to the disk before it is renamed into place (so a crash leaves no empty file)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_and_run(
@@ -256,7 +232,7 @@ def export_run(
     check = tuple(torch.randn(batch + 1, *x.shape[1:], generator=torch.Generator().manual_seed(1)) for x in example)
     out.parent.mkdir(parents=True, exist_ok=True)
     side = Path(f"{out}.json")
-    tmp, side_tmp = _temp_beside(out), None
+    tmp, side_tmp = temp_file_beside(out), None
     try:
         expected, got = _write_and_run(wrapper, names, example, check, tmp, fmt, opset)
         diff = float((got - expected).abs().max())
@@ -272,9 +248,9 @@ def export_run(
                 f"has {classes} classes"
             )
         sidecar = _sidecar(fmt, out, run, stage, facts, names, width, diff, batch + 1, opset)
-        side_tmp = _temp_beside(side)
+        side_tmp = temp_file_beside(side)
         write_json(sidecar, side_tmp)
-        _fsync(tmp)
+        fsync_file(tmp)
         os.replace(tmp, out)
         os.replace(side_tmp, side)
     except BaseException:
@@ -282,19 +258,5 @@ def export_run(
             if p is not None:
                 p.unlink(missing_ok=True)
         raise
-    _fsync_dir(out.parent)
+    sync_dir(out.parent)
     return sidecar
-
-
-def _fsync_dir(folder: Path) -> None:
-    """fsync ``folder`` so that the renames in it survive a crash (best effort: not every system allows it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -34,6 +34,9 @@ __all__ = [
     "remove_stale_temps",
     "json_form",
     "TEMP_SUFFIX",
+    "temp_file_beside",
+    "fsync_file",
+    "sync_dir",
 ]
 
 #: Suffix of the temporary files of the atomic writes (``.<name>.<random>.tmp``).
@@ -51,7 +54,24 @@ def _open_temp(path: Path) -> tuple[int, Path]:
     raise FileExistsError(errno.EEXIST, f"cannot create a temporary file beside {path}")
 
 
-def _sync_dir(folder: Path) -> None:
+def temp_file_beside(path: str | os.PathLike) -> Path:
+    """A new empty file ``.<name>.<random>.tmp`` beside ``path`` (mode 0o666, so the umask applies), for a writer
+    that needs a path rather than an open file (e.g. an exporter); the caller renames it into place or removes it."""
+    fd, tmp = _open_temp(Path(path))
+    os.close(fd)
+    return tmp
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush ``path``'s content to the disk before it is renamed into place (so a crash leaves no empty file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_dir(folder: Path) -> None:
     """fsync a folder so that a rename in it survives a crash (best effort: not every system allows it)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -87,7 +107,7 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         if isinstance(exc, OSError):
             raise _named(exc, path) from None
         raise
-    _sync_dir(path.parent)
+    sync_dir(path.parent)
 
 
 def _named(exc: OSError, path: Path) -> OSError:
