@@ -413,7 +413,7 @@ def test_resume_checks_the_run_folders_model_against_the_config(tmp_path: Path, 
 
 
 def test_resume_refuses_data_that_no_longer_gives_the_runs_dataset_json(
-    tmp_path: Path, repo_root: Path, monkeypatch, capsys
+    tmp_path: Path, monkeypatch, capsys, own_data_train_args
 ):
     import numpy as np
     from PIL import Image
@@ -422,21 +422,7 @@ def test_resume_refuses_data_that_no_longer_gives_the_runs_dataset_json(
 
     _pngs(tmp_path / "data")
     run = tmp_path / "run"
-    args = [
-        "train",
-        str(repo_root / "configs/templates/paired_folder/teacher.yaml"),
-        f"dataset.kwargs.root={tmp_path / 'data'}",
-        "dataset.kwargs.resolution=8",
-        "train.epochs=null",
-        "train.steps=4",
-        "train.batch_size=4",
-        "train.progress=false",
-        "threads=1",
-        "model.kwargs={width: 4, shared_width: 4}",
-        "output.cache=''",
-        "--run-dir",
-        str(run),
-    ]
+    args = own_data_train_args(tmp_path / "data", "--run-dir", str(run), steps=4)
     assert main([*args, "--stop-after-steps", "2"]) == 0
     record = (run / "dataset.json").read_bytes()
     png = tmp_path / "data" / "train" / "far" / "s0" / "rgb.png"  # the training data changes: other statistics
@@ -450,28 +436,14 @@ def test_resume_refuses_data_that_no_longer_gives_the_runs_dataset_json(
     assert json.loads((run / "results.json").read_text())["status"] == "stopped"
 
 
-def test_a_failed_data_check_leaves_no_run_folder_so_a_retry_needs_no_flag(tmp_path: Path, repo_root: Path, capsys):
+def test_a_failed_data_check_leaves_no_run_folder_so_a_retry_needs_no_flag(tmp_path: Path, capsys, own_data_train_args):
     import shutil
 
     _pngs(tmp_path / "data")
     copy = tmp_path / "data" / "test" / "far" / "s9"
     shutil.copytree(tmp_path / "data" / "train" / "far" / "s0", copy)  # a training sample repeated as a test one
     run = tmp_path / "run"
-    args = [
-        "train",
-        str(repo_root / "configs/templates/paired_folder/teacher.yaml"),
-        f"dataset.kwargs.root={tmp_path / 'data'}",
-        "dataset.kwargs.resolution=8",
-        "train.epochs=null",
-        "train.steps=2",
-        "train.batch_size=4",
-        "train.progress=false",
-        "threads=1",
-        "model.kwargs={width: 4, shared_width: 4}",
-        "output.cache=''",
-        "--run-dir",
-        str(run),
-    ]
+    args = own_data_train_args(tmp_path / "data", "--run-dir", str(run))
     assert main(args) == 2
     assert "mmh train: error: " in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == ["data_check.json", "data_check.txt"]  # the report alone
@@ -644,25 +616,11 @@ def _pngs(root: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty"])
-def test_a_damaged_data_file_is_one_line_naming_it(tmp_path: Path, repo_root: Path, capsys, damage: str):
+def test_a_damaged_data_file_is_one_line_naming_it(tmp_path: Path, capsys, damage: str, own_data_train_args):
     _pngs(tmp_path / "data")
     bad = tmp_path / "data" / "train" / "near" / "s1" / "rgb.png"
     bad.write_bytes(bad.read_bytes()[:60] if damage == "truncated" else b"")
-    args = [
-        "train",
-        str(repo_root / "configs/templates/paired_folder/teacher.yaml"),
-        f"dataset.kwargs.root={tmp_path / 'data'}",
-        "dataset.kwargs.resolution=8",
-        "train.epochs=null",
-        "train.steps=2",
-        "train.batch_size=4",
-        "train.progress=false",
-        "threads=1",
-        "model.kwargs={width: 4, shared_width: 4}",
-        "output.cache=''",
-        "--run-dir",
-        str(tmp_path / "run"),
-    ]
+    args = own_data_train_args(tmp_path / "data", "--run-dir", str(tmp_path / "run"))
     assert main(args) == 2
     line = _one_line(capsys)
     assert line.startswith("mmh train: error: ") and str(bad) in line

@@ -305,35 +305,19 @@ def test_template_without_root_names_the_key(tmp_path, repo_root, capsys):
     assert "dataset.kwargs.root" in capsys.readouterr().err
 
 
-def test_skipped_samples_are_reported_by_the_run(tmp_path, repo_root, capsys):
+def test_skipped_samples_are_reported_by_the_run(tmp_path, repo_root, capsys, own_data_train_args):
     from mmh.cli import main
 
     write_tree(tmp_path / "data", n=3, size=8)
     os.remove(tmp_path / "data" / "test" / "near" / "s01" / "depth.png")
-    template = repo_root / "configs" / "templates" / "paired_folder" / "teacher.yaml"
-    args = [
-        "train",
-        str(template),
-        f"dataset.kwargs.root={tmp_path / 'data'}",
-        "dataset.kwargs.resolution=8",
-        "dataset.kwargs.on_missing=skip",
-        "train.epochs=null",
-        "train.steps=2",
-        "train.batch_size=4",
-        "train.progress=false",
-        "threads=1",
-        "model.kwargs={width: 4, shared_width: 4}",
-        "output.cache=''",
-        "--run-dir",
-        str(tmp_path / "run"),
-    ]
+    args = own_data_train_args(tmp_path / "data", "dataset.kwargs.on_missing=skip", "--run-dir", str(tmp_path / "run"))
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "[paired_folder test] 1 sample(s) skipped (on_missing=skip), e.g. test/near/s01: no depth files" in err
     assert "[paired_folder train]" not in err
 
 
-def test_run_checks_own_data_before_training(tmp_path, repo_root, capsys):
+def test_run_checks_own_data_before_training(tmp_path, repo_root, capsys, own_data_train_args):
     """The runner checks own data (mmh.data.check) after building the datasets: a train/test overlap stops the run
     before any training; with dataset.kwargs.allow_overlap=true it trains, and the report is in the run folder."""
     import shutil
@@ -344,20 +328,7 @@ def test_run_checks_own_data_before_training(tmp_path, repo_root, capsys):
     write_tree(data, n=3, size=8)
     shutil.rmtree(data / "test" / "near" / "s02")
     shutil.copytree(data / "train" / "far" / "s01", data / "test" / "near" / "s02")  # a train sample, relabelled
-    template = repo_root / "configs" / "templates" / "paired_folder" / "teacher.yaml"
-    args = [
-        "train",
-        str(template),
-        f"dataset.kwargs.root={data}",
-        "dataset.kwargs.resolution=8",
-        "train.epochs=null",
-        "train.steps=2",
-        "train.batch_size=4",
-        "train.progress=false",
-        "threads=1",
-        "model.kwargs={width: 4, shared_width: 4}",
-        "output.cache=''",
-    ]
+    args = own_data_train_args(data)
     assert main(args + ["--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert (
