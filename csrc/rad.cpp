@@ -221,9 +221,9 @@ at::Tensor reduce(const at::Tensor& loss, int64_t reduction) {
   at::Tensor out = at::empty({}, loss.options());
   AT_DISPATCH_FLOATING_TYPES(loss.scalar_type(), "rad_loss_mean", [&] {
     const scalar_t* l = loss.const_data_ptr<scalar_t>();
-    scalar_t sum = 0;
-    for (int64_t i = 0, n = loss.numel(); i < n; ++i) sum += l[i];
-    *out.mutable_data_ptr<scalar_t>() = sum / static_cast<scalar_t>(loss.numel());
+    double sum = 0;  // in double whatever the dtype: a float32 running sum over B N losses would drift
+    for (int64_t i = 0, n = loss.numel(); i < n; ++i) sum += static_cast<double>(l[i]);
+    *out.mutable_data_ptr<scalar_t>() = static_cast<scalar_t>(sum / static_cast<double>(loss.numel()));
   });
   return out;
 }
