@@ -21,7 +21,7 @@ from torch.utils import benchmark
 from .common import Case
 from .timing import fwd_and_step, median_seconds
 
-#: rounds per implementation (alternating), and the seconds of one round
+#: rounds per implementation (alternating)
 ROUNDS = 7
 
 

@@ -284,15 +284,24 @@ class Trainer:
         non-finite and that the trainable and optimizer states are finite (NonFiniteError otherwise: nothing is
         written, the previous file stays)."""
         self._check_finite()  # never checkpoint the steps after a non-finite loss
-        self.check_state_finite(f"; {name} was not written (the last finite checkpoint stays the latest)")
-        if self.dist.is_main:
-            save_checkpoint(self.state_dict(), self.out_dir / name)
+        then = f"; {name} was not written (the last finite checkpoint stays the latest)"
+        if not self.dist.is_main:
+            self.check_state_finite(then)
+            return
+        state = self.state_dict()  # built once: checked, then written
+        self.check_state_finite(then, stage=state["stage"], optimizer=state["optimizer"])
+        save_checkpoint(state, self.out_dir / name)
 
-    def check_state_finite(self, then: str = "") -> None:
+    def check_state_finite(
+        self, then: str = "", *, stage: Mapping[str, Any] | None = None, optimizer: Mapping[str, Any] | None = None
+    ) -> None:
         """NonFiniteError naming the stage and step when the trainable state (weights, buffers) or the optimizer
-        state holds NaN or inf (one fused reduction, one read; the same on every DDP rank, whose states are equal)."""
+        state holds NaN or inf (one fused reduction, one read; the same on every DDP rank, whose states are equal).
+        ``stage`` / ``optimizer``: those state dicts when the caller has already built them."""
+        stage = self.stage.trainable_state_dict() if stage is None else stage
+        optimizer = self.optimizer.state_dict() if optimizer is None else optimizer
         check_finite(
-            {"stage": self.stage.trainable_state_dict(), "optimizer": self.optimizer.state_dict()["state"]},
+            {"stage": stage, "optimizer": optimizer["state"]},
             f"stage {self.name!r} at step {self.step}: non-finite state",
             then,
         )
