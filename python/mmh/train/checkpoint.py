@@ -24,10 +24,7 @@ poisoned ``model.pt`` in a run folder or the stage cache is an error, not a teac
 from __future__ import annotations
 
 import os
-import pickle
 import random
-import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +35,7 @@ from torch import nn
 
 from ..models import LogitEnsemble, build_model, ensemble_members
 from ..utils.io import atomic_torch_save
+from ..utils.safe_io import UnsafeFileError, safe_load
 from .finite import check_finite
 
 __all__ = [
@@ -68,49 +66,6 @@ CHECKPOINT_KEYS: tuple[str, ...] = (
     "best",
     "rng",
 )
-
-
-class UnsafeFileError(ValueError):
-    """A checkpoint / artifact holds pickled objects other than tensors and plain containers; it was not loaded."""
-
-
-def _refusal_reason(exc: BaseException) -> str:
-    """The line of torch's weights-only error that says what the file asked for (e.g. ``GLOBAL posix.system``)."""
-    text = str(exc)
-    m = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", text)
-    if m:
-        return f"it asks to import {m.group(1)}"
-    for line in text.splitlines():
-        if "Unsupported" in line or "unsupported" in line:
-            return line.strip()
-    return "it holds pickled objects that are not tensors or plain containers"
-
-
-def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
-    """Read a ``torch.save`` file on CPU without running code from it.
-
-    ``torch.load(weights_only=True)``: only tensors, numbers, strings, None and dict / list / tuple containers are
-    rebuilt. Raises FileNotFoundError, :class:`UnsafeFileError` (the file asks for anything else: refused, nothing
-    of it runs) or ValueError (truncated, empty, not a ``torch.save`` archive), each naming ``path`` and ``what``.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{what} not found: {p}")
-    if not zipfile.is_zipfile(p):  # torch.save writes a zip archive; a raw pickle is never handed to any unpickler
-        raise ValueError(
-            f"corrupt {what} {p}: not a torch.save archive (truncated, empty or another format, "
-            f"e.g. a raw pickle, which is never loaded)"
-        )
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UnsafeFileError(
-            f"refused to load {what} {p}: {_refusal_reason(exc)}; run folders and checkpoints "
-            f"may hold only tensors and plain containers, and loading never runs code from a "
-            f"file"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - any other failure means a damaged archive
-        raise ValueError(f"corrupt or unreadable {what} {p}: {type(exc).__name__}: {exc}") from None
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
