@@ -6,7 +6,7 @@ every model maps ``{modality: tensor}`` to logits (B, K), reads only its own ``m
 teacher without some modalities' branches; ``FeatureExtractor`` records intermediate features by forward hooks.
 """
 
-from . import framewise, multiplier, resnet, small, video  # noqa: F401  (register the models)
+from . import framewise, i3d, multiplier, resnet, small, video  # noqa: F401  (register the models)
 from .admd import FrameDiscriminator
 from .base import ZooModel
 from .blocks import AveragedLinear, BottleneckHead, SEBlock, TemporalConv
