@@ -93,7 +93,7 @@ DEFAULTS: dict[str, Any] = {
         "eval_split": "test",  # the split the final metrics are computed on
         "cache": True,  # materialise each split in memory once (procedural datasets are pure functions of i)
     },
-    "model": {"name": "small_joint", "kwargs": {}},
+    "model": {"name": "small_joint", "kwargs": {}, "pretrained": None},  # pretrained: imagenet | kinetics400 | PATH
     "modalities": {"teacher": ["rgb", "depth"], "student": ["rgb"]},
     "train": {
         "optimizer": "adam",  # sgd | adam | adamw
@@ -548,6 +548,11 @@ def validate(cfg: Mapping[str, Any]) -> None:
     for role, mods in cfg["modalities"].items():
         if not isinstance(mods, list) or not mods or not all(isinstance(m, str) for m in mods):
             raise ValueError(f"config key 'modalities.{role}' must be a non-empty list of names, got {mods!r}")
+    pretrained = cfg["model"].get("pretrained")
+    if pretrained is not None and (not isinstance(pretrained, str) or not pretrained):
+        raise TypeError(
+            f"config key 'model.pretrained' must be null, imagenet, kinetics400 or a file path, got {pretrained!r}"
+        )
 
 
 #: The values of ``train.amp`` (YAML's ``true``/``false`` arrive as bools). What each means on CUDA and on the CPU:

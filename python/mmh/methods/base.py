@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..config import loss_defaults
 from ..models import build_model, derive_student
+from ..models.pretrained import load_pretrained
 from ..train.stage import Batch, LossDict, StageModule
 
 __all__ = [
@@ -156,8 +157,12 @@ class StageContext:
         return list(mods)
 
     def build_model(self, role: str, **overrides: Any) -> nn.Module:
-        """A fresh ``cfg.model`` network reading the modalities of ``role``, weights drawn from ``cfg.seed``;
-        ``overrides`` replace model kwargs (e.g. ``streams``, ``connections``)."""
+        """A fresh ``cfg.model`` network reading the modalities of ``role``, weights drawn from ``cfg.seed``, then
+        initialised from ``cfg.model.pretrained`` if set; ``overrides`` replace model kwargs (e.g. ``streams``,
+        ``connections``)."""
+        return self._pretrained(self._template(role, **overrides))
+
+    def _template(self, role: str, **overrides: Any) -> nn.Module:
         mods = self.modalities(role)
         kwargs = {**self.model_kwargs, **self.cfg["model"].get("kwargs", {}), **overrides}
         return build_model(
@@ -169,13 +174,21 @@ class StageContext:
             **kwargs,
         )
 
+    def _pretrained(self, model: nn.Module) -> nn.Module:
+        """``model`` initialised from ``cfg.model.pretrained`` (errors name that key); unchanged when it is unset."""
+        spec = self.cfg["model"].get("pretrained")
+        if spec is not None:
+            load_pretrained(model, spec, what="model.pretrained")
+        return model
+
     def build_student(self, teacher_role: str = "teacher", student_role: str = "student") -> nn.Module:
-        """The student architecture: the ``teacher_role`` network without the missing modalities' branches.
+        """The student architecture: the ``teacher_role`` network without the missing modalities' branches,
+        initialised from ``cfg.model.pretrained`` if set.
 
         Built from a template (not from a trained teacher), so a baseline and a distilled student of the same seed
         start from the same weights.
         """
-        return derive_student(self.build_model(teacher_role), self.modalities(student_role))
+        return self._pretrained(derive_student(self._template(teacher_role), self.modalities(student_role)))
 
     def input(self, name: str) -> nn.Module:
         """The trained network of input stage ``name`` (KeyError naming it if the recipe did not declare it)."""

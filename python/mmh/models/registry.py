@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -11,6 +12,7 @@ from torch import nn
 
 from ..utils.registry import check_name, register_unique
 from .inputs import resolve_modalities
+from .pretrained import load_pretrained
 
 ModelBuilder = Callable[..., nn.Module]
 StudentRule = Callable[[dict[str, Any], tuple[str, ...]], dict[str, Any]]
@@ -51,6 +53,7 @@ def build_model(
     num_classes: int,
     in_channels: Mapping[str, int] | None = None,
     seed: int | None = None,
+    pretrained: str | os.PathLike | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build the registered model ``name``.
@@ -58,8 +61,12 @@ def build_model(
     ``modalities``: the input keys the model reads; ``num_classes``: K of the (B, K) logits; ``in_channels``:
     channels (vector length for vector models) per modality, defaulting to rgb 3, depth 1, ir 1, flow 2.
     ``seed``: if given, the weights are drawn from ``torch.manual_seed(seed)`` without touching the global RNG
-    (so the same seed gives the same weights); otherwise from the global RNG. Other kwargs go to the builder.
-    The returned model carries ``config`` such that ``build_model(**model.config)`` rebuilds it.
+    (so the same seed gives the same weights); otherwise from the global RNG. ``pretrained``: None, "imagenet",
+    "kinetics400" or a weight file path, applied after the fresh initialisation (:mod:`mmh.models.pretrained`;
+    nothing is downloaded). Other kwargs go to the builder.
+    The returned model carries ``config`` such that ``build_model(**model.config)`` rebuilds its architecture;
+    ``config`` leaves ``pretrained`` out (a rebuild before loading a ``model.pt`` never needs the weight file), which
+    ``model.pretrained_from`` and ``model.pretrained_report`` record instead.
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; registered models: {list_models()}")
@@ -93,14 +100,19 @@ def build_model(
         config["seed"] = seed
     config.update(copy.deepcopy(kwargs))
     model.config = config
+    if pretrained is not None:
+        load_pretrained(model, pretrained)
     return model
 
 
-def derive_student(teacher: nn.Module, modalities: Sequence[str]) -> nn.Module:
+def derive_student(
+    teacher: nn.Module, modalities: Sequence[str], *, pretrained: str | os.PathLike | None = None
+) -> nn.Module:
     """The teacher's architecture rebuilt from ``teacher.config`` with only ``modalities`` (a subset).
 
     The branches (stems / streams) of the missing modalities are removed; the weights are fresh (drawn like
-    ``build_model`` draws them: from ``config["seed"]`` if the teacher was built with a seed, else the global RNG).
+    ``build_model`` draws them: from ``config["seed"]`` if the teacher was built with a seed, else the global RNG),
+    then initialised from ``pretrained`` if given (not from the teacher's: ``teacher.config`` does not record it).
     """
     config = getattr(teacher, "config", None)
     if not isinstance(config, dict) or "name" not in config:
@@ -120,4 +132,4 @@ def derive_student(teacher: nn.Module, modalities: Sequence[str]) -> nn.Module:
     if rule is not None:
         cfg = rule(cfg, tuple(cfg["modalities"]))
     name = cfg.pop("name")
-    return build_model(name, **cfg)
+    return build_model(name, pretrained=pretrained, **cfg)
