@@ -92,6 +92,7 @@ DEFAULTS: dict[str, Any] = {
         "val_split": None,  # used to pick the "best" checkpoint; None: best = last
         "eval_split": "test",  # the split the final metrics are computed on
         "cache": True,  # materialise each split in memory once (procedural datasets are pure functions of i)
+        "transforms": {"train": [], "eval": []},  # mmh.data.transforms entries: train split / val+test splits
     },
     "model": {"name": "small_joint", "kwargs": {}, "pretrained": None},  # pretrained: imagenet | kinetics400 | PATH
     "modalities": {"teacher": ["rgb", "depth"], "student": ["rgb"]},

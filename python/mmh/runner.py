@@ -42,6 +42,7 @@ from torch.utils.data import Dataset
 from .config import config_hash, get_path, load_run_config, resume_changes, save_config, stage_train_config
 from .data import build_dataset, dataset_facts, materialize
 from .data.check import REPORT_FILES, DataCheckError, DataReport, check_before_training
+from .data.transforms import TransformedDataset, build_transforms
 from .evaluation import evaluate_model
 from .methods import Stage, StageContext, method_stages
 from .train import (
@@ -94,9 +95,57 @@ STALE_CACHE_TEMP_S = 600.0
 _DATASETS: dict[str, Dataset] = {}
 
 
-def load_split(cfg: Mapping[str, Any], split: str) -> Dataset:
-    """``build_dataset(cfg.dataset.name, split, **cfg.dataset.kwargs)``, materialised in memory when
-    ``dataset.cache`` is on and the dataset has no random transform (memoised per process)."""
+def load_split(cfg: Mapping[str, Any], split: str, *, role: str | None = None) -> Dataset:
+    """``build_dataset(cfg.dataset.name, split, **cfg.dataset.kwargs)`` with the config's transforms, memoised per
+    process.
+
+    ``dataset.cache`` on: the untransformed split is materialised in memory once (unless the dataset applies its own
+    ``transform=``), and ``dataset.transforms`` are applied on top of it at every read (a
+    :class:`mmh.data.transforms.TransformedDataset`), so random augmentation draws anew each epoch and keeps the
+    cache. ``role``: which list applies, ``"train"`` or ``"eval"`` (default: ``train`` for ``dataset.train_split``,
+    ``eval`` for any other split; see :func:`_split_transforms`)."""
+    where, specs = _split_transforms(cfg, split, role)
+    if not specs:
+        return _untransformed(cfg, split)
+    d = cfg["dataset"]
+    key = config_hash([d["name"], split, split_kwargs(cfg, split), bool(d["cache"]), where, specs])
+    if key not in _DATASETS:
+        _DATASETS[key] = TransformedDataset(_untransformed(cfg, split), build_transforms(specs, where), spec=specs)
+    return _DATASETS[key]
+
+
+def _split_transforms(cfg: Mapping[str, Any], split: str, role: str | None = None) -> tuple[str, list[Any]]:
+    """``(config key, entries)`` of the ``dataset.transforms`` list that applies to ``split``: ``train`` for
+    ``dataset.train_split`` and ``eval`` for the others, unless ``role`` names one. A train split that is also the
+    eval or val split is refused when train transforms are set (the role would be ambiguous)."""
+    d = cfg["dataset"]
+    table = d.get("transforms") or {}
+    if not isinstance(table, Mapping):
+        raise TypeError(
+            f"config key 'dataset.transforms' must be a mapping {{train: [...], eval: [...]}}, got {table!r}"
+        )
+    unknown = sorted(set(table) - {"train", "eval"})
+    if unknown:
+        raise ValueError(f"config key 'dataset.transforms.{unknown[0]}' is unknown: the lists are 'train' and 'eval'")
+    if role not in (None, "train", "eval"):
+        raise ValueError(f"load_split: role must be 'train', 'eval' or None, got {role!r}")
+    if role is None:
+        role = "train" if split == d["train_split"] else "eval"
+        shared = [k for k in ("eval_split", "val_split") if d.get(k) == split]
+        if role == "train" and table.get("train") and shared:
+            raise ValueError(
+                f"dataset.transforms.train is set and dataset.train_split {split!r} is also dataset.{shared[0]}: "
+                f"its augmentation would apply to that evaluation too; use another split for dataset.{shared[0]}"
+            )
+    specs = table.get(role) or []
+    if not isinstance(specs, list):
+        raise TypeError(f"config key 'dataset.transforms.{role}' must be a list of transforms, got {specs!r}")
+    return f"dataset.transforms.{role}", specs
+
+
+def _untransformed(cfg: Mapping[str, Any], split: str) -> Dataset:
+    """The split as the dataset gives it, materialised in memory when ``dataset.cache`` is on and the dataset has no
+    transform of its own (memoised per process)."""
     kwargs = split_kwargs(cfg, split)
     d = cfg["dataset"]
     key = config_hash([d["name"], split, kwargs, bool(d["cache"])])
@@ -123,9 +172,16 @@ def split_kwargs(cfg: Mapping[str, Any], split: str) -> dict[str, Any]:
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:
-    """A hash of the first and last items' tensors: a changed generator (or files) gives another cache key."""
+    """A hash of the first and last items' tensors: a changed generator (or files) gives another cache key. A
+    :class:`mmh.data.transforms.TransformedDataset` is hashed untransformed, plus its transforms' config entries
+    (random augmentation would otherwise give another key at every call)."""
+    spec = None
+    if isinstance(dataset, TransformedDataset):
+        dataset, spec = dataset.dataset, dataset.spec
     n = len(dataset)  # type: ignore[arg-type]
     h = hashlib.sha1(str(n).encode())
+    if spec:
+        h.update(json.dumps(spec, sort_keys=True, default=str).encode())
     for i in sorted({0, n - 1}):
         for k, v in sorted(dataset[i].items()):
             if isinstance(v, torch.Tensor):
