@@ -10,6 +10,8 @@
     mmh export RUN_DIR [--stage student] [--format torchscript|onnx] --out FILE
     mmh list [methods|models|datasets|configs]
     mmh data check ROOT|CSV [--classes a,b] [--modalities a,b] [--allow-overlap] [--resolution N] [--out DIR]
+    mmh weights list | mmh weights fetch imagenet|kinetics400 ARCH   (the torch hub cache pretrained= reads)
+    mmh prepare flow SRC DST [--workers N] [--bound B] [--algorithm tvl1|farneback] [--glob '*.jpg']
 
 CONFIG is a YAML path or a shipped config ``<dataset>/<method>`` (e.g. ``synthetic_motion/rad``; ``mmh list configs``;
 they live in ``mmh/configs`` of an installed package, or the checkout's ``configs/``; ``$MMH_CONFIG_DIR`` overrides).
@@ -109,7 +111,7 @@ def _add_benchmark(sub: Any) -> None:
     b = sub.add_parser("benchmark", help="run a benchmark: 'mmh' is the main job, 'thesis' the thesis methods")
     b.add_argument("name", choices=["mmh", "thesis"])
     b.add_argument("--quick", action="store_true", help="short smoke version (mmh < 2 min, thesis < 3 min)")
-    b.add_argument("--seeds", type=int, default=None, help="number of seeds (default: mmh 3, thesis 2; 1 with --quick)")
+    b.add_argument("--seeds", type=int, default=None, help="number of seeds (default: mmh 5, thesis 2; 1 with --quick)")
     b.add_argument("--out", type=Path, default=None, help="output directory (default runs/benchmark_<name>)")
     b.add_argument("--workers", type=int, default=2, help="parallel processes (one thread each)")
     b.add_argument("--steps", type=int, default=None, help="override the number of training steps")
@@ -170,6 +172,49 @@ def _add_data(sub: Any) -> None:
     )
 
 
+def _add_prepare(sub: Any) -> None:
+    p = sub.add_parser("prepare", help="derive data the loaders read: optical flow frames from RGB frames")
+    psub = p.add_subparsers(dest="prepare_command", required=True)
+    f = psub.add_parser(
+        "flow",
+        help="optical flow of every folder of RGB frames under SRC, as DST/<video>/flow_{x,y}_00001.jpg "
+        "(resumable: finished videos are skipped; needs mmh[flow])",
+    )
+    f.add_argument("src", metavar="SRC", type=Path, help="a folder holding one folder of RGB frames per video")
+    f.add_argument("dst", metavar="DST", type=Path, help="where the flow folders go (the loaders' flow_root)")
+    f.add_argument(
+        "--workers", type=int, default=None, help="parallel processes, one per video (default: every CPU core)"
+    )
+    f.add_argument("--bound", type=float, default=20.0, help="pixels per frame mapped to [0, 255] as [-B, B]")
+    f.add_argument("--algorithm", choices=["tvl1", "farneback"], default="tvl1", help="OpenCV algorithm")
+    f.add_argument("--glob", default="*.jpg", help="the RGB frames' file names (default '*.jpg')")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)",
+    )
+
+
+def _add_weights(sub: Any) -> None:
+    w = sub.add_parser("weights", help="pretrained weights in the torch hub cache (model.pretrained reads only there)")
+    wsub = w.add_subparsers(dest="weights_command", required=True)
+    ls = wsub.add_parser("list", help="the cache folder, the published files mmh reads (cached or missing), others")
+    f = wsub.add_parser(
+        "fetch", help="download NAME's weights for ARCH into the cache (network needed; torch's hash check)"
+    )
+    f.add_argument("name", choices=["imagenet", "kinetics400"])
+    f.add_argument("arch", help="imagenet: resnet18 | resnet34 | resnet50; kinetics400: r2plus1d_18 | i3d")
+    for p in (ls, f):
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mmh``."""
     p = _Parser(
@@ -182,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_eval_report, _add_benchmark, _add_export_list, _add_data):
+    for add in (_add_train, _add_eval_report, _add_benchmark, _add_export_list, _add_data, _add_prepare, _add_weights):
         add(sub)
     for command in sub.choices.values():  # --debug after the command too (SUPPRESS: neither place hides the other)
         command.add_argument(
@@ -291,9 +336,9 @@ def _cmd_benchmark(ns: argparse.Namespace) -> int:
             quick=ns.quick, seeds=seeds, out=out, workers=ns.workers, steps=ns.steps, extra_overrides=ns.overrides
         )
         return 0
-    from .benchmarks.main_job import benchmark_mmh
+    from .benchmarks.main_job import DEFAULT_SEEDS, benchmark_mmh
 
-    seeds = ns.seeds if ns.seeds is not None else (1 if ns.quick else 3)
+    seeds = ns.seeds if ns.seeds is not None else (1 if ns.quick else DEFAULT_SEEDS)
     benchmark_mmh(
         quick=ns.quick,
         seeds=seeds,
@@ -374,6 +419,53 @@ def _cmd_data(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare(ns: argparse.Namespace) -> int:
+    from .data.flow import prepare_flow
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = ns.workers if ns.workers is not None else max(1, cores or 1)
+    summary = prepare_flow(
+        ns.src,
+        ns.dst,
+        algorithm=ns.algorithm,
+        bound=ns.bound,
+        workers=workers,
+        glob=ns.glob,
+        progress=not ns.no_progress,
+    )
+    print(json.dumps(summary.to_dict(), indent=2), flush=True)
+    if summary.failed:  # the others are written; a rerun computes only what is missing
+        video, error = summary.failed[0]
+        raise ValueError(f"{len(summary.failed)} of {summary.videos} video(s) failed, e.g. {video}: {error}")
+    return 0
+
+
+def _cmd_weights(ns: argparse.Namespace) -> int:
+    from .models.pretrained import cache_dir, fetch_weights, published_weights
+
+    if ns.weights_command == "fetch":
+        for path in fetch_weights(ns.name, ns.arch):
+            print(path)
+        return 0
+    folder = cache_dir()
+
+    def size(path: Path) -> str:
+        return f"{path.stat().st_size / 2**20:.1f} MiB" if path.is_file() else "missing"
+
+    rows = [("NAME", "ARCH", "FILE", "SIZE")]
+    entries = published_weights()
+    for e in entries:
+        rows.append((e.name, f"{e.arch} ({e.variant})" if e.variant else e.arch, e.file, size(folder / e.file)))
+    known = {e.file for e in entries}
+    others = sorted(p for p in folder.iterdir() if p.is_file() and p.name not in known) if folder.is_dir() else []
+    rows += [("-", "-", p.name, size(p)) for p in others]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    print(f"cache: {folder}")
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + f"  {r[3]}")
+    return 0
+
+
 _COMMANDS = {
     "train": _cmd_train,
     "eval": _cmd_eval,
@@ -382,6 +474,8 @@ _COMMANDS = {
     "export": _cmd_export,
     "list": _cmd_list,
     "data": _cmd_data,
+    "weights": _cmd_weights,
+    "prepare": _cmd_prepare,
 }
 
 

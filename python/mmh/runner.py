@@ -78,6 +78,7 @@ __all__ = [
     "check_stage_network",
     "load_stage_network",
     "expected_network",
+    "reproduction_record",
 ]
 
 #: Bump when a change makes cached artifacts stale.
@@ -387,6 +388,93 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def _git_state(package_dir: Path) -> dict[str, Any]:
+    """``{"commit", "dirty"}`` of the checkout ``mmh`` is imported from: ``"unknown"`` / None when it is not a git
+    checkout of this project (an installed package, no git, or the package inside some other repository)."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(package_dir), *args], capture_output=True, text=True, timeout=10, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if not top or not (Path(top) / "python" / "mmh" / "runner.py").resolve() == (package_dir / "runner.py").resolve():
+        return {"commit": "unknown", "dirty": None}
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit or "unknown", "dirty": None if status is None else bool(status)}
+
+
+def _device_name(device: torch.device | None) -> str:
+    """The accelerator's name (CUDA), else the CPU's model name (``/proc/cpuinfo``, else :mod:`platform`)."""
+    import platform
+
+    if device is not None and device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def reproduction_record(
+    cfg: Mapping[str, Any] | None = None,
+    *,
+    device: torch.device | None = None,
+    world_size: int | None = None,
+    worker_processes: int | None = None,
+    seeds: list[int] | None = None,
+) -> dict[str, Any]:
+    """What a run (or a benchmark) was made with, as every ``results.json`` records it under ``record``: mmh version,
+    git commit and dirty flag (``"unknown"`` outside a checkout), python / torch / CUDA / cuDNN versions, device name,
+    torch threads, worker processes (data-loader workers of ``cfg``; a benchmark's pool size), world size, batch
+    size, seeds, the deterministic flags and the command line. The protocol details that decide whether a table
+    reproduces elsewhere."""
+    import os
+    import platform
+    import shlex
+
+    from . import __version__
+
+    train = (cfg or {}).get("train") or {}
+    cudnn = torch.backends.cudnn
+    if world_size is None:
+        world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return {
+        "mmh": __version__,
+        "git": _git_state(Path(__file__).resolve().parent),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn.version() if cudnn.is_available() else None,
+        "device": str(device) if device is not None else "cpu",
+        "device_name": _device_name(device),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "worker_processes": worker_processes,
+        "data_workers": train.get("num_workers"),
+        "world_size": int(world_size),
+        "batch_size": train.get("batch_size"),
+        "seeds": seeds if seeds is not None else ([cfg["seed"]] if cfg and "seed" in cfg else None),
+        "deterministic": {
+            "torch.use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn.deterministic": bool(cudnn.deterministic),
+            "cudnn.benchmark": bool(cudnn.benchmark),
+        },
+        "command": shlex.join(sys.argv),
+        "time": datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
 def _start(
     cfg: dict[str, Any],
     run_dir: str | Path | None,
@@ -436,6 +524,7 @@ def _start(
         "run_dir": str(run_dir),
         "status": "running",
         "stages": {},
+        "record": reproduction_record(cfg, device=device, world_size=info.world_size),
     }
     job = elastic_job_id()
     if job is not None:  # a torchrun restart resumes only a run its own job created (_elastic_takeover)
@@ -629,6 +718,14 @@ def _train(run: _Run, stage: Stage, module: StageModule, stage_dir: Path, record
     if fit is None or fit.stopped:
         _stopped(run, stage, record, trainer, fit)
         return False
+    if run.val_set is not None:  # best-on-val beside last: the protocol detail tables rarely say
+        last = next((row for row in reversed(fit.history) if any(k.startswith("val_") for k in row)), {})
+        record["val"] = {
+            "last": {k[4:]: v for k, v in last.items() if k.startswith("val_")},
+            "last_step": last.get("step"),
+            "best": dict(trainer.best),
+            "deployed": tcfg.get("deploy", "last"),
+        }
     if tcfg.get("deploy", "last") == "best":
         _barrier()  # best.pt is written by rank 0
         record["deployed"] = {"checkpoint": "best.pt", **trainer.restore_best()}

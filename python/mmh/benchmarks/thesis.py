@@ -11,6 +11,11 @@ MCL entries with ``"sum"`` and ``"oracle"``; plus ``steps``, ``mcl``, ``noise_sw
 ``settings``, ``wall_time_s``), ``OUT/results.md``, ``OUT/comparison.png`` (methods: mean ± std over seeds, dots =
 seeds), ``OUT/noise_sweep.png`` and ``OUT/switch_signal.png``. A line is printed per finished run (runs done / total,
 elapsed, ETA).
+
+``results.json`` also holds ``comparisons`` (every method deployed on RGB alone against the RGB reference, the step-1
+RGB stream of the same seed; the MCL methods' Σ against independent training), ``controls`` (the thesis's claims as
+paired contrasts: :data:`THESIS_CONTROLS`) — each ``{"vs", "diff", "ci95", "p", "n"}`` from
+:func:`mmh.benchmarks.stats.paired_comparison` — and ``record`` (:func:`mmh.runner.reproduction_record`).
 """
 
 from __future__ import annotations
@@ -29,8 +34,17 @@ from ..evaluation.prediction import eval_batches
 from ..evaluation.thesis import SIGMA2_GRID, mcl_metrics, noise_sweep, noisy_batches, stream_accuracies
 from ..utils.io import write_json
 from .jobs import Job, run_phases
+from .stats import format_comparison, paired_comparison, verdict
 
-__all__ = ["run_thesis_benchmark", "THESIS_PHASES", "MCL_METHODS", "STEP_VARIANTS", "plot_thesis_results"]
+__all__ = [
+    "run_thesis_benchmark",
+    "THESIS_PHASES",
+    "MCL_METHODS",
+    "STEP_VARIANTS",
+    "THESIS_CONTROLS",
+    "plot_thesis_results",
+    "thesis_comparisons",
+]
 
 MCL_METHODS: tuple[str, ...] = ("mcl_independent", "smcl", "cmcl", "dmcl", "mcl_random")
 STEP_VARIANTS: tuple[str, ...] = (
@@ -57,6 +71,20 @@ THESIS_PHASES: tuple[tuple[str, ...], ...] = (
         "cmcl",
         "mcl_random",
     ),
+)
+#: The reference of :func:`thesis_comparisons`: the RGB stream alone after step 1 (what RGB gives without depth).
+RGB_REFERENCE = "rgb_stream"
+#: The thesis's claims as paired contrasts (method, reference), per seed: staged training vs Hoffman's end-to-end
+#: hallucination, ModDrop's RGB stream vs the staged result, the connections, the combined loss against each term,
+#: ADMD vs the naive binary discriminator, DMCL vs the random teacher (Σ).
+THESIS_CONTROLS: tuple[tuple[str, str], ...] = (
+    ("multistream", "hoffman"),
+    ("multistream", "moddrop_rgb_only"),
+    ("multistream", "multistream_noconn"),
+    ("multistream", "multistream_gd_only"),
+    ("multistream", "multistream_hall_only"),
+    ("admd", "admd_naive"),
+    ("dmcl", "mcl_random"),
 )
 QUICK_OVERRIDES: tuple[str, ...] = ("train.steps=30", "dataset.split_kwargs={train: {size: 128}, test: {size: 120}}")
 #: The noise-sweep curves: label -> (method, stage whose network gets the noisy depth).
@@ -351,6 +379,30 @@ def _method_entries(runs: _Runs, a: dict[str, Any]) -> dict[str, Any]:
     return methods_out
 
 
+def thesis_comparisons(methods: dict[str, Any], a: dict[str, Any]) -> dict[str, Any]:
+    """``{"comparisons", "controls"}`` of a thesis benchmark's results (``methods`` and the analysis ``a``), paired
+    by seed: every method deployed on RGB alone (the multiple-stream variants after step 4, Hoffman, ModDrop with
+    blank depth and its RGB stream alone, ADMD, the naive baseline) against :data:`RGB_REFERENCE`, the step-1 RGB
+    stream of the same seed; the MCL methods' Σ against independent training; and :data:`THESIS_CONTROLS`."""
+    values = {m: e["accuracy"] for m, e in methods.items() if m != "two_stream_step2"}
+    values["moddrop_rgb_only"] = methods["moddrop"]["rgb_only"]
+    values[RGB_REFERENCE] = a["steps"]["multistream"]["step1 rgb stream"]
+    rgb = [*STEP_VARIANTS, "hoffman", "moddrop", "moddrop_rgb_only", "admd", "admd_naive"]
+    comps = {m: paired_comparison(values[m], values[RGB_REFERENCE], vs=RGB_REFERENCE) for m in rgb}
+    for m in MCL_METHODS[1:]:
+        comps[m] = paired_comparison(values[m], values[MCL_METHODS[0]], vs=MCL_METHODS[0])
+    controls = {f"{m} vs {ref}": paired_comparison(values[m], values[ref], vs=ref) for m, ref in THESIS_CONTROLS}
+    return {"comparisons": comps, "controls": controls}
+
+
+def _comparison_lines(comps: dict[str, Any]) -> list[str]:
+    out = []
+    for name, c in comps.items():
+        who = name if " vs " in name else f"{name} vs {c['vs']}"
+        out.append(f"- {who}: {format_comparison(c)} — {verdict(c)}")
+    return out
+
+
 def run_thesis_benchmark(
     quick: bool = False,
     seeds: int = 2,
@@ -366,6 +418,8 @@ def run_thesis_benchmark(
     ``quick``: 30 steps on 128 training clips (a smoke run of the whole pipeline). ``seeds``: seeds 0..seeds-1.
     ``workers``: parallel processes. ``steps``: override the training steps of every stage.
     """
+    from ..runner import reproduction_record
+
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     if workers < 1:
@@ -382,12 +436,17 @@ def run_thesis_benchmark(
     log(f"evaluation in {time.perf_counter() - t0:.1f}s")
     methods_out = _method_entries(runs, a)
     plot_thesis_results(methods_out, a, out)
+    comps = thesis_comparisons(methods_out, a)
     table = _tables(methods_out, a)
+    table += "\n### Paired differences (accuracy points, 95 % t interval, p; paired by seed)\n\n"
+    table += "\n".join(_comparison_lines({**comps["comparisons"], **comps["controls"]})) + "\n"
     payload = {
         "methods": methods_out,
         **a,
+        **comps,
         "settings": {"quick": quick, "seeds": seeds, "workers": workers, "overrides": over},
         "wall_time_s": round(time.perf_counter() - t_start, 1),
+        "record": reproduction_record(seeds=list(range(seeds)), worker_processes=workers),
     }
     write_json(payload, out / "results.json")
     (out / "results.md").write_text(table)

@@ -131,6 +131,33 @@ def _method_panel(ax: Any, methods: Mapping[str, Sequence[float]], std: Mapping[
     ax.set_ylim(lo - pad, hi + pad)
 
 
+def _difference_panel(ax: Any, comps: Mapping[str, Mapping[str, Any]], scale: float = 100.0) -> None:
+    """One panel of paired differences (× ``scale``, points): each method's mean difference as a dot with its 95 %
+    t interval as asymmetric error bar (none where the interval is undefined), a line at 0; dots whose interval
+    excludes 0 are filled, the others hollow."""
+    labels = list(comps)
+    for i, m in enumerate(labels):
+        c = comps[m]
+        d = scale * c["diff"]
+        ci = c.get("ci95")
+        decided = ci is not None and (ci[0] > 0 or ci[1] < 0)
+        yerr = [[d - scale * ci[0]], [scale * ci[1] - d]] if ci is not None else None
+        ax.errorbar(
+            [i],
+            [d],
+            yerr=yerr,
+            fmt="o",
+            capsize=5,
+            color="tab:red" if decided else "tab:gray",
+            markerfacecolor="tab:red" if decided else "white",
+            zorder=3,
+        )
+    ax.axhline(0.0, color="black", linewidth=0.8, zorder=1)
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", rotation_mode="anchor", fontsize=9)
+    ax.set_ylabel("difference (points), 95 % t interval")
+
+
 def plot_methods(
     panels: Mapping[str, Mapping[str, Sequence[float]]],
     path: str | Path,
@@ -139,22 +166,35 @@ def plot_methods(
     title: str = "",
     std: Mapping[str, Mapping[str, float]] | None = None,
     ylabels: Mapping[str, str] | None = None,
+    differences: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> Path:
     """One panel per key of ``panels`` (``{panel title: {method: [value per seed]}}``): each method's mean (a wide
     tick) with the standard deviation over seeds as error bar, each seed a dot; method names as rotated tick labels.
-    ``std`` overrides the error bars (``{panel: {method: std}}``); ``ylabels`` the y label of a panel."""
+    ``std`` overrides the error bars (``{panel: {method: std}}``); ``ylabels`` the y label of a panel.
+    ``differences``: more panels, ``{panel title: {method: comparison}}`` with the paired comparisons of
+    :func:`mmh.benchmarks.stats.paired_comparison` — each method's mean difference with its 95 % interval, a line
+    at 0 (:func:`_difference_panel`)."""
     plt = _pyplot()
     panels = {k: v for k, v in panels.items() if v}
-    if not panels:
+    diffs = {k: v for k, v in (differences or {}).items() if v}
+    if not panels and not diffs:
         raise ValueError("plot_methods: nothing to plot")
-    widths = [max(3.0, 0.55 * len(v) + 1.2) for v in panels.values()]
+    widths = [max(3.0, 0.55 * len(v) + 1.2) for v in [*panels.values(), *diffs.values()]]
     fig, axes = plt.subplots(
-        1, len(panels), figsize=(sum(widths) + 0.8, 4.6), squeeze=False, gridspec_kw={"width_ratios": widths}
+        1,
+        len(panels) + len(diffs),
+        figsize=(sum(widths) + 0.8, 4.6),
+        squeeze=False,
+        gridspec_kw={"width_ratios": widths},
     )
-    for ax, (name, methods) in zip(axes[0], panels.items(), strict=True):
+    for ax, (name, methods) in zip(axes[0], panels.items()):
         _method_panel(ax, methods, (std or {}).get(name, {}))
         ax.set_title(name, fontsize=10)
         ax.set_ylabel((ylabels or {}).get(name, ylabel))
+        ax.grid(axis="y", alpha=0.3, zorder=0)
+    for ax, (name, comps) in zip(axes[0][len(panels) :], diffs.items(), strict=True):
+        _difference_panel(ax, comps)
+        ax.set_title(name, fontsize=10)
         ax.grid(axis="y", alpha=0.3, zorder=0)
     axes[0][0].legend(fontsize=8, loc="best")
     if title:
