@@ -11,7 +11,6 @@
     mmh list [methods|models|datasets|configs]
     mmh data check ROOT|CSV [--classes a,b] [--modalities a,b] [--allow-overlap] [--resolution N] [--out DIR]
     mmh weights list | mmh weights fetch imagenet|kinetics400 ARCH   (the torch hub cache pretrained= reads)
-    mmh weights list | mmh weights fetch imagenet|kinetics400 ARCH   (the torch hub cache pretrained= reads)
     mmh prepare flow SRC DST [--workers N] [--bound B] [--algorithm tvl1|farneback] [--glob '*.jpg']
 
 CONFIG is a YAML path or a shipped config ``<dataset>/<method>`` (e.g. ``synthetic_motion/rad``; ``mmh list configs``;
@@ -216,24 +215,6 @@ def _add_weights(sub: Any) -> None:
         )
 
 
-def _add_weights(sub: Any) -> None:
-    w = sub.add_parser("weights", help="pretrained weights in the torch hub cache (model.pretrained reads only there)")
-    wsub = w.add_subparsers(dest="weights_command", required=True)
-    ls = wsub.add_parser("list", help="the cache folder, the published files mmh reads (cached or missing), others")
-    f = wsub.add_parser(
-        "fetch", help="download NAME's weights for ARCH into the cache (network needed; torch's hash check)"
-    )
-    f.add_argument("name", choices=["imagenet", "kinetics400"])
-    f.add_argument("arch", help="imagenet: resnet18 | resnet34 | resnet50; kinetics400: r2plus1d_18 | i3d")
-    for p in (ls, f):
-        p.add_argument(
-            "--debug",
-            action="store_true",
-            default=argparse.SUPPRESS,
-            help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)",
-        )
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mmh``."""
     p = _Parser(
@@ -246,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_eval_report, _add_benchmark, _add_export_list, _add_data, _add_prepare, _add_weights, _add_weights):
+    for add in (_add_train, _add_eval_report, _add_benchmark, _add_export_list, _add_data, _add_prepare, _add_weights):
         add(sub)
     for command in sub.choices.values():  # --debug after the command too (SUPPRESS: neither place hides the other)
         command.add_argument(
@@ -485,32 +466,6 @@ def _cmd_weights(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_weights(ns: argparse.Namespace) -> int:
-    from .models.pretrained import cache_dir, fetch_weights, published_weights
-
-    if ns.weights_command == "fetch":
-        for path in fetch_weights(ns.name, ns.arch):
-            print(path)
-        return 0
-    folder = cache_dir()
-
-    def size(path: Path) -> str:
-        return f"{path.stat().st_size / 2**20:.1f} MiB" if path.is_file() else "missing"
-
-    rows = [("NAME", "ARCH", "FILE", "SIZE")]
-    entries = published_weights()
-    for e in entries:
-        rows.append((e.name, f"{e.arch} ({e.variant})" if e.variant else e.arch, e.file, size(folder / e.file)))
-    known = {e.file for e in entries}
-    others = sorted(p for p in folder.iterdir() if p.is_file() and p.name not in known) if folder.is_dir() else []
-    rows += [("-", "-", p.name, size(p)) for p in others]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    print(f"cache: {folder}")
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + f"  {r[3]}")
-    return 0
-
-
 _COMMANDS = {
     "train": _cmd_train,
     "eval": _cmd_eval,
@@ -519,7 +474,6 @@ _COMMANDS = {
     "export": _cmd_export,
     "list": _cmd_list,
     "data": _cmd_data,
-    "weights": _cmd_weights,
     "weights": _cmd_weights,
     "prepare": _cmd_prepare,
 }
