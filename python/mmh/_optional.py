@@ -1,4 +1,4 @@
-"""Optional dependencies: the extras of ``pyproject.toml`` (``tensorboard``, ``bench``, ``export``).
+"""Optional dependencies: the extras of ``pyproject.toml`` (``tensorboard``, ``bench``, ``export``, ``flow``).
 
 They are imported only where used (never at module load); a missing one raises :class:`MissingExtraError`, which
 names the extra to install::
