@@ -90,3 +90,46 @@ def test_uwa3d2_cross_view(tmp_path, img):
     assert torch.allclose(te[0]["depth"], torch.full((2, 1, 8, 8), 0.5))
     with pytest.raises(ValueError, match="overlap"):
         build_dataset("uwa3d2", root=str(tmp_path), train_views=(1, 3), test_views=(3, 4))
+
+
+def _rgb_only_tree(root, img, names):
+    for n in names:
+        img(os.path.join(root, "rgb", n, "00001.jpg"), 50, size=(4, 4))
+    return root
+
+
+def test_ntu_thesis_validation_cross_subject(tmp_path, img):
+    """Thesis ch. 3: cross-subject validation = training subject 1 (P001); the test side is untouched."""
+    names = [f"S001C00{c}P{p:03d}R001A00{a}" for c in (1, 2) for p in (1, 2, 3) for a in (1, 2)]
+    root = _rgb_only_tree(str(tmp_path), img, names)
+    kw = dict(root=root, modalities=("rgb",), num_frames=1, resolution=None)
+    split = {s: {x.name for x in build_dataset("ntu60", split=s, **kw).samples} for s in ("train", "val", "test")}
+    assert split["val"] == {n for n in names if "P001" in n}
+    assert split["train"] == {n for n in names if "P002" in n}
+    assert split["test"] == {n for n in names if "P003" in n}  # subject 3 is not a training subject
+    by_fraction = build_dataset("ntu60", split="train", val_fraction=0.0, **kw)
+    assert {x.name for x in by_fraction.samples} == split["train"] | split["val"]  # a number: the fraction rule
+    ntu120 = build_dataset("ntu120", split="val", **kw)
+    assert {x.name for x in ntu120.samples} == split["val"]
+    with pytest.raises(ValueError, match="val_fraction"):
+        build_dataset("ntu60", split="val", val_fraction=1.5, **kw)
+
+
+def test_ntu_thesis_validation_cross_view(tmp_path, img):
+    """Thesis ch. 3: per action the sorted training videos, numpy seeded with 0, 31 drawn per action."""
+    train = [f"S001C002P{p:03d}R00{r}A001" for p in range(1, 21) for r in (1, 2)]  # 40 videos of action 1
+    train += [f"S001C003P{p:03d}R001A002" for p in range(1, 6)]  # 5 of action 2: all of them
+    test = ["S001C001P001R001A001"]
+    root = _rgb_only_tree(str(tmp_path), img, train + test)
+    kw = dict(root=root, protocol="xview", modalities=("rgb",), num_frames=1, resolution=None)
+    by_action = {}
+    for n in sorted(train):
+        by_action.setdefault(n[-4:], []).append(n)
+    np.random.seed(0)  # the text's recipe, step by step
+    want = set()
+    for action in by_action:
+        want |= set(np.random.choice(by_action[action], min(31, len(by_action[action])), replace=False))
+    val = {x.name for x in build_dataset("ntu60", split="val", **kw).samples}
+    tr = {x.name for x in build_dataset("ntu60", split="train", **kw).samples}
+    assert val == want and len(val) == 36 and tr == set(train) - want and len(tr) == 9
+    assert {x.name for x in build_dataset("ntu60", split="test", **kw).samples} == set(test)
