@@ -298,8 +298,14 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
     model, _path = load_stage_network(ns.run_dir, res, stage)  # checked against the run: modalities, classes
     split = ns.split or cfg["dataset"]["eval_split"]
     device = resolve_device(cfg.get("device", "auto"))
+    ev = cfg["eval"]  # the split is evaluated: eval transforms and eval.clips clips per video, whichever split
     metrics = evaluate_model(
-        model, load_split(cfg, split), list(cfg["eval"]["metrics"]), int(cfg["eval"]["batch_size"]), device
+        model,
+        load_split(cfg, split, role="eval"),
+        list(ev["metrics"]),
+        int(ev["batch_size"]),
+        device,
+        clips=int(ev.get("clips", 1)),
     )
     result = {"stage": stage, "split": split, "metrics": metrics}
     print(json.dumps(result, indent=2), flush=True)  # first: a run folder that cannot be written loses nothing

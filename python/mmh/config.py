@@ -126,7 +126,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "stages": {},  # per-stage overrides of ``train`` (e.g. stages.teacher.steps=200) and ``checkpoint: PATH``
     "loss": {"ce": 1.0},  # + one section per method family (loss.rad, loss.dad, ...): see loss_defaults()
-    "eval": {"batch_size": 256, "metrics": ["accuracy"]},
+    # clips: clips per video at evaluation, their logits averaged (thesis ch. 5: 10; mmh.evaluation.prediction)
+    "eval": {"batch_size": 256, "metrics": ["accuracy"], "clips": 1},
     "output": {"root": "runs", "name": None, "cache": None},  # cache None: <root>/cache; "" disables it
 }
 
@@ -541,6 +542,9 @@ def validate(cfg: Mapping[str, Any]) -> None:
             raise ValueError(f"config key 'train.{key}' must be a non-negative number, got {tr[key]!r}")
     if not isinstance(tr["batch_size"], int) or tr["batch_size"] < 1:
         raise ValueError(f"config key 'train.batch_size' must be a positive int, got {tr['batch_size']!r}")
+    clips = cfg["eval"].get("clips", 1)
+    if isinstance(clips, bool) or not isinstance(clips, int) or clips < 1:
+        raise ValueError(f"config key 'eval.clips' must be a positive int (clips per video), got {clips!r}")
     amp_setting(tr["amp"])
     if isinstance(tr["log_every"], bool) or not isinstance(tr["log_every"], int) or tr["log_every"] < 0:
         raise ValueError(f"config key 'train.log_every' must be a non-negative int, got {tr['log_every']!r}")

@@ -44,6 +44,7 @@ from .data import build_dataset, dataset_facts, materialize
 from .data.check import REPORT_FILES, DataCheckError, DataReport, check_before_training
 from .data.transforms import TransformedDataset, build_transforms
 from .evaluation import evaluate_model
+from .evaluation.prediction import multi_clip_kwargs
 from .methods import Stage, StageContext, method_stages
 from .train import (
     NonFiniteError,
@@ -104,14 +105,18 @@ def load_split(cfg: Mapping[str, Any], split: str, *, role: str | None = None) -
     ``transform=``), and ``dataset.transforms`` are applied on top of it at every read (a
     :class:`mmh.data.transforms.TransformedDataset`), so random augmentation draws anew each epoch and keeps the
     cache. ``role``: which list applies, ``"train"`` or ``"eval"`` (default: ``train`` for ``dataset.train_split``,
-    ``eval`` for any other split; see :func:`_split_transforms`)."""
+    ``eval`` for any other split; see :func:`_split_transforms`). An ``eval`` split gives ``eval.clips`` clips per
+    video (:func:`mmh.evaluation.prediction.multi_clip_kwargs`)."""
     where, specs = _split_transforms(cfg, split, role)
+    clips = int(cfg["eval"].get("clips", 1)) if where == "dataset.transforms.eval" else 1
     if not specs:
-        return _untransformed(cfg, split)
+        return _untransformed(cfg, split, clips)
     d = cfg["dataset"]
-    key = config_hash([d["name"], split, split_kwargs(cfg, split), bool(d["cache"]), where, specs])
+    key = config_hash([d["name"], split, split_kwargs(cfg, split), bool(d["cache"]), where, specs, clips])
     if key not in _DATASETS:
-        _DATASETS[key] = TransformedDataset(_untransformed(cfg, split), build_transforms(specs, where), spec=specs)
+        _DATASETS[key] = TransformedDataset(
+            _untransformed(cfg, split, clips), build_transforms(specs, where), spec=specs
+        )
     return _DATASETS[key]
 
 
@@ -144,14 +149,22 @@ def _split_transforms(cfg: Mapping[str, Any], split: str, role: str | None = Non
     return f"dataset.transforms.{role}", specs
 
 
-def _untransformed(cfg: Mapping[str, Any], split: str) -> Dataset:
-    """The split as the dataset gives it, materialised in memory when ``dataset.cache`` is on and the dataset has no
-    transform of its own (memoised per process)."""
-    kwargs = split_kwargs(cfg, split)
+def _untransformed(cfg: Mapping[str, Any], split: str, clips: int = 1) -> Dataset:
+    """The split as the dataset gives it (``clips`` clips per video), materialised in memory when ``dataset.cache``
+    is on and the dataset has no transform of its own (memoised per process)."""
+    kwargs = multi_clip_kwargs(split_kwargs(cfg, split), clips)
     d = cfg["dataset"]
     key = config_hash([d["name"], split, kwargs, bool(d["cache"])])
     if key not in _DATASETS:
-        ds = build_dataset(d["name"], split=split, **kwargs)
+        try:
+            ds = build_dataset(d["name"], split=split, **kwargs)
+        except (TypeError, ValueError) as exc:
+            if clips > 1 and any(w in str(exc) for w in ("sampling", "num_clips", "multi_clip")):
+                raise ValueError(
+                    f"eval.clips={clips}: dataset {d['name']!r} cannot give {clips} clips per video "
+                    f"(sampling='multi_clip', num_clips={clips}): {exc}; set eval.clips: 1"
+                ) from exc
+            raise
         skipped = getattr(ds, "skipped", None)
         if skipped:  # on_missing="skip": say so, or the run's numbers silently cover fewer samples
             print(
@@ -373,8 +386,9 @@ class _Run:
     signals: _RunSignals = field(default_factory=_RunSignals)  # writes are deferred past a signal
 
     def evaluate(self, model: nn.Module, dataset: Dataset) -> dict[str, float]:
+        ev = self.cfg["eval"]
         return evaluate_model(
-            model, dataset, list(self.cfg["eval"]["metrics"]), int(self.cfg["eval"]["batch_size"]), self.device
+            model, dataset, list(ev["metrics"]), int(ev["batch_size"]), self.device, clips=int(ev.get("clips", 1))
         )
 
     def write_results(self) -> None:
