@@ -156,3 +156,43 @@ def test_eval_clips_config_errors(tmp_path):
     images = _cfg(_ntu_tree(tmp_path), "eval.clips=2", "dataset.kwargs.num_frames=null")
     with pytest.raises(ValueError, match="eval.clips=2: dataset 'ntu60' cannot give 2 clips"):
         load_split(images, "test")
+
+
+def test_mcl_metrics_sigma_and_oracle_over_clips(tmp_path):
+    """eval.metrics [accuracy, mcl]: per-stream accuracy, Σ and Φ, as mcl_metrics gives them, over averaged clips."""
+    from mmh.evaluation.thesis import mcl_metrics
+    from mmh.models import build_model
+
+    root = _ntu_tree(tmp_path)
+    for n in TEST_VIDEOS + TRAIN_VIDEOS:  # a second modality: depth
+        for k in range(20):
+            path = os.path.join(root, "depth", n, f"{k + 1:05d}.png")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            Image.fromarray(np.full((8, 8), 30 * k % 256, np.uint8)).save(path)
+    net = build_model(
+        "small_late_fusion", modalities=("rgb", "depth"), num_classes=60, num_frames=2, width=4, shared_width=8, seed=0
+    ).eval()
+    with torch.no_grad():  # predictions among the test labels' classes 0-2 only, so that the accuracies vary
+        for head in net.heads.values():
+            head.bias[3:] -= 100.0
+    kw = dict(split="test", root=root, num_frames=2, resolution=None)
+    one = build_dataset("ntu60", **kw)
+    assert evaluate_model(net, one, ["mcl"], 3) == mcl_metrics(net, one)
+    four = build_dataset("ntu60", sampling="multi_clip", num_clips=4, **kw)
+    per = {s: [] for s in net.streams}
+    with torch.no_grad():
+        for i in range(len(four)):
+            item = four[i]
+            clips = [net.forward_streams({m: item[m][j][None] for m in ("rgb", "depth")}) for j in range(4)]
+            for s in per:
+                per[s].append(torch.stack([c[s][0] for c in clips]).mean(0))
+    per = {s: torch.stack(v) for s, v in per.items()}
+    labels = torch.tensor(four.labels)
+    out = evaluate_model(net, four, ["accuracy", "mcl"], 3, clips=4)
+    sigma = torch.stack(list(per.values())).mean(0)
+    assert out["accuracy"] == out["sum"] == accuracy(sigma, labels)
+    right = {s: per[s].argmax(1) == labels for s in per}
+    assert out["oracle"] == float((right["rgb"] | right["depth"]).float().mean())
+    assert {k: out[f"accuracy/{k}"] for k in per} == {k: accuracy(v, labels) for k, v in per.items()}
+    with pytest.raises(ValueError, match="'mcl' needs a multi-stream network"):
+        evaluate_model(ClipNet(), four, ["mcl"], 3, clips=4)

@@ -28,7 +28,18 @@ from ..data.loader import eval_batches, to_device
 from ..models.ensemble import ensemble_members
 from .metrics import compute_metrics, ensemble_metrics
 
-__all__ = ["eval_batches", "check_clips", "multi_clip_kwargs", "predict_outputs", "predict", "evaluate_model"]
+__all__ = [
+    "MCL_METRIC",
+    "eval_batches",
+    "check_clips",
+    "multi_clip_kwargs",
+    "predict_outputs",
+    "predict",
+    "evaluate_model",
+]
+
+#: The ``eval.metrics`` entry of the MCL tables (thesis ch. 5): per-stream accuracy, Σ and Φ (:func:`evaluate_model`).
+MCL_METRIC = "mcl"
 
 Model = nn.Module | Callable[[Mapping[str, Tensor]], Tensor]
 
@@ -149,8 +160,15 @@ def evaluate_model(
     """``metrics`` of ``model`` on ``dataset`` (moved to ``device``). For an output ensemble (the mean of its
     members' logits, e.g. RAD+DAD) the metrics of that mean, plus each member's, the mean's and the oracle's
     accuracy (:func:`mmh.evaluation.metrics.ensemble_metrics`). ``clips`` (``eval.clips``): clips per video of
-    ``dataset``'s items, whose outputs are averaged (module docstring)."""
+    ``dataset``'s items, whose outputs are averaged (module docstring).
+
+    ``"mcl"`` among ``metrics`` (the thesis's MCL tables; a multi-stream network with ``forward_streams``): each
+    stream's ``accuracy/<stream>``, ``sum`` (Σ: the accuracy of the mean of the streams' logits) and ``oracle`` (Φ: a
+    video counts when at least one stream is right), as :func:`mmh.evaluation.thesis.mcl_metrics`; the other
+    metrics are then those of Σ."""
     model = model.to(device)
+    if MCL_METRIC in metrics:
+        return _mcl_metrics(model, dataset, [m for m in metrics if m != MCL_METRIC], batch_size, device, clips)
     members = ensemble_members(model)
     if members is None:
         logits, labels = predict(model, eval_batches(dataset, batch_size), device, clips=clips)
@@ -165,4 +183,22 @@ def evaluate_model(
     per = {name: torch.cat([o[name] for o in outputs]) for name in members}
     out = compute_metrics(torch.stack(list(per.values())).mean(0), labels, metrics)
     out.update(ensemble_metrics(per, labels))
+    return out
+
+
+def _mcl_metrics(
+    model: nn.Module, dataset: Dataset, metrics: Sequence[str], batch_size: int, device: torch.device | str, clips: int
+) -> dict[str, float]:
+    streams = getattr(model, "forward_streams", None)
+    if not callable(streams):
+        raise ValueError(
+            f"eval.metrics {MCL_METRIC!r} needs a multi-stream network (forward_streams: one network per modality), "
+            f"got {type(model).__name__}"
+        )
+    outputs, labels = predict_outputs(model, eval_batches(dataset, batch_size), device, forward=streams, clips=clips)
+    per = {name: torch.cat([o[name] for o in outputs]) for name in outputs[0]}
+    ens = ensemble_metrics(per, labels)
+    out = compute_metrics(torch.stack(list(per.values())).mean(0), labels, metrics)
+    out.update({k: v for k, v in ens.items() if k not in ("accuracy/ensemble", "accuracy/oracle")})
+    out["sum"], out["oracle"] = ens["accuracy/ensemble"], ens["accuracy/oracle"]
     return out
