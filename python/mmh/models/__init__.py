@@ -1,6 +1,7 @@
 """The model zoo of mmh.
 
-``build_model(name, *, modalities, num_classes, in_channels=None, seed=None, **kwargs)`` builds a registered model;
+``build_model(name, *, modalities, num_classes, in_channels=None, seed=None, pretrained=None, **kwargs)`` builds a
+registered model (``pretrained``: "imagenet", "kinetics400" or a weight file, see :mod:`mmh.models.pretrained`);
 every model maps ``{modality: tensor}`` to logits (B, K), reads only its own ``modalities`` and exposes
 ``modalities``, ``config``, ``feature_paths`` and ``classifier`` (see ``ZooModel``). ``derive_student`` rebuilds a
 teacher without some modalities' branches; ``FeatureExtractor`` records intermediate features by forward hooks.
@@ -16,6 +17,7 @@ from .fusion import JointNet, LateFusionNet
 from .hooks import FeatureExtractor, get_module
 from .inputs import DEFAULT_CHANNELS, InputSpec, image_specs
 from .multiplier import MultiplierNet
+from .pretrained import PRETRAINED_NAMES, PretrainedReport, load_pretrained
 from .registry import build_model, derive_student, list_models, register_model
 from .resnet import GatedBasicBlock, GatedBottleneck, ResNetStream
 from .video import TimeMean
@@ -34,6 +36,8 @@ __all__ = [
     "LateFusionNet",
     "LogitEnsemble",
     "MultiplierNet",
+    "PRETRAINED_NAMES",
+    "PretrainedReport",
     "ResNetStream",
     "SEBlock",
     "TemporalConv",
@@ -45,6 +49,7 @@ __all__ = [
     "get_module",
     "image_specs",
     "list_models",
+    "load_pretrained",
     "register_model",
     "small_framewise",
 ]
