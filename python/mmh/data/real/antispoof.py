@@ -81,7 +81,7 @@ class CasiaSurf(FileListDataset):
         )
 
 
-#: The CeFA video name's last field (``<race>_<ID>_<device>_<session>_<PAI>``): the presentation species.
+#: The CeFA video name's last field (``<race>_<ID>_<device>_<scene>_<PAI>``): the presentation species.
 CEFA_PAI = {"1": "live", "2": "print", "3": "photo", "4": "replay"}  # 1 real, 2 cloth print, 3 photo, 4 screen replay
 #: Protocol 4 (cross-ethnicity AND cross-attack): the PAI codes of each split — train and val on live + screen
 #: replay, test on live + cloth print (the dataset's published lists ``CASIA_CeFA@p4.{1,3,5}_video_*.txt``).
@@ -113,7 +113,7 @@ class CasiaCeFA(FileListDataset):
     """CASIA-SURF CeFA: ``<root>/<Race>/<Race>-<ID>[-<IdCard>]/<video>/{profile|color,depth,ir}/<frame>.jpg``
     (the races may also sit under ``<root>/Ethnicity/``, as in the dataset's own lists).
 
-    The video name is ``<race>_<ID>_<device>_<session>_<PAI>``; its last field is the presentation species
+    The video name is ``<race>_<ID>_<device>_<scene>_<PAI>``; its last field is the presentation species
     (:data:`CEFA_PAI`: 1 live, 2 cloth print, 3 photo, 4 screen replay). Labels: 1 = live, 0 = attack.
 
     Protocol 4 ``"4@k"`` is the dataset's cross-ethnicity **and** cross-attack protocol (the MMH paper's): train
