@@ -118,12 +118,14 @@ def test_benchmark_smoke(tmp_path: Path):
     res = json.loads((out / "results.json").read_text())
     from mmh.benchmarks.main_job import MMH_METHODS
 
-    assert set(res["methods"]) == set(MMH_METHODS)  # the required rows plus the kd / rad_attention / rad_self ablations
-    assert {"teacher", "baseline", "rad", "dad", "rad_dad"} <= set(res["methods"])
+    # the required rows, the ablations and (two seeds) the baseline ensemble, RAD+DAD's control
+    assert set(res["methods"]) == {*MMH_METHODS, "baseline_ensemble"}
+    assert {"teacher", "baseline", "rad", "dad", "rad_dad", "rad_global"} <= set(res["methods"])
     for entry in res["methods"].values():
         assert len(entry["accuracy"]) == 2
         assert entry["mean"] == pytest.approx(sum(entry["accuracy"]) / 2)
-    assert set(res["antispoof"]["methods"]) == {"teacher", "baseline", "rad", "dad"}
+    anti = {"teacher", "baseline", "rad", "dad", "kd", "rad_dad", "baseline_ensemble"}
+    assert set(res["antispoof"]["methods"]) == anti
     assert all(0 <= a <= 1 for e in res["antispoof"]["methods"].values() for a in e["acer"])
     # the ensemble reused the rad and dad students (nothing retrained)
     rd = json.loads((Path(res["methods"]["rad_dad"]["run_dirs"][0]) / "results.json").read_text())

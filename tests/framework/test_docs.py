@@ -113,7 +113,7 @@ def test_docs_include_the_readme_main_job_table_and_code_map():
         assert f"--8<-- [start:{section}]" in readme and f"--8<-- [end:{section}]" in readme
         assert f'--8<-- "README.md:{section}"' in (DOCS / page).read_text(encoding="utf-8")
     table = readme.split("--8<-- [start:main-job-table] -->\n", 1)[1].split("<!-- --8<-- [end:main-job-table]")[0]
-    assert table.startswith("| method | synthetic_motion accuracy") and len(table.splitlines()) == 10
+    assert table.startswith("| method | synthetic_motion accuracy") and len(table.splitlines()) == 12
 
 
 def test_hook_renders_sphinx_roles_as_code():

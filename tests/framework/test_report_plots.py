@@ -234,3 +234,31 @@ def test_plot_sweep_draws_the_means_and_seeds(tmp_path: Path, monkeypatch):
         for i, vals in enumerate(curve.values()):
             for v in vals:
                 assert any(abs(x - i) < 0.2 and y == v for x, y in dots)
+
+
+def test_plot_methods_draws_paired_differences_with_their_intervals(tmp_path: Path, monkeypatch):
+    import numpy as np
+
+    from mmh.benchmarks.stats import paired_comparison
+
+    figs = _capture_figures(monkeypatch)
+    base = [0.60, 0.62, 0.61, 0.63]
+    comps = {
+        "rad": paired_comparison([0.63, 0.64, 0.64, 0.66], base, vs="baseline"),  # every seed +2..+3: excludes 0
+        "dad": paired_comparison([0.61, 0.61, 0.63, 0.62], base, vs="baseline"),  # straddles 0
+        "one": {"vs": "baseline", "diff": 0.01, "ci95": None, "p": None, "n": 1},
+    }
+    plot_methods({"acc": {"baseline": base}}, tmp_path / "d.png", differences={"Δ vs baseline": comps})
+    ax = figs[-1].axes[1]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(comps)
+    assert [line.get_ydata()[0] for line in ax.get_lines() if line.get_ydata()[0] == line.get_ydata()[-1]][-1] == 0
+    for i, c in enumerate(comps.values()):
+        line, _, bars = ax.containers[i]
+        np.testing.assert_allclose(np.asarray(line.get_ydata(), float), [100 * c["diff"]], rtol=1e-12)
+        if c["ci95"] is None:
+            assert bars == ()  # no interval to draw
+            continue
+        (seg,) = bars[0].get_segments()
+        np.testing.assert_allclose(sorted(seg[:, 1]), [100 * c["ci95"][0], 100 * c["ci95"][1]], rtol=1e-9)
+    filled = [ax.containers[i][0].get_markerfacecolor() for i in range(3)]
+    assert filled[0] != "white" and filled[1] == "white"  # filled only where the interval excludes 0

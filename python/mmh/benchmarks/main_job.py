@@ -37,6 +37,7 @@ elapsed, ETA).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -98,6 +99,19 @@ CONTROLS: tuple[tuple[str, str], ...] = (
     ("rad_attention", "rad"),
 )
 
+#: The table's row order: each ensemble beside its control, then the ablations.
+_ROW_ORDER: tuple[str, ...] = (
+    "teacher",
+    "baseline",
+    "rad",
+    "dad",
+    "rad_dad",
+    "baseline_ensemble",
+    "kd",
+    "rad_global",
+    "rad_attention",
+    "rad_self",
+)
 #: How the tables name a method (the paper's names for the RAD weightings).
 METHOD_LABELS: dict[str, str] = {
     "rad": "rad (RAD, mean weighting: the paper's −IW ablation)",
@@ -145,6 +159,7 @@ def format_table(
         "|---|---|---|---|---|---|---|",
     ]
     names = list(methods) + [m for m in (antispoof or {}) if m not in methods]
+    names.sort(key=lambda m: _ROW_ORDER.index(m) if m in _ROW_ORDER else len(_ROW_ORDER))  # the control beside RAD+DAD
     for name in names:
         entry = methods.get(name)
         acc = f"{entry['mean']:.4f} ± {entry['std']:.4f}" if entry else "—"
@@ -409,6 +424,14 @@ def _write(payload: dict[str, Any], out: Path, log: Callable[[str], None]) -> No
     log(f"wall time {payload['wall_time_s']:.1f}s; results in {out / 'results.json'}")
 
 
+def _load_average() -> list[float] | None:
+    """The machine's 1 / 5 / 15-minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def benchmark_mmh(
     *,
     quick: bool = False,
@@ -432,7 +455,7 @@ def benchmark_mmh(
         raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-    t_start = time.perf_counter()
+    t_start, load_start = time.perf_counter(), _load_average()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     over = (*_quick_overrides(quick, steps), f"output.cache={out / 'cache'}", *extra_overrides)
@@ -451,6 +474,7 @@ def benchmark_mmh(
     record["batch_size"] = first.get("record", {}).get("batch_size")
     payload["settings"] = {"quick": quick, "seeds": seeds, "workers": workers, "overrides": list(over)}
     payload["wall_time_s"] = round(time.perf_counter() - t_start, 1)
+    record["load_average"] = {"start": load_start, "end": _load_average()}  # others' load stretches the wall time
     payload["record"] = record
     _write(payload, out, log)
     return payload

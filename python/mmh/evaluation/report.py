@@ -1,6 +1,7 @@
 """Reports: run directories -> a markdown table (mean ± std over seeds) and PNG plots (:mod:`.plots`).
 
-``make_report(run_dirs, out)`` writes ``out/report.md``, ``out/curves.png`` (training loss and accuracy per
+``make_report(run_dirs, out)`` writes ``out/report.md`` (the table, the runs and their reproduction records:
+:func:`record_table`), ``out/curves.png`` (training loss and accuracy per
 epoch of every trained stage, with the validation metric where the run has a val split) and ``out/comparison.png``
 (final accuracy per method: mean ± std over seeds with error bars, each seed a dot; one panel per dataset).
 Means and standard deviations over seeds: :func:`mmh.evaluation.metrics.mean_std`.
@@ -32,6 +33,7 @@ __all__ = [
     "summarize",
     "seed_values",
     "markdown_table",
+    "record_table",
     "make_report",
 ]
 
@@ -169,6 +171,59 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
+def _cell(value: Any) -> str:
+    return "—" if value is None else str(value).replace("|", "\\|")
+
+
+def record_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The reproduction record of every run (``results.json``'s ``record``, :func:`mmh.runner.reproduction_record`)
+    as a markdown table — versions, commit, device, threads, batch, seeds, deterministic flags, command — and, per
+    trained stage validated on a val split, the val metric of the last validation and the best one (with its step)
+    and which of the two was deployed. A run written before runs kept a record shows ``—``."""
+    lines = [
+        "| run | mmh | git commit (dirty) | torch / CUDA / cuDNN | device | threads / workers / world size "
+        "| batch | seeds | deterministic (algorithms / cuDNN / benchmark) | command |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    val_lines = []
+    for run in runs:
+        res = run["results"]
+        rec = res.get("record") if isinstance(res.get("record"), dict) else {}
+        git = rec.get("git") if isinstance(rec.get("git"), dict) else {}
+        det = rec.get("deterministic") if isinstance(rec.get("deterministic"), dict) else {}
+        commit = git.get("commit")
+        if commit is not None and git.get("dirty") is not None:
+            commit = f"{commit} ({'dirty' if git['dirty'] else 'clean'})"
+        versions = " / ".join(_cell(rec.get(k)) for k in ("torch", "cuda", "cudnn")) if rec else "—"
+        threads = " / ".join(_cell(rec.get(k)) for k in ("threads", "data_workers", "world_size")) if rec else "—"
+        flags = " / ".join(_cell(v) for v in det.values()) if det else "—"
+        device = f"{_cell(rec.get('device'))}: {_cell(rec.get('device_name'))}" if rec else "—"
+        command = f"`{_cell(rec.get('command'))}`" if rec.get("command") else "—"
+        lines.append(
+            f"| `{run['dir']}` | {_cell(rec.get('mmh'))} | {_cell(commit)} | {versions} | {device} | {threads} "
+            f"| {_cell(rec.get('batch_size'))} | {_cell(rec.get('seeds'))} | {flags} | {command} |"
+        )
+        for stage, entry in res["stages"].items():
+            val = entry.get("val") if isinstance(entry, dict) else None
+            if isinstance(val, dict) and isinstance(val.get("best"), dict):
+                best = val["best"]
+                last = ", ".join(f"{k} {v:.4f}" for k, v in (val.get("last") or {}).items() if _is_number(v))
+                best_txt = (
+                    f"{best.get('metric')} {best['value']:.4f} at step {best.get('step')}"
+                    if _is_number(best.get("value"))
+                    else "—"
+                )
+                val_lines.append(
+                    f"| `{run['dir']}` | {stage} | {last or '—'} (step {_cell(val.get('last_step'))}) | {best_txt} "
+                    f"| {_cell(val.get('deployed'))} |"
+                )
+    text = "\n".join(lines) + "\n"
+    if val_lines:
+        text += "\n| run | stage | val, last validation | val, best | deployed |\n|---|---|---|---|---|\n"
+        text += "\n".join(val_lines) + "\n"
+    return text
+
+
 def make_report(run_dirs: Sequence[str | Path], out: str | Path) -> dict[str, Path]:
     """Write ``report.md``, ``curves.png`` and ``comparison.png`` in ``out``; return their paths."""
     if not run_dirs:
@@ -181,6 +236,7 @@ def make_report(run_dirs: Sequence[str | Path], out: str | Path) -> dict[str, Pa
     comparison = plot_comparison(summary, out / "comparison.png", values=seed_values(runs))
     text = ["# mmh report", "", markdown_table(summary), "", "Runs:", ""]
     text += [f"- `{run['dir']}` ({run['results']['method']}, seed {run['results']['seed']})" for run in runs]
+    text += ["", "## Reproduction record", "", record_table(runs)]
     text += ["", "![training curves](curves.png)", "", "![method comparison](comparison.png)", ""]
     (out / "report.md").write_text("\n".join(text))
     return {"report": out / "report.md", "curves": curves, "comparison": comparison}

@@ -1,0 +1,198 @@
+"""The README's and the docs' result tables, generated from the results files kept in the repository.
+
+``python -m mmh.benchmarks.tables`` rewrites every generated region of ``README.md`` and ``docs/benchmarks.md``
+from ``docs/results/*.json`` (copies of benchmarks' ``results.json``); ``--check`` only reports the regions that
+differ (exit status 1), which is what the test suite runs, so a number typed into a table by hand, or a results
+file replaced without regenerating, fails the tests.
+
+A region sits between two marker lines and is replaced whole:
+
+- in ``README.md``, the snippet markers ``<!-- --8<-- [start:NAME] -->`` / ``<!-- --8<-- [end:NAME] -->`` (so that
+  ``docs/benchmarks.md`` includes the same text with ``--8<-- "README.md:NAME"``);
+- in the docs pages, ``<!-- results:NAME -->`` / ``<!-- /results:NAME -->``.
+
+==========================  ==========================================================================================
+region                      what
+==========================  ==========================================================================================
+``main-job-run``            how the main job's numbers were made: command, seeds, workers, machine, torch, wall time,
+                            load (from the results file's ``record``)
+``main-job-table``          the main job's table (:func:`mmh.benchmarks.main_job.format_table`)
+``main-job-claims``         every claim of the main job with its paired difference, 95 % interval, p and verdict
+``thesis-comparisons``      the thesis benchmark's paired comparisons and claims (docs/benchmarks.md)
+==========================  ==========================================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..utils.io import read_json
+from .main_job import format_table
+from .stats import format_comparison, verdict
+
+__all__ = ["REGIONS", "render_regions", "stale_regions", "write_regions", "main"]
+
+#: The repository root (README.md, docs/) when mmh runs from a checkout.
+ROOT = Path(__file__).resolve().parents[3]
+RESULTS = Path("docs/results")
+
+Renderer = Callable[[Mapping[str, Any]], str]
+
+
+def _load(root: Path, name: str) -> dict[str, Any]:
+    path = root / RESULTS / name
+    if not path.is_file():
+        raise FileNotFoundError(f"results file {path} not found (the tables are generated from it)")
+    data = read_json(path)
+    if not isinstance(data, dict) or "methods" not in data:
+        raise ValueError(f"{path} is not a benchmark's results.json (no 'methods' mapping)")
+    return data
+
+
+def _machine(rec: Mapping[str, Any]) -> str:
+    device = rec.get("device_name") or "unknown CPU"
+    if str(rec.get("device", "cpu")).startswith("cuda"):
+        return f"one {device}"
+    return f"a {rec.get('cpu_count')}-core {device} machine, no GPU"
+
+
+def render_run(res: Mapping[str, Any]) -> str:
+    """The sentence saying how the main job's numbers were made, from the results file's record and settings."""
+    rec, st = res["record"], res["settings"]
+    load = (rec.get("load_average") or {}).get("start")
+    load_txt = f"; 1-minute load average {load[0]:.1f} at its start" if load else ""
+    git = rec.get("git") or {}
+    dirty = " with uncommitted changes" if git.get("dirty") else ""
+    quick = " --quick" if st.get("quick") else ""
+    return (
+        f"Measured with `mmh benchmark mmh{quick}` ({st['seeds']} seeds, {st['workers']} worker processes × "
+        f"{rec.get('threads')} thread) on {_machine(rec)}, torch {rec['torch']}, Python {rec['python']}, from a "
+        f"checkout{dirty} ({rec['time'][:10]}): wall time **{res['wall_time_s']:.0f} s**{load_txt}.\n"
+    )
+
+
+def render_table(res: Mapping[str, Any]) -> str:
+    anti = res.get("antispoof") or {}
+    return format_table(res["methods"], anti.get("methods"), res.get("comparisons"), anti.get("comparisons"))
+
+
+def _claim(name: str, c: Mapping[str, Any], metric: str) -> str:
+    who = name if " vs " in name else f"{name} vs {c['vs']}"
+    v = verdict(c)
+    v = f"**{v}**" if v in ("yes", "no, worse") else v
+    return f"- {metric}, {who}: {v} — {format_comparison(c)}"
+
+
+def render_claims(res: Mapping[str, Any]) -> str:
+    """Every comparison of the main job as a claim: "yes" only when the 95 % interval excludes 0."""
+    lines = [
+        "Paired by seed (method − reference in points; 95 % t interval; two-sided paired t-test; "
+        "ACER: lower is better, so a negative difference is the improvement):",
+        "",
+    ]
+    for name, c in {**res["comparisons"], **res["controls"]}.items():
+        lines.append(_claim(name, c, "accuracy"))
+    anti = res.get("antispoof") or {}
+    for name, c in {**anti.get("comparisons", {}), **anti.get("controls", {})}.items():
+        lines.append(_claim(name, c, "pooled ACER"))
+    return "\n".join(lines) + "\n"
+
+
+def render_thesis(res: Mapping[str, Any]) -> str:
+    """The thesis benchmark's comparisons: every RGB-deployed method against the step-1 RGB stream, the MCL methods
+    against independent training, and the claims as paired contrasts."""
+    st = res["settings"]
+    rec = res.get("record") or {}
+    lines = [
+        f"From `mmh benchmark thesis{' --quick' if st.get('quick') else ''} --seeds {st['seeds']}` "
+        f"(wall time {res['wall_time_s']:.0f} s on {_machine(rec) if rec else 'an unrecorded machine'}); accuracy "
+        "points, method − reference, 95 % t interval, p, paired by seed:",
+        "",
+    ]
+    for name, c in {**res["comparisons"], **res["controls"]}.items():
+        lines.append(_claim(name, c, "accuracy"))
+    return "\n".join(lines) + "\n"
+
+
+#: file -> region -> (results file, renderer)
+REGIONS: dict[str, dict[str, tuple[str, Renderer]]] = {
+    "README.md": {
+        "main-job-run": ("main_job.json", render_run),
+        "main-job-table": ("main_job.json", render_table),
+        "main-job-claims": ("main_job.json", render_claims),
+    },
+    "docs/benchmarks.md": {"thesis-comparisons": ("thesis.json", render_thesis)},
+}
+
+
+def _markers(file: str, name: str) -> tuple[str, str]:
+    if file == "README.md":
+        return f"<!-- --8<-- [start:{name}] -->\n", f"<!-- --8<-- [end:{name}] -->"
+    return f"<!-- results:{name} -->\n", f"<!-- /results:{name} -->"
+
+
+def _replace(text: str, file: str, name: str, body: str) -> str:
+    start, end = _markers(file, name)
+    pattern = re.compile(re.escape(start) + r".*?(?=" + re.escape(end) + ")", re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{file}: region {name!r} not found (markers {start.strip()} ... {end})")
+    return pattern.sub(lambda _m: start + body, text, count=1)
+
+
+def render_regions(root: Path = ROOT) -> dict[str, str]:
+    """``{file: its text with every generated region rendered from the results files}``."""
+    out = {}
+    for file, regions in REGIONS.items():
+        path = root / file
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found")
+        text = path.read_text(encoding="utf-8")
+        for name, (results, render) in regions.items():
+            text = _replace(text, file, name, render(_load(root, results)))
+        out[file] = text
+    return out
+
+
+def stale_regions(root: Path = ROOT) -> list[str]:
+    """``file: region`` of every generated region whose text is not what the results files give."""
+    stale = []
+    for file, want in render_regions(root).items():
+        have = (root / file).read_text(encoding="utf-8")
+        for name in REGIONS[file]:
+            start, end = _markers(file, name)
+            pattern = re.compile(re.escape(start) + r"(.*?)" + re.escape(end), re.S)
+            if pattern.search(have).group(1) != pattern.search(want).group(1):
+                stale.append(f"{file}: {name}")
+    return stale
+
+
+def write_regions(root: Path = ROOT) -> list[str]:
+    """Rewrite the stale regions; returns what was rewritten."""
+    stale = stale_regions(root)
+    for file, text in render_regions(root).items():
+        if any(s.startswith(f"{file}: ") for s in stale):
+            (root / file).write_text(text, encoding="utf-8")
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mmh.benchmarks.tables", description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="only report regions that differ (exit status 1)")
+    p.add_argument("--root", type=Path, default=ROOT, help="the repository root (README.md, docs/)")
+    ns = p.parse_args(argv)
+    if ns.check:
+        stale = stale_regions(ns.root)
+        for s in stale:
+            print(f"stale: {s} (run python -m mmh.benchmarks.tables)")
+        return 1 if stale else 0
+    for s in write_regions(ns.root):
+        print(f"rewrote {s}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

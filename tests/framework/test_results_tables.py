@@ -1,0 +1,89 @@
+"""The README's and docs' result tables are generated from the results files kept in docs/results/: a number typed
+into a table by hand, or a results file replaced without regenerating the tables, fails here."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mmh.benchmarks.tables import REGIONS, main, render_claims, stale_regions, write_regions
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _copy_tree(dst: Path) -> Path:
+    for file in REGIONS:
+        (dst / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / file, dst / file)
+    shutil.copytree(ROOT / "docs" / "results", dst / "docs" / "results")
+    return dst
+
+
+def test_readme_and_docs_tables_match_the_results_files():
+    assert stale_regions(ROOT) == [], "run: python -m mmh.benchmarks.tables"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("<!-- --8<-- [start:main-job-table] -->\n", 1)[1].split("<!-- --8<-- [end:")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
+    assert [r.split(" | ")[0].split()[1] for r in rows][:6] == [
+        "teacher",
+        "baseline",
+        "rad",
+        "dad",
+        "rad_dad",
+        "baseline_ensemble",
+    ]
+    assert any(r.startswith("| rad_global") for r in rows)
+
+
+def test_a_number_changed_by_hand_in_the_readme_table_fails(tmp_path: Path):
+    root = _copy_tree(tmp_path)
+    assert stale_regions(root) == []
+    readme = root / "README.md"
+    original = readme.read_text(encoding="utf-8")
+    head, rest = original.split("<!-- --8<-- [start:main-job-table] -->\n", 1)
+    number = re.search(r"\| (0\.\d{4}) ±", rest).group(1)  # the teacher's mean accuracy
+    changed = f"{float(number) + 0.0001:.4f}"
+    readme.write_text(head + "<!-- --8<-- [start:main-job-table] -->\n" + rest.replace(number, changed, 1))
+    assert stale_regions(root) == ["README.md: main-job-table"]
+    assert main(["--check", "--root", str(root)]) == 1
+    assert write_regions(root) == ["README.md: main-job-table"]
+    assert readme.read_text(encoding="utf-8") == original  # regenerated from the results file
+    assert main(["--check", "--root", str(root)]) == 0
+
+
+def test_a_changed_results_file_makes_the_claims_stale(tmp_path: Path):
+    root = _copy_tree(tmp_path)
+    path = root / "docs" / "results" / "main_job.json"
+    path.write_text(path.read_text(encoding="utf-8").replace('"p": 0.', '"p": 0.9', 1), encoding="utf-8")
+    assert "README.md: main-job-claims" in stale_regions(root)
+
+
+def test_missing_results_file_or_markers_are_errors_naming_them(tmp_path: Path):
+    root = _copy_tree(tmp_path)
+    (root / "docs" / "results" / "thesis.json").unlink()
+    with pytest.raises(FileNotFoundError, match="thesis.json"):
+        stale_regions(root)
+    root = _copy_tree(tmp_path / "b")
+    text = (root / "README.md").read_text(encoding="utf-8")
+    (root / "README.md").write_text(text.replace("<!-- --8<-- [end:main-job-claims] -->", ""), encoding="utf-8")
+    with pytest.raises(ValueError, match="main-job-claims"):
+        stale_regions(root)
+
+
+def test_claims_say_yes_only_when_the_interval_excludes_zero():
+    def comp(lo, hi, vs="baseline", better="higher"):
+        return {"vs": vs, "diff": (lo + hi) / 2, "ci95": [lo, hi], "p": 0.2, "n": 5, "better": better}
+
+    res = {
+        "comparisons": {"rad": comp(0.002, 0.02), "dad": comp(-0.01, 0.03)},
+        "controls": {"rad vs kd": comp(-0.03, -0.01, vs="kd")},
+        "antispoof": {"comparisons": {"rad": comp(-0.05, -0.01, better="lower")}, "controls": {}},
+    }
+    lines = render_claims(res).splitlines()
+    assert "- accuracy, rad vs baseline: **yes** — +1.1 points [+0.2, +2.0], p = 0.2, n = 5" in lines
+    assert any(line.startswith("- accuracy, dad vs baseline: not significant (p = 0.20)") for line in lines)
+    assert any(line.startswith("- accuracy, rad vs kd: **no, worse**") for line in lines)
+    assert any(line.startswith("- pooled ACER, rad vs baseline: **yes**") for line in lines)
