@@ -267,6 +267,11 @@ def test_clear_errors_for_inputs_and_options(two_stream):
         m({"rgb": good["rgb"]})
     with pytest.raises(ValueError, match=r"I3D input 'x' must be a 5-D clip"):
         m.streams["rgb"](torch.randn(1, 3, 32, 32))
+    net = InceptionI3d(1).train()
+    with pytest.raises(ValueError, match=r"one clip of T=8 frames of 32x32.*batch of >= 2"):
+        net(clip(b=1, c=1))
+    net(clip(b=1, t=9, c=1))  # a 2x1x1 map trains
+    net.eval()(clip(b=1, c=1))  # one clip evaluates
     with pytest.raises(ValueError, match="dropout"):
         build_model("i3d", modalities=["rgb"], num_classes=3, dropout=1.0)
     with pytest.raises(ValueError, match="layout"):

@@ -222,6 +222,13 @@ class InceptionI3d(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """The Mixed_5c map (B, 1024, T', H', W') of a clip (B, C, T, H, W)."""
         self.check_clip(x.shape)
+        b, _, t, h, w = x.shape
+        if self.training and b * math.ceil(t / 8) * math.ceil(h / 32) * math.ceil(w / 32) == 1:
+            raise ValueError(
+                f"I3D in training mode got one clip of T={t} frames of {h}x{w} pixels: its Mixed_5c map is 1x1x1, "
+                f"and batch norm needs more than one value per channel; train with a batch of >= 2 clips (or "
+                f"larger clips)"
+            )
         for name in self.END_POINTS:
             x = self._modules[name](x)  # type: ignore[misc]
         return x
@@ -245,9 +252,9 @@ class I3D(LateFusionNet):
 
     Modules: ``streams.<s>`` (the backbones, output (B, 1024, H', W')), ``fuse`` (their concatenation after dropout:
     ``feature_paths["penultimate"]`` and the one ``feature_paths["dad"]`` layer), ``heads.<s>``, ``classifier``
-    (the ``AveragedLinear`` of the heads). The heads act on the time- and space-averaged Mixed_5c features, the
-    head of DeepMind's Kinetics model at 224x224 (whose 2x7x7 average pool covers the 7x7 map; its logits are then
-    averaged over time).
+    (the ``AveragedLinear`` of the heads). The heads act on the time- and space-averaged Mixed_5c features: at
+    224x224 this is DeepMind's Kinetics head (a 2x7x7 average pool over the 7x7 map, a 1x1x1 convolution, logits
+    averaged over time) up to its 2-frame temporal window, which weighs the first and last time step by half.
     """
 
     def __init__(
