@@ -412,11 +412,14 @@ def test_model_pretrained_initialises_teacher_and_student_through_the_runner(tmp
             _assert_stream_from_file(net["state_dict"], {k: sd[k] for k in params}, f"streams.{s}.")
 
 
-def test_a_missing_model_pretrained_file_is_an_error_naming_the_key(tmp_path, capsys):
+def test_a_missing_model_pretrained_file_is_an_error_naming_the_key(hub, tmp_path, capsys):
     assert main(_tiny_kd(tmp_path, str(tmp_path / "none.pth"))) == 2
     err = capsys.readouterr().err
     assert "model.pretrained" in err and str(tmp_path / "none.pth") in err
-    assert main(_tiny_kd(tmp_path, "[1]")) == 2
+    assert main(_tiny_kd(tmp_path / "second", "imagenet")) == 2
+    err = capsys.readouterr().err
+    assert "model.pretrained='imagenet'" in err and "resnet18-f37072fd.pth" in err and str(hub) in err
+    assert main(_tiny_kd(tmp_path / "third", "[1]")) == 2
     assert "model.pretrained" in capsys.readouterr().err
 
 

@@ -141,7 +141,7 @@ def _fetch_hint(entry: PublishedWeights, folder: Path) -> str:
     )
 
 
-def cached_weights(name: str, arch: str, variant: str = "") -> Path:
+def cached_weights(name: str, arch: str, variant: str = "", *, what: str = "pretrained") -> Path:
     """The cached file of the published ``name`` weights of ``arch`` (``variant``: "rgb" / "flow" for I3D).
 
     Nothing is downloaded: FileNotFoundError naming the file, the folder and the command that fetches it when the
@@ -153,7 +153,7 @@ def cached_weights(name: str, arch: str, variant: str = "") -> Path:
     path = folder / entry.file
     if not path.is_file():
         raise FileNotFoundError(
-            f"pretrained={name!r} for {arch} needs {entry.file} ({entry.origin}) in the torch hub cache {folder}, "
+            f"{what}={name!r} for {arch} needs {entry.file} ({entry.origin}) in the torch hub cache {folder}, "
             f"which does not hold it; nothing is downloaded implicitly: {_fetch_hint(entry, folder)} "
             f"($TORCH_HOME moves the cache)"
         )
@@ -385,7 +385,7 @@ def load_pretrained(model: nn.Module, spec: str | os.PathLike | None, *, what: s
         parts = plan(model)
         for part in parts:
             _entries(spec, part.arch)  # ValueError listing what is available
-        files = {(p.arch, p.variant): cached_weights(spec, p.arch, p.variant) for p in parts}
+        files = {(p.arch, p.variant): cached_weights(spec, p.arch, p.variant, what=what) for p in parts}
         report = _load_mapped(model, parts, files, what, source=spec)
     else:
         path = _resolve_path(spec, what)
