@@ -239,6 +239,9 @@ def test_derive_student_keeps_the_rgb_streams_names(two_stream):
         "i3d", modalities=["rgb", "depth"], num_classes=5, streams={"video": "rgb", "hall": "rgb", "d": "depth"}
     )
     assert list(derive_student(named, ["rgb"]).streams) == ["video", "hall"]
+    # the runner passes the data's clip length; the student keeps it
+    clips16 = build_model("i3d", modalities=["rgb", "depth"], num_classes=5, num_frames=16)
+    assert derive_student(clips16, ["rgb"]).config["num_frames"] == 16
 
 
 def test_one_backward_step_gives_finite_gradients_to_both_streams():
@@ -274,6 +277,8 @@ def test_clear_errors_for_inputs_and_options(two_stream):
     net.eval()(clip(b=1, c=1))  # one clip evaluates
     with pytest.raises(ValueError, match="dropout"):
         build_model("i3d", modalities=["rgb"], num_classes=3, dropout=1.0)
+    with pytest.raises(ValueError, match=r"num_frames.*>= 8"):
+        build_model("i3d", modalities=["rgb"], num_classes=3, num_frames=4)
     with pytest.raises(ValueError, match="layout"):
         build_model("i3d", modalities=["rgb"], num_classes=3, layout="TCHW")
     with pytest.raises(ValueError, match="in_channels"):

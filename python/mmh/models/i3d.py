@@ -245,10 +245,11 @@ class I3D(LateFusionNet):
     ``streams``: stream name -> modality (default one per modality); each stream's first convolution has the
     modality's channel count (rgb 3, depth 1, flow 2; ``in_channels`` overrides). Inputs are clips (B, T, C, H, W)
     (``layout="BCTHW"`` accepts (B, C, T, H, W)) of at least 8 frames and 32x32 pixels; every modality at the same
-    size. ``dropout`` (default 0.5, the port's ``nn.Dropout`` before its logits) drops whole channels of each
-    stream's map (``nn.Dropout2d``), which after the spatial mean is dropout on the pooled features, as the port does
-    (per pooled time step there; the time mean here is taken first), while ``logits ==
-    classifier(penultimate.mean((2, 3)))`` holds in training as well.
+    size. ``num_frames`` (the data's clip length, which the runner passes) is only checked against that minimum:
+    the network is convolutional in time and takes clips of any length. ``dropout`` (default 0.5, the port's
+    ``nn.Dropout`` before its logits) drops whole channels of each stream's map (``nn.Dropout2d``), which after the
+    spatial mean is dropout on the pooled features, as the port does (per pooled time step there; the time mean here
+    is taken first), while ``logits == classifier(penultimate.mean((2, 3)))`` holds in training as well.
 
     Modules: ``streams.<s>`` (the backbones, output (B, 1024, H', W')), ``fuse`` (their concatenation after dropout:
     ``feature_paths["penultimate"]`` and the one ``feature_paths["dad"]`` layer), ``heads.<s>``, ``classifier``
@@ -266,7 +267,15 @@ class I3D(LateFusionNet):
         streams: Mapping[str, str] | None = None,
         dropout: float = 0.5,
         layout: str = "BTCHW",
+        num_frames: int | None = None,
     ) -> None:
+        if num_frames is not None and (
+            isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < InceptionI3d.MIN_FRAMES
+        ):
+            raise ValueError(
+                f"num_frames (the data's clip length) must be an int >= {InceptionI3d.MIN_FRAMES} for i3d, "
+                f"got {num_frames!r}"
+            )
         if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         if layout not in ("BTCHW", "BCTHW"):
