@@ -455,15 +455,19 @@ def reproduction_record(
     import os
     import platform
     import shlex
+    from importlib import metadata
 
-    from . import __version__
+    try:
+        version = metadata.version("mmh")  # the package's own metadata (the runner may not import mmh/__init__)
+    except metadata.PackageNotFoundError:
+        version = "unknown"
 
     train = (cfg or {}).get("train") or {}
     cudnn = torch.backends.cudnn
     if world_size is None:
         world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     return {
-        "mmh": __version__,
+        "mmh": version,
         "git": _git_state(Path(__file__).resolve().parent),
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -84,6 +84,6 @@ def test_claims_say_yes_only_when_the_interval_excludes_zero():
     }
     lines = render_claims(res).splitlines()
     assert "- accuracy, rad vs baseline: **yes** — +1.1 points [+0.2, +2.0], p = 0.2, n = 5" in lines
-    assert any(line.startswith("- accuracy, dad vs baseline: not significant (p = 0.20)") for line in lines)
+    assert any(line.startswith("- accuracy, dad vs baseline: not significant — +1.0 points") for line in lines)
     assert any(line.startswith("- accuracy, rad vs kd: **no, worse**") for line in lines)
     assert any(line.startswith("- pooled ACER, rad vs baseline: **yes**") for line in lines)

@@ -63,15 +63,20 @@ def _machine(rec: Mapping[str, Any]) -> str:
 def render_run(res: Mapping[str, Any]) -> str:
     """The sentence saying how the main job's numbers were made, from the results file's record and settings."""
     rec, st = res["record"], res["settings"]
-    load = (rec.get("load_average") or {}).get("start")
-    load_txt = f"; 1-minute load average {load[0]:.1f} at its start" if load else ""
-    git = rec.get("git") or {}
-    dirty = " with uncommitted changes" if git.get("dirty") else ""
+    load = rec.get("load_average") or {}
+    load_txt = ""
+    if load.get("start") and load.get("end"):
+        load_txt = (
+            f"; the machine's 1-minute load average was {load['start'][0]:.1f} at the start and "
+            f"{load['end'][0]:.1f} at the end (its own workers included; above 2 the runs shared the cores)"
+        )
+    dirty = " with uncommitted changes" if (rec.get("git") or {}).get("dirty") else ""
     quick = " --quick" if st.get("quick") else ""
+    workers = f"{st['workers']} worker process{'es' if st['workers'] != 1 else ''}"
     return (
-        f"Measured with `mmh benchmark mmh{quick}` ({st['seeds']} seeds, {st['workers']} worker processes × "
-        f"{rec.get('threads')} thread) on {_machine(rec)}, torch {rec['torch']}, Python {rec['python']}, from a "
-        f"checkout{dirty} ({rec['time'][:10]}): wall time **{res['wall_time_s']:.0f} s**{load_txt}.\n"
+        f"Measured with `mmh benchmark mmh{quick}` ({st['seeds']} seeds, {workers} × {rec.get('threads')} thread) "
+        f"on {_machine(rec)}, torch {rec['torch']}, Python {rec['python']}, from a checkout{dirty} "
+        f"({rec['time'][:10]}): wall time **{res['wall_time_s']:.0f} s**{load_txt}.\n"
     )
 
 
@@ -83,7 +88,7 @@ def render_table(res: Mapping[str, Any]) -> str:
 def _claim(name: str, c: Mapping[str, Any], metric: str) -> str:
     who = name if " vs " in name else f"{name} vs {c['vs']}"
     v = verdict(c)
-    v = f"**{v}**" if v in ("yes", "no, worse") else v
+    v = f"**{v}**" if v in ("yes", "no, worse") else v.split(" (p = ")[0]  # the p follows in the numbers
     return f"- {metric}, {who}: {v} — {format_comparison(c)}"
 
 
