@@ -89,3 +89,38 @@ def test_r2plus1d_contract_layouts_and_student():
     assert s.stem[0].in_channels == 3
     with pytest.raises(ValueError, match="'rgb' has 4 channels"):
         m2({"rgb": x["rgb"], "depth": x["depth"].transpose(1, 2)})
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("r2plus1d_18", {}), ("resnet50_temporal", {"arch": "resnet18"}), ("multiplier_resnet", {"arch": "resnet18"})],
+)
+def test_clip_models_train_on_clip_data_through_the_runner(tmp_path, name, kwargs):
+    """The runner passes the data's clip length (``num_frames``) to every model fed clips; the clip models of any
+    length accept it (checked, otherwise unused), so a config trains them on clip data, and bad values are refused."""
+    from mmh.config import load_config
+    from mmh.runner import run_experiment
+
+    a = build_model(name, modalities=["rgb", "depth"], num_classes=3, seed=0, num_frames=8, **kwargs)
+    b = build_model(name, modalities=["rgb", "depth"], num_classes=3, seed=0, **kwargs)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    for bad in (0, True, 2.5):
+        with pytest.raises(ValueError, match=f"num_frames .* for {name}"):
+            build_model(name, modalities=["rgb"], num_classes=3, num_frames=bad, **kwargs)
+    cfg = load_config(
+        None,
+        [
+            "method=baseline",
+            f"model.name={name}",
+            f"model.kwargs={kwargs}",
+            "dataset.split_kwargs={train: {size: 8}, test: {size: 4}}",
+            "train.steps=1",
+            "train.batch_size=4",
+            "train.progress=false",
+            f"output.root={tmp_path}",
+            "output.cache=''",
+        ],
+    )
+    out = run_experiment(cfg, run_dir=tmp_path / "run", log=lambda _m: None)
+    network = out["stages"]["student"]["network"]["config"]
+    assert (network["name"], network["num_frames"], out["status"]) == (name, 8, "done")

@@ -81,6 +81,18 @@ class InputSpec:
         return self.channels * (self.num_frames if self.kind == "image" else 1)
 
 
+def check_num_frames(num_frames: object, minimum: int = 1, model: str = "the model") -> int | None:
+    """``num_frames`` (the data's clip length, which the runner passes to every model fed clips) checked: None or an
+    int >= ``minimum``; ValueError naming ``model`` otherwise. Models that take clips of any length accept it so that
+    a config can train them on clip data."""
+    bad_type = isinstance(num_frames, bool) or not isinstance(num_frames, int)
+    if num_frames is not None and (bad_type or num_frames < minimum):  # type: ignore[operator]
+        raise ValueError(
+            f"num_frames (the data's clip length) must be an int >= {minimum} for {model}, got {num_frames!r}"
+        )
+    return num_frames
+
+
 def image_specs(
     modalities: tuple[str, ...], in_channels: Mapping[str, int] | None, num_frames: int
 ) -> dict[str, InputSpec]:

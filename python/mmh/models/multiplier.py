@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .blocks import conv_bn_relu
 from .fusion import LateFusionNet, resolve_streams
-from .inputs import InputSpec, as_clip, image_specs, prepare
+from .inputs import InputSpec, as_clip, check_num_frames, image_specs, prepare
 from .registry import register_model
 from .resnet import ResNetStream, make_stage, torchvision_stream
 from .video import TimeMean
@@ -194,11 +194,13 @@ def multiplier_resnet(
     gate_from: str = "depth",
     gate_into: str = "rgb",
     stages: Sequence[int] = (1, 2, 3, 4),
+    num_frames: int | None = None,
 ) -> MultiplierNet:
     """The thesis's multiplier network: torchvision ResNet streams (``arch``, default resnet50, random init) on
     frames folded into the batch, identity-initialised 3x1x1 temporal convs inside the 2nd residual unit of each
     stage (``temporal``: True / "unit", thesis Fig. 3.2; "after_stage" the earlier placement; False none),
     stream maps averaged over frames, logits averaged over streams. Input clips (B, T, C, H, W) or images."""
+    check_num_frames(num_frames, model="multiplier_resnet")  # any clip length: frames are folded into the batch
     specs = image_specs(modalities, in_channels, 1)
     smap = resolve_streams(modalities, streams)
     backbones = {s: torchvision_stream(arch, specs[m].channels, temporal) for s, m in smap.items()}

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torchvision.models.video import r2plus1d_18 as tv_r2plus1d_18
 
 from .base import ZooModel
-from .inputs import as_clip, resolve_in_channels
+from .inputs import as_clip, check_num_frames, resolve_in_channels
 from .registry import register_model
 from .resnet import torchvision_stream
 
@@ -64,7 +64,9 @@ class R2Plus1D18(_ClipModel):
         num_classes: int,
         in_channels: Mapping[str, int] | None = None,
         layout: str = "BTCHW",
+        num_frames: int | None = None,
     ) -> None:
+        check_num_frames(num_frames, model="r2plus1d_18")
         super().__init__(modalities, in_channels, layout)
         net = tv_r2plus1d_18(weights=None, num_classes=num_classes)
         total = sum(self.channels.values())
@@ -107,7 +109,9 @@ class ResNetTemporal(_ClipModel):
         layout: str = "BTCHW",
         arch: str = "resnet50",
         temporal: bool | str = True,
+        num_frames: int | None = None,
     ) -> None:
+        check_num_frames(num_frames, model="resnet50_temporal")
         super().__init__(modalities, in_channels, layout)
         self.backbone = torchvision_stream(arch, sum(self.channels.values()), temporal=temporal)
         self.classifier = nn.Linear(self.backbone.out_channels, num_classes)
