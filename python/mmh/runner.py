@@ -46,6 +46,7 @@ from .data.transforms import TransformedDataset, build_transforms
 from .evaluation import evaluate_model
 from .evaluation.prediction import multi_clip_kwargs
 from .methods import Stage, StageContext, method_stages
+from .models.pretrained import weights_fingerprint
 from .train import (
     NonFiniteError,
     StageModule,
@@ -235,6 +236,8 @@ def stage_key(stage: Stage, cfg: Mapping[str, Any], input_keys: Mapping[str, str
         "depends": {k: get_path(cfg, k) for k in stage.depends_on},
         "inputs": [input_keys[i] for i in stage.inputs],
     }
+    if cfg["model"].get("pretrained") is not None:  # the weight file's content, not only its name or path
+        payload["pretrained"] = weights_fingerprint(cfg["model"]["pretrained"])
     return config_hash(payload)
 
 

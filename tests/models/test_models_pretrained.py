@@ -412,6 +412,31 @@ def test_model_pretrained_initialises_teacher_and_student_through_the_runner(tmp
             _assert_stream_from_file(net["state_dict"], {k: sd[k] for k in params}, f"streams.{s}.")
 
 
+def test_the_stage_cache_keys_on_the_weight_files_content_not_its_path(tmp_path, capsys):
+    """A teacher cached from ``model.pretrained=PATH`` is reused while the file is unchanged; a different file at the
+    same path is another key, so the teacher is trained again from the new weights (never a stale cache hit)."""
+    import json
+
+    from mmh.train.checkpoint import safe_load
+
+    cache = tmp_path / "cache"
+
+    def run(name: str) -> str:
+        args = [a if a != "output.cache=''" else f"output.cache={cache}" for a in _tiny_kd(tmp_path / name, w)]
+        assert main(args) == 0, capsys.readouterr().err
+        return json.loads((tmp_path / name / "run" / "results.json").read_text())["stages"]["teacher"]["source"]["kind"]
+
+    w = str(tmp_path / "w.pth")
+    torch.save(_tv_file("resnet18"), w)
+    assert run("a") == "trained"
+    assert run("b") == "cache"
+    new = {k: v * 0.5 if "conv" in k else v for k, v in _tv_file("resnet18").items()}
+    torch.save(new, w)  # same path, other weights
+    assert run("c") == "trained"
+    teacher = safe_load(tmp_path / "c" / "run" / "stages" / "teacher" / "model.pt", "model artifact")["state_dict"]
+    assert torch.equal(teacher["streams.rgb.layer1.0.conv1.weight"], new["layer1.0.conv1.weight"])  # lr 0
+
+
 def test_a_missing_model_pretrained_file_is_an_error_naming_the_key(hub, tmp_path, capsys):
     assert main(_tiny_kd(tmp_path, str(tmp_path / "none.pth"))) == 2
     err = capsys.readouterr().err

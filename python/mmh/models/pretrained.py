@@ -43,6 +43,7 @@ network from its config (eval, export, resume) never needs the weight file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import urllib.error
 from collections.abc import Callable, Mapping
@@ -65,6 +66,7 @@ __all__ = [
     "fetch_weights",
     "load_pretrained",
     "published_weights",
+    "weights_fingerprint",
 ]
 
 #: The names ``pretrained`` accepts besides a file path.
@@ -354,6 +356,38 @@ def _resolve_path(spec: str | os.PathLike, what: str) -> Path:
             f"directory; {what} takes {' or '.join(repr(n) for n in PRETRAINED_NAMES)} or a file path)"
         )
     return path
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    """SHA-256 of a file's content, memoised per (path, size, modification time) in this process."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def weights_fingerprint(spec: str | os.PathLike | None) -> str | None:
+    """What a network initialised from ``spec`` depends on, for cache keys: None for no weights; for a file path the
+    SHA-256 of its content (a file replaced at the same path gives another fingerprint); for a published name the
+    name with the content hash of every file of that name now in the hub cache (:func:`cache_dir`). A missing path
+    gives its resolved path only (loading it raises the error)."""
+    if spec is None:
+        return None
+    if isinstance(spec, str) and spec in PRETRAINED_NAMES:
+        files = sorted({e.file for e in published_weights() if e.name == spec})
+        present = [(f, _file_digest(cache_dir() / f)) for f in files if (cache_dir() / f).is_file()]
+        return f"{spec}:" + ",".join(f"{f}={d}" for f, d in present)
+    path = Path(spec).expanduser()
+    path = path if path.is_absolute() else Path.cwd() / path
+    return f"file:{_file_digest(path)}" if path.is_file() else f"missing:{path}"
 
 
 def load_pretrained(model: nn.Module, spec: str | os.PathLike | None, *, what: str = "pretrained") -> PretrainedReport:
