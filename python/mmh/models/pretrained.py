@@ -275,6 +275,10 @@ def _r2plus1d_plan(model: nn.Module) -> list[_Part]:
     return [_Part("r2plus1d_18", "", "", lambda rel: None if rel.startswith("classifier.") else rel, "stem.0.weight")]
 
 
+def _r2plus1d_streams_plan(model: nn.Module) -> list[_Part]:
+    return [_Part("r2plus1d_18", "", f"streams.{s}.", lambda rel: rel, "stem.0.weight") for s in model.streams]
+
+
 def _i3d_plan(model: nn.Module) -> list[_Part]:
     return [
         _Part("i3d", "flow" if m == "flow" else "rgb", f"streams.{s}.", lambda rel: rel, "Conv3d_1a_7x7.conv3d.weight")
@@ -289,6 +293,7 @@ _PLANS: dict[str, Callable[[nn.Module], list[_Part]]] = {
     "surf_resnet18": _surf_plan,
     "resnet50_temporal": _temporal_plan,
     "r2plus1d_18": _r2plus1d_plan,
+    "r2plus1d_18_streams": _r2plus1d_streams_plan,
     "i3d": _i3d_plan,
 }
 

@@ -1,5 +1,6 @@
-"""Video backbones: ``r2plus1d_18`` (torchvision, random init) and ``resnet50_temporal`` (a per-frame ResNet-50
-with identity-initialised 3x1x1 temporal convolutions, logits averaged over frames).
+"""Video backbones: ``r2plus1d_18`` (torchvision, random init), ``r2plus1d_18_streams`` (one R(2+1)D-18 per
+modality, logits averaged: the thesis's ch. 5 ensemble) and ``resnet50_temporal`` (a per-frame ResNet-50 with
+identity-initialised 3x1x1 temporal convolutions, logits averaged over frames).
 
 Inputs are clips (B, T, C, H, W) (the mmh data layout; ``layout="BCTHW"`` accepts torchvision's (B, C, T, H, W));
 a 4-D image is a one-frame clip. Several modalities are fused early: their channels are concatenated, so a student
@@ -15,7 +16,8 @@ from torch import Tensor, nn
 from torchvision.models.video import r2plus1d_18 as tv_r2plus1d_18
 
 from .base import ZooModel
-from .inputs import as_clip, check_num_frames, resolve_in_channels
+from .fusion import LateFusionNet, resolve_streams
+from .inputs import as_clip, check_num_frames, image_specs, resolve_in_channels
 from .registry import register_model
 from .resnet import torchvision_stream
 
@@ -84,6 +86,79 @@ class R2Plus1D18(_ClipModel):
         x = self.clip(inputs).transpose(1, 2)  # (B, C, T, H, W)
         x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
         return self.classifier(self.time_pool(x).mean((2, 3)))
+
+
+class R2Plus1DStream(nn.Module):
+    """One torchvision R(2+1)D-18 backbone (``stem``, ``layer1``..``layer4``, torchvision's module names, so its
+    state dict keys are the published file's without ``fc.``) on a (B, C, T, H, W) clip of ``in_channels``
+    channels; the output is layer4 averaged over time, (B, 512, H', W')."""
+
+    out_channels = 512
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        net = tv_r2plus1d_18(weights=None)
+        if in_channels != 3:
+            old = net.stem[0]
+            new = nn.Conv3d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
+            nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
+            net.stem[0] = new
+        self.stem, self.layer1, self.layer2, self.layer3, self.layer4 = (
+            net.stem,
+            net.layer1,
+            net.layer2,
+            net.layer3,
+            net.layer4,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x))))).mean(2)
+
+
+@register_model("r2plus1d_18_streams")
+class R2Plus1D18Streams(LateFusionNet):
+    """One R(2+1)D-18 per stream (thesis ch. 5, sec. 5.3.2: "Each modality network is implemented as the
+    R(2+1)D-18 architecture"), each with its own head, logits averaged over streams (Σ); ``forward_streams`` gives
+    each modality network's logits, which the MCL methods train jointly.
+
+    ``streams``: stream name -> modality (default one per modality); each stream's first convolution takes the
+    modality's channel count (rgb 3, depth 1, flow 2; ``in_channels`` overrides). Inputs are clips (B, T, C, H, W)
+    (``layout="BCTHW"`` accepts (B, C, T, H, W)), every modality at the same size; a 4-D image is a one-frame clip.
+    ``num_frames`` (the data's clip length, passed by the runner) is only checked: the network is convolutional in
+    time. Random initialisation (the thesis trains from scratch); ``pretrained="kinetics400"`` starts every stream
+    from torchvision's Kinetics-400 file (first convolution adapted for other channel counts).
+
+    Modules: ``streams.<s>`` (:class:`R2Plus1DStream`, output (B, 512, H', W')), ``fuse``, ``heads.<s>``,
+    ``classifier``; ``logits == classifier(penultimate.mean((2, 3)))``.
+    """
+
+    def __init__(
+        self,
+        *,
+        modalities: tuple[str, ...],
+        num_classes: int,
+        in_channels: Mapping[str, int] | None = None,
+        streams: Mapping[str, str] | None = None,
+        layout: str = "BTCHW",
+        num_frames: int | None = None,
+    ) -> None:
+        check_num_frames(num_frames, model="r2plus1d_18_streams")
+        if layout not in ("BTCHW", "BCTHW"):
+            raise ValueError(f"layout must be 'BTCHW' or 'BCTHW', got {layout!r}")
+        specs = image_specs(modalities, in_channels, 1)
+        smap = resolve_streams(modalities, streams)
+        backbones = {s: R2Plus1DStream(specs[m].channels) for s, m in smap.items()}
+        out = {s: R2Plus1DStream.out_channels for s in smap}
+        super().__init__(modalities, specs, backbones, smap, out, num_classes)
+        self.layout = layout
+
+    def stream_maps(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """{stream: (B, 512, H', W')}, each stream on its modality's clip."""
+        clips = {
+            m: as_clip(inputs, m, self.specs[m].channels, self.layout).transpose(1, 2)
+            for m in dict.fromkeys(self.stream_inputs.values())
+        }
+        return {s: self.streams[s](clips[m]) for s, m in self.stream_inputs.items()}
 
 
 @register_model("resnet50_temporal")
