@@ -260,9 +260,9 @@ def plot_mmh_results(
     panels, ylabels = _plot_panels(methods, antispoof)
     diffs = {}
     if comparisons:
-        diffs["synthetic_motion: Δ accuracy vs baseline (95 % CI)"] = dict(comparisons)
+        diffs["synthetic_motion: Δ accuracy vs baseline"] = dict(comparisons)
     if antispoof_comparisons:
-        diffs["synthetic_antispoof: Δ ACER vs baseline (95 % CI; < 0 is better)"] = dict(antispoof_comparisons)
+        diffs["synthetic_antispoof: Δ ACER vs baseline (< 0: better)"] = dict(antispoof_comparisons)
     return plot_methods(
         panels,
         path,
