@@ -123,6 +123,10 @@ DEFAULTS: dict[str, Any] = {
         "log_every": 10,  # steps between reads of the device's loss sums (progress bar, non-finite check); 0: epochs
         "tensorboard": False,
         "progress": True,
+        "compile": False,  # torch.compile of the stage's forward + loss: false | true (inductor) | a backend name
+        # frozen teacher's outputs computed once per sample (deterministic inputs only; mmh.train.teacher_cache)
+        "teacher_cache": False,
+        "teacher_cache_mb": 2048,  # past this size the cache is a memory-mapped file in the stage's folder
     },
     "stages": {},  # per-stage overrides of ``train`` (e.g. stages.teacher.steps=200) and ``checkpoint: PATH``
     "loss": {"ce": 1.0},  # + one section per method family (loss.rad, loss.dad, ...): see loss_defaults()
@@ -403,6 +407,8 @@ def _coerce(key: str, old: Any, new: Any) -> Any:
         return new
     if key.rsplit(".", 1)[-1] == "amp" and isinstance(new, (bool, str)):
         return new  # train.amp takes a bool or a string (checked by amp_setting)
+    if key.rsplit(".", 1)[-1] == "compile" and isinstance(new, (bool, str)):
+        return new  # train.compile takes a bool or a torch.compile backend name (checked by the trainer)
     if isinstance(old, bool):
         if not isinstance(new, bool):
             raise ValueError(f"config key {key!r} expects a bool (true/false), got {new!r}")

@@ -20,6 +20,7 @@ from mmh.config import DEFAULTS, merge
 from mmh.data import EpochBatchSampler
 from mmh.methods import Supervised
 from mmh.train import Trainer, build_optimizer, build_scheduler, load_checkpoint
+from mmh.train.timing import COST_COLUMNS
 from mmh.utils import seed_everything
 
 
@@ -37,7 +38,7 @@ def _stage(seed: int) -> Supervised:
 
 def _read(path: Path) -> list[dict[str, str]]:
     with open(path) as fh:
-        return [{k: v for k, v in row.items() if k != "time_s"} for row in csv.DictReader(fh)]
+        return [{k: v for k, v in row.items() if k not in COST_COLUMNS} for row in csv.DictReader(fh)]
 
 
 def _run(out: Path, tcfg, ds, **fit_kw):

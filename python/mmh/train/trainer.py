@@ -70,6 +70,7 @@ from .checkpoint import decode_rng_state, encode_rng_state, load_checkpoint, sav
 from .finite import NonFiniteError, TrainingInterrupted, check_finite
 from .optim import build_optimizer, build_scheduler
 from .stage import StageModule
+from .timing import PhaseTimer
 
 __all__ = ["Trainer", "TrainResult"]
 
@@ -80,6 +81,17 @@ _HOST_SUMS = ("n", "seen")
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
 #: The files the trainer writes in ``out_dir`` (stale temporary files of these are removed when fit starts).
 _OWN_FILES = ("latest.pt", "best.pt", "metrics.csv")
+
+
+def _batch_size(batch: Mapping[str, Any]) -> int:
+    """Samples in ``batch``: its labels, else the first dimension of its first tensor."""
+    label = batch.get("label")
+    if isinstance(label, torch.Tensor):
+        return int(label.shape[0])
+    for v in batch.values():
+        if isinstance(v, torch.Tensor) and v.dim():
+            return int(v.shape[0])
+    return 0
 
 
 def _signal_name(signum: int) -> str:
@@ -171,6 +183,10 @@ class Trainer:
         self._count: dict[str, float] = {}  # running sums known on the host (_HOST_SUMS)
         self._bad_step: torch.Tensor | None = None  # on the device: first step with a non-finite loss, else -1
         self._signal: int | None = None  # the first stop signal received during fit (see _catch_signals)
+        self._forward = self._compile(self.model)  # self.model, or its torch.compile (train.compile)
+        self.timer = PhaseTimer(stage, self.device, hooks=False)  # fit installs the hooked one
+        self._epoch_start: float | None = None  # perf_counter at the start of the epoch's steps in this process
+        self._samples = 0  # samples of the epoch's steps run in this process
 
     def _schedule_length(self, n: int) -> tuple[int, int]:
         """(steps per epoch, total steps) of ``n`` training samples; ValueError naming the setting at fault."""
@@ -355,8 +371,9 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ loop
     def _train_step(self, batch: dict[str, Any]) -> None:
         batch = to_device(batch, self.device)
+        self.timer.start()
         with self.autocast():
-            logits, losses = self.model(batch)
+            logits, losses = self._call_forward(batch)
         if not losses:
             raise RuntimeError(f"{type(self.stage).__name__} returned no loss terms")
         loss = sum(losses.values())
@@ -365,8 +382,10 @@ class Trainer:
                 self._bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)
             ok = torch.isfinite(loss.detach()) | (self._bad_step >= 0)
             self._bad_step = torch.where(ok, self._bad_step, self.step)
+        self.timer.mark("forward")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self.timer.mark("backward")
         clip = self.tcfg.get("grad_clip")
         if clip:
             self.scaler.unscale_(self.optimizer)
@@ -385,10 +404,69 @@ class Trainer:
         if "label" in batch:
             self._add("correct", (logits.argmax(1) == batch["label"]).sum())
             c["seen"] = c.get("seen", 0.0) + float(batch["label"].numel())
+        self.timer.stop()
+        self._samples += _batch_size(batch)
+
+    def _compile(self, model: nn.Module) -> Callable[..., Any]:
+        """``train.compile``: false -> ``model`` itself; true -> ``torch.compile(model)`` (inductor); a string ->
+        ``torch.compile(model, backend=that)``. The stage's forward and its loss terms are compiled; the backward
+        runs through the compiled graph's autograd. A backend that cannot be set up (here, or at the first step:
+        see :meth:`_call_forward`) falls back to eager with one warning."""
+        setting = self.tcfg.get("compile", False)
+        if setting is False or setting is None:
+            return model
+        if setting is not True and not (isinstance(setting, str) and setting):
+            raise ValueError(f"train.compile must be true, false or a torch.compile backend name, got {setting!r}")
+        backend = "inductor" if setting is True else setting
+        try:
+            return torch.compile(model, backend=backend)
+        except Exception as exc:  # a backend torch does not know, or torch.compile unavailable here
+            self._compile_fallback(backend, exc)
+            return model
+
+    def _compile_fallback(self, backend: str, exc: BaseException) -> None:
+        _log.warning(
+            "stage %r: train.compile: the torch.compile backend %r is not usable here (%s: %s); training runs eagerly",
+            self.name,
+            backend,
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
+
+    def _call_forward(self, batch: Mapping[str, Any]) -> Any:
+        """The stage's training forward (compiled when ``train.compile`` is on). The first compiled call builds the
+        graph: if that fails (no C++ compiler for inductor, no Triton on the GPU, ...) the run falls back to eager
+        with one warning; an error of the stage itself then recurs eagerly, with its own message."""
+        if self._forward is self.model or getattr(self, "_compiled_ok", False):
+            return self._forward(batch)
+        try:
+            out = self._forward(batch)
+        except Exception as exc:
+            setting = self.tcfg.get("compile")
+            self._compile_fallback("inductor" if setting is True else str(setting), exc)
+            self._forward = self.model
+            return self.model(batch)
+        self._compiled_ok = True
+        return out
+
+    def _cost(self) -> dict[str, float]:
+        """The epoch's cost columns of ``metrics.csv``: ``samples_per_s`` (samples of the steps run in this process
+        over the host wall time from the epoch's first step to its end, read after the device has finished them),
+        the mean phase times of :class:`mmh.train.timing.PhaseTimer` and, on CUDA, ``peak_mem_mb`` (the allocator's
+        peak during the epoch)."""
+        if self._epoch_start is None:
+            return {}
+        wall = time.perf_counter() - self._epoch_start
+        row = {"samples_per_s": self._samples / wall if wall > 0 else 0.0, **self.timer.means()}
+        if self.device.type == "cuda":
+            row["peak_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        self._epoch_start = None
+        return row
 
     def _log_point(self, bar: Any) -> None:
         """Every ``train.log_every`` steps: the non-finite check and the progress bar (reads the device)."""
         self._check_finite()
+        self.timer.collect()
         if bar is not None:
             s = self._sums
             bar.set_postfix(loss=f"{s.get('loss', 0.0) / max(s.get('n', 1.0), 1.0):.4f}")
@@ -403,6 +481,7 @@ class Trainer:
         row.update({k: v / n for k, v in s.items()})
         if seen:
             row["train_accuracy"] = correct / seen
+        row.update(self._cost())
         every = int(self.tcfg.get("eval_every") or 0)
         last = self.step >= self.total_steps
         if self.val_fn is not None and (last or (every and (epoch + 1) % every == 0)):
@@ -466,6 +545,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(self.out_dir, _OWN_FILES)  # left by a SIGKILL during a write
         self.stage.train()
+        self.timer = PhaseTimer(self.stage, self.device, hooks=self._forward is self.model)
         t0 = time.perf_counter()
         done_here = 0
         bar = self._progress()
@@ -485,6 +565,8 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+            self._epoch_start = None
+            self.timer.close()
         return TrainResult(self.step, self.total_steps, self.history, self.best, False, done_here)
 
     def _run_epoch(self, epoch: int, bar: Any, done_here: int, stop_after_steps: int | None) -> tuple[int, bool]:
@@ -503,6 +585,10 @@ class Trainer:
             world_size=self.dist.world_size,
         )
         log_every = int(self.tcfg.get("log_every") or 0)
+        if self._epoch_start is None:
+            self._epoch_start, self._samples = time.perf_counter(), 0
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
         for batch in self._batches(loader):
             self._train_step(batch)
             done_here += 1
