@@ -152,6 +152,12 @@ def test_baseline_ensemble_averages_two_seeds_baselines(tiny_main_job):
     assert ens["accuracy"] == pytest.approx(want, abs=1e-9)
     singles = [logits[s].argmax(1).eq(y).float().mean().item() for s in range(3)]
     assert res["methods"]["baseline"]["accuracy"] == pytest.approx(singles, abs=1e-9)  # the runs' own evaluation
+    from mmh.benchmarks.main_job import baseline_ensemble_metrics
+
+    with pytest.raises(ValueError, match="two different seeds"):
+        baseline_ensemble_metrics(load_results(dirs[0]), load_results(dirs[0]))
+    with pytest.raises(ValueError, match="seeds must be an integer >= 1"):
+        benchmark_mmh(seeds=0, out=out / "never")
 
 
 def test_results_and_run_folders_keep_a_reproduction_record(tiny_main_job):
