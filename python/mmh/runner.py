@@ -224,7 +224,10 @@ def stage_key(stage: Stage, cfg: Mapping[str, Any], input_keys: Mapping[str, str
     """The cache key of ``stage`` under ``cfg`` given its inputs' keys (and the training data's fingerprint)."""
     train = None
     if stage.trains:
-        train = {k: v for k, v in stage_train_config(cfg, stage.section).items() if k not in _COSMETIC}
+        stage_train = stage_train_config(cfg, stage.section)
+        train = {k: v for k, v in stage_train.items() if k not in _COSMETIC}
+        if (cfg["dataset"].get("transforms") or {}).get("train"):  # random draws come from each worker's own seed
+            train["num_workers"] = stage_train["num_workers"]
     d = cfg["dataset"]
     payload = {
         "v": CACHE_VERSION,

@@ -124,6 +124,11 @@ def test_the_stage_cache_key_covers_the_transforms_not_their_draws(tmp_path: Pat
         and third["stages"][stage]["key"] != first["stages"][stage]["key"]
     )
 
+    # with augmentation the draws depend on the data workers (each has its own seed): another count is another key
+    workers = _train(tmp_path, "workers", "train.num_workers=1", cache=cache)
+    assert workers["stages"][stage]["source"]["kind"] == "trained"
+    assert workers["stages"][stage]["key"] != first["stages"][stage]["key"]
+
     def fingerprint(*overrides: str) -> str:
         return runner.dataset_fingerprint(runner.load_split(load_config(None, [*TINY, *overrides]), "train"))
 
