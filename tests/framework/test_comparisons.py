@@ -221,3 +221,28 @@ def test_val_last_and_best_are_recorded_and_mmh_report_shows_the_record(tmp_path
     assert "## Reproduction record" in report and torch.__version__ in report
     assert res["record"]["git"]["commit"] in report
     assert f"accuracy {val['best']['value']:.4f} at step {val['best']['step']}" in report
+
+
+def test_thesis_comparisons_pair_each_method_with_the_rgb_stream_of_its_seed():
+    from mmh.benchmarks.thesis import MCL_METHODS, STEP_VARIANTS, THESIS_CONTROLS, thesis_comparisons
+
+    rng = np.random.default_rng(1)
+    names = [*STEP_VARIANTS, "hoffman", "admd", "admd_naive", "moddrop", *MCL_METHODS]
+    vals = {m: list(rng.uniform(0.3, 0.9, 3)) for m in [*names, "rgb_only", "rgb_stream"]}
+    methods = {m: {"accuracy": vals[m]} for m in names}
+    methods["moddrop"]["rgb_only"] = vals["rgb_only"]
+    methods["two_stream_step2"] = {"accuracy": [0.9, 0.9, 0.9]}  # sees depth: not compared
+    a = {"steps": {"multistream": {"step1 rgb stream": vals["rgb_stream"]}}}
+    out = thesis_comparisons(methods, a)
+    comps, controls = out["comparisons"], out["controls"]
+    assert "two_stream_step2" not in comps and "mcl_independent" not in comps
+    vals["moddrop_rgb_only"] = vals["rgb_only"]
+    for m, c in comps.items():
+        ref = "mcl_independent" if m in MCL_METHODS else "rgb_stream"
+        assert c["vs"] == ref, m
+        r = stats.ttest_rel(vals[m], vals[ref])
+        assert c["diff"] == pytest.approx(np.mean(np.subtract(vals[m], vals[ref])), abs=1e-12), m
+        assert c["p"] == pytest.approx(r.pvalue, rel=1e-9), m
+    assert set(controls) == {f"{m} vs {r}" for m, r in THESIS_CONTROLS}
+    c = controls["multistream vs hoffman"]
+    assert c["diff"] == pytest.approx(np.mean(np.subtract(vals["multistream"], vals["hoffman"])), abs=1e-12)

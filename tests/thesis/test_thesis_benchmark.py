@@ -27,3 +27,7 @@ def test_thesis_benchmark_smoke(tmp_path: Path):
     # the four steps of the multiple-stream recipe are reported for every ablation
     assert {"multistream", "multistream_noconn", "multistream_inverted"} <= saved["steps"].keys()
     assert any(k.startswith("step4") for k in saved["steps"]["multistream"])
+    # paired statistics against the step-1 RGB stream (one seed: no interval, no p) and the reproduction record
+    assert saved["comparisons"]["hoffman"]["vs"] == "rgb_stream" and saved["comparisons"]["hoffman"]["n"] == 1
+    assert saved["comparisons"]["hoffman"]["ci95"] is None and "multistream vs hoffman" in saved["controls"]
+    assert saved["record"]["seeds"] == [0] and saved["record"]["worker_processes"] == 1

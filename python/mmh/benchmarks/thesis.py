@@ -236,8 +236,11 @@ def _analyse(runs: _Runs, eval_set: Any, eval_set_mcl: Any) -> dict[str, Any]:
     return out
 
 
-def plot_thesis_results(methods: dict[str, Any], a: dict[str, Any], out: Path) -> dict[str, Path]:
-    """``out/comparison.png`` (accuracy per method and per MCL network: mean ± std over seeds, dots = seeds),
+def plot_thesis_results(
+    methods: dict[str, Any], a: dict[str, Any], out: Path, comparisons: dict[str, Any] | None = None
+) -> dict[str, Path]:
+    """``out/comparison.png`` (accuracy per method and per MCL network: mean ± std over seeds, dots = seeds; with
+    ``comparisons``, :func:`thesis_comparisons`'s paired differences with their 95 % intervals as a last panel),
     ``out/noise_sweep.png`` and ``out/switch_signal.png`` (mean ± std over seeds per σ², dots = seeds)."""
     panels = {
         "multistream steps / baselines (RGB at test)": {
@@ -262,6 +265,7 @@ def plot_thesis_results(methods: dict[str, Any], a: dict[str, Any], out: Path) -
             out / "comparison.png",
             ylabel="test accuracy (%)",
             title="thesis methods: mean ± std over seeds, dots = seeds",
+            differences={"Δ vs the step-1 RGB stream (MCL: Σ vs independent)": comparisons} if comparisons else None,
         )
     }
     paths["noise_sweep"] = plot_sweep(
@@ -435,8 +439,8 @@ def run_thesis_benchmark(
     a = _analyse(runs, *eval_sets)
     log(f"evaluation in {time.perf_counter() - t0:.1f}s")
     methods_out = _method_entries(runs, a)
-    plot_thesis_results(methods_out, a, out)
     comps = thesis_comparisons(methods_out, a)
+    plot_thesis_results(methods_out, a, out, comps["comparisons"])
     table = _tables(methods_out, a)
     table += "\n### Paired differences (accuracy points, 95 % t interval, p; paired by seed)\n\n"
     table += "\n".join(_comparison_lines({**comps["comparisons"], **comps["controls"]})) + "\n"
