@@ -7,6 +7,7 @@
     mmh eval RUN_DIR [--split test] [--stage NAME] [--out FILE]
     mmh report RUN_DIR [RUN_DIR ...] --out DIR
     mmh benchmark mmh [--quick] [--seeds N] [--out DIR] [--workers W]
+    mmh benchmark speed [--device cpu|cuda] [--recipe NAME] [--batch B] [--steps N] [--quick] [--out DIR]
     mmh export RUN_DIR [--stage student] [--format torchscript|onnx] --out FILE
     mmh list [methods|models|datasets|configs]
     mmh data check ROOT|CSV [--classes a,b] [--modalities a,b] [--allow-overlap] [--resolution N] [--out DIR]
@@ -108,14 +109,20 @@ def _add_eval_report(sub: Any) -> None:
 
 
 def _add_benchmark(sub: Any) -> None:
-    b = sub.add_parser("benchmark", help="run a benchmark: 'mmh' is the main job, 'thesis' the thesis methods")
-    b.add_argument("name", choices=["mmh", "thesis"])
+    b = sub.add_parser(
+        "benchmark",
+        help="run a benchmark: 'mmh' is the main job, 'thesis' the thesis methods, 'speed' the training step's cost",
+    )
+    b.add_argument("name", choices=["mmh", "thesis", "speed"])
     b.add_argument("--quick", action="store_true", help="short smoke version (mmh < 2 min, thesis < 3 min)")
     b.add_argument("--seeds", type=int, default=None, help="number of seeds (default: mmh 5, thesis 2; 1 with --quick)")
     b.add_argument("--out", type=Path, default=None, help="output directory (default runs/benchmark_<name>)")
     b.add_argument("--workers", type=int, default=2, help="parallel processes (one thread each)")
     b.add_argument("--steps", type=int, default=None, help="override the number of training steps")
     b.add_argument("--no-antispoof", action="store_true", help="skip the ACER column (synthetic_antispoof)")
+    b.add_argument("--device", default="cpu", help="speed: cpu | cuda (default cpu)")
+    b.add_argument("--recipe", default=None, help="speed: a recipe (papers/mmh/casia_surf/rad) or a folder of them")
+    b.add_argument("--batch", type=int, default=None, help="speed: batch size (default: the recipes'; 8 with --quick)")
     b.add_argument("overrides", nargs="*", metavar="key=value", help="extra config overrides for every run")
 
 
@@ -334,6 +341,20 @@ def _cmd_report(ns: argparse.Namespace) -> int:
 
 def _cmd_benchmark(ns: argparse.Namespace) -> int:
     out = ns.out if ns.out is not None else Path(f"runs/benchmark_{ns.name}")
+    if ns.name == "speed":
+        from .benchmarks.speed import run_speed
+
+        report = run_speed(
+            device=ns.device,
+            recipe=ns.recipe,
+            batch=ns.batch,
+            steps=ns.steps,
+            quick=ns.quick,
+            out=out,
+            overrides=ns.overrides,
+        )
+        print((out / "speed.md").read_text() if report else "", end="")
+        return 0
     if ns.name == "thesis":
         from .benchmarks.thesis import run_thesis_benchmark
 
