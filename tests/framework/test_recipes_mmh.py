@@ -45,7 +45,7 @@ def test_list_configs_shows_exactly_the_24_recipes():
         [sys.executable, "-m", "mmh.cli", "list", "configs"], capture_output=True, text=True, env=_env(), timeout=120
     )
     assert out.returncode == 0, out.stderr
-    listed = [line for line in out.stdout.split() if line.startswith("papers/")]
+    listed = [line for line in out.stdout.split() if line.startswith("papers/mmh/")]
     assert sorted(listed) == sorted(RECIPES)
     bases = sorted(p.relative_to(config_dir()).as_posix() for p in (config_dir() / "papers").rglob("_base*"))
     assert bases, "the recipes share _base files"  # which exist, and are not listed
