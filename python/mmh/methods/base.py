@@ -119,11 +119,43 @@ class Distiller(StageModule):
         """The weighted distillation terms."""
         raise NotImplementedError
 
+    def cached_teacher(self) -> tuple[nn.Module, list[str]]:
+        return self.teacher, list(dict.fromkeys(self.t_paths))
+
+    def teacher_outputs(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The frozen teacher's logits and hooked maps (``t_paths``), from :attr:`teacher_cache` when it holds the
+        batch's samples (``train.teacher_cache``), else computed (and stored in the cache, if any).
+
+        On CUDA the teacher runs under ``torch.inference_mode`` (no autograd bookkeeping; its outputs are cloned
+        into normal tensors for the loss) with channels_last weights (the layout cuDNN's convolutions prefer), under
+        the trainer's autocast dtype like the rest of the step."""
+        from ..models import FeatureExtractor  # local: keeps the import graph of this module light
+
+        cache = self.teacher_cache
+        paths = list(dict.fromkeys(self.t_paths))
+        if cache is not None:
+            device = next((v.device for v in batch.values() if isinstance(v, Tensor)), torch.device("cpu"))
+            hit = cache.lookup(device)
+            if hit is not None:
+                return hit["logits"], {p: hit[f"feat:{p}"] for p in paths}
+        cuda = any(isinstance(v, Tensor) and v.is_cuda for v in batch.values())
+        if cuda and not getattr(self, "_channels_last", False):
+            self.teacher.to(memory_format=torch.channels_last)  # 4-D weights only; others are unchanged
+            self._channels_last = True
+        grad_off = torch.inference_mode() if cuda else torch.no_grad()
+        with grad_off, FeatureExtractor(self.teacher, paths, detach=True) as extractor:
+            t_logits = self.teacher(batch)
+        feats = {p: extractor[p] for p in paths}
+        if cuda:  # inference tensors cannot be saved for the student's backward
+            t_logits, feats = t_logits.clone(), {p: f.clone() for p, f in feats.items()}
+        if cache is not None:
+            cache.store({"logits": t_logits, **{f"feat:{p}": f for p, f in feats.items()}})
+        return t_logits, feats
+
     def forward(self, batch: Batch) -> tuple[Tensor, LossDict]:
         from ..models import FeatureExtractor  # local: keeps the import graph of this module light
 
-        with torch.no_grad(), FeatureExtractor(self.teacher, self.t_paths, detach=True) as t_feats:
-            t_logits = self.teacher(batch)
+        t_logits, t_feats = self.teacher_outputs(batch)
         with FeatureExtractor(self.student, self.s_paths) as s_feats:
             s_logits = self.student(batch)
         losses = {"loss_ce": cross_entropy_term(s_logits, batch, self.ce_weight)} if self.ce_weight else {}

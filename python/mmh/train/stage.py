@@ -9,6 +9,7 @@ trainer (:mod:`mmh.train.trainer`) runs any StageModule; the methods (:mod:`mmh.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -26,6 +27,14 @@ class StageModule(nn.Module):
     """
 
     frozen: tuple[str, ...] = ()
+    #: A :class:`mmh.train.teacher_cache.TeacherCache` set by the trainer with ``train.teacher_cache`` (stages whose
+    #: :meth:`cached_teacher` is not None read their teacher's outputs from it); None: the teacher runs every step.
+    teacher_cache: Any = None
+
+    def cached_teacher(self) -> tuple[nn.Module, list[str]] | None:
+        """(frozen teacher, dotted paths of its hooked feature maps) when the stage can take its teacher's outputs
+        from :attr:`teacher_cache`; None (the default): it cannot, and ``train.teacher_cache`` is refused."""
+        return None
 
     def forward(self, batch: Batch) -> tuple[Tensor, LossDict]:  # pragma: no cover - abstract
         """Training forward: (logits of the trained network, weighted loss terms)."""

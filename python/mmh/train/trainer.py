@@ -70,6 +70,7 @@ from .checkpoint import decode_rng_state, encode_rng_state, load_checkpoint, sav
 from .finite import NonFiniteError, TrainingInterrupted, check_finite
 from .optim import build_optimizer, build_scheduler
 from .stage import StageModule
+from .teacher_cache import TeacherCache, check_cacheable, teacher_cache_key
 from .timing import PhaseTimer
 
 __all__ = ["Trainer", "TrainResult"]
@@ -187,6 +188,7 @@ class Trainer:
         self.timer = PhaseTimer(stage, self.device, hooks=False)  # fit installs the hooked one
         self._epoch_start: float | None = None  # perf_counter at the start of the epoch's steps in this process
         self._samples = 0  # samples of the epoch's steps run in this process
+        self.teacher_cache = self._make_teacher_cache()  # train.teacher_cache (also set on the stage)
 
     def _schedule_length(self, n: int) -> tuple[int, int]:
         """(steps per epoch, total steps) of ``n`` training samples; ValueError naming the setting at fault."""
@@ -407,6 +409,34 @@ class Trainer:
         self.timer.stop()
         self._samples += _batch_size(batch)
 
+    def _make_teacher_cache(self) -> TeacherCache | None:
+        """``train.teacher_cache``: a :class:`mmh.train.teacher_cache.TeacherCache` of the stage's frozen teacher,
+        set as ``stage.teacher_cache``; ValueError naming the reason when the stage has no cacheable teacher or the
+        inputs are randomly augmented (:func:`mmh.train.teacher_cache.check_cacheable`)."""
+        if not self.tcfg.get("teacher_cache"):
+            self.stage.teacher_cache = None
+            return None
+        spec = self.stage.cached_teacher()
+        if spec is None:
+            raise ValueError(
+                f"train.teacher_cache: stage {self.name!r} ({type(self.stage).__name__}) has no frozen teacher whose "
+                f"outputs it can read from a cache; set train.teacher_cache=false for it"
+            )
+        teacher, paths = spec
+        check_cacheable([teacher], self.train_set, self.config)
+        key = teacher_cache_key(teacher, paths, self.train_set, self.config.get("dataset"))
+        folder = self.out_dir / "teacher_cache"
+        if self.dist.distributed:
+            folder = folder / f"rank{self.dist.rank}"
+        cache = TeacherCache(
+            len(self.train_set),  # type: ignore[arg-type]
+            key,
+            limit_mb=float(self.tcfg.get("teacher_cache_mb", 2048)),
+            folder=folder,
+        )
+        self.stage.teacher_cache = cache
+        return cache
+
     def _compile(self, model: nn.Module) -> Callable[..., Any]:
         """``train.compile``: false -> ``model`` itself; true -> ``torch.compile(model)`` (inductor); a string ->
         ``torch.compile(model, backend=that)``. The stage's forward and its loss terms are compiled; the backward
@@ -585,11 +615,28 @@ class Trainer:
             world_size=self.dist.world_size,
         )
         log_every = int(self.tcfg.get("log_every") or 0)
+        indices: Iterator[list[int]] | None = None
+        if self.teacher_cache is not None:  # the samples of each batch (the loader's own sampler, drawn again)
+            indices = iter(
+                EpochBatchSampler(
+                    len(self.train_set),  # type: ignore[arg-type]
+                    int(self.tcfg["batch_size"]),
+                    seed=self.seed,
+                    epoch=epoch,
+                    shuffle=True,
+                    drop_last=bool(self.tcfg["drop_last"]),
+                    start_batch=self.step % self.steps_per_epoch,
+                    rank=self.dist.rank,
+                    world_size=self.dist.world_size,
+                )
+            )
         if self._epoch_start is None:
             self._epoch_start, self._samples = time.perf_counter(), 0
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
         for batch in self._batches(loader):
+            if indices is not None and self.teacher_cache is not None:
+                self.teacher_cache.select(next(indices))
             self._train_step(batch)
             done_here += 1
             if bar is not None:
