@@ -13,7 +13,8 @@ OUT_DIR must be new, empty or an earlier gpu_check folder (whose results are cle
      memcheck  scripts/gpu_ops_smoke.py under compute-sanitizer --tool memcheck (mmh_ext kernels, no caching
      racecheck allocator), then under --tool racecheck
      train     `mmh benchmark mmh --quick` on CUDA (train.amp auto = fp16 + GradScaler), then one thesis stage with
-               the injection (thesis/multistream, short, train.amp=bf16)
+               the injection (thesis/multistream, short, train.amp=bf16), then `mmh benchmark speed` (the training
+               step at the papers' sizes with train.amp=auto: samples/s and the per-phase split, train/speed/)
   3. bench     benchmarks/bench_ops.py --device cuda (alone on the GPU): eager / torch.compile / mmh_ext, peak
                memory, cupy ElementwiseKernel and copy bandwidth for the injection; the targets met or missed
   4. OUT_DIR/summary.md: the machine, each section's result, the benchmark table and targets. Everything else is

@@ -190,7 +190,8 @@ def _has_results(path: str) -> bool:
 
 def train(sh: Shell, c: Context) -> int:
     """``mmh benchmark mmh --quick`` (train.amp auto: fp16 + GradScaler on CUDA), then one thesis stage with the
-    cross-stream injection (train.amp=bf16, 40 steps); each must leave its results.json. On the CPU: fewer steps."""
+    cross-stream injection (train.amp=bf16, 40 steps), then ``mmh benchmark speed`` (the paper-size step rates with
+    AMP, no compile variant); each must leave its results.json / speed.json. On the CPU: fewer steps."""
     dev, workers = c.device, 6 if c.cores >= 12 else 2
     quick_steps = ["--steps", "10", "--no-antispoof"] if c.device == "cpu" else []
     main_out = os.path.join(c.out, "train", "main_quick")
@@ -244,6 +245,18 @@ def train(sh: Shell, c: Context) -> int:
         return 1
     if not _has_results(os.path.join(thesis, "multistream", "results.json")):
         sh.echo("no results.json from the thesis stage")
+        return 1
+    # the paper-size training step rates with AMP (train.amp auto: fp16 + GradScaler on CUDA), per phase; on the CPU
+    # one small step of one recipe (the check's self-test)
+    speed = os.path.join(c.out, "train", "speed")
+    small = ["--quick", "--recipe", "papers/mmh/casia_surf/baseline", "--batch", "2", "--steps", "1"]
+    speed_args = small if c.device == "cpu" else ["--steps", "10", "--no-compile"]
+    sh.echo(f"--- mmh benchmark speed on {dev} (the training step at the papers' sizes, train.amp=auto)")
+    argv = [c.py, "-m", "mmh.cli", "benchmark", "speed", "--device", dev, "--out", speed, *speed_args]
+    if sh.run([*argv, "train.amp=auto"]) != 0:
+        return 1
+    if not _has_results(os.path.join(speed, "speed.json")):
+        sh.echo("no speed.json from the speed benchmark")
         return 1
     return 0
 

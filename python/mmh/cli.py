@@ -7,7 +7,7 @@
     mmh eval RUN_DIR [--split test] [--stage NAME] [--out FILE]
     mmh report RUN_DIR [RUN_DIR ...] --out DIR
     mmh benchmark mmh [--quick] [--seeds N] [--out DIR] [--workers W]
-    mmh benchmark speed [--device cpu|cuda] [--recipe NAME] [--batch B] [--steps N] [--quick] [--out DIR]
+    mmh benchmark speed [--device cpu|cuda] [--recipe NAME] [--batch B] [--steps N] [--quick] [--no-compile] [--out DIR]
     mmh export RUN_DIR [--stage student] [--format torchscript|onnx] --out FILE
     mmh list [methods|models|datasets|configs]
     mmh data check ROOT|CSV [--classes a,b] [--modalities a,b] [--allow-overlap] [--resolution N] [--out DIR]
@@ -123,6 +123,7 @@ def _add_benchmark(sub: Any) -> None:
     b.add_argument("--device", default="cpu", help="speed: cpu | cuda (default cpu)")
     b.add_argument("--recipe", default=None, help="speed: a recipe (papers/mmh/casia_surf/rad) or a folder of them")
     b.add_argument("--batch", type=int, default=None, help="speed: batch size (default: the recipes'; 8 with --quick)")
+    b.add_argument("--no-compile", action="store_true", help="speed: skip the train.compile variant")
     b.add_argument("overrides", nargs="*", metavar="key=value", help="extra config overrides for every run")
 
 
@@ -352,6 +353,7 @@ def _cmd_benchmark(ns: argparse.Namespace) -> int:
             quick=ns.quick,
             out=out,
             overrides=ns.overrides,
+            compile_=False if ns.no_compile else None,
         )
         print((out / "speed.md").read_text() if report else "", end="")
         return 0

@@ -57,6 +57,10 @@ def tiny_report(tmp_path_factory: pytest.TempPathFactory):
     return report, out, calls
 
 
+def rec_cache(report, method):
+    return report["record"]["methods"][method]["teacher_cache_samples_per_s"]
+
+
 def test_speed_json_fields_and_consistency(tiny_report):
     report, out, _ = tiny_report
     assert json.loads((out / "speed.json").read_text()) == json.loads(json.dumps(report))
@@ -74,6 +78,7 @@ def test_speed_json_fields_and_consistency(tiny_report):
     assert report["methods"]["baseline"]["phases_ms"]["teacher_ms"] == 0.0
     assert report["methods"]["rad"]["phases_ms"]["teacher_ms"] > 0.0
     assert report["methods"]["baseline"]["reference_samples_per_s"] is None  # no operator in a CE step
+    assert rec_cache(report, "rad") > 0 and rec_cache(report, "dad") > 0 and rec_cache(report, "baseline") is None
     rec = report["record"]
     assert rec["methods"]["rad"]["batch"] == 2 and rec["methods"]["rad"]["model"] == "small_joint"
     assert len(rec["load_before"]) == 3 and "torch" in rec

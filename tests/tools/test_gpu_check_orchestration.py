@@ -146,7 +146,7 @@ case "$1" in
         sleep "${FAKE_TEST_SLEEP:-0}"; echo "3 passed" ;;
       mmh.cli) prev=""; for a in "$@"; do
           case "$prev" in --out|--run-dir) mkdir -p "$a"; echo '{"status": "done", "final": {}}' > "$a/results.json"
-            echo "| metric |" > "$a/results.md" ;; esac; prev=$a; done ;;
+            echo "| metric |" > "$a/results.md"; echo '{"methods": {}}' > "$a/speed.json" ;; esac; prev=$a; done ;;
     esac ;;
   scripts/gpu_summary.py) exec "$REAL_PY" "$@" ;;
   scripts/gpu_ops_smoke.py) echo "gpu_ops_smoke: 40 passed, 0 failed (cuda)" ;;
@@ -238,12 +238,16 @@ def test_section_command_lines_are_the_bash_scripts(tmp_path):
     for d in ("main_quick", "thesis/multistream"):
         (Path(ctx.out) / "train" / d).mkdir(parents=True)
         (Path(ctx.out) / "train" / d / "results.json").write_text("{}")
+    (Path(ctx.out) / "train" / "speed").mkdir(parents=True)
+    (Path(ctx.out) / "train" / "speed" / "speed.json").write_text("{}")
     rc, lines, _ = _lines(tmp_path, ctx, sections.train)
     assert rc == 0 and lines == [
         "ROOT: PY -m mmh.cli benchmark mmh --quick --workers 6 --out OUT/train/main_quick device=cuda train.amp=auto"
         " | MMH_EXT_NO_CUDA=1",
         "ROOT: PY -m mmh.cli train thesis/multistream device=cuda train.amp=bf16 train.steps=40 train.progress=false "
         "output.root=OUT/train/thesis --run-dir OUT/train/thesis/multistream | MMH_EXT_NO_CUDA=1",
+        "ROOT: PY -m mmh.cli benchmark speed --device cuda --out OUT/train/speed --steps 10 --no-compile "
+        "train.amp=auto | MMH_EXT_NO_CUDA=1",
     ]
     assert (
         " ".join(sections.bench_argv(ctx, 270)).replace(ctx.out, "OUT")

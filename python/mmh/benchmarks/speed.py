@@ -20,7 +20,9 @@ machine hits all of them alike:
 * ``minimal``: a hand-written loop over the same stage, data and losses (forward, sum, zero_grad, backward,
   optimizer and scheduler step) — the trainer's overhead is ``1 - trainer / minimal``;
 * ``compile``: the trainer's step with ``train.compile: true`` (its compile time is excluded: it runs in the warm-up
-  step). Skipped with ``--quick`` (compiling a paper-size network takes minutes on the CPU), then null.
+  step). Skipped with ``--quick`` (compiling a paper-size network takes minutes on the CPU), then null;
+* ``cache`` (kd, rad, dad): the trainer's step with ``train.teacher_cache: true``, the teacher's outputs stored in
+  the warm-up step (``record.methods.<m>.teacher_cache_samples_per_s``).
 
 Outputs in ``--out``: ``speed.json`` (``{"methods": {m: {"samples_per_s", "phases_ms", "reference_samples_per_s",
 "minimal_loop_samples_per_s", "compile_samples_per_s", "peak_mem_mb"}}, "record": {...}}``), ``speed.md`` (the
@@ -82,7 +84,9 @@ DATA_SPECS: dict[str, dict[str, Any]] = {
 }
 #: Operators that have a reference (eager) version: the step's losses and the injection.
 _OPS_METHODS = ("rad", "dad", "multistream")
-_QUICK = {"steps": 3, "image_batch": 8, "clip_batch": 1}
+#: Methods with a frozen teacher whose outputs ``train.teacher_cache`` can hold.
+_TEACHER_METHODS = ("kd", "rad", "dad")
+_QUICK = {"steps": 2, "image_batch": 8, "clip_batch": 1, "clip_size": 64}
 
 
 # ------------------------------------------------------------------------------------------------ reference operators
@@ -238,6 +242,17 @@ def _trainer_step(trainer: Trainer, batch: Mapping[str, Tensor]) -> Callable[[],
     return step
 
 
+def _cached_step(trainer: Trainer, batch: Mapping[str, Tensor], bs: int) -> Callable[[], None]:
+    step = _trainer_step(trainer, batch)
+    assert trainer.teacher_cache is not None
+
+    def cached() -> None:
+        trainer.teacher_cache.select(range(bs))  # the batch is samples 0..B-1 of the in-memory set
+        step()
+
+    return cached
+
+
 def _minimal_step(stage: StageModule, tcfg: Mapping[str, Any], batch: Mapping[str, Tensor], amp: Any) -> Callable:
     optimizer = build_optimizer(stage.trainable_parameters(), tcfg)
     scheduler = build_scheduler(optimizer, {**tcfg, "steps": 10**9, "epochs": None}, 10**9)
@@ -273,9 +288,12 @@ def _method_speed(
     compile_: bool,
     overrides: Sequence[str],
     work: Path,
+    quick: bool = False,
 ) -> dict[str, Any]:
     cfg = speed_config(recipe, batch, overrides)
     facts = data_facts(cfg)
+    if quick and facts["num_frames"]:  # the same networks on smaller frames: --quick stays within minutes
+        facts["size"] = _QUICK["clip_size"]
     bs = int(cfg["train"]["batch_size"])
 
     def fresh() -> StageModule:  # each variant its own copy, the same weights (a stage may hold modules: no deepcopy)
@@ -300,6 +318,11 @@ def _method_speed(
     minimal_stage = fresh().to(device)
     amp = (device.type, trainer.amp_dtype)
     variants.append(_Variant("minimal", _minimal_step(minimal_stage, tcfg, gpu_batch, amp)))
+    cached: Trainer | None = None
+    if method in _TEACHER_METHODS:  # train.teacher_cache: the teacher runs in the warm-up step only
+        cached = _trainer(fresh(), data, {**tcfg, "teacher_cache": True}, device, work / f"{method}_cache")
+        cached.stage.train()
+        variants.append(_Variant("cache", _cached_step(cached, gpu_batch, bs)))
     compiled: Trainer | None = None
     if compile_:
         compiled = _trainer(fresh(), data, {**tcfg, "compile": True}, device, work / f"{method}_compile")
@@ -354,6 +377,8 @@ def _method_speed(
         "mmh_vs_reference": ratio("reference"),  # reference step time / mmh step time (>= 1: mmh_ext not slower)
         "minimal_vs_trainer": ratio("minimal"),  # minimal loop time / trainer time (overhead = 1 - this)
         "compile_vs_trainer": ratio("compile"),
+        "teacher_cache_samples_per_s": rate("cache"),
+        "teacher_cache_vs_trainer": ratio("cache"),
     }
     return {"result": result, "facts": facts_out, "loader": _loader_rate(data, bs, tcfg)}
 
@@ -395,7 +420,8 @@ def run_speed(
     the methods it has, or one recipe (``papers/mmh/casia_surf/rad``): then only its method is timed.
     ``batch``/``steps``: override the recipes' batch and the timed steps per variant (default 20, ``--quick`` 3 with
     batch 8 for images and 1 clip). ``methods``: a subset of :data:`SPEED_METHODS`. ``compile_``: time the
-    ``train.compile`` variant (default: not with ``quick``).
+    ``train.compile`` variant (default: not with ``quick``). ``quick`` also feeds clips of 64x64 frames (the same
+    networks and clip length).
     """
     dev = resolve_device(device)
     plan = _plan(recipe, methods)
@@ -427,6 +453,7 @@ def run_speed(
                 compile_=compile_,
                 overrides=overrides,
                 work=Path(tmp),
+                quick=quick,
             )
             results[method], facts[method], loader[method] = got["result"], got["facts"], got["loader"]
     from ..runner import reproduction_record
@@ -491,8 +518,8 @@ def speed_markdown(report: Mapping[str, Any]) -> str:
         f"{'; --quick' if rec.get('quick') else ''}.",
         "",
         "| method | batch | samples/s | teacher ms | student fwd ms | loss ms | backward ms | optimizer ms | step ms "
-        "| mmh_ext vs reference | trainer overhead | compile speed-up | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mmh_ext vs reference | trainer overhead | compile speed-up | cached teacher samples/s | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m, r in report["methods"].items():
         f = rec["methods"][m]
@@ -503,8 +530,17 @@ def speed_markdown(report: Mapping[str, Any]) -> str:
             f"{p['loss_ms']:.1f} | {p['backward_ms']:.1f} | {p['optimizer_ms']:.1f} | {p['step_ms']:.1f} | "
             f"{_fmt(f['mmh_vs_reference'], '.2f', 'x')} | {_fmt(ovh, '+.1f', ' %')} | "
             f"{_fmt(None if f['compile_vs_trainer'] is None else 1 / f['compile_vs_trainer'], '.2f', 'x')} | "
-            f"{_fmt(r['peak_mem_mb'])} |"
+            f"{_fmt(f['teacher_cache_samples_per_s'])} | {_fmt(r['peak_mem_mb'])} |"
         )
+    base = report["methods"].get("baseline")
+    for m in _TEACHER_METHODS:
+        cached = rec["methods"].get(m, {}).get("teacher_cache_samples_per_s")
+        if base is not None and cached is not None:
+            slower = base["samples_per_s"] / cached - 1.0
+            lines.append(
+                f"\n{m} with train.teacher_cache: step time {slower * 100:+.1f} % against the baseline's "
+                f"(not interleaved with it: measured in another part of the run)."
+            )
     lines += [
         "",
         "mmh_ext vs reference: the reference-operator step's time over the mmh_ext step's (>= 1: the fused operators "

@@ -411,17 +411,17 @@ class Trainer:
 
     def _make_teacher_cache(self) -> TeacherCache | None:
         """``train.teacher_cache``: a :class:`mmh.train.teacher_cache.TeacherCache` of the stage's frozen teacher,
-        set as ``stage.teacher_cache``; ValueError naming the reason when the stage has no cacheable teacher or the
-        inputs are randomly augmented (:func:`mmh.train.teacher_cache.check_cacheable`)."""
+        set as ``stage.teacher_cache`` (None for a stage without one: the teacher stage of the same recipe); a
+        ValueError naming the reason when the inputs are randomly augmented or the teacher is not frozen
+        (:func:`mmh.train.teacher_cache.check_cacheable`)."""
         if not self.tcfg.get("teacher_cache"):
             self.stage.teacher_cache = None
             return None
         spec = self.stage.cached_teacher()
-        if spec is None:
-            raise ValueError(
-                f"train.teacher_cache: stage {self.name!r} ({type(self.stage).__name__}) has no frozen teacher whose "
-                f"outputs it can read from a cache; set train.teacher_cache=false for it"
-            )
+        if spec is None:  # the setting covers every stage of a recipe; a stage without a teacher trains as usual
+            _log.info("stage %r: train.teacher_cache: no frozen teacher in this stage, nothing to cache", self.name)
+            self.stage.teacher_cache = None
+            return None
         teacher, paths = spec
         check_cacheable([teacher], self.train_set, self.config)
         key = teacher_cache_key(teacher, paths, self.train_set, self.config.get("dataset"))
