@@ -97,3 +97,48 @@ def test_phase_durations_nested_teacher_counts_once():
     assert d["loss_ms"] == pytest.approx(4.0)  # 10 ms forward - 3 - 3
     assert d["backward_ms"] == pytest.approx(10.0) and d["optimizer_ms"] == pytest.approx(1.0)
     assert d["step_ms"] == pytest.approx(21.0)
+
+
+def _run_dir(root: Path, with_cost: bool) -> Path:
+    """A finished run's layout whose student stage's metrics.csv the trainer wrote (or without the cost columns)."""
+    import json
+
+    d = root / ("cost" if with_cost else "old")
+    seed_everything(0)
+    stage = _KD(_SlowNet(0.002), _SlowNet(0.004), ce_weight=1.0)
+    Trainer(stage, TinySet(40), _tcfg(), out_dir=d / "stages" / "student").fit()
+    res = {
+        "method": "kd",
+        "seed": 0,
+        "dataset": "tiny",
+        "status": "done",
+        "final": {"accuracy": 0.5},
+        "stages": {"student": {"kind": "student/kd", "source": "trained", "metrics": {"accuracy": 0.5}}},
+    }
+    (d / "results.json").write_text(json.dumps(res))
+    if not with_cost:
+        path = d / "stages" / "student" / "metrics.csv"
+        rows = list(csv.DictReader(open(path)))
+        keep = [k for k in rows[0] if k not in (*PHASES, "samples_per_s")]
+        with open(path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=keep, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    return d
+
+
+def test_report_plots_and_tabulates_the_cost(tmp_path: Path):
+    pytest.importorskip("matplotlib")
+    from mmh.evaluation.report import make_report
+
+    run = _run_dir(tmp_path, True)
+    paths = make_report([run], tmp_path / "rep")
+    assert paths["cost"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = _rows(run / "stages" / "student" / "metrics.csv")
+    text = paths["report"].read_text()
+    want = [sum(r[k] for r in rows) / len(rows) for k in ("samples_per_s", *PHASES[:-1])]
+    assert "| kd/student s0 | " + " | ".join(f"{v:.1f}" for v in want) + " |" in text
+    assert "![training cost](cost.png)" in text
+    # runs written before the cost columns existed: no cost section, no plot
+    old = make_report([_run_dir(tmp_path, False)], tmp_path / "rep_old")
+    assert "cost" not in old and "Training cost" not in old["report"].read_text()

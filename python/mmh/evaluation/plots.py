@@ -71,6 +71,58 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     return _save(fig, path, dpi=110)
 
 
+#: The per-phase columns of ``metrics.csv`` (mmh.train.timing.PHASES without step_ms), stacked in :func:`plot_cost`.
+COST_PHASES = ("teacher_ms", "forward_ms", "loss_ms", "backward_ms", "optimizer_ms")
+
+
+def cost_rows(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """``{"<method>/<stage> s<seed>": {phase: mean ms per step, "samples_per_s": mean}}`` over the epochs of every
+    stage whose ``metrics.csv`` has the cost columns (older runs have none: left out)."""
+    out: dict[str, dict[str, float]] = {}
+    for run in runs:
+        r = run["results"]
+        for stage, rows in run["curves"].items():
+            rows = [row for row in rows if "samples_per_s" in row]
+            if rows:
+                keys = (*COST_PHASES, "samples_per_s")
+                out[f"{r['method']}/{stage} s{r['seed']}"] = {
+                    k: sum(row.get(k, 0.0) for row in rows) / len(rows) for k in keys
+                }
+    return out
+
+
+def plot_cost(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
+    """Where the training time went: per stage, the mean time per step of each phase (stacked bars: teacher forward,
+    student forward, loss, backward, optimizer) and the samples/s of every epoch. None (nothing drawn) when no
+    stage has the cost columns."""
+    cost = cost_rows(runs)
+    if not cost:
+        return None
+    plt = _pyplot()
+    fig, (ax_split, ax_rate) = plt.subplots(1, 2, figsize=(12, 0.8 + 0.45 * max(len(cost), 4)))
+    names = list(cost)
+    left = [0.0] * len(names)
+    for phase in COST_PHASES:
+        vals = [cost[n][phase] for n in names]
+        ax_split.barh(names, vals, left=left, label=phase.removesuffix("_ms"))
+        left = [a + b for a, b in zip(left, vals)]
+    ax_split.invert_yaxis()
+    ax_split.set(xlabel="ms per training step (mean over epochs)", title="where a step's time goes")
+    ax_split.legend(fontsize=7, ncols=5, loc="lower center", bbox_to_anchor=(0.5, 1.06))
+    for run in runs:
+        r = run["results"]
+        for stage, rows in run["curves"].items():
+            pts = [(row["step"], row["samples_per_s"]) for row in rows if "samples_per_s" in row]
+            if pts:
+                ax_rate.plot(*zip(*pts), marker="o", markersize=3, label=f"{r['method']}/{stage} s{r['seed']}")
+    ax_rate.set(xlabel="step", ylabel="samples/s", title="training throughput per epoch")
+    ax_rate.grid(alpha=0.3)
+    if 0 < len(ax_rate.lines) <= 16:
+        ax_rate.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return _save(fig, path, dpi=110)
+
+
 def plot_comparison(
     summary: Mapping[tuple[str, str], Mapping[str, tuple[float, float, int]]],
     path: str | Path,

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..utils.io import read_json
 from .metrics import mean_std
-from .plots import plot_comparison, plot_curves
+from .plots import COST_PHASES, cost_rows, plot_comparison, plot_cost, plot_curves
 
 __all__ = [
     "read_results",
@@ -238,5 +238,20 @@ def make_report(run_dirs: Sequence[str | Path], out: str | Path) -> dict[str, Pa
     text += [f"- `{run['dir']}` ({run['results']['method']}, seed {run['results']['seed']})" for run in runs]
     text += ["", "## Reproduction record", "", record_table(runs)]
     text += ["", "![training curves](curves.png)", "", "![method comparison](comparison.png)", ""]
+    paths = {"report": out / "report.md", "curves": curves, "comparison": comparison}
+    cost = plot_cost(runs, out / "cost.png")  # metrics.csv's samples_per_s and phase times (mmh.train.timing)
+    if cost is not None:
+        text += ["## Training cost", "", cost_table(runs), "", "![training cost](cost.png)", ""]
+        paths["cost"] = cost
     (out / "report.md").write_text("\n".join(text))
-    return {"report": out / "report.md", "curves": curves, "comparison": comparison}
+    return paths
+
+
+def cost_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    """Per stage: samples/s and the mean ms per step of each phase (means over the epochs of ``metrics.csv``)."""
+    head = "| stage | samples/s | teacher ms | forward ms | loss ms | backward ms | optimizer ms |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for name, c in cost_rows(runs).items():
+        phases = " | ".join(f"{c[k]:.1f}" for k in COST_PHASES)
+        lines.append(f"| {name} | {c['samples_per_s']:.1f} | {phases} |")
+    return "\n".join(lines)
