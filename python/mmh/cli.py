@@ -122,7 +122,7 @@ def _add_benchmark(sub: Any) -> None:
     b.add_argument("--no-antispoof", action="store_true", help="skip the ACER column (synthetic_antispoof)")
     b.add_argument("--device", default="cpu", help="speed: cpu | cuda (default cpu)")
     b.add_argument("--recipe", default=None, help="speed: a recipe (papers/mmh/casia_surf/rad) or a folder of them")
-    b.add_argument("--batch", type=int, default=None, help="speed: batch size (default: the recipes'; 8 with --quick)")
+    b.add_argument("--batch", type=int, default=None, help="speed: batch size (default: the recipes'; 4 with --quick)")
     b.add_argument("--no-compile", action="store_true", help="speed: skip the train.compile variant")
     b.add_argument("overrides", nargs="*", metavar="key=value", help="extra config overrides for every run")
 

@@ -87,6 +87,9 @@ __all__ = [
 CACHE_VERSION = 1
 #: Training keys that do not change the trained weights (left out of cache keys).
 _COSMETIC = ("progress", "log_every", "tensorboard", "checkpoint_every", "eval_every", "num_workers")
+#: Training settings that change how fast a stage trains, not what it computes (the teacher cache reads back the
+#: values the teacher computed): not part of a stage's cache key.
+_SPEED_ONLY = ("teacher_cache", "teacher_cache_mb")
 #: Names of stages and artifacts: they become file names.
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 #: What a run writes at the top of its folder; ``--overwrite`` removes these, ``eval_*.json`` and ``stages/`` only.
@@ -225,7 +228,9 @@ def stage_key(stage: Stage, cfg: Mapping[str, Any], input_keys: Mapping[str, str
     train = None
     if stage.trains:
         stage_train = stage_train_config(cfg, stage.section)
-        train = {k: v for k, v in stage_train.items() if k not in _COSMETIC}
+        train = {k: v for k, v in stage_train.items() if k not in (*_COSMETIC, *_SPEED_ONLY)}
+        if not train.get("compile"):  # eager, as before the setting existed: the keys of cached stages stay valid
+            train.pop("compile", None)
         if (cfg["dataset"].get("transforms") or {}).get("train"):  # random draws come from each worker's own seed
             train["num_workers"] = stage_train["num_workers"]
     d = cfg["dataset"]

@@ -86,7 +86,7 @@ DATA_SPECS: dict[str, dict[str, Any]] = {
 _OPS_METHODS = ("rad", "dad", "multistream")
 #: Methods with a frozen teacher whose outputs ``train.teacher_cache`` can hold.
 _TEACHER_METHODS = ("kd", "rad", "dad")
-_QUICK = {"steps": 2, "image_batch": 8, "clip_batch": 1, "clip_size": 64}
+_QUICK = {"steps": 2, "image_batch": 4, "clip_batch": 1, "clip_size": 64}
 
 
 # ------------------------------------------------------------------------------------------------ reference operators
@@ -419,7 +419,7 @@ def run_speed(
     ``recipe``: a folder of recipes ``<recipe>/<method>`` (e.g. ``papers/mmh/casia_surf``) replacing the defaults of
     the methods it has, or one recipe (``papers/mmh/casia_surf/rad``): then only its method is timed.
     ``batch``/``steps``: override the recipes' batch and the timed steps per variant (default 20, ``--quick`` 3 with
-    batch 8 for images and 1 clip). ``methods``: a subset of :data:`SPEED_METHODS`. ``compile_``: time the
+    batch 4 for images and 1 clip). ``methods``: a subset of :data:`SPEED_METHODS`. ``compile_``: time the
     ``train.compile`` variant (default: not with ``quick``). ``quick`` also feeds clips of 64x64 frames (the same
     networks and clip length).
     """
