@@ -146,3 +146,35 @@ def test_cache_lookup_needs_every_sample():
     assert cache.lookup("cpu") is None  # sample 2 was never stored
     with pytest.raises(KeyError, match="differ"):
         cache.store({"other": torch.zeros(2, 1)})
+
+
+def _convs(net):
+    return [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_teacher_forward_inference_mode_channels_last_same_loss():
+    """On CUDA the teacher runs under inference_mode with channels_last weights: same loss and student gradients as
+    the plain no_grad forward of the same networks, and the backward works (the outputs are normal tensors)."""
+    from mmh.methods.rad import RADDistiller
+    from mmh.models import build_model
+
+    def make():
+        torch.manual_seed(0)
+        t = build_model("small_joint", modalities=["rgb", "depth"], num_classes=3, seed=0)
+        s = build_model("small_joint", modalities=["rgb"], num_classes=3, seed=1)
+        return RADDistiller(s, t).cuda()
+
+    g = torch.Generator().manual_seed(0)
+    batch = {"rgb": torch.rand(4, 3, 32, 32, generator=g), "depth": torch.rand(4, 1, 32, 32, generator=g)}
+    batch["label"] = torch.tensor([0, 1, 2, 0])
+    fast, plain = make(), make()
+    _, lf = fast({k: v.cuda() for k, v in batch.items()})
+    plain.cpu()
+    _, lp = plain(batch)  # the CPU path: torch.no_grad, default layout
+    cpu_loss = sum(lp.values())
+    loss = sum(lf.values())
+    loss.backward()
+    assert any(m.weight.is_contiguous(memory_format=torch.channels_last) for m in _convs(fast.teacher))
+    torch.testing.assert_close(loss.detach().cpu(), cpu_loss.detach(), rtol=1e-3, atol=1e-4)
+    assert all(p.grad is not None for p in fast.student.parameters() if p.requires_grad)

@@ -5,7 +5,10 @@ steps the optimizer over ``stage.trainable_parameters()`` and the per-step sched
 
 * ``latest.pt`` (every ``checkpoint_every`` steps, at each epoch end and when stopped) and ``best.pt`` (best
   validation metric; without validation, the last epoch);
-* ``metrics.csv`` (one row per epoch: mean loss terms, train accuracy, lr, validation metrics, wall time);
+* ``metrics.csv`` (one row per epoch: mean loss terms, train accuracy, lr, validation metrics, wall time, and the
+  cost of the epoch's steps: ``samples_per_s``, the mean per-phase times ``teacher_ms``, ``forward_ms``,
+  ``loss_ms``, ``backward_ms``, ``optimizer_ms``, ``step_ms`` — :mod:`mmh.train.timing`, read at the log points —
+  and ``peak_mem_mb`` on CUDA);
 * ``tb/`` TensorBoard scalars when ``tensorboard`` is on.
 
 ``fit(resume=True)`` restores ``latest.pt`` (weights, optimizer, scheduler, scaler, RNG states, position inside the
@@ -19,6 +22,11 @@ autocast without a scaler; on the CPU, ``bf16`` runs bfloat16 autocast (no scale
 ``fp16`` is a ValueError (CPU autocast is bfloat16). Parameters, gradients and optimizer state stay float32. The
 validation passes (``val_fn``) run in float32, outside autocast, like the final evaluation of the runner: the metric
 that picks ``best.pt`` is the one reported, whatever the training precision.
+
+``train.compile`` (false | true | a backend name): the stage's forward and loss terms run through
+``torch.compile``; a backend that cannot be set up falls back to eager with one warning. ``train.teacher_cache``:
+the frozen teacher's outputs are computed once per training sample and read back (:mod:`mmh.train.teacher_cache`;
+refused for randomly augmented inputs).
 
 No host synchronisation per step: the loss terms, the stage's diagnostics and the train accuracy are summed on the
 device (float64 accumulators: the same values as summing Python floats) and read only every ``train.log_every``
