@@ -2,15 +2,18 @@
 benchmark (:mod:`mmh.benchmarks.speed`) reports.
 
 A :class:`PhaseTimer` puts time marks into each step: the step's start, the start and end of every call of a frozen
-sub-network of the stage (:attr:`mmh.train.StageModule.frozen`: the teacher) and of its deployable network (the
+sub-network of the stage (:attr:`mmh.train.StageModule.frozen`: the teacher) and of the network it trains (the
 student), the end of the stage's forward (the loss terms included), the end of the backward pass and the end of the
 optimizer step. The phases of one step:
 
 * ``teacher_ms``: time inside the frozen networks;
-* ``forward_ms``: time inside the trained network, less the frozen networks called from inside it (a multistream
-  student that runs a frozen stream);
-* ``loss_ms``: the rest of the stage's forward (the distillation and cross-entropy terms, feature hooks); when the
-  deployable network is not called by the forward (an ensemble) the whole non-teacher forward is ``forward_ms``;
+* ``forward_ms``: time inside the trained network (the stage's ``student``, else its ``model``), less the frozen
+  networks called from inside it;
+* ``loss_ms``: the rest of the stage's forward (the distillation and cross-entropy terms, feature hooks); when
+  that network is not called as a module (an ensemble has none; multistream stages call ``forward_all``) the whole
+  non-teacher forward is ``forward_ms``. A frozen stream that
+  runs in lockstep inside the trained network without being called as a whole (multistream step 3's depth stream)
+  counts as ``forward_ms``;
 * ``backward_ms``, ``optimizer_ms`` (zeroing, clipping, the optimizer and scheduler steps, the running sums);
 * ``step_ms``: the whole step; the phases sum to it.
 
@@ -33,6 +36,8 @@ __all__ = ["PhaseTimer", "PHASES", "COST_COLUMNS", "phase_durations"]
 
 #: The phase columns, in order (milliseconds per step).
 PHASES = ("teacher_ms", "forward_ms", "loss_ms", "backward_ms", "optimizer_ms", "step_ms")
+#: Attribute names under which stages keep the network they train (``student`` of a distiller, ``model``).
+_TRAINED = ("student", "model")
 #: The columns of ``metrics.csv`` measured by the clock (they differ between two runs that are otherwise identical,
 #: like ``time_s``).
 COST_COLUMNS = ("samples_per_s", *PHASES, "peak_mem_mb", "time_s")
@@ -100,10 +105,10 @@ class PhaseTimer:
         if hooks:
             frozen = [getattr(stage, n) for n in getattr(stage, "frozen", ())]
             self._hook(frozen, "teacher")
-            deploy = getattr(stage, "deployable", None)
-            student = deploy() if callable(deploy) else None
-            own = any(m is student for m in stage.modules()) and student is not stage
-            if student is not None and own and all(student is not m for m in frozen):
+            student = next(
+                (m for m in (getattr(stage, n, None) for n in _TRAINED) if isinstance(m, nn.Module)), None
+            )  # read, not stage.deployable(): that may do work (a stage that assembles its network on demand)
+            if student is not None and student is not stage and all(student is not m for m in frozen):
                 self._hook([student], "student")
 
     def _hook(self, modules: Iterable[nn.Module], kind: str) -> None:
