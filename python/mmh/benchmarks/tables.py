@@ -67,8 +67,9 @@ def render_run(res: Mapping[str, Any]) -> str:
     load_txt = ""
     if load.get("start") and load.get("end"):
         load_txt = (
-            f"; the machine's 1-minute load average was {load['start'][0]:.1f} at the start and "
-            f"{load['end'][0]:.1f} at the end (its own workers included; above 2 the runs shared the cores)"
+            f"; load average {load['start'][0]:.1f} (1 minute) at the start, {load['end'][2]:.1f} (15 minutes) at "
+            f"the end — its own {st['workers']} workers count for {st['workers']} of it, the rest was other jobs "
+            "sharing the cores"
         )
     dirty = " with uncommitted changes" if (rec.get("git") or {}).get("dirty") else ""
     quick = " --quick" if st.get("quick") else ""
