@@ -139,7 +139,9 @@ def test_shipped_configs_resolve():
         cfg = load_config(find_config(name))
         assert cfg["method"] in list_methods(), name
         assert method_stages(cfg), name
-        if not name.startswith("thesis/"):  # <dataset>/<method>, templates/<dataset>/<method>
+        if name.startswith("papers/thesis/"):  # <method> or an ablation of it: <method>_<variant> (multistream_noconn)
+            assert name.split("/")[-1].startswith(cfg["method"]), name
+        elif not name.startswith("thesis/"):  # <dataset>/<method>, templates/<dataset>/<method>, papers/mmh/...
             assert cfg["method"] == name.split("/")[-1], name
     with pytest.raises(FileNotFoundError, match="no_such"):
         find_config("synthetic_motion/no_such")
