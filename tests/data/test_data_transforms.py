@@ -13,6 +13,7 @@ from mmh.data.transforms import (
     Compose,
     DepthToJet,
     FrameSampler,
+    Normalize,
     PairedCenterCrop,
     PairedColorJitter,
     PairedRandomCrop,
@@ -307,6 +308,78 @@ def test_color_jitter_one_draw_per_clip_and_needs_unit_range():
         PairedColorJitter(brightness=0.3)({"depth": torch.zeros(1, 4, 4)})
 
 
+# ------------------------------------------------------------------------------------------- normalize
+@pytest.mark.parametrize("clip", [False, True])
+def test_normalize_matches_a_hand_computation_per_channel(clip):
+    s = _sample(h=5, w=6, clip=clip)
+    out = Normalize(mean=[0.1, 0.2, 0.3], std=[0.5, 0.25, 2.0], keys=["rgb"])(s)
+    rgb = s["rgb"].numpy()
+    want = np.empty_like(rgb)
+    for c, (m, sd) in enumerate([(0.1, 0.5), (0.2, 0.25), (0.3, 2.0)]):
+        for idx in np.ndindex(*rgb.shape[:-3], rgb.shape[-2], rgb.shape[-1]):
+            lead, (i, j) = idx[:-2], idx[-2:]
+            want[(*lead, c, i, j)] = (rgb[(*lead, c, i, j)] - m) / sd
+    np.testing.assert_allclose(out["rgb"].numpy(), want, rtol=1e-6, atol=1e-7)
+    for k in ("depth", "flow", "label"):  # not named: untouched
+        assert out[k] is s[k]
+
+
+def test_normalize_broadcasts_one_value_and_maps_unit_range_to_minus_one_one():
+    s = _sample(h=4, w=4, clip=True)
+    out = build_transform({"name": "normalize", "keys": ["rgb", "depth"], "mean": [0.5], "std": [0.5]})(s)
+    assert torch.allclose(out["rgb"], s["rgb"] * 2 - 1) and torch.allclose(out["depth"], s["depth"] * 2 - 1)
+    assert out["flow"] is s["flow"]  # flow is normalised only when named
+    assert (out["rgb"].min() >= -1) and (out["rgb"].max() <= 1)
+
+
+def test_normalize_stats_are_torchvisions_imagenet_and_kinetics_values():
+    s = _sample(h=4, w=5)
+    got = build_transform({"name": "normalize", "stats": "imagenet", "keys": ["rgb"]})(s)["rgb"]
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # torchvision's ImageNet preset
+    want = torch.stack([(s["rgb"][c] - mean[c]) / std[c] for c in range(3)])
+    assert torch.allclose(got, want, atol=1e-6)
+    kin = Normalize(stats="kinetics400")
+    assert kin.mean == pytest.approx((0.43216, 0.394666, 0.37645))
+    assert kin.std == pytest.approx((0.22803, 0.22145, 0.216989))
+    assert "stats='imagenet'" in repr(Normalize(stats="imagenet"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "error", "match"),
+    [
+        ({"mean": [0.5], "std": [0.0]}, ValueError, r"train\[2\] \(normalize\).*std must be > 0"),
+        ({"mean": [0.5], "std": [-1.0]}, ValueError, r"train\[2\] \(normalize\).*std must be > 0"),
+        ({"mean": [0.1, 0.2], "std": [1, 2, 3]}, ValueError, r"train\[2\] \(normalize\).*must agree"),
+        ({"mean": [0.5]}, TypeError, r"train\[2\] \(normalize\).*needs mean and std"),
+        ({"mean": "0.5", "std": [1]}, TypeError, r"train\[2\] \(normalize\).*mean must be a non-empty list"),
+        ({"mean": [], "std": [1]}, TypeError, r"train\[2\] \(normalize\).*mean must be a non-empty list"),
+        ({"mean": [float("nan")], "std": [1]}, ValueError, r"train\[2\] \(normalize\).*finite"),
+        ({"stats": "places365"}, ValueError, r"train\[2\] \(normalize\).*unknown stats 'places365'.*imagenet"),
+        ({"stats": "imagenet", "mean": [0.5]}, ValueError, r"train\[2\] \(normalize\).*not both"),
+        ({"mean": [0.5], "std": [0.5], "keys": "rgb"}, TypeError, r"train\[2\] \(normalize\): keys must be a list"),
+        ({"mean": [0.5], "std": [0.5], "keys": []}, ValueError, r"train\[2\] \(normalize\).*keys is empty"),
+    ],
+)
+def test_normalize_config_errors_name_the_entry(spec, error, match):
+    specs = [{"name": "center_crop", "size": 4}, "hflip", {"name": "normalize", **spec}]
+    with pytest.raises(error, match=match):
+        build_transforms(specs, "dataset.transforms.train")
+
+
+def test_normalize_errors_on_the_sample_name_the_entry_and_the_modality():
+    s = _sample(h=4, w=4, clip=True)
+    with pytest.raises(ValueError, match=r"Normalize\(keys=\['rgb'\].*mean has 2 values.*'rgb' has 3 channels"):
+        Normalize(mean=[0.1, 0.2], std=[1.0])(s)
+    with pytest.raises(ValueError, match=r"std has 3 values.*'depth' has 1 channels"):
+        Normalize(mean=[0.5], std=[0.2, 0.3, 0.4], keys=["rgb", "depth"])(s)
+    with pytest.raises(KeyError, match=r"Normalize\(keys=\['ir'\].*no modality 'ir'"):
+        Normalize(mean=[0.5], std=[0.5], keys=["ir"])(s)
+    with pytest.raises(TypeError, match=r"'label' must be a floating-point"):
+        Normalize(mean=[0.5], std=[0.5], keys=["label"])(s)
+    with pytest.raises(TypeError, match=r"'rgb' must be a floating-point"):
+        Normalize(mean=[0.5], std=[0.5])({"rgb": torch.zeros(3, 4, 4, dtype=torch.uint8)})
+
+
 # ------------------------------------------------------------------------------------------- registry
 def test_registry_names_and_building():
     assert {
@@ -318,6 +391,7 @@ def test_registry_names_and_building():
         "random_rotation",
         "color_jitter",
         "depth_to_jet",
+        "normalize",
     } <= set(list_transforms())
     s = _sample(h=8, w=10)
     c = build_transforms([{"name": "center_crop", "size": [4, 6]}, {"name": "hflip", "p": 1.0}], "x")

@@ -28,6 +28,8 @@ __all__ = [
     "Compose",
     "DepthToJet",
     "FrameSampler",
+    "NORMALIZE_STATS",
+    "Normalize",
     "PairedCenterCrop",
     "PairedColorJitter",
     "PairedRandomCrop",
@@ -610,6 +612,98 @@ class PairedColorJitter:
         )
 
 
+def _torchvision_stats(weights: str) -> tuple[list[float], list[float]]:
+    """``(mean, std)`` of the inputs a torchvision weight file was trained on, read from its enum's ``transforms()``."""
+    from torchvision.models import ResNet50_Weights
+    from torchvision.models.video import R2Plus1D_18_Weights
+
+    enum = {"imagenet": ResNet50_Weights.IMAGENET1K_V1, "kinetics400": R2Plus1D_18_Weights.KINETICS400_V1}[weights]
+    preset = enum.transforms()
+    return [float(m) for m in preset.mean], [float(s) for s in preset.std]
+
+
+#: The named statistics :class:`Normalize` accepts (``stats=<name>``), each read from torchvision when used: the
+#: input statistics of torchvision's ImageNet ``IMAGENET1K_V1`` files (every ResNet shares them) and of its video
+#: models' Kinetics-400 files (``R2Plus1D_18_Weights.KINETICS400_V1``). The I3D port's Kinetics-400 files are not
+#: these: they take ``x * 2 - 1`` (``mean: [0.5], std: [0.5]``).
+NORMALIZE_STATS = ("imagenet", "kinetics400")
+
+
+class Normalize:
+    """``(x - mean) / std`` per channel on the ``keys`` modalities (default ``("rgb",)``): the input statistics of
+    the published weights a network starts from.
+
+    Pixels are read in [0, 1]; weights trained on another range need this as the last transform (after colour
+    jitter and ``depth_to_jet``, which expect [0, 1]). ``mean`` and ``std`` are lists with one value per channel, or
+    one value for every channel; ``stats`` names torchvision's statistics instead (:data:`NORMALIZE_STATS`). Images
+    ``(C, H, W)`` and clips ``(T, C, H, W)`` (channels at dim -3) alike. Modalities not in ``keys`` are left alone:
+    flow, depth and IR are normalised only when named.
+    """
+
+    def __init__(
+        self,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        keys: Sequence[str] = ("rgb",),
+        stats: str | None = None,
+    ) -> None:
+        if isinstance(keys, str) or not isinstance(keys, Sequence) or not all(isinstance(k, str) for k in keys):
+            raise TypeError(f"Normalize: keys must be a list of modality names, got {keys!r}")
+        if not keys:
+            raise ValueError("Normalize: keys is empty (name the modalities to normalise)")
+        if stats is not None:
+            if mean is not None or std is not None:
+                raise ValueError(f"Normalize: give stats ({stats!r}) or mean and std, not both")
+            if stats not in NORMALIZE_STATS:
+                raise ValueError(f"Normalize: unknown stats {stats!r}; known: {list(NORMALIZE_STATS)}")
+            mean, std = _torchvision_stats(stats)
+        elif mean is None or std is None:
+            raise TypeError("Normalize: needs mean and std (lists, one value per channel or one for all) or stats")
+        self.mean, self.std = self._values(mean, "mean"), self._values(std, "std")
+        if not all(s > 0 for s in self.std):
+            raise ValueError(f"Normalize: std must be > 0, got {list(std)!r}")
+        if len(self.mean) > 1 and len(self.std) > 1 and len(self.mean) != len(self.std):
+            raise ValueError(f"Normalize: mean has {len(self.mean)} values and std {len(self.std)}; they must agree")
+        self.keys, self.stats = tuple(keys), stats
+
+    @staticmethod
+    def _values(values: Any, name: str) -> tuple[float, ...]:
+        if isinstance(values, numbers.Real) and not isinstance(values, bool):
+            values = [values]
+        if isinstance(values, str) or not isinstance(values, Sequence) or not values:
+            raise TypeError(f"Normalize: {name} must be a non-empty list of numbers, got {values!r}")
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise ValueError(f"Normalize: {name} must hold finite numbers, got {list(values)!r}")
+        return tuple(float(v) for v in values)
+
+    def __call__(self, sample: Sample) -> Sample:
+        if not isinstance(sample, dict):
+            raise TypeError(f"{self!r}: transforms expect a dict sample, got {type(sample).__name__}")
+        out = dict(sample)
+        for k in self.keys:
+            if k not in sample:
+                raise KeyError(f"{self!r}: sample has no modality {k!r} (keys: {sorted(sample)})")
+            x = sample[k]
+            if not torch.is_tensor(x) or not torch.is_floating_point(x) or x.ndim < 3:
+                what = f"{x.dtype} {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__
+                raise TypeError(f"{self!r}: modality {k!r} must be a floating-point (..., C, H, W) tensor, got {what}")
+            c = x.shape[-3]
+            for name, values in (("mean", self.mean), ("std", self.std)):
+                if len(values) not in (1, c):
+                    raise ValueError(
+                        f"{self!r}: {name} has {len(values)} values but modality {k!r} has {c} channels "
+                        f"(shape {tuple(x.shape)}); give {c} values or 1"
+                    )
+            mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+            std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+            out[k] = (x - mean) / std
+        return out
+
+    def __repr__(self) -> str:
+        source = f"stats={self.stats!r}" if self.stats else f"mean={list(self.mean)}, std={list(self.std)}"
+        return f"Normalize(keys={list(self.keys)}, {source})"
+
+
 # ------------------------------------------------------------------------------------------------------ registry
 Transform = Callable[[Sample], Sample]
 TransformSpec = str | Mapping[str, Any]
@@ -687,6 +781,7 @@ register_transform("random_rotation")(PairedRandomRotation)
 register_transform("color_jitter")(PairedColorJitter)
 register_transform("depth_to_jet")(DepthToJet)
 register_transform("speckle_noise")(SpeckleNoise)
+register_transform("normalize")(Normalize)
 
 
 class TransformedDataset(Dataset):
