@@ -79,6 +79,8 @@ def test_recipe_values_are_the_papers(recipe):
         assert cfg["dataset"]["kwargs"]["num_frames"] == CLIP_FRAMES[dataset]
         names = [t["name"] if isinstance(t, dict) else t for t in cfg["dataset"]["transforms"]["train"]]
         assert "random_crop" in names and "hflip" in names  # sec. IV-B: random flipping and cropping
+    if method == "kd":  # no paper value: Hinton KD at mmh's defaults, T 4 and weight 1 (the recipe says why)
+        assert (cfg["loss"]["kd"]["temperature"], cfg["loss"]["kd"]["weight"]) == (4.0, 1.0)
     for where in ("train", "eval"):
         specs = cfg["dataset"]["transforms"][where]
         if dataset in INPUT_NORMALIZE:  # last, after the crops and the flip
