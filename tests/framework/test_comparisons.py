@@ -128,36 +128,83 @@ def test_main_job_comparisons_are_scipys_on_the_per_seed_values(tiny_main_job):
     assert saved["checks"]["rad > baseline"] == verdict(saved["comparisons"]["rad"])
 
 
-def test_baseline_ensemble_averages_two_seeds_baselines(tiny_main_job):
+def _test_logits(run_dirs):
+    """Test-split logits of the deployed networks in ``run_dirs`` (one forward each), and the labels."""
     from mmh.config import load_run_config
     from mmh.evaluation import eval_batches
     from mmh.runner import load_results, load_split, stage_model_path
     from mmh.train.checkpoint import load_model
 
-    out, res = tiny_main_job
-    ens = res["methods"]["baseline_ensemble"]
-    assert ens["members"] == [[0, 1], [1, 2], [2, 0]]
-    dirs = res["methods"]["baseline"]["run_dirs"]
-    nets = [load_model(stage_model_path(d, load_results(d), "student")).eval() for d in dirs]
-    cfg = load_run_config(dirs[0])
+    nets = [load_model(stage_model_path(d, load_results(d), "student")).eval() for d in run_dirs]
+    cfg = load_run_config(run_dirs[0])
     logits, labels = [[] for _ in nets], []
     with torch.no_grad():
-        for batch in eval_batches(load_split(cfg, "test"), 64):
+        for batch in eval_batches(load_split(cfg, cfg["dataset"]["eval_split"]), 64):
             for i, net in enumerate(nets):
                 logits[i].append(net(batch))
             labels.append(batch["label"])
-    logits = [torch.cat(x) for x in logits]
-    y = torch.cat(labels)
-    want = [((logits[s] + logits[(s + 1) % 3]) / 2).argmax(1).eq(y).float().mean().item() for s in range(3)]
+    return [torch.cat(x) for x in logits], torch.cat(labels)
+
+
+def test_baseline_ensemble_averages_the_baselines_of_seeds_s_and_s_plus_n(tiny_main_job):
+    from mmh.runner import load_results
+
+    out, res = tiny_main_job
+    n = 3
+    ens = res["methods"]["baseline_ensemble"]
+    # the runs of seeds 0..2n-1, found by their folders (not through the ensemble's own record of its members)
+    dirs = [out / "runs" / "synthetic_motion" / f"baseline-s{s}" for s in range(2 * n)]
+    assert [load_results(d)["seed"] for d in dirs] == list(range(2 * n))
+    logits, y = _test_logits(dirs)
+    want = [((logits[s] + logits[s + n]) / 2).argmax(1).eq(y).float().mean().item() for s in range(n)]
     assert ens["accuracy"] == pytest.approx(want, abs=1e-9)
-    singles = [logits[s].argmax(1).eq(y).float().mean().item() for s in range(3)]
-    assert res["methods"]["baseline"]["accuracy"] == pytest.approx(singles, abs=1e-9)  # the runs' own evaluation
+    assert ens["seeds"] == [0, 1, 2] and res["settings"]["ensemble_baseline_seeds"] == [3, 4, 5]
+    # the extra seeds enter no other row: the baseline's statistics and its pairing are seeds 0..n-1
+    base = res["methods"]["baseline"]
+    singles = [logits[s].argmax(1).eq(y).float().mean().item() for s in range(2 * n)]
+    assert base["accuracy"] == pytest.approx(singles[:n], abs=1e-9)  # the runs' own evaluation
+    assert base["seeds"] == [0, 1, 2] and [Path(d) for d in base["run_dirs"]] == dirs[:n]
+    assert base["mean"] == pytest.approx(np.mean(singles[:n]), abs=1e-12)
+    assert res["comparisons"]["rad"]["n"] == n
+    assert res["comparisons"]["rad"]["diff"] == pytest.approx(
+        np.mean(np.subtract(res["methods"]["rad"]["accuracy"], singles[:n])), abs=1e-12
+    )
+    assert res["controls"]["rad_dad vs baseline_ensemble"]["diff"] == pytest.approx(
+        np.mean(np.subtract(res["methods"]["rad_dad"]["accuracy"], want)), abs=1e-12
+    )
+    # on anti-spoofing too: the ensemble's pooled ACER from the logits of seeds s and s + n averaged
+    from mmh.evaluation.metrics import pad_error_rates
+
+    anti_dirs = [out / "runs" / "synthetic_antispoof" / f"baseline-s{s}" for s in range(2 * n)]
+    a_logits, a_y = _test_logits(anti_dirs)
+    anti = res["antispoof"]["methods"]["baseline_ensemble"]
+    avg = [(a_logits[s] + a_logits[s + n]) / 2 for s in range(n)]
+    want_acer = [pad_error_rates(a.argmax(1) == 1, a_y == 1)["acer"] for a in avg]
+    assert anti["acer"] == pytest.approx(want_acer, abs=1e-9)
+    assert res["antispoof"]["methods"]["baseline"]["seeds"] == [0, 1, 2]
     from mmh.benchmarks.main_job import baseline_ensemble_metrics
 
     with pytest.raises(ValueError, match="two different seeds"):
         baseline_ensemble_metrics(load_results(dirs[0]), load_results(dirs[0]))
     with pytest.raises(ValueError, match="seeds must be an integer >= 1"):
         benchmark_mmh(seeds=0, out=out / "never")
+
+
+def test_no_baseline_serves_two_ensembles(tiny_main_job):
+    from mmh.benchmarks.main_job import baseline_ensemble_members
+
+    _, res = tiny_main_job
+    for entry in (res["methods"]["baseline_ensemble"], res["antispoof"]["methods"]["baseline_ensemble"]):
+        seeds = [s for pair in entry["members"] for s in pair]
+        dirs = [d for pair in entry["run_dirs"] for d in pair]
+        assert sorted(seeds) == list(range(6)) and len(set(dirs)) == len(dirs) == 6
+        assert [pair[0] for pair in entry["members"]] == [0, 1, 2]  # ensemble s holds the baseline paired with seed s
+        for pair, run_dirs in zip(entry["members"], entry["run_dirs"], strict=True):
+            assert [json.loads((Path(d) / "results.json").read_text())["seed"] for d in run_dirs] == pair
+    for n in (1, 2, 5):  # with two seeds the two ensembles are two different models, not one counted twice
+        members = baseline_ensemble_members(n)
+        flat = [s for pair in members for s in pair]
+        assert len(members) == n and sorted(flat) == list(range(2 * n))
 
 
 def test_results_and_run_folders_keep_a_reproduction_record(tiny_main_job):

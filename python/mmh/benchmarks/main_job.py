@@ -3,17 +3,25 @@
 On the built-in ``synthetic_motion`` task (RGB-D clips, low data) it trains, for every seed, the RGB-D teacher, the
 RGB baseline, MMH-RAD and MMH-DAD students and the ablations (Hinton KD, RAD with one global region, RAD's other
 weightings), evaluates the RAD+DAD ensemble (which reuses the two students) and its control, an ensemble of two
-baselines (``baseline_ensemble``: seed ``s``'s baseline with seed ``s + 1 mod n``'s, logits averaged — the trained
-baseline runs reused, nothing retrained); on ``synthetic_antispoof`` it reports the ACER of teacher / baseline /
-RAD / DAD / KD / RAD+DAD and the baseline ensemble. Runs go through the ordinary runner (configs under
-``configs/<dataset>/<method>.yaml``), in ``workers`` processes of one thread each, phase by phase (teachers, then the
-students that reuse the cached teachers, then the ensembles), the longest runs first.
+baselines (``baseline_ensemble``: for seed ``s`` of ``n``, the baselines of seeds ``s`` and ``s + n``, logits
+averaged); on ``synthetic_antispoof`` it reports the ACER of teacher / baseline / RAD / DAD / KD / RAD+DAD and the
+baseline ensemble. Runs go through the ordinary runner (configs under ``configs/<dataset>/<method>.yaml``), in
+``workers`` processes of one thread each, phase by phase (the teachers, with the baseline ensemble's extra baselines
+after them; then the students that reuse the cached teachers; then the RAD+DAD ensembles), the longest runs first.
+
+The baseline ensemble's members are disjoint: the second baselines (seeds ``n .. 2n − 1``, on both datasets) are
+trained for it alone, so no baseline serves two ensembles, the ``n`` ensemble values are independent of each other,
+and ensemble ``s`` pairs with every other method's seed ``s`` (whose baseline it contains). Those extra seeds enter
+no other row: the baseline's own statistics and every paired comparison use seeds ``0 .. n − 1`` only. (Pairing
+seed ``s``'s baseline with seed ``s + 1 mod n``'s would reuse each baseline in two ensembles — dependent values a
+paired t-test treats as independent — and with two seeds give the same ensemble twice.)
 
 Every method is compared with the baseline seed by seed (:mod:`mmh.benchmarks.stats`: paired t-test and t interval,
 scipy). Writes ``OUT/results.json``::
 
     {"methods": {"teacher": {"accuracy": [..per seed..], "mean": .., "std": ..}, "baseline": ..., "rad": ...,
-                 "dad": ..., "rad_dad": ..., "baseline_ensemble": {..., "members": [[0, 1], [1, 2], ...]}, ...},
+                 "dad": ..., "rad_dad": ..., "baseline_ensemble": {..., "members": [[0, n], [1, n + 1], ...],
+                 "run_dirs": [[.., ..], ...]}, ...},
      "comparisons": {"rad": {"vs": "baseline", "diff": .., "ci95": [lo, hi], "p": .., "n": .., "better": "higher"},
                      ...every method but the baseline},
      "controls": {"rad_dad vs baseline_ensemble": {...}, "rad vs kd": {...}, "rad vs rad_global": {...}, ...},
@@ -26,7 +34,8 @@ scipy). Writes ``OUT/results.json``::
      (``acer`` is the paper's pooled ACER; ``iso`` the ISO/IEC 30107-3 rates, APCER per attack species, the worst
      species' being the APCER — :mod:`mmh.evaluation.metrics`)
      "checks": {"rad > baseline": "yes" | "no, worse" | "not significant (p = ..)", ...},
-     "settings": {...}, "wall_time_s": .., "record": {...the reproduction record...}}
+     "settings": {..., "ensemble_baseline_seeds": [n, .., 2n - 1]}, "wall_time_s": ..,
+     "record": {...the reproduction record...}}
 
 (``record``: :func:`mmh.runner.reproduction_record` — versions, git commit, device, threads, worker processes,
 seeds, command line; each run's own ``results.json`` has its record too.) ``OUT/results.md`` (the table, the paired
@@ -61,11 +70,12 @@ __all__ = [
     "METHOD_LABELS",
     "antispoof_iso_metrics",
     "baseline_ensemble_metrics",
+    "baseline_ensemble_members",
     "main_job_comparisons",
 ]
 
 #: Trained methods of the main job on synthetic_motion, and on synthetic_antispoof (``baseline_ensemble`` is added
-#: to both after training: an evaluation of two seeds' baselines, nothing trained).
+#: to both after training: an evaluation of two baselines, seed ``s``'s and the extra seed ``s + n``'s).
 MMH_METHODS: tuple[str, ...] = (
     "teacher",
     "baseline",
@@ -85,7 +95,8 @@ QUICK_OVERRIDES: tuple[str, ...] = ("train.steps=100",)
 # kd, rad_global (RAD with one global region: logit KD at RAD's T and alpha), rad_attention (the paper's trained
 # weighting) and rad_self are ablations printed beside the required rows: rad uses the configured weighting (none,
 # selected on val), and these show what plain KD, one region and the other weightings give. The teachers come first
-# (every student reuses its seed's cached teacher), then every student, then the ensembles (cached students).
+# (every student reuses its seed's cached teacher) with the baseline ensemble's extra baselines after them (they need
+# no teacher and fill the phase's tail), then every student, then the RAD+DAD ensembles (cached students).
 _PHASES: tuple[tuple[str, ...], ...] = (
     ("teacher",),
     ("baseline", "rad", "dad", "kd", "rad_global", "rad_attention", "rad_self"),
@@ -272,23 +283,30 @@ def plot_mmh_results(
     )
 
 
+def baseline_ensemble_members(seeds: int) -> list[list[int]]:
+    """The baseline seeds of each ``baseline_ensemble`` value: ``[s, s + seeds]`` for ``s`` in ``0 .. seeds − 1``.
+    Disjoint, so that the ``seeds`` ensemble values are independent; the first member is the baseline that every
+    other method's seed ``s`` is paired with."""
+    return [[s, s + seeds] for s in range(seeds)]
+
+
 def _phases(out: Path, over: Sequence[str], seeds: int, antispoof: bool) -> list[tuple[tuple[str, ...], list[Job]]]:
     """The jobs of each phase: every (dataset, method of the phase, seed); run folders ``out/runs/<dataset>/``. The
-    anti-spoofing runs (400 steps against 150) come first in each phase so that no long run is left for the end."""
+    anti-spoofing runs (400 steps against 150) come first in each phase so that no long run is left for the end. The
+    first phase also trains the baseline ensemble's extra baselines (seeds ``seeds .. 2 seeds − 1``, after the
+    teachers: they need none)."""
     datasets = ([("synthetic_antispoof", ANTISPOOF_METHODS)] if antispoof else []) + [("synthetic_motion", MMH_METHODS)]
-    return [
-        (
-            phase,
-            [
-                Job(ds, m, s, tuple(over), str(out / "runs" / ds / f"{m}-s{s}"))
-                for ds, methods in datasets
-                for m in phase
-                if m in methods
-                for s in range(seeds)
-            ],
-        )
+
+    def job(ds: str, m: str, s: int) -> Job:
+        return Job(ds, m, s, tuple(over), str(out / "runs" / ds / f"{m}-s{s}"))
+
+    phases = [
+        (phase, [job(ds, m, s) for ds, methods in datasets for m in phase if m in methods for s in range(seeds)])
         for phase in _PHASES
     ]
+    extra = [job(ds, "baseline", second) for ds, _ in datasets for _, second in baseline_ensemble_members(seeds)]
+    phases[0] = ((*phases[0][0], "baseline_ensemble members"), phases[0][1] + extra)
+    return phases
 
 
 def _entry(results: Results, seeds: int, ds: str, m: str, metric: str) -> dict[str, Any]:
@@ -299,29 +317,33 @@ def _entry(results: Results, seeds: int, ds: str, m: str, metric: str) -> dict[s
 
 
 def _ensembles(results: Results, seeds: int, ds: str, iso: bool) -> list[dict[str, Any]]:
-    """``baseline_ensemble`` of seed ``s``: the baselines of seeds ``s`` and ``s + 1 mod seeds`` (so each baseline
-    run serves two ensembles; needs two seeds)."""
+    """``baseline_ensemble`` of seed ``s``: the baselines of seeds ``s`` and ``s + seeds``
+    (:func:`baseline_ensemble_members`), each baseline in one ensemble only."""
     return [
-        baseline_ensemble_metrics(results[(ds, "baseline", s)], results[(ds, "baseline", (s + 1) % seeds)], iso=iso)
-        for s in range(seeds)
+        baseline_ensemble_metrics(results[(ds, "baseline", a)], results[(ds, "baseline", b)], iso=iso)
+        for a, b in baseline_ensemble_members(seeds)
     ]
 
 
-def _ensemble_entry(metrics: list[dict[str, Any]], metric: str, seeds: int) -> dict[str, Any]:
+def _ensemble_entry(
+    results: Results, ds: str, metrics: list[dict[str, Any]], metric: str, seeds: int
+) -> dict[str, Any]:
     vals = [float(e[metric]) for e in metrics]
     mean, std = mean_std(vals)
+    members = baseline_ensemble_members(seeds)
     return {
         metric: vals,
         "mean": mean,
         "std": std,
         "seeds": list(range(seeds)),
-        "members": [[s, (s + 1) % seeds] for s in range(seeds)],
+        "members": members,
+        "run_dirs": [[results[(ds, "baseline", s)]["run_dir"] for s in pair] for pair in members],
     }
 
 
 def _motion_entries(results: Results, seeds: int) -> dict[str, Any]:
     """synthetic_motion accuracy per method (with the run folders; RAD+DAD with its oracle), and the baseline
-    ensemble (with two or more seeds)."""
+    ensemble."""
     methods = {m: _entry(results, seeds, "synthetic_motion", m, "accuracy") for m in MMH_METHODS}
     for m in MMH_METHODS:
         methods[m]["run_dirs"] = [results[("synthetic_motion", m, s)]["run_dir"] for s in range(seeds)]
@@ -331,16 +353,15 @@ def _motion_entries(results: Results, seeds: int) -> dict[str, Any]:
         if "accuracy/oracle" in members
         else None
     )
-    if seeds >= 2:
-        ens = _ensembles(results, seeds, "synthetic_motion", iso=False)
-        methods["baseline_ensemble"] = _ensemble_entry(ens, "accuracy", seeds)
-        methods["baseline_ensemble"]["oracle"] = [e.get("accuracy/oracle") for e in ens]
+    ens = _ensembles(results, seeds, "synthetic_motion", iso=False)
+    methods["baseline_ensemble"] = _ensemble_entry(results, "synthetic_motion", ens, "accuracy", seeds)
+    methods["baseline_ensemble"]["oracle"] = [e.get("accuracy/oracle") for e in ens]
     return methods
 
 
 def _antispoof_entries(results: Results, seeds: int) -> dict[str, Any]:
     """synthetic_antispoof pooled ACER and accuracy per method, the ISO/IEC 30107-3 rates of each run, and the
-    baseline ensemble (with two or more seeds)."""
+    baseline ensemble."""
     anti = {
         m: {
             **_entry(results, seeds, "synthetic_antispoof", m, "acer"),
@@ -349,13 +370,12 @@ def _antispoof_entries(results: Results, seeds: int) -> dict[str, Any]:
         }
         for m in ANTISPOOF_METHODS
     }
-    if seeds >= 2:
-        ens = _ensembles(results, seeds, "synthetic_antispoof", iso=True)
-        anti["baseline_ensemble"] = {
-            **_ensemble_entry(ens, "acer", seeds),
-            "accuracy": [float(e["accuracy"]) for e in ens],
-            "iso": [e["iso"] for e in ens],
-        }
+    ens = _ensembles(results, seeds, "synthetic_antispoof", iso=True)
+    anti["baseline_ensemble"] = {
+        **_ensemble_entry(results, "synthetic_antispoof", ens, "acer", seeds),
+        "accuracy": [float(e["accuracy"]) for e in ens],
+        "iso": [e["iso"] for e in ens],
+    }
     for entry in anti.values():
         entry["acer_iso_mean"], entry["acer_iso_std"] = mean_std([r["acer_iso"] for r in entry["iso"]])
     return anti
@@ -445,9 +465,9 @@ def benchmark_mmh(
 ) -> dict[str, Any]:
     """Run the main job and write ``out/results.json``; returns its content.
 
-    ``quick``: fewer steps (a smoke run). ``seeds``: seeds 0..seeds-1 (the paired tests and the baseline ensemble
-    need two or more). ``workers``: parallel processes. ``steps``: override the number of training steps.
-    ``extra_overrides``: more ``key=value``.
+    ``quick``: fewer steps (a smoke run). ``seeds``: seeds 0..seeds-1 (the paired tests need two or more); the
+    baseline ensemble also trains the baselines of seeds seeds..2 seeds-1, which enter no other row. ``workers``:
+    parallel processes. ``steps``: override the number of training steps. ``extra_overrides``: more ``key=value``.
     """
     from ..runner import reproduction_record
 
@@ -472,7 +492,13 @@ def benchmark_mmh(
     record = reproduction_record(seeds=list(range(seeds)), worker_processes=workers)
     record["threads"] = first.get("record", {}).get("threads", 1)  # the workers' (one each), not this process's
     record["batch_size"] = first.get("record", {}).get("batch_size")
-    payload["settings"] = {"quick": quick, "seeds": seeds, "workers": workers, "overrides": list(over)}
+    payload["settings"] = {
+        "quick": quick,
+        "seeds": seeds,
+        "ensemble_baseline_seeds": [b for _, b in baseline_ensemble_members(seeds)],
+        "workers": workers,
+        "overrides": list(over),
+    }
     payload["wall_time_s"] = round(time.perf_counter() - t_start, 1)
     record["load_average"] = {"start": load_start, "end": _load_average()}  # others' load stretches the wall time
     payload["record"] = record
