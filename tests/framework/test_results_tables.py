@@ -87,3 +87,18 @@ def test_claims_say_yes_only_when_the_interval_excludes_zero():
     assert any(line.startswith("- accuracy, dad vs baseline: not significant — +1.0 points") for line in lines)
     assert any(line.startswith("- accuracy, rad vs kd: **no, worse**") for line in lines)
     assert any(line.startswith("- pooled ACER, rad vs baseline: **yes**") for line in lines)
+
+
+def test_the_claims_say_whether_the_baseline_ensembles_values_are_independent():
+    def claims(members):
+        methods = {"baseline_ensemble": {"members": members}} if members is not None else {}
+        return render_claims({"methods": methods, "comparisons": {}, "controls": {}})
+
+    disjoint = claims([[0, 3], [1, 4], [2, 5]])  # seed s's baseline with the extra seed s + n's
+    assert "baselines of seeds s and s + 3 (0 + 3, 1 + 4, 2 + 5)" in disjoint
+    assert "seeds 3–5 are trained for it alone" in disjoint and "its 3 values are independent" in disjoint
+    assert "approximate" not in disjoint
+    for shared in ([[0, 1], [1, 2], [2, 0]], [[0, 1], [1, 0]]):  # neighbours mod n; with 2 seeds one model twice
+        text = claims(shared)
+        assert "serves two ensembles" in text and "approximate" in text and "independent," not in text
+    assert "baseline_ensemble" not in claims(None)

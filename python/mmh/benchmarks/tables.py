@@ -17,7 +17,8 @@ region                      what
 ``main-job-run``            how the main job's numbers were made: command, seeds, workers, machine, torch, wall time,
                             load (from the results file's ``record``)
 ``main-job-table``          the main job's table (:func:`mmh.benchmarks.main_job.format_table`)
-``main-job-claims``         every claim of the main job with its paired difference, 95 % interval, p and verdict
+``main-job-claims``         every claim of the main job with its paired difference, 95 % interval, p and verdict,
+                            and what the baseline ensemble's values are (its members, from the results file)
 ``thesis-comparisons``      the thesis benchmark's paired comparisons and claims (docs/benchmarks.md)
 ==========================  ==========================================================================================
 """
@@ -34,7 +35,7 @@ from ..utils.io import read_json
 from .main_job import format_table
 from .stats import format_comparison, verdict
 
-__all__ = ["REGIONS", "render_regions", "stale_regions", "write_regions", "main"]
+__all__ = ["REGIONS", "render_regions", "render_ensemble", "stale_regions", "write_regions", "main"]
 
 #: The repository root (README.md, docs/) when mmh runs from a checkout.
 ROOT = Path(__file__).resolve().parents[3]
@@ -93,13 +94,42 @@ def _claim(name: str, c: Mapping[str, Any], metric: str) -> str:
     return f"- {metric}, {who}: {v} — {format_comparison(c)}"
 
 
+def render_ensemble(res: Mapping[str, Any]) -> str:
+    """What the ``baseline_ensemble`` values are, from the members the results file records: with disjoint members
+    (seed ``s``'s baseline and the extra seed ``s + n``'s) its values are independent and pair with every method's
+    seed ``s``; members that overlap make its intervals approximate, and the text says so. Empty without it."""
+    members = ((res.get("methods") or {}).get("baseline_ensemble") or {}).get("members")
+    if not members:
+        return ""
+    flat = [s for pair in members for s in pair]
+    pairs = ", ".join(f"{a} + {b}" for a, b in members)
+    n = len(members)
+    if [list(pair) for pair in members] == [[s, s + n] for s in range(n)]:
+        extra = f"seed {n}" if n == 1 else f"seeds {n}–{2 * n - 1}"
+        return (
+            f"`baseline_ensemble` of seed s averages the logits of the baselines of seeds s and s + {n} ({pairs}): "
+            f"the baselines of {extra} are trained for it alone and enter no other row, no baseline serves two "
+            f"ensembles, so its {n} values are independent, each paired with the other methods' seed s.\n"
+        )
+    if len(set(flat)) == len(flat):
+        return f"`baseline_ensemble` averages the logits of two baselines ({pairs}), no baseline in two of them.\n"
+    return (
+        f"`baseline_ensemble` averages the logits of two baselines ({pairs}): the same baseline serves two ensembles, "
+        "so its values are not independent and its intervals and p-values are approximate.\n"
+    )
+
+
 def render_claims(res: Mapping[str, Any]) -> str:
-    """Every comparison of the main job as a claim: "yes" only when the 95 % interval excludes 0."""
+    """Every comparison of the main job as a claim: "yes" only when the 95 % interval excludes 0; what the baseline
+    ensemble's values are (:func:`render_ensemble`)."""
     lines = [
         "Paired by seed (method − reference in points; 95 % t interval; two-sided paired t-test; "
         "ACER: lower is better, so a negative difference is the improvement):",
         "",
     ]
+    note = render_ensemble(res)
+    if note:
+        lines[0:0] = [note.rstrip("\n"), ""]
     for name, c in {**res["comparisons"], **res["controls"]}.items():
         lines.append(_claim(name, c, "accuracy"))
     anti = res.get("antispoof") or {}
