@@ -128,3 +128,20 @@ def test_cli_speed_one_recipe(tmp_path: Path, capsys):
     report = json.loads((tmp_path / "speed.json").read_text())
     assert list(report["methods"]) == ["baseline"]
     assert "| baseline | 2 |" in capsys.readouterr().out
+
+
+def test_compile_variant_is_timed_and_a_fallback_is_null(tmp_path: Path, monkeypatch):
+    kw = {"recipe": "synthetic_antispoof/rad", "batch": 2, "steps": 1, "quick": True, "overrides": _TINY}
+    report = speed.run_speed(out=tmp_path / "a", compile_="aot_eager", **kw)
+    assert report["methods"]["rad"]["compile_samples_per_s"] > 0
+    assert report["record"]["compile_timed"] == "aot_eager"
+
+    def broken(model, backend=None, **_):
+        def forward(*_a, **_k):
+            raise RuntimeError("no C++ compiler")
+
+        return forward
+
+    monkeypatch.setattr(torch, "compile", broken)
+    report = speed.run_speed(out=tmp_path / "b", compile_=True, **kw)
+    assert report["methods"]["rad"]["compile_samples_per_s"] is None  # eager after the fallback: not a compile rate

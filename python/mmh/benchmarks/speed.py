@@ -8,8 +8,8 @@ cross-stream injection, thesis ch. 3 step 3) the stage a recipe trains is built 
 batch held in memory, shaped like the recipe's data, so the data loader is not what is measured (its own rate over
 the same samples is a separate number, ``record.loader_samples_per_s``).
 
-The step is timed four ways, interleaved round by round (``a b c d a b c d ...``) so that the load of a shared
-machine hits all of them alike:
+The step is timed several ways, interleaved round by round, the order rotated every round (``a b c d``,
+``b c d a``, ...), so that the load of a shared machine hits all of them alike:
 
 * ``trainer``: :class:`mmh.train.Trainer`'s own step (autocast, non-finite bookkeeping, running sums, its log point
   every ``train.log_every`` steps) with the mmh_ext losses — ``samples_per_s`` and the per-phase split
@@ -285,7 +285,7 @@ def _method_speed(
     batch: int | None,
     steps: int,
     rounds: int,
-    compile_: bool,
+    compile_: bool | str,
     overrides: Sequence[str],
     work: Path,
     quick: bool = False,
@@ -325,7 +325,7 @@ def _method_speed(
         variants.append(_Variant("cache", _cached_step(cached, gpu_batch, bs)))
     compiled: Trainer | None = None
     if compile_:
-        compiled = _trainer(fresh(), data, {**tcfg, "compile": True}, device, work / f"{method}_compile")
+        compiled = _trainer(fresh(), data, {**tcfg, "compile": compile_}, device, work / f"{method}_compile")
         compiled.stage.train()
         variants.append(_Variant("compile", _trainer_step(compiled, gpu_batch)))
 
@@ -334,9 +334,11 @@ def _method_speed(
         v.run(1, device)
     warm_s = time.perf_counter() - t0
     trainer.timer.means()  # drop the warm-up step's phases
+    if compiled is not None and compiled._forward is compiled.model:  # noqa: SLF001  (fell back to eager: logged)
+        variants = [v for v in variants if v.name != "compile"]
     per_round = max(1, math.ceil(steps / rounds))
-    for _ in range(rounds):
-        for v in variants:
+    for r in range(rounds):
+        for v in variants[r % len(variants) :] + variants[: r % len(variants)]:  # each variant takes each slot
             if device.type == "cuda" and v.name == "trainer":
                 torch.cuda.reset_peak_memory_stats(device)
             v.times.append(v.run(per_round, device))
@@ -412,15 +414,16 @@ def run_speed(
     out: str | os.PathLike = "runs/benchmark_speed",
     methods: Sequence[str] | None = None,
     overrides: Sequence[str] = (),
-    compile_: bool | None = None,
+    compile_: bool | str | None = None,
 ) -> dict[str, Any]:
     """Run the speed benchmark (see the module docstring) and write ``speed.json``, ``speed.md``, ``speed.png``.
 
     ``recipe``: a folder of recipes ``<recipe>/<method>`` (e.g. ``papers/mmh/casia_surf``) replacing the defaults of
     the methods it has, or one recipe (``papers/mmh/casia_surf/rad``): then only its method is timed.
-    ``batch``/``steps``: override the recipes' batch and the timed steps per variant (default 20, ``--quick`` 3 with
+    ``batch``/``steps``: override the recipes' batch and the timed steps per variant (default 20, ``--quick`` 2 with
     batch 4 for images and 1 clip). ``methods``: a subset of :data:`SPEED_METHODS`. ``compile_``: time the
-    ``train.compile`` variant (default: not with ``quick``). ``quick`` also feeds clips of 64x64 frames (the same
+    ``train.compile`` variant (default: not with ``quick``; a string: that backend); when the backend falls back to
+    eager (logged), ``compile_samples_per_s`` is null. ``quick`` also feeds clips of 64x64 frames (the same
     networks and clip length).
     """
     dev = resolve_device(device)
@@ -464,7 +467,7 @@ def run_speed(
             "load_before": load_before,
             "load_after": _uptime(),
             "quick": bool(quick),
-            "compile_timed": bool(compile_),
+            "compile_timed": compile_ if isinstance(compile_, str) else bool(compile_),
             "methods": facts,
             "loader_samples_per_s": loader,
         }
