@@ -80,6 +80,10 @@ def test_speed_json_fields_and_consistency(tiny_report):
     assert report["methods"]["baseline"]["reference_samples_per_s"] is None  # no operator in a CE step
     assert rec_cache(report, "rad") > 0 and rec_cache(report, "dad") > 0 and rec_cache(report, "baseline") is None
     rec = report["record"]
+    ref_split = rec["methods"]["rad"]["reference_phases_ms"]
+    assert ref_split["teacher_ms"] > 0
+    assert sum(v for k, v in ref_split.items() if k != "step_ms") <= ref_split["step_ms"]
+    assert rec["methods"]["baseline"]["reference_phases_ms"] is None
     assert rec["methods"]["rad"]["batch"] == 2 and rec["methods"]["rad"]["model"] == "small_joint"
     assert len(rec["load_before"]) == 3 and "torch" in rec
     assert (out / "speed.md").read_text().count("\n| ") == 3 + 1  # header + one row per method

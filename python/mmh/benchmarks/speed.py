@@ -314,6 +314,7 @@ def _method_speed(
     if method in _OPS_METHODS:
         ref = _trainer(fresh(), data, tcfg, device, work / f"{method}_reference")
         ref.stage.train()
+        ref.timer = PhaseTimer(ref.stage, device, hooks=True)
         variants.append(_Variant("reference", _trainer_step(ref, gpu_batch), reference_ops))
     minimal_stage = fresh().to(device)
     amp = (device.type, trainer.amp_dtype)
@@ -334,6 +335,8 @@ def _method_speed(
         v.run(1, device)
     warm_s = time.perf_counter() - t0
     trainer.timer.means()  # drop the warm-up step's phases
+    if method in _OPS_METHODS:
+        ref.timer.means()
     if compiled is not None and compiled._forward is compiled.model:  # noqa: SLF001  (fell back to eager: logged)
         variants = [v for v in variants if v.name != "compile"]
     per_round = max(1, math.ceil(steps / rounds))
@@ -346,6 +349,7 @@ def _method_speed(
                 peak = torch.cuda.max_memory_allocated(device) / 2**20
                 v.peak_mb = max(v.peak_mb or 0.0, peak)
     phases = trainer.timer.means()
+    ref_phases = ref.timer.means() if method in _OPS_METHODS else None
     by = {v.name: v for v in variants}
 
     def rate(name: str) -> float | None:
@@ -381,6 +385,7 @@ def _method_speed(
         "compile_vs_trainer": ratio("compile"),
         "teacher_cache_samples_per_s": rate("cache"),
         "teacher_cache_vs_trainer": ratio("cache"),
+        "reference_phases_ms": ref_phases,  # the reference variant's split: where the two differ
     }
     return {"result": result, "facts": facts_out, "loader": _loader_rate(data, bs, tcfg)}
 
