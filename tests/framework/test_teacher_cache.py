@@ -178,3 +178,16 @@ def test_cuda_teacher_forward_inference_mode_channels_last_same_loss():
     assert any(m.weight.is_contiguous(memory_format=torch.channels_last) for m in _convs(fast.teacher))
     torch.testing.assert_close(loss.detach().cpu(), cpu_loss.detach(), rtol=1e-3, atol=1e-4)
     assert all(p.grad is not None for p in fast.student.parameters() if p.requires_grad)
+
+
+def test_channels_last_keeps_values_for_2d_and_3d_convolutions():
+    from mmh.methods.base import channels_last_
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    net3 = torch.nn.Conv3d(2, 3, 3)
+    before = [t.clone() for t in (*net.parameters(), *net3.parameters())]
+    channels_last_(net), channels_last_(net3)  # a 5-D weight: channels_last_3d (Module.to(channels_last) raises)
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert net3.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert all(torch.equal(a, b) for a, b in zip(before, (*net.parameters(), *net3.parameters())))

@@ -44,6 +44,16 @@ def freeze(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
+def channels_last_(module: nn.Module) -> nn.Module:
+    """Put the 4-D (2-D convolution) weights of ``module`` in channels_last and the 5-D ones in channels_last_3d, in
+    place (the layouts cuDNN's convolutions prefer; the values are unchanged). Returns ``module``."""
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    for t in [*module.parameters(), *module.buffers()]:
+        if t.dim() in formats:
+            t.data = t.data.contiguous(memory_format=formats[t.dim()])
+    return module
+
+
 def cross_entropy_term(logits: Tensor, batch: Batch, weight: float) -> Tensor:
     """``weight * CE(logits, batch["label"])``; KeyError/ValueError naming the problem."""
     if "label" not in batch:
@@ -140,7 +150,7 @@ class Distiller(StageModule):
                 return hit["logits"], {p: hit[f"feat:{p}"] for p in paths}
         cuda = any(isinstance(v, Tensor) and v.is_cuda for v in batch.values())
         if cuda and not getattr(self, "_channels_last", False):
-            self.teacher.to(memory_format=torch.channels_last)  # 4-D weights only; others are unchanged
+            channels_last_(self.teacher)
             self._channels_last = True
         grad_off = torch.inference_mode() if cuda else torch.no_grad()
         with grad_off, FeatureExtractor(self.teacher, paths, detach=True) as extractor:
