@@ -20,6 +20,8 @@ region                      what
 ``main-job-claims``         every claim of the main job with its paired difference, 95 % interval, p and verdict,
                             and what the baseline ensemble's values are (its members, from the results file)
 ``thesis-comparisons``      the thesis benchmark's paired comparisons and claims (docs/benchmarks.md)
+``speed-cpu``               the training-step speed table of ``mmh benchmark speed`` on the CPU and the speed targets,
+                            met or missed (docs/speed.md)
 ==========================  ==========================================================================================
 """
 
@@ -33,9 +35,10 @@ from typing import Any
 
 from ..utils.io import read_json
 from .main_job import format_table
+from .speed import speed_markdown
 from .stats import format_comparison, verdict
 
-__all__ = ["REGIONS", "render_regions", "render_ensemble", "stale_regions", "write_regions", "main"]
+__all__ = ["REGIONS", "render_regions", "render_ensemble", "render_speed", "stale_regions", "write_regions", "main"]
 
 #: The repository root (README.md, docs/) when mmh runs from a checkout.
 ROOT = Path(__file__).resolve().parents[3]
@@ -154,6 +157,54 @@ def render_thesis(res: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pct(x: float) -> str:
+    return f"{x * 100:+.1f} %"
+
+
+def render_speed(res: Mapping[str, Any]) -> str:
+    """``mmh benchmark speed``'s table (:func:`mmh.benchmarks.speed.speed_markdown` without its heading) and the
+    speed targets, each met or missed with its number: trainer overhead <= 3 % against the minimal loop, RAD and DAD
+    steps with mmh_ext at least as fast as with the reference losses, and with ``train.teacher_cache`` a RAD or DAD
+    step within 15 % of the baseline's."""
+    rec = res["record"]
+    table = speed_markdown(res).split("\n", 2)[2].lstrip("\n")  # drop "# Training step speed" and its blank line
+    lines = [
+        f"From `mmh benchmark speed{' --quick' if rec.get('quick') else ''}` on {_machine(rec)}, torch "
+        f"{rec.get('torch')} ({str(rec.get('time', ''))[:10]}):",
+        "",
+        table.rstrip("\n"),
+        "",
+        "The targets, met or missed:",
+        "",
+    ]
+    per = rec["methods"]
+    for m in res["methods"]:
+        ratio = per[m].get("minimal_vs_trainer")
+        if ratio is not None:
+            over = 1.0 / ratio - 1.0
+            verdict_ = "met" if over <= 0.03 else "missed"
+            lines.append(f"- trainer overhead of {m} against the minimal loop ≤ 3 %: **{verdict_}** ({_pct(over)})")
+    for m in ("rad", "dad"):
+        ratio = per.get(m, {}).get("mmh_vs_reference")
+        if ratio is not None:
+            verdict_ = "met" if ratio >= 1.0 else "missed"
+            lines.append(
+                f"- {m} step with mmh_ext at least as fast as with the reference losses: **{verdict_}** "
+                f"(reference step time / mmh_ext step time {ratio:.2f})"
+            )
+    base = res["methods"].get("baseline")
+    for m in ("rad", "dad"):
+        cached = per.get(m, {}).get("teacher_cache_samples_per_s")
+        if base is not None and cached is not None:
+            slower = base["samples_per_s"] / cached - 1.0
+            verdict_ = "met" if slower <= 0.15 else "missed"
+            lines.append(
+                f"- {m} step with `train.teacher_cache` within 15 % of the baseline's: **{verdict_}** "
+                f"(step time {_pct(slower)} against the baseline's)"
+            )
+    return "\n".join(lines) + "\n"
+
+
 #: file -> region -> (results file, renderer)
 REGIONS: dict[str, dict[str, tuple[str, Renderer]]] = {
     "README.md": {
@@ -162,6 +213,7 @@ REGIONS: dict[str, dict[str, tuple[str, Renderer]]] = {
         "main-job-claims": ("main_job.json", render_claims),
     },
     "docs/benchmarks.md": {"thesis-comparisons": ("thesis.json", render_thesis)},
+    "docs/speed.md": {"speed-cpu": ("speed_cpu.json", render_speed)},
 }
 
 
