@@ -172,12 +172,7 @@ def _add_data(sub: Any) -> None:
     )
     c.add_argument("--out", type=Path, default=None, help="also write data_check.json and data_check.txt here")
     c.add_argument("--json", action="store_true", help="print the JSON report instead of the text")
-    c.add_argument(
-        "--debug",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)",
-    )
+    _add_debug(c)
 
 
 def _add_prepare(sub: Any) -> None:
@@ -197,12 +192,7 @@ def _add_prepare(sub: Any) -> None:
     f.add_argument("--algorithm", choices=["tvl1", "farneback"], default="tvl1", help="OpenCV algorithm")
     f.add_argument("--glob", default="*.jpg", help="the RGB frames' file names (default '*.jpg')")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
-    f.add_argument(
-        "--debug",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)",
-    )
+    _add_debug(f)
 
 
 def _add_weights(sub: Any) -> None:
@@ -215,12 +205,17 @@ def _add_weights(sub: Any) -> None:
     f.add_argument("name", choices=["imagenet", "kinetics400"])
     f.add_argument("arch", help="imagenet: resnet18 | resnet34 | resnet50; kinetics400: r2plus1d_18 | i3d")
     for p in (ls, f):
-        p.add_argument(
-            "--debug",
-            action="store_true",
-            default=argparse.SUPPRESS,
-            help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)",
-        )
+        _add_debug(p)
+
+
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` on ``parser`` (SUPPRESS: given before or after a command, neither place hides the other)."""
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,22 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="mmh", description="privileged-modality learning: train with every modality, deploy with the ones you have"
     )
-    p.add_argument(
-        "--debug",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)",
-    )
+    _add_debug(p)
     sub = p.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_eval_report, _add_benchmark, _add_export_list, _add_data, _add_prepare, _add_weights):
         add(sub)
     for command in sub.choices.values():  # --debug after the command too (SUPPRESS: neither place hides the other)
-        command.add_argument(
-            "--debug",
-            action="store_true",
-            default=argparse.SUPPRESS,
-            help="show the traceback of a failure instead of one line (also: MMH_DEBUG=1)",
-        )
+        _add_debug(command)
     return p
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fusion import LateFusionNet, resolve_streams
-from .inputs import as_clip, image_specs
+from .inputs import as_clip, check_layout, image_specs
 from .registry import register_model
 from .video import TimeMean
 
@@ -278,8 +278,7 @@ class I3D(LateFusionNet):
             )
         if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
-        if layout not in ("BTCHW", "BCTHW"):
-            raise ValueError(f"layout must be 'BTCHW' or 'BCTHW', got {layout!r}")
+        check_layout(layout)
         specs = image_specs(modalities, in_channels, 1)
         smap = resolve_streams(modalities, streams)
         backbones = {s: InceptionI3d(specs[m].channels) for s, m in smap.items()}

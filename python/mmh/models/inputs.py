@@ -151,14 +151,24 @@ def prepare(inputs: Mapping[str, Tensor], name: str, spec: InputSpec) -> Tensor:
     raise ValueError(f"input {name!r} must have shape {want}, got {shape}")
 
 
+#: Clip layouts a model may take: the mmh data convention and torchvision video's.
+CLIP_LAYOUTS = ("BTCHW", "BCTHW")
+
+
+def check_layout(layout: object) -> str:
+    """``layout`` if it is one of :data:`CLIP_LAYOUTS`, else a ValueError naming it."""
+    if layout not in CLIP_LAYOUTS:
+        raise ValueError(f"layout must be 'BTCHW' or 'BCTHW', got {layout!r}")
+    return layout  # type: ignore[return-value]
+
+
 def as_clip(inputs: Mapping[str, Tensor], name: str, channels: int, layout: str = "BTCHW") -> Tensor:
     """Fetch a clip ``inputs[name]`` and return it as (B, T, C, H, W).
 
     ``layout`` is the layout of the input: "BTCHW" (the mmh data convention) or "BCTHW" (torchvision video).
     A 4-D (B, C, H, W) image is accepted as a one-frame clip.
     """
-    if layout not in ("BTCHW", "BCTHW"):
-        raise ValueError(f"layout must be 'BTCHW' or 'BCTHW', got {layout!r}")
+    check_layout(layout)
     x = fetch(inputs, name)
     if x.ndim == 4:
         x = x.unsqueeze(1)

@@ -17,7 +17,7 @@ from torchvision.models.video import r2plus1d_18 as tv_r2plus1d_18
 
 from .base import ZooModel
 from .fusion import LateFusionNet, resolve_streams
-from .inputs import as_clip, check_num_frames, image_specs, resolve_in_channels
+from .inputs import as_clip, check_layout, check_num_frames, image_specs, resolve_in_channels
 from .registry import register_model
 from .resnet import torchvision_stream
 
@@ -38,8 +38,7 @@ class _ClipModel(ZooModel):
 
     def __init__(self, modalities: tuple[str, ...], in_channels: Mapping[str, int] | None, layout: str) -> None:
         super().__init__(modalities)
-        if layout not in ("BTCHW", "BCTHW"):
-            raise ValueError(f"layout must be 'BTCHW' or 'BCTHW', got {layout!r}")
+        check_layout(layout)
         self.channels = resolve_in_channels(modalities, in_channels)
         self.layout = layout
         self.time_pool = TimeMean()
@@ -143,8 +142,7 @@ class R2Plus1D18Streams(LateFusionNet):
         num_frames: int | None = None,
     ) -> None:
         check_num_frames(num_frames, model="r2plus1d_18_streams")
-        if layout not in ("BTCHW", "BCTHW"):
-            raise ValueError(f"layout must be 'BTCHW' or 'BCTHW', got {layout!r}")
+        check_layout(layout)
         specs = image_specs(modalities, in_channels, 1)
         smap = resolve_streams(modalities, streams)
         backbones = {s: R2Plus1DStream(specs[m].channels) for s, m in smap.items()}
