@@ -19,7 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 OWN = {"mmh", "mmh_ext"}
 #: import name -> distribution name, for distributions that are not installed (packages_distributions() only knows
 #: installed ones) and whose import name differs from the distribution name.
-KNOWN = {"PIL": "pillow", "yaml": "pyyaml", "cupy": "cupy-cuda13x", "sklearn": "scikit-learn"}
+KNOWN = {
+    "PIL": "pillow",
+    "yaml": "pyyaml",
+    "cupy": "cupy-cuda13x",
+    "sklearn": "scikit-learn",
+    "cv2": "opencv-contrib-python-headless",
+}
 
 
 def _norm(name: str) -> str:
