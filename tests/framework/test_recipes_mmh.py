@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from mmh.config import config_dir, load_config
+from mmh.utils.safe_io import safe_load
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ("casia_surf", "casia_cefa", "nwucla", "ntu60")
@@ -282,10 +283,10 @@ def test_recipes_train_two_steps_in_fresh_processes(dataset, tmp_path):
         assert teacher["key"] == results["teacher"]["stages"]["teacher"]["key"]
     assert set(results["rad_dad"]["stages"]) >= {"teacher"} and len(results["rad_dad"]["stages"]) >= 3
     if planted is not None:  # every stream started from the planted Kinetics-400 file (2 small steps since)
-        weights = torch.load(planted)["Mixed_5c.b3b.conv3d.weight"].flatten()
+        weights = torch.load(planted, weights_only=True)["Mixed_5c.b3b.conv3d.weight"].flatten()
         for method, stage, streams in (("teacher", "teacher", ("rgb", "depth")), ("baseline", "student", ("rgb",))):
             model = tmp_path / "runs" / f"papers_mmh_{dataset}_{method}" / "stages" / stage / "model.pt"
-            sd = torch.load(model, map_location="cpu", weights_only=False)["state_dict"]
+            sd = safe_load(model, "model artifact")["state_dict"]
             for s in streams:
                 trained = sd[f"streams.{s}.Mixed_5c.b3b.conv3d.weight"].flatten()
                 assert torch.corrcoef(torch.stack([trained, weights]))[0, 1] > 0.99, (method, s)

@@ -26,7 +26,8 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _trees  # noqa: E402
 
-from mmh.config import config_dir, load_config  # noqa: E402
+from mmh.config import config_dir, load_config
+from mmh.utils.safe_io import safe_load  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -250,8 +251,7 @@ def test_chapter3_recipes_train_two_steps_from_the_imagenet_file(dataset, tmp_pa
         run = tmp_path / "runs" / recipe.replace("/", "_")
         if method == CH3[dataset].__iter__().__next__():  # the first recipe trains step 1 from the file
             assert step1["source"]["kind"] == "trained"
-            msd = torch.load(run / "stages" / "step1" / "model.pt", map_location="cpu", weights_only=False)
-            msd = msd["state_dict"]
+            msd = safe_load(run / "stages" / "step1" / "model.pt", "model artifact")["state_dict"]
             for stream in ("rgb", "depth"):  # 2 SGD steps at lr 1e-3 since: the file's values, nearly unchanged
                 for key in ("layer3.2.conv2.weight", "layer4.0.conv1.weight", "stem.conv1.weight"):
                     got = msd[f"streams.{stream}.{key}"].flatten()
