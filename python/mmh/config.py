@@ -163,6 +163,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "teacher": "depth_stream",
         "gd_on": "fused",
         "connections": True,
+        "step3_connections": None,
         "direction": "depth_to_rgb",
         "step2_loss": "fused",
     },

@@ -285,3 +285,40 @@ def test_hoffman_stage_uses_only_the_depth_stream_and_its_losses_by_hand():
     diff = torch.sigmoid(fs["streams.hall.layer4.1"]) - torch.sigmoid(fd["streams.depth.layer4.1"])
     torch.testing.assert_close(losses["loss_hall"], 0.5 * (diff**2).flatten(1).sum(1).mean())
     assert losses["loss_hall"].item() > 0.1  # not vanishing: the RGB-fed copy differs from the depth stream
+
+
+def test_step3_connections_false_drops_them_after_a_connected_step2():
+    """Table 3.2 row #14: step 2 connected, step 3 "w/o connections" from the same point as row #13. On a grey RGB
+    clip the unconnected hall stream reproduces the depth stream exactly (L_hall = 0); the connected one (the
+    default, ``step3_connections: null`` following ``connections``) receives the depth gates and does not."""
+    step2 = _trained(_net(connections=True)).eval()
+    batch = _clip_batch()
+    batch["rgb"] = batch["depth"].expand(-1, -1, 3, -1, -1).contiguous()
+    off = _build_step3(_ctx(step2, step3_connections=False, alpha=0.5)).eval()
+    on = _build_step3(_ctx(step2, alpha=0.5)).eval()
+    assert not off.student.connections and not off.deployable().connections
+    assert on.student.connections and on.deployable().connections
+    assert off(batch)[1]["loss_hall"].item() == pytest.approx(0.0, abs=1e-9)
+    assert on(batch)[1]["loss_hall"].item() > 1e-4
+    # true turns them on after an unconnected step 2; a non-bool is refused, naming the key
+    plain = _trained(_net(connections=False)).eval()
+    assert _build_step3(_ctx(plain, connections=False, step3_connections=True)).student.connections
+    with pytest.raises(TypeError, match="step3_connections"):
+        _build_step3(_ctx(step2, step3_connections="no"))
+
+
+def test_step3_connections_keys_steps_3_and_4_only():
+    """The ablation reuses the connected step 2 of the ``multistream`` recipe: only steps 3 and 4 are keyed on it."""
+    from mmh.methods import method_stages
+    from mmh.runner import stage_key
+
+    base = load_config(None, ["method=multistream", "dataset.name=synthetic_clips"])
+    ablation = merge(base, {"loss": {"multistream": {"step3_connections": False}}})
+    keys = {}
+    for name, cfg in (("base", base), ("ablation", ablation)):
+        inputs: dict[str, str] = {}
+        for st in method_stages(cfg):
+            inputs[st.name] = stage_key(st, cfg, inputs)
+        keys[name] = inputs
+    assert keys["base"]["step1"] == keys["ablation"]["step1"] and keys["base"]["step2"] == keys["ablation"]["step2"]
+    assert keys["base"]["step3"] != keys["ablation"]["step3"] and keys["base"]["step4"] != keys["ablation"]["step4"]

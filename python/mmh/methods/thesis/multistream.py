@@ -27,7 +27,9 @@ The four steps (method ``multistream``):
      the averaged logits (``gd_on: fused``) or the hall and depth stream logits (``gd_on: hall``);
 4. ``step4`` — the RGB + hallucination net fine-tuned end to end with CE, RGB input only (deployed).
 
-Ablations by config: ``connections: false``, ``alpha: 0`` (GD only), ``alpha: 1`` (L_hall only),
+Ablations by config: ``connections: false`` (steps 2 to 4 without connections), ``step3_connections: false``
+(step 2 connected, steps 3 and 4 without: Table 3.2 row #14, "starting from the same point" as row #13; the default
+``null`` follows ``connections``), ``alpha: 0`` (GD only), ``alpha: 1`` (L_hall only),
 ``direction: rgb_to_depth`` (with the depth-stream teacher: no connection into the hallucination stream in step 3,
 RGB gates it in step 4), ``teacher: fused``.
 
@@ -59,6 +61,7 @@ __all__ = [
     "ModDropStage",
     "build_streams",
     "multistream_stages",
+    "step3_connections",
     "unit_path",
     "DIRECTIONS",
     "TEACHER_MODES",
@@ -347,12 +350,23 @@ class ModDropStage(StageModule):
 
 
 # ------------------------------------------------------------------------------------------------ builders
+def step3_connections(c: Mapping[str, Any]) -> bool:
+    """Whether steps 3 and 4 use the cross-stream connections: ``loss.multistream.step3_connections``, or
+    ``connections`` when that is null (step 2 always follows ``connections``)."""
+    if not isinstance(c["connections"], bool):
+        raise TypeError(f"loss.multistream.connections must be true or false, got {c['connections']!r}")
+    s3 = c.get("step3_connections")
+    if s3 is not None and not isinstance(s3, bool):
+        raise TypeError(f"loss.multistream.step3_connections must be true, false or null, got {s3!r}")
+    return bool(c["connections"] if s3 is None else s3)
+
+
 def _student(ctx: StageContext, c: Mapping[str, Any]) -> nn.Module:
     return build_streams(
         ctx,
         "student",
         streams={"rgb": "rgb", "hall": "rgb"},
-        connections=bool(c["connections"]),
+        connections=step3_connections(c),
         direction=_direction(c, student=True),
     )
 
@@ -396,7 +410,7 @@ def _build_step3(ctx: StageContext) -> HallucinationStage:
         raise ValueError(f"loss.multistream.teacher must be one of {TEACHER_MODES}, got {c['teacher']!r}")
     # the depth stream (frozen, reads depth) sends its connections into the hallucination stream (reads RGB);
     # with the inverted direction the depth stream sends none, so the hallucination stream trains unconnected
-    connect = bool(c["connections"]) and c["direction"] == "depth_to_rgb"
+    connect = step3_connections(c) and c["direction"] == "depth_to_rgb"
     _direction(c, student=True)
     net = ctx.build_model(
         "teacher", streams={"depth": "depth", "hall": "rgb"}, connections=connect, gate_from="depth", gate_into="hall"
@@ -419,7 +433,7 @@ def _build_step4(ctx: StageContext) -> Supervised:
 def _build_hoffman(ctx: StageContext) -> HoffmanStage:
     c, h = ctx.loss_cfg("multistream"), ctx.loss_cfg("hoffman")
     step1 = ctx.input("step1")
-    student = _student(ctx, {**c, "connections": False})
+    student = _student(ctx, {**c, "connections": False, "step3_connections": False})
     copy_stream(student, "rgb", step1, "rgb")
     copy_stream(student, "hall", step1, "depth")
     depth_net = derive_student(step1, ["depth"])  # only the stream that is used, with step 1's weights
