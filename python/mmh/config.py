@@ -128,7 +128,7 @@ DEFAULTS: dict[str, Any] = {
         "teacher_cache": False,
         "teacher_cache_mb": 2048,  # past this size the cache is a memory-mapped file in the stage's folder
     },
-    "stages": {},  # per-stage overrides of ``train`` (e.g. stages.teacher.steps=200) and ``checkpoint: PATH``
+    "stages": {},  # per-stage overrides of ``train`` (e.g. stages.teacher.steps=200), ``checkpoint`` / ``init_from``
     "loss": {"ce": 1.0},  # + one section per method family (loss.rad, loss.dad, ...): see loss_defaults()
     # clips: clips per video at evaluation, their logits averaged (thesis ch. 5: 10; mmh.evaluation.prediction)
     "eval": {"batch_size": 256, "metrics": ["accuracy"], "clips": 1},
@@ -173,6 +173,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "admd": {
         "frame_conditioning": True,
         "hidden": [128, 64],
+        "residual": [],  # hidden layers with a skip connection (thesis Fig. 4.3's object discriminator: [1, 2])
         "d_weight": 1.0,
         "h_weight": 1.0,
         "h_ce": 0.0,
@@ -584,9 +585,11 @@ def amp_setting(value: Any, key: str = "train.amp") -> str:
 
 
 def stage_train_config(cfg: Mapping[str, Any], stage: str) -> dict[str, Any]:
-    """The ``train`` section with ``stages.<stage>`` overrides merged in (``checkpoint`` is removed)."""
+    """The ``train`` section with ``stages.<stage>`` overrides merged in (``checkpoint`` and ``init_from``, which the
+    runner reads, are removed)."""
     over = dict(cfg.get("stages", {}).get(stage) or {})
     over.pop("checkpoint", None)
+    over.pop("init_from", None)
     unknown = [k for k in over if k not in cfg["train"]]
     if unknown:
         raise KeyError(f"config key 'stages.{stage}' has unknown training keys {unknown}")

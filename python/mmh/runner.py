@@ -13,7 +13,9 @@ covering everything the result depends on (seed, dataset, model, the stage's tra
 and its inputs' hashes): a teacher trained once serves every student method with the same settings. A stage's
 extra artifacts (:meth:`mmh.train.StageModule.artifacts`, e.g. ADMD's discriminator) are saved and cached beside
 its ``model.pt``; :func:`stage_artifact_path` finds either. ``stages.<section>.checkpoint: PATH`` loads a model
-artifact instead of training that stage.
+artifact instead of training that stage; ``stages.<section>.init_from: PATH`` starts the stage's fresh network from
+another run's ``model.pt`` and trains it (:func:`mmh.models.pretrained.init_from_model_file`; the file's SHA-256 is
+part of the stage key).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from .data.transforms import TransformedDataset, build_transforms
 from .evaluation import evaluate_model
 from .evaluation.prediction import multi_clip_kwargs
 from .methods import Stage, StageContext, method_stages
-from .models.pretrained import weights_fingerprint
+from .models.pretrained import init_from_model_file, weights_fingerprint
 from .train import (
     NonFiniteError,
     StageModule,
@@ -246,7 +248,40 @@ def stage_key(stage: Stage, cfg: Mapping[str, Any], input_keys: Mapping[str, str
     }
     if cfg["model"].get("pretrained") is not None:  # the weight file's content, not only its name or path
         payload["pretrained"] = weights_fingerprint(cfg["model"]["pretrained"])
+    init = stage_init_from(cfg, stage)
+    if init is not None:  # stages.<section>.init_from: the file's content
+        payload["init_from"] = weights_fingerprint(init)
     return config_hash(payload)
+
+
+def stage_init_from(cfg: Mapping[str, Any], stage: Stage) -> Path | None:
+    """The ``stages.<section>.init_from`` file of ``stage`` (another run's ``model.pt`` the stage's fresh network
+    starts from, then trains; None when unset). FileNotFoundError naming the key when the file is not there,
+    ValueError when the stage does not train or also has a ``checkpoint``."""
+    section = cfg.get("stages", {}).get(stage.section) or {}
+    spec = section.get("init_from")
+    if spec is None:
+        return None
+    key = f"stages.{stage.section}.init_from"
+    if not isinstance(spec, str) or not spec:
+        raise TypeError(f"config key {key!r} must be a file path (a run's or a stage's model.pt), got {spec!r}")
+    if not stage.trains or section.get("checkpoint"):
+        raise ValueError(f"config key {key!r}: stage {stage.name!r} is not trained (no init_from with a checkpoint)")
+    path = Path(spec).expanduser()
+    path = path if path.is_absolute() else Path.cwd() / path
+    if not path.is_file():
+        hint = ""
+        if path.name == "model.pt" and path.parent.parent.name == "stages":
+            run = path.parents[2]
+            hint = (
+                f"it is the network of stage {path.parent.name!r} of the run folder {run}: train that run first (the "
+                f"recipe whose output.name is {run.name!r}, or any run with --run-dir {run}), or "
+            )
+        raise FileNotFoundError(
+            f"config key {key!r}: file not found: {path} (a relative path is resolved against the current "
+            f"directory); {hint}set {key}=PATH to a model.pt of a run or a stage"
+        )
+    return path
 
 
 def default_run_dir(cfg: Mapping[str, Any]) -> Path:
@@ -832,6 +867,15 @@ def _run_stage(run: _Run, stage: Stage) -> bool:
             key = config_hash(["path", str(Path(source.path or "").resolve())])
     else:
         module = stage.build(_context(run.cfg, run.facts, {i: run.nets[i] for i in stage.inputs}))
+        init = stage_init_from(run.cfg, stage)
+        if init is not None:  # another run's network, then trained (unlike ``checkpoint``)
+            record["init_from"] = init_from_model_file(
+                module.deployable(), init, what=f"stages.{stage.section}.init_from"
+            )
+            run.log(
+                f"[{run.cfg['method']}] stage {stage.name}: init_from {init}: {record['init_from']['copied']} "
+                f"tensors; fresh (class count differs): {record['init_from']['fresh']}"
+            )
         if stage.trains and not _train(run, stage, module, stage_dir, record):
             return False
         model, source = _save(run, stage, module, stage_dir, cached), Source("trained")

@@ -12,7 +12,7 @@ from .admd import FrameDiscriminator
 from .base import ZooModel
 from .blocks import AveragedLinear, BottleneckHead, SEBlock, TemporalConv
 from .ensemble import LogitEnsemble, ensemble_members
-from .framewise import FramewiseLateFusion, small_framewise
+from .framewise import FramewiseLateFusion, FramewiseResNet, resnet50_framewise, small_framewise
 from .fusion import JointNet, LateFusionNet
 from .hooks import FeatureExtractor, get_module
 from .inputs import DEFAULT_CHANNELS, InputSpec, image_specs
@@ -29,6 +29,7 @@ __all__ = [
     "FeatureExtractor",
     "FrameDiscriminator",
     "FramewiseLateFusion",
+    "FramewiseResNet",
     "GatedBasicBlock",
     "GatedBottleneck",
     "InputSpec",
@@ -51,5 +52,6 @@ __all__ = [
     "list_models",
     "load_pretrained",
     "register_model",
+    "resnet50_framewise",
     "small_framewise",
 ]

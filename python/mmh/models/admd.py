@@ -17,10 +17,21 @@ class FrameDiscriminator(nn.Module):
     in [0, num_frames) — the temporal position of the frame the features come from; with ``num_frames=0`` there is
     no frame input (single images) and ``frame_index`` must be None. Hidden layers: Linear + LeakyReLU(0.2);
     the thesis's action-recognition discriminator is ``hidden=(2048, 1024)``.
+
+    ``residual``: indices of hidden layers with a skip connection, ``act(fc(x) + x)`` (the layer's input and output
+    widths must agree): the thesis's object-recognition discriminator (4.2.2, Fig. 4.3: "skip connections in the
+    lower layers") is ``hidden=(1024, 1024, 1024, 2048, 3072), residual=(1, 2)`` — the 2nd and 3rd 1024-unit
+    layers add their input, as in the released NYUD code. The state-dict keys (``net.<i>.weight``) do not depend
+    on ``residual``.
     """
 
     def __init__(
-        self, feature_dim: int = 128, num_classes: int = 2, num_frames: int = 0, hidden: Sequence[int] = (2048, 1024)
+        self,
+        feature_dim: int = 128,
+        num_classes: int = 2,
+        num_frames: int = 0,
+        hidden: Sequence[int] = (2048, 1024),
+        residual: Sequence[int] = (),
     ) -> None:
         super().__init__()
         if feature_dim < 1 or num_classes < 1 or num_frames < 0:
@@ -36,6 +47,16 @@ class FrameDiscriminator(nn.Module):
             prev = h
         layers.append(nn.Linear(prev, num_classes + 1))
         self.net = nn.Sequential(*layers)
+        widths = [feature_dim + num_frames, *hidden]
+        ints = all(isinstance(i, int) and not isinstance(i, bool) for i in residual)
+        res = sorted(set(residual)) if ints else []
+        bad = [i for i in res if not 0 <= i < len(hidden) or widths[i] != widths[i + 1]]
+        if bad or not ints:
+            raise ValueError(
+                f"residual must list hidden layers (0..{len(hidden) - 1}) whose input and output widths agree; "
+                f"hidden={list(hidden)} (input {feature_dim + num_frames}) does not allow {list(residual)}"
+            )
+        self.residual = tuple(res)
 
     @property
     def fake_index(self) -> int:
@@ -51,7 +72,7 @@ class FrameDiscriminator(nn.Module):
         if self.num_frames == 0:
             if frame_index is not None:
                 raise ValueError("frame_index given but the discriminator was built with num_frames=0")
-            return self.net(features)
+            return self._mlp(features)
         if frame_index is None:
             raise ValueError(f"frame_index is required (discriminator built with num_frames={self.num_frames})")
         if frame_index.dtype not in (torch.int64, torch.int32) or frame_index.shape != features.shape[:1]:
@@ -65,4 +86,13 @@ class FrameDiscriminator(nn.Module):
                 f"[{int(frame_index.min())}, {int(frame_index.max())}]"
             )
         onehot = nn.functional.one_hot(frame_index.long(), self.num_frames).to(features.dtype)
-        return self.net(torch.cat([features, onehot], dim=1))
+        return self._mlp(torch.cat([features, onehot], dim=1))
+
+    def _mlp(self, x: Tensor) -> Tensor:
+        if not self.residual:
+            return self.net(x)
+        mods = list(self.net)
+        for i in range(len(mods) // 2):  # hidden layer i: net[2i] (Linear), net[2i + 1] (activation)
+            y = mods[2 * i](x)
+            x = mods[2 * i + 1](y + x if i in self.residual else y)
+        return mods[-1](x)

@@ -29,6 +29,8 @@ What each model takes from a file (everything else keeps its fresh initialisatio
 * ``late_fusion``, ``multiplier_resnet``: every stream's ResNet (stem, layer1..layer4); the identity-initialised
   temporal convolutions and the per-stream heads stay fresh.
 * ``resnet50_temporal``: the per-frame ResNet (``backbone``); temporal convolutions and classifier stay fresh.
+* ``resnet50_framewise``: every stream's ResNet (stem, layer1..layer4); the temporal convolutions, the bottleneck
+  and the per-stream heads stay fresh.
 * ``surf_resnet18``: each modality's stem (conv1, bn1, layer1, layer2) and the shared layer3 / layer4 (the file's
   layer3 takes 128 channels, as the trunk after the 1x1 reduction does; ``reduce=False`` does not fit the file); the
   SE blocks, the 1x1 reduction and the classifier stay fresh.
@@ -64,6 +66,7 @@ __all__ = [
     "cache_dir",
     "cached_weights",
     "fetch_weights",
+    "init_from_model_file",
     "load_pretrained",
     "published_weights",
     "weights_fingerprint",
@@ -290,6 +293,7 @@ def _i3d_plan(model: nn.Module) -> list[_Part]:
 _PLANS: dict[str, Callable[[nn.Module], list[_Part]]] = {
     "late_fusion": _streams_plan,
     "multiplier_resnet": _streams_plan,
+    "resnet50_framewise": _streams_plan,
     "surf_resnet18": _surf_plan,
     "resnet50_temporal": _temporal_plan,
     "r2plus1d_18": _r2plus1d_plan,
@@ -559,3 +563,58 @@ def _load_mmh_artifact(model: nn.Module, payload: Mapping[str, Any], path: Path,
         )
     model.load_state_dict(sd)
     return PretrainedReport(source=str(path), files=[str(path)], initialised=list(sd))
+
+
+def init_from_model_file(model: nn.Module, path: str | os.PathLike, *, what: str = "init_from") -> dict[str, Any]:
+    """Initialise ``model`` (built by :func:`mmh.models.build_model`) from another run's network, an mmh
+    ``model.pt`` (``{"config", "state_dict"}``, read with :func:`mmh.utils.safe_io.safe_load`), to train it further.
+
+    Tensors whose name and shape match are copied. Tensors that differ only because the number of classes differs
+    (first dimension: the file network's ``num_classes`` vs this one's, every other dimension equal — the classifier
+    heads, e.g. NTU RGB+D's 60 classes vs NW-UCLA's 10) keep their fresh initialisation and are listed. Any other
+    key the network lacks or the file lacks, or a shape that differs otherwise, is a ValueError listing the keys and
+    naming the file; nothing is loaded then. FileNotFoundError naming ``what`` for a missing file. Returns
+    ``{"path", "sha256", "copied", "fresh"}`` (``copied``: how many tensors; ``fresh``: the class-count keys).
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict) or "name" not in config:
+        raise ValueError(f"{what}: the model has no build_model config (build it with mmh.models.build_model)")
+    file = Path(path).expanduser()
+    file = file if file.is_absolute() else Path.cwd() / file
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{what}: file not found: {file} (a relative path is resolved against the current directory)"
+        )
+    payload = _read_state_dict(file, what)
+    if not ("config" in payload and "state_dict" in payload) or not isinstance(payload["state_dict"], dict):
+        raise ValueError(f"{what}: {file} is not an mmh model.pt ({{'config', 'state_dict'}}, a run's or a stage's)")
+    cfg, sd = payload["config"], payload["state_dict"]
+    _check_state_dict(sd, file, what)
+    if not isinstance(cfg, dict) or cfg.get("name") != config["name"]:
+        got = cfg.get("name") if isinstance(cfg, dict) else cfg
+        raise ValueError(f"{what}: {file} is a model.pt of model {got!r}, not of {config['name']!r}")
+    theirs, ours = cfg.get("num_classes"), config.get("num_classes")
+    own = model.state_dict()
+    fresh, shapes = [], []
+    for k, v in own.items():
+        if k not in sd or sd[k].shape == v.shape:
+            continue
+        s = sd[k].shape
+        if theirs != ours and len(s) == v.dim() and s[0] == theirs and v.shape[0] == ours and s[1:] == v.shape[1:]:
+            fresh.append(k)
+        else:
+            shapes.append(f"{k}: file {tuple(s)} vs network {tuple(v.shape)}")
+    problems = []
+    extra = [k for k in sd if k not in own]
+    lost = [k for k in own if k not in sd]
+    if extra:
+        problems.append(f"keys the network does not have: {_listing(extra)}")
+    if lost:
+        problems.append(f"keys the file lacks: {_listing(lost)}")
+    if shapes:
+        problems.append(f"shapes that differ other than by the class count ({theirs} vs {ours}): {_listing(shapes, 6)}")
+    if problems:
+        raise ValueError(f"{what}: {file} does not fit this network ({'; '.join(problems)}); nothing was loaded")
+    copied = {k: sd[k].to(own[k].dtype) for k in own if k not in fresh}
+    model.load_state_dict({**own, **copied})
+    return {"path": str(file), "sha256": _file_digest(file), "copied": len(copied), "fresh": fresh}

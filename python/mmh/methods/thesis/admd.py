@@ -160,7 +160,9 @@ def _build_hall(ctx: StageContext, naive: bool) -> ADMDStage:
     frames = int(ctx.model_kwargs.get("num_frames") or 1) if c["frame_conditioning"] else 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(ctx.cfg["seed"]) + 1)
-        disc = FrameDiscriminator(dim, 1 if c["naive"] else ctx.num_classes, frames, tuple(c["hidden"]))
+        disc = FrameDiscriminator(
+            dim, 1 if c["naive"] else ctx.num_classes, frames, tuple(c["hidden"]), tuple(c["residual"])
+        )
     return ADMDStage(
         hall,
         depth_net,
@@ -230,10 +232,11 @@ def admd_naive(cfg: Mapping[str, Any]) -> list[Stage]:
 
 
 def discriminator_from_state(
-    state: Mapping[str, Tensor], feature_dim: int, prefix: str = "discriminator."
+    state: Mapping[str, Tensor], feature_dim: int, prefix: str = "discriminator.", residual: Iterable[int] = ()
 ) -> FrameDiscriminator:
     """Rebuild the discriminator saved in an ADMD stage checkpoint (``checkpoint["stage"]``), sizes from the
-    weights: hidden widths, ``num_classes`` (outputs − 1) and ``num_frames`` (input − ``feature_dim``)."""
+    weights: hidden widths, ``num_classes`` (outputs − 1) and ``num_frames`` (input − ``feature_dim``);
+    ``residual`` (``loss.admd.residual``, which the weights do not show) as it was trained."""
     ws = [(k, v) for k, v in state.items() if k.startswith(prefix + "net.") and k.endswith(".weight")]
     if not ws:
         raise KeyError(f"no discriminator weights under {prefix!r} in the checkpoint state")
@@ -243,6 +246,7 @@ def discriminator_from_state(
         int(ws[-1][1].shape[0]) - 1,
         int(ws[0][1].shape[1]) - feature_dim,
         [int(v.shape[0]) for _, v in ws[:-1]],
+        tuple(residual),
     )
     d.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
     return d.eval()
