@@ -102,3 +102,53 @@ def test_the_claims_say_whether_the_baseline_ensembles_values_are_independent():
         text = claims(shared)
         assert "serves two ensembles" in text and "approximate" in text and "independent," not in text
     assert "baseline_ensemble" not in claims(None)
+
+
+def _speed_result(overheads: dict[str, float], dad_rounds: list[float], dad_ops: float, cached: float) -> dict:
+    """A speed.json with the given trainer overheads (trainer time / minimal time - 1), DAD's per-round step-time
+    ratios and operators-alone ratio, and the cached DAD step's samples/s (the baseline runs 100 samples/s)."""
+    import statistics
+
+    per = {
+        m: {"model": "surf_resnet18", "batch": 64, "minimal_vs_trainer": 1 / (1 + o), "mmh_vs_reference": None}
+        for m, o in overheads.items()
+    }
+    per["dad"] |= {
+        "mmh_vs_reference": statistics.median(dad_rounds),
+        "mmh_vs_reference_rounds": dad_rounds,
+        "ops_alone": {"reference_ms": 2.0 * dad_ops, "mmh_ext_ms": 2.0, "ratio": dad_ops},
+        "teacher_cache_samples_per_s": cached,
+    }
+    methods = {m: {"samples_per_s": 100.0} for m in overheads}
+    record = {"device": "cpu", "device_name": "AMD EPYC", "cpu_count": 2, "torch": "2.x", "time": "2026-12-07T10:00"}
+    return {"methods": methods, "record": {**record, "methods": per}}
+
+
+def _verdicts(text: str) -> dict[str, str]:
+    rows = [r.split(" | ") for r in text.splitlines() if r.startswith("| ") and "verdict" not in r]
+    return {r[0].lstrip("| "): r[-1].strip(" |*") for r in rows}
+
+
+def test_speed_targets_verdicts_follow_the_numbers():
+    from mmh.benchmarks.tables import render_speed_targets
+
+    good = _verdicts(render_speed_targets(_speed_result({"baseline": 0.01, "dad": 0.029}, [1.01, 1.02, 0.99], 2.0, 90)))
+    assert good == {
+        "trainer overhead against a minimal hand-written loop ≤ 3 %, every method": "met",
+        "DAD step with mmh_ext at least as fast as with the reference losses": "met",
+        "DAD step with `train.teacher_cache` within 15 % of the baseline's step": "met",  # 100/90 - 1 = +11 %
+        "on a GPU: the step rates with AMP, the GPU busy ≥ 90 % of the step": "open",
+    }
+    # a median below 1 whose rounds reach 1, with the operators alone faster: no measurable difference
+    noisy = _verdicts(render_speed_targets(_speed_result({"baseline": 0.0, "dad": 0.0}, [0.98, 0.99, 1.01], 1.8, 80)))
+    assert noisy["DAD step with mmh_ext at least as fast as with the reference losses"] == (
+        "met, no measurable difference"
+    )
+    assert noisy["DAD step with `train.teacher_cache` within 15 % of the baseline's step"] == "missed"  # +25 %
+    # every round slower, or the operators alone slower: missed; an overhead over 3 % anywhere: missed
+    slow = _verdicts(render_speed_targets(_speed_result({"baseline": 0.0, "dad": 0.0}, [0.97, 0.98, 0.99], 1.8, 90)))
+    assert slow["DAD step with mmh_ext at least as fast as with the reference losses"] == "missed"
+    ops = _verdicts(render_speed_targets(_speed_result({"baseline": 0.0, "dad": 0.0}, [0.98, 0.99, 1.01], 0.9, 90)))
+    assert ops["DAD step with mmh_ext at least as fast as with the reference losses"] == "missed"
+    over = _verdicts(render_speed_targets(_speed_result({"baseline": 0.031, "dad": 0.0}, [1.0], 1.0, 90)))
+    assert over["trainer overhead against a minimal hand-written loop ≤ 3 %, every method"] == "missed"

@@ -93,8 +93,12 @@ def test_reference_variant_runs_the_reference_operators(tiny_report):
     report, _, calls = tiny_report
     assert report["methods"]["rad"]["reference_samples_per_s"] > 0
     assert report["methods"]["dad"]["reference_samples_per_s"] > 0
-    # warm-up + 2 timed steps of the reference variant, each one call
-    assert calls.get("rad_loss") == 3 and calls.get("dad_loss") == 3
+    # warm-up + 2 timed steps of the reference variant, each one call; then the operator calls replayed alone
+    # (ops_alone): one warm-up and rounds x reps repetitions of the step's calls
+    for m, name in (("rad", "rad_loss"), ("dad", "dad_loss")):
+        ops = report["record"]["methods"][m]["ops_alone"]
+        assert ops["calls"] == {name: 1}
+        assert calls.get(name) == 3 + (1 + ops["rounds"] * ops["reps"]) * ops["calls"][name]
 
 
 def test_reference_ops_swaps_and_restores():
@@ -149,3 +153,57 @@ def test_compile_variant_is_timed_and_a_fallback_is_null(tmp_path: Path, monkeyp
     monkeypatch.setattr(torch, "compile", broken)
     report = speed.run_speed(out=tmp_path / "b", compile_=True, **kw)
     assert report["methods"]["rad"]["compile_samples_per_s"] is None  # eager after the fallback: not a compile rate
+
+
+def test_record_ops_replays_the_step_calls_exactly():
+    """record_ops keeps each fused call's arguments (copies; which of them the step differentiated), so that a
+    replay gives the same values and the same gradients as the call in the step."""
+    torch.manual_seed(0)
+    s = torch.randn(4, 8, 4, 4, requires_grad=True)
+    t = torch.randn(4, 8, 4, 4)
+    fc = torch.nn.Linear(8, 3)
+    rad = mmh_ext.nn.RegionAwareDistillation()
+    calls: list = []
+    with speed.record_ops(calls):
+        r = rad(s, t, fc, fc)
+        d = mmh_ext.dad_loss([s, s * 2], [t, t], form="sp")
+    assert [c[0] for c in calls] == ["rad_loss", "dad_loss"]
+    (r + d).backward()
+    for name, args, kwargs in calls:
+        fresh = speed._fresh(args)  # noqa: SLF001
+        out = getattr(mmh_ext, name)(*fresh, **speed._fresh(kwargs))  # noqa: SLF001
+        want = r if name == "rad_loss" else d
+        if name == "rad_loss":
+            out = rad.weigh(out) if out.ndim else out
+        torch.testing.assert_close(out, want)
+        assert fresh[0].requires_grad if name == "rad_loss" else fresh[0][0].requires_grad
+        assert not (fresh[1].requires_grad if name == "rad_loss" else fresh[1][0].requires_grad)
+    s.data.add_(1.0)  # the records are copies: later changes to the step's tensors do not reach them
+    assert not torch.equal(speed._fresh(calls[0][1])[0], s)  # noqa: SLF001
+
+
+def test_time_ops_ratio_is_reference_over_fused(monkeypatch):
+    """time_ops's ratio is reference time / mmh_ext time: a reference made 5 ms slower per call gives a ratio > 1,
+    a fused operator made slower gives one < 1."""
+    import time as _time
+
+    torch.manual_seed(0)
+    calls: list = []
+    with speed.record_ops(calls):
+        mmh_ext.dad_loss(torch.randn(4, 8, requires_grad=True), torch.randn(4, 8), form="sp")
+
+    def slow(fn):
+        def call(*a, **k):
+            _time.sleep(0.005)
+            return fn(*a, **k)
+
+        return call
+
+    with monkeypatch.context() as mp:
+        mp.setattr(reference, "dad_loss", slow(reference.dad_loss))
+        got = speed.time_ops(calls, torch.device("cpu"), rounds=3, budget_s=0.02)
+    assert got["ratio"] > 1.5 and got["reference_ms"] > got["mmh_ext_ms"] + 4.0
+    with monkeypatch.context() as mp:
+        mp.setattr(mmh_ext.dad, "dad_loss", slow(mmh_ext.dad.dad_loss))
+        got = speed.time_ops(calls, torch.device("cpu"), rounds=3, budget_s=0.02)
+    assert got["ratio"] < 0.67 and got["mmh_ext_ms"] > got["reference_ms"] + 4.0

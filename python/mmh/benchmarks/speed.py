@@ -90,38 +90,143 @@ _QUICK = {"steps": 2, "image_batch": 4, "clip_batch": 1, "clip_size": 64}
 
 
 # ------------------------------------------------------------------------------------------------ reference operators
+#: The fused operators a stage calls, by name (each also reachable as ``mmh_ext.<name>``): the module that holds it.
+_OP_MODULES = {"rad_loss": "rad", "dad_loss": "dad", "cross_stream_inject": "inject"}
+
+
 @contextlib.contextmanager
-def reference_ops(counter: dict[str, int] | None = None) -> Iterator[None]:
+def _patched_ops(make: Callable[[str, Callable[..., Any]], Callable[..., Any]]) -> Iterator[None]:
+    """Inside: each fused operator ``name`` (in its module and in ``mmh_ext``) is ``make(name, fused_function)``."""
+    import importlib
+
+    import mmh_ext
+
+    saved = []
+    try:
+        for name, module in _OP_MODULES.items():
+            mod = importlib.import_module(f"mmh_ext.{module}")
+            fn = make(name, getattr(mod, name))
+            for where in (mod, mmh_ext):
+                saved.append((where, name, getattr(where, name)))
+                setattr(where, name, fn)
+        yield
+    finally:
+        for where, name, fn in reversed(saved):
+            setattr(where, name, fn)
+
+
+def reference_ops(counter: dict[str, int] | None = None) -> contextlib.AbstractContextManager[None]:
     """Inside: every call of the fused mmh_ext operators a stage makes (``rad_loss`` through
     :class:`mmh_ext.nn.RegionAwareDistillation`, ``dad_loss``, ``cross_stream_inject``) runs its
     :mod:`mmh_ext.reference` version instead; ``counter`` (if given) counts the reference calls per name."""
-    import mmh_ext
-    from mmh_ext import dad, inject, rad, reference
+    from mmh_ext import reference
 
-    def counted(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def make(name: str, _fused: Callable[..., Any]) -> Callable[..., Any]:
+        ref = getattr(reference, name)
+
         def call(*args: Any, **kwargs: Any) -> Any:
             if counter is not None:
                 counter[name] = counter.get(name, 0) + 1
-            return fn(*args, **kwargs)
+            return ref(*args, **kwargs)
 
         return call
 
-    patches = [
-        (rad, "rad_loss", counted("rad_loss", reference.rad_loss)),
-        (mmh_ext, "rad_loss", counted("rad_loss", reference.rad_loss)),
-        (dad, "dad_loss", counted("dad_loss", reference.dad_loss)),
-        (mmh_ext, "dad_loss", counted("dad_loss", reference.dad_loss)),
-        (inject, "cross_stream_inject", counted("cross_stream_inject", reference.cross_stream_inject)),
-        (mmh_ext, "cross_stream_inject", counted("cross_stream_inject", reference.cross_stream_inject)),
-    ]
-    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in patches]
-    try:
-        for mod, name, fn in patches:
-            setattr(mod, name, fn)
-        yield
-    finally:
-        for mod, name, fn in saved:
-            setattr(mod, name, fn)
+    return _patched_ops(make)
+
+
+class _Leaf:
+    """A recorded operator argument: a detached copy, and whether the step differentiated it."""
+
+    def __init__(self, t: Tensor) -> None:
+        self.t, self.grad = t.detach().clone(), bool(t.requires_grad)
+
+    def fresh(self) -> Tensor:
+        return self.t.detach().requires_grad_(self.grad)
+
+
+def _snapshot(x: Any) -> Any:
+    if isinstance(x, Tensor):
+        return _Leaf(x)
+    if isinstance(x, list | tuple):
+        return type(x)(_snapshot(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _snapshot(v) for k, v in x.items()}
+    return x
+
+
+def _fresh(x: Any) -> Any:
+    if isinstance(x, _Leaf):
+        return x.fresh()
+    if isinstance(x, list | tuple):
+        return type(x)(_fresh(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _fresh(v) for k, v in x.items()}
+    return x
+
+
+def record_ops(calls: list[tuple[str, Any, Any]]) -> contextlib.AbstractContextManager[None]:
+    """Inside: every call of a fused operator runs as usual and is appended to ``calls`` as ``(name, args,
+    kwargs)``, its tensors copied (:func:`time_ops` replays them)."""
+
+    def make(name: str, fused: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append((name, _snapshot(args), _snapshot(kwargs)))
+            return fused(*args, **kwargs)
+
+        return call
+
+    return _patched_ops(make)
+
+
+def time_ops(
+    calls: Sequence[tuple[str, Any, Any]], device: torch.device, rounds: int = 5, budget_s: float = 0.25
+) -> dict[str, Any]:
+    """The operators of one training step alone: forward and backward of every recorded call (:func:`record_ops`),
+    with the fused mmh_ext functions and with their :mod:`mmh_ext.reference` versions, interleaved over ``rounds``
+    (each about ``budget_s`` seconds of repetitions). Outside autocast, on the recorded dtypes. Returns
+    ``{"mmh_ext_ms", "reference_ms", "ratio"}``: mean milliseconds per step's calls and the median over rounds of
+    reference time / mmh_ext time (> 1: the fused operators are faster); ``calls`` (per operator, in one step),
+    ``reps`` (repetitions per round) and ``rounds``."""
+    import importlib
+
+    from mmh_ext import reference
+
+    impls = {
+        "mmh_ext": {n: getattr(importlib.import_module(f"mmh_ext.{m}"), n) for n, m in _OP_MODULES.items()},
+        "reference": {n: getattr(reference, n) for n in _OP_MODULES},
+    }
+
+    def once(impl: Mapping[str, Callable[..., Any]]) -> None:
+        for name, args, kwargs in calls:
+            out = impl[name](*_fresh(args), **_fresh(kwargs))
+            if out.requires_grad:
+                out.float().sum().backward()
+
+    def timed(impl: Mapping[str, Callable[..., Any]], reps: int) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            once(impl)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - t0) / reps
+
+    for impl in impls.values():  # warm-up, and the repetitions that fill the budget
+        once(impl)
+    reps = max(3, min(500, int(budget_s / max(timed(impls["mmh_ext"], 2), 1e-6))))
+    times: dict[str, list[float]] = {k: [] for k in impls}
+    for r in range(rounds):
+        for k in list(impls)[r % 2 :] + list(impls)[: r % 2]:
+            times[k].append(timed(impls[k], reps))
+    return {
+        "mmh_ext_ms": statistics.fmean(times["mmh_ext"]) * 1000.0,
+        "reference_ms": statistics.fmean(times["reference"]) * 1000.0,
+        "ratio": statistics.median(b / a for a, b in zip(times["mmh_ext"], times["reference"])),
+        "calls": {n: sum(1 for c in calls if c[0] == n) for n in dict.fromkeys(c[0] for c in calls)},
+        "reps": reps,
+        "rounds": rounds,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -331,8 +436,10 @@ def _method_speed(
         variants.append(_Variant("compile", _trainer_step(compiled, gpu_batch)))
 
     t0 = time.perf_counter()
+    calls: list[tuple[str, Any, Any]] = []  # the operator calls of the trainer's warm-up step, replayed alone below
     for v in variants:  # warm-up (allocator, cuDNN autotuning, torch.compile's compilation)
-        v.run(1, device)
+        with record_ops(calls) if v.name == "trainer" and method in _OPS_METHODS else contextlib.nullcontext():
+            v.run(1, device)
     warm_s = time.perf_counter() - t0
     trainer.timer.means()  # drop the warm-up step's phases
     if method in _OPS_METHODS:
@@ -356,11 +463,13 @@ def _method_speed(
         v = by.get(name)
         return bs / statistics.fmean(v.times) if v is not None else None
 
-    def ratio(name: str) -> float | None:  # median over rounds of trainer time / other time (>1: other is slower)
+    def ratios(name: str) -> list[float] | None:  # per round: other time / trainer time (>1: other is slower)
         v = by.get(name)
-        if v is None:
-            return None
-        return statistics.median(b / a for a, b in zip(by["trainer"].times, v.times))
+        return None if v is None else [b / a for a, b in zip(by["trainer"].times, v.times)]
+
+    def ratio(name: str) -> float | None:  # their median
+        r = ratios(name)
+        return None if r is None else statistics.median(r)
 
     step_ms = statistics.fmean(by["trainer"].times) * 1000.0
     result = {
@@ -381,6 +490,8 @@ def _method_speed(
         "rounds": rounds,
         "warmup_s": warm_s,
         "mmh_vs_reference": ratio("reference"),  # reference step time / mmh step time (>= 1: mmh_ext not slower)
+        "mmh_vs_reference_rounds": ratios("reference"),  # the per-round ratios: their spread is the noise
+        "ops_alone": time_ops(calls, device) if calls else None,  # the step's operator calls alone, fwd + bwd
         "minimal_vs_trainer": ratio("minimal"),  # minimal loop time / trainer time (overhead = 1 - this)
         "compile_vs_trainer": ratio("compile"),
         "teacher_cache_samples_per_s": rate("cache"),
@@ -526,17 +637,20 @@ def speed_markdown(report: Mapping[str, Any]) -> str:
         f"{'; --quick' if rec.get('quick') else ''}.",
         "",
         "| method | batch | samples/s | teacher ms | student fwd ms | loss ms | backward ms | optimizer ms | step ms "
-        "| mmh_ext vs reference | trainer overhead | compile speed-up | cached teacher samples/s | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mmh_ext vs reference | operators alone vs reference | trainer overhead | compile speed-up "
+        "| cached teacher samples/s | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m, r in report["methods"].items():
         f = rec["methods"][m]
         p = r["phases_ms"]
         ovh = None if f["minimal_vs_trainer"] is None else (1.0 / f["minimal_vs_trainer"] - 1.0) * 100.0
+        ops = f.get("ops_alone")
         lines.append(
             f"| {m} | {f['batch']} | {r['samples_per_s']:.1f} | {p['teacher_ms']:.1f} | {p['forward_ms']:.1f} | "
             f"{p['loss_ms']:.1f} | {p['backward_ms']:.1f} | {p['optimizer_ms']:.1f} | {p['step_ms']:.1f} | "
-            f"{_fmt(f['mmh_vs_reference'], '.2f', 'x')} | {_fmt(ovh, '+.1f', ' %')} | "
+            f"{_fmt(f['mmh_vs_reference'], '.2f', 'x')} | {_fmt(ops and ops['ratio'], '.2f', 'x')} | "
+            f"{_fmt(ovh, '+.1f', ' %')} | "
             f"{_fmt(None if f['compile_vs_trainer'] is None else 1 / f['compile_vs_trainer'], '.2f', 'x')} | "
             f"{_fmt(f['teacher_cache_samples_per_s'])} | {_fmt(r['peak_mem_mb'])} |"
         )
@@ -552,7 +666,9 @@ def speed_markdown(report: Mapping[str, Any]) -> str:
     lines += [
         "",
         "mmh_ext vs reference: the reference-operator step's time over the mmh_ext step's (>= 1: the fused operators "
-        "are not slower). Trainer overhead: the trainer's step time over the minimal loop's, minus 1. Compile "
+        "are not slower); operators alone: the same for the step's operator calls replayed alone, forward and "
+        "backward, many times (the step's other work does not blur it). Trainer overhead: the trainer's step time "
+        "over the minimal loop's, minus 1. Compile "
         "speed-up: the eager trainer step's time over the compiled one's. Each is the median of the per-round "
         "ratios (the variants run interleaved).",
         "",
