@@ -119,7 +119,7 @@ DEFAULTS: dict[str, Any] = {
         "drop_last": True,
         "eval_every": 0,  # epochs between validation passes (0: only at the end)
         "deploy": "last",  # last | best: the stage's network is its final state, or best.pt's (needs dataset.val_split)
-        "checkpoint_every": 0,  # steps between "latest" checkpoints (0: at each epoch end)
+        "checkpoint_every": 0,  # steps between "latest" checkpoints (0: at each epoch end; -1: none, see the trainer)
         "log_every": 10,  # steps between reads of the device's loss sums (progress bar, non-finite check); 0: epochs
         "tensorboard": False,
         "progress": True,

@@ -261,3 +261,24 @@ def test_trainer_errors(tmp_path: Path):
 
     with pytest.raises(FloatingPointError, match="step 0"):
         Trainer(NaNStage(TinyNet()), ds, _tcfg(batch_size=4), out_dir=tmp_path).fit()
+
+
+def test_checkpoint_every_minus_one_writes_no_resume_checkpoints(tmp_path: Path):
+    """train.checkpoint_every=-1: neither latest.pt nor best.pt (short runs that are not resumed), the same trained
+    weights and metrics.csv as the default; best.pt still written when train.deploy=best needs it."""
+    ds = TinySet(40)
+    ref = _run(tmp_path / "ref", _tcfg(), ds)
+    assert {p.name for p in (tmp_path / "ref").glob("*.pt")} == {"latest.pt", "best.pt"}
+    got = _run(tmp_path / "none", _tcfg(checkpoint_every=-1), ds)
+    assert not list((tmp_path / "none").glob("*.pt"))
+    assert all(torch.equal(v, got.state_dict()[k]) for k, v in ref.state_dict().items())
+    assert _read(tmp_path / "ref" / "metrics.csv") == _read(tmp_path / "none" / "metrics.csv")
+
+    scores = iter([0.2, 0.9, 0.4, 0.1])
+    seed_everything(0)
+    stage = _stage(0)
+    tcfg = _tcfg(steps=20, eval_every=1, deploy="best", checkpoint_every=-1)
+    t = Trainer(stage, ds, tcfg, out_dir=tmp_path / "best", seed=0, val_fn=lambda net: {"accuracy": next(scores)})
+    t.fit()
+    assert {p.name for p in (tmp_path / "best").glob("*.pt")} == {"best.pt"}
+    assert t.restore_best()["epoch"] == 2

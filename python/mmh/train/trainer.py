@@ -4,7 +4,9 @@ The trainer knows nothing of methods: it calls ``stage(batch) -> (logits, {name:
 steps the optimizer over ``stage.trainable_parameters()`` and the per-step scheduler, and writes, in ``out_dir``:
 
 * ``latest.pt`` (every ``checkpoint_every`` steps, at each epoch end and when stopped) and ``best.pt`` (best
-  validation metric; without validation, the last epoch);
+  validation metric; without validation, the last epoch); ``checkpoint_every: -1`` writes neither (``latest.pt``
+  only when stopped by a signal, ``best.pt`` only for ``deploy: best``): short runs that will not be resumed skip
+  the cost of the optimizer state, and the runner still writes each stage's ``model.pt``;
 * ``metrics.csv`` (one row per epoch: mean loss terms, train accuracy, lr, validation metrics, wall time, and the
   cost of the epoch's steps: ``samples_per_s``, the mean per-phase times ``teacher_ms``, ``forward_ms``,
   ``loss_ms``, ``backward_ms``, ``optimizer_ms``, ``step_ms`` — :mod:`mmh.train.timing`, read at the log points —
@@ -534,6 +536,10 @@ class Trainer:
             self.best = {"metric": "last", "value": None, "step": self.step, "epoch": epoch + 1}
         self._write_csv()
         self._log_tb(row)
+        if int(self.tcfg.get("checkpoint_every") or 0) < 0:  # -1: no resume checkpoints; best.pt only to deploy it
+            if improved and self.tcfg.get("deploy", "last") == "best":
+                self._save("best.pt")
+            return
         self._save("latest.pt")
         if improved or (self.val_fn is None and last):
             self._save("best.pt")
@@ -657,7 +663,7 @@ class Trainer:
             if self._stop_signal(sync=log_point):
                 self._interrupted(save=True)
             every = int(self.tcfg.get("checkpoint_every") or 0)
-            if every and self.step % every == 0:
+            if every > 0 and self.step % every == 0:
                 self._save("latest.pt")
             if stop_after_steps is not None and done_here >= stop_after_steps:
                 self._save("latest.pt")
