@@ -2,32 +2,29 @@
 
 * ``mmh list configs`` lists exactly these recipes (no ``_base`` / ``_ch*`` file);
 * every recipe's key values equal the thesis's (a table written from the text, not from the configs);
-* every recipe runs 2 training steps on the CPU at full model size (ResNet-50 streams, R(2+1)D-18 per modality), each
-  in a fresh process, on a fixture tree in its dataset's published layout (with flow frames for chapter 5), inputs
-  shrunk to 32x32. The recipes of one dataset share one ``output.cache``, so ablations reuse the steps they share.
-  The chapter-3 recipes start from a torchvision-format ImageNet ResNet-50 file planted in a temporary torch hub
-  cache (nothing is downloaded), and both streams are checked to hold its tensors.
+* every recipe (and every recipe of a paper other than MMH's, found by :mod:`_recipes`) runs 2 training steps on the
+  CPU at full model size (ResNet-50 streams, R(2+1)D-18 per modality), each in a fresh process (a child of the fork
+  server of :mod:`_recipes`), on a fixture tree in its dataset's published layout (with flow frames for chapter 5),
+  inputs shrunk to 32x32. The recipes of one dataset share one ``output.cache``, so ablations reuse the steps they
+  share. The chapter-3 recipes start from a torchvision-format ImageNet ResNet-50 file planted in a temporary torch
+  hub cache (nothing is downloaded), and both streams are checked to hold its tensors; chapter 4's NW-UCLA recipes
+  fine-tune from the NTU RGB+D ``admd`` run's streams (``stages.streams.init_from``).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _trees  # noqa: E402
+import _recipes  # noqa: E402
 
-from mmh.config import config_dir, load_config
-from mmh.utils.safe_io import safe_load  # noqa: E402
+from mmh.config import config_dir, load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CH3 = {
     "ntu60": {
         "multistream": {},
-        "multistream_noconn": {"connections": False},
+        "multistream_noconn": {"connections": False, "alpha": 1.0},
+        "multistream_noconn_step3": {"step3_connections": False},
         "multistream_hall_only": {"alpha": 1.0},
         "multistream_gd_only": {"alpha": 0.0},
         "multistream_inverted": {"direction": "rgb_to_depth"},
@@ -104,7 +102,9 @@ def test_list_configs_shows_the_thesis_recipes():
         [sys.executable, "-m", "mmh.cli", "list", "configs"], capture_output=True, text=True, env=_env(), timeout=120
     )
     assert out.returncode == 0, out.stderr
-    assert sorted(line for line in out.stdout.split() if line.startswith("papers/thesis/")) == RECIPES
+    listed = [line for line in out.stdout.split() if line.startswith("papers/thesis/")]
+    chapter4 = {r.name for r in _recipes.discover() if r.model == "resnet50_framewise"}  # test_recipes_thesis_ch4
+    assert sorted(set(listed) - chapter4) == RECIPES
     assert (config_dir() / "papers/thesis/_base/ch3.yaml").is_file()  # shared, and not listed
     assert not any("_base" in line or "/_ch" in line for line in out.stdout.split())
 
@@ -185,109 +185,91 @@ def test_chapter3_recipes_feed_imagenet_statistics_to_both_streams():
 
 
 # ---------------------------------------------------------------------------------------------------- the runs
-def _plant_imagenet_resnet50(torch_home: Path) -> dict[str, torch.Tensor]:
-    """A torchvision-format ResNet-50 file (torchvision's constructor, random values) under torchvision's
-    IMAGENET1K_V1 file name in the hub cache."""
-    from mmh.models.pretrained import published_weights
-
-    torch.manual_seed(11)
-    sd = torchvision.models.resnet50(weights=None).state_dict()
-    sd = {k: (torch.randn_like(v) * 0.05 if v.is_floating_point() else v) for k, v in sd.items()}
-    sd = {k: (v.abs() + 0.5 if "running_var" in k else v) for k, v in sd.items()}
-    (name,) = [w.file for w in published_weights() if (w.name, w.arch) == ("imagenet", "resnet50")]
-    folder = torch_home / "hub" / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(sd, folder / name)
-    return sd
+DISCOVERED = [r for r in _recipes.discover() if r.paper != "mmh"]
 
 
-def _train(recipe: str, data: Path, out: Path, cache: Path, env: dict[str, str], extra: list[str]) -> dict:
-    run_dir = out / recipe.replace("/", "_")
-    argv = [sys.executable, "-m", "mmh.cli", "train", recipe, f"dataset.kwargs.root={data}"]
-    argv += ["train.steps=2", "train.batch_size=2", "eval.batch_size=4", "train.progress=false", "threads=1"]
-    argv += ["device=cpu", f"output.root={out}", f"output.cache={cache}", "--run-dir", str(run_dir), *extra]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, f"{recipe}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
-    return json.loads((run_dir / "results.json").read_text())
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> _recipes.Session:
+    return _recipes.session(tmp_path_factory)
 
 
-TREES = {"ntu60": _trees.ntu, "ntu120": _trees.ntu, "nwucla": _trees.nwucla, "uwa3d2": _trees.uwa3d2}
+def _run(runs: _recipes.Session, dataset: str, file: str) -> _recipes.Run:
+    run = runs.runs[f"papers/thesis/{dataset}/{file}"]
+    run.ok()
+    return run
 
 
-def _tree(dataset: str, root: Path) -> Path:
-    if dataset.startswith("ntu"):  # subject 1: the thesis's xsub validation subject; 2 trains; 3 tests
-        _trees.ntu(root, subjects=(1, 2, 3), frames=9, flow=True)
-    else:
-        TREES[dataset](root, frames=9, flow=True)
-    return root
+@pytest.mark.parametrize("recipe", [r.name for r in DISCOVERED])
+def test_recipe_trains_two_steps_in_a_fresh_process(recipe, runs):
+    """The recipe in its own process, 2 steps on the CPU at full model size, small inputs: finished, with accuracy."""
+    run = runs.runs[recipe]
+    run.ok()
+    assert "accuracy" in run.results["final"], (recipe, run.results["final"])
 
 
-#: The 2-step runs at full model size cost minutes per dataset on 2 cores: the test suite runs NW-UCLA's (every method
-#: of both chapters, every code path the other datasets' recipes take: the same bases, models, transforms and
-#: evaluation), and ``MMH_ALL_RECIPES=1`` runs every dataset's.
-ALL_RECIPES = os.environ.get("MMH_ALL_RECIPES") == "1"
-
-
-def _datasets(names: Iterable[str]) -> list:
-    skip = pytest.mark.skipif(not ALL_RECIPES, reason="set MMH_ALL_RECIPES=1 to run every dataset's recipes")
-    return [pytest.param(d, marks=() if d == "nwucla" else skip) for d in sorted(names)]
-
-
-@pytest.mark.parametrize("dataset", _datasets(CH3))
-def test_chapter3_recipes_train_two_steps_from_the_imagenet_file(dataset, tmp_path):
-    """Each chapter-3 recipe of the dataset in its own process (two ResNet-50 streams, 5 frames of 32x32); step 1
-    of every recipe holds the planted ImageNet tensors in both streams; the ablations reuse the cached step 1."""
-    data = _tree(dataset, tmp_path / "data")
-    sd = _plant_imagenet_resnet50(tmp_path / "torch_home")
-    env = _env(TORCH_HOME=str(tmp_path / "torch_home"))
-    small = ["dataset.kwargs.resolution=32"]
+@pytest.mark.parametrize("dataset", sorted(CH3))
+def test_chapter3_recipes_train_two_steps_from_the_imagenet_file(dataset, runs):
+    """Each chapter-3 recipe of the dataset (two ResNet-50 streams, 5 frames of 32x32); step 1 of the first recipe
+    holds the planted ImageNet tensors in both streams; the ablations reuse the cached step 1."""
     step1_keys = set()
     for method in CH3[dataset]:
-        recipe = f"papers/thesis/{dataset}/{method}"
-        res = _train(recipe, data, tmp_path / "runs", tmp_path / "cache", env, small)
-        assert res["status"] == "done" and "accuracy" in res["final"], (method, res["final"])
-        step1 = res["stages"]["step1"]
+        run = _run(runs, dataset, method)
+        step1 = run.results["stages"]["step1"]
         step1_keys.add(step1["key"])
-        run = tmp_path / "runs" / recipe.replace("/", "_")
-        if method == CH3[dataset].__iter__().__next__():  # the first recipe trains step 1 from the file
+        if method == next(iter(CH3[dataset])):  # the first recipe trains step 1 from the file
             assert step1["source"]["kind"] == "trained"
-            msd = safe_load(run / "stages" / "step1" / "model.pt", "model artifact")["state_dict"]
+            msd = run.tensors["step1"]
             for stream in ("rgb", "depth"):  # 2 SGD steps at lr 1e-3 since: the file's values, nearly unchanged
                 for key in ("layer3.2.conv2.weight", "layer4.0.conv1.weight", "stem.conv1.weight"):
                     got = msd[f"streams.{stream}.{key}"].flatten()
-                    want = sd[key.removeprefix("stem.")].flatten()
+                    want = runs.resnet50[key.removeprefix("stem.")].flatten()
                     assert torch.corrcoef(torch.stack([got, want]))[0, 1] > 0.99, (stream, key)
-            facts = json.loads((run / "dataset.json").read_text())
-            assert facts["input_shapes"]["depth"] == [5, 3, 32, 32]  # jet-coloured, 5 frames
+            assert run.dataset["input_shapes"]["depth"] == [5, 3, 32, 32]  # jet-coloured, 5 frames
         else:
             assert step1["source"]["kind"] == "cache", (method, step1["source"])
         if method == "multistream":
-            rows = (run / "stages" / "step3" / "metrics.csv").read_text().splitlines()
-            row = dict(zip(rows[0].split(","), rows[-1].split(","), strict=True))
+            row = run.last_row("step3")
             assert float(row["lr"]) == pytest.approx(1e-3) and float(row["loss_hall"]) > 0
-        shutil.rmtree(run)  # ResNet-50 checkpoints are large; the stage cache keeps what the next recipe reuses
     assert len(step1_keys) == 1
 
 
-@pytest.mark.parametrize("dataset", _datasets(CH5))
-def test_chapter5_recipes_train_two_steps_on_rgb_depth_flow(dataset, tmp_path):
-    """Each chapter-5 recipe of the dataset in its own process: three R(2+1)D-18 networks on RGB, depth and flow
-    clips of 8 frames (32x32 crops), evaluated with ten clips per video and the MCL metrics."""
-    data = _tree(dataset, tmp_path / "data")
-    small = [
-        "dataset.kwargs.resolution=36",
-        "dataset.transforms={train: [{name: random_crop, size: 32}, {name: hflip, p: 0.5}, "
-        "{name: color_jitter, brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1}], "
-        "eval: [{name: center_crop, size: 32}]}",
-    ]
+@pytest.mark.parametrize("dataset", sorted(CH5))
+def test_chapter5_recipes_train_two_steps_on_rgb_depth_flow(dataset, runs):
+    """Each chapter-5 recipe of the dataset: three R(2+1)D-18 networks on RGB, depth and flow clips of 8 frames
+    (32x32 crops) with the MCL metrics; the dmcl recipe evaluated with its ten clips per video (one for the others,
+    to save time)."""
     for method in CH5[dataset]:
-        recipe = f"papers/thesis/{dataset}/{method}"
-        res = _train(recipe, data, tmp_path / "runs", tmp_path / "cache", _env(), small)
-        assert res["status"] == "done", (method, res)
-        assert {"accuracy", "accuracy/rgb", "accuracy/depth", "accuracy/flow", "sum", "oracle"} <= set(res["final"])
-        run = tmp_path / "runs" / recipe.replace("/", "_")
-        facts = json.loads((run / "dataset.json").read_text())
-        assert facts["input_shapes"] == {"rgb": [8, 3, 32, 32], "depth": [8, 1, 32, 32], "flow": [8, 2, 32, 32]}
-        config = json.loads(json.dumps(res["stages"]["mcl"]["network"]["config"]))
+        run = _run(runs, dataset, method)
+        assert {"accuracy", "accuracy/rgb", "accuracy/depth", "accuracy/flow", "sum", "oracle"} <= set(
+            run.results["final"]
+        )
+        assert run.dataset["input_shapes"] == {"rgb": [8, 3, 32, 32], "depth": [8, 1, 32, 32], "flow": [8, 2, 32, 32]}
+        config = run.results["stages"]["mcl"]["network"]["config"]
         assert config["name"] == "r2plus1d_18_streams" and config["modalities"] == ["rgb", "depth", "flow"]
-        shutil.rmtree(run)
+        assert run.config["eval"]["clips"] == (10 if method == "dmcl" else 1), method
+
+
+def _chapter4(dataset: str) -> list[_recipes.Recipe]:
+    return [r for r in DISCOVERED if r.dataset == dataset and _recipes.is_chapter4(r)]
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [r.name for r in _chapter4("nwucla")]
+    or [pytest.param("none", marks=pytest.mark.skip(reason="no chapter-4 NW-UCLA recipe shipped"))],
+)
+def test_chapter4_nwucla_recipes_fine_tune_from_the_ntu60_streams(recipe, runs):
+    """NW-UCLA's chapter-4 recipes start from the NTU RGB+D ``admd`` run's streams (``stages.streams.init_from``,
+    the harness's contract): after 2 small steps their streams still hold those values."""
+    run = runs.runs[recipe]
+    run.ok()
+    src = runs.runs["papers/thesis/ntu60/admd"]
+    src.ok()
+    init = [o for o in run.job.overrides if o.startswith("stages.streams.init_from=")]
+    assert init == [f"stages.streams.init_from={src.job.run_dir / 'stages' / 'streams' / 'model.pt'}"]
+    want, got = src.tensors["streams"], run.tensors["streams"]
+    common = sorted(set(want) & set(got))
+    assert common, (recipe, sorted(got))
+    for key in common:
+        pair = torch.stack([got[key].flatten(), want[key].flatten()])
+        assert torch.corrcoef(pair)[0, 1] > 0.99, (recipe, key)
