@@ -4,9 +4,9 @@
   ``_base`` / ``_ch*`` files are bases), so a recipe added later is covered without touching the tests;
 * :func:`plan` gives each one a job: the fixture tree of its dataset (:data:`_trees.TREES`; a dataset without one is
   an error naming the recipe), small-input overrides derived from the recipe itself (:func:`small_overrides`: crops
-  of 32, frames resized to 36, at most 8 frames, one eval clip for all but one multi-clip recipe per dataset), the
-  dataset's shared stage cache, and the order the stage reuse and the chapter-4 fine-tuning need (:data:`LEADERS`,
-  :data:`AFTER`, :data:`INIT_FROM`);
+  of 32, frames resized by the same factor, at most 8 frames; one eval clip for all but one multi-clip recipe per
+  dataset), the dataset's shared stage cache, and the order the stage reuse and the chapter-4 fine-tuning need
+  (:data:`LEADERS`, :data:`AFTER`, :data:`INIT_FROM`);
 * :func:`run_all` runs the jobs through one fork server: a helper process (not the test process) imports torch and
   mmh once and then forks one child per recipe (``mmh.cli.main(argv)``, its output in a log file, ``os._exit``), so
   each recipe still starts from a clean, freshly imported state; the helper never runs a torch op, so the children's
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import select
 import shutil
@@ -55,8 +56,8 @@ COMMON = [
     "threads=1",
     "device=cpu",
 ]
-#: The input size the recipes are shrunk to: crops of CROP from frames resized to CROP + 4 (I3D, ResNet-50 and
-#: R(2+1)D-18 all accept 32x32), clips of at most FRAMES frames (I3D needs 8).
+#: The input size the recipes are shrunk to: crops of CROP (I3D, ResNet-50 and R(2+1)D-18 all accept 32x32), clips
+#: of at most FRAMES frames (I3D needs 8).
 CROP, FRAMES = 32, 8
 #: Per dataset, the recipe file names that run first, in this order of preference (one per model name): the other
 #: recipes of the dataset with that model reuse its cached stages (the teacher, chapter 3's step 1, the streams).
@@ -114,24 +115,31 @@ def is_chapter4(recipe: Recipe) -> bool:
 
 
 def small_overrides(cfg: dict[str, Any]) -> list[str]:
-    """Overrides that shrink the recipe's inputs and keep its transforms: each crop ``size`` becomes :data:`CROP`,
-    ``dataset.kwargs.resolution`` (and a split's own ``resolution``) CROP + 4 with crops (CROP without),
-    ``num_frames`` at most :data:`FRAMES`. A recipe without ``dataset.kwargs.resolution`` keeps its size."""
+    """Overrides that shrink the recipe's inputs and keep its transforms: each crop ``size`` becomes :data:`CROP`
+    and ``dataset.kwargs.resolution`` (and a split's own ``resolution``) shrinks by the same factor (rounded up; a
+    zooming rotation still leaves room for the crop), or becomes CROP without crops; ``num_frames`` at most
+    :data:`FRAMES`. A recipe without ``dataset.kwargs.resolution`` keeps its size."""
     out = []
     kw = cfg["dataset"]["kwargs"]
     transforms = cfg["dataset"].get("transforms") or {}
-    crops = any(isinstance(t, dict) and "size" in t for specs in transforms.values() for t in specs or ())
+    sizes = [t["size"] for specs in transforms.values() for t in specs or () if isinstance(t, dict) and "size" in t]
+    biggest = max((max(s) if isinstance(s, list) else s for s in sizes), default=None)
+
+    def small(res: Any) -> int:
+        res = max(res) if isinstance(res, list) else res
+        return CROP if biggest is None else max(CROP, math.ceil(res * CROP / biggest))
+
     if kw.get("resolution") is not None:
-        out.append(f"dataset.kwargs.resolution={CROP + 4 if crops else CROP}")
+        out.append(f"dataset.kwargs.resolution={small(kw['resolution'])}")
         for split, skw in sorted((cfg["dataset"].get("split_kwargs") or {}).items()):
             if isinstance(skw, dict) and skw.get("resolution") is not None:  # a split's own size (larger, to crop)
-                out.append(f"dataset.split_kwargs.{split}.resolution={CROP + 4 if crops else CROP}")
-        if crops:
-            small = {
+                out.append(f"dataset.split_kwargs.{split}.resolution={small(skw['resolution'])}")
+        if sizes:
+            shrunk = {
                 where: [{**t, "size": CROP} if isinstance(t, dict) and "size" in t else t for t in specs or ()]
                 for where, specs in transforms.items()
             }
-            out.append("dataset.transforms=" + json.dumps(small))
+            out.append("dataset.transforms=" + json.dumps(shrunk))
     if int(kw.get("num_frames") or 0) > FRAMES:
         out.append(f"dataset.kwargs.num_frames={FRAMES}")
     return out
