@@ -231,3 +231,14 @@ def _num_classes(cfg) -> int:
     from mmh.runner import load_split
 
     return int(load_split(cfg, cfg["dataset"]["train_split"]).num_classes)
+
+
+def test_frame_indices_are_positions_in_the_clip_not_source_frame_numbers():
+    """A real dataset's frame_index holds source frame numbers (e.g. 5 of 40 frames: 3, 11, 19, 27, 35; a short video
+    repeats frames); the discriminator's temporal label is the position 0..T-1 (their rank in the clip)."""
+    from mmh.methods.thesis.admd import frame_indices
+
+    fi = torch.tensor([[3, 11, 19, 27, 35], [0, 0, 1, 2, 2], [0, 1, 2, 3, 4], [9, 2, 5, 7, 1]])
+    got = frame_indices({"frame_index": fi}, 4, 5, True).reshape(4, 5)
+    assert got.tolist() == [[0, 1, 2, 3, 4]] * 3 + [[4, 1, 2, 3, 0]]
+    assert frame_indices({"frame_index": fi}, 4, 5, False) is None

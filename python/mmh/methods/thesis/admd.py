@@ -56,7 +56,10 @@ ADMD_DEFAULTS: dict[str, Any] = METHOD_DEFAULTS["admd"]
 
 
 def frame_indices(batch: Batch, b: int, t: int, conditioning: bool) -> Tensor | None:
-    """``batch["frame_index"]`` (B, T) flattened to (B*T,) in the frames-into-batch order, or None."""
+    """Each frame's position in its clip, 0..T-1 (the thesis's temporal ordering label y_t), flattened to (B*T,)
+    in the frames-into-batch order; None without ``conditioning``. ``batch["frame_index"]`` (B, T) holds the frames'
+    numbers in their video (real datasets: the source frame a sampled frame came from; the built-in clips: 0..T-1):
+    the position is the rank of that number within its clip (ties, a short video's repeated frames, in clip order)."""
     if not conditioning:
         return None
     if "frame_index" not in batch:
@@ -67,7 +70,7 @@ def frame_indices(batch: Batch, b: int, t: int, conditioning: bool) -> Tensor | 
     fi = batch["frame_index"]
     if tuple(fi.shape) != (b, t):
         raise ValueError(f"batch['frame_index'] must be (B, T) = ({b}, {t}), got {tuple(fi.shape)}")
-    return fi.reshape(-1)
+    return torch.argsort(torch.argsort(fi, dim=1, stable=True), dim=1, stable=True).reshape(-1)
 
 
 class ADMDStage(StageModule):
