@@ -341,8 +341,8 @@ def run_all(root: Path, jobs: list[Job] | None = None, env: dict[str, str] | Non
          "import _recipes; _recipes._serve()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1,
     )  # fmt: skip
-    keep = {j.run_dir / "stages" / s[2] / "model.pt" for j in jobs for s in [INIT_FROM.get(j.recipe.dataset)] if s}
-    keep = {p for p in keep if any(p.is_relative_to(j.run_dir) for j in jobs)}
+    prefix = "stages.streams.init_from="  # the files later jobs fine-tune from stay until the end
+    keep = {Path(a.removeprefix(prefix)) for j in jobs for a in j.overrides if a.startswith(prefix)}
     pending = {j.id: j for j in jobs}
     running: dict[str, float] = {}
     runs: dict[str, Run] = {}
