@@ -145,9 +145,11 @@ def test_speed_targets_verdicts_follow_the_numbers():
         "met, no measurable difference"
     )
     assert noisy["DAD step with `train.teacher_cache` within 15 % of the baseline's step"] == "missed"  # +25 %
-    # every round slower, or the operators alone slower: missed; an overhead over 3 % anywhere: missed
-    slow = _verdicts(render_speed_targets(_speed_result({"baseline": 0.0, "dad": 0.0}, [0.97, 0.98, 0.99], 1.8, 90)))
-    assert slow["DAD step with mmh_ext at least as fast as with the reference losses"] == "missed"
+    # the rounds' interval below 1 (one round reaching 1 is not enough), or the operators alone slower: missed;
+    # an overhead over 3 % anywhere: missed
+    for rounds in ([0.95, 0.96, 0.97, 0.96, 0.95], [0.80, 0.82, 0.83, 0.85, 1.01]):
+        slow = _verdicts(render_speed_targets(_speed_result({"baseline": 0.0, "dad": 0.0}, rounds, 1.8, 90)))
+        assert slow["DAD step with mmh_ext at least as fast as with the reference losses"] == "missed", rounds
     ops = _verdicts(render_speed_targets(_speed_result({"baseline": 0.0, "dad": 0.0}, [0.98, 0.99, 1.01], 0.9, 90)))
     assert ops["DAD step with mmh_ext at least as fast as with the reference losses"] == "missed"
     over = _verdicts(render_speed_targets(_speed_result({"baseline": 0.031, "dad": 0.0}, [1.0], 1.0, 90)))

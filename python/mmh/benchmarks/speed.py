@@ -446,6 +446,9 @@ def _method_speed(
         ref.timer.means()
     if compiled is not None and compiled._forward is compiled.model:  # noqa: SLF001  (fell back to eager: logged)
         variants = [v for v in variants if v.name != "compile"]
+    # the step's operator calls alone, before the timed rounds (their recorded tensors then freed: not in the peak)
+    ops_alone = time_ops(calls, device) if calls else None
+    calls.clear()
     per_round = max(1, math.ceil(steps / rounds))
     for r in range(rounds):
         for v in variants[r % len(variants) :] + variants[: r % len(variants)]:  # each variant takes each slot
@@ -491,7 +494,7 @@ def _method_speed(
         "warmup_s": warm_s,
         "mmh_vs_reference": ratio("reference"),  # reference step time / mmh step time (>= 1: mmh_ext not slower)
         "mmh_vs_reference_rounds": ratios("reference"),  # the per-round ratios: their spread is the noise
-        "ops_alone": time_ops(calls, device) if calls else None,  # the step's operator calls alone, fwd + bwd
+        "ops_alone": ops_alone,  # the step's operator calls alone, fwd + bwd
         "minimal_vs_trainer": ratio("minimal"),  # minimal loop time / trainer time (overhead = 1 - this)
         "compile_vs_trainer": ratio("compile"),
         "teacher_cache_samples_per_s": rate("cache"),
