@@ -12,7 +12,14 @@
   each recipe still starts from a clean, freshly imported state; the helper never runs a torch op, so the children's
   OpenMP is safe. :data:`PARALLEL` children run at a time, one thread each. After each run the small records
   (``results.json``, ``dataset.json``, the stages' ``metrics.csv``) and the :data:`PROBES` tensors of its
-  ``model.pt`` files are read back and the large files removed (a dataset's stage cache once its last job ended).
+  ``model.pt`` files are read back and the large files removed (a dataset's stage cache once its last job ended, a
+  ``model.pt`` other jobs fine-tune from once the last of them ended).
+
+Process handling: a child that runs longer than :func:`job_timeout` (``MMH_RECIPE_TIMEOUT``, 600 s) is killed and its
+run fails with a message naming it; a child holds no pipe end of the harness (fd 0 on ``/dev/null``, the result pipe
+closed), so the test process sees at once when the server dies; the server and its children form their own session,
+killed as a whole when anything goes wrong (the original error is raised); jobs whose ``after`` can never finish
+(an unknown id, a cycle) are refused before anything runs.
 
 The runs pass ``train.checkpoint_every=-1``: the resume checkpoints (optimizer state included, about 1 GB for the
 three R(2+1)D-18 of chapter 5) are not written; every stage's ``model.pt`` still is.
@@ -21,16 +28,18 @@ three R(2+1)D-18 of chapter 5) are not written; every stage's ``model.pt`` still
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,9 +78,43 @@ AFTER = {"rad_dad": ("rad", "dad")}
 INIT_FROM = {"nwucla": ("ntu60", "admd", "streams")}
 #: Multi-clip evaluation (chapter 5's ten clips) is kept on one recipe per dataset, preferably this one.
 FULL_CLIPS = "dmcl"
+#: What the fork server imports before its first fork: what every child shares (no torch op runs in the server).
+SERVER_IMPORTS = ("torch", "torchvision", "mmh.cli", "mmh.evaluation", "mmh.methods", "mmh.models", "mmh.runner")
 #: Tensors kept from every run's ``model.pt`` files (state-dict keys ending so), for the tests that compare a run's
 #: weights with a planted file or another run's.
-PROBES = ("Mixed_5c.b3b.conv3d.weight", "layer3.2.conv2.weight", "layer4.0.conv1.weight", "stem.conv1.weight")
+PROBES = (
+    "Mixed_5c.b3b.conv3d.weight",
+    "layer3.2.conv2.weight",
+    "layer4.0.conv1.weight",
+    "stem.conv1.weight",
+    "bottleneck.conv.weight",
+)
+
+
+def job_timeout() -> float:
+    """Seconds one job may run before its child is killed: ``MMH_RECIPE_TIMEOUT`` (default 600, generous: many times
+    the slowest recipe's 2 steps on 2 cores); ValueError naming the variable when it is not a positive number."""
+    raw = os.environ.get("MMH_RECIPE_TIMEOUT", "600")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise ValueError(f"MMH_RECIPE_TIMEOUT must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of an ``mmh`` process the tests start: this checkout's ``python/`` first, one OpenMP thread,
+    no ``MMH_DEBUG`` (which changes what a run writes); ``extra`` on top."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'python'}:{ROOT}", "OMP_NUM_THREADS": "1", **extra}
+    env.pop("MMH_DEBUG", None)
+    return env
+
+
+def transform_names(specs: list[Any]) -> list[str]:
+    """The names of a config's transform list (an entry is a name or a dict with ``name``)."""
+    return [t["name"] if isinstance(t, dict) else t for t in specs]
 
 
 @dataclass
@@ -107,11 +150,7 @@ def discover() -> list[Recipe]:
 
 def is_chapter4(recipe: Recipe) -> bool:
     """Fine-tunes from another dataset's streams: an ``admd*`` method, or a recipe with ``stages.streams.init_from``."""
-    return (
-        recipe.method.startswith("admd")
-        or get_path(recipe.cfg, "stages.streams.init_from", None) is not None
-        or ("init_from" in (get_path(recipe.cfg, "stages.streams", None) or {}))
-    )
+    return recipe.method.startswith("admd") or get_path(recipe.cfg, "stages.streams.init_from", None) is not None
 
 
 def small_overrides(cfg: dict[str, Any]) -> list[str]:
@@ -154,8 +193,13 @@ class Job:
     run_dir: Path
     overrides: list[str]
     after: list[str] = field(default_factory=list)
+    #: For the harness's own tests only: ``"module:function"`` the child calls with the overrides as its argv
+    #: (exit code its return value) instead of ``mmh train``; no fixture tree is built for such a job.
+    call: str | None = None
 
     def argv(self) -> list[str]:
+        if self.call is not None:
+            return list(self.overrides)
         argv = ["train", self.recipe.name, f"dataset.kwargs.root={self.data}", *COMMON]
         argv += [f"output.root={self.run_dir.parent}", f"output.cache={self.cache}", "--run-dir", str(self.run_dir)]
         return [*argv, *self.overrides, "--debug"]
@@ -176,6 +220,9 @@ class Run:
     config: dict[str, Any] | None = None  # the run folder's config.yaml
     metrics: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     tensors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The sha256 of each ``stages.streams.init_from`` file (by the path the override gives) as the job started: the
+    #: file itself is deleted once the last job fine-tuning from it ended.
+    init_sha256: dict[str, str] = field(default_factory=dict)
 
     def ok(self) -> None:
         """AssertionError with the log tail unless the run exited 0 with a finished results.json."""
@@ -232,9 +279,10 @@ def plan(root: Path, recipes: list[Recipe] | None = None) -> list[Job]:
     return jobs
 
 
-def _surf_command(jobs: list[Job], root: Path) -> Job | None:
-    """The issue's command on CASIA-SURF (``mmh train papers/mmh/casia_surf/rad dataset.kwargs.root=DIR``, only the
-    length and batch shortened), with a stage cache of its own: both its stages train."""
+def _surf_docs_command(jobs: list[Job], root: Path) -> Job | None:
+    """The full-size CASIA-SURF command of the docs (``mmh train papers/mmh/casia_surf/rad dataset.kwargs.root=DIR``,
+    only the length and batch shortened: no small-input overrides), with a stage cache of its own: both its stages
+    train."""
     (job,) = [j for j in jobs if j.id == "papers/mmh/casia_surf/rad"] or [None]
     if job is None:
         return None
@@ -244,24 +292,25 @@ def _surf_command(jobs: list[Job], root: Path) -> Job | None:
 
 
 #: Extra jobs: functions of (the jobs planned so far, the root) giving one more job or None.
-VARIANTS: list[Callable[[list[Job], Path], Job | None]] = [_surf_command]
+VARIANTS: list[Callable[[list[Job], Path], Job | None]] = [_surf_docs_command]
 
 
 # ----------------------------------------------------------------------------------------------- the fork server
-def _serve() -> None:
-    """The helper process: import torch and mmh once, then fork one child per request line (JSON: id, argv, log)
-    read from stdin, at once; write ``{"id", "rc"}`` to stdout as each child ends. Ends when stdin closes and the
-    children have ended."""
-    import torch  # noqa: F401  (the imports every child shares; no torch op runs here)
-    import torchvision  # noqa: F401
+def _serve(imports: Sequence[str] = SERVER_IMPORTS) -> None:
+    """The helper process: import ``imports`` once, then fork one child per request line (JSON: id, argv, log and,
+    for the harness's own tests, call) read from stdin, at once; write ``{"id", "pid"}`` to stdout as it forks a
+    child and ``{"id", "rc"}`` as each child ends. Ends when stdin closes and the children have ended.
 
-    import mmh.cli
-    import mmh.evaluation  # noqa: F401
-    import mmh.methods  # noqa: F401
-    import mmh.models  # noqa: F401
-    import mmh.runner  # noqa: F401
+    The result pipe is only written through ``out`` (fd 1 itself goes to stderr, so a stray print cannot break the
+    protocol), and a child keeps no pipe end of the harness: it closes ``out`` and reopens fd 0 on ``/dev/null``, so
+    the test process sees end-of-file as soon as the server is gone, whatever its children still do."""
+    import importlib
+
+    for name in imports:  # the imports every child shares; no torch op runs here
+        importlib.import_module(name)
 
     out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
     children: dict[int, str] = {}
     buf, closed = b"", False
     while not closed or children:
@@ -279,11 +328,20 @@ def _serve() -> None:
                 if pid == 0:  # the child: one recipe, then _exit (no atexit / finalizers of the helper)
                     rc = 99
                     try:
+                        out.close()  # the result pipe (empty buffer: every message is a whole line)
+                        null = os.open(os.devnull, os.O_RDONLY)
+                        os.dup2(null, 0)
+                        os.close(null)
                         fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                         os.dup2(fd, 1)
                         os.dup2(fd, 2)
                         os.close(fd)
-                        rc = mmh.cli.main(req["argv"])
+                        if req.get("call"):
+                            module, _, function = req["call"].partition(":")
+                            main = getattr(importlib.import_module(module), function)
+                        else:
+                            from mmh.cli import main
+                        rc = main(req["argv"])
                     except BaseException:  # noqa: BLE001 - reported in the log, the exit code says it failed
                         traceback.print_exc()
                     finally:
@@ -291,6 +349,7 @@ def _serve() -> None:
                         sys.stderr.flush()
                         os._exit(rc if isinstance(rc, int) else 98)
                 children[pid] = req["id"]
+                out.write(json.dumps({"id": req["id"], "pid": pid}) + "\n")
         while children:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
@@ -325,28 +384,130 @@ def _shrink(folder: Path, keep: set[Path]) -> None:
             path.unlink()
 
 
-def run_all(root: Path, jobs: list[Job] | None = None, env: dict[str, str] | None = None) -> dict[str, Run]:
+def check_order(jobs: list[Job]) -> None:
+    """ValueError unless every job can start: ids unique, and every ``after`` id a job that itself can start (not
+    an unknown id, no cycle). The error names each stuck job and the dependencies it would wait for forever."""
+    ids = [j.id for j in jobs]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"jobs: duplicate job ids {duplicates}")
+    done: set[str] = set()
+    left = list(jobs)
+    while ready := [j for j in left if set(j.after) <= done]:
+        done |= {j.id for j in ready}
+        left = [j for j in left if j.id not in done]
+    if left:
+        unknown = sorted({a for j in left for a in j.after} - set(ids))
+        waits = "; ".join(f"{j.id} waits for {[a for a in j.after if a not in done]}" for j in left)
+        raise ValueError(
+            f"jobs: {len(left)} job(s) would never start, their `after` jobs never finish "
+            f"(unknown job ids {unknown}, or a cycle): {waits}"
+        )
+
+
+def _log_path(root: Path, job: Job) -> Path:
+    return root / "logs" / (job.id.replace("/", "_").replace("#", "_") + ".log")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Kill the fork server and everything it started (its own session: the children and theirs), then reap it."""
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for pipe in (server.stdin, server.stdout):
+        try:
+            pipe.close()
+        except OSError:
+            pass
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _exit_code(server: subprocess.Popen) -> int | None:
+    try:
+        return server.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def run_all(
+    root: Path,
+    jobs: list[Job] | None = None,
+    env: dict[str, str] | None = None,
+    *,
+    timeout: float | None = None,
+    imports: Sequence[str] = SERVER_IMPORTS,
+) -> dict[str, Run]:
     """Build the trees, run the jobs (:func:`plan`'s by default) through the fork server, :data:`PARALLEL` at a
     time in dependency order, and return each job's :class:`Run`. A job whose dependency failed is not run (its
-    Run says so, rc -1)."""
+    Run says so, rc -1); a job still running ``timeout`` seconds (:func:`job_timeout` by default) after it started
+    is killed (rc -9, its log tail after a line naming it). Jobs that could never start are refused first
+    (:func:`check_order`). On any error (the server dying included) the server's whole session is killed and the
+    error raised. ``imports``: what the server imports before forking (the harness's own tests pass none)."""
     jobs = plan(root) if jobs is None else jobs
-    for data in sorted({j.data for j in jobs}):
+    timeout = job_timeout() if timeout is None else float(timeout)
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
+    check_order(jobs)
+    for data in sorted({j.data for j in jobs if j.call is None}):
         _trees.TREES[data.name](data)
     (root / "logs").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **(env or {}), "PYTHONPATH": f"{ROOT / 'python'}:{ROOT}"}
-    env |= {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env.pop("MMH_DEBUG", None)
+    env = child_env(**(env or {})) | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     server = subprocess.Popen(
         [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-         "import _recipes; _recipes._serve()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1,
+         f"import _recipes; _recipes._serve({list(imports)!r})"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True,
     )  # fmt: skip
-    prefix = "stages.streams.init_from="  # the files later jobs fine-tune from stay until the end
-    keep = {Path(a.removeprefix(prefix)) for j in jobs for a in j.overrides if a.startswith(prefix)}
-    pending = {j.id: j for j in jobs}
-    running: dict[str, float] = {}
+    prefix = "stages.streams.init_from="  # the files later jobs fine-tune from stay until the last of them ended
+    users: dict[Path, set[str]] = {}
+    for j in jobs:
+        for a in j.overrides:
+            if a.startswith(prefix):
+                users.setdefault(Path(a.removeprefix(prefix)), set()).add(j.id)
+    by_id = {j.id: j for j in jobs}
+    pending = dict(by_id)
+    running: dict[str, float] = {}  # id -> start (seconds since t0)
+    pids: dict[str, int] = {}
+    sums: dict[str, dict[str, str]] = {}  # id -> the sha256 of its init_from files as it started
     runs: dict[str, Run] = {}
     t0 = time.perf_counter()
+
+    def release() -> None:  # the files jobs fine-tune from, once all those jobs ended (before later jobs start)
+        for path, ids in list(users.items()):
+            if ids <= runs.keys():
+                path.unlink(missing_ok=True)
+                del users[path]
+
+    def finish(job_id: str, rc: int, note: str = "") -> None:
+        job = by_id[job_id]
+        log = _log_path(root, job)
+        tail = log.read_text(errors="replace")[-4000:] if log.is_file() else "(no log written)"
+        run = Run(job, rc, note + tail, running.pop(job_id), time.perf_counter() - t0)
+        run.init_sha256 = sums.pop(job_id, {})
+        if not note:  # a killed child may have left a half-written file
+            _read_back(run)
+        runs[job_id] = run
+        _shrink(job.run_dir, set(users))
+        if not any(j.cache == job.cache for j in [*pending.values(), *jobs_by(jobs, running)]):
+            shutil.rmtree(job.cache, ignore_errors=True)
+        release()
+
+    def send(job: Job) -> None:
+        files = [a.removeprefix(prefix) for a in job.overrides if a.startswith(prefix)]
+        sums[job.id] = {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files if Path(f).is_file()}
+        log = _log_path(root, job)
+        req = {"id": job.id, "argv": job.argv(), "log": str(log)} | ({"call": job.call} if job.call else {})
+        try:
+            server.stdin.write((json.dumps(req) + "\n").encode())
+            server.stdin.flush()
+        except BrokenPipeError as err:
+            raise RuntimeError(f"the recipe fork server died (exit {_exit_code(server)})") from err
+        running[job.id] = time.perf_counter() - t0
+
+    out, buf = server.stdout.fileno(), b""
     try:
         while pending or running:
             for job in list(pending.values()):
@@ -354,29 +515,49 @@ def run_all(root: Path, jobs: list[Job] | None = None, env: dict[str, str] | Non
                 if failed:
                     del pending[job.id]
                     runs[job.id] = Run(job, -1, f"not run: {failed} failed", 0.0, 0.0)
+                    release()
                 elif len(running) < PARALLEL and all(a in runs for a in job.after):
                     del pending[job.id]
-                    log = root / "logs" / (job.id.replace("/", "_").replace("#", "_") + ".log")
-                    server.stdin.write(json.dumps({"id": job.id, "argv": job.argv(), "log": str(log)}) + "\n")
-                    server.stdin.flush()
-                    running[job.id] = time.perf_counter() - t0
+                    send(job)
             if not running:
-                continue
-            line = server.stdout.readline()
-            if not line:
-                raise RuntimeError(f"the recipe fork server died (exit {server.wait()})")
-            msg = json.loads(line)
-            job = next(j for j in jobs if j.id == msg["id"])
-            log = (root / "logs" / (job.id.replace("/", "_").replace("#", "_") + ".log")).read_text()
-            run = Run(job, msg["rc"], log[-4000:], running.pop(job.id), time.perf_counter() - t0)
-            _read_back(run)
-            runs[job.id] = run
-            _shrink(job.run_dir, keep)
-            if not any(j.cache == job.cache for j in [*pending.values(), *(jobs_by(jobs, running))]):
-                shutil.rmtree(job.cache, ignore_errors=True)
-    finally:
+                if pending:  # check_order rules this out; never spin on jobs that cannot start
+                    stuck = {i: [a for a in j.after if a not in runs] for i, j in pending.items()}
+                    raise RuntimeError(f"jobs that can never start (waiting for): {stuck}")
+                break
+            wait = max(0.0, min(running.values()) + timeout - (time.perf_counter() - t0))
+            ready, _, _ = select.select([out], [], [], wait)
+            if ready:
+                chunk = os.read(out, 65536)
+                if not chunk:
+                    raise RuntimeError(
+                        f"the recipe fork server died (exit {_exit_code(server)}) while running {sorted(running)}"
+                    )
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    msg = json.loads(line)
+                    if msg["id"] not in running:  # the end of a child killed on its timeout
+                        continue
+                    if "pid" in msg:
+                        pids[msg["id"]] = msg["pid"]
+                    else:
+                        finish(msg["id"], msg["rc"])
+            now = time.perf_counter() - t0
+            for job_id in [i for i, start in running.items() if now - start >= timeout]:
+                if job_id not in pids:
+                    raise RuntimeError(f"the recipe fork server did not start {job_id} within {timeout:g} s")
+                try:
+                    os.kill(pids[job_id], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                note = f"{job_id}: timed out after {timeout:g} s (MMH_RECIPE_TIMEOUT), killed; its log's tail:\n"
+                finish(job_id, -signal.SIGKILL, note)
         server.stdin.close()
-        server.wait(timeout=600)
+        if _exit_code(server) is None:
+            raise RuntimeError("the recipe fork server did not end after its last job")
+    except BaseException:
+        _stop(server)
+        raise
     return runs
 
 

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,10 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _recipes  # noqa: E402
 import _trees  # noqa: E402
+from _recipes import child_env  # noqa: E402
 
 from mmh.config import config_dir, load_config  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ("casia_surf", "casia_cefa", "nwucla", "ntu60")
 METHODS = ("teacher", "baseline", "kd", "rad", "dad", "rad_dad")
 RECIPES = [f"papers/mmh/{d}/{m}" for d in DATASETS for m in METHODS]
@@ -51,7 +50,11 @@ INPUT_NORMALIZE = {d: {"name": "normalize", "keys": ["rgb", "depth"], "mean": [0
 
 def test_list_configs_shows_exactly_the_24_recipes():
     out = subprocess.run(
-        [sys.executable, "-m", "mmh.cli", "list", "configs"], capture_output=True, text=True, env=_env(), timeout=120
+        [sys.executable, "-m", "mmh.cli", "list", "configs"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     listed = [line for line in out.stdout.split() if line.startswith("papers/mmh/")]
@@ -132,12 +135,6 @@ def test_surf_recipe_teacher_has_three_independent_stems():
 
 
 # -------------------------------------------------------------------------------------------------- the runs
-def _env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'python'}:{ROOT}", "OMP_NUM_THREADS": "1", **extra}
-    env.pop("MMH_DEBUG", None)
-    return env
-
-
 DISCOVERED = _recipes.discover()
 
 
@@ -229,9 +226,10 @@ def test_i3d_recipes_start_from_the_planted_kinetics_file(dataset, runs):
             assert torch.corrcoef(torch.stack([trained, weights]))[0, 1] > 0.99, (method, s)
 
 
-def test_casia_surf_done_when_command(runs):
-    """The issue's command on a list-file tree: ``mmh train papers/mmh/casia_surf/rad dataset.kwargs.root=DIR``
-    (only the length and batch shortened), with a stage cache of its own."""
+def test_casia_surf_command_of_the_docs_runs_at_full_size(runs):
+    """The full-size CASIA-SURF command of the docs on a list-file tree: ``mmh train papers/mmh/casia_surf/rad
+    dataset.kwargs.root=DIR`` (only the length and batch shortened, the inputs 112x112), with a stage cache of its
+    own."""
     run = runs.runs["papers/mmh/casia_surf/rad#command"]
     run.ok()
     res = run.results

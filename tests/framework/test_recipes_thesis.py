@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,10 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _recipes  # noqa: E402
+from _recipes import child_env, transform_names  # noqa: E402
 
 from mmh.config import config_dir, load_config  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
 
 #: Chapter 3 (multiple-stream distillation): recipe -> the Table 3.2 / 3.4 setting (loss.multistream overrides).
 CH3 = {
@@ -91,15 +89,13 @@ PROTOCOL = {"ntu60": ("protocol", "xsub"), "ntu120": ("protocol", "xsub"), "nwuc
 PROTOCOL["uwa3d2"] = ("test_views", [3, 4])
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'python'}:{ROOT}", "OMP_NUM_THREADS": "1", **extra}
-    env.pop("MMH_DEBUG", None)
-    return env
-
-
 def test_list_configs_shows_the_thesis_recipes():
     out = subprocess.run(
-        [sys.executable, "-m", "mmh.cli", "list", "configs"], capture_output=True, text=True, env=_env(), timeout=120
+        [sys.executable, "-m", "mmh.cli", "list", "configs"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     listed = [line for line in out.stdout.split() if line.startswith("papers/thesis/")]
@@ -107,10 +103,6 @@ def test_list_configs_shows_the_thesis_recipes():
     assert sorted(set(listed) - chapter4) == RECIPES
     assert (config_dir() / "papers/thesis/_base/ch3.yaml").is_file()  # shared, and not listed
     assert not any("_base" in line or "/_ch" in line for line in out.stdout.split())
-
-
-def _names(specs) -> list[str]:
-    return [t["name"] if isinstance(t, dict) else t for t in specs]
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -139,13 +131,13 @@ def test_recipe_values_are_the_thesis(recipe):
         assert step3["schedule"] == "step" and step3["gamma"] == t["step3_gamma"]
         assert 0 < step3["milestones"][0] < tr["steps"]  # 1e-3, then 1e-4 within step 3
         for where in ("train", "eval"):
-            names = _names(cfg["dataset"]["transforms"][where])
+            names = transform_names(cfg["dataset"]["transforms"][where])
             assert "depth_to_jet" in names
             # 3.2: both streams start from torchvision's ImageNet file: its input statistics, on rgb and the
             # 3-channel jet depth, last (after depth_to_jet made the 3 channels)
             assert cfg["dataset"]["transforms"][where][-1] == t["normalize"], where
             assert names.count("normalize") == 1
-        assert "hflip" in _names(cfg["dataset"]["transforms"]["train"])
+        assert "hflip" in transform_names(cfg["dataset"]["transforms"]["train"])
     else:
         t = THESIS_CH5
         assert method in CH5[dataset] and cfg["method"] == method
@@ -156,7 +148,9 @@ def test_recipe_values_are_the_thesis(recipe):
         assert (mcl["lam"], mcl["temperature"], mcl["t_squared"]) == (t["lam"], t["T"], False)
         assert kw["num_frames"] == t["frames"] and cfg["dataset"]["split_kwargs"]["train"]["sampling"] == "segment"
         train_tf = cfg["dataset"]["transforms"]["train"]
-        assert _names(train_tf) == ["random_crop", "hflip", "color_jitter"] and train_tf[0]["size"] == t["crop"]
+        assert (
+            transform_names(train_tf) == ["random_crop", "hflip", "color_jitter"] and train_tf[0]["size"] == t["crop"]
+        )
         assert cfg["dataset"]["transforms"]["eval"] == [{"name": "center_crop", "size": t["crop"]}]
         assert cfg["eval"]["clips"] == t["clips"] and set(cfg["eval"]["metrics"]) == {"accuracy", "mcl"}
 

@@ -24,14 +24,13 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from _recipes import child_env, transform_names
 from torch import nn
 
 from mmh.config import config_dir, load_config
 from mmh.models import FeatureExtractor, FrameDiscriminator, build_model
 from mmh.models.pretrained import init_from_model_file
 from mmh.train.checkpoint import save_model
-
-ROOT = Path(__file__).resolve().parents[2]
 
 #: dataset -> the chapter-4 methods its tables report (Table 4.4: ADMD on NTU RGB+D and NW-UCLA; Table 4.3: the
 #: binary "0/1" discriminator; Table 4.5: ADMD and "Ours (naive adversarial)" on NYUD).
@@ -59,24 +58,18 @@ THESIS_CH4 = {
 }
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'python'}:{ROOT}", "OMP_NUM_THREADS": "1", **extra}
-    env.pop("MMH_DEBUG", None)
-    return env
-
-
 def test_list_configs_shows_the_chapter4_recipes():
     out = subprocess.run(
-        [sys.executable, "-m", "mmh.cli", "list", "configs"], capture_output=True, text=True, env=_env(), timeout=120
+        [sys.executable, "-m", "mmh.cli", "list", "configs"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     listed = set(out.stdout.split())
     assert set(RECIPES) <= listed
     assert not any("_ch4" in line for line in listed)
-
-
-def _names(specs) -> list[str]:
-    return [t["name"] if isinstance(t, dict) else t for t in specs]
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -90,7 +83,7 @@ def test_chapter4_recipe_values_are_the_thesis(recipe):
     assert kw["resolution"] == t["resolution"]
     assert cfg["modalities"]["teacher"] == ["rgb", "depth"] and cfg["modalities"]["student"] == ["rgb"]
     assert d["h_ce"] == 0.0  # Eq. 4.2: H learns from the adversarial game alone
-    train_tf = _names(cfg["dataset"]["transforms"]["train"])
+    train_tf = transform_names(cfg["dataset"]["transforms"]["train"])
     if dataset == "nyud_objects":
         assert mk["temporal"] is False and d["frame_conditioning"] is False  # single images
         assert kw["depth_encoding"] == "hha" and "depth_to_jet" not in train_tf
@@ -98,7 +91,7 @@ def test_chapter4_recipe_values_are_the_thesis(recipe):
         assert cfg["dataset"]["eval_split"] == "test"
         return
     assert mk["temporal"] is True and kw["num_frames"] == t["frames"] and kw.get("sampling", "uniform") == "uniform"
-    assert train_tf[0] == "depth_to_jet" and _names(cfg["dataset"]["transforms"]["eval"])[0] == "depth_to_jet"
+    assert train_tf[0] == "depth_to_jet" and transform_names(cfg["dataset"]["transforms"]["eval"])[0] == "depth_to_jet"
     assert (d["hidden"], d["residual"]) == (t["d_actions"], [])
     key, value = t["protocol"][dataset]
     assert kw[key] == value
