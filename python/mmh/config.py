@@ -558,6 +558,10 @@ def validate(cfg: Mapping[str, Any]) -> None:
         raise ValueError(f"config key 'train.log_every' must be a non-negative int, got {tr['log_every']!r}")
     if tr["steps"] is None and tr["epochs"] is None:
         raise ValueError("config: set one of 'train.steps' or 'train.epochs'")
+    _check_checkpoint_every(tr.get("checkpoint_every", 0), "train.checkpoint_every")
+    for name, section in (cfg.get("stages") or {}).items():
+        if isinstance(section, Mapping) and "checkpoint_every" in section:
+            _check_checkpoint_every(section["checkpoint_every"], f"stages.{name}.checkpoint_every")
     for role, mods in cfg["modalities"].items():
         if not isinstance(mods, list) or not mods or not all(isinstance(m, str) for m in mods):
             raise ValueError(f"config key 'modalities.{role}' must be a non-empty list of names, got {mods!r}")
@@ -565,6 +569,16 @@ def validate(cfg: Mapping[str, Any]) -> None:
     if pretrained is not None and (not isinstance(pretrained, str) or not pretrained):
         raise TypeError(
             f"config key 'model.pretrained' must be null, imagenet, kinetics400 or a file path, got {pretrained!r}"
+        )
+
+
+def _check_checkpoint_every(value: Any, key: str) -> None:
+    """``checkpoint_every``: an int >= -1 (steps between resume checkpoints; 0: at each epoch end; -1: none); a
+    ValueError naming ``key`` otherwise (a bool is refused, not read as 0 / 1)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+        raise ValueError(
+            f"config key {key!r} must be an int >= -1 (steps between resume checkpoints; 0: at each epoch end; "
+            f"-1: none), got {value!r}"
         )
 
 

@@ -48,7 +48,7 @@ from .data.transforms import TransformedDataset, build_transforms
 from .evaluation import evaluate_model
 from .evaluation.prediction import multi_clip_kwargs
 from .methods import Stage, StageContext, method_stages
-from .models.pretrained import init_from_model_file, weights_fingerprint
+from .models.pretrained import init_from_model_file, resolve_path, weights_fingerprint
 from .train import (
     NonFiniteError,
     StageModule,
@@ -248,16 +248,20 @@ def stage_key(stage: Stage, cfg: Mapping[str, Any], input_keys: Mapping[str, str
     }
     if cfg["model"].get("pretrained") is not None:  # the weight file's content, not only its name or path
         payload["pretrained"] = weights_fingerprint(cfg["model"]["pretrained"])
-    init = stage_init_from(cfg, stage)
-    if init is not None:  # stages.<section>.init_from: the file's content
+    init = stage_init_from(cfg, stage, check=False)
+    if init is not None:  # stages.<section>.init_from: the file's content (a missing file: its path, as pretrained)
         payload["init_from"] = weights_fingerprint(init)
     return config_hash(payload)
 
 
-def stage_init_from(cfg: Mapping[str, Any], stage: Stage) -> Path | None:
+def stage_init_from(cfg: Mapping[str, Any], stage: Stage, *, check: bool = True) -> Path | None:
     """The ``stages.<section>.init_from`` file of ``stage`` (another run's ``model.pt`` the stage's fresh network
-    starts from, then trains; None when unset). FileNotFoundError naming the key when the file is not there,
-    ValueError when the stage does not train or also has a ``checkpoint``."""
+    starts from, then trains), resolved as :func:`mmh.models.pretrained.resolve_path` does; None when unset, and for
+    a stage that does not train while another stage of its section does (``rad_dad``'s ensemble beside the student
+    it assembles: init_from applies to the stages that train). ValueError when the section also has a
+    ``checkpoint`` or none of its stages trains. ``check``: FileNotFoundError naming the key when the file is not
+    there (the runner checks when the stage has to train; the stage key takes the missing path, as for a missing
+    ``model.pretrained`` file, so a resumed or cached run needs the file only for a stage it trains)."""
     section = cfg.get("stages", {}).get(stage.section) or {}
     spec = section.get("init_from")
     if spec is None:
@@ -265,11 +269,20 @@ def stage_init_from(cfg: Mapping[str, Any], stage: Stage) -> Path | None:
     key = f"stages.{stage.section}.init_from"
     if not isinstance(spec, str) or not spec:
         raise TypeError(f"config key {key!r} must be a file path (a run's or a stage's model.pt), got {spec!r}")
-    if not stage.trains or section.get("checkpoint"):
-        raise ValueError(f"config key {key!r}: stage {stage.name!r} is not trained (no init_from with a checkpoint)")
-    path = Path(spec).expanduser()
-    path = path if path.is_absolute() else Path.cwd() / path
-    if not path.is_file():
+    if section.get("checkpoint"):
+        raise ValueError(
+            f"config key {key!r}: stages.{stage.section}.checkpoint is set too (a checkpoint is loaded, not trained; "
+            f"init_from starts a network that is then trained): set one of them"
+        )
+    if not stage.trains:
+        if any(s.trains for s in method_stages(cfg) if s.section == stage.section):
+            return None
+        raise ValueError(
+            f"config key {key!r}: no stage of method {cfg['method']!r} in section {stage.section!r} is trained "
+            f"(stage {stage.name!r} is assembled, not trained), so there is nothing to start from the file"
+        )
+    path = resolve_path(spec)
+    if check and not path.is_file():
         hint = ""
         if path.name == "model.pt" and path.parent.parent.name == "stages":
             run = path.parents[2]
@@ -680,9 +693,16 @@ def _claim_run_dir(run_dir: Path, cfg: Mapping[str, Any], resume: bool, overwrit
             raise FileNotFoundError(f"cannot resume: {run_dir} has no config.yaml (not a run directory)")
         return resume_changes(load_run_config(run_dir), cfg, run_dir)
     if is_run_dir(run_dir) and not overwrite:
+        name = (cfg.get("output") or {}).get("name")
+        fixed = (
+            f" (the config's output.name {name!r} names this folder for every run of it: a run with another "
+            f"protocol or seed needs its own --run-dir, or output.name=OTHER)"
+            if name and Path(run_dir).name == name
+            else ""
+        )
         raise ValueError(
             f"run directory {run_dir} already holds a run; continue it with --resume {run_dir}, replace "
-            f"it with --overwrite, or give another --run-dir"
+            f"it with --overwrite, or give another --run-dir{fixed}"
         )
     return {}
 

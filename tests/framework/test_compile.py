@@ -83,3 +83,36 @@ def test_compile_setting_checked_and_overridable(tmp_path: Path):
     cfg = load_config(None, ["train.compile=aot_eager", "train.teacher_cache=true"])
     assert cfg["train"]["compile"] == "aot_eager" and cfg["train"]["teacher_cache"] is True
     assert load_config(None, ["train.compile=true"])["train"]["compile"] is True
+
+
+def test_distiller_stages_compiled_one_after_another_in_one_process(tmp_path: Path, caplog):
+    """A method's stages train one after the other in one process: a DAD student (hooks on layer3 and layer4)
+    compiled after a RAD student (a hook on layer4) must trace its own forward, hooks included — not reuse the RAD
+    graph (whose layer3 hook was never registered) and fall back to eager. Each compiled first step's loss equals
+    the eager one's."""
+    from mmh.benchmarks import speed
+    from mmh.config import stage_train_config
+    from mmh.methods import method_stages
+
+    def first_loss(method: str, compile_: str | bool) -> tuple[float, Trainer]:
+        cfg = speed.speed_config(
+            f"synthetic_antispoof/{method}", 2, ["model.kwargs.width=4", "model.kwargs.shared_width=8"]
+        )
+        facts = {**speed.data_facts(cfg), "size": 32}
+        torch.manual_seed(0)
+        stage = speed.build_timed_stage(cfg, facts)
+        tcfg = stage_train_config(cfg, method_stages(cfg)[-1].section)
+        batch = speed.speed_batch(facts, 2)
+        data = speed._MemorySet(batch, 4, facts["modalities"], facts["num_classes"])  # noqa: SLF001
+        tr = speed._trainer(stage, data, {**tcfg, "compile": compile_}, torch.device("cpu"), tmp_path / method)  # noqa: SLF001
+        tr.stage.train()
+        _, losses = tr._call_forward(dict(batch))  # noqa: SLF001
+        return float(sum(losses.values())), tr
+
+    eager = {m: first_loss(m, False)[0] for m in ("rad", "dad")}
+    with caplog.at_level(logging.WARNING, logger="mmh.train.trainer"):
+        for method in ("rad", "dad"):
+            loss, tr = first_loss(method, "aot_eager")
+            assert getattr(tr, "_compiled_ok", False), method
+            assert loss == pytest.approx(eager[method], rel=1e-5), method
+    assert "train.compile" not in caplog.text

@@ -116,6 +116,35 @@ def test_validation_errors():
         load_config(None, ["modalities.student=[]"])
 
 
+@pytest.mark.parametrize(
+    "over",
+    [
+        ["train.checkpoint_every=-5"],  # was read as -1 (none)
+        ["stages.student.checkpoint_every=-2"],
+        ["stages.student.checkpoint_every=often"],  # was a crash inside the trainer
+        ["stages.student.checkpoint_every=true"],
+        ["stages.student.checkpoint_every=2.5"],
+        ["stages.student.checkpoint_every=null"],
+    ],
+)
+def test_checkpoint_every_is_an_int_of_at_least_minus_one(over):
+    key = over[0].split("=")[0]
+    with pytest.raises(ValueError, match=re.escape(f"'{key}'") + r" must be an int >= -1.*got"):
+        load_config(None, over)
+
+
+def test_checkpoint_every_errors_from_a_file_name_the_key(tmp_path: Path):
+    (tmp_path / "c.yaml").write_text("train:\n  checkpoint_every: true\n")
+    with pytest.raises(ValueError, match=r"'train\.checkpoint_every' must be an int >= -1.*True"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "s.yaml").write_text("stages:\n  teacher:\n    checkpoint_every: 1.5\n")
+    with pytest.raises(ValueError, match=r"'stages\.teacher\.checkpoint_every' must be an int >= -1"):
+        load_config(tmp_path / "s.yaml")
+    for ok in (-1, 0, 7):
+        cfg = load_config(None, [f"train.checkpoint_every={ok}", f"stages.student.checkpoint_every={ok}"])
+        assert stage_train_config(cfg, "student")["checkpoint_every"] == ok
+
+
 def test_save_roundtrip_and_hash(tmp_path: Path):
     cfg = load_config(None, ["train.steps=11"])
     save_config(cfg, tmp_path / "config.yaml")

@@ -225,6 +225,42 @@ def test_admd_run_publishes_its_discriminator(tmp_path):
     assert all(torch.equal(v, state[k]) for k, v in load_tensors(cached).items())
     with pytest.raises(FileNotFoundError, match="artifact 'nothing'"):
         stage_artifact_path(tmp_path / "b", again, "hallucination", "nothing")
+    # the benchmark's rebuild: the run's loss.admd.residual, checked against the stored layout
+    from mmh.benchmarks.thesis import admd_discriminator
+
+    hall = load_model(stage_model_path(tmp_path / "a", res, "hallucination"))
+    bench = admd_discriminator({**res, "run_dir": str(tmp_path / "a")}, hall)
+    assert all(torch.equal(v, state[k]) for k, v in bench.state_dict().items())
+
+
+def test_a_residual_discriminator_rebuilds_with_its_residual_layers():
+    """Fig. 4.3's object discriminator (skip connections in hidden layers 1 and 2) stores its layout with its weights:
+    rebuilt from its state (an artifact or a stage checkpoint) it computes what it computed, not a plain MLP's
+    output. A layout given that differs from the stored one, a stored layout that differs from the network loading
+    it, and an old state without a layout but a residual network are ValueErrors."""
+    torch.manual_seed(0)
+    d = FrameDiscriminator(8, 3, 0, (16, 16, 16, 24), residual=(2, 1)).eval()
+    f = torch.randn(5, 8)
+    art = {k: v.clone() for k, v in d.state_dict().items()}
+    assert art["residual_layout"].tolist() == [1, 2]
+    for state, prefix in ((art, ""), ({f"discriminator.{k}": v for k, v in art.items()}, "discriminator.")):
+        rebuilt = discriminator_from_state(state, 8, prefix=prefix)
+        assert rebuilt.residual == (1, 2)
+        torch.testing.assert_close(rebuilt(f), d(f), rtol=0, atol=0)
+        assert discriminator_from_state(state, 8, prefix=prefix, residual=[1, 2]).residual == (1, 2)
+        with pytest.raises(ValueError, match=r"residual layers \[1, 2\].*residual=\[\]"):
+            discriminator_from_state(state, 8, prefix=prefix, residual=[])
+    plain = FrameDiscriminator(8, 3, 0, (16, 16, 16, 24))
+    with pytest.raises(ValueError, match=r"residual_layout.*\[1, 2\].*\[\]"):
+        plain.load_state_dict(art)
+    # a state written before the layout was stored: a plain MLP's loads as before; a residual one needs it given
+    old = {k: v for k, v in art.items() if k != "residual_layout"}
+    plain.load_state_dict(old)
+    with pytest.raises(ValueError, match="residual_layout"):
+        FrameDiscriminator(8, 3, 0, (16, 16, 16, 24), residual=(1, 2)).load_state_dict(old)
+    with pytest.raises(ValueError, match="pass residual="):
+        discriminator_from_state(old, 8, prefix="")
+    torch.testing.assert_close(discriminator_from_state(old, 8, prefix="", residual=(1, 2))(f), d(f), rtol=0, atol=0)
 
 
 def _num_classes(cfg) -> int:

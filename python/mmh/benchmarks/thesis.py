@@ -98,18 +98,22 @@ _SWEPT: dict[str, tuple[str, str]] = {
 def admd_discriminator(res: dict[str, Any], hall_net: nn.Module) -> nn.Module:
     """The discriminator an ADMD run trained beside its hallucination stream (``hall_net``: that stage's network),
     from the stage's published ``discriminator`` artifact (its own folder or the stage cache); a run made before
-    stages published artifacts has only the trainer's stage checkpoint, which is read instead."""
+    stages published artifacts has only the trainer's stage checkpoint, which is read instead. The residual layers
+    are the run's ``loss.admd.residual``, checked against the layout stored with the weights (a ValueError when
+    they differ)."""
+    from ..config import load_run_config
     from ..methods.thesis import discriminator_from_state
     from ..runner import stage_artifact_path
     from ..train.checkpoint import load_checkpoint, load_tensors
 
     dim = hall_net.streams["hall"].bottleneck.out_channels
+    residual = load_run_config(res["run_dir"])["loss"]["admd"]["residual"]
     try:
         path = stage_artifact_path(res["run_dir"], res, "hallucination", "discriminator")
     except FileNotFoundError:
         latest = Path(res["run_dir"]) / "stages" / "hallucination" / "latest.pt"
-        return discriminator_from_state(load_checkpoint(latest)["stage"], dim)
-    return discriminator_from_state(load_tensors(path), dim, prefix="")
+        return discriminator_from_state(load_checkpoint(latest)["stage"], dim, residual=residual)
+    return discriminator_from_state(load_tensors(path), dim, prefix="", residual=residual)
 
 
 class _Runs:

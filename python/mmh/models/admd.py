@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -21,8 +22,12 @@ class FrameDiscriminator(nn.Module):
     ``residual``: indices of hidden layers with a skip connection, ``act(fc(x) + x)`` (the layer's input and output
     widths must agree): the thesis's object-recognition discriminator (4.2.2, Fig. 4.3: "skip connections in the
     lower layers") is ``hidden=(1024, 1024, 1024, 2048, 3072), residual=(1, 2)`` — the 2nd and 3rd 1024-unit
-    layers add their input, as in the released NYUD code. The state-dict keys (``net.<i>.weight``) do not depend
-    on ``residual``.
+    layers add their input, as in the released NYUD code. The layers' state-dict keys (``net.<i>.weight``) do not
+    depend on ``residual``; the layout itself is stored with the weights, as the int64 buffer ``residual_layout``
+    (the sorted indices), so a saved discriminator rebuilds as it was trained
+    (:func:`mmh.methods.thesis.discriminator_from_state`). Loading a state whose layout differs from this
+    discriminator's is a ValueError naming both; a state without ``residual_layout`` (written before the layout was
+    stored, when every discriminator was a plain MLP) loads only into a discriminator without ``residual``.
     """
 
     def __init__(
@@ -57,6 +62,36 @@ class FrameDiscriminator(nn.Module):
                 f"hidden={list(hidden)} (input {feature_dim + num_frames}) does not allow {list(residual)}"
             )
         self.residual = tuple(res)
+        self.register_buffer("residual_layout", torch.tensor(self.residual, dtype=torch.int64))
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        errors: list[str],
+    ) -> None:
+        """Check the stored residual layout against this discriminator's before loading (see the class docstring)."""
+        key = prefix + "residual_layout"
+        if key in state_dict:
+            got = tuple(int(i) for i in state_dict[key].reshape(-1).tolist())
+            if got != self.residual:
+                raise ValueError(
+                    f"discriminator state {key!r} has residual layers {list(got)}, this FrameDiscriminator "
+                    f"{list(self.residual)}: build it with residual={list(got)} (loss.admd.residual of the run)"
+                )
+        elif self.residual:
+            raise ValueError(
+                f"discriminator state has no {key!r} (a plain MLP's, written before the layout was stored); this "
+                f"FrameDiscriminator has residual layers {list(self.residual)}"
+            )
+        n = len(missing_keys)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors)
+        if key not in state_dict:  # a plain MLP's state from before the layout was stored: nothing to load
+            missing_keys[n:] = [k for k in missing_keys[n:] if k != key]
 
     @property
     def fake_index(self) -> int:

@@ -34,6 +34,7 @@ __all__ = [
     "FramewiseLateFusion",
     "FramewiseResNet",
     "ResNetBottleneckStream",
+    "msra_init",
     "resnet50_framewise",
     "small_framewise",
 ]
@@ -134,6 +135,19 @@ class FCBottleneck(nn.Module):
         return self.fc(x.mean((2, 3)))[:, :, None, None]
 
 
+def msra_init(module: nn.Module) -> nn.Module:
+    """Thesis 4.3.2: the bottleneck "randomly initialized with the MSRA initialization" (He et al. 2015): every
+    convolution / linear layer of ``module`` gets weights from N(0, 2 / fan_in) (``kaiming_normal_``; chosen:
+    ``fan_in``, the forward-pass case of the paper and the default of Caffe's ``msra`` filler; fan_in = input
+    channels x kernel area) and zero biases. Returns ``module``."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
+
+
 #: ``resnet50_framewise``'s ``bottleneck_kind`` -> the head on the last map (in_channels, dim).
 BOTTLENECK_KINDS = {"pool_conv": BottleneckHead, "conv7": ConvBottleneck, "fc": FCBottleneck}
 
@@ -184,8 +198,9 @@ def resnet50_framewise(
     identity-initialised 3x1x1 temporal convolutions in the 2nd residual unit of each stage (``temporal``; ``False``
     for single images, as NYUD), then the ``bottleneck``-d head (``bottleneck_kind``: ``pool_conv`` — pooling + 1x1
     conv, Table 4.2's choice, the default; ``conv7`` — a 7x7 conv without padding on the 7x7 map; ``fc`` — pooling +
-    a fully connected layer), the per-frame vectors averaged over time and a linear head per stream (so the logits
-    are the mean over frames of the per-frame logits), logits averaged over streams.
+    a fully connected layer; MSRA-initialised, :func:`msra_init`), the per-frame vectors averaged over time and a
+    linear head per stream (so the logits are the mean over frames of the per-frame logits), logits averaged over
+    streams.
 
     ``num_frames`` (the data's clip length, passed by the runner) is only checked: any clip length runs. ``streams``:
     stream name -> modality (default one per modality). Modules: ``streams.<s>`` (:class:`ResNetBottleneckStream`),
@@ -204,7 +219,7 @@ def resnet50_framewise(
     for s, m in smap.items():
         plain = torchvision_stream(arch, specs[m].channels)
         layers = [plain.layer1, plain.layer2, plain.layer3, plain.layer4]
-        head = BOTTLENECK_KINDS[bottleneck_kind](plain.out_channels, bottleneck)
+        head = msra_init(BOTTLENECK_KINDS[bottleneck_kind](plain.out_channels, bottleneck))
         backbones[s] = ResNetBottleneckStream(plain.stem, layers, temporal, head)
     return FramewiseResNet(
         modalities, specs, backbones, smap, {s: bottleneck for s in smap}, num_classes, temporal="mean"

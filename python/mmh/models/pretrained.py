@@ -69,6 +69,7 @@ __all__ = [
     "init_from_model_file",
     "load_pretrained",
     "published_weights",
+    "resolve_path",
     "weights_fingerprint",
 ]
 
@@ -356,9 +357,15 @@ def _check_state_dict(sd: Mapping[str, Any], path: Path, what: str) -> None:
         )
 
 
-def _resolve_path(spec: str | os.PathLike, what: str) -> Path:
+def resolve_path(spec: str | os.PathLike) -> Path:
+    """``spec`` as the path mmh reads: ``~`` expanded, a relative path resolved against the current directory (the
+    one rule of ``model.pretrained``, ``stages.<section>.init_from`` and their cache keys); not checked to exist."""
     path = Path(spec).expanduser()
-    path = path if path.is_absolute() else Path.cwd() / path
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+def _resolve_path(spec: str | os.PathLike, what: str) -> Path:
+    path = resolve_path(spec)
     if not path.is_file():
         raise FileNotFoundError(
             f"{what}={str(spec)!r}: weight file not found: {path} (a relative path is resolved against the current "
@@ -394,8 +401,7 @@ def weights_fingerprint(spec: str | os.PathLike | None) -> str | None:
         files = sorted({e.file for e in published_weights() if e.name == spec})
         present = [(f, _file_digest(cache_dir() / f)) for f in files if (cache_dir() / f).is_file()]
         return f"{spec}:" + ",".join(f"{f}={d}" for f, d in present)
-    path = Path(spec).expanduser()
-    path = path if path.is_absolute() else Path.cwd() / path
+    path = resolve_path(spec)
     return f"file:{_file_digest(path)}" if path.is_file() else f"missing:{path}"
 
 
@@ -567,7 +573,9 @@ def _load_mmh_artifact(model: nn.Module, payload: Mapping[str, Any], path: Path,
 
 def init_from_model_file(model: nn.Module, path: str | os.PathLike, *, what: str = "init_from") -> dict[str, Any]:
     """Initialise ``model`` (built by :func:`mmh.models.build_model`) from another run's network, an mmh
-    ``model.pt`` (``{"config", "state_dict"}``, read with :func:`mmh.utils.safe_io.safe_load`), to train it further.
+    ``model.pt`` (``{"config", "state_dict"}``), to train it further. The file is read with
+    :func:`mmh.utils.safe_io.safe_load` as mmh's own files are: zip archives only (mmh never writes the legacy
+    format, so a raw pickle is a ValueError, never unpickled).
 
     Tensors whose name and shape match are copied. Tensors that differ only because the number of classes differs
     (first dimension: the file network's ``num_classes`` vs this one's, every other dimension equal — the classifier
@@ -579,13 +587,15 @@ def init_from_model_file(model: nn.Module, path: str | os.PathLike, *, what: str
     config = getattr(model, "config", None)
     if not isinstance(config, dict) or "name" not in config:
         raise ValueError(f"{what}: the model has no build_model config (build it with mmh.models.build_model)")
-    file = Path(path).expanduser()
-    file = file if file.is_absolute() else Path.cwd() / file
+    file = resolve_path(path)
     if not file.is_file():
         raise FileNotFoundError(
             f"{what}: file not found: {file} (a relative path is resolved against the current directory)"
         )
-    payload = _read_state_dict(file, what)
+    # mmh's own files are zip archives: no legacy (raw pickle) reading, unlike published weight files
+    payload = safe_load(file, f"{what} model.pt")
+    if not isinstance(payload, dict):
+        raise ValueError(f"{what}: {file} holds a {type(payload).__name__}, not an mmh model.pt")
     if not ("config" in payload and "state_dict" in payload) or not isinstance(payload["state_dict"], dict):
         raise ValueError(f"{what}: {file} is not an mmh model.pt ({{'config', 'state_dict'}}, a run's or a stage's)")
     cfg, sd = payload["config"], payload["state_dict"]

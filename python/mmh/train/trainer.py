@@ -451,7 +451,12 @@ class Trainer:
         """``train.compile``: false -> ``model`` itself; true -> ``torch.compile(model)`` (inductor); a string ->
         ``torch.compile(model, backend=that)``. The stage's forward and its loss terms are compiled; the backward
         runs through the compiled graph's autograd. A backend that cannot be set up (here, or at the first step:
-        see :meth:`_call_forward`) falls back to eager with one warning."""
+        see :meth:`_call_forward`) falls back to eager with one warning.
+
+        Dynamo's caches are reset first (``torch._dynamo.reset()``): the stages of a method run one after the other
+        in one process, and a graph traced for an earlier stage's forward, with that stage's forward hooks (the
+        features a distiller reads) registered inside it, would otherwise be reused for the next stage's (a DAD
+        student after a RAD student then found its ``layer3`` hook never called)."""
         setting = self.tcfg.get("compile", False)
         if setting is False or setting is None:
             return model
@@ -459,6 +464,7 @@ class Trainer:
             raise ValueError(f"train.compile must be true, false or a torch.compile backend name, got {setting!r}")
         backend = "inductor" if setting is True else setting
         try:
+            torch._dynamo.reset()  # noqa: SLF001  (see the docstring)
             return torch.compile(model, backend=backend)
         except Exception as exc:  # a backend torch does not know, or torch.compile unavailable here
             self._compile_fallback(backend, exc)

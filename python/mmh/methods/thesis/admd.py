@@ -235,23 +235,48 @@ def admd_naive(cfg: Mapping[str, Any]) -> list[Stage]:
 
 
 def discriminator_from_state(
-    state: Mapping[str, Tensor], feature_dim: int, prefix: str = "discriminator.", residual: Iterable[int] = ()
+    state: Mapping[str, Tensor],
+    feature_dim: int,
+    prefix: str = "discriminator.",
+    residual: Iterable[int] | None = None,
 ) -> FrameDiscriminator:
-    """Rebuild the discriminator saved in an ADMD stage checkpoint (``checkpoint["stage"]``), sizes from the
-    weights: hidden widths, ``num_classes`` (outputs − 1) and ``num_frames`` (input − ``feature_dim``);
-    ``residual`` (``loss.admd.residual``, which the weights do not show) as it was trained."""
+    """Rebuild the discriminator saved in an ADMD stage checkpoint (``checkpoint["stage"]``) or published as the
+    stage's ``discriminator`` artifact (``prefix=""``), sizes from the weights: hidden widths, ``num_classes``
+    (outputs − 1) and ``num_frames`` (input − ``feature_dim``); the residual layers from the state's
+    ``residual_layout`` (:class:`mmh.models.FrameDiscriminator` stores them).
+
+    ``residual`` (``loss.admd.residual`` of the run, optional): checked against the stored layout, a ValueError when
+    they differ; a state without a stored layout (written before it was stored) needs it, or is a ValueError."""
     ws = [(k, v) for k, v in state.items() if k.startswith(prefix + "net.") and k.endswith(".weight")]
     if not ws:
         raise KeyError(f"no discriminator weights under {prefix!r} in the checkpoint state")
     ws.sort(key=lambda kv: int(kv[0][len(prefix) + 4 :].split(".")[0]))
+    want = None if residual is None else sorted(set(residual))
+    stored = state.get(prefix + "residual_layout")
+    if stored is not None:
+        layout = [int(i) for i in stored.reshape(-1).tolist()]
+        if want is not None and want != layout:
+            raise ValueError(
+                f"the discriminator state {prefix + 'residual_layout'!r} has residual layers {layout}, but "
+                f"residual={want} was given (loss.admd.residual): the state was trained with {layout}"
+            )
+    elif want is None:
+        raise ValueError(
+            f"the discriminator state has no {prefix + 'residual_layout'!r} (written before the residual layout was "
+            f"stored): pass residual= (loss.admd.residual of the run that trained it)"
+        )
+    else:
+        layout = want
     d = FrameDiscriminator(
         feature_dim,
         int(ws[-1][1].shape[0]) - 1,
         int(ws[0][1].shape[1]) - feature_dim,
         [int(v.shape[0]) for _, v in ws[:-1]],
-        tuple(residual),
+        tuple(layout),
     )
-    d.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    sd = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    sd["residual_layout"] = torch.tensor(layout, dtype=torch.int64)  # the stored one, or the one given for an old state
+    d.load_state_dict(sd)
     return d.eval()
 
 
