@@ -269,6 +269,8 @@ def plan(root: Path, recipes: list[Recipe] | None = None) -> list[Job]:
                     raise KeyError(f"{r.name} fine-tunes from papers/*/{src_dataset}/{src_file}, which is not shipped")
                 src = src[0]
                 extra.append(f"stages.streams.init_from={src.run_dir / 'stages' / stage / 'model.pt'}")
+                # another seed than the source run's: a tensor the copy did not bring would differ from the source's
+                extra.append(f"seed={int(src.recipe.cfg['seed']) + 1}")
                 after.append(src.id)
             run_dir = root / "runs" / r.name.replace("/", "_")
             jobs.append(Job(r.name, r, data, cache, run_dir, extra, after))

@@ -254,16 +254,29 @@ def _chapter4(dataset: str) -> list[_recipes.Recipe]:
 )
 def test_chapter4_nwucla_recipes_fine_tune_from_the_ntu60_streams(recipe, runs):
     """NW-UCLA's chapter-4 recipes start from the NTU RGB+D ``admd`` run's streams (``stages.streams.init_from``,
-    the harness's contract): after 2 small steps their streams still hold those values."""
+    the harness's contract): the stage record names that file's content and keeps exactly the 10-class heads fresh,
+    and after 2 small steps the streams still hold the file's values — the backbone (NW-UCLA loads no ImageNet file)
+    and the MSRA-initialised bottleneck, which the NW-UCLA run (another seed than the NTU run's) would draw anew.
+    The streams also record each stream's accuracy beside the two-stream one (eval.metrics mcl)."""
     run = runs.runs[recipe]
     run.ok()
     src = runs.runs["papers/thesis/ntu60/admd"]
     src.ok()
+    file = src.job.run_dir / "stages" / "streams" / "model.pt"
     init = [o for o in run.job.overrides if o.startswith("stages.streams.init_from=")]
-    assert init == [f"stages.streams.init_from={src.job.run_dir / 'stages' / 'streams' / 'model.pt'}"]
+    assert init == [f"stages.streams.init_from={file}"]
+    assert run.config["seed"] != src.config["seed"] and run.config["model"]["pretrained"] is None
+    rec = run.results["stages"]["streams"]["init_from"]
+    assert rec["sha256"] == run.init_sha256[str(file)]  # the file's digest as the run started (deleted since)
+    assert sorted(rec["fresh"]) == sorted(f"heads.{s}.{p}" for s in ("rgb", "depth") for p in ("weight", "bias"))
     want, got = src.tensors["streams"], run.tensors["streams"]
     common = sorted(set(want) & set(got))
-    assert common, (recipe, sorted(got))
+    assert any(k.endswith("bottleneck.conv.weight") for k in common), (recipe, sorted(got))
+    assert any(k.endswith("layer4.0.conv1.weight") for k in common), (recipe, sorted(got))
     for key in common:
         pair = torch.stack([got[key].flatten(), want[key].flatten()])
         assert torch.corrcoef(pair)[0, 1] > 0.99, (recipe, key)
+    for r in (src, run):
+        metrics = r.results["stages"]["streams"]["metrics"]
+        assert {"accuracy", "accuracy/rgb", "accuracy/depth"} <= set(metrics), (r.job.id, sorted(metrics))
+        assert "accuracy/hall" in r.results["stages"]["hallucination"]["metrics"], r.job.id

@@ -78,7 +78,11 @@ def test_chapter4_recipe_values_are_the_thesis(recipe):
     cfg = load_config(config_dir() / f"{recipe}.yaml")
     t, kw, mk, d = THESIS_CH4, cfg["dataset"]["kwargs"], cfg["model"]["kwargs"], cfg["loss"]["admd"]
     assert (cfg["method"], cfg["dataset"]["name"]) == (method, dataset)
-    assert (cfg["model"]["name"], cfg["model"]["pretrained"]) == (t["model"], t["pretrained"])
+    # NW-UCLA's streams come whole from the NTU run's (init_from), so it loads no ImageNet file of its own
+    pretrained = None if dataset == "nwucla" else t["pretrained"]
+    assert (cfg["model"]["name"], cfg["model"]["pretrained"]) == (t["model"], pretrained)
+    # 4.3.3's accuracy, and each stream's (Table 4.4 rows 8 / 10, Table 4.5 "Depth alone" / "RGB alone")
+    assert cfg["eval"]["metrics"] == ["accuracy", "mcl"]
     assert (mk["arch"], mk["bottleneck"], mk["bottleneck_kind"]) == (t["arch"], t["bottleneck"], t["bottleneck_kind"])
     assert kw["resolution"] == t["resolution"]
     assert cfg["modalities"]["teacher"] == ["rgb", "depth"] and cfg["modalities"]["student"] == ["rgb"]
@@ -209,7 +213,7 @@ def test_resnet50_framewise_frames_are_independent_without_temporal_convolutions
     with FeatureExtractor(model, [path]) as feats:
         model(x)
     alone = torch.cat([model.streams["rgb"](x["rgb"][b, t : t + 1]) for b in range(2) for t in range(3)])
-    torch.testing.assert_close(feats[path], alone, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(feats[path], alone, rtol=1e-4, atol=1e-4)  # float sums of other batch sizes
     # single images (B, C, H, W) are one-frame clips
     img = {"rgb": x["rgb"][:, 0], "depth": x["depth"][:, 0]}
     one = {"rgb": x["rgb"][:, :1], "depth": x["depth"][:, :1]}
@@ -237,13 +241,30 @@ def test_resnet50_framewise_bottleneck_kinds_and_errors():
             _framewise(**bad)
 
 
+def test_resnet50_framewise_bottleneck_is_msra_initialised():
+    """4.3.2: the bottleneck "randomly initialized with the MSRA initialization": weights ~ N(0, 2 / fan_in), fan_in =
+    input channels x kernel area (2048 for pool + 1x1 conv and fc, 2048 x 49 for the 7x7 conv), zero biases. PyTorch's
+    default (kaiming_uniform with a = sqrt(5)) has std 1 / sqrt(3 fan_in), 41 % of that."""
+    for kind, fan_in in (("pool_conv", 2048), ("fc", 2048), ("conv7", 2048 * 49)):
+        net = _framewise(modalities=("rgb",), in_channels=None, temporal=False, bottleneck_kind=kind, seed=3)
+        head = net.streams["rgb"].bottleneck
+        layer = head.fc if kind == "fc" else head.conv
+        w = layer.weight.detach().double()
+        assert w.mean().abs() < 0.05 * (2 / fan_in) ** 0.5, kind
+        assert w.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.02), kind
+        # normal, not uniform: the excess kurtosis of a normal is 0 (a uniform's is -1.2)
+        kurt = (((w - w.mean()) / w.std()) ** 4).mean().item() - 3
+        assert abs(kurt) < 0.1, kind
+        assert torch.count_nonzero(layer.bias) == 0, kind
+
+
 # ------------------------------------------------------------------------------------------- discriminator D2
 def test_frame_discriminator_residual_layers_add_their_input():
     """Fig. 4.3's object discriminator: hidden layers 1 and 2 compute act(fc(x) + x); computed by hand here."""
     torch.manual_seed(0)
     d = FrameDiscriminator(8, 3, 0, (16, 16, 16, 24), residual=(1, 2))
     plain = FrameDiscriminator(8, 3, 0, (16, 16, 16, 24))
-    plain.load_state_dict(d.state_dict())  # same keys: residual does not change them
+    plain.net.load_state_dict(d.net.state_dict())  # the same layers: residual does not change their keys
     f = torch.randn(5, 8)
     act = nn.LeakyReLU(0.2)
     lin = [m for m in d.net if isinstance(m, nn.Linear)]
@@ -313,6 +334,11 @@ def test_init_from_refuses_bad_files_and_keys(tmp_path):
     torch.save({"a": torch.zeros(1)}, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="not an mmh model.pt"):
         init_from_model_file(_small(3, 0), tmp_path / "plain.pt")
+    # mmh never writes the legacy (pre-zip) torch.save format: such a file is refused, never unpickled
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    torch.save(payload, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(ValueError, match=r"stages\.streams\.init_from.*not a torch\.save archive"):
+        init_from_model_file(_small(3, 0), tmp_path / "legacy.pt", what="stages.streams.init_from")
     other = build_model("small_late_fusion", modalities=("rgb", "depth"), num_classes=3)
     with pytest.raises(ValueError, match="small_framewise"):
         init_from_model_file(other, tmp_path / "model.pt")
@@ -351,10 +377,20 @@ def test_init_from_in_a_run_trains_from_the_file_and_keys_the_stage_by_its_conte
     rec = res["stages"]["streams"]
     assert rec["source"]["kind"] == "trained" and rec["init_from"]["path"] == str(init)
     assert rec["init_from"]["fresh"] == [] and any("init_from" in line for line in logs)
-    # trained after the copy: the file's network is the start, not the result
+    import hashlib
+
+    assert rec["init_from"]["sha256"] == hashlib.sha256(init.read_bytes()).hexdigest()
+    # started from the file, then trained: every weight matrix lies nearer the file's than the fresh seed-1 network
+    # the stage would start from without the copy (that network, rebuilt here), and is not the file's any more
     trained = load_model(stage_model_path(tmp_path / "b", res, "streams")).state_dict()
-    start = load_model(init).state_dict()
-    assert any(not torch.equal(trained[k], start[k]) for k in start if k.endswith("weight"))
+    start_net = load_model(init)
+    start = start_net.state_dict()
+    fresh = build_model(**{**start_net.config, "seed": 1}).state_dict()
+    mats = [k for k, v in start.items() if v.dim() >= 2]
+    assert mats and all(not torch.equal(start[k], fresh[k]) for k in mats)
+    for k in mats:
+        assert (trained[k] - start[k]).norm() < 0.2 * (trained[k] - fresh[k]).norm(), k
+    assert any(not torch.equal(trained[k], start[k]) for k in mats)
     assert json.loads((tmp_path / "b" / "results.json").read_text())["stages"]["streams"]["init_from"]["copied"] > 0
     # the stage key follows the file's content: same bytes, same key; other bytes, another key; none: another key
     stage = next(s for s in method_stages(cfg) if s.name == "streams")
@@ -367,6 +403,64 @@ def test_init_from_in_a_run_trains_from_the_file_and_keys_the_stage_by_its_conte
     assert k2 != k1
     unset = load_config(config_dir() / "thesis/admd.yaml", ["seed=1"])
     assert stage_key(stage, {**cfg, "stages": unset["stages"]}, {}) not in (k1, k2)
+    # a run stopped after its streams stage resumes after the file is gone: the stage is not trained again, so the
+    # file is not needed (the key takes the missing path, as for a missing model.pretrained file)
+    init.write_bytes(src_path.read_bytes())
+    cfg2 = _admd_cfg(tmp_path, f"stages.streams.init_from={init}", "seed=2")
+    part = run_experiment(cfg2, run_dir=tmp_path / "c", stop_after_steps=3, log=lambda s: None)
+    assert part["status"] == "stopped" and part["stages"]["streams"]["source"]["kind"] == "trained"
     init.unlink()
+    k3 = stage_key(stage, cfg, {})
+    assert k3 not in (k1, k2) and k3 == stage_key(stage, cfg, {})
+    done = run_experiment(cfg2, run_dir=tmp_path / "c", resume=True, log=lambda s: None)
+    assert done["status"] == "done" and done["stages"]["streams"]["source"]["kind"] == "run"
+    # a stage that has to train needs the file: FileNotFoundError naming the key
     with pytest.raises(FileNotFoundError, match=r"stages\.streams\.init_from"):
-        stage_key(stage, cfg, {})
+        run_experiment(cfg, run_dir=tmp_path / "d", log=lambda s: None)
+
+
+def test_init_from_applies_to_the_stages_of_its_section_that_train():
+    """``rad_dad``'s ensemble shares the section ``student`` with the RAD and DAD students and is not trained:
+    ``stages.student.init_from`` starts the students and leaves the ensemble alone. A section none of whose stages
+    trains (ADMD's assembled ``fusion``) is a ValueError naming the key; so is init_from beside a checkpoint."""
+    from mmh.methods.registry import method_stages
+    from mmh.runner import stage_init_from, stage_key
+
+    cfg = load_config(config_dir() / "synthetic_shapes/rad_dad.yaml", ["stages.student.init_from=some/model.pt"])
+    stages = method_stages(cfg)
+    student = [s for s in stages if s.section == "student"]
+    assert any(s.trains for s in student) and any(not s.trains for s in student)
+    want = Path.cwd() / "some" / "model.pt"
+    for s in student:
+        assert stage_init_from(cfg, s, check=False) == (want if s.trains else None), s.name
+    keys = {s.name: "0" * 12 for s in stages}
+    assert all(stage_key(s, cfg, keys) for s in stages)  # no stage's key raises; the file is missing: not needed yet
+    trainer = next(s for s in student if s.trains)
+    with pytest.raises(FileNotFoundError, match=r"stages\.student\.init_from"):
+        stage_init_from(cfg, trainer)
+    admd = load_config(config_dir() / "thesis/admd.yaml", ["stages.student.init_from=some/model.pt"])
+    fusion = next(s for s in method_stages(admd) if s.name == "fusion")
+    assert fusion.section == "student" and not fusion.trains
+    with pytest.raises(ValueError, match=r"stages\.student\.init_from.*no stage"):
+        stage_init_from(admd, fusion, check=False)
+    over = ["stages.student.init_from=some/model.pt", "stages.student.checkpoint=x.pt"]
+    both = load_config(config_dir() / "synthetic_shapes/rad_dad.yaml", over)
+    with pytest.raises(ValueError, match=r"stages\.student\.init_from.*checkpoint"):
+        stage_init_from(both, trainer, check=False)
+
+
+def test_a_second_run_into_a_fixed_output_name_is_refused_naming_output_name(tmp_path):
+    """``output.name`` (``ntu60/admd``'s fixed run folder): a second run into it is refused, the error naming the
+    key and how to keep both runs."""
+    from mmh.runner import default_run_dir, run_experiment
+
+    cfg = load_config(
+        config_dir() / "papers/thesis/ntu60/admd.yaml", [f"output.root={tmp_path}", "dataset.kwargs.root=/nowhere"]
+    )
+    run_dir = default_run_dir(cfg)
+    assert run_dir == tmp_path / "thesis-ch4-ntu60-admd"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(ValueError, match=r"already holds a run.*--overwrite.*output\.name 'thesis-ch4-ntu60-admd'.*"
+                       r"--run-dir"):  # fmt: skip
+        run_experiment(cfg, log=lambda s: None)
