@@ -103,3 +103,22 @@ def test_gradient_of_one_input():
         want = d * torch.relu(g.detach()) if x_grad else torch.where(g.detach() > 0, d * x.detach(), 0.0)
         torch.testing.assert_close(x.grad if x_grad else g.grad, want, **EXACT)
         assert (g.grad if x_grad else x.grad) is None
+
+
+def test_frozen_gate_gradient_in_mixed_dtypes():
+    # A frozen gate (x alone requires grad) takes the one-pass path dx = grad * relu(gate) through the forward kernel:
+    # computed in the promoted dtype (the output's), then rounded to x's dtype, as the full backward does.
+    torch.manual_seed(0)
+    for x_dtype, g_dtype in ((torch.bfloat16, torch.float32), (torch.float32, torch.float64), (torch.float16,) * 2):
+        x = torch.randn(4, 6, 5, dtype=x_dtype, requires_grad=True)
+        g = torch.randn(4, 6, 5, dtype=g_dtype)
+        out = mmh_ext.cross_stream_inject(x, g)
+        d = torch.randn_like(out)
+        out.backward(d)
+        want = (d * torch.relu(g.to(out.dtype))).to(x_dtype)
+        assert x.grad.dtype == x_dtype
+        torch.testing.assert_close(x.grad, want, **EXACT)
+        # the same values as the full backward, run when the gate requires a gradient too
+        x2, g2 = x.detach().clone().requires_grad_(True), g.clone().requires_grad_(True)
+        mmh_ext.cross_stream_inject(x2, g2).backward(d)
+        torch.testing.assert_close(x.grad, x2.grad, **EXACT)

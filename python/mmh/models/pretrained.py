@@ -539,29 +539,52 @@ def _load_mapped(
     )
 
 
-def _load_mmh_artifact(model: nn.Module, payload: Mapping[str, Any], path: Path, what: str) -> PretrainedReport:
-    """An mmh ``model.pt`` of the same architecture: its own keys, strictly (no mapping, no adaptation)."""
+def _fit_problems(
+    own: Mapping[str, Tensor], sd: Mapping[str, Any], classes: tuple[Any, Any] | None = None
+) -> tuple[list[str], list[str]]:
+    """How an mmh state dict ``sd`` fits a network's ``own``: ``(fresh, problems)``. ``problems`` lists the keys
+    either side lacks and the shapes that differ; with ``classes = (file's num_classes, network's)`` a tensor that
+    differs only in its first dimension, file's classes vs network's (a classifier head), is not a problem but
+    ``fresh`` (kept as the network has it)."""
+    theirs, ours = classes if classes is not None else (None, None)
+    fresh, shapes = [], []
+    for k, v in own.items():
+        if k not in sd or sd[k].shape == v.shape:
+            continue
+        s = sd[k].shape
+        if theirs != ours and len(s) == v.dim() and s[0] == theirs and v.shape[0] == ours and s[1:] == v.shape[1:]:
+            fresh.append(k)
+        else:
+            shapes.append(f"{k}: file {tuple(s)} vs network {tuple(v.shape)}")
+    problems = []
+    extra = [k for k in sd if k not in own]
+    lost = [k for k in own if k not in sd]
+    if extra:
+        problems.append(f"keys the network does not have: {_listing(extra)}")
+    if lost:
+        problems.append(f"keys the file lacks: {_listing(lost)}")
+    if shapes:
+        other = f" other than by the class count ({theirs} vs {ours})" if classes is not None else ""
+        problems.append(f"shapes that differ{other}: {_listing(shapes, 6)}")
+    return fresh, problems
+
+
+def _mmh_parts(payload: Mapping[str, Any], path: Path, name: str, what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(config, state_dict)`` of an mmh ``model.pt`` payload of model ``name``; ValueError naming ``path``."""
     cfg, sd = payload["config"], payload["state_dict"]
-    name = model.config["name"]
     if not isinstance(cfg, dict) or cfg.get("name") != name:
         got = cfg.get("name") if isinstance(cfg, dict) else cfg
         raise ValueError(f"{what}: {path} is an mmh model.pt of model {got!r}, not of {name!r}")
     if not isinstance(sd, dict):
         raise ValueError(f"{what}: {path}: 'state_dict' is a {type(sd).__name__}, not a dict")
     _check_state_dict(sd, path, what)
-    own = model.state_dict()
-    problems = []
-    extra = [k for k in sd if k not in own]
-    lost = [k for k in own if k not in sd]
-    shapes = [
-        f"{k}: {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape
-    ]
-    if extra:
-        problems.append(f"keys the network does not have: {_listing(extra)}")
-    if lost:
-        problems.append(f"keys the file lacks: {_listing(lost)}")
-    if shapes:
-        problems.append(f"shapes that differ (file vs network): {_listing(shapes, 6)}")
+    return cfg, sd
+
+
+def _load_mmh_artifact(model: nn.Module, payload: Mapping[str, Any], path: Path, what: str) -> PretrainedReport:
+    """An mmh ``model.pt`` of the same architecture: its own keys, strictly (no mapping, no adaptation)."""
+    _, sd = _mmh_parts(payload, path, model.config["name"], what)
+    _, problems = _fit_problems(model.state_dict(), sd)
     if problems:
         raise ValueError(
             f"{what}: the mmh model.pt {path} is not of this network's architecture ({'; '.join(problems)}); "
@@ -598,31 +621,9 @@ def init_from_model_file(model: nn.Module, path: str | os.PathLike, *, what: str
         raise ValueError(f"{what}: {file} holds a {type(payload).__name__}, not an mmh model.pt")
     if not ("config" in payload and "state_dict" in payload) or not isinstance(payload["state_dict"], dict):
         raise ValueError(f"{what}: {file} is not an mmh model.pt ({{'config', 'state_dict'}}, a run's or a stage's)")
-    cfg, sd = payload["config"], payload["state_dict"]
-    _check_state_dict(sd, file, what)
-    if not isinstance(cfg, dict) or cfg.get("name") != config["name"]:
-        got = cfg.get("name") if isinstance(cfg, dict) else cfg
-        raise ValueError(f"{what}: {file} is a model.pt of model {got!r}, not of {config['name']!r}")
-    theirs, ours = cfg.get("num_classes"), config.get("num_classes")
+    cfg, sd = _mmh_parts(payload, file, config["name"], what)
     own = model.state_dict()
-    fresh, shapes = [], []
-    for k, v in own.items():
-        if k not in sd or sd[k].shape == v.shape:
-            continue
-        s = sd[k].shape
-        if theirs != ours and len(s) == v.dim() and s[0] == theirs and v.shape[0] == ours and s[1:] == v.shape[1:]:
-            fresh.append(k)
-        else:
-            shapes.append(f"{k}: file {tuple(s)} vs network {tuple(v.shape)}")
-    problems = []
-    extra = [k for k in sd if k not in own]
-    lost = [k for k in own if k not in sd]
-    if extra:
-        problems.append(f"keys the network does not have: {_listing(extra)}")
-    if lost:
-        problems.append(f"keys the file lacks: {_listing(lost)}")
-    if shapes:
-        problems.append(f"shapes that differ other than by the class count ({theirs} vs {ours}): {_listing(shapes, 6)}")
+    fresh, problems = _fit_problems(own, sd, (cfg.get("num_classes"), config.get("num_classes")))
     if problems:
         raise ValueError(f"{what}: {file} does not fit this network ({'; '.join(problems)}); nothing was loaded")
     copied = {k: sd[k].to(own[k].dtype) for k in own if k not in fresh}
