@@ -112,6 +112,19 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+_LISTED: list[str] = []
+
+
+def listed_configs() -> list[str]:
+    """What ``mmh list configs`` prints, one name per entry (run once per test session, in a fresh process)."""
+    if not _LISTED:
+        cmd = [sys.executable, "-m", "mmh.cli", "list", "configs"]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=120)
+        assert out.returncode == 0, out.stderr
+        _LISTED.extend(out.stdout.split())
+    return list(_LISTED)
+
+
 def transform_names(specs: list[Any]) -> list[str]:
     """The names of a config's transform list (an entry is a name or a dict with ``name``)."""
     return [t["name"] if isinstance(t, dict) else t for t in specs]

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _recipes  # noqa: E402
 import _trees  # noqa: E402
-from _recipes import child_env  # noqa: E402
+from _recipes import listed_configs  # noqa: E402
 
 from mmh.config import config_dir, load_config  # noqa: E402
 
@@ -49,22 +48,14 @@ INPUT_NORMALIZE = {d: {"name": "normalize", "keys": ["rgb", "depth"], "mean": [0
 
 
 def test_list_configs_shows_exactly_the_24_recipes():
-    out = subprocess.run(
-        [sys.executable, "-m", "mmh.cli", "list", "configs"],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    listed = [line for line in out.stdout.split() if line.startswith("papers/mmh/")]
+    listed = [line for line in listed_configs() if line.startswith("papers/mmh/")]
     assert sorted(listed) == sorted(RECIPES)
     # the harness discovers every listed recipe of every paper, and nothing else
-    every = sorted(line for line in out.stdout.split() if line.startswith("papers/"))
+    every = sorted(line for line in listed_configs() if line.startswith("papers/"))
     assert [r.name for r in _recipes.discover()] == every
     bases = sorted(p.relative_to(config_dir()).as_posix() for p in (config_dir() / "papers").rglob("_base*"))
     assert bases, "the recipes share _base files"  # which exist, and are not listed
-    assert not any("_base" in line for line in out.stdout.split())
+    assert not any("_base" in line for line in listed_configs())
 
 
 @pytest.mark.parametrize("recipe", RECIPES)

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _recipes  # noqa: E402
-from _recipes import child_env, transform_names  # noqa: E402
+from _recipes import listed_configs, transform_names  # noqa: E402
 
 from mmh.config import config_dir, load_config  # noqa: E402
 
@@ -90,19 +89,11 @@ PROTOCOL["uwa3d2"] = ("test_views", [3, 4])
 
 
 def test_list_configs_shows_the_thesis_recipes():
-    out = subprocess.run(
-        [sys.executable, "-m", "mmh.cli", "list", "configs"],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    listed = [line for line in out.stdout.split() if line.startswith("papers/thesis/")]
+    listed = [line for line in listed_configs() if line.startswith("papers/thesis/")]
     chapter4 = {r.name for r in _recipes.discover() if r.model == "resnet50_framewise"}  # test_recipes_thesis_ch4
     assert sorted(set(listed) - chapter4) == RECIPES
     assert (config_dir() / "papers/thesis/_base/ch3.yaml").is_file()  # shared, and not listed
-    assert not any("_base" in line or "/_ch" in line for line in out.stdout.split())
+    assert not any("_base" in line or "/_ch" in line for line in listed_configs())
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
