@@ -51,12 +51,16 @@ class FramewiseLateFusion(LateFusionNet):
         self.time_pool = TimeMean()
         self.feature_paths.update({f"bottleneck.{s}": f"streams.{s}.bottleneck" for s in self.stream_inputs})
 
+    def run_stream(self, stream: str, frames: Tensor, num_frames: int) -> Tensor:
+        """Stream ``stream`` on (B*T, C, H, W) frames, clips of ``num_frames`` frames each."""
+        return self.streams[stream](frames)
+
     def stream_maps(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         out = {}
         for s, m in self.stream_inputs.items():
             clip = as_clip(inputs, m, self.specs[m].channels)
             b, t = clip.shape[:2]
-            y = self.streams[s](clip.reshape(b * t, *clip.shape[2:]))
+            y = self.run_stream(s, clip.reshape(b * t, *clip.shape[2:]), t)
             if self.temporal == "mean":
                 out[s] = self.time_pool(y, t)
             else:  # (B*T, d, h, w) -> (B, T*d, h, w), frame-major channels
@@ -169,15 +173,10 @@ class ResNetBottleneckStream(ResNetStream):
 
 class FramewiseResNet(FramewiseLateFusion):
     """:class:`FramewiseLateFusion` whose streams take the clip length (their temporal convolutions mix the frames
-    of each clip); stream outputs are averaged over frames."""
+    of each clip); built with ``temporal="mean"``, so stream outputs are averaged over frames."""
 
-    def stream_maps(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        out = {}
-        for s, m in self.stream_inputs.items():
-            clip = as_clip(inputs, m, self.specs[m].channels)
-            b, t = clip.shape[:2]
-            out[s] = self.time_pool(self.streams[s](clip.reshape(b * t, *clip.shape[2:]), num_frames=t), t)
-        return out
+    def run_stream(self, stream: str, frames: Tensor, num_frames: int) -> Tensor:
+        return self.streams[stream](frames, num_frames=num_frames)
 
 
 @register_model("resnet50_framewise")
